@@ -1,0 +1,263 @@
+//! The appliance assembled: sources → join → screen → decide/divert/store → report, with the
+//! console beside it. Stages are tasks (screening a thread) joined by bounded channels, and
+//! every task listens to one shutdown token.
+
+use crate::config::Config;
+use crate::domain::{mask, Decision};
+use crate::report::{payload, Feed};
+use crate::screen::{self, model, Screened};
+use crate::store::Store;
+use crate::telemetry::{ParcelSummary, Telemetry};
+use anyhow::Context;
+use screenline_protocol::ToController;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Parcels waiting for screening, across all lines.
+const SCREEN_QUEUE: usize = 64;
+
+/// A running appliance.
+pub struct Appliance {
+    /// What it knows about itself.
+    pub telemetry: Arc<Telemetry>,
+    /// Where the console listens.
+    pub console_addr: std::net::SocketAddr,
+    store: Arc<Store>,
+    tasks: JoinSet<()>,
+    feed: tokio::task::JoinHandle<()>,
+    screening: Option<std::thread::JoinHandle<()>>,
+    shutdown: CancellationToken,
+}
+
+impl Appliance {
+    /// Starts every stage for `config`.
+    pub async fn start(config: Config) -> anyhow::Result<Appliance> {
+        let telemetry = Arc::new(Telemetry::default());
+        let model_dir = match &config.model.dir {
+            Some(d) => d.clone(),
+            None => model::default_model_dir().context(
+                "no model folder found: set model.dir in the configuration to a folder with manifest.json",
+            )?,
+        };
+        let (ort_path, threads) = (config.model.ort_dylib_path.clone(), config.model.intra_threads);
+        let dir = model_dir.clone();
+        let model = tokio::task::spawn_blocking(move || {
+            let env = model::init_runtime(ort_path.as_deref())?;
+            model::Model::load(&dir, &env, threads)
+        })
+        .await
+        .context("model loader")??;
+        let info = model.info().clone();
+        telemetry.link(
+            "model",
+            true,
+            format!("{} {} ({})", info.name, info.version, model_dir.display()),
+        );
+        let store = Arc::new(Store::open(&config.data_dir)?);
+        telemetry.set("feed.backlog", store.outbox_len() as u64);
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let (parcel_tx, parcel_rx) = mpsc::channel(SCREEN_QUEUE);
+        let (screened_tx, screened_rx) = mpsc::channel(SCREEN_QUEUE);
+        let mut controllers = HashMap::new();
+        for line in &config.lines {
+            let cmds = crate::line::spawn(
+                &mut tasks,
+                line,
+                parcel_tx.clone(),
+                telemetry.clone(),
+                shutdown.clone(),
+            );
+            controllers.insert(line.id.clone(), cmds);
+        }
+        drop(parcel_tx);
+        let screening = screen::spawn(model, parcel_rx, screened_tx, telemetry.clone())
+            .context("starting the screening thread")?;
+
+        let wake = Arc::new(Notify::new());
+        tasks.spawn(sink(
+            screened_rx,
+            controllers,
+            store.clone(),
+            wake.clone(),
+            telemetry.clone(),
+            config.site_id.clone(),
+            config.appliance_id.clone(),
+        ));
+        let feed = Feed::new(&config, store.clone(), wake, telemetry.clone())?;
+        let feed = tokio::spawn(feed.run(shutdown.clone()));
+
+        let listener = tokio::net::TcpListener::bind(config.console.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot serve the console on {}: is another screenline running? Set console.listen",
+                    config.console.listen
+                )
+            })?;
+        let console_addr = listener.local_addr()?;
+        tasks.spawn(crate::console::serve(
+            listener,
+            telemetry.clone(),
+            shutdown.clone(),
+        ));
+        tracing::info!(console = %console_addr, lines = config.lines.len(), "appliance running");
+        Ok(Appliance {
+            telemetry,
+            console_addr,
+            store,
+            tasks,
+            feed,
+            screening: Some(screening),
+            shutdown,
+        })
+    }
+
+    /// Reports not yet acknowledged by the broker.
+    pub fn backlog(&self) -> usize {
+        self.store.outbox_len()
+    }
+
+    /// Stops every stage: sources first, then the feed says `stopped`, then the store flushes.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        let _ = self.feed.await;
+        if let Some(t) = self.screening.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "final flush failed");
+        }
+        tracing::info!("appliance stopped");
+    }
+}
+
+/// Decide, divert, store, report: the stage after screening.
+async fn sink(
+    mut screened: mpsc::Receiver<Screened>,
+    controllers: HashMap<String, mpsc::Sender<ToController>>,
+    store: Arc<Store>,
+    wake: Arc<Notify>,
+    telemetry: Arc<Telemetry>,
+    site_id: String,
+    appliance_id: String,
+) {
+    while let Some(s) = screened.recv().await {
+        let line = s.parcel.line_id.clone();
+        // The diverter waits for nobody: the decision goes out before anything is stored.
+        let decision = ToController::Decision {
+            seq: s.parcel.seq,
+            verdict: s.decision.verdict(),
+        };
+        if let Some(tx) = controllers.get(&line) {
+            if tx.try_send(decision).is_err() {
+                telemetry.incr("sink.decisions_not_sent");
+                tracing::warn!(line = %line, seq = s.parcel.seq, "controller queue full; the controller will divert fail-safe");
+            }
+        }
+        if let Err(e) = persist(&s, &store, &site_id, &appliance_id, &telemetry).await {
+            telemetry.incr("store.errors");
+            tracing::error!(line = %line, seq = s.parcel.seq, error = %e, "record not stored");
+        }
+        wake.notify_one();
+        telemetry.incr("parcels.decided");
+        telemetry.incr(&format!("parcels.{}", s.decision.key()));
+        for r in &s.reasons {
+            telemetry.incr(&format!("reasons.{}", r.code.key()));
+        }
+    }
+}
+
+async fn persist(
+    s: &Screened,
+    store: &Store,
+    site_id: &str,
+    appliance_id: &str,
+    telemetry: &Telemetry,
+) -> anyhow::Result<()> {
+    let entered_ms = s
+        .parcel
+        .entered_at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let record_id = format!("{entered_ms:013}-{}-{}", s.parcel.line_id, s.parcel.seq);
+    let wb = s.parcel.waybill.as_ref();
+    let image_path = match (&s.parcel.scan, &s.evidence) {
+        (Some(scan), Some(ev)) => Some(store.keep_image(&record_id, &scan.path, &ev.bytes)?),
+        _ => None,
+    };
+    // Real-name data is kept in full only where the regulator may need it; for cleared
+    // parcels, only keyed hashes (what split-shipment detection matches on).
+    let keep_identity = s.decision != Decision::Clear;
+    let sender = wb.and_then(|w| w.sender.as_ref()).map(|snd| {
+        if keep_identity {
+            serde_json::to_value(snd).unwrap_or_default()
+        } else {
+            json!({"id_key": store.keyed_hash(&snd.id_number), "phone_key": store.keyed_hash(&snd.phone)})
+        }
+    });
+    let report = if s.decision == Decision::Flag {
+        let report_id = payload::report_id(
+            site_id,
+            &s.parcel.line_id,
+            wb.map_or("", |w| w.waybill.as_str()),
+            s.parcel.scan.as_ref().map_or("", |x| x.scan_id.as_str()),
+        );
+        let body = payload::flagged_report(s, &report_id, site_id, appliance_id);
+        Some((report_id, serde_json::to_vec(&body)?))
+    } else {
+        None
+    };
+    let record = json!({
+        "record_id": record_id,
+        "line_id": s.parcel.line_id,
+        "seq": s.parcel.seq,
+        "entered_at": crate::time_fmt::format(s.parcel.entered_at),
+        "screened_at": crate::time_fmt::format(s.screened_at),
+        "waybill": wb.map(|w| w.waybill.as_str()),
+        "declared": wb.and_then(|w| w.declared.as_ref()),
+        "sender": sender,
+        "recipient": if keep_identity { wb.and_then(|w| w.recipient.as_ref()).map(|r| serde_json::to_value(r).unwrap_or_default()) } else { None },
+        "decision": s.decision.key(),
+        "reasons": s.reasons,
+        "scores": s.scores,
+        "model": s.model,
+        "image": image_path.as_ref().map(|p| p.display().to_string()),
+        "image_sha256": s.evidence.as_ref().map(|e| e.sha256.clone()),
+        "report_id": report.as_ref().map(|r| r.0.clone()),
+    });
+    store
+        .commit(
+            record_id.as_bytes(),
+            &record,
+            report
+                .as_ref()
+                .map(|(id, body)| (id.as_str(), "reports/flagged", body.as_slice())),
+        )
+        .await?;
+    let top = s.scores.as_ref().and_then(|x| x.top());
+    telemetry.push_parcel(ParcelSummary {
+        record_id,
+        line_id: s.parcel.line_id.clone(),
+        seq: s.parcel.seq,
+        waybill: wb.map(|w| w.waybill.to_string()),
+        decision: s.decision,
+        reasons: s.reasons.clone(),
+        category: top.map(|(c, _)| c.key().to_owned()),
+        counterfeit: s.scores.as_ref().map(|x| x.counterfeit),
+        sender: wb
+            .and_then(|w| w.sender.as_ref())
+            .map(|snd| format!("{} {}", mask(&snd.name), mask(&snd.id_number))),
+        decided_at: SystemTime::now(),
+        outcome: None,
+    });
+    Ok(())
+}

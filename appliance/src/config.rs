@@ -1,0 +1,368 @@
+//! The appliance's configuration: one TOML file, every key with a documented default,
+//! unknown keys rejected, and errors that name the key, the value and what would be valid.
+
+use crate::line::waybill::Framing;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// A configuration that could not be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The TOML does not match the configuration's shape.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// Values that parse but cannot work together.
+    #[error("{path}: {}", .problems.join("; "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The sorting centre's id in the regulator's feed.
+    pub site_id: String,
+    /// This appliance's id in the regulator's feed.
+    pub appliance_id: String,
+    /// Where records, the outbox and kept images live. Default: /var/lib/screenline.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub console: ConsoleConfig,
+    /// The lines this appliance serves; at least one.
+    pub lines: Vec<LineConfig>,
+}
+
+/// The classifier.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The model folder (manifest.json + .onnx). Default: the newest folder in the bundled models/.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// ONNX Runtime's shared library. Default: $ORT_DYLIB_PATH, else the path the setup script installs to.
+    #[serde(default)]
+    pub ort_dylib_path: Option<PathBuf>,
+    /// Threads ONNX Runtime may use inside one inference. Default: 1.
+    #[serde(default = "one")]
+    pub intra_threads: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            dir: None,
+            ort_dylib_path: None,
+            intra_threads: 1,
+        }
+    }
+}
+
+/// The regulator feed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `mqtt://HOST:PORT` (plain TCP, which must be chosen explicitly). Default: mqtt://127.0.0.1:1883.
+    #[serde(default = "default_broker")]
+    pub url: String,
+    /// Client id. Default: screenline-{site_id}-{appliance_id}.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Keep-alive in seconds. Default: 15.
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_s: u64,
+    /// Reports in flight at once; kept well below rumqttc's packet-id space. Default: 32.
+    #[serde(default = "default_window")]
+    pub window: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            url: default_broker(),
+            client_id: None,
+            keep_alive_s: default_keep_alive(),
+            window: default_window(),
+        }
+    }
+}
+
+/// The local console.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Address to serve on. Default: 127.0.0.1:8080.
+    #[serde(default = "default_console")]
+    pub listen: SocketAddr,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            listen: default_console(),
+        }
+    }
+}
+
+/// One X-ray line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineConfig {
+    /// The line's id, as reports name it.
+    pub id: String,
+    /// The waybill reader's serial port, e.g. /dev/screenline/L1-reader.
+    pub reader_port: PathBuf,
+    /// Default: 9600.
+    #[serde(default = "default_reader_baud")]
+    pub reader_baud: u32,
+    /// Default: line.
+    #[serde(default = "default_framing")]
+    pub reader_framing: Framing,
+    /// The line controller's serial port, e.g. /dev/screenline/L1-controller.
+    pub controller_port: PathBuf,
+    /// Default: 115200.
+    #[serde(default = "default_controller_baud")]
+    pub controller_baud: u32,
+    /// The X-ray machine's drop folder.
+    pub xray_dir: PathBuf,
+    /// How long after the photo-eye a waybill read or an image may still join the parcel,
+    /// in milliseconds. It must leave time to screen before the parcel reaches the diverter.
+    /// Default: 1500.
+    #[serde(default = "default_join_window")]
+    pub join_window_ms: u64,
+    /// How long a waybill read may come before the photo-eye, in milliseconds. Default: 1000.
+    #[serde(default = "default_read_lead")]
+    pub read_lead_ms: u64,
+}
+
+fn one() -> usize {
+    1
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/screenline")
+}
+fn default_broker() -> String {
+    "mqtt://127.0.0.1:1883".into()
+}
+fn default_keep_alive() -> u64 {
+    15
+}
+fn default_window() -> usize {
+    32
+}
+fn default_console() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_reader_baud() -> u32 {
+    9600
+}
+fn default_framing() -> Framing {
+    Framing::Line
+}
+fn default_controller_baud() -> u32 {
+    115_200
+}
+fn default_join_window() -> u64 {
+    1500
+}
+fn default_read_lead() -> u64 {
+    1000
+}
+
+/// A broker address taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+/// Parses `mqtt://HOST:PORT`.
+pub fn parse_broker_url(url: &str) -> Result<BrokerAddr, String> {
+    let rest = url.strip_prefix("mqtt://").ok_or_else(|| {
+        format!("broker url {url:?} must start with mqtt:// (TLS arrives with the mqtts:// scheme)")
+    })?;
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| format!("broker url {url:?}: port {p:?} is not a number 1-65535"))?,
+        ),
+        None => (rest, 1883),
+    };
+    if host.is_empty() {
+        return Err(format!("broker url {url:?} has no host"));
+    }
+    Ok(BrokerAddr {
+        host: host.trim_start_matches('[').trim_end_matches(']').into(),
+        port,
+    })
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: describe_toml_error(text, &e),
+        })?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.into(),
+                problems,
+            })
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let id_ok = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !id_ok(&self.site_id) {
+            p.push(format!("site_id = {:?}: use letters, digits, - and _ (it becomes an MQTT topic level)", self.site_id));
+        }
+        if !id_ok(&self.appliance_id) {
+            p.push(format!("appliance_id = {:?}: use letters, digits, - and _ (it becomes an MQTT topic level)", self.appliance_id));
+        }
+        if let Err(e) = parse_broker_url(&self.mqtt.url) {
+            p.push(format!("mqtt.url: {e}"));
+        }
+        if !(1..=100).contains(&self.mqtt.window) {
+            p.push(format!(
+                "mqtt.window = {}: must be 1 to 100",
+                self.mqtt.window
+            ));
+        }
+        if self.model.intra_threads == 0 {
+            p.push("model.intra_threads = 0: must be at least 1".into());
+        }
+        if self.lines.is_empty() {
+            p.push("lines: at least one [[lines]] table is needed".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, l) in self.lines.iter().enumerate() {
+            if !id_ok(&l.id) {
+                p.push(format!("lines[{i}].id = {:?}: use letters, digits, - and _", l.id));
+            }
+            if !seen.insert(&l.id) {
+                p.push(format!("lines[{i}].id = {:?}: used by two lines", l.id));
+            }
+            if !(100..=10_000).contains(&l.join_window_ms) {
+                p.push(format!(
+                    "lines[{i}].join_window_ms = {}: must be 100 to 10000",
+                    l.join_window_ms
+                ));
+            }
+        }
+        p
+    }
+
+    /// The MQTT client id.
+    pub fn client_id(&self) -> String {
+        self.mqtt
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("screenline-{}-{}", self.site_id, self.appliance_id))
+    }
+
+    /// `screenline/v1/{site_id}/{appliance_id}`.
+    pub fn topic_root(&self) -> String {
+        format!("screenline/v1/{}/{}", self.site_id, self.appliance_id)
+    }
+}
+
+/// Turns a TOML error into "line N, key K: what is wrong".
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let snippet = text.lines().nth(line - 1).unwrap_or("").trim();
+            format!("line {line} (`{snippet}`): {msg}")
+        }
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+site_id = "SZ01"
+appliance_id = "xr-01"
+[[lines]]
+id = "L1"
+reader_port = "/dev/screenline/L1-reader"
+controller_port = "/dev/screenline/L1-controller"
+xray_dir = "/var/spool/xray/L1"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MINIMAL, Path::new("t.toml")).expect("valid");
+        assert_eq!(c.mqtt.url, "mqtt://127.0.0.1:1883");
+        assert_eq!(c.lines[0].reader_framing, Framing::Line);
+        assert_eq!(c.topic_root(), "screenline/v1/SZ01/xr-01");
+        assert_eq!(c.console.listen.port(), 8080);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_line() {
+        let text = MINIMAL.replace("site_id", "site_idd");
+        let e = Config::parse(&text, Path::new("t.toml")).expect_err("invalid");
+        let s = e.to_string();
+        assert!(s.contains("line 2") && s.contains("site_idd"), "{s}");
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let text = MINIMAL.replace("xr-01", "xr/01") + "[mqtt]\nurl = \"tcp://x\"\n";
+        let s = Config::parse(&text, Path::new("t.toml"))
+            .expect_err("invalid")
+            .to_string();
+        assert!(s.contains("appliance_id") && s.contains("mqtt.url"), "{s}");
+    }
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(
+            parse_broker_url("mqtt://127.0.0.1:1884"),
+            Ok(BrokerAddr {
+                host: "127.0.0.1".into(),
+                port: 1884
+            })
+        );
+        assert!(parse_broker_url("mqtt://h:99999").is_err());
+        assert!(parse_broker_url("http://h").is_err());
+    }
+}

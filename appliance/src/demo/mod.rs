@@ -1,0 +1,325 @@
+//! `screenline demo`: the whole appliance on one machine with nothing attached.
+//!
+//! Each simulated line is the real firmware logic (the host emulator) behind a
+//! pseudo-terminal, a waybill reader behind another, and an X-ray machine writing generated
+//! images into a temporary drop folder. The appliance itself is exactly the one
+//! `screenline run` starts, talking to those ports, an MQTT broker (embedded rumqttd unless
+//! one is given) and serving the console.
+
+pub mod traffic;
+
+use crate::app::Appliance;
+use crate::config::{Config, ConsoleConfig, LineConfig, ModelConfig, MqttConfig};
+use crate::line::waybill::Framing;
+use anyhow::Context;
+use screenline_emulator::pty::Pty;
+use screenline_emulator::{BeltConfig, LineEmulator};
+use serde::Serialize;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// What the demo is asked to do.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub parcels: Option<u64>,
+    pub rate: f64,
+    pub seed: u64,
+    pub lines: usize,
+    pub broker: Option<String>,
+    pub console: SocketAddr,
+    pub model_dir: Option<PathBuf>,
+}
+
+/// The demo's closing summary (`--json` prints exactly this).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    pub parcels: u64,
+    pub cleared: u64,
+    pub flagged: u64,
+    pub manual: u64,
+    pub reports_acked: u64,
+}
+
+/// One simulated line: its ports, emulator and drop folder.
+struct SimLine {
+    id: String,
+    reader: Pty,
+    controller: Pty,
+    emulator: Arc<Mutex<LineEmulator>>,
+    xray_dir: PathBuf,
+}
+
+/// A temporary folder removed when the demo ends.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts rumqttd on a free loopback port; returns its `mqtt://` URL.
+fn start_embedded_broker() -> anyhow::Result<String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let config: rumqttd::Config = toml::from_str(&format!(
+        r#"
+id = 0
+[router]
+max_connections = 64
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+[v4.1]
+name = "demo"
+listen = "127.0.0.1:{port}"
+next_connection_delay_ms = 1
+[v4.1.connections]
+connection_timeout_ms = 60000
+max_payload_size = 4194304
+max_inflight_count = 100
+dynamic_filters = true
+"#
+    ))
+    .context("embedded broker configuration")?;
+    std::thread::Builder::new()
+        .name("rumqttd".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "embedded broker stopped");
+            }
+        })?;
+    Ok(format!("mqtt://127.0.0.1:{port}"))
+}
+
+/// Runs the demo; returns its summary (after Ctrl-C, or after `parcels` are decided and
+/// every report acknowledged).
+pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
+    let root = std::env::temp_dir().join(format!(
+        "screenline-demo-{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&root)?;
+    let tmp = TempDir(root.clone());
+
+    let broker = match &opts.broker {
+        Some(url) => url.clone(),
+        None => start_embedded_broker()?,
+    };
+
+    let mut lines = Vec::new();
+    for k in 0..opts.lines.max(1) {
+        let id = format!("L{}", k + 1);
+        let reader = Pty::open().context("opening the reader pseudo-terminal")?;
+        let controller = Pty::open().context("opening the controller pseudo-terminal")?;
+        let emulator = LineEmulator::start(controller.master()?, BeltConfig::default())
+            .context("starting the line-controller emulator")?;
+        let xray_dir = root.join(format!("xray-{id}"));
+        std::fs::create_dir_all(&xray_dir)?;
+        lines.push(SimLine {
+            id,
+            reader,
+            controller,
+            emulator: Arc::new(Mutex::new(emulator)),
+            xray_dir,
+        });
+    }
+
+    let config = Config {
+        site_id: "DEMO".into(),
+        appliance_id: "demo-01".into(),
+        data_dir: root.join("data"),
+        model: ModelConfig {
+            dir: opts.model_dir.clone(),
+            ..ModelConfig::default()
+        },
+        mqtt: MqttConfig {
+            url: broker.clone(),
+            ..MqttConfig::default()
+        },
+        console: ConsoleConfig {
+            listen: opts.console,
+        },
+        lines: lines
+            .iter()
+            .map(|l| LineConfig {
+                id: l.id.clone(),
+                reader_port: l.reader.slave_path().to_owned(),
+                reader_baud: 9600,
+                reader_framing: Framing::Line,
+                controller_port: l.controller.slave_path().to_owned(),
+                controller_baud: 115_200,
+                xray_dir: l.xray_dir.clone(),
+                join_window_ms: 1500,
+                read_lead_ms: 1000,
+            })
+            .collect(),
+    };
+    let topic_root = config.topic_root();
+    let appliance = Appliance::start(config).await?;
+    let addr = crate::config::parse_broker_url(&broker).map_err(anyhow::Error::msg)?;
+    if !quiet {
+        eprintln!(
+            "\nScreenline demo: {} line(s), {} parcels/s each{}\n  console   http://{}/\n  broker    {broker}{}\n  watch     mosquitto_sub -h {} -p {} -t '{topic_root}/#' -v\n  data      {}\nCtrl-C stops.\n",
+            lines.len(),
+            opts.rate,
+            opts.parcels.map(|n| format!(", stopping after {n} parcels")).unwrap_or_default(),
+            appliance.console_addr,
+            if opts.broker.is_none() { " (embedded)" } else { "" },
+            addr.host,
+            addr.port,
+            root.display(),
+        );
+    }
+
+    let feeders: Vec<_> = lines
+        .iter()
+        .enumerate()
+        .map(|(k, l)| feed_line(k, l, &opts))
+        .collect::<anyhow::Result<_>>()?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handles: Vec<_> = feeders
+        .into_iter()
+        .map(|f| {
+            let stop = stop.clone();
+            std::thread::spawn(move || f.run(&stop))
+        })
+        .collect();
+
+    let target = opts.parcels.map(|n| n * lines.len() as u64);
+    let t = appliance.telemetry.clone();
+    let started = Instant::now();
+    // Generous: the parcels' own time on the belt, plus time for a slow machine to drain.
+    let limit = target.map(|n| Duration::from_secs_f64(n as f64 / opts.rate.max(0.01) / lines.len() as f64) + Duration::from_secs(120));
+    let outcome = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        if let Some(n) = target {
+            let done = t.get("parcels.decided") >= n && appliance.backlog() == 0;
+            if done {
+                break Ok(());
+            }
+            if limit.is_some_and(|l| started.elapsed() > l) {
+                break Err(anyhow::anyhow!(
+                    "the demo did not finish in time: {} of {n} parcels decided, {} reports waiting for the broker",
+                    t.get("parcels.decided"),
+                    appliance.backlog()
+                ));
+            }
+        }
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    let summary = Summary {
+        parcels: t.get("parcels.decided"),
+        cleared: t.get("parcels.clear"),
+        flagged: t.get("parcels.flag"),
+        manual: t.get("parcels.manual"),
+        reports_acked: t.get("feed.reports_acked"),
+    };
+    appliance.stop().await;
+    for l in lines {
+        if let Ok(m) = Arc::try_unwrap(l.emulator) {
+            m.into_inner().unwrap_or_else(|e| e.into_inner()).shutdown();
+        }
+        drop((l.reader, l.controller));
+    }
+    drop(tmp);
+    outcome.map(|()| summary)
+}
+
+/// Feeds one line's simulated parcels in real time.
+struct Feeder {
+    line: usize,
+    seed: u64,
+    rate: f64,
+    count: Option<u64>,
+    reader: std::fs::File,
+    emulator: Arc<Mutex<LineEmulator>>,
+    xray_dir: PathBuf,
+    line_id: String,
+}
+
+fn feed_line(k: usize, l: &SimLine, opts: &DemoOptions) -> anyhow::Result<Feeder> {
+    Ok(Feeder {
+        line: k,
+        seed: opts.seed,
+        rate: opts.rate,
+        count: opts.parcels,
+        reader: l.reader.master()?,
+        emulator: l.emulator.clone(),
+        xray_dir: l.xray_dir.clone(),
+        line_id: l.id.clone(),
+    })
+}
+
+/// How long after the photo-eye the X-ray machine finishes its image.
+const IMAGE_DELAY: Duration = Duration::from_millis(300);
+
+impl Feeder {
+    fn run(mut self, stop: &std::sync::atomic::AtomicBool) {
+        let period = Duration::from_secs_f64(1.0 / self.rate.max(0.01));
+        let start = Instant::now();
+        let mut n = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && self.count.is_none_or(|c| n < c) {
+            let due = start + period.mul_f64(n as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait.min(Duration::from_millis(100)));
+                continue;
+            }
+            let p = traffic::parcel(self.seed, self.line, n);
+            if let Some(record) = &p.reader_record {
+                if let Err(e) = self.reader.write_all(format!("{record}\r\n").as_bytes()) {
+                    tracing::warn!(error = %e, "demo reader write failed");
+                }
+            }
+            self.emulator
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .place_parcel(p.length_mm);
+            if let Some((spec, image_seed)) = p.image {
+                let scan_id = format!("{}-{:07}", self.line_id, n);
+                let dir = self.xray_dir.clone();
+                let waybill = p.waybill_no.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(IMAGE_DELAY);
+                    if let Err(e) = write_scan(&dir, &scan_id, &waybill, spec, image_seed) {
+                        tracing::warn!(error = %e, "demo X-ray write failed");
+                    }
+                });
+            }
+            n += 1;
+        }
+    }
+}
+
+/// Writes one scan as an X-ray machine would: the sidecar, then the image renamed into place.
+pub fn write_scan(
+    dir: &Path,
+    scan_id: &str,
+    waybill: &str,
+    spec: xraygen::ParcelSpec,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let scan = xraygen::render(spec, seed);
+    let sidecar = serde_json::json!({
+        "captured_at": crate::time_fmt::format(SystemTime::now()),
+        "waybill": waybill,
+    });
+    std::fs::write(dir.join(format!("{scan_id}.json")), sidecar.to_string())?;
+    let tmp = dir.join(format!(".{scan_id}.png.part"));
+    scan.rgb.save_with_format(&tmp, image::ImageFormat::Png)?;
+    std::fs::rename(&tmp, dir.join(format!("{scan_id}.png")))?;
+    Ok(())
+}

@@ -1,0 +1,396 @@
+//! The domain types that flow through every stage: a waybill with its real-name data, a
+//! parcel joined from the line's three sources, and the decision with its reasons.
+//!
+//! These are plain data; the stages own the behaviour. Identity fields are only ever shown
+//! through [`mask`] outside the store.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+/// The regulator's priority categories, in the order the models' labels use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    AgriInputs,
+    Food,
+    Medicine,
+    Cosmetics,
+    MedicalDevices,
+    Electronics,
+    AutoParts,
+    Decoration,
+    ExplosivePrecursors,
+    ChildrensProducts,
+    ApparelFootwear,
+    BagsLeather,
+    Tobacco,
+    Ppe,
+    Publications,
+    Other,
+}
+
+impl Category {
+    /// Every category, in label order.
+    pub const ALL: [Category; 16] = [
+        Category::AgriInputs,
+        Category::Food,
+        Category::Medicine,
+        Category::Cosmetics,
+        Category::MedicalDevices,
+        Category::Electronics,
+        Category::AutoParts,
+        Category::Decoration,
+        Category::ExplosivePrecursors,
+        Category::ChildrensProducts,
+        Category::ApparelFootwear,
+        Category::BagsLeather,
+        Category::Tobacco,
+        Category::Ppe,
+        Category::Publications,
+        Category::Other,
+    ];
+
+    /// The key used in manifests, reports and datasets.
+    pub fn key(self) -> &'static str {
+        match self {
+            Category::AgriInputs => "agri_inputs",
+            Category::Food => "food",
+            Category::Medicine => "medicine",
+            Category::Cosmetics => "cosmetics",
+            Category::MedicalDevices => "medical_devices",
+            Category::Electronics => "electronics",
+            Category::AutoParts => "auto_parts",
+            Category::Decoration => "decoration",
+            Category::ExplosivePrecursors => "explosive_precursors",
+            Category::ChildrensProducts => "childrens_products",
+            Category::ApparelFootwear => "apparel_footwear",
+            Category::BagsLeather => "bags_leather",
+            Category::Tobacco => "tobacco",
+            Category::Ppe => "ppe",
+            Category::Publications => "publications",
+            Category::Other => "other",
+        }
+    }
+
+    /// Parses a category key.
+    pub fn from_key(key: &str) -> Option<Category> {
+        Category::ALL.into_iter().find(|c| c.key() == key)
+    }
+
+    /// The category's name for people.
+    pub fn label(self, lang: Lang) -> &'static str {
+        let (zh, en) = match self {
+            Category::AgriInputs => ("农资", "agricultural inputs"),
+            Category::Food => ("食品", "food"),
+            Category::Medicine => ("药品", "medicine"),
+            Category::Cosmetics => ("化妆品", "cosmetics"),
+            Category::MedicalDevices => ("医疗器械", "medical devices"),
+            Category::Electronics => ("电子产品", "electronics"),
+            Category::AutoParts => ("汽车配件", "auto parts"),
+            Category::Decoration => ("装饰装修材料", "decoration materials"),
+            Category::ExplosivePrecursors => ("易制爆化学品", "explosive precursors"),
+            Category::ChildrensProducts => ("儿童用品", "children's products"),
+            Category::ApparelFootwear => ("服装鞋帽", "apparel and footwear"),
+            Category::BagsLeather => ("箱包皮具", "bags and leather goods"),
+            Category::Tobacco => ("烟草制品", "tobacco"),
+            Category::Ppe => ("防护用品", "protective equipment"),
+            Category::Publications => ("出版物", "publications"),
+            Category::Other => ("其他", "other"),
+        };
+        match lang {
+            Lang::Zh => zh,
+            Lang::En => en,
+        }
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+/// The two languages every user-facing text comes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    /// Simplified Chinese.
+    Zh,
+    /// English.
+    En,
+}
+
+/// A waybill number: 8 to 32 characters of `A-Z 0-9`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(try_from = "String", into = "String")]
+pub struct WaybillNo(String);
+
+impl WaybillNo {
+    /// Validates a waybill number.
+    pub fn parse(s: &str) -> Result<WaybillNo, String> {
+        let ok_len = (8..=32).contains(&s.len());
+        let ok_chars = s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+        if ok_len && ok_chars {
+            Ok(WaybillNo(s.to_owned()))
+        } else {
+            Err(format!(
+                "a waybill number is 8 to 32 characters of A-Z and 0-9, got {} characters",
+                s.chars().count()
+            ))
+        }
+    }
+
+    /// The number as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for WaybillNo {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        WaybillNo::parse(&s)
+    }
+}
+
+impl From<WaybillNo> for String {
+    fn from(w: WaybillNo) -> String {
+        w.0
+    }
+}
+
+impl fmt::Display for WaybillNo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The identity document types the real-name rules accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdType {
+    ResidentId,
+    Passport,
+    HkMacaoPermit,
+    TaiwanPermit,
+    ForeignPermanentResident,
+    Other,
+}
+
+/// The sender's real-name data as read from the waybill.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sender {
+    pub name: String,
+    pub id_type: IdType,
+    pub id_number: String,
+    pub phone: String,
+    pub address: String,
+}
+
+/// The recipient as read from the waybill.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipient {
+    pub name: String,
+    pub phone: String,
+    pub address: String,
+}
+
+/// What the sender declared the parcel holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Declared {
+    pub goods: String,
+    pub category: String,
+    pub value_cny: f64,
+    pub quantity: u32,
+}
+
+/// One waybill as the reader delivered it, parsed but not yet judged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Waybill {
+    pub waybill: WaybillNo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<Sender>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<Recipient>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared: Option<Declared>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_g: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement_customer: Option<String>,
+}
+
+/// An X-ray scan taken from the drop folder, complete on disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct XrayScan {
+    /// The scan id: the file name without its extension.
+    pub scan_id: String,
+    /// The image file (pseudo-colour RGB).
+    pub path: PathBuf,
+    /// The waybill the X-ray machine knew, from the sidecar or the file name.
+    pub waybill: Option<WaybillNo>,
+    /// When the machine captured it (sidecar), else when the file was complete.
+    pub captured_at: SystemTime,
+}
+
+/// A parcel joined from the line's sources, ready to be screened.
+#[derive(Debug, Clone)]
+pub struct Parcel {
+    pub line_id: String,
+    /// The line controller's sequence number: the handle the decision is sent back with.
+    pub seq: u32,
+    pub entered_at: SystemTime,
+    pub waybill: Option<Waybill>,
+    /// Real-name findings made while reading the waybill.
+    pub findings: Vec<Reason>,
+    pub scan: Option<XrayScan>,
+}
+
+/// What the appliance decided for a parcel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Let it pass.
+    Clear,
+    /// Divert and report to the regulator.
+    Flag,
+    /// Divert for manual inspection (the appliance could not judge it).
+    Manual,
+}
+
+impl Decision {
+    /// What the line controller does with the parcel.
+    pub fn verdict(self) -> screenline_protocol::Verdict {
+        match self {
+            Decision::Clear => screenline_protocol::Verdict::Pass,
+            Decision::Flag | Decision::Manual => screenline_protocol::Verdict::Divert,
+        }
+    }
+
+    /// The decision's key.
+    pub fn key(self) -> &'static str {
+        match self {
+            Decision::Clear => "clear",
+            Decision::Flag => "flag",
+            Decision::Manual => "manual",
+        }
+    }
+}
+
+/// A reason code. Every flag and every manual inspection carries at least one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    RealNameMissing,
+    RealNameInvalid,
+    CounterfeitSuspected,
+    NoRead,
+    NoImage,
+    ImageUnreadable,
+    ScreeningFailed,
+}
+
+impl ReasonCode {
+    /// The code as it appears on the wire.
+    pub fn key(self) -> &'static str {
+        match self {
+            ReasonCode::RealNameMissing => "real_name_missing",
+            ReasonCode::RealNameInvalid => "real_name_invalid",
+            ReasonCode::CounterfeitSuspected => "counterfeit_suspected",
+            ReasonCode::NoRead => "no_read",
+            ReasonCode::NoImage => "no_image",
+            ReasonCode::ImageUnreadable => "image_unreadable",
+            ReasonCode::ScreeningFailed => "screening_failed",
+        }
+    }
+}
+
+/// A reason with its plain words in both languages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reason {
+    pub code: ReasonCode,
+    pub zh: String,
+    pub en: String,
+}
+
+impl Reason {
+    /// A reason from its code and words.
+    pub fn new(code: ReasonCode, zh: impl Into<String>, en: impl Into<String>) -> Reason {
+        Reason {
+            code,
+            zh: zh.into(),
+            en: en.into(),
+        }
+    }
+}
+
+/// The model's view of one image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    /// Probability per category key, in label order.
+    pub category: Vec<(Category, f32)>,
+    /// Counterfeit suspicion in 0..=1.
+    pub counterfeit: f32,
+}
+
+impl Scores {
+    /// The most probable category.
+    pub fn top(&self) -> Option<(Category, f32)> {
+        self.category
+            .iter()
+            .copied()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+}
+
+/// Masks personal data for anything but the store: keeps the first character of a name,
+/// and the first three and last four characters of a number.
+pub fn mask(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let n = chars.len();
+    if n == 0 {
+        return String::new();
+    }
+    let digits = chars.iter().filter(|c| c.is_ascii_digit()).count();
+    if digits * 2 >= n && n > 7 {
+        let head: String = chars[..3].iter().collect();
+        let tail: String = chars[n - 4..].iter().collect();
+        format!("{head}{}{tail}", "*".repeat(n - 7))
+    } else {
+        let head: String = chars[..1].iter().collect();
+        format!("{head}{}", "*".repeat((n - 1).clamp(1, 8)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn category_keys_round_trip_and_match_the_generator() {
+        for (i, c) in Category::ALL.iter().enumerate() {
+            assert_eq!(Category::from_key(c.key()), Some(*c));
+            assert_eq!(xraygen::CATEGORY_KEYS[i], c.key());
+        }
+    }
+
+    #[test]
+    fn waybill_numbers_are_validated() {
+        assert!(WaybillNo::parse("SF1234567890123").is_ok());
+        assert!(WaybillNo::parse("SF12").is_err());
+        assert!(WaybillNo::parse("sf1234567890").is_err());
+        assert!(WaybillNo::parse(&"A".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn masking_hides_the_middle() {
+        assert_eq!(mask("11010519491231002X"), "110***********002X");
+        assert_eq!(mask("13800138000"), "138****8000");
+        assert_eq!(mask("张三"), "张*");
+        assert_eq!(mask(""), "");
+    }
+}

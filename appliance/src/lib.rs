@@ -1,0 +1,19 @@
+//! Screenline: the software of a parcel-screening edge appliance for postal X-ray lines.
+//!
+//! The appliance is a pipeline: the line's sources (waybill reader, line-controller link,
+//! X-ray drop folder, in [`line`]) are joined into a parcel, screened ([`screen`]), decided,
+//! sent back to the line controller, stored ([`store`]) and reported to the regulator
+//! ([`report`]); [`console`] shows it to the people on site. [`app`] assembles the stages and
+//! [`demo`] runs it all against simulated lines.
+
+pub mod app;
+pub mod config;
+pub mod console;
+pub mod demo;
+pub mod domain;
+pub mod line;
+pub mod report;
+pub mod screen;
+pub mod store;
+pub mod telemetry;
+pub mod time_fmt;

@@ -1,0 +1,151 @@
+//! The line's sources — waybill reader, line-controller link, X-ray drop folder — and the join
+//! that makes one [`Parcel`] of them.
+//!
+//! Each source is a task that feeds one bounded channel per line; the join task owns the
+//! line's [`join::Joiner`] and passes complete parcels on to screening. While the reader is
+//! down, parcels still leave the join (as `no_read`) and so go to manual inspection: a dead
+//! reader never clears a parcel.
+
+pub mod controller;
+pub mod join;
+pub mod reader;
+pub mod serial;
+pub mod waybill;
+pub mod xray;
+
+use crate::config::LineConfig;
+use crate::domain::{Parcel, XrayScan};
+use crate::telemetry::Telemetry;
+use screenline_protocol::ToController;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use waybill::ReadRecord;
+
+/// An input to a line's join.
+#[derive(Debug)]
+pub enum LineInput {
+    /// A waybill record read at this instant.
+    Read(ReadRecord, Instant),
+    /// The photo-eye saw parcel `seq`.
+    Entered {
+        seq: u32,
+        at: Instant,
+        wall: SystemTime,
+    },
+    /// An image complete in the drop folder.
+    Image(XrayScan, Instant),
+}
+
+/// Starts one line's sources and its join. Parcels go to `parcels`; decisions for the line
+/// controller are taken from the returned sender.
+pub fn spawn(
+    tasks: &mut JoinSet<()>,
+    line: &LineConfig,
+    parcels: mpsc::Sender<Parcel>,
+    telemetry: Arc<Telemetry>,
+    shutdown: CancellationToken,
+) -> mpsc::Sender<ToController> {
+    let (input_tx, input_rx) = mpsc::channel::<LineInput>(256);
+    let (cmd_tx, mut cmd_rx) = mpsc::channel::<ToController>(64);
+
+    {
+        let (id, framing, out) = (line.id.clone(), line.reader_framing, input_tx.clone());
+        let mut link = serial::Link::new(
+            format!("{id}.reader"),
+            line.reader_port.clone(),
+            line.reader_baud,
+            telemetry.clone(),
+            shutdown.clone(),
+        );
+        let telemetry = telemetry.clone();
+        tasks.spawn(async move {
+            while let Some(port) = link.open().await {
+                let r = tokio::select! {
+                    r = reader::session(&id, port, framing, &out, &telemetry) => r,
+                    _ = link.shutdown().cancelled() => return,
+                };
+                link.closed(r);
+            }
+        });
+    }
+    {
+        let (id, out) = (line.id.clone(), input_tx.clone());
+        let mut link = serial::Link::new(
+            format!("{id}.controller"),
+            line.controller_port.clone(),
+            line.controller_baud,
+            telemetry.clone(),
+            shutdown.clone(),
+        );
+        let telemetry = telemetry.clone();
+        tasks.spawn(async move {
+            while let Some(port) = link.open().await {
+                let r = tokio::select! {
+                    r = controller::session(&id, port, &mut cmd_rx, &out, &telemetry) => r,
+                    _ = link.shutdown().cancelled() => return,
+                };
+                link.closed(r);
+            }
+        });
+    }
+    tasks.spawn(xray::watch(
+        line.id.clone(),
+        line.xray_dir.clone(),
+        input_tx,
+        telemetry.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(run_join(
+        join::Joiner::new(
+            line.id.clone(),
+            Duration::from_millis(line.join_window_ms),
+            Duration::from_millis(line.read_lead_ms),
+        ),
+        input_rx,
+        parcels,
+        telemetry,
+        shutdown,
+    ));
+    cmd_tx
+}
+
+async fn run_join(
+    mut joiner: join::Joiner,
+    mut inputs: mpsc::Receiver<LineInput>,
+    parcels: mpsc::Sender<Parcel>,
+    telemetry: Arc<Telemetry>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let deadline = joiner
+            .next_deadline()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            input = inputs.recv() => match input {
+                None => return,
+                Some(LineInput::Read(r, at)) => joiner.on_read(r, at),
+                Some(LineInput::Entered { seq, at, wall }) => joiner.on_entered(seq, at, wall),
+                Some(LineInput::Image(scan, at)) => joiner.on_image(scan, at),
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+        for note in joiner.take_notes() {
+            let name = match note {
+                join::JoinNote::DoubleRead => "join.double_reads",
+                join::JoinNote::OrphanRead => "join.orphan_reads",
+                join::JoinNote::OrphanImage => "join.orphan_images",
+            };
+            telemetry.incr(name);
+        }
+        for parcel in joiner.poll(Instant::now()) {
+            telemetry.incr("join.parcels");
+            if parcels.send(parcel).await.is_err() {
+                return;
+            }
+        }
+    }
+}

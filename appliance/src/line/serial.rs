@@ -1,0 +1,91 @@
+//! A serial link that survives unplugging: opens the port by its configured (udev) name and,
+//! after each session ends — a read of zero bytes, an I/O error — reopens it with backoff.
+//! The link's state is kept in telemetry under its name.
+
+use crate::telemetry::Telemetry;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_serial::{SerialPortBuilderExt, SerialStream};
+use tokio_util::sync::CancellationToken;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// One serial link's reconnect loop.
+///
+/// ```text
+/// while let Some(port) = link.open().await { let r = session(port).await; link.closed(r); }
+/// ```
+pub struct Link {
+    name: String,
+    path: PathBuf,
+    baud: u32,
+    telemetry: Arc<Telemetry>,
+    shutdown: CancellationToken,
+    backoff: Duration,
+}
+
+impl Link {
+    /// A link named `name` (e.g. `L1.reader`) on `path`.
+    pub fn new(
+        name: String,
+        path: PathBuf,
+        baud: u32,
+        telemetry: Arc<Telemetry>,
+        shutdown: CancellationToken,
+    ) -> Link {
+        Link {
+            name,
+            path,
+            baud,
+            telemetry,
+            shutdown,
+            backoff: Duration::ZERO,
+        }
+    }
+
+    /// Opens the port, waiting with backoff while it is missing; `None` at shutdown.
+    pub async fn open(&mut self) -> Option<SerialStream> {
+        loop {
+            if !self.backoff.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.backoff) => {}
+                    _ = self.shutdown.cancelled() => return None,
+                }
+            }
+            if self.shutdown.is_cancelled() {
+                return None;
+            }
+            self.backoff = (self.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+            match tokio_serial::new(self.path.to_string_lossy(), self.baud).open_native_async() {
+                Ok(port) => {
+                    self.telemetry
+                        .link(&self.name, true, format!("{} open", self.path.display()));
+                    return Some(port);
+                }
+                Err(e) => self.telemetry.link(
+                    &self.name,
+                    false,
+                    format!("cannot open {}: {e}; retrying", self.path.display()),
+                ),
+            }
+        }
+    }
+
+    /// Records how the last session ended. A session that ran for a while resets the backoff.
+    pub fn closed(&mut self, outcome: anyhow::Result<()>) {
+        let detail = match outcome {
+            Ok(()) => format!("{} closed by the device", self.path.display()),
+            Err(e) => format!("{}: {e:#}", self.path.display()),
+        };
+        self.telemetry.incr(&format!("{}.disconnects", self.name));
+        self.telemetry.link(&self.name, false, detail);
+        self.backoff = BACKOFF_MIN;
+    }
+
+    /// The shutdown token, for sessions to select on.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+}

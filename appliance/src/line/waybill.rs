@@ -1,0 +1,567 @@
+//! The waybill reader's wire format: framing (CR/LF lines or STX…ETX frames), the payload
+//! (a bare waybill number or a JSON object) and the real-name checks.
+//!
+//! The framer checks for a complete record in its buffer before anything is parsed, keeps
+//! partial bytes for the next read, and drops an oversized or non-UTF-8 record with an error
+//! while resynchronising on the next delimiter. Real-name problems are not errors of the
+//! appliance: they become findings that go with the parcel.
+
+use crate::domain::{IdType, Reason, ReasonCode, Waybill, WaybillNo};
+use serde::Deserialize;
+use thiserror::Error;
+
+/// The longest record the reader may send.
+pub const MAX_RECORD: usize = 4096;
+
+const STX: u8 = 0x02;
+const ETX: u8 = 0x03;
+
+/// How the reader delimits records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Framing {
+    /// One record per line, ended by CR, LF or CRLF.
+    Line,
+    /// One record per STX (0x02) … ETX (0x03) frame.
+    StxEtx,
+}
+
+/// Why a record was dropped before its payload could be read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FramingError {
+    /// More than [`MAX_RECORD`] bytes without a delimiter.
+    #[error("record longer than {MAX_RECORD} bytes; dropped up to the next delimiter")]
+    TooLong,
+    /// The record's bytes are not UTF-8.
+    #[error("record is not UTF-8 (at byte {0})")]
+    NotUtf8(usize),
+    /// Bytes outside an STX…ETX frame.
+    #[error("{0} bytes outside an STX…ETX frame")]
+    OutsideFrame(usize),
+}
+
+/// Why a record's payload is not a waybill.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PayloadError {
+    /// Neither a bare number nor a JSON object.
+    #[error("not a waybill number or a JSON object: {0}")]
+    Unrecognised(String),
+    /// A JSON object that does not match the waybill schema.
+    #[error("waybill JSON rejected: {0}")]
+    Json(String),
+}
+
+/// One item out of the framer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Framed {
+    /// A complete record's text.
+    Record(String),
+    /// Bytes dropped, and why.
+    Dropped(FramingError),
+}
+
+/// Splits the reader's byte stream into records.
+#[derive(Debug)]
+pub struct Framer {
+    framing: Framing,
+    buf: Vec<u8>,
+    /// True while skipping an oversized record up to its delimiter.
+    discarding: bool,
+    /// STX seen and not yet closed.
+    in_frame: bool,
+    stray: usize,
+}
+
+impl Framer {
+    /// A framer for one reader.
+    pub fn new(framing: Framing) -> Framer {
+        Framer {
+            framing,
+            buf: Vec::new(),
+            discarding: false,
+            in_frame: false,
+            stray: 0,
+        }
+    }
+
+    /// Feeds bytes from the port; returns every record they complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<Framed> {
+        let mut out = Vec::new();
+        for &b in bytes {
+            match self.framing {
+                Framing::Line => self.push_line_byte(b, &mut out),
+                Framing::StxEtx => self.push_frame_byte(b, &mut out),
+            }
+        }
+        out
+    }
+
+    fn push_line_byte(&mut self, b: u8, out: &mut Vec<Framed>) {
+        if b == b'\r' || b == b'\n' {
+            // CRLF yields an empty record between CR and LF, which is skipped.
+            self.finish(out);
+        } else {
+            self.keep(b, out);
+        }
+    }
+
+    fn push_frame_byte(&mut self, b: u8, out: &mut Vec<Framed>) {
+        match b {
+            STX => {
+                self.flush_stray(out);
+                // An STX inside a frame means the ETX was lost: start over on the new frame.
+                self.buf.clear();
+                self.discarding = false;
+                self.in_frame = true;
+            }
+            ETX if self.in_frame => {
+                self.in_frame = false;
+                self.finish(out);
+            }
+            _ if self.in_frame => self.keep(b, out),
+            // Line noise between frames, commonly CR/LF the reader appends; only other bytes count.
+            b'\r' | b'\n' => {}
+            _ => self.stray += 1,
+        }
+    }
+
+    fn keep(&mut self, b: u8, out: &mut Vec<Framed>) {
+        if self.discarding {
+            return;
+        }
+        if self.buf.len() == MAX_RECORD {
+            self.buf.clear();
+            self.discarding = true;
+            out.push(Framed::Dropped(FramingError::TooLong));
+            return;
+        }
+        self.buf.push(b);
+    }
+
+    fn finish(&mut self, out: &mut Vec<Framed>) {
+        if self.discarding {
+            self.discarding = false;
+            return;
+        }
+        if self.buf.is_empty() {
+            return;
+        }
+        let bytes = std::mem::take(&mut self.buf);
+        match String::from_utf8(bytes) {
+            Ok(s) => out.push(Framed::Record(s)),
+            Err(e) => out.push(Framed::Dropped(FramingError::NotUtf8(
+                e.utf8_error().valid_up_to(),
+            ))),
+        }
+    }
+
+    fn flush_stray(&mut self, out: &mut Vec<Framed>) {
+        if self.stray > 0 {
+            out.push(Framed::Dropped(FramingError::OutsideFrame(self.stray)));
+            self.stray = 0;
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWaybill {
+    waybill: String,
+    #[serde(default)]
+    sender: Option<RawSender>,
+    #[serde(default)]
+    recipient: Option<crate::domain::Recipient>,
+    #[serde(default)]
+    declared: Option<crate::domain::Declared>,
+    #[serde(default)]
+    weight_g: Option<u32>,
+    #[serde(default)]
+    agreement_customer: Option<String>,
+}
+
+// The sender is parsed leniently (every field optional) so that a missing field becomes a
+// real-name finding on the parcel rather than a lost record.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSender {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    id_type: Option<IdType>,
+    #[serde(default)]
+    id_number: Option<String>,
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    address: Option<String>,
+}
+
+/// A parsed record: the waybill and the real-name findings it carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadRecord {
+    pub waybill: Waybill,
+    pub findings: Vec<Reason>,
+}
+
+/// Parses one record's payload and checks its real-name data.
+pub fn parse_record(text: &str, today: (u32, u32, u32)) -> Result<ReadRecord, PayloadError> {
+    let text = text.trim();
+    if text.starts_with('{') {
+        let raw: RawWaybill =
+            serde_json::from_str(text).map_err(|e| PayloadError::Json(redact(&e.to_string())))?;
+        let waybill = WaybillNo::parse(&raw.waybill).map_err(PayloadError::Json)?;
+        let mut findings = Vec::new();
+        let sender = match raw.sender {
+            Some(s) => check_sender(s, today, &mut findings),
+            None => None,
+        };
+        let has_customer = raw
+            .agreement_customer
+            .as_deref()
+            .is_some_and(|c| !c.trim().is_empty());
+        if sender.is_none() && !has_customer && findings.is_empty() {
+            findings.push(missing());
+        }
+        Ok(ReadRecord {
+            waybill: Waybill {
+                waybill,
+                sender,
+                recipient: raw.recipient,
+                declared: raw.declared,
+                weight_g: raw.weight_g,
+                agreement_customer: raw.agreement_customer,
+            },
+            findings,
+        })
+    } else {
+        let waybill = WaybillNo::parse(text).map_err(|e| {
+            PayloadError::Unrecognised(format!("{e} ({} bytes)", text.len()))
+        })?;
+        Ok(ReadRecord {
+            waybill: Waybill {
+                waybill,
+                sender: None,
+                recipient: None,
+                declared: None,
+                weight_g: None,
+                agreement_customer: None,
+            },
+            findings: vec![missing()],
+        })
+    }
+}
+
+/// Error messages may quote the offending value; keep identity data out of logs by hiding
+/// digit runs and non-ASCII text (names, addresses).
+fn redact(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut digits = String::new();
+    for c in msg.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        if !digits.is_empty() {
+            out.push_str(if digits.len() >= 4 { "…" } else { &digits });
+            digits.clear();
+        }
+        out.push(if c.is_ascii() { c } else { '*' });
+    }
+    out.pop();
+    out
+}
+
+fn missing() -> Reason {
+    Reason::new(
+        ReasonCode::RealNameMissing,
+        "面单无寄件人实名信息",
+        "the waybill carries no sender real-name data",
+    )
+}
+
+fn invalid(field: &str, zh: &str, en: &str) -> Reason {
+    Reason::new(
+        ReasonCode::RealNameInvalid,
+        format!("寄件人{zh}（{field}）"),
+        format!("sender {en} ({field})"),
+    )
+}
+
+fn check_sender(
+    s: RawSender,
+    today: (u32, u32, u32),
+    findings: &mut Vec<Reason>,
+) -> Option<crate::domain::Sender> {
+    let name = s.name.unwrap_or_default();
+    let id_number = s.id_number.unwrap_or_default();
+    let phone = s.phone.unwrap_or_default();
+    if name.trim().is_empty() {
+        findings.push(invalid("name", "姓名缺失", "name is missing"));
+    }
+    let id_type = match s.id_type {
+        Some(t) => t,
+        None => {
+            findings.push(invalid("id_type", "证件类型缺失", "ID type is missing"));
+            IdType::Other
+        }
+    };
+    if id_number.trim().is_empty() {
+        findings.push(invalid("id_number", "证件号码缺失", "ID number is missing"));
+    } else if id_type == IdType::ResidentId {
+        if let Err(why) = check_resident_id(&id_number, today) {
+            findings.push(invalid(
+                "id_number",
+                &format!("居民身份证号码无效：{}", why.zh()),
+                &format!("resident ID number is invalid: {}", why.en()),
+            ));
+        }
+    }
+    if !phone.is_empty() && !is_plausible_phone(&phone) {
+        findings.push(invalid("phone", "电话号码格式错误", "phone number is malformed"));
+    }
+    Some(crate::domain::Sender {
+        name,
+        id_type,
+        id_number,
+        phone,
+        address: s.address.unwrap_or_default(),
+    })
+}
+
+/// Mainland mobile (11 digits starting with 1) or a landline with area code.
+fn is_plausible_phone(p: &str) -> bool {
+    let digits: String = p.chars().filter(|c| *c != '-' && *c != ' ').collect();
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    (digits.len() == 11 && digits.starts_with('1'))
+        || (digits.starts_with('0') && (10..=12).contains(&digits.len()))
+}
+
+/// Why a resident ID number fails GB 11643.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResidentIdError {
+    /// Not 17 digits followed by a digit or X.
+    Shape,
+    /// The area code cannot exist.
+    Area,
+    /// The birth date is not a real date, or in the future.
+    BirthDate,
+    /// The ISO 7064 MOD 11-2 check character is wrong.
+    Checksum,
+}
+
+impl ResidentIdError {
+    fn zh(self) -> &'static str {
+        match self {
+            ResidentIdError::Shape => "应为17位数字加1位数字或X",
+            ResidentIdError::Area => "地区码不存在",
+            ResidentIdError::BirthDate => "出生日期无效",
+            ResidentIdError::Checksum => "校验码错误",
+        }
+    }
+    fn en(self) -> &'static str {
+        match self {
+            ResidentIdError::Shape => "must be 17 digits and a digit or X",
+            ResidentIdError::Area => "the area code does not exist",
+            ResidentIdError::BirthDate => "the birth date is not a real past date",
+            ResidentIdError::Checksum => "the check character is wrong",
+        }
+    }
+}
+
+/// Checks an 18-character resident ID number against GB 11643 as of `today` (y, m, d).
+pub fn check_resident_id(id: &str, today: (u32, u32, u32)) -> Result<(), ResidentIdError> {
+    let b = id.as_bytes();
+    if b.len() != 18
+        || !b[..17].iter().all(u8::is_ascii_digit)
+        || !(b[17].is_ascii_digit() || b[17] == b'X')
+    {
+        return Err(ResidentIdError::Shape);
+    }
+    let num = |r: std::ops::Range<usize>| -> u32 {
+        b[r].iter().fold(0, |acc, d| acc * 10 + u32::from(d - b'0'))
+    };
+    // Province codes run 11..=82 (mainland 11–65, Taiwan 71, Hong Kong 81, Macao 82).
+    let province = num(0..2);
+    if !(11..=82).contains(&province) {
+        return Err(ResidentIdError::Area);
+    }
+    let (y, m, d) = (num(6..10), num(10..12), num(12..14));
+    if y < 1900 || !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) || (y, m, d) > today
+    {
+        return Err(ResidentIdError::BirthDate);
+    }
+    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    const CHECK: &[u8; 11] = b"10X98765432";
+    let sum: u32 = b[..17]
+        .iter()
+        .zip(WEIGHTS)
+        .map(|(d, w)| u32::from(d - b'0') * w)
+        .sum();
+    if CHECK[(sum % 11) as usize] != b[17] {
+        return Err(ResidentIdError::Checksum);
+    }
+    Ok(())
+}
+
+fn days_in_month(y: u32, m: u32) -> u32 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+/// Today's date (UTC) as (year, month, day).
+pub fn today() -> (u32, u32, u32) {
+    let d = time::OffsetDateTime::now_utc().date();
+    (d.year().max(0) as u32, u8::from(d.month()).into(), d.day().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TODAY: (u32, u32, u32) = (2026, 11, 22);
+
+    #[test]
+    fn line_framing_accepts_cr_lf_and_crlf_and_keeps_partial_bytes() {
+        let mut f = Framer::new(Framing::Line);
+        assert!(f.push(b"SF1234").is_empty());
+        let out = f.push(b"5678\r\nYT87654321\rZT11112222\n");
+        assert_eq!(
+            out,
+            vec![
+                Framed::Record("SF12345678".into()),
+                Framed::Record("YT87654321".into()),
+                Framed::Record("ZT11112222".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn stx_etx_framing_resynchronises_and_counts_stray_bytes() {
+        let mut f = Framer::new(Framing::StxEtx);
+        let out = f.push(b"junk\x02SF12345678\x03\r\n\x02half\x02YT87654321\x03");
+        assert_eq!(
+            out,
+            vec![
+                Framed::Dropped(FramingError::OutsideFrame(4)),
+                Framed::Record("SF12345678".into()),
+                Framed::Record("YT87654321".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn oversized_and_non_utf8_records_are_dropped_and_the_next_one_survives() {
+        let mut f = Framer::new(Framing::Line);
+        let mut big = vec![b'A'; MAX_RECORD + 10];
+        big.extend_from_slice(b"\n\xff\xfe\nSF12345678\n");
+        let out = f.push(&big);
+        assert_eq!(
+            out,
+            vec![
+                Framed::Dropped(FramingError::TooLong),
+                Framed::Dropped(FramingError::NotUtf8(0)),
+                Framed::Record("SF12345678".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn gb11643_accepts_the_standard_example_and_rejects_each_fault() {
+        assert_eq!(check_resident_id("11010519491231002X", TODAY), Ok(()));
+        assert_eq!(
+            check_resident_id("110105194912310021", TODAY),
+            Err(ResidentIdError::Checksum)
+        );
+        assert_eq!(
+            check_resident_id("11010519491331002X", TODAY),
+            Err(ResidentIdError::BirthDate)
+        );
+        assert_eq!(
+            check_resident_id("110105203001010010", TODAY),
+            Err(ResidentIdError::BirthDate)
+        );
+        assert_eq!(
+            check_resident_id("99010519491231002X", TODAY),
+            Err(ResidentIdError::Area)
+        );
+        assert_eq!(
+            check_resident_id("1101051949123100", TODAY),
+            Err(ResidentIdError::Shape)
+        );
+    }
+
+    #[test]
+    fn bare_number_is_real_name_missing() {
+        let r = parse_record("SF1234567890123", TODAY).expect("parses");
+        assert_eq!(r.findings[0].code, ReasonCode::RealNameMissing);
+    }
+
+    #[test]
+    fn json_waybill_with_valid_identity_has_no_findings() {
+        let r = parse_record(
+            r#"{"waybill":"SF1234567890123","sender":{"name":"张三","id_type":"resident_id",
+            "id_number":"11010519491231002X","phone":"13800138000","address":"北京市朝阳区"},
+            "declared":{"goods":"运动鞋","category":"apparel","value_cny":199.0,"quantity":1},
+            "weight_g":850,"agreement_customer":null}"#,
+            TODAY,
+        )
+        .expect("parses");
+        assert!(r.findings.is_empty(), "{:?}", r.findings);
+        assert_eq!(r.waybill.weight_g, Some(850));
+    }
+
+    #[test]
+    fn invalid_id_and_missing_identity_are_findings_not_errors() {
+        let r = parse_record(
+            r#"{"waybill":"SF1234567890123","sender":{"name":"张三","id_type":"resident_id","id_number":"110105194912310021","phone":"13800138000","address":"x"}}"#,
+            TODAY,
+        )
+        .expect("parses");
+        assert_eq!(r.findings.len(), 1);
+        assert_eq!(r.findings[0].code, ReasonCode::RealNameInvalid);
+        assert!(r.findings[0].en.contains("id_number"));
+
+        let r = parse_record(r#"{"waybill":"SF1234567890123"}"#, TODAY).expect("parses");
+        assert_eq!(r.findings[0].code, ReasonCode::RealNameMissing);
+
+        let r = parse_record(
+            r#"{"waybill":"SF1234567890123","agreement_customer":"C0042"}"#,
+            TODAY,
+        )
+        .expect("parses");
+        assert!(r.findings.is_empty());
+    }
+
+    #[test]
+    fn json_errors_do_not_leak_identity() {
+        let e = parse_record(
+            r#"{"waybill":"SF1234567890","sender":{"name":"张三","id_type":"resident_id","id_number":11010519491231002}}"#,
+            TODAY,
+        )
+        .expect_err("id_number must be a string")
+        .to_string();
+        assert!(!e.contains("1101051949") && !e.contains('张'), "{e}");
+    }
+
+    #[test]
+    fn malformed_payloads_are_errors() {
+        assert!(matches!(
+            parse_record("hello there", TODAY),
+            Err(PayloadError::Unrecognised(_))
+        ));
+        assert!(matches!(
+            parse_record("{\"waybill\": 5}", TODAY),
+            Err(PayloadError::Json(_))
+        ));
+        assert!(matches!(
+            parse_record("{\"waybill\":\"SF12345678\",\"x\":1}", TODAY),
+            Err(PayloadError::Json(_))
+        ));
+    }
+}

@@ -1,0 +1,353 @@
+//! The `screenline` command line. Every failure ends here, once, with a message that says
+//! what to do and a non-zero exit.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use screenline::config::Config;
+use screenline::line::waybill::{parse_record, today, Framed, Framer, Framing};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "screenline", version, about = "Parcel-screening edge appliance for postal X-ray lines")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the appliance.
+    Run {
+        /// The configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Runs the whole system on this machine with simulated lines, an X-ray image generator
+    /// and an embedded MQTT broker.
+    Demo {
+        /// Stop after this many parcels per line have been decided and every report acknowledged.
+        #[arg(long)]
+        parcels: Option<u64>,
+        /// Parcels per second per line.
+        #[arg(long, default_value_t = 2.0)]
+        rate: f64,
+        /// Seed of the simulated traffic.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Number of lines.
+        #[arg(long, default_value_t = 1)]
+        lines: usize,
+        /// Use this broker (mqtt://HOST:PORT) instead of the embedded one.
+        #[arg(long)]
+        broker: Option<String>,
+        /// Where to serve the console.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        console: SocketAddr,
+        /// The model folder (default: the bundled reference model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Print the summary as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Waybill-reader tools.
+    Waybill {
+        #[command(subcommand)]
+        command: WaybillCommand,
+    },
+    /// Screens one parcel offline and prints the decision as JSON.
+    Screen {
+        /// The waybill record (as the reader sends it: a bare number or JSON).
+        #[arg(long)]
+        waybill: PathBuf,
+        /// The X-ray image.
+        #[arg(long)]
+        image: PathBuf,
+        /// The model folder (default: the bundled reference model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+    /// Dataset tools.
+    Dataset {
+        #[command(subcommand)]
+        command: DatasetCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validates a configuration and explains every error.
+    Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum WaybillCommand {
+    /// Reads raw reader bytes (a capture, or stdin) and prints one JSON line per record.
+    Check {
+        /// The capture; stdin if absent.
+        file: Option<PathBuf>,
+        /// How the reader frames records.
+        #[arg(long, value_enum, default_value = "line")]
+        framing: FramingArg,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FramingArg {
+    Line,
+    StxEtx,
+}
+
+#[derive(Subcommand)]
+enum DatasetCommand {
+    /// Writes a labelled synthetic X-ray dataset.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+fn init_logging(quiet: bool) {
+    let default = if quiet { "warn,rumqttd=error" } else { "info,rumqttd=warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let quiet = matches!(cli.command, Command::Demo { json: true, .. })
+        || !matches!(cli.command, Command::Run { .. } | Command::Demo { .. });
+    init_logging(quiet);
+    if let Err(e) = dispatch(cli.command) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { config } => runtime()?.block_on(run(config)),
+        Command::Demo {
+            parcels,
+            rate,
+            seed,
+            lines,
+            broker,
+            console,
+            model,
+            json,
+        } => {
+            if !(rate > 0.0 && rate <= 100.0) {
+                bail!("--rate {rate}: give parcels per second per line, more than 0 and at most 100");
+            }
+            if !(1..=8).contains(&lines) {
+                bail!("--lines {lines}: give 1 to 8 lines");
+            }
+            let opts = screenline::demo::DemoOptions {
+                parcels,
+                rate,
+                seed,
+                lines,
+                broker,
+                console,
+                model_dir: model,
+            };
+            let summary = runtime()?.block_on(screenline::demo::run(opts, json))?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                println!(
+                    "{} parcels: {} cleared, {} flagged, {} manual; {} reports acknowledged by the broker",
+                    summary.parcels, summary.cleared, summary.flagged, summary.manual, summary.reports_acked
+                );
+            }
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let c = Config::load(&file)?;
+            println!(
+                "{}: valid ({} line(s), broker {}, console {})",
+                file.display(),
+                c.lines.len(),
+                c.mqtt.url,
+                c.console.listen
+            );
+            Ok(())
+        }
+        Command::Waybill {
+            command: WaybillCommand::Check { file, framing },
+        } => waybill_check(file, framing),
+        Command::Screen {
+            waybill,
+            image,
+            model,
+        } => screen(waybill, image, model),
+        Command::Dataset {
+            command: DatasetCommand::Generate { out, count, seed },
+        } => {
+            let mut last = 0;
+            xraygen::write_dataset(&out, count, seed, |done, total| {
+                let pct = done * 100 / total.max(1);
+                if pct != last || done == total {
+                    last = pct;
+                    eprint!("\rgenerating {done}/{total} ({pct}%)");
+                }
+            })
+            .with_context(|| format!("writing the dataset to {}", out.display()))?;
+            eprintln!("\n{count} images and labels.csv written to {}", out.display());
+            Ok(())
+        }
+    }
+}
+
+async fn run(path: PathBuf) -> anyhow::Result<()> {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return safe_mode(e).await,
+    };
+    let appliance = screenline::app::Appliance::start(config).await?;
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tracing::info!("stopping");
+    appliance.stop().await;
+    Ok(())
+}
+
+/// With an invalid configuration nothing touches the line: the controllers hear no heartbeat
+/// and divert every parcel to manual inspection, while the console shows what to fix.
+async fn safe_mode(e: screenline::config::ConfigError) -> anyhow::Result<()> {
+    tracing::error!(error = %e, "configuration invalid: safe mode, console only");
+    eprintln!("error: {e}\nStarting the console in safe mode on 127.0.0.1:8080; the lines divert every parcel until the configuration is fixed.");
+    let telemetry = std::sync::Arc::new(screenline::telemetry::Telemetry::default());
+    telemetry.link("config", false, e.to_string());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:8080")
+        .await
+        .context("safe-mode console on 127.0.0.1:8080")?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(screenline::console::serve(listener, telemetry, shutdown.clone()));
+    tokio::signal::ctrl_c().await?;
+    shutdown.cancel();
+    let _ = server.await;
+    bail!("the configuration is invalid: {e}")
+}
+
+fn waybill_check(file: Option<PathBuf>, framing: FramingArg) -> anyhow::Result<()> {
+    let mut bytes = Vec::new();
+    match &file {
+        Some(f) => {
+            bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+        }
+        None => {
+            std::io::stdin().read_to_end(&mut bytes).context("reading stdin")?;
+        }
+    }
+    let framing = match framing {
+        FramingArg::Line => Framing::Line,
+        FramingArg::StxEtx => Framing::StxEtx,
+    };
+    let mut framer = Framer::new(framing);
+    let mut items = framer.push(&bytes);
+    // A capture may end without a final delimiter; in line framing that is still a record.
+    if framing == Framing::Line {
+        items.extend(framer.push(b"\n"));
+    }
+    for (n, item) in items.into_iter().enumerate() {
+        let line = match item {
+            Framed::Dropped(e) => serde_json::json!({"record": n + 1, "error": e.to_string()}),
+            Framed::Record(text) => match parse_record(&text, today()) {
+                Err(e) => serde_json::json!({"record": n + 1, "error": e.to_string()}),
+                Ok(r) => {
+                    let w = &r.waybill;
+                    serde_json::json!({
+                        "record": n + 1,
+                        "waybill": w.waybill,
+                        "sender": w.sender.as_ref().map(|s| serde_json::json!({
+                            "name": screenline::domain::mask(&s.name),
+                            "id_type": s.id_type,
+                            "id_number": screenline::domain::mask(&s.id_number),
+                            "phone": screenline::domain::mask(&s.phone),
+                        })),
+                        "declared": w.declared,
+                        "weight_g": w.weight_g,
+                        "agreement_customer": w.agreement_customer,
+                        "findings": r.findings,
+                    })
+                }
+            },
+        };
+        println!("{line}");
+    }
+    Ok(())
+}
+
+fn screen(waybill: PathBuf, image: PathBuf, model: Option<PathBuf>) -> anyhow::Result<()> {
+    use screenline::domain::{Parcel, XrayScan};
+    use screenline::screen::model::{default_model_dir, init_runtime, Model};
+    let text = std::fs::read_to_string(&waybill)
+        .with_context(|| format!("reading {}", waybill.display()))?;
+    let record = parse_record(&text, today())
+        .with_context(|| format!("{} is not a waybill record", waybill.display()))?;
+    if !image.is_file() {
+        bail!("{} is not a file", image.display());
+    }
+    let dir = match model {
+        Some(d) => d,
+        None => default_model_dir().context("no model folder found: pass --model DIR")?,
+    };
+    let env = init_runtime(None)?;
+    let mut model = Model::load(&dir, &env, 1)?;
+    let now = std::time::SystemTime::now();
+    let parcel = Parcel {
+        line_id: "offline".into(),
+        seq: 0,
+        entered_at: now,
+        scan: Some(XrayScan {
+            scan_id: image
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("scan")
+                .into(),
+            path: image,
+            waybill: Some(record.waybill.waybill.clone()),
+            captured_at: now,
+        }),
+        waybill: Some(record.waybill),
+        findings: record.findings,
+    };
+    let s = screenline::screen::screen_parcel(&mut model, parcel);
+    let out = serde_json::json!({
+        "decision": s.decision,
+        "reasons": s.reasons,
+        "scores": s.scores.as_ref().map(|sc| serde_json::json!({
+            "category": sc.category.iter().map(|(c, p)| (c.key().to_owned(), serde_json::json!(p))).collect::<serde_json::Map<_, _>>(),
+            "counterfeit": sc.counterfeit,
+        })),
+        "model": s.model,
+        "image_sha256": s.evidence.as_ref().map(|e| e.sha256.clone()),
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}

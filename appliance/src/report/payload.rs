@@ -1,0 +1,115 @@
+//! The feed's JSON payloads, each with its `schema` field: the status and the flagged report.
+
+use crate::domain::{Decision, Reason, Sender, Recipient};
+use crate::screen::Screened;
+use crate::telemetry::Telemetry;
+use base64::Engine;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::time::SystemTime;
+
+/// `…/status`: availability and the health of every link.
+pub fn status(state: &str, telemetry: &Telemetry) -> Vec<u8> {
+    let links: serde_json::Map<String, Value> = telemetry
+        .links()
+        .into_iter()
+        .map(|(name, l)| (name, json!({"up": l.up, "detail": l.detail})))
+        .collect();
+    let v = json!({
+        "schema": "screenline.status.v1",
+        "state": state,
+        "at": crate::time_fmt::format(SystemTime::now()),
+        "version": env!("CARGO_PKG_VERSION"),
+        "links": links,
+        "backlog": telemetry.get("feed.backlog"),
+    });
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// The stable id of a report: the same site, line, waybill and scan always give the same id,
+/// so that a consumer recognises a redelivery.
+pub fn report_id(site_id: &str, line_id: &str, waybill: &str, scan_id: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [site_id, line_id, waybill, scan_id] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    format!("rpt-{}", &hex::encode(h.finalize())[..32])
+}
+
+fn reasons_json(reasons: &[Reason]) -> Value {
+    Value::Array(
+        reasons
+            .iter()
+            .map(|r| json!({"code": r.code.key(), "zh": r.zh, "en": r.en}))
+            .collect(),
+    )
+}
+
+fn sender_json(s: &Sender) -> Value {
+    json!({
+        "name": s.name, "id_type": s.id_type, "id_number": s.id_number,
+        "phone": s.phone, "address": s.address,
+    })
+}
+
+fn recipient_json(r: &Recipient) -> Value {
+    json!({"name": r.name, "phone": r.phone, "address": r.address})
+}
+
+/// The `screenline.report.v1` payload for a flagged parcel.
+pub fn flagged_report(
+    s: &Screened,
+    report_id: &str,
+    site_id: &str,
+    appliance_id: &str,
+) -> Value {
+    debug_assert_eq!(s.decision, Decision::Flag);
+    let wb = s.parcel.waybill.as_ref();
+    let scores = s.scores.as_ref().map(|sc| {
+        let cat: serde_json::Map<String, Value> = sc
+            .category
+            .iter()
+            .map(|(c, p)| (c.key().to_owned(), json!(p)))
+            .collect();
+        json!({"category": cat, "counterfeit": sc.counterfeit})
+    });
+    let evidence = s.evidence.as_ref().map(|e| {
+        json!({
+            "image_sha256": e.sha256,
+            "thumbnail_jpeg": e.thumbnail_jpeg.as_ref()
+                .map(|t| base64::engine::general_purpose::STANDARD.encode(t)),
+        })
+    });
+    json!({
+        "schema": "screenline.report.v1",
+        "report_id": report_id,
+        "site_id": site_id,
+        "appliance_id": appliance_id,
+        "line_id": s.parcel.line_id,
+        "waybill": wb.map(|w| w.waybill.as_str()),
+        "scanned_at": crate::time_fmt::format(
+            s.parcel.scan.as_ref().map_or(s.parcel.entered_at, |x| x.captured_at)),
+        "decision": s.decision.key(),
+        "reasons": reasons_json(&s.reasons),
+        "scores": scores,
+        "model": {"name": s.model.name, "version": s.model.version, "sha256": s.model.sha256},
+        "declared": wb.and_then(|w| w.declared.as_ref()),
+        "sender": wb.and_then(|w| w.sender.as_ref()).map(sender_json),
+        "recipient": wb.and_then(|w| w.recipient.as_ref()).map(recipient_json),
+        "agreement_customer": wb.and_then(|w| w.agreement_customer.as_deref()),
+        "evidence": evidence,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn report_ids_are_stable_and_distinct() {
+        let a = super::report_id("SZ01", "L1", "SF12345678", "scan-1");
+        assert_eq!(a, super::report_id("SZ01", "L1", "SF12345678", "scan-1"));
+        assert_ne!(a, super::report_id("SZ01", "L1", "SF12345678", "scan-2"));
+        assert_ne!(a, super::report_id("SZ01", "L11", "SF12345678", "scan-"));
+        assert!(a.starts_with("rpt-") && a.len() == 36);
+    }
+}

@@ -1,0 +1,151 @@
+//! Screening: decode the parcel's image, run the classifier, apply the rules, and decide.
+//!
+//! [`screen_parcel`] is the one code path for the line and for `screenline screen`. The
+//! [`spawn`]ed stage runs it on a dedicated thread (inference is blocking and needs `&mut`
+//! on the session), fed and drained by bounded channels.
+
+pub mod model;
+pub mod rules;
+
+use crate::domain::{Decision, Parcel, Reason, ReasonCode, Scores};
+use crate::telemetry::Telemetry;
+use image::ImageReader;
+use model::{Model, ModelInfo};
+use sha2::{Digest, Sha256};
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::mpsc;
+
+/// Largest image file accepted from the drop folder.
+pub const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest decoded image, against decompression bombs.
+pub const MAX_PIXELS_SIDE: u32 = 8192;
+/// Bytes the decoder may allocate.
+pub const MAX_DECODE_ALLOC: u64 = 512 * 1024 * 1024;
+
+/// The evidence kept for a screened image.
+#[derive(Debug, Clone)]
+pub struct Evidence {
+    /// The image file's bytes, to keep in the store.
+    pub bytes: Vec<u8>,
+    /// SHA-256 of the bytes.
+    pub sha256: String,
+    /// A small JPEG for reports (made for flagged parcels only).
+    pub thumbnail_jpeg: Option<Vec<u8>>,
+}
+
+/// A screened parcel: what was decided, why, and on what evidence.
+#[derive(Debug, Clone)]
+pub struct Screened {
+    pub parcel: Parcel,
+    pub decision: Decision,
+    pub reasons: Vec<Reason>,
+    pub scores: Option<Scores>,
+    pub model: ModelInfo,
+    pub evidence: Option<Evidence>,
+    pub screened_at: SystemTime,
+}
+
+/// Decodes an image with limits against oversized and malicious files.
+pub fn decode_image(bytes: &[u8]) -> Result<image::RgbImage, String> {
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| format!("cannot tell the image format: {e}"))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_PIXELS_SIDE);
+    limits.max_image_height = Some(MAX_PIXELS_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_ALLOC);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| e.to_string())?;
+    Ok(img.to_rgb8())
+}
+
+/// Screens one parcel: the same path for the line and for `screenline screen`.
+pub fn screen_parcel(model: &mut Model, parcel: Parcel) -> Screened {
+    let mut evidence = None;
+    let mut scores = None;
+    let mut problems: Vec<Reason> = Vec::new();
+    if let Some(scan) = &parcel.scan {
+        match read_limited(&scan.path) {
+            Err(e) => problems.push(rules::image_unreadable(&e)),
+            Ok(bytes) => {
+                let sha256 = hex::encode(Sha256::digest(&bytes));
+                match decode_image(&bytes) {
+                    Err(e) => problems.push(rules::image_unreadable(&e)),
+                    Ok(rgb) => {
+                        match model.infer(&rgb) {
+                            Ok(s) => scores = Some(s),
+                            Err(e) => problems.push(Reason::new(
+                                ReasonCode::ScreeningFailed,
+                                format!("模型推理失败：{e}"),
+                                format!("the classifier failed: {e}"),
+                            )),
+                        }
+                        evidence = Some((bytes, sha256, rgb));
+                    }
+                }
+            }
+        }
+    }
+    let (decision, reasons) = rules::decide(&parcel, scores.as_ref(), model, problems);
+    let evidence = evidence.map(|(bytes, sha256, rgb)| Evidence {
+        thumbnail_jpeg: (decision == Decision::Flag).then(|| thumbnail(&rgb)).flatten(),
+        bytes,
+        sha256,
+    });
+    Screened {
+        parcel,
+        decision,
+        reasons,
+        scores,
+        model: model.info().clone(),
+        evidence,
+        screened_at: SystemTime::now(),
+    }
+}
+
+fn read_limited(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.len() > MAX_IMAGE_BYTES {
+        return Err(format!(
+            "{} is {} bytes, over the {MAX_IMAGE_BYTES}-byte limit",
+            path.display(),
+            meta.len()
+        ));
+    }
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A JPEG of at most 128 pixels on its longer side.
+fn thumbnail(rgb: &image::RgbImage) -> Option<Vec<u8>> {
+    let small = image::DynamicImage::ImageRgb8(rgb.clone()).thumbnail(128, 128);
+    let mut out = Cursor::new(Vec::new());
+    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 75);
+    small.to_rgb8().write_with_encoder(encoder).ok()?;
+    Some(out.into_inner())
+}
+
+/// Runs screening on its own thread until the parcel channel closes.
+pub fn spawn(
+    mut model: Model,
+    mut parcels: mpsc::Receiver<crate::domain::Parcel>,
+    screened: mpsc::Sender<Screened>,
+    telemetry: Arc<Telemetry>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("screening".into())
+        .spawn(move || {
+            while let Some(parcel) = parcels.blocking_recv() {
+                let started = std::time::Instant::now();
+                let s = screen_parcel(&mut model, parcel);
+                telemetry.set(
+                    "screen.last_latency_us",
+                    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                );
+                if screened.blocking_send(s).is_err() {
+                    return;
+                }
+            }
+        })
+}

@@ -1,0 +1,225 @@
+//! The on-disk store (sled): screening records, the outbox of reports not yet acknowledged
+//! by the broker, and the images kept as evidence.
+//!
+//! Durability point: [`Store::commit`] writes a record and its report in one transaction and
+//! returns only after `flush_async` — from then on both survive a `kill -9` of the
+//! appliance. sled's flush uses `sync_file_range`, which does not flush the drive's cache, so
+//! power-loss durability is that of the drive's write cache: we claim no more than that.
+//! A report leaves the outbox only through [`Store::ack`], which the feed calls on the
+//! broker's PUBACK of that very publish.
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// A store that could not do what was asked.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("cannot open the store in {path}: {why}. Run `screenline store check --data {path}` for what to do")]
+    Open { path: PathBuf, why: String },
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("store: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("store: record cannot be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// One outbox entry: its ordering key and the report's payload.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub key: Vec<u8>,
+    pub report_id: String,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OutboxEntry {
+    report_id: String,
+    topic_suffix: String,
+    #[serde(with = "serde_bytes_b64")]
+    payload: Vec<u8>,
+}
+
+mod serde_bytes_b64 {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The appliance's store.
+pub struct Store {
+    db: sled::Db,
+    records: sled::Tree,
+    outbox: sled::Tree,
+    images: PathBuf,
+    hash_key: Vec<u8>,
+}
+
+impl Store {
+    /// Opens (or creates) the store under `data_dir`. sled has been seen to panic on open
+    /// after an abrupt stop; that panic is caught and reported like any other open error.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let open_err = |why: String| StoreError::Open {
+            path: data_dir.to_owned(),
+            why,
+        };
+        std::fs::create_dir_all(data_dir).map_err(|e| open_err(e.to_string()))?;
+        let db_path = data_dir.join("db");
+        let db = std::panic::catch_unwind(|| sled::Config::new().path(&db_path).open())
+            .map_err(|_| open_err("sled panicked while opening the database".into()))?
+            .map_err(|e| open_err(e.to_string()))?;
+        let records = db.open_tree("records")?;
+        let outbox = db.open_tree("outbox")?;
+        let meta = db.open_tree("meta")?;
+        let hash_key = match meta.get("hash_key")? {
+            Some(k) => k.to_vec(),
+            None => {
+                let key: [u8; 32] = rand::random();
+                meta.insert("hash_key", &key[..])?;
+                db.flush()?;
+                key.to_vec()
+            }
+        };
+        let images = data_dir.join("images");
+        std::fs::create_dir_all(&images)?;
+        Ok(Store {
+            db,
+            records,
+            outbox,
+            images,
+            hash_key,
+        })
+    }
+
+    /// A keyed hash of personal data (HMAC-SHA-256 with this store's secret key), for what
+    /// must be matched later without being kept.
+    pub fn keyed_hash(&self, value: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.hash_key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(value.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Stores a record and, if there is one, its report, atomically and durably.
+    pub async fn commit(
+        &self,
+        record_key: &[u8],
+        record: &serde_json::Value,
+        report: Option<(&str, &str, &[u8])>,
+    ) -> Result<(), StoreError> {
+        let record_bytes = serde_json::to_vec(record)?;
+        let entry = match report {
+            Some((report_id, topic_suffix, payload)) => Some(serde_json::to_vec(&OutboxEntry {
+                report_id: report_id.to_owned(),
+                topic_suffix: topic_suffix.to_owned(),
+                payload: payload.to_vec(),
+            })?),
+            None => None,
+        };
+        (&self.records, &self.outbox)
+            .transaction(|(records, outbox)| {
+                records.insert(record_key, record_bytes.as_slice())?;
+                if let Some(e) = &entry {
+                    outbox.insert(record_key, e.as_slice())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => StoreError::Sled(e),
+                TransactionError::Abort(()) => {
+                    StoreError::Sled(sled::Error::Unsupported("transaction aborted".into()))
+                }
+            })?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Up to `max` outbox entries in order, skipping keys for which `skip` is true.
+    pub fn outbox_batch(
+        &self,
+        max: usize,
+        skip: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<(Queued, String)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.outbox.iter() {
+            let (k, v) = item?;
+            if skip(&k) {
+                continue;
+            }
+            match serde_json::from_slice::<OutboxEntry>(&v) {
+                Ok(e) => out.push((
+                    Queued {
+                        key: k.to_vec(),
+                        report_id: e.report_id,
+                        payload: e.payload,
+                    },
+                    e.topic_suffix,
+                )),
+                Err(err) => {
+                    // Never delete what cannot be read: leave it for `store check` and say so.
+                    tracing::error!(error = %err, "unreadable outbox entry left in place");
+                    continue;
+                }
+            }
+            if out.len() == max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reports waiting for the broker.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// The broker acknowledged the report under `key`: it leaves the outbox.
+    pub fn ack(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.outbox.remove(key)?;
+        Ok(())
+    }
+
+    /// Moves an image file into the store's image folder, named by record.
+    pub fn keep_image(&self, record_id: &str, src: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+        let ext = src.extension().and_then(|e| e.to_str()).unwrap_or("img");
+        let dest = self.images.join(format!("{record_id}.{ext}"));
+        if std::fs::rename(src, &dest).is_err() {
+            // Another filesystem: write our copy, then remove the original.
+            std::fs::write(&dest, bytes)?;
+            std::fs::remove_file(src)?;
+        }
+        Ok(dest)
+    }
+
+    /// A record by key.
+    pub fn record(&self, key: &[u8]) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(match self.records.get(key)? {
+            Some(v) => Some(serde_json::from_slice(&v)?),
+            None => None,
+        })
+    }
+
+    /// Number of records.
+    pub fn records_len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Flushes everything (shutdown).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}

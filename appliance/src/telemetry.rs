@@ -1,0 +1,152 @@
+//! What the appliance knows about itself while it runs: counters, the state of every link,
+//! and the latest decisions. Every stage writes here; the console, the status topic and
+//! the demo read it. Cheap to share (`Arc<Telemetry>`), never on a stage's critical path
+//! for longer than a short lock.
+
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// How many recent parcels the console can show.
+const RECENT: usize = 200;
+
+/// The state of one link (serial port, folder, broker, model).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LinkState {
+    pub up: bool,
+    pub detail: String,
+    #[serde(with = "crate::time_fmt::rfc3339")]
+    pub since: SystemTime,
+}
+
+/// One decided parcel as the console lists it (identity masked).
+#[derive(Debug, Clone, Serialize)]
+pub struct ParcelSummary {
+    pub record_id: String,
+    pub line_id: String,
+    pub seq: u32,
+    pub waybill: Option<String>,
+    pub decision: crate::domain::Decision,
+    pub reasons: Vec<crate::domain::Reason>,
+    pub category: Option<String>,
+    pub counterfeit: Option<f32>,
+    pub sender: Option<String>,
+    #[serde(with = "crate::time_fmt::rfc3339")]
+    pub decided_at: SystemTime,
+    /// What the line controller reported it did: passed, diverted, fail-safe.
+    pub outcome: Option<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    counters: BTreeMap<String, u64>,
+    links: BTreeMap<String, LinkState>,
+    recent: VecDeque<ParcelSummary>,
+}
+
+/// Shared telemetry.
+#[derive(Default)]
+pub struct Telemetry {
+    inner: Mutex<Inner>,
+}
+
+impl Telemetry {
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        // A poisoned lock only means a panic elsewhere; the counters are still usable.
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard)
+    }
+
+    /// Adds one to a counter.
+    pub fn incr(&self, name: &str) {
+        self.add(name, 1);
+    }
+
+    /// Adds `n` to a counter.
+    pub fn add(&self, name: &str, n: u64) {
+        self.with(|i| *i.counters.entry(name.to_owned()).or_default() += n);
+    }
+
+    /// Sets a gauge.
+    pub fn set(&self, name: &str, v: u64) {
+        self.with(|i| {
+            i.counters.insert(name.to_owned(), v);
+        });
+    }
+
+    /// Reads a counter (0 if never touched).
+    pub fn get(&self, name: &str) -> u64 {
+        self.with(|i| i.counters.get(name).copied().unwrap_or(0))
+    }
+
+    /// Every counter.
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        self.with(|i| i.counters.clone())
+    }
+
+    /// Records a link's state; logs only changes.
+    pub fn link(&self, name: &str, up: bool, detail: impl Into<String>) {
+        let detail = detail.into();
+        let changed = self.with(|i| {
+            let changed = i.links.get(name).is_none_or(|l| l.up != up);
+            if changed || i.links.get(name).is_some_and(|l| l.detail != detail) {
+                i.links.insert(
+                    name.to_owned(),
+                    LinkState {
+                        up,
+                        detail: detail.clone(),
+                        since: SystemTime::now(),
+                    },
+                );
+            }
+            changed
+        });
+        if changed {
+            if up {
+                tracing::info!(link = name, %detail, "link up");
+            } else {
+                tracing::warn!(link = name, %detail, "link down");
+            }
+        }
+    }
+
+    /// Whether a link is up.
+    pub fn link_up(&self, name: &str) -> bool {
+        self.with(|i| i.links.get(name).is_some_and(|l| l.up))
+    }
+
+    /// Every link's state.
+    pub fn links(&self) -> BTreeMap<String, LinkState> {
+        self.with(|i| i.links.clone())
+    }
+
+    /// Adds a decided parcel to the recent list.
+    pub fn push_parcel(&self, p: ParcelSummary) {
+        self.with(|i| {
+            if i.recent.len() == RECENT {
+                i.recent.pop_front();
+            }
+            i.recent.push_back(p);
+        });
+    }
+
+    /// Records what the line controller did with parcel `seq` of `line_id`.
+    pub fn parcel_outcome(&self, line_id: &str, seq: u32, outcome: &str) {
+        self.with(|i| {
+            if let Some(p) = i
+                .recent
+                .iter_mut()
+                .rev()
+                .find(|p| p.line_id == line_id && p.seq == seq)
+            {
+                p.outcome = Some(outcome.to_owned());
+            }
+        });
+    }
+
+    /// The recent parcels, newest first.
+    pub fn recent(&self) -> Vec<ParcelSummary> {
+        self.with(|i| i.recent.iter().rev().cloned().collect())
+    }
+}

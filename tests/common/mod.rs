@@ -1,0 +1,255 @@
+//! Shared pieces of the end-to-end tests: a real Mosquitto on a free port, an independent
+//! `mosquitto_sub`, the real `screenline` binary, and simulated line hardware on
+//! pseudo-terminals driven by the real firmware logic.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A temporary folder, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "screenline-test-{tag}-{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos() ^ rand_suffix()
+        ));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A child process killed on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn mosquitto_bin() -> PathBuf {
+    for p in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    PathBuf::from("mosquitto")
+}
+
+/// A real Mosquitto broker on `port`, anonymous, loopback only.
+pub fn start_mosquitto(dir: &Path, port: u16) -> Proc {
+    let conf = dir.join(format!("mosquitto-{port}.conf"));
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+    )
+    .expect("mosquitto config");
+    let child = Command::new(mosquitto_bin())
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto must be installed: run tests/setup.sh");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not start on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Proc(child)
+}
+
+/// `mosquitto_sub -v` on `topic`, its output collected in a file.
+pub struct Sub {
+    proc: Proc,
+    out: PathBuf,
+}
+
+impl Sub {
+    pub fn start(dir: &Path, port: u16, topic: &str) -> Sub {
+        let out = dir.join(format!("sub-{}.txt", rand_suffix()));
+        let file = std::fs::File::create(&out).expect("sub output");
+        let child = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-v", "-t", topic])
+            .stdout(file)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub must be installed: run tests/setup.sh");
+        // Give the subscription time to reach the broker before anything is published.
+        std::thread::sleep(Duration::from_millis(300));
+        Sub {
+            proc: Proc(child),
+            out,
+        }
+    }
+
+    /// The messages received so far, as (topic, payload).
+    pub fn messages(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(t, p)| (t.to_owned(), p.to_owned()))
+            .collect()
+    }
+
+    /// Waits until `pred` holds for the messages, or panics after `timeout`.
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&[(String, String)]) -> bool,
+    ) -> Vec<(String, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let m = self.messages();
+            if pred(&m) {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; got {m:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        let _ = self.proc.0.kill();
+    }
+}
+
+/// The real `screenline` binary, started with a config file, its log kept in `dir`.
+pub struct Appliance {
+    pub proc: Proc,
+    pub log: PathBuf,
+}
+
+impl Appliance {
+    pub fn start(dir: &Path, config: &str) -> Appliance {
+        let conf = dir.join("screenline.toml");
+        std::fs::write(&conf, config).expect("config");
+        let log = dir.join("screenline.log");
+        let logf = std::fs::File::create(&log).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_screenline"))
+            .arg("run")
+            .arg("--config")
+            .arg(&conf)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("screenline binary");
+        Appliance {
+            proc: Proc(child),
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Asks for a clean shutdown (SIGINT, as Ctrl-C) and returns whether it exited 0.
+    pub fn interrupt(&mut self, timeout: Duration) -> bool {
+        let pid = self.proc.0.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.proc.0.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.proc.0.try_wait(), Ok(None))
+    }
+}
+
+/// Writes a reader record to the reader's pty master as the scanner would (CRLF).
+pub fn send_record(reader: &mut std::fs::File, record: &str) {
+    reader
+        .write_all(format!("{record}\r\n").as_bytes())
+        .expect("reader write");
+}
+
+/// A JSON waybill with valid real-name data.
+pub fn valid_waybill(no: &str) -> String {
+    serde_json::json!({
+        "waybill": no,
+        "sender": {"name": "张三", "id_type": "resident_id", "id_number": "11010519491231002X",
+                   "phone": "13800138000", "address": "北京市朝阳区某某路1号"},
+        "recipient": {"name": "李四", "phone": "13900139000", "address": "上海市长宁区某某路2号"},
+        "declared": {"goods": "蓝牙耳机", "category": "electronics", "value_cny": 399.0, "quantity": 1},
+        "weight_g": 850,
+        "agreement_customer": null
+    })
+    .to_string()
+}
+
+/// The configuration for one line on the given ports.
+pub fn line_config(
+    data: &Path,
+    broker_port: u16,
+    reader: &Path,
+    controller: &Path,
+    xray: &Path,
+) -> String {
+    format!(
+        r#"
+site_id = "T1"
+appliance_id = "a1"
+data_dir = "{data}"
+[mqtt]
+url = "mqtt://127.0.0.1:{broker_port}"
+keep_alive_s = 5
+[console]
+listen = "127.0.0.1:{console}"
+[[lines]]
+id = "L1"
+reader_port = "{reader}"
+controller_port = "{controller}"
+xray_dir = "{xray}"
+"#,
+        data = data.display(),
+        console = free_port(),
+        reader = reader.display(),
+        controller = controller.display(),
+        xray = xray.display(),
+    )
+}

@@ -1,0 +1,181 @@
+//! End to end on real parts: the real `screenline run` binary, a real Mosquitto broker checked
+//! with the independent `mosquitto_sub`, the waybill reader and the line controller on
+//! pseudo-terminal pairs — the controller being the real firmware logic in the host
+//! emulator — and a real drop folder.
+
+mod common;
+
+use common::*;
+use screenline::demo::write_scan;
+use screenline_emulator::pty::Pty;
+use screenline_emulator::{BeltConfig, LineEmulator, LineEvent};
+use screenline_protocol::Verdict;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+/// Waits for line events until `pred` holds for everything seen; returns them.
+fn wait_events(
+    rx: &Receiver<LineEvent>,
+    seen: &mut Vec<LineEvent>,
+    timeout: Duration,
+    what: &str,
+    pred: impl Fn(&[LineEvent]) -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    while !pred(seen) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "timed out waiting for {what}; saw {seen:?}");
+        if let Ok(ev) = rx.recv_timeout(left.min(Duration::from_millis(100))) {
+            seen.push(ev);
+        }
+    }
+}
+
+fn electronics(counterfeit: bool) -> xraygen::ParcelSpec {
+    xraygen::ParcelSpec {
+        category: 5,
+        counterfeit,
+    }
+}
+
+#[test]
+fn one_flagged_and_one_cleared_parcel_from_reader_to_regulator() {
+    let dir = TempDir::new("e2e");
+    let port = free_port();
+    let _broker = start_mosquitto(dir.path(), port);
+    let reports = Sub::start(dir.path(), port, "screenline/v1/T1/a1/reports/flagged");
+    let status = Sub::start(dir.path(), port, "screenline/v1/T1/a1/status");
+
+    let reader = Pty::open().expect("reader pty");
+    let controller = Pty::open().expect("controller pty");
+    let mut emulator =
+        LineEmulator::start(controller.master().expect("master"), BeltConfig::default())
+            .expect("emulator");
+    let events = emulator.take_events().expect("events");
+    let xray = dir.path().join("xray");
+    std::fs::create_dir_all(&xray).expect("xray dir");
+    let mut app = Appliance::start(
+        dir.path(),
+        &line_config(
+            &dir.path().join("data"),
+            port,
+            reader.slave_path(),
+            controller.slave_path(),
+            &xray,
+        ),
+    );
+    let mut seen = Vec::new();
+    wait_events(&events, &mut seen, Duration::from_secs(30), "the appliance's first message to the controller", |s| {
+        s.contains(&LineEvent::LinkUp)
+    });
+    status.wait_for(Duration::from_secs(30), "status online", |m| {
+        m.iter().any(|(_, p)| p.contains("\"state\":\"online\""))
+    });
+
+    let mut reader_tx = reader.master().expect("reader master");
+    // Parcel 1: valid real-name data, counterfeit goods → flagged and diverted.
+    send_record(&mut reader_tx, &valid_waybill("SF1000000000001"));
+    emulator.place_parcel(400);
+    std::thread::sleep(Duration::from_millis(300));
+    write_scan(&xray, "scan-0001", "SF1000000000001", electronics(true), 11).expect("scan 1");
+    std::thread::sleep(Duration::from_millis(700));
+    // Parcel 2: valid real-name data, genuine goods → cleared and passed.
+    send_record(&mut reader_tx, &valid_waybill("SF1000000000002"));
+    emulator.place_parcel(400);
+    std::thread::sleep(Duration::from_millis(300));
+    write_scan(&xray, "scan-0002", "SF1000000000002", electronics(false), 12).expect("scan 2");
+
+    wait_events(&events, &mut seen, Duration::from_secs(30), "both parcels to leave the belt", |s| {
+        s.iter().filter(|e| matches!(e, LineEvent::Diverted { .. } | LineEvent::Passed { .. })).count() >= 2
+    });
+    assert!(seen.contains(&LineEvent::DecisionReceived { seq: 1, verdict: Verdict::Divert }), "{seen:?}\n{}", app.log_text());
+    assert!(seen.contains(&LineEvent::DecisionReceived { seq: 2, verdict: Verdict::Pass }), "{seen:?}\n{}", app.log_text());
+    assert!(seen.contains(&LineEvent::Diverted { seq: 1 }), "{seen:?}");
+    assert!(seen.contains(&LineEvent::Passed { seq: 2 }), "{seen:?}");
+    assert!(!seen.iter().any(|e| matches!(e, LineEvent::FailSafe { .. })), "no fail-safe expected: {seen:?}");
+
+    let msgs = reports.wait_for(Duration::from_secs(20), "the flagged report", |m| !m.is_empty());
+    // Anything that was going to arrive has had time to.
+    std::thread::sleep(Duration::from_secs(2));
+    let msgs = if reports.messages().len() > msgs.len() { reports.messages() } else { msgs };
+    assert_eq!(msgs.len(), 1, "exactly one report: {msgs:?}");
+    let report: serde_json::Value = serde_json::from_str(&msgs[0].1).expect("report is JSON");
+    assert_eq!(report["schema"], "screenline.report.v1");
+    assert_eq!(report["waybill"], "SF1000000000001");
+    assert_eq!(report["decision"], "flag");
+    assert_eq!(report["line_id"], "L1");
+    assert!(
+        report["reasons"].as_array().is_some_and(|r| r.iter().any(|x| x["code"] == "counterfeit_suspected")),
+        "{report}"
+    );
+    assert_eq!(report["sender"]["id_number"], "11010519491231002X");
+    assert_eq!(report["evidence"]["image_sha256"].as_str().map(str::len), Some(64));
+    assert!(report["evidence"]["thumbnail_jpeg"].as_str().is_some_and(|t| t.len() > 100));
+    assert!(report["report_id"].as_str().is_some_and(|id| id.starts_with("rpt-")));
+
+    assert!(app.interrupt(Duration::from_secs(15)), "clean exit on Ctrl-C\n{}", app.log_text());
+    status.wait_for(Duration::from_secs(10), "status stopped", |m| {
+        m.iter().any(|(_, p)| p.contains("\"state\":\"stopped\""))
+    });
+    emulator.shutdown();
+}
+
+#[test]
+fn bad_input_and_a_down_broker_send_parcels_to_manual_without_crashing() {
+    let dir = TempDir::new("bad");
+    let port = free_port();
+    let reader = Pty::open().expect("reader pty");
+    let controller = Pty::open().expect("controller pty");
+    let mut emulator =
+        LineEmulator::start(controller.master().expect("master"), BeltConfig::default())
+            .expect("emulator");
+    let events = emulator.take_events().expect("events");
+    let xray = dir.path().join("xray");
+    std::fs::create_dir_all(&xray).expect("xray dir");
+    // No broker yet: the appliance must run the line regardless.
+    let mut app = Appliance::start(
+        dir.path(),
+        &line_config(
+            &dir.path().join("data"),
+            port,
+            reader.slave_path(),
+            controller.slave_path(),
+            &xray,
+        ),
+    );
+    let mut seen = Vec::new();
+    wait_events(&events, &mut seen, Duration::from_secs(30), "link up", |s| s.contains(&LineEvent::LinkUp));
+
+    let mut reader_tx = reader.master().expect("reader master");
+    // A malformed record: counted and logged, and the parcel has no read → manual.
+    send_record(&mut reader_tx, "{\"waybill\": this is not json");
+    emulator.place_parcel(400);
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(xray.join("scan-bad1.png"), b"\x89PNG\r\n\x1a\nnot really a png").expect("bad image");
+    std::thread::sleep(Duration::from_millis(700));
+    // A good read with an unreadable image → manual.
+    send_record(&mut reader_tx, &valid_waybill("SF2000000000002"));
+    emulator.place_parcel(400);
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(xray.join("scan-bad2.json"), r#"{"waybill":"SF2000000000002"}"#).expect("sidecar");
+    std::fs::write(xray.join("scan-bad2.png"), b"truncated").expect("bad image");
+
+    wait_events(&events, &mut seen, Duration::from_secs(30), "both parcels diverted", |s| {
+        s.iter().filter(|e| matches!(e, LineEvent::Diverted { .. })).count() >= 2
+    });
+    assert!(seen.contains(&LineEvent::DecisionReceived { seq: 1, verdict: Verdict::Divert }), "{seen:?}");
+    assert!(seen.contains(&LineEvent::DecisionReceived { seq: 2, verdict: Verdict::Divert }), "{seen:?}");
+    assert!(app.is_running(), "the appliance survived\n{}", app.log_text());
+    let log = app.log_text();
+    assert!(log.contains("waybill record dropped"), "{log}");
+    assert!(!log.contains("11010519491231002X"), "identity must never be logged");
+
+    // The broker comes up late: the appliance connects and says it is online.
+    let _broker = start_mosquitto(dir.path(), port);
+    let status = Sub::start(dir.path(), port, "screenline/v1/T1/a1/status");
+    status.wait_for(Duration::from_secs(30), "status online after the broker came up", |m| {
+        m.iter().any(|(_, p)| p.contains("\"state\":\"online\""))
+    });
+    assert!(app.interrupt(Duration::from_secs(15)), "clean exit\n{}", app.log_text());
+    emulator.shutdown();
+}

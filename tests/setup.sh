@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh Debian machine that has the Rust
+# toolchain, Python 3 with pip, and apt: Mosquitto (broker and clients, for the interop tests)
+# and the pinned ONNX Runtime library. Safe to run again; it only installs what is missing.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
+
+need=()
+command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]} (Debian packages)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+"$here/../appliance/scripts/install-onnxruntime.sh"
