@@ -24,7 +24,10 @@ fn wait_events(
     let deadline = Instant::now() + timeout;
     while !pred(seen) {
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "timed out waiting for {what}; saw {seen:?}");
+        assert!(
+            !left.is_zero(),
+            "timed out waiting for {what}; saw {seen:?}"
+        );
         if let Ok(ev) = rx.recv_timeout(left.min(Duration::from_millis(100))) {
             seen.push(ev);
         }
@@ -65,9 +68,13 @@ fn one_flagged_and_one_cleared_parcel_from_reader_to_regulator() {
         ),
     );
     let mut seen = Vec::new();
-    wait_events(&events, &mut seen, Duration::from_secs(30), "the appliance's first message to the controller", |s| {
-        s.contains(&LineEvent::LinkUp)
-    });
+    wait_events(
+        &events,
+        &mut seen,
+        Duration::from_secs(30),
+        "the appliance's first message to the controller",
+        |s| s.contains(&LineEvent::LinkUp),
+    );
     status.wait_for(Duration::from_secs(30), "status online", |m| {
         m.iter().any(|(_, p)| p.contains("\"state\":\"online\""))
     });
@@ -83,21 +90,60 @@ fn one_flagged_and_one_cleared_parcel_from_reader_to_regulator() {
     send_record(&mut reader_tx, &valid_waybill("SF1000000000002"));
     emulator.place_parcel(400);
     std::thread::sleep(Duration::from_millis(300));
-    write_scan(&xray, "scan-0002", "SF1000000000002", electronics(false), 12).expect("scan 2");
+    write_scan(
+        &xray,
+        "scan-0002",
+        "SF1000000000002",
+        electronics(false),
+        12,
+    )
+    .expect("scan 2");
 
-    wait_events(&events, &mut seen, Duration::from_secs(30), "both parcels to leave the belt", |s| {
-        s.iter().filter(|e| matches!(e, LineEvent::Diverted { .. } | LineEvent::Passed { .. })).count() >= 2
-    });
-    assert!(seen.contains(&LineEvent::DecisionReceived { seq: 1, verdict: Verdict::Divert }), "{seen:?}\n{}", app.log_text());
-    assert!(seen.contains(&LineEvent::DecisionReceived { seq: 2, verdict: Verdict::Pass }), "{seen:?}\n{}", app.log_text());
+    wait_events(
+        &events,
+        &mut seen,
+        Duration::from_secs(30),
+        "both parcels to leave the belt",
+        |s| {
+            s.iter()
+                .filter(|e| matches!(e, LineEvent::Diverted { .. } | LineEvent::Passed { .. }))
+                .count()
+                >= 2
+        },
+    );
+    assert!(
+        seen.contains(&LineEvent::DecisionReceived {
+            seq: 1,
+            verdict: Verdict::Divert
+        }),
+        "{seen:?}\n{}",
+        app.log_text()
+    );
+    assert!(
+        seen.contains(&LineEvent::DecisionReceived {
+            seq: 2,
+            verdict: Verdict::Pass
+        }),
+        "{seen:?}\n{}",
+        app.log_text()
+    );
     assert!(seen.contains(&LineEvent::Diverted { seq: 1 }), "{seen:?}");
     assert!(seen.contains(&LineEvent::Passed { seq: 2 }), "{seen:?}");
-    assert!(!seen.iter().any(|e| matches!(e, LineEvent::FailSafe { .. })), "no fail-safe expected: {seen:?}");
+    assert!(
+        !seen.iter().any(|e| matches!(e, LineEvent::FailSafe { .. })),
+        "no fail-safe expected: {seen:?}"
+    );
 
-    let msgs = reports.wait_for(Duration::from_secs(20), "the flagged report", |m| !m.is_empty());
+    let msgs = reports.wait_for(Duration::from_secs(20), "the flagged report", |m| {
+        !m.is_empty()
+    });
     // Anything that was going to arrive has had time to.
     std::thread::sleep(Duration::from_secs(2));
-    let msgs = if reports.messages().len() > msgs.len() { reports.messages() } else { msgs };
+    let msgs = if reports.messages().len() > msgs.len() {
+        reports.messages()
+    } else {
+        msgs
+    };
     assert_eq!(msgs.len(), 1, "exactly one report: {msgs:?}");
     let report: serde_json::Value = serde_json::from_str(&msgs[0].1).expect("report is JSON");
     assert_eq!(report["schema"], "screenline.report.v1");
@@ -105,15 +151,28 @@ fn one_flagged_and_one_cleared_parcel_from_reader_to_regulator() {
     assert_eq!(report["decision"], "flag");
     assert_eq!(report["line_id"], "L1");
     assert!(
-        report["reasons"].as_array().is_some_and(|r| r.iter().any(|x| x["code"] == "counterfeit_suspected")),
+        report["reasons"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x["code"] == "counterfeit_suspected")),
         "{report}"
     );
     assert_eq!(report["sender"]["id_number"], "11010519491231002X");
-    assert_eq!(report["evidence"]["image_sha256"].as_str().map(str::len), Some(64));
-    assert!(report["evidence"]["thumbnail_jpeg"].as_str().is_some_and(|t| t.len() > 100));
-    assert!(report["report_id"].as_str().is_some_and(|id| id.starts_with("rpt-")));
+    assert_eq!(
+        report["evidence"]["image_sha256"].as_str().map(str::len),
+        Some(64)
+    );
+    assert!(report["evidence"]["thumbnail_jpeg"]
+        .as_str()
+        .is_some_and(|t| t.len() > 100));
+    assert!(report["report_id"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("rpt-")));
 
-    assert!(app.interrupt(Duration::from_secs(15)), "clean exit on Ctrl-C\n{}", app.log_text());
+    assert!(
+        app.interrupt(Duration::from_secs(15)),
+        "clean exit on Ctrl-C\n{}",
+        app.log_text()
+    );
     status.wait_for(Duration::from_secs(10), "status stopped", |m| {
         m.iter().any(|(_, p)| p.contains("\"state\":\"stopped\""))
     });
@@ -144,38 +203,86 @@ fn bad_input_and_a_down_broker_send_parcels_to_manual_without_crashing() {
         ),
     );
     let mut seen = Vec::new();
-    wait_events(&events, &mut seen, Duration::from_secs(30), "link up", |s| s.contains(&LineEvent::LinkUp));
+    wait_events(
+        &events,
+        &mut seen,
+        Duration::from_secs(30),
+        "link up",
+        |s| s.contains(&LineEvent::LinkUp),
+    );
 
     let mut reader_tx = reader.master().expect("reader master");
     // A malformed record: counted and logged, and the parcel has no read → manual.
     send_record(&mut reader_tx, "{\"waybill\": this is not json");
     emulator.place_parcel(400);
     std::thread::sleep(Duration::from_millis(300));
-    std::fs::write(xray.join("scan-bad1.png"), b"\x89PNG\r\n\x1a\nnot really a png").expect("bad image");
+    std::fs::write(
+        xray.join("scan-bad1.png"),
+        b"\x89PNG\r\n\x1a\nnot really a png",
+    )
+    .expect("bad image");
     std::thread::sleep(Duration::from_millis(700));
     // A good read with an unreadable image → manual.
     send_record(&mut reader_tx, &valid_waybill("SF2000000000002"));
     emulator.place_parcel(400);
     std::thread::sleep(Duration::from_millis(300));
-    std::fs::write(xray.join("scan-bad2.json"), r#"{"waybill":"SF2000000000002"}"#).expect("sidecar");
+    std::fs::write(
+        xray.join("scan-bad2.json"),
+        r#"{"waybill":"SF2000000000002"}"#,
+    )
+    .expect("sidecar");
     std::fs::write(xray.join("scan-bad2.png"), b"truncated").expect("bad image");
 
-    wait_events(&events, &mut seen, Duration::from_secs(30), "both parcels diverted", |s| {
-        s.iter().filter(|e| matches!(e, LineEvent::Diverted { .. })).count() >= 2
-    });
-    assert!(seen.contains(&LineEvent::DecisionReceived { seq: 1, verdict: Verdict::Divert }), "{seen:?}");
-    assert!(seen.contains(&LineEvent::DecisionReceived { seq: 2, verdict: Verdict::Divert }), "{seen:?}");
-    assert!(app.is_running(), "the appliance survived\n{}", app.log_text());
+    wait_events(
+        &events,
+        &mut seen,
+        Duration::from_secs(30),
+        "both parcels diverted",
+        |s| {
+            s.iter()
+                .filter(|e| matches!(e, LineEvent::Diverted { .. }))
+                .count()
+                >= 2
+        },
+    );
+    assert!(
+        seen.contains(&LineEvent::DecisionReceived {
+            seq: 1,
+            verdict: Verdict::Divert
+        }),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&LineEvent::DecisionReceived {
+            seq: 2,
+            verdict: Verdict::Divert
+        }),
+        "{seen:?}"
+    );
+    assert!(
+        app.is_running(),
+        "the appliance survived\n{}",
+        app.log_text()
+    );
     let log = app.log_text();
     assert!(log.contains("waybill record dropped"), "{log}");
-    assert!(!log.contains("11010519491231002X"), "identity must never be logged");
+    assert!(
+        !log.contains("11010519491231002X"),
+        "identity must never be logged"
+    );
 
     // The broker comes up late: the appliance connects and says it is online.
     let _broker = start_mosquitto(dir.path(), port);
     let status = Sub::start(dir.path(), port, "screenline/v1/T1/a1/status");
-    status.wait_for(Duration::from_secs(30), "status online after the broker came up", |m| {
-        m.iter().any(|(_, p)| p.contains("\"state\":\"online\""))
-    });
-    assert!(app.interrupt(Duration::from_secs(15)), "clean exit\n{}", app.log_text());
+    status.wait_for(
+        Duration::from_secs(30),
+        "status online after the broker came up",
+        |m| m.iter().any(|(_, p)| p.contains("\"state\":\"online\"")),
+    );
+    assert!(
+        app.interrupt(Duration::from_secs(15)),
+        "clean exit\n{}",
+        app.log_text()
+    );
     emulator.shutdown();
 }

@@ -44,7 +44,10 @@ impl Appliance {
                 "no model folder found: set model.dir in the configuration to a folder with manifest.json",
             )?,
         };
-        let (ort_path, threads) = (config.model.ort_dylib_path.clone(), config.model.intra_threads);
+        let (ort_path, threads) = (
+            config.model.ort_dylib_path.clone(),
+            config.model.intra_threads,
+        );
         let dir = model_dir.clone();
         let model = tokio::task::spawn_blocking(move || {
             let env = model::init_runtime(ort_path.as_deref())?;

@@ -145,9 +145,18 @@ pub struct LineConfig {
     /// Default: 1500.
     #[serde(default = "default_join_window")]
     pub join_window_ms: u64,
-    /// How long a waybill read may come before the photo-eye, in milliseconds. Default: 1000.
-    #[serde(default = "default_read_lead")]
-    pub read_lead_ms: u64,
+    /// How far from the photo-eye's event a waybill read may come, either side, in
+    /// milliseconds. Keep it under half the time between two parcels. Default: 150.
+    #[serde(default = "default_read_window")]
+    pub read_window_ms: u64,
+    /// When the X-ray machine's image usually completes after the photo-eye, in milliseconds.
+    /// Default: 300.
+    #[serde(default = "default_image_delay")]
+    pub image_delay_ms: u64,
+    /// How far from that an image without a waybill may complete and still join by time, in
+    /// milliseconds. Default: 200.
+    #[serde(default = "default_image_window")]
+    pub image_window_ms: u64,
 }
 
 fn one() -> usize {
@@ -180,8 +189,14 @@ fn default_controller_baud() -> u32 {
 fn default_join_window() -> u64 {
     1500
 }
-fn default_read_lead() -> u64 {
-    1000
+fn default_read_window() -> u64 {
+    150
+}
+fn default_image_delay() -> u64 {
+    300
+}
+fn default_image_window() -> u64 {
+    200
 }
 
 /// A broker address taken apart.
@@ -248,7 +263,10 @@ impl Config {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         if !id_ok(&self.site_id) {
-            p.push(format!("site_id = {:?}: use letters, digits, - and _ (it becomes an MQTT topic level)", self.site_id));
+            p.push(format!(
+                "site_id = {:?}: use letters, digits, - and _ (it becomes an MQTT topic level)",
+                self.site_id
+            ));
         }
         if !id_ok(&self.appliance_id) {
             p.push(format!("appliance_id = {:?}: use letters, digits, - and _ (it becomes an MQTT topic level)", self.appliance_id));
@@ -271,10 +289,21 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for (i, l) in self.lines.iter().enumerate() {
             if !id_ok(&l.id) {
-                p.push(format!("lines[{i}].id = {:?}: use letters, digits, - and _", l.id));
+                p.push(format!(
+                    "lines[{i}].id = {:?}: use letters, digits, - and _",
+                    l.id
+                ));
             }
             if !seen.insert(&l.id) {
                 p.push(format!("lines[{i}].id = {:?}: used by two lines", l.id));
+            }
+            if l.read_window_ms >= l.join_window_ms
+                || l.image_delay_ms + l.image_window_ms >= l.join_window_ms
+            {
+                p.push(format!(
+                    "lines[{i}]: read_window_ms ({}) and image_delay_ms + image_window_ms ({}) must be less than join_window_ms ({})",
+                    l.read_window_ms, l.image_delay_ms + l.image_window_ms, l.join_window_ms
+                ));
             }
             if !(100..=10_000).contains(&l.join_window_ms) {
                 p.push(format!(

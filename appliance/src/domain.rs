@@ -130,7 +130,9 @@ impl WaybillNo {
     /// Validates a waybill number.
     pub fn parse(s: &str) -> Result<WaybillNo, String> {
         let ok_len = (8..=32).contains(&s.len());
-        let ok_chars = s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+        let ok_chars = s
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
         if ok_len && ok_chars {
             Ok(WaybillNo(s.to_owned()))
         } else {

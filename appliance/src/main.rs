@@ -10,7 +10,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "screenline", version, about = "Parcel-screening edge appliance for postal X-ray lines")]
+#[command(
+    name = "screenline",
+    version,
+    about = "Parcel-screening edge appliance for postal X-ray lines"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -119,7 +123,11 @@ enum DatasetCommand {
 }
 
 fn init_logging(quiet: bool) {
-    let default = if quiet { "warn,rumqttd=error" } else { "info,rumqttd=warn" };
+    let default = if quiet {
+        "warn,rumqttd=error"
+    } else {
+        "info,rumqttd=warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
@@ -160,7 +168,9 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             json,
         } => {
             if !(rate > 0.0 && rate <= 100.0) {
-                bail!("--rate {rate}: give parcels per second per line, more than 0 and at most 100");
+                bail!(
+                    "--rate {rate}: give parcels per second per line, more than 0 and at most 100"
+                );
             }
             if !(1..=8).contains(&lines) {
                 bail!("--lines {lines}: give 1 to 8 lines");
@@ -218,7 +228,10 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 }
             })
             .with_context(|| format!("writing the dataset to {}", out.display()))?;
-            eprintln!("\n{count} images and labels.csv written to {}", out.display());
+            eprintln!(
+                "\n{count} images and labels.csv written to {}",
+                out.display()
+            );
             Ok(())
         }
     }
@@ -230,7 +243,9 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         Err(e) => return safe_mode(e).await,
     };
     let appliance = screenline::app::Appliance::start(config).await?;
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     tracing::info!("stopping");
     appliance.stop().await;
     Ok(())
@@ -247,7 +262,11 @@ async fn safe_mode(e: screenline::config::ConfigError) -> anyhow::Result<()> {
         .await
         .context("safe-mode console on 127.0.0.1:8080")?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(screenline::console::serve(listener, telemetry, shutdown.clone()));
+    let server = tokio::spawn(screenline::console::serve(
+        listener,
+        telemetry,
+        shutdown.clone(),
+    ));
     tokio::signal::ctrl_c().await?;
     shutdown.cancel();
     let _ = server.await;
@@ -261,7 +280,9 @@ fn waybill_check(file: Option<PathBuf>, framing: FramingArg) -> anyhow::Result<(
             bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
         }
         None => {
-            std::io::stdin().read_to_end(&mut bytes).context("reading stdin")?;
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("reading stdin")?;
         }
     }
     let framing = match framing {

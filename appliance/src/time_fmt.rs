@@ -10,7 +10,8 @@ pub fn format(t: SystemTime) -> String {
     let t = t
         .replace_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000)
         .unwrap_or(t);
-    t.format(&Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
 /// Parses an RFC 3339 timestamp.

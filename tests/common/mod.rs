@@ -84,7 +84,10 @@ pub fn start_mosquitto(dir: &Path, port: u16) -> Proc {
         .expect("mosquitto must be installed: run tests/setup.sh");
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not start on {port}");
+        assert!(
+            Instant::now() < deadline,
+            "mosquitto did not start on {port}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Proc(child)
@@ -101,7 +104,17 @@ impl Sub {
         let out = dir.join(format!("sub-{}.txt", rand_suffix()));
         let file = std::fs::File::create(&out).expect("sub output");
         let child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-v", "-t", topic])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-q",
+                "1",
+                "-v",
+                "-t",
+                topic,
+            ])
             .stdout(file)
             .stderr(Stdio::null())
             .spawn()
@@ -137,7 +150,10 @@ impl Sub {
             if pred(&m) {
                 return m;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; got {m:?}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; got {m:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -63,7 +63,9 @@ impl Drop for TempDir {
 
 /// Starts rumqttd on a free loopback port; returns its `mqtt://` URL.
 fn start_embedded_broker() -> anyhow::Result<String> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let config: rumqttd::Config = toml::from_str(&format!(
         r#"
 id = 0
@@ -158,7 +160,9 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
                 controller_baud: 115_200,
                 xray_dir: l.xray_dir.clone(),
                 join_window_ms: 1500,
-                read_lead_ms: 1000,
+                read_window_ms: 150,
+                image_delay_ms: IMAGE_DELAY.as_millis() as u64,
+                image_window_ms: 200,
             })
             .collect(),
     };
@@ -197,7 +201,10 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
     let t = appliance.telemetry.clone();
     let started = Instant::now();
     // Generous: the parcels' own time on the belt, plus time for a slow machine to drain.
-    let limit = target.map(|n| Duration::from_secs_f64(n as f64 / opts.rate.max(0.01) / lines.len() as f64) + Duration::from_secs(120));
+    let limit = target.map(|n| {
+        Duration::from_secs_f64(n as f64 / opts.rate.max(0.01) / lines.len() as f64)
+            + Duration::from_secs(120)
+    });
     let outcome = loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break Ok(()),
@@ -233,7 +240,6 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
         if let Ok(m) = Arc::try_unwrap(l.emulator) {
             m.into_inner().unwrap_or_else(|e| e.into_inner()).shutdown();
         }
-        drop((l.reader, l.controller));
     }
     drop(tmp);
     outcome.map(|()| summary)

@@ -17,8 +17,12 @@ pub struct SimParcel {
     pub length_mm: u32,
 }
 
-const SURNAMES: [&str; 12] = ["王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙"];
-const GIVEN: [&str; 12] = ["伟", "芳", "娜", "敏", "静", "磊", "洋", "勇", "艳", "杰", "涛", "明"];
+const SURNAMES: [&str; 12] = [
+    "王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙",
+];
+const GIVEN: [&str; 12] = [
+    "伟", "芳", "娜", "敏", "静", "磊", "洋", "勇", "艳", "杰", "涛", "明",
+];
 const AREAS: [(&str, &str); 5] = [
     ("110105", "北京市朝阳区"),
     ("310105", "上海市长宁区"),
@@ -29,7 +33,11 @@ const AREAS: [(&str, &str); 5] = [
 
 /// What a sender would write for goods of each category (zh goods, declared category).
 fn declared_goods(category: usize) -> (&'static str, &'static str, f64) {
-    match xraygen::CATEGORY_KEYS.get(category).copied().unwrap_or("other") {
+    match xraygen::CATEGORY_KEYS
+        .get(category)
+        .copied()
+        .unwrap_or("other")
+    {
         "agri_inputs" => ("化肥", "agri_inputs", 80.0),
         "food" => ("茶叶", "food", 120.0),
         "medicine" => ("感冒药", "medicine", 60.0),
@@ -68,8 +76,15 @@ pub fn resident_id(rng: &mut impl Rng, area: &str) -> String {
 
 /// The showcase mix: every kind of finding appears within the first hundred parcels.
 pub fn parcel(seed: u64, line: usize, n: u64) -> SimParcel {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ((line as u64) << 48) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let waybill_no = format!("SF{:06}{:02}{:07}", seed % 1_000_000, line % 100, n % 10_000_000);
+    let mut rng = ChaCha8Rng::seed_from_u64(
+        seed ^ ((line as u64) << 48) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
+    let waybill_no = format!(
+        "SF{:06}{:02}{:07}",
+        seed % 1_000_000,
+        line % 100,
+        n % 10_000_000
+    );
     let category = rng.gen_range(0..xraygen::CATEGORY_KEYS.len());
     let roll: f64 = rng.gen();
     // Cumulative shares: counterfeit 15 %, bare number 8 %, forged ID 7 %, missed read 5 %,
@@ -94,7 +109,11 @@ pub fn parcel(seed: u64, line: usize, n: u64) -> SimParcel {
         GIVEN[rng.gen_range(0..GIVEN.len())]
     );
     let (goods, declared_category, value) = declared_goods(category);
-    let quantity = if counterfeit { rng.gen_range(6..=12) } else { 1 };
+    let quantity = if counterfeit {
+        rng.gen_range(6..=12)
+    } else {
+        1
+    };
     let record = if bare {
         waybill_no.clone()
     } else {
@@ -148,7 +167,12 @@ mod tests {
         let ps: Vec<_> = (0..100).map(|n| parcel(1, 0, n)).collect();
         assert!(ps.iter().any(|p| p.reader_record.is_none()));
         assert!(ps.iter().any(|p| p.image.is_none()));
-        assert!(ps.iter().any(|p| p.image.is_some_and(|(s, _)| s.counterfeit)));
-        assert!(ps.iter().any(|p| p.reader_record.as_deref().is_some_and(|r| !r.starts_with('{'))));
+        assert!(ps
+            .iter()
+            .any(|p| p.image.is_some_and(|(s, _)| s.counterfeit)));
+        assert!(ps.iter().any(|p| p
+            .reader_record
+            .as_deref()
+            .is_some_and(|r| !r.starts_with('{'))));
     }
 }

@@ -74,7 +74,8 @@ pub async fn session(
                     match decoder.push::<ToAppliance>(b) {
                         None => {}
                         Some(Ok(frame)) => {
-                            if !handle(line_id, &link, frame.msg, out, telemetry).await? {
+                            let pipeline_alive = handle(line_id, &link, frame.msg, out, telemetry).await?;
+                            if !pipeline_alive {
                                 return Ok(());
                             }
                         }
@@ -146,11 +147,19 @@ async fn handle(
         }
         ToAppliance::FailSafeDivert { seq, reason } => {
             telemetry.incr("controller.fail_safe");
-            tracing::warn!(line = line_id, seq, ?reason, "controller diverted a parcel fail-safe");
+            tracing::warn!(
+                line = line_id,
+                seq,
+                ?reason,
+                "controller diverted a parcel fail-safe"
+            );
             telemetry.parcel_outcome(line_id, seq, "fail-safe");
         }
         ToAppliance::Heartbeat { belt_mm_per_s, .. } => {
-            telemetry.set(&format!("{line_id}.belt_mm_per_s"), u64::from(belt_mm_per_s));
+            telemetry.set(
+                &format!("{line_id}.belt_mm_per_s"),
+                u64::from(belt_mm_per_s),
+            );
         }
         ToAppliance::Fault { code } => {
             telemetry.incr("controller.faults");

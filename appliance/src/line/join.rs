@@ -2,15 +2,22 @@
 //! image into one [`Parcel`].
 //!
 //! The photo-eye's event is the anchor, because its sequence number is what the decision
-//! goes back with. A read joins the oldest parcel still without one whose entry is within
-//! `read_lead` after the read or `window` before it; an image joins by waybill when the X-ray
-//! machine knew it (sidecar or file name), otherwise the oldest parcel without an image that
-//! entered before it. A parcel leaves the join as soon as it is complete, or when its window
-//! closes with whatever it has (then it goes to manual inspection as `no_read`/`no_image`).
+//! goes back with. A wrong join puts a stranger's name on a suspect parcel, so nothing is
+//! joined by order alone:
+//!
+//! - a **read** joins the parcel whose entry is nearest to it in time, within
+//!   `read_window` either side; it is placed only once that window has passed, so that a
+//!   nearer parcel can no longer appear;
+//! - an **image** that names its waybill (sidecar) joins the parcel with that read;
+//! - an image without a waybill joins the parcel whose entry plus the X-ray machine's
+//!   `image_delay` is nearest to it, within `image_window`.
+//!
+//! A parcel leaves as soon as it has both, or when `window` after its entry has passed with
+//! whatever it has (it then goes to manual inspection as `no_read`/`no_image`).
 //!
 //! Pure logic over explicit instants: no I/O, no clock, so that every sequence is testable.
 
-use crate::domain::{Parcel, Reason, Waybill, WaybillNo, XrayScan};
+use crate::domain::{Parcel, WaybillNo, XrayScan};
 use crate::line::waybill::ReadRecord;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
@@ -18,12 +25,25 @@ use std::time::{Duration, Instant, SystemTime};
 /// What the join did with an input, for the counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinNote {
-    /// A repeated read of a waybill already on a parcel, merged into it.
+    /// A repeated read of a waybill already seen, merged into the first.
     DoubleRead,
-    /// A read no parcel claimed within its window.
+    /// A read no parcel entered near enough to.
     OrphanRead,
-    /// An image no parcel claimed within its window.
+    /// An image no parcel claimed.
     OrphanImage,
+}
+
+/// The join's timing, from the line's geometry.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinTiming {
+    /// How long after entry a parcel waits for its read and image.
+    pub window: Duration,
+    /// How far a read may be from the parcel's entry, either side.
+    pub read_window: Duration,
+    /// When the X-ray machine's image usually completes after entry.
+    pub image_delay: Duration,
+    /// How far from that an image without a waybill may complete.
+    pub image_window: Duration,
 }
 
 struct Pending {
@@ -37,26 +57,32 @@ struct Pending {
 /// The join for one line.
 pub struct Joiner {
     line_id: String,
-    window: Duration,
-    read_lead: Duration,
+    timing: JoinTiming,
     parcels: VecDeque<Pending>,
-    reads: VecDeque<(Instant, ReadRecord)>,
-    images: VecDeque<(Instant, XrayScan)>,
-    /// Waybills recently joined, to merge double reads.
+    reads: Vec<(Instant, ReadRecord)>,
+    images: Vec<(Instant, XrayScan)>,
+    /// Waybills recently read, to merge double reads.
     recent: VecDeque<(Instant, WaybillNo)>,
     notes: Vec<JoinNote>,
 }
 
+fn distance(a: Instant, b: Instant) -> Duration {
+    if a > b {
+        a - b
+    } else {
+        b - a
+    }
+}
+
 impl Joiner {
     /// A join for `line_id`.
-    pub fn new(line_id: impl Into<String>, window: Duration, read_lead: Duration) -> Joiner {
+    pub fn new(line_id: impl Into<String>, timing: JoinTiming) -> Joiner {
         Joiner {
             line_id: line_id.into(),
-            window,
-            read_lead,
+            timing,
             parcels: VecDeque::new(),
-            reads: VecDeque::new(),
-            images: VecDeque::new(),
+            reads: Vec::new(),
+            images: Vec::new(),
             recent: VecDeque::new(),
             notes: Vec::new(),
         }
@@ -64,150 +90,147 @@ impl Joiner {
 
     /// The photo-eye saw parcel `seq`.
     pub fn on_entered(&mut self, seq: u32, at: Instant, entered_at: SystemTime) {
-        let mut p = Pending {
+        self.parcels.push_back(Pending {
             seq,
             at,
             entered_at,
             read: None,
             scan: None,
-        };
-        if let Some(i) = self
-            .reads
-            .iter()
-            .position(|(t, _)| *t + self.read_lead >= at)
-        {
-            if let Some((_, r)) = self.reads.remove(i) {
-                p.read = Some(r);
-            }
-        }
-        self.parcels.push_back(p);
-        let idx = self.parcels.len() - 1;
-        self.claim_images(idx);
+        });
     }
 
     /// The reader delivered a waybill.
     pub fn on_read(&mut self, record: ReadRecord, at: Instant) {
         let no = &record.waybill.waybill;
         let known = self.recent.iter().any(|(_, w)| w == no)
-            || self.parcels.iter().any(|p| {
-                p.read
-                    .as_ref()
-                    .is_some_and(|r| &r.waybill.waybill == no)
-            })
             || self.reads.iter().any(|(_, r)| &r.waybill.waybill == no);
         if known {
             self.notes.push(JoinNote::DoubleRead);
             return;
         }
-        let window = self.window;
-        match self
-            .parcels
-            .iter()
-            .position(|p| p.read.is_none() && at <= p.at + window)
-        {
-            Some(idx) => {
-                self.parcels[idx].read = Some(record);
-                self.claim_images(idx);
-            }
-            None => self.reads.push_back((at, record)),
-        }
+        self.recent.push_back((at, no.clone()));
+        self.reads.push((at, record));
     }
 
     /// The X-ray machine finished an image.
     pub fn on_image(&mut self, scan: XrayScan, at: Instant) {
-        self.images.push_back((at, scan));
-        for idx in 0..self.parcels.len() {
-            self.claim_images(idx);
-        }
+        self.images.push((at, scan));
     }
 
-    /// Gives parcel `idx` the image that belongs to it, if one is waiting.
-    fn claim_images(&mut self, idx: usize) {
-        let Some(p) = self.parcels.get(idx) else {
-            return;
-        };
-        if p.scan.is_some() {
-            return;
-        }
-        let wanted = p.read.as_ref().map(|r| r.waybill.waybill.clone());
-        let by_waybill = wanted.as_ref().and_then(|w| {
-            self.images
-                .iter()
-                .position(|(_, s)| s.waybill.as_ref() == Some(w))
-        });
-        // Time join only for images without a waybill, and only in entry order: the
-        // oldest parcel lacking an image takes the oldest such image that came after it.
-        let by_time = || {
-            let oldest_without = self.parcels.iter().position(|q| q.scan.is_none())?;
-            if oldest_without != idx {
-                return None;
-            }
-            self.images
-                .iter()
-                .position(|(t, s)| s.waybill.is_none() && *t >= p.at)
-        };
-        if let Some(i) = by_waybill.or_else(by_time) {
-            if let Some((_, scan)) = self.images.remove(i) {
-                self.parcels[idx].scan = Some(scan);
-            }
-        }
-    }
-
-    /// Parcels that are complete, or whose window closed by `now`, in entry order as far
-    /// as possible; also drops reads and images that outlived every window.
-    pub fn poll(&mut self, now: Instant) -> Vec<Parcel> {
-        let mut out = Vec::new();
+    /// Places reads whose window has passed on the nearest parcel.
+    fn place_reads(&mut self, now: Instant) {
+        let w = self.timing.read_window;
         let mut i = 0;
-        while i < self.parcels.len() {
-            let p = &self.parcels[i];
-            if (p.read.is_some() && p.scan.is_some()) || now >= p.at + self.window {
-                if let Some(p) = self.parcels.remove(i) {
-                    out.push(self.finish(p, now));
-                }
-                // A departure may free an image for the next parcel in line.
-                for idx in 0..self.parcels.len() {
-                    self.claim_images(idx);
-                }
-            } else {
+        while i < self.reads.len() {
+            let t = self.reads[i].0;
+            if now < t + w {
                 i += 1;
+                continue;
+            }
+            let (_, record) = self.reads.swap_remove(i);
+            let nearest = self
+                .parcels
+                .iter_mut()
+                .filter(|p| p.read.is_none() && distance(p.at, t) <= w)
+                .min_by_key(|p| distance(p.at, t));
+            match nearest {
+                Some(p) => p.read = Some(record),
+                None => self.notes.push(JoinNote::OrphanRead),
             }
         }
-        let horizon = self.window * 2;
-        let before = self.reads.len();
-        self.reads.retain(|(t, _)| now < *t + horizon);
-        let orphans = before - self.reads.len();
-        let before = self.images.len();
-        self.images.retain(|(t, _)| now < *t + horizon);
-        let orphan_images = before - self.images.len();
-        self.notes
-            .extend(std::iter::repeat_n(JoinNote::OrphanRead, orphans));
-        self.notes
-            .extend(std::iter::repeat_n(JoinNote::OrphanImage, orphan_images));
+    }
+
+    /// Places images by waybill, or by time once no nearer parcel can appear.
+    fn place_images(&mut self, now: Instant) {
+        let JoinTiming {
+            window,
+            image_delay,
+            image_window,
+            ..
+        } = self.timing;
+        let mut i = 0;
+        while i < self.images.len() {
+            let (t, ref scan) = self.images[i];
+            let target = match &scan.waybill {
+                Some(w) => self.parcels.iter().position(|p| {
+                    p.scan.is_none() && p.read.as_ref().is_some_and(|r| &r.waybill.waybill == w)
+                }),
+                None if now + image_delay >= t + image_window => self
+                    .parcels
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| {
+                        p.scan.is_none() && distance(p.at + image_delay, t) <= image_window
+                    })
+                    .min_by_key(|(_, p)| distance(p.at + image_delay, t))
+                    .map(|(k, _)| k),
+                None => {
+                    i += 1;
+                    continue;
+                }
+            };
+            match target {
+                Some(k) => {
+                    let (_, scan) = self.images.swap_remove(i);
+                    self.parcels[k].scan = Some(scan);
+                }
+                // An image that names a waybill may wait for its read; any other is orphaned
+                // once every parcel it could belong to has had its chance.
+                None if scan.waybill.is_some() && now < t + window => i += 1,
+                None => {
+                    self.images.swap_remove(i);
+                    self.notes.push(JoinNote::OrphanImage);
+                }
+            }
+        }
+    }
+
+    /// Parcels that are complete, or whose window closed by `now`, in entry order.
+    pub fn poll(&mut self, now: Instant) -> Vec<Parcel> {
+        self.place_reads(now);
+        self.place_images(now);
+        let window = self.timing.window;
+        let mut out = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.parcels.len());
+        for p in self.parcels.drain(..) {
+            if (p.read.is_some() && p.scan.is_some()) || now >= p.at + window {
+                let (waybill, findings) = match p.read {
+                    Some(r) => (Some(r.waybill), r.findings),
+                    None => (None, Vec::new()),
+                };
+                out.push(Parcel {
+                    line_id: self.line_id.clone(),
+                    seq: p.seq,
+                    entered_at: p.entered_at,
+                    waybill,
+                    findings,
+                    scan: p.scan,
+                });
+            } else {
+                kept.push_back(p);
+            }
+        }
+        self.parcels = kept;
+        let horizon = window * 2;
         self.recent.retain(|(t, _)| now < *t + horizon);
         out
     }
 
-    fn finish(&mut self, p: Pending, now: Instant) -> Parcel {
-        let (waybill, findings): (Option<Waybill>, Vec<Reason>) = match p.read {
-            Some(r) => {
-                self.recent.push_back((now, r.waybill.waybill.clone()));
-                (Some(r.waybill), r.findings)
-            }
-            None => (None, Vec::new()),
-        };
-        Parcel {
-            line_id: self.line_id.clone(),
-            seq: p.seq,
-            entered_at: p.entered_at,
-            waybill,
-            findings,
-            scan: p.scan,
-        }
-    }
-
-    /// When the next window closes, for the caller's timer.
+    /// When the join next has something to do, for the caller's timer.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.parcels.iter().map(|p| p.at + self.window).min()
+        let t = &self.timing;
+        let parcels = self.parcels.iter().map(|p| p.at + t.window);
+        let reads = self.reads.iter().map(|(at, _)| *at + t.read_window);
+        let images = self.images.iter().map(|(at, s)| {
+            if s.waybill.is_some() {
+                *at + t.window
+            } else {
+                (*at + t.image_window)
+                    .checked_sub(t.image_delay)
+                    .unwrap_or(*at)
+            }
+        });
+        parcels.chain(reads).chain(images).min()
     }
 
     /// Notes since the last call, for the counters.
@@ -222,8 +245,12 @@ mod tests {
     use crate::line::waybill::parse_record;
     use std::path::PathBuf;
 
-    const W: Duration = Duration::from_millis(1500);
-    const LEAD: Duration = Duration::from_millis(1000);
+    const TIMING: JoinTiming = JoinTiming {
+        window: Duration::from_millis(1500),
+        read_window: Duration::from_millis(150),
+        image_delay: Duration::from_millis(300),
+        image_window: Duration::from_millis(200),
+    };
 
     fn read(no: &str) -> ReadRecord {
         parse_record(no, (2026, 1, 1)).expect("valid")
@@ -242,75 +269,141 @@ mod tests {
         t0 + Duration::from_millis(n)
     }
 
-    #[test]
-    fn read_eye_image_in_order_joins_at_once() {
+    /// Runs the join over a script of events and polls every 10 ms; returns
+    /// (seq, waybill, scan id) per parcel in the order they left.
+    fn run(script: &mut [(u64, Ev)]) -> Vec<(u32, Option<String>, Option<String>)> {
         let t0 = Instant::now();
-        let mut j = Joiner::new("L1", W, LEAD);
-        j.on_read(read("SF00000001"), ms(t0, 0));
-        j.on_entered(1, ms(t0, 20), SystemTime::now());
-        assert!(j.poll(ms(t0, 30)).is_empty());
-        j.on_image(scan("a", None), ms(t0, 400));
-        let out = j.poll(ms(t0, 400));
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].seq, 1);
-        assert_eq!(out[0].waybill.as_ref().map(|w| w.waybill.as_str()), Some("SF00000001"));
-        assert_eq!(out[0].scan.as_ref().map(|s| s.scan_id.as_str()), Some("a"));
+        script.sort_by_key(|(t, _)| *t);
+        let mut j = Joiner::new("L1", TIMING);
+        let mut out = Vec::new();
+        let end = script.last().map_or(0, |(t, _)| *t) + 3000;
+        let mut next = 0;
+        for now in (0..=end).step_by(10) {
+            while next < script.len() && script[next].0 <= now {
+                let at = ms(t0, script[next].0);
+                match &script[next].1 {
+                    Ev::Eye(seq) => j.on_entered(*seq, at, SystemTime::now()),
+                    Ev::Read(no) => j.on_read(read(no), at),
+                    Ev::Image(id, wb) => j.on_image(scan(id, wb.as_deref()), at),
+                }
+                next += 1;
+            }
+            for p in j.poll(ms(t0, now)) {
+                out.push((
+                    p.seq,
+                    p.waybill.map(|w| w.waybill.to_string()),
+                    p.scan.map(|s| s.scan_id),
+                ));
+            }
+        }
+        out
+    }
+
+    enum Ev {
+        Eye(u32),
+        Read(String),
+        Image(String, Option<String>),
+    }
+
+    fn eye(t: u64, seq: u32) -> (u64, Ev) {
+        (t, Ev::Eye(seq))
+    }
+    fn rd(t: u64, no: &str) -> (u64, Ev) {
+        (t, Ev::Read(no.into()))
+    }
+    fn img(t: u64, id: &str, wb: Option<&str>) -> (u64, Ev) {
+        (t, Ev::Image(id.into(), wb.map(Into::into)))
+    }
+    fn want(seq: u32, wb: Option<&str>, id: Option<&str>) -> (u32, Option<String>, Option<String>) {
+        (seq, wb.map(Into::into), id.map(Into::into))
+    }
+
+    #[test]
+    fn read_eye_image_in_order() {
+        let got = run(&mut [rd(0, "SF00000001"), eye(5, 1), img(310, "a", None)]);
+        assert_eq!(got, vec![want(1, Some("SF00000001"), Some("a"))]);
     }
 
     #[test]
     fn images_join_by_waybill_even_out_of_order() {
-        let t0 = Instant::now();
-        let mut j = Joiner::new("L1", W, LEAD);
-        j.on_read(read("SF00000001"), ms(t0, 0));
-        j.on_entered(1, ms(t0, 10), SystemTime::now());
-        j.on_read(read("SF00000002"), ms(t0, 150));
-        j.on_entered(2, ms(t0, 160), SystemTime::now());
-        // The second parcel's image lands first.
-        j.on_image(scan("b", Some("SF00000002")), ms(t0, 500));
-        j.on_image(scan("a", Some("SF00000001")), ms(t0, 520));
-        let out = j.poll(ms(t0, 530));
-        let pairs: Vec<_> = out
-            .iter()
-            .map(|p| (p.seq, p.scan.as_ref().map(|s| s.scan_id.clone())))
-            .collect();
-        assert_eq!(pairs, vec![(1, Some("a".into())), (2, Some("b".into()))]);
+        let got = run(&mut [
+            rd(0, "SF00000001"),
+            eye(2, 1),
+            rd(150, "SF00000002"),
+            eye(152, 2),
+            img(400, "b", Some("SF00000002")),
+            img(420, "a", Some("SF00000001")),
+        ]);
+        // Parcel 2 is complete first and leaves first.
+        assert_eq!(
+            got,
+            vec![
+                want(2, Some("SF00000002"), Some("b")),
+                want(1, Some("SF00000001"), Some("a"))
+            ]
+        );
     }
 
     #[test]
-    fn missing_read_and_missing_image_leave_when_the_window_closes() {
-        let t0 = Instant::now();
-        let mut j = Joiner::new("L1", W, LEAD);
-        j.on_entered(1, ms(t0, 0), SystemTime::now());
-        j.on_image(scan("a", None), ms(t0, 300));
-        j.on_read(read("SF00000002"), ms(t0, 2000));
-        j.on_entered(2, ms(t0, 2010), SystemTime::now());
-        let out = j.poll(ms(t0, 1600));
-        assert_eq!(out.len(), 1);
-        assert!(out[0].waybill.is_none() && out[0].scan.is_some());
-        assert!(j.poll(ms(t0, 3000)).is_empty());
-        let out = j.poll(ms(t0, 3600));
-        assert_eq!(out.len(), 1);
-        assert!(out[0].waybill.is_some() && out[0].scan.is_none());
+    fn a_missing_read_never_shifts_reads_onto_the_wrong_parcel() {
+        // Parcel 1 is not read; parcel 2's read comes a moment before parcel 2 enters and
+        // must not be given to parcel 1, which is still waiting.
+        let got = run(&mut [
+            eye(0, 1),
+            img(300, "a", None),
+            rd(495, "SF00000002"),
+            eye(500, 2),
+            img(800, "b", None),
+        ]);
+        assert_eq!(
+            got,
+            vec![
+                want(2, Some("SF00000002"), Some("b")),
+                want(1, None, Some("a"))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_image_never_shifts_images_onto_the_wrong_parcel() {
+        let got = run(&mut [
+            rd(0, "SF00000001"),
+            eye(0, 1),
+            rd(500, "SF00000002"),
+            eye(500, 2),
+            img(810, "b", None),
+        ]);
+        assert_eq!(
+            got,
+            vec![
+                want(2, Some("SF00000002"), Some("b")),
+                want(1, Some("SF00000001"), None)
+            ]
+        );
     }
 
     #[test]
     fn a_double_read_is_merged() {
         let t0 = Instant::now();
-        let mut j = Joiner::new("L1", W, LEAD);
+        let mut j = Joiner::new("L1", TIMING);
         j.on_read(read("SF00000001"), ms(t0, 0));
         j.on_read(read("SF00000001"), ms(t0, 30));
-        j.on_entered(1, ms(t0, 40), SystemTime::now());
-        j.on_read(read("SF00000002"), ms(t0, 200));
-        j.on_entered(2, ms(t0, 210), SystemTime::now());
+        j.on_entered(1, ms(t0, 10), SystemTime::now());
         assert_eq!(j.take_notes(), vec![JoinNote::DoubleRead]);
         let out = j.poll(ms(t0, 2000));
-        let wb: Vec<_> = out
-            .iter()
-            .map(|p| p.waybill.as_ref().map(|w| w.waybill.to_string()))
-            .collect();
+        assert_eq!(out.len(), 1);
         assert_eq!(
-            wb,
-            vec![Some("SF00000001".into()), Some("SF00000002".into())]
+            out[0].waybill.as_ref().map(|w| w.waybill.as_str()),
+            Some("SF00000001")
         );
+    }
+
+    #[test]
+    fn a_read_with_no_parcel_is_an_orphan() {
+        let t0 = Instant::now();
+        let mut j = Joiner::new("L1", TIMING);
+        j.on_read(read("SF00000001"), ms(t0, 0));
+        assert!(j.poll(ms(t0, 1000)).is_empty());
+        assert_eq!(j.take_notes(), vec![JoinNote::OrphanRead]);
     }
 }

@@ -28,7 +28,7 @@ use waybill::ReadRecord;
 #[derive(Debug)]
 pub enum LineInput {
     /// A waybill record read at this instant.
-    Read(ReadRecord, Instant),
+    Read(Box<ReadRecord>, Instant),
     /// The photo-eye saw parcel `seq`.
     Entered {
         seq: u32,
@@ -101,8 +101,12 @@ pub fn spawn(
     tasks.spawn(run_join(
         join::Joiner::new(
             line.id.clone(),
-            Duration::from_millis(line.join_window_ms),
-            Duration::from_millis(line.read_lead_ms),
+            join::JoinTiming {
+                window: Duration::from_millis(line.join_window_ms),
+                read_window: Duration::from_millis(line.read_window_ms),
+                image_delay: Duration::from_millis(line.image_delay_ms),
+                image_window: Duration::from_millis(line.image_window_ms),
+            },
         ),
         input_rx,
         parcels,
@@ -127,7 +131,7 @@ async fn run_join(
             _ = shutdown.cancelled() => return,
             input = inputs.recv() => match input {
                 None => return,
-                Some(LineInput::Read(r, at)) => joiner.on_read(r, at),
+                Some(LineInput::Read(r, at)) => joiner.on_read(*r, at),
                 Some(LineInput::Entered { seq, at, wall }) => joiner.on_entered(seq, at, wall),
                 Some(LineInput::Image(scan, at)) => joiner.on_image(scan, at),
             },

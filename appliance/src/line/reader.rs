@@ -6,7 +6,6 @@ use super::waybill::{parse_record, today, Framed, Framer, Framing};
 use super::LineInput;
 use crate::telemetry::Telemetry;
 use anyhow::Context;
-use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
@@ -23,7 +22,10 @@ pub async fn session(
     let mut framer = Framer::new(framing);
     let mut buf = [0u8; 1024];
     loop {
-        let n = port.read(&mut buf).await.context("reading the waybill reader")?;
+        let n = port
+            .read(&mut buf)
+            .await
+            .context("reading the waybill reader")?;
         if n == 0 {
             // After a USB unplug, Linux reports end-of-file forever: treat it as a disconnect.
             return Ok(());
@@ -33,7 +35,11 @@ pub async fn session(
                 Framed::Record(text) => match parse_record(&text, today()) {
                     Ok(record) => {
                         telemetry.incr("reader.records");
-                        if out.send(LineInput::Read(record, Instant::now())).await.is_err() {
+                        if out
+                            .send(LineInput::Read(Box::new(record), Instant::now()))
+                            .await
+                            .is_err()
+                        {
                             return Ok(());
                         }
                     }

@@ -234,9 +234,8 @@ pub fn parse_record(text: &str, today: (u32, u32, u32)) -> Result<ReadRecord, Pa
             findings,
         })
     } else {
-        let waybill = WaybillNo::parse(text).map_err(|e| {
-            PayloadError::Unrecognised(format!("{e} ({} bytes)", text.len()))
-        })?;
+        let waybill = WaybillNo::parse(text)
+            .map_err(|e| PayloadError::Unrecognised(format!("{e} ({} bytes)", text.len())))?;
         Ok(ReadRecord {
             waybill: Waybill {
                 waybill,
@@ -317,7 +316,11 @@ fn check_sender(
         }
     }
     if !phone.is_empty() && !is_plausible_phone(&phone) {
-        findings.push(invalid("phone", "电话号码格式错误", "phone number is malformed"));
+        findings.push(invalid(
+            "phone",
+            "电话号码格式错误",
+            "phone number is malformed",
+        ));
     }
     Some(crate::domain::Sender {
         name,
@@ -409,7 +412,7 @@ fn days_in_month(y: u32, m: u32) -> u32 {
     match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
-        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        _ if (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400) => 29,
         _ => 28,
     }
 }
@@ -417,7 +420,11 @@ fn days_in_month(y: u32, m: u32) -> u32 {
 /// Today's date (UTC) as (year, month, day).
 pub fn today() -> (u32, u32, u32) {
     let d = time::OffsetDateTime::now_utc().date();
-    (d.year().max(0) as u32, u8::from(d.month()).into(), d.day().into())
+    (
+        d.year().max(0) as u32,
+        u8::from(d.month()).into(),
+        d.day().into(),
+    )
 }
 
 #[cfg(test)]

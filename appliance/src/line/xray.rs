@@ -118,7 +118,11 @@ pub async fn watch(
             taken.insert(path.clone());
             let scan = scan_for(&path, &telemetry);
             telemetry.incr("xray.images");
-            if out.send(LineInput::Image(scan, Instant::now())).await.is_err() {
+            if out
+                .send(LineInput::Image(scan, Instant::now()))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -165,7 +169,11 @@ fn scan_for(path: &Path, telemetry: &Telemetry) -> XrayScan {
     match std::fs::read(&sidecar) {
         Ok(bytes) => match serde_json::from_slice::<Sidecar>(&bytes) {
             Ok(s) => {
-                if let Some(t) = s.captured_at.as_deref().and_then(|t| crate::time_fmt::parse(t).ok()) {
+                if let Some(t) = s
+                    .captured_at
+                    .as_deref()
+                    .and_then(|t| crate::time_fmt::parse(t).ok())
+                {
                     scan.captured_at = t;
                 }
                 scan.waybill = s.waybill.as_deref().and_then(|w| WaybillNo::parse(w).ok());

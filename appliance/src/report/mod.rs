@@ -118,7 +118,8 @@ impl Feed {
                         Some(InFlight::Report(key)) => {
                             outstanding.remove(&key);
                             match self.store.ack(&key) {
-                                Ok(()) => self.telemetry.incr("feed.reports_acked"),
+                                Ok(true) => self.telemetry.incr("feed.reports_acked"),
+                                Ok(false) => {}
                                 Err(e) => tracing::error!(error = %e, "cannot clear an acknowledged report; it will be sent again"),
                             }
                         }

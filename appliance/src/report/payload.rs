@@ -1,6 +1,6 @@
 //! The feed's JSON payloads, each with its `schema` field: the status and the flagged report.
 
-use crate::domain::{Decision, Reason, Sender, Recipient};
+use crate::domain::{Decision, Reason, Recipient, Sender};
 use crate::screen::Screened;
 use crate::telemetry::Telemetry;
 use base64::Engine;
@@ -58,12 +58,7 @@ fn recipient_json(r: &Recipient) -> Value {
 }
 
 /// The `screenline.report.v1` payload for a flagged parcel.
-pub fn flagged_report(
-    s: &Screened,
-    report_id: &str,
-    site_id: &str,
-    appliance_id: &str,
-) -> Value {
+pub fn flagged_report(s: &Screened, report_id: &str, site_id: &str, appliance_id: &str) -> Value {
     debug_assert_eq!(s.decision, Decision::Flag);
     let wb = s.parcel.waybill.as_ref();
     let scores = s.scores.as_ref().map(|sc| {

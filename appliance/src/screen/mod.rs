@@ -90,7 +90,9 @@ pub fn screen_parcel(model: &mut Model, parcel: Parcel) -> Screened {
     }
     let (decision, reasons) = rules::decide(&parcel, scores.as_ref(), model, problems);
     let evidence = evidence.map(|(bytes, sha256, rgb)| Evidence {
-        thumbnail_jpeg: (decision == Decision::Flag).then(|| thumbnail(&rgb)).flatten(),
+        thumbnail_jpeg: (decision == Decision::Flag)
+            .then(|| thumbnail(&rgb))
+            .flatten(),
         bytes,
         sha256,
     });

@@ -120,7 +120,9 @@ pub fn runtime_path(configured: Option<&Path>) -> PathBuf {
 
 /// Loads ONNX Runtime once per process. A missing or wrong library is an error that names
 /// the setup command; ort's own panic on a too-old library is caught and reported the same way.
-pub fn init_runtime(configured: Option<&Path>) -> Result<ort::environment::Environment, ModelError> {
+pub fn init_runtime(
+    configured: Option<&Path>,
+) -> Result<ort::environment::Environment, ModelError> {
     static ENV: std::sync::OnceLock<Result<ort::environment::Environment, String>> =
         std::sync::OnceLock::new();
     let path = runtime_path(configured);
@@ -131,11 +133,16 @@ pub fn init_runtime(configured: Option<&Path>) -> Result<ort::environment::Envir
         let p = path.clone();
         std::panic::catch_unwind(move || -> Result<_, String> {
             let builder = ort::init_from(&p).map_err(|e| e.to_string())?;
-            builder.with_name("screenline").build().map_err(|e| e.to_string())
+            builder
+                .with_name("screenline")
+                .build()
+                .map_err(|e| e.to_string())
         })
         .unwrap_or_else(|_| Err("the library panicked while loading (too old?)".into()))
     });
-    result.clone().map_err(|why| ModelError::RuntimeBroken { path, why })
+    result
+        .clone()
+        .map_err(|why| ModelError::RuntimeBroken { path, why })
 }
 
 /// A loaded model, ready to screen.
@@ -287,8 +294,10 @@ impl Model {
         let outputs = self
             .session
             .run(ort::inputs![self.manifest.input.name.as_str() => tensor])?;
-        let (_, probs) = outputs[self.manifest.outputs.category.as_str()].try_extract_tensor::<f32>()?;
-        let (_, cf) = outputs[self.manifest.outputs.counterfeit.as_str()].try_extract_tensor::<f32>()?;
+        let (_, probs) =
+            outputs[self.manifest.outputs.category.as_str()].try_extract_tensor::<f32>()?;
+        let (_, cf) =
+            outputs[self.manifest.outputs.counterfeit.as_str()].try_extract_tensor::<f32>()?;
         if probs.len() != Category::ALL.len() || cf.is_empty() {
             return Err(ModelError::Ort(format!(
                 "outputs have {} category scores and {} counterfeit scores; expected 16 and 1",
@@ -297,7 +306,11 @@ impl Model {
             )));
         }
         Ok(Scores {
-            category: Category::ALL.iter().copied().zip(probs.iter().copied()).collect(),
+            category: Category::ALL
+                .iter()
+                .copied()
+                .zip(probs.iter().copied())
+                .collect(),
             counterfeit: cf[0],
         })
     }
@@ -309,8 +322,12 @@ pub fn default_model_dir() -> Option<PathBuf> {
     const NAME: &str = "screenline-ref-0.1";
     let candidates = [
         PathBuf::from("models").join(NAME),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models").join(NAME),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../models")
+            .join(NAME),
         PathBuf::from("/usr/share/screenline/models").join(NAME),
     ];
-    candidates.into_iter().find(|p| p.join("manifest.json").is_file())
+    candidates
+        .into_iter()
+        .find(|p| p.join("manifest.json").is_file())
 }

@@ -13,7 +13,9 @@ use crate::domain::{Decision, Lang, Parcel, Reason, ReasonCode, Scores};
 pub fn flags(code: ReasonCode) -> bool {
     matches!(
         code,
-        ReasonCode::RealNameMissing | ReasonCode::RealNameInvalid | ReasonCode::CounterfeitSuspected
+        ReasonCode::RealNameMissing
+            | ReasonCode::RealNameInvalid
+            | ReasonCode::CounterfeitSuspected
     )
 }
 

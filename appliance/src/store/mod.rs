@@ -14,6 +14,7 @@ use sha2::Sha256;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use thiserror::Error;
 
 /// A store that could not do what was asked.
@@ -66,6 +67,8 @@ pub struct Store {
     outbox: sled::Tree,
     images: PathBuf,
     hash_key: Vec<u8>,
+    /// Outbox length, kept here because sled's `len()` walks the whole tree.
+    backlog: AtomicUsize,
 }
 
 impl Store {
@@ -95,12 +98,14 @@ impl Store {
         };
         let images = data_dir.join("images");
         std::fs::create_dir_all(&images)?;
+        let backlog = AtomicUsize::new(outbox.len());
         Ok(Store {
             db,
             records,
             outbox,
             images,
             hash_key,
+            backlog,
         })
     }
 
@@ -129,13 +134,14 @@ impl Store {
             })?),
             None => None,
         };
-        (&self.records, &self.outbox)
+        let replaced = (&self.records, &self.outbox)
             .transaction(|(records, outbox)| {
                 records.insert(record_key, record_bytes.as_slice())?;
-                if let Some(e) = &entry {
-                    outbox.insert(record_key, e.as_slice())?;
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
+                let replaced = match &entry {
+                    Some(e) => outbox.insert(record_key, e.as_slice())?.is_some(),
+                    None => true,
+                };
+                Ok::<bool, ConflictableTransactionError<()>>(replaced)
             })
             .map_err(|e| match e {
                 TransactionError::Storage(e) => StoreError::Sled(e),
@@ -143,6 +149,9 @@ impl Store {
                     StoreError::Sled(sled::Error::Unsupported("transaction aborted".into()))
                 }
             })?;
+        if !replaced {
+            self.backlog.fetch_add(1, Ordering::Relaxed);
+        }
         self.db.flush_async().await?;
         Ok(())
     }
@@ -183,17 +192,26 @@ impl Store {
 
     /// Reports waiting for the broker.
     pub fn outbox_len(&self) -> usize {
-        self.outbox.len()
+        self.backlog.load(Ordering::Relaxed)
     }
 
-    /// The broker acknowledged the report under `key`: it leaves the outbox.
-    pub fn ack(&self, key: &[u8]) -> Result<(), StoreError> {
-        self.outbox.remove(key)?;
-        Ok(())
+    /// The broker acknowledged the report under `key`: it leaves the outbox. Returns whether
+    /// it was still there (a report sent twice is acknowledged twice).
+    pub fn ack(&self, key: &[u8]) -> Result<bool, StoreError> {
+        let was_there = self.outbox.remove(key)?.is_some();
+        if was_there {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(was_there)
     }
 
     /// Moves an image file into the store's image folder, named by record.
-    pub fn keep_image(&self, record_id: &str, src: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+    pub fn keep_image(
+        &self,
+        record_id: &str,
+        src: &Path,
+        bytes: &[u8],
+    ) -> Result<PathBuf, StoreError> {
         let ext = src.extension().and_then(|e| e.to_str()).unwrap_or("img");
         let dest = self.images.join(format!("{record_id}.{ext}"));
         if std::fs::rename(src, &dest).is_err() {
@@ -201,6 +219,8 @@ impl Store {
             std::fs::write(&dest, bytes)?;
             std::fs::remove_file(src)?;
         }
+        // The sidecar's content lives on in the record.
+        let _ = std::fs::remove_file(src.with_extension("json"));
         Ok(dest)
     }
 
@@ -212,14 +232,74 @@ impl Store {
         })
     }
 
-    /// Number of records.
-    pub fn records_len(&self) -> usize {
-        self.records.len()
-    }
-
     /// Flushes everything (shutdown).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp() -> PathBuf {
+        let p = std::env::temp_dir().join(format!(
+            "screenline-store-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&p).expect("temp");
+        p
+    }
+
+    #[tokio::test]
+    async fn reports_stay_in_the_outbox_until_acknowledged_across_reopen() {
+        let dir = temp();
+        {
+            let store = Store::open(&dir).expect("open");
+            let rec = serde_json::json!({"decision": "flag"});
+            store
+                .commit(
+                    b"0001-L1-1",
+                    &rec,
+                    Some(("rpt-a", "reports/flagged", b"{}")),
+                )
+                .await
+                .expect("commit");
+            store
+                .commit(b"0002-L1-2", &rec, None)
+                .await
+                .expect("commit");
+            store
+                .commit(
+                    b"0003-L1-3",
+                    &rec,
+                    Some(("rpt-b", "reports/flagged", b"{}")),
+                )
+                .await
+                .expect("commit");
+            assert_eq!(store.outbox_len(), 2);
+            let batch = store
+                .outbox_batch(10, |k| k == b"0001-L1-1")
+                .expect("batch");
+            assert_eq!(batch.len(), 1);
+            assert_eq!(batch[0].0.report_id, "rpt-b");
+            assert!(store.ack(b"0001-L1-1").expect("ack"));
+            assert!(!store.ack(b"0001-L1-1").expect("second ack is a no-op"));
+        }
+        let store = Store::open(&dir).expect("reopen");
+        assert_eq!(store.outbox_len(), 1, "the unacknowledged report survived");
+        assert_eq!(
+            store
+                .record(b"0002-L1-2")
+                .expect("read")
+                .map(|v| v["decision"].clone()),
+            Some("flag".into())
+        );
+        let h = store.keyed_hash("11010519491231002X");
+        assert_eq!(h, store.keyed_hash("11010519491231002X"));
+        assert!(!h.contains("1101051949"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
