@@ -294,7 +294,8 @@ def main() -> int:
         log(f"  recall {k:22s} {v:.3f}")
 
     spot = verify_render(session, bins, data, mean.astype(np.float32), std.astype(np.float32))
-    report = {"parameters": params, "torch_onnx_max_difference": drift, "train_seconds": round(train_seconds, 1), "epochs": args.epochs,
+    report = {"parameters": params, "torch_onnx_max_difference": drift,
+              "train_seconds": round(train_seconds, 1), "epochs": args.epochs,
               "train_count": args.train_count, "heldout": held, "render_spot_check": spot,
               "onnx_bytes": model_path.stat().st_size, "sha256": sha}
     (data / "last_run.json").write_text(json.dumps(report, indent=2) + "\n")
