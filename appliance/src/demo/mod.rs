@@ -329,3 +329,37 @@ pub fn write_scan(
     std::fs::rename(&tmp, dir.join(format!("{scan_id}.png")))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn embedded_broker_acknowledges_qos1() {
+        let url = super::start_embedded_broker().expect("broker");
+        let addr = crate::config::parse_broker_url(&url).expect("url");
+        let mut opts = MqttOptions::new("t", addr.host, addr.port);
+        opts.set_keep_alive(Duration::from_secs(5));
+        let (client, mut ev) = AsyncClient::new(opts, 10);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut published = false;
+        loop {
+            let e = tokio::time::timeout_at(deadline, ev.poll())
+                .await
+                .expect("in time");
+            match e {
+                Ok(Event::Incoming(Packet::ConnAck(_))) if !published => {
+                    client
+                        .try_publish("x/y", QoS::AtLeastOnce, true, b"hi".to_vec())
+                        .expect("queued");
+                    published = true;
+                }
+                Ok(Event::Incoming(Packet::PubAck(_))) => break,
+                Ok(_) => {}
+                // The broker thread may still be binding its port.
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! Scripted belt scenarios on fake pins, and exact pin transactions on embedded-hal-mock.
+
+extern crate std;
+use super::*;
+use core::cell::Cell;
+use core::convert::Infallible;
+use embedded_hal::digital::ErrorType;
+use screenline_protocol::FailSafePolicy;
+use std::rc::Rc;
+use std::vec::Vec;
+
+#[derive(Clone, Default)]
+struct Wire(Rc<Cell<bool>>);
+impl ErrorType for Wire {
+    type Error = Infallible;
+}
+impl InputPin for Wire {
+    fn is_high(&mut self) -> Result<bool, Infallible> {
+        Ok(self.0.get())
+    }
+    fn is_low(&mut self) -> Result<bool, Infallible> {
+        Ok(!self.0.get())
+    }
+}
+impl OutputPin for Wire {
+    fn set_low(&mut self) -> Result<(), Infallible> {
+        self.0.set(false);
+        Ok(())
+    }
+    fn set_high(&mut self) -> Result<(), Infallible> {
+        self.0.set(true);
+        Ok(())
+    }
+}
+
+#[derive(Clone, Default)]
+struct Counter(Rc<Cell<u32>>);
+impl EncoderCount for Counter {
+    fn count(&mut self) -> u32 {
+        self.0.get()
+    }
+}
+impl Clock for Counter {
+    fn now_ms(&mut self) -> u32 {
+        self.0.get()
+    }
+}
+
+const CONFIG: ControllerConfig = ControllerConfig {
+    eye_to_gate_counts: 1000,
+    gate_width_counts: 200,
+    debounce_counts: 5,
+    decision_margin_counts: 100,
+    heartbeat_timeout_ms: 500,
+    fail_safe: FailSafePolicy::DivertUndecided,
+};
+
+type Ctl<const Q: usize> = Controller<Wire, Wire, Wire, Wire, Wire, Counter, Counter, Q>;
+
+/// A belt moving 1 count per ms, with the controller polled every count.
+struct Belt<const Q: usize> {
+    ctl: Ctl<Q>,
+    eye: Wire,
+    gate: Wire,
+    amber: Wire,
+    green: Wire,
+    enc: Counter,
+    clock: Counter,
+    events: Vec<ToAppliance>,
+    heartbeats: bool,
+    /// Counts at which the gate output was high.
+    gate_high_at: Vec<u32>,
+}
+
+impl<const Q: usize> Belt<Q> {
+    fn new(start: u32) -> Self {
+        let (eye, gate, green, amber, red) = (
+            Wire::default(),
+            Wire::default(),
+            Wire::default(),
+            Wire::default(),
+            Wire::default(),
+        );
+        let enc = Counter::default();
+        enc.0.set(start);
+        let clock = Counter::default();
+        let ctl = Controller::new(
+            eye.clone(),
+            gate.clone(),
+            StackLightPins {
+                green: green.clone(),
+                amber: amber.clone(),
+                red,
+            },
+            enc.clone(),
+            clock.clone(),
+            CONFIG,
+            [0, 1, 0],
+        );
+        let mut b = Belt {
+            ctl,
+            eye,
+            gate,
+            amber,
+            green,
+            enc,
+            clock,
+            events: Vec::new(),
+            heartbeats: true,
+            gate_high_at: Vec::new(),
+        };
+        b.appliance(ToController::Hello {
+            protocol_major: 1,
+            protocol_minor: 0,
+        });
+        b
+    }
+
+    fn appliance(&mut self, msg: ToController) {
+        let events = &mut self.events;
+        self.ctl.handle(&msg, &mut |e| events.push(e));
+    }
+
+    /// Moves the belt `counts` counts (1 ms each); the appliance beats every 100 ms if enabled.
+    fn run(&mut self, counts: u32) {
+        for _ in 0..counts {
+            self.enc.0.set(self.enc.0.get().wrapping_add(1));
+            self.clock.0.set(self.clock.0.get().wrapping_add(1));
+            if self.heartbeats && self.clock.0.get() % 100 == 0 {
+                self.appliance(ToController::Heartbeat { uptime_ms: 0 });
+            }
+            let events = &mut self.events;
+            self.ctl.poll(&mut |e| events.push(e));
+            if self.gate.0.get() {
+                self.gate_high_at.push(self.enc.0.get());
+            }
+        }
+    }
+
+    /// A parcel `len` counts long passes the eye.
+    fn parcel(&mut self, len: u32) -> u32 {
+        self.eye.0.set(true);
+        let at = self.enc.0.get();
+        self.run(len);
+        self.eye.0.set(false);
+        at
+    }
+
+    fn entered(&self) -> Vec<u32> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                ToAppliance::ParcelEntered { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    }
+    fn diverted(&self) -> Vec<u32> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                ToAppliance::ParcelDiverted { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    }
+    fn passed(&self) -> Vec<u32> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                ToAppliance::ParcelPassed { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    }
+    fn fail_safe(&self) -> Vec<(u32, FailSafeReason)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                ToAppliance::FailSafeDivert { seq, reason } => Some((*seq, *reason)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn hello_at_boot_and_on_request() {
+    let mut b = Belt::<4>::new(0);
+    b.run(1);
+    let hellos = b
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                ToAppliance::Hello {
+                    protocol_major: 1,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(hellos, 2, "{:?}", b.events);
+}
+
+#[test]
+fn a_parcel_decided_pass_passes_and_the_gate_stays_low() {
+    let mut b = Belt::<4>::new(0);
+    b.run(10);
+    b.parcel(300);
+    assert_eq!(b.entered(), [1]);
+    b.appliance(ToController::Decision {
+        seq: 1,
+        verdict: Verdict::Pass,
+    });
+    b.run(1000);
+    assert_eq!(b.passed(), [1]);
+    assert!(
+        b.diverted().is_empty() && b.fail_safe().is_empty(),
+        "{:?}",
+        b.events
+    );
+    assert!(b.gate_high_at.is_empty());
+    assert!(b.green.0.get() && !b.amber.0.get());
+}
+
+#[test]
+fn a_parcel_decided_divert_is_diverted_exactly_at_the_gate_for_the_gate_width() {
+    let mut b = Belt::<4>::new(0);
+    b.run(10);
+    let entry = b.parcel(300) + CONFIG.debounce_counts;
+    b.appliance(ToController::Decision {
+        seq: 1,
+        verdict: Verdict::Divert,
+    });
+    // Entry is where the level first changed, so the debounce does not shift the timing.
+    let entry = entry - CONFIG.debounce_counts;
+    b.run(1200);
+    assert_eq!(b.diverted(), [1]);
+    let first = b.gate_high_at.first().copied();
+    assert_eq!(
+        first,
+        Some(entry + CONFIG.eye_to_gate_counts + 1),
+        "fires at entry + eye-to-gate"
+    );
+    assert_eq!(b.gate_high_at.len() as u32, CONFIG.gate_width_counts);
+    assert!(!b.gate.0.get());
+}
+
+#[test]
+fn a_late_decision_means_fail_safe_divert_and_is_ignored_when_it_comes() {
+    let mut b = Belt::<4>::new(0);
+    b.run(10);
+    b.parcel(300);
+    b.run(700); // past the decision point (900 counts after entry)
+    assert_eq!(b.fail_safe(), [(1, FailSafeReason::DecisionLate)]);
+    b.appliance(ToController::Decision {
+        seq: 1,
+        verdict: Verdict::Pass,
+    });
+    b.run(300);
+    assert_eq!(b.diverted(), [1]);
+    assert!(b.passed().is_empty());
+}
+
+#[test]
+fn decisions_are_idempotent_and_unknown_ones_ignored() {
+    let mut b = Belt::<4>::new(0);
+    b.run(10);
+    b.parcel(300);
+    b.appliance(ToController::Decision {
+        seq: 1,
+        verdict: Verdict::Pass,
+    });
+    b.appliance(ToController::Decision {
+        seq: 1,
+        verdict: Verdict::Divert,
+    });
+    b.appliance(ToController::Decision {
+        seq: 99,
+        verdict: Verdict::Divert,
+    });
+    b.run(1000);
+    assert_eq!(b.passed(), [1]);
+}
+
+#[test]
+fn heartbeat_loss_diverts_everything_and_recovery_restores_passing() {
+    let mut b = Belt::<4>::new(0);
+    b.run(10);
+    b.parcel(200);
+    b.appliance(ToController::Decision {
+        seq: 1,
+        verdict: Verdict::Pass,
+    });
+    b.heartbeats = false;
+    b.run(600);
+    assert!(!b.ctl.appliance_alive());
+    assert!(
+        b.amber.0.get() && !b.green.0.get(),
+        "stack light shows the fail-safe"
+    );
+    b.parcel(200);
+    b.run(1000);
+    assert_eq!(
+        b.fail_safe(),
+        [
+            (1, FailSafeReason::HeartbeatLost),
+            (2, FailSafeReason::HeartbeatLost)
+        ]
+    );
+    assert_eq!(
+        b.diverted(),
+        [1, 2],
+        "even the parcel decided pass is diverted"
+    );
+    b.heartbeats = true;
+    b.run(200);
+    assert!(b.ctl.appliance_alive() && b.green.0.get());
+    b.parcel(200);
+    b.appliance(ToController::Decision {
+        seq: 3,
+        verdict: Verdict::Pass,
+    });
+    b.run(1000);
+    assert_eq!(b.passed(), [3]);
+}
+
+#[test]
+fn before_the_appliance_speaks_every_parcel_is_diverted() {
+    let (eye, gate) = (Wire::default(), Wire::default());
+    let enc = Counter::default();
+    let mut ctl: Ctl<4> = Controller::new(
+        eye.clone(),
+        gate.clone(),
+        StackLightPins {
+            green: Wire::default(),
+            amber: Wire::default(),
+            red: Wire::default(),
+        },
+        enc.clone(),
+        enc.clone(),
+        CONFIG,
+        [0, 1, 0],
+    );
+    let mut events = Vec::new();
+    for i in 0..1500u32 {
+        enc.0.set(i);
+        eye.0.set((10..300).contains(&i));
+        ctl.poll(&mut |e| events.push(e));
+    }
+    assert!(events.contains(&ToAppliance::FailSafeDivert {
+        seq: 1,
+        reason: FailSafeReason::HeartbeatLost
+    }));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, ToAppliance::ParcelDiverted { seq: 1, .. })));
+}
+
+#[test]
+fn two_parcels_closer_than_the_gate_width_both_go_to_the_reject_lane() {
+    let mut b = Belt::<4>::new(0);
+    b.run(10);
+    b.parcel(100);
+    b.run(50); // gap of 50 counts, less than the 200-count gate width
+    b.parcel(100);
+    b.appliance(ToController::Decision {
+        seq: 1,
+        verdict: Verdict::Divert,
+    });
+    b.appliance(ToController::Decision {
+        seq: 2,
+        verdict: Verdict::Pass,
+    });
+    b.run(1300);
+    assert_eq!(
+        b.diverted(),
+        [1, 2],
+        "the gate cannot swing back in between"
+    );
+    assert!(b.passed().is_empty());
+}
+
+#[test]
+fn photo_eye_chatter_shorter_than_the_debounce_is_ignored() {
+    let mut b = Belt::<4>::new(0);
+    b.run(10);
+    for _ in 0..5 {
+        b.parcel(3);
+        b.run(3);
+    }
+    assert!(b.entered().is_empty(), "{:?}", b.events);
+    b.parcel(300);
+    assert_eq!(b.entered(), [1]);
+}
+
+#[test]
+fn encoder_wrap_around_mid_parcel_keeps_the_timing() {
+    let start = u32::MAX - 500;
+    let mut b = Belt::<4>::new(start);
+    b.run(10);
+    let entry = b.parcel(300);
+    b.appliance(ToController::Decision {
+        seq: 1,
+        verdict: Verdict::Divert,
+    });
+    b.run(1200);
+    assert_eq!(b.diverted(), [1]);
+    assert_eq!(
+        b.gate_high_at.first().copied(),
+        Some(entry.wrapping_add(CONFIG.eye_to_gate_counts + 1))
+    );
+    assert_eq!(b.gate_high_at.len() as u32, CONFIG.gate_width_counts);
+}
+
+#[test]
+fn a_full_queue_holds_the_gate_over_the_untracked_parcel() {
+    let mut b = Belt::<2>::new(0);
+    b.run(10);
+    for _ in 0..3 {
+        b.parcel(50);
+        b.run(50);
+    }
+    assert_eq!(b.ctl.queue_len(), 2);
+    assert!(b.fail_safe().contains(&(3, FailSafeReason::QueueFull)));
+    assert!(b.events.contains(&ToAppliance::Fault {
+        code: FaultCode::QueueOverflow
+    }));
+    b.appliance(ToController::Decision {
+        seq: 1,
+        verdict: Verdict::Pass,
+    });
+    b.appliance(ToController::Decision {
+        seq: 2,
+        verdict: Verdict::Pass,
+    });
+    let third_entry = 10 + 200;
+    b.run(1400);
+    assert_eq!(b.passed(), [1, 2]);
+    // The gate was energised while the third parcel crossed it.
+    assert!(b
+        .gate_high_at
+        .contains(&(third_entry + CONFIG.eye_to_gate_counts + 10)));
+}
+
+#[test]
+fn configuration_by_message_takes_effect() {
+    let mut b = Belt::<4>::new(0);
+    let c = ControllerConfig {
+        eye_to_gate_counts: 400,
+        ..CONFIG
+    };
+    b.appliance(ToController::Configure(c));
+    assert_eq!(b.ctl.config().eye_to_gate_counts, 400);
+    b.run(10);
+    b.parcel(100);
+    b.appliance(ToController::Decision {
+        seq: 1,
+        verdict: Verdict::Divert,
+    });
+    b.run(400);
+    assert_eq!(b.diverted(), [1]);
+}
+
+#[test]
+fn gate_pin_transactions_on_a_mock() {
+    use embedded_hal_mock::eh1::digital::{Mock, State, Transaction};
+    let eye = Wire::default();
+    let enc = Counter::default();
+    let gate = Mock::new(&[
+        Transaction::set(State::Low),
+        Transaction::set(State::High),
+        Transaction::set(State::Low),
+    ]);
+    let lamp = |states: &[State]| {
+        Mock::new(
+            &states
+                .iter()
+                .map(|s| Transaction::set(*s))
+                .collect::<Vec<_>>(),
+        )
+    };
+    // Boot: amber (no appliance yet), then green once it speaks.
+    let green = lamp(&[State::Low, State::High]);
+    let amber = lamp(&[State::High, State::Low]);
+    let red = lamp(&[State::Low, State::Low]);
+    let mut ctl: Controller<Wire, Mock, Mock, Mock, Mock, Counter, Counter, 4> = Controller::new(
+        eye.clone(),
+        gate,
+        StackLightPins { green, amber, red },
+        enc.clone(),
+        enc.clone(),
+        CONFIG,
+        [0, 1, 0],
+    );
+    let mut sink = |_e: ToAppliance| {};
+    ctl.poll(&mut sink);
+    ctl.handle(&ToController::Heartbeat { uptime_ms: 0 }, &mut sink);
+    for i in 1..1500u32 {
+        enc.0.set(i);
+        eye.0.set((10..100).contains(&i));
+        if i % 100 == 0 {
+            ctl.handle(&ToController::Heartbeat { uptime_ms: i }, &mut sink);
+        }
+        if i == 50 {
+            ctl.handle(
+                &ToController::Decision {
+                    seq: 1,
+                    verdict: Verdict::Divert,
+                },
+                &mut sink,
+            );
+        }
+        ctl.poll(&mut sink);
+    }
+    let Controller {
+        mut gate, light, ..
+    } = ctl;
+    gate.done();
+    let StackLightPins {
+        mut green,
+        mut amber,
+        mut red,
+    } = light;
+    green.done();
+    amber.done();
+    red.done();
+}

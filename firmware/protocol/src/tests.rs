@@ -1,0 +1,244 @@
+//! Round trips, corruption, truncation, overflow, version refusal, and random streams.
+
+extern crate std;
+use super::*;
+use proptest::prelude::*;
+use std::vec::Vec;
+
+fn config() -> ControllerConfig {
+    ControllerConfig {
+        eye_to_gate_counts: 5000,
+        gate_width_counts: 400,
+        debounce_counts: 5,
+        decision_margin_counts: 300,
+        heartbeat_timeout_ms: 1000,
+        fail_safe: FailSafePolicy::DivertUndecided,
+    }
+}
+
+fn to_controller() -> Vec<ToController> {
+    std::vec![
+        ToController::Hello {
+            protocol_major: 1,
+            protocol_minor: 0
+        },
+        ToController::Decision {
+            seq: u32::MAX,
+            verdict: Verdict::Divert
+        },
+        ToController::Decision {
+            seq: 7,
+            verdict: Verdict::Pass
+        },
+        ToController::Heartbeat { uptime_ms: 123_456 },
+        ToController::StackLight {
+            light: StackLight::Amber
+        },
+        ToController::Configure(config()),
+    ]
+}
+
+fn to_appliance() -> Vec<ToAppliance> {
+    std::vec![
+        ToAppliance::Hello {
+            firmware: [0, 1, 0],
+            protocol_major: 1,
+            protocol_minor: 0
+        },
+        ToAppliance::ParcelEntered {
+            seq: 1,
+            encoder: u32::MAX,
+            uptime_ms: 5
+        },
+        ToAppliance::ParcelDiverted { seq: 1, encoder: 4 },
+        ToAppliance::ParcelPassed { seq: 2, encoder: 9 },
+        ToAppliance::FailSafeDivert {
+            seq: 3,
+            reason: FailSafeReason::HeartbeatLost
+        },
+        ToAppliance::Heartbeat {
+            uptime_ms: 1,
+            belt_mm_per_s: 2000
+        },
+        ToAppliance::Fault {
+            code: FaultCode::QueueOverflow
+        },
+    ]
+}
+
+fn encode<M: Serialize>(seq: u16, m: &M) -> Vec<u8> {
+    let mut buf = [0u8; MAX_FRAME_LEN];
+    let n = encode_frame(seq, m, &mut buf).expect("fits");
+    buf[..n].to_vec()
+}
+
+fn decode_all<M: DeserializeOwned>(bytes: &[u8]) -> Vec<Result<Frame<M>, FrameError>> {
+    let mut d = FrameDecoder::<{ MAX_FRAME_LEN * 2 }>::new();
+    bytes.iter().filter_map(|b| d.push::<M>(*b)).collect()
+}
+
+#[test]
+fn every_message_round_trips() {
+    for (i, m) in to_controller().into_iter().enumerate() {
+        let got = decode_all::<ToController>(&encode(i as u16, &m));
+        assert_eq!(
+            got,
+            std::vec![Ok(Frame {
+                version: PROTOCOL_MAJOR,
+                seq: i as u16,
+                msg: m
+            })]
+        );
+    }
+    for (i, m) in to_appliance().into_iter().enumerate() {
+        let bytes = encode(i as u16, &m);
+        assert!(bytes.len() <= MAX_FRAME_LEN);
+        assert_eq!(
+            bytes.iter().filter(|b| **b == 0).count(),
+            1,
+            "only the delimiter is zero"
+        );
+        let got = decode_all::<ToAppliance>(&bytes);
+        assert_eq!(
+            got,
+            std::vec![Ok(Frame {
+                version: PROTOCOL_MAJOR,
+                seq: i as u16,
+                msg: m
+            })]
+        );
+    }
+}
+
+#[test]
+fn a_corrupted_frame_is_rejected_and_the_next_one_decodes() {
+    let m = ToController::Decision {
+        seq: 42,
+        verdict: Verdict::Pass,
+    };
+    let mut bytes = encode(1, &m);
+    bytes[3] ^= 0x40;
+    if bytes[3] == 0 {
+        bytes[3] = 0x7f;
+    }
+    bytes.extend(encode(2, &m));
+    let got = decode_all::<ToController>(&bytes);
+    assert_eq!(got.len(), 2);
+    assert!(matches!(
+        got[0],
+        Err(FrameError::Crc) | Err(FrameError::Cobs)
+    ));
+    assert_eq!(
+        got[1],
+        Ok(Frame {
+            version: 1,
+            seq: 2,
+            msg: m
+        })
+    );
+}
+
+#[test]
+fn a_truncated_frame_is_rejected() {
+    let m = ToAppliance::ParcelEntered {
+        seq: 9,
+        encoder: 1000,
+        uptime_ms: 10,
+    };
+    let full = encode(0, &m);
+    let mut bytes = full[..full.len() / 2].to_vec();
+    bytes.push(0);
+    bytes.extend(&full);
+    let got = decode_all::<ToAppliance>(&bytes);
+    assert!(got[0].is_err());
+    assert_eq!(got[1].as_ref().map(|f| f.msg), Ok(m));
+}
+
+#[test]
+fn an_overlong_frame_is_dropped_and_counted() {
+    let mut d = FrameDecoder::<16>::new();
+    let mut results = Vec::new();
+    for b in [7u8; 40]
+        .iter()
+        .chain(&[0u8])
+        .chain(&encode(3, &ToController::Heartbeat { uptime_ms: 1 }))
+    {
+        if let Some(r) = d.push::<ToController>(*b) {
+            results.push(r);
+        }
+    }
+    assert_eq!(results[0], Err(FrameError::Overflow));
+    assert!(results[1].is_ok());
+    assert_eq!(d.stats().overflow, 1);
+    assert_eq!(d.stats().frames, 1);
+}
+
+#[test]
+fn another_major_version_is_refused() {
+    // Hand-build a frame with version 2 and a valid checksum.
+    let mut body = [0u8; 32];
+    let h = postcard::to_slice(&Header { version: 2, seq: 0 }, &mut body)
+        .expect("fits")
+        .len();
+    let m = postcard::to_slice(&ToController::Heartbeat { uptime_ms: 1 }, &mut body[h..])
+        .expect("fits")
+        .len();
+    let crc = CRC32C.checksum(&body[..h + m]);
+    body[h + m..h + m + 4].copy_from_slice(&crc.to_le_bytes());
+    let mut out = [0u8; 64];
+    let n = cobs::encode(&body[..h + m + 4], &mut out).expect("fits");
+    let mut bytes = out[..n].to_vec();
+    bytes.push(0);
+    assert_eq!(
+        decode_all::<ToController>(&bytes),
+        std::vec![Err(FrameError::Version { got: 2 })]
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = decode_all::<ToController>(&bytes);
+        let _ = decode_all::<ToAppliance>(&bytes);
+    }
+
+    #[test]
+    fn after_garbage_the_next_frame_decodes(
+        garbage in proptest::collection::vec(any::<u8>(), 0..300),
+        seq in any::<u32>(),
+    ) {
+        let m = ToController::Decision { seq, verdict: Verdict::Divert };
+        let mut bytes = garbage;
+        bytes.push(0);
+        bytes.extend(encode(5, &m));
+        let got = decode_all::<ToController>(&bytes);
+        prop_assert_eq!(got.last().cloned(), Some(Ok(Frame { version: 1, seq: 5, msg: m })));
+    }
+
+    #[test]
+    fn corrupting_a_stream_loses_at_most_the_frames_hit(
+        flips in proptest::collection::vec((0usize..400, 1u8..=255), 1..4),
+    ) {
+        let msgs: Vec<ToAppliance> = (0..20).map(|i| ToAppliance::ParcelEntered { seq: i, encoder: i * 100, uptime_ms: i }).collect();
+        let frames: Vec<Vec<u8>> = msgs.iter().enumerate().map(|(i, m)| encode(i as u16, m)).collect();
+        let mut bytes: Vec<u8> = frames.concat();
+        let mut hit = std::collections::BTreeSet::new();
+        for (pos, x) in flips {
+            let pos = pos % bytes.len();
+            bytes[pos] ^= x;
+            let mut acc = 0;
+            for (k, f) in frames.iter().enumerate() {
+                if pos < acc + f.len() { hit.insert(k); if pos == acc + f.len() - 1 { hit.insert(k + 1); } break; }
+                acc += f.len();
+            }
+        }
+        let ok: Vec<ToAppliance> = decode_all::<ToAppliance>(&bytes).into_iter().filter_map(|r| r.ok().map(|f| f.msg)).collect();
+        // Every frame not hit still decodes, and nothing that was not sent appears.
+        for (k, m) in msgs.iter().enumerate() {
+            if !hit.contains(&k) { prop_assert!(ok.contains(m), "frame {} lost", k); }
+        }
+        for m in &ok { prop_assert!(msgs.contains(m)); }
+    }
+}
