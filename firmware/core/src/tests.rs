@@ -126,7 +126,7 @@ impl<const Q: usize> Belt<Q> {
         for _ in 0..counts {
             self.enc.0.set(self.enc.0.get().wrapping_add(1));
             self.clock.0.set(self.clock.0.get().wrapping_add(1));
-            if self.heartbeats && self.clock.0.get() % 100 == 0 {
+            if self.heartbeats && self.clock.0.get().is_multiple_of(100) {
                 self.appliance(ToController::Heartbeat { uptime_ms: 0 });
             }
             let events = &mut self.events;
@@ -501,7 +501,7 @@ fn gate_pin_transactions_on_a_mock() {
     for i in 1..1500u32 {
         enc.0.set(i);
         eye.0.set((10..100).contains(&i));
-        if i % 100 == 0 {
+        if i.is_multiple_of(100) {
             ctl.handle(&ToController::Heartbeat { uptime_ms: i }, &mut sink);
         }
         if i == 50 {
