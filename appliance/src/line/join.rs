@@ -151,24 +151,30 @@ impl Joiner {
         let mut i = 0;
         while i < self.images.len() {
             let (t, ref scan) = self.images[i];
-            let target = match &scan.waybill {
-                Some(w) => self.parcels.iter().position(|p| {
+            let by_waybill = scan.waybill.as_ref().and_then(|w| {
+                self.parcels.iter().position(|p| {
                     p.scan.is_none() && p.read.as_ref().is_some_and(|r| &r.waybill.waybill == w)
-                }),
-                None if now + image_delay >= t + image_window => self
-                    .parcels
+                })
+            });
+            // By time, once no nearer parcel can still enter. An image that names a waybill
+            // only goes to a parcel whose read is missing: it never contradicts a read.
+            let time_ready = now + image_delay >= t + image_window;
+            let by_time = || {
+                self.parcels
                     .iter()
                     .enumerate()
                     .filter(|(_, p)| {
-                        p.scan.is_none() && distance(p.at + image_delay, t) <= image_window
+                        p.scan.is_none() && (scan.waybill.is_none() || p.read.is_none())
                     })
+                    .filter(|(_, p)| distance(p.at + image_delay, t) <= image_window)
                     .min_by_key(|(_, p)| distance(p.at + image_delay, t))
-                    .map(|(k, _)| k),
-                None => {
-                    i += 1;
-                    continue;
-                }
+                    .map(|(k, _)| k)
             };
+            let target = by_waybill.or_else(|| if time_ready { by_time() } else { None });
+            if target.is_none() && !time_ready {
+                i += 1;
+                continue;
+            }
             match target {
                 Some(k) => {
                     let (_, scan) = self.images.swap_remove(i);
@@ -379,6 +385,21 @@ mod tests {
                 want(2, Some("SF00000002"), Some("b")),
                 want(1, Some("SF00000001"), None)
             ]
+        );
+    }
+
+    #[test]
+    fn an_image_naming_a_waybill_joins_an_unread_parcel_by_time_but_never_a_read_one() {
+        let got = run(&mut [
+            eye(0, 1),
+            img(300, "a", Some("SF00000009")),
+            rd(500, "SF00000002"),
+            eye(500, 2),
+            img(800, "b", Some("SF00000003")),
+        ]);
+        assert_eq!(
+            got,
+            vec![want(1, None, Some("a")), want(2, Some("SF00000002"), None)]
         );
     }
 
