@@ -17,4 +17,9 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# The line controller's MCU target, so the board crate builds (firmware/board).
+if ! rustup target list --installed | grep -qx thumbv7em-none-eabihf; then
+  rustup target add thumbv7em-none-eabihf
+fi
+
 "$here/../appliance/scripts/install-onnxruntime.sh"
