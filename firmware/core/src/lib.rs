@@ -75,6 +75,9 @@ pub struct Controller<Eye, Gate, G, A, R, Enc, Clk, const Q: usize> {
     eye_level: bool,
     eye_candidate: bool,
     candidate_since: u32,
+    /// Where the photo-eye was last blocked from, and whether that was reported as a fault.
+    blocked_since: u32,
+    blocked_reported: bool,
     last_heard: Option<u32>,
     alive: bool,
     hello_sent: bool,
@@ -125,6 +128,8 @@ where
             eye_level: false,
             eye_candidate: false,
             candidate_since: count,
+            blocked_since: count,
+            blocked_reported: false,
             last_heard: None,
             alive: false,
             hello_sent: false,
@@ -233,6 +238,13 @@ where
         let level = self.eye.is_high().unwrap_or(true);
         if level == self.eye_level {
             self.eye_candidate = level;
+            let blocked_for = pos.wrapping_sub(self.blocked_since);
+            if level && !self.blocked_reported && blocked_for > self.config.eye_to_gate_counts {
+                self.blocked_reported = true;
+                out(ToAppliance::Fault {
+                    code: FaultCode::PhotoEyeBlocked,
+                });
+            }
             return;
         }
         if level != self.eye_candidate {
@@ -244,6 +256,8 @@ where
         }
         self.eye_level = level;
         if level {
+            self.blocked_since = self.candidate_since;
+            self.blocked_reported = false;
             self.enter(self.candidate_since, now, out);
         }
     }

@@ -397,6 +397,23 @@ fn photo_eye_chatter_shorter_than_the_debounce_is_ignored() {
 }
 
 #[test]
+fn a_photo_eye_blocked_for_longer_than_any_parcel_is_a_fault() {
+    let mut b = Belt::<4>::new(0);
+    b.run(10);
+    b.parcel(CONFIG.eye_to_gate_counts + 50);
+    let faults = b
+        .events
+        .iter()
+        .filter(|e| {
+            **e == ToAppliance::Fault {
+                code: FaultCode::PhotoEyeBlocked,
+            }
+        })
+        .count();
+    assert_eq!(faults, 1, "reported once: {:?}", b.events);
+}
+
+#[test]
 fn encoder_wrap_around_mid_parcel_keeps_the_timing() {
     let start = u32::MAX - 500;
     let mut b = Belt::<4>::new(start);

@@ -43,8 +43,6 @@ pub enum FailSafeReason {
     HeartbeatLost,
     /// The tracking queue was full when the parcel entered.
     QueueFull,
-    /// The controller has no valid configuration.
-    NotConfigured,
 }
 
 /// The stack light's state.
@@ -65,11 +63,10 @@ pub enum StackLight {
 pub enum FaultCode {
     /// More parcels on the belt than the tracking queue holds.
     QueueOverflow,
-    /// The belt is expected to move but the encoder does not count.
-    EncoderStalled,
-    /// The diverter did not reach its commanded position.
+    /// The diverter's output could not be driven.
     DiverterFeedback,
-    /// The photo-eye has been blocked for longer than any parcel.
+    /// The photo-eye has been blocked over more belt than the eye-to-gate distance: a jam,
+    /// or a dirty or misaligned sensor.
     PhotoEyeBlocked,
 }
 
