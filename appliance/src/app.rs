@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::domain::{mask, Decision};
 use crate::report::{payload, Feed};
+use crate::screen::rules::RuleSet;
 use crate::screen::{self, model, Screened};
 use crate::store::Store;
 use crate::telemetry::{ParcelSummary, Telemetry};
@@ -13,7 +14,7 @@ use screenline_protocol::ToController;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +64,23 @@ impl Appliance {
         );
         let store = Arc::new(Store::open(&config.data_dir)?);
         telemetry.set("feed.backlog", store.outbox_len() as u64);
+        let rules = RuleSet::load(
+            &config.rules,
+            store.hasher().clone(),
+            Box::new(store.split_ledger()),
+        )
+        .context("loading the screening rules")?;
+        if !rules.watchlist.is_empty() {
+            telemetry.link(
+                "watchlist",
+                true,
+                format!(
+                    "version {} ({} entries)",
+                    rules.watchlist.version,
+                    rules.watchlist.len()
+                ),
+            );
+        }
 
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -80,19 +98,27 @@ impl Appliance {
             controllers.insert(line.id.clone(), cmds);
         }
         drop(parcel_tx);
-        let screening = screen::spawn(model, parcel_rx, screened_tx, telemetry.clone())
+        let screening = screen::spawn(model, rules, parcel_rx, screened_tx, telemetry.clone())
             .context("starting the screening thread")?;
 
         let wake = Arc::new(Notify::new());
-        tasks.spawn(sink(
-            screened_rx,
-            controllers,
-            store.clone(),
-            wake.clone(),
-            telemetry.clone(),
-            config.site_id.clone(),
-            config.appliance_id.clone(),
-        ));
+        let deadlines = config
+            .lines
+            .iter()
+            .map(|l| (l.id.clone(), Duration::from_millis(l.decision_deadline_ms)))
+            .collect();
+        tasks.spawn(
+            Sink {
+                controllers,
+                deadlines,
+                store: store.clone(),
+                wake: wake.clone(),
+                telemetry: telemetry.clone(),
+                site_id: config.site_id.clone(),
+                appliance_id: config.appliance_id.clone(),
+            }
+            .run(screened_rx),
+        );
         let feed = Feed::new(&config, store.clone(), wake, telemetry.clone())?;
         let feed = tokio::spawn(feed.run(shutdown.clone()));
 
@@ -143,37 +169,68 @@ impl Appliance {
 }
 
 /// Decide, divert, store, report: the stage after screening.
-async fn sink(
-    mut screened: mpsc::Receiver<Screened>,
+struct Sink {
     controllers: HashMap<String, mpsc::Sender<ToController>>,
+    deadlines: HashMap<String, Duration>,
     store: Arc<Store>,
     wake: Arc<Notify>,
     telemetry: Arc<Telemetry>,
     site_id: String,
     appliance_id: String,
-) {
-    while let Some(s) = screened.recv().await {
-        let line = s.parcel.line_id.clone();
-        // The diverter waits for nobody: the decision goes out before anything is stored.
-        let decision = ToController::Decision {
-            seq: s.parcel.seq,
-            verdict: s.decision.verdict(),
-        };
-        if let Some(tx) = controllers.get(&line) {
-            if tx.try_send(decision).is_err() {
-                telemetry.incr("sink.decisions_not_sent");
-                tracing::warn!(line = %line, seq = s.parcel.seq, "controller queue full; the controller will divert fail-safe");
+}
+
+impl Sink {
+    async fn run(self, mut screened: mpsc::Receiver<Screened>) {
+        let Sink {
+            controllers,
+            deadlines,
+            store,
+            wake,
+            telemetry,
+            site_id,
+            appliance_id,
+        } = self;
+        while let Some(mut s) = screened.recv().await {
+            let line = s.parcel.line_id.clone();
+            // The diverter waits for nobody: the decision goes out before anything is stored.
+            let decision = ToController::Decision {
+                seq: s.parcel.seq,
+                verdict: s.decision.verdict(),
+            };
+            if let Some(tx) = controllers.get(&line) {
+                if tx.try_send(decision).is_err() {
+                    telemetry.incr("sink.decisions_not_sent");
+                    tracing::warn!(line = %line, seq = s.parcel.seq, "controller queue full; the controller will divert fail-safe");
+                }
             }
-        }
-        if let Err(e) = persist(&s, &store, &site_id, &appliance_id, &telemetry).await {
-            telemetry.incr("store.errors");
-            tracing::error!(line = %line, seq = s.parcel.seq, error = %e, "record not stored");
-        }
-        wake.notify_one();
-        telemetry.incr("parcels.decided");
-        telemetry.incr(&format!("parcels.{}", s.decision.key()));
-        for r in &s.reasons {
-            telemetry.incr(&format!("reasons.{}", r.code.key()));
+            if let Some(scan) = &s.parcel.scan {
+                telemetry.observe(
+                    "decision_latency_us",
+                    scan.completed.elapsed().as_micros() as u64,
+                );
+            }
+            // Past the decision point the controller has diverted the parcel already: say so,
+            // and never record as cleared a parcel that went to the inspection lane.
+            let age = SystemTime::now()
+                .duration_since(s.parcel.entered_at)
+                .unwrap_or_default();
+            if let Some(late_by) = deadlines.get(&line).and_then(|d| age.checked_sub(*d)) {
+                telemetry.incr("decisions.late");
+                s.reasons.push(crate::screen::rules::decision_late(late_by));
+                if s.decision == Decision::Clear {
+                    s.decision = Decision::Manual;
+                }
+            }
+            if let Err(e) = persist(&s, &store, &site_id, &appliance_id, &telemetry).await {
+                telemetry.incr("store.errors");
+                tracing::error!(line = %line, seq = s.parcel.seq, error = %e, "record not stored");
+            }
+            wake.notify_one();
+            telemetry.incr("parcels.decided");
+            telemetry.incr(&format!("parcels.{}", s.decision.key()));
+            for r in &s.reasons {
+                telemetry.incr(&format!("reasons.{}", r.code.key()));
+            }
         }
     }
 }
@@ -204,7 +261,7 @@ async fn persist(
         if keep_identity {
             serde_json::to_value(snd).unwrap_or_default()
         } else {
-            json!({"id_key": store.keyed_hash(&snd.id_number), "phone_key": store.keyed_hash(&snd.phone)})
+            json!({"id_key": store.hasher().hash(&snd.id_number), "phone_key": store.hasher().hash(&snd.phone)})
         }
     });
     let report = if s.decision == Decision::Flag {

@@ -44,6 +44,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     #[serde(default)]
     pub console: ConsoleConfig,
+    #[serde(default)]
+    pub rules: RulesConfig,
     /// The lines this appliance serves; at least one.
     pub lines: Vec<LineConfig>,
 }
@@ -102,6 +104,62 @@ impl Default for MqttConfig {
     }
 }
 
+/// The screening rules.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    /// The regulator's watch-list (JSON: version, id_numbers, phones, agreement_customers).
+    /// Default: none until the regulator sends one.
+    #[serde(default)]
+    pub watchlist_file: Option<PathBuf>,
+    /// Declared goods → category dictionary (TOML). Default: the one shipped.
+    #[serde(default)]
+    pub dictionary_file: Option<PathBuf>,
+    /// Per-category floors of plausible declared value (TOML). Default: the ones shipped.
+    #[serde(default)]
+    pub value_floors_file: Option<PathBuf>,
+    /// Model confidence above which a different declared category is a mismatch. Default: 0.8.
+    #[serde(default = "default_mismatch_confidence")]
+    pub mismatch_confidence: f32,
+    /// Categories the counterfeit rule applies to. Default: all.
+    #[serde(default)]
+    pub priority_categories: Option<Vec<String>>,
+    /// Parcels of one sender and category that make a split shipment. Default: 5.
+    #[serde(default = "default_split_min")]
+    pub split_min_parcels: usize,
+    /// The split-shipment window in hours. Default: 24.
+    #[serde(default = "default_split_hours")]
+    pub split_window_hours: f64,
+    /// Policy overrides, reason code = "flag" | "manual" | "count". Default: see README.
+    #[serde(default)]
+    pub policy: std::collections::BTreeMap<crate::domain::ReasonCode, crate::screen::rules::Action>,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            watchlist_file: None,
+            dictionary_file: None,
+            value_floors_file: None,
+            mismatch_confidence: default_mismatch_confidence(),
+            priority_categories: None,
+            split_min_parcels: default_split_min(),
+            split_window_hours: default_split_hours(),
+            policy: Default::default(),
+        }
+    }
+}
+
+fn default_mismatch_confidence() -> f32 {
+    0.8
+}
+fn default_split_min() -> usize {
+    5
+}
+fn default_split_hours() -> f64 {
+    24.0
+}
+
 /// The local console.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -157,6 +215,11 @@ pub struct LineConfig {
     /// milliseconds. Default: 200.
     #[serde(default = "default_image_window")]
     pub image_window_ms: u64,
+    /// How long after the photo-eye the decision must be sent: the belt time from the
+    /// photo-eye to the controller's decision point. A later decision is counted and the
+    /// parcel recorded as manual (the controller has diverted it already). Default: 2000.
+    #[serde(default = "default_decision_deadline")]
+    pub decision_deadline_ms: u64,
 }
 
 fn one() -> usize {
@@ -197,6 +260,9 @@ fn default_image_delay() -> u64 {
 }
 fn default_image_window() -> u64 {
     200
+}
+fn default_decision_deadline() -> u64 {
+    2000
 }
 
 /// A broker address taken apart.
@@ -282,6 +348,33 @@ impl Config {
         }
         if self.model.intra_threads == 0 {
             p.push("model.intra_threads = 0: must be at least 1".into());
+        }
+        let r = &self.rules;
+        if !(0.0..=1.0).contains(&r.mismatch_confidence) {
+            p.push(format!(
+                "rules.mismatch_confidence = {}: must be 0 to 1",
+                r.mismatch_confidence
+            ));
+        }
+        if r.split_min_parcels < 2 {
+            p.push(format!(
+                "rules.split_min_parcels = {}: must be at least 2",
+                r.split_min_parcels
+            ));
+        }
+        if !(r.split_window_hours > 0.0 && r.split_window_hours <= 24.0 * 90.0) {
+            p.push(format!(
+                "rules.split_window_hours = {}: must be more than 0 and at most 2160 (90 days)",
+                r.split_window_hours
+            ));
+        }
+        for key in r.priority_categories.iter().flatten() {
+            if crate::domain::Category::from_key(key).is_none() {
+                p.push(format!(
+                    "rules.priority_categories: {key:?} is not a category key (one of {})",
+                    crate::domain::Category::ALL.map(|c| c.key()).join(", ")
+                ));
+            }
         }
         if self.lines.is_empty() {
             p.push("lines: at least one [[lines]] table is needed".into());

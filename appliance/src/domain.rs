@@ -233,6 +233,8 @@ pub struct XrayScan {
     pub scan_id: String,
     /// The image file (pseudo-colour RGB).
     pub path: PathBuf,
+    /// When the file was complete in the drop folder: where decision latency starts.
+    pub completed: std::time::Instant,
     /// The waybill the X-ray machine knew, from the sidecar or the file name.
     pub waybill: Option<WaybillNo>,
     /// When the machine captured it (sidecar), else when the file was complete.
@@ -289,24 +291,50 @@ impl Decision {
 pub enum ReasonCode {
     RealNameMissing,
     RealNameInvalid,
+    WatchlistedSender,
+    DeclaredMismatch,
     CounterfeitSuspected,
+    SplitShipment,
+    ValueImplausible,
     NoRead,
     NoImage,
     ImageUnreadable,
     ScreeningFailed,
+    DecisionLate,
 }
 
 impl ReasonCode {
+    /// Every code.
+    pub const ALL: [ReasonCode; 12] = [
+        ReasonCode::RealNameMissing,
+        ReasonCode::RealNameInvalid,
+        ReasonCode::WatchlistedSender,
+        ReasonCode::DeclaredMismatch,
+        ReasonCode::CounterfeitSuspected,
+        ReasonCode::SplitShipment,
+        ReasonCode::ValueImplausible,
+        ReasonCode::NoRead,
+        ReasonCode::NoImage,
+        ReasonCode::ImageUnreadable,
+        ReasonCode::ScreeningFailed,
+        ReasonCode::DecisionLate,
+    ];
+
     /// The code as it appears on the wire.
     pub fn key(self) -> &'static str {
         match self {
             ReasonCode::RealNameMissing => "real_name_missing",
             ReasonCode::RealNameInvalid => "real_name_invalid",
+            ReasonCode::WatchlistedSender => "watchlisted_sender",
+            ReasonCode::DeclaredMismatch => "declared_mismatch",
             ReasonCode::CounterfeitSuspected => "counterfeit_suspected",
+            ReasonCode::SplitShipment => "split_shipment",
+            ReasonCode::ValueImplausible => "value_implausible",
             ReasonCode::NoRead => "no_read",
             ReasonCode::NoImage => "no_image",
             ReasonCode::ImageUnreadable => "image_unreadable",
             ReasonCode::ScreeningFailed => "screening_failed",
+            ReasonCode::DecisionLate => "decision_late",
         }
     }
 }

@@ -55,6 +55,10 @@ enum Command {
         /// Print the summary as one JSON object on stdout.
         #[arg(long)]
         json: bool,
+        /// Traffic at the rates of published pilots (about 0.5 % flagged) instead of the
+        /// showcase, which has every reason within the first 100 parcels.
+        #[arg(long)]
+        realistic: bool,
     },
     /// Configuration tools.
     Config {
@@ -77,6 +81,13 @@ enum Command {
         /// The model folder (default: the bundled reference model).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Take the rules (watch-list, dictionary, policy, thresholds) from this configuration.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Keep split-shipment history in this store folder (not one a running appliance
+        /// uses), so that repeated runs see a sender's earlier parcels.
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
     /// Dataset tools.
     Dataset {
@@ -168,6 +179,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             console,
             model,
             json,
+            realistic,
         } => {
             if !(rate > 0.0 && rate <= 100.0) {
                 bail!(
@@ -185,6 +197,11 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 broker,
                 console,
                 model_dir: model,
+                mix: if realistic {
+                    screenline::demo::traffic::Mix::Realistic
+                } else {
+                    screenline::demo::traffic::Mix::Showcase
+                },
             };
             let summary = runtime()?.block_on(screenline::demo::run(opts, json))?;
             if json {
@@ -217,7 +234,9 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             waybill,
             image,
             model,
-        } => screen(waybill, image, model),
+            config,
+            data,
+        } => screen(waybill, image, model, config, data),
         Command::Dataset {
             command: DatasetCommand::Generate { out, count, seed },
         } => {
@@ -326,9 +345,34 @@ fn waybill_check(file: Option<PathBuf>, framing: FramingArg) -> anyhow::Result<(
     Ok(())
 }
 
-fn screen(waybill: PathBuf, image: PathBuf, model: Option<PathBuf>) -> anyhow::Result<()> {
+fn screen(
+    waybill: PathBuf,
+    image: PathBuf,
+    model: Option<PathBuf>,
+    config: Option<PathBuf>,
+    data: Option<PathBuf>,
+) -> anyhow::Result<()> {
     use screenline::domain::{Parcel, XrayScan};
     use screenline::screen::model::{default_model_dir, init_runtime, Model};
+    use screenline::screen::rules::{MemoryLedger, RuleSet};
+    use screenline::store::{KeyedHasher, Store};
+    let config = config.map(|c| Config::load(&c)).transpose()?;
+    let rules_config = config.as_ref().map(|c| c.rules.clone()).unwrap_or_default();
+    let store = data.map(|d| Store::open(&d)).transpose()?;
+    let mut rules = match &store {
+        Some(s) => RuleSet::load(
+            &rules_config,
+            s.hasher().clone(),
+            Box::new(s.split_ledger()),
+        ),
+        None => RuleSet::load(
+            &rules_config,
+            KeyedHasher::random(),
+            Box::new(MemoryLedger::default()),
+        ),
+    }
+    .context("loading the rules")?;
+    let model = model.or_else(|| config.as_ref().and_then(|c| c.model.dir.clone()));
     let text = std::fs::read_to_string(&waybill)
         .with_context(|| format!("reading {}", waybill.display()))?;
     let record = parse_record(&text, today())
@@ -340,7 +384,11 @@ fn screen(waybill: PathBuf, image: PathBuf, model: Option<PathBuf>) -> anyhow::R
         Some(d) => d,
         None => default_model_dir().context("no model folder found: pass --model DIR")?,
     };
-    let env = init_runtime(None)?;
+    let env = init_runtime(
+        config
+            .as_ref()
+            .and_then(|c| c.model.ort_dylib_path.as_deref()),
+    )?;
     let mut model = Model::load(&dir, &env, 1)?;
     let now = std::time::SystemTime::now();
     let parcel = Parcel {
@@ -354,13 +402,17 @@ fn screen(waybill: PathBuf, image: PathBuf, model: Option<PathBuf>) -> anyhow::R
                 .unwrap_or("scan")
                 .into(),
             path: image,
+            completed: std::time::Instant::now(),
             waybill: Some(record.waybill.waybill.clone()),
             captured_at: now,
         }),
         waybill: Some(record.waybill),
         findings: record.findings,
     };
-    let s = screenline::screen::screen_parcel(&mut model, parcel);
+    let s = screenline::screen::screen_parcel(&mut model, &mut rules, parcel);
+    if let Some(store) = &store {
+        store.flush_blocking()?;
+    }
     let out = serde_json::json!({
         "decision": s.decision,
         "reasons": s.reasons,

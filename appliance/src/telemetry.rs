@@ -38,9 +38,13 @@ pub struct ParcelSummary {
     pub outcome: Option<String>,
 }
 
+/// Samples kept per latency series.
+const SAMPLES: usize = 4096;
+
 #[derive(Default)]
 struct Inner {
     counters: BTreeMap<String, u64>,
+    samples: BTreeMap<String, VecDeque<u64>>,
     links: BTreeMap<String, LinkState>,
     recent: VecDeque<ParcelSummary>,
 }
@@ -73,6 +77,30 @@ impl Telemetry {
         self.with(|i| {
             i.counters.insert(name.to_owned(), v);
         });
+    }
+
+    /// Records one sample of a series (e.g. a latency in µs); the latest few thousand are kept.
+    pub fn observe(&self, name: &str, value: u64) {
+        self.with(|i| {
+            let s = i.samples.entry(name.to_owned()).or_default();
+            if s.len() == SAMPLES {
+                s.pop_front();
+            }
+            s.push_back(value);
+        });
+    }
+
+    /// The `q`-quantile (0..=1) of a series' kept samples, if it has any.
+    pub fn quantile(&self, name: &str, q: f64) -> Option<u64> {
+        self.with(|i| {
+            let mut v: Vec<u64> = i.samples.get(name)?.iter().copied().collect();
+            if v.is_empty() {
+                return None;
+            }
+            v.sort_unstable();
+            let idx = ((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+            v.get(idx).copied()
+        })
     }
 
     /// Reads a counter (0 if never touched).

@@ -9,7 +9,7 @@
 pub mod traffic;
 
 use crate::app::Appliance;
-use crate::config::{Config, ConsoleConfig, LineConfig, ModelConfig, MqttConfig};
+use crate::config::{Config, ConsoleConfig, LineConfig, ModelConfig, MqttConfig, RulesConfig};
 use crate::line::waybill::Framing;
 use anyhow::Context;
 use screenline_emulator::pty::Pty;
@@ -31,6 +31,7 @@ pub struct DemoOptions {
     pub broker: Option<String>,
     pub console: SocketAddr,
     pub model_dir: Option<PathBuf>,
+    pub mix: traffic::Mix,
 }
 
 /// The demo's closing summary (`--json` prints exactly this).
@@ -134,6 +135,12 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
         });
     }
 
+    let watchlist = root.join("watchlist.json");
+    std::fs::write(&watchlist, traffic::watchlist(opts.seed).to_string())?;
+    let belt = BeltConfig::default();
+    // The belt time from the photo-eye to the controller's decision point.
+    let deadline_ms = u64::from(belt.eye_to_gate_mm - belt.decision_margin_mm) * 1000
+        / u64::from(belt.belt_mm_per_s);
     let config = Config {
         site_id: "DEMO".into(),
         appliance_id: "demo-01".into(),
@@ -149,6 +156,10 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
         console: ConsoleConfig {
             listen: opts.console,
         },
+        rules: RulesConfig {
+            watchlist_file: Some(watchlist),
+            ..RulesConfig::default()
+        },
         lines: lines
             .iter()
             .map(|l| LineConfig {
@@ -163,6 +174,7 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
                 read_window_ms: 150,
                 image_delay_ms: IMAGE_DELAY.as_millis() as u64,
                 image_window_ms: 200,
+                decision_deadline_ms: deadline_ms,
             })
             .collect(),
     };
@@ -249,6 +261,7 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
 struct Feeder {
     line: usize,
     seed: u64,
+    mix: traffic::Mix,
     rate: f64,
     count: Option<u64>,
     reader: std::fs::File,
@@ -261,6 +274,7 @@ fn feed_line(k: usize, l: &SimLine, opts: &DemoOptions) -> anyhow::Result<Feeder
     Ok(Feeder {
         line: k,
         seed: opts.seed,
+        mix: opts.mix,
         rate: opts.rate,
         count: opts.parcels,
         reader: l.reader.master()?,
@@ -284,7 +298,7 @@ impl Feeder {
                 std::thread::sleep(wait.min(Duration::from_millis(100)));
                 continue;
             }
-            let p = traffic::parcel(self.seed, self.line, n);
+            let p = traffic::parcel(self.mix, self.seed, self.line, n);
             if let Some(record) = &p.reader_record {
                 if let Err(e) = self.reader.write_all(format!("{record}\r\n").as_bytes()) {
                     tracing::warn!(error = %e, "demo reader write failed");

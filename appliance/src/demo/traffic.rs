@@ -15,6 +15,8 @@ pub struct SimParcel {
     /// The generator's spec and seed for the image, or `None` for a missed image.
     pub image: Option<(xraygen::ParcelSpec, u64)>,
     pub length_mm: u32,
+    /// What it is meant to show.
+    pub kind: Kind,
 }
 
 const SURNAMES: [&str; 12] = [
@@ -74,8 +76,94 @@ pub fn resident_id(rng: &mut impl Rng, area: &str) -> String {
     format!("{body}{check}")
 }
 
-/// The showcase mix: every kind of finding appears within the first hundred parcels.
-pub fn parcel(seed: u64, line: usize, n: u64) -> SimParcel {
+/// What a simulated parcel is meant to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Clean,
+    Counterfeit,
+    BareNumber,
+    ForgedId,
+    Watchlisted,
+    DeclaredMismatch,
+    LowValue,
+    RepeatSender,
+    NoRead,
+    NoImage,
+}
+
+/// The traffic's mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mix {
+    /// Every reason within the first hundred parcels of each line.
+    Showcase,
+    /// Rates like those of published pilots: about 0.5 % of parcels flagged.
+    Realistic,
+}
+
+/// In the showcase, each block of 20 parcels holds one of each of these, in a shuffled order.
+const SHOWCASE: [Kind; 9] = [
+    Kind::Counterfeit,
+    Kind::BareNumber,
+    Kind::ForgedId,
+    Kind::Watchlisted,
+    Kind::DeclaredMismatch,
+    Kind::LowValue,
+    Kind::RepeatSender,
+    Kind::NoRead,
+    Kind::NoImage,
+];
+
+fn kind(mix: Mix, seed: u64, line: usize, n: u64, rng: &mut ChaCha8Rng) -> Kind {
+    match mix {
+        Mix::Showcase => {
+            let block = n / 20;
+            let mut order: Vec<usize> = (0..20).collect();
+            let mut brng = ChaCha8Rng::seed_from_u64(seed ^ ((line as u64) << 40) ^ block);
+            for i in (1..order.len()).rev() {
+                order.swap(i, brng.gen_range(0..=i));
+            }
+            let slot = order[(n % 20) as usize];
+            SHOWCASE.get(slot).copied().unwrap_or(Kind::Clean)
+        }
+        Mix::Realistic => {
+            // Per mille: counterfeit 2, bare 1, forged 0.5, watch-list 0.5, mismatch 1,
+            // low value 3 (count only), no read 3, no image 2.
+            let r: f64 = rng.gen::<f64>() * 1000.0;
+            match r {
+                r if r < 2.0 => Kind::Counterfeit,
+                r if r < 3.0 => Kind::BareNumber,
+                r if r < 3.5 => Kind::ForgedId,
+                r if r < 4.0 => Kind::Watchlisted,
+                r if r < 5.0 => Kind::DeclaredMismatch,
+                r if r < 8.0 => Kind::LowValue,
+                r if r < 11.0 => Kind::NoRead,
+                r if r < 13.0 => Kind::NoImage,
+                _ => Kind::Clean,
+            }
+        }
+    }
+}
+
+/// A sender the demo's watch-list names.
+pub fn watchlisted_sender(seed: u64) -> (String, String) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5741_5443_484C_4953);
+    (resident_id(&mut rng, "440305"), "13700137000".to_owned())
+}
+
+/// The sender who ships the same goods again and again.
+fn repeat_sender(seed: u64) -> String {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5245_5045_4154);
+    resident_id(&mut rng, "330106")
+}
+
+/// The demo's watch-list file content.
+pub fn watchlist(seed: u64) -> serde_json::Value {
+    let (id, phone) = watchlisted_sender(seed);
+    json!({"version": "demo-1", "id_numbers": [id], "phones": [phone], "agreement_customers": ["C-WATCH-01"]})
+}
+
+/// One simulated parcel of line `line`, number `n`.
+pub fn parcel(mix: Mix, seed: u64, line: usize, n: u64) -> SimParcel {
     let mut rng = ChaCha8Rng::seed_from_u64(
         seed ^ ((line as u64) << 48) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
     );
@@ -85,42 +173,56 @@ pub fn parcel(seed: u64, line: usize, n: u64) -> SimParcel {
         line % 100,
         n % 10_000_000
     );
-    let category = rng.gen_range(0..xraygen::CATEGORY_KEYS.len());
-    let roll: f64 = rng.gen();
-    // Cumulative shares: counterfeit 15 %, bare number 8 %, forged ID 7 %, missed read 5 %,
-    // missed image 5 %, the rest clean.
-    let counterfeit = roll < 0.15;
-    let bare = (0.15..0.23).contains(&roll);
-    let forged = (0.23..0.30).contains(&roll);
-    let no_read = (0.30..0.35).contains(&roll);
-    let no_image = (0.35..0.40).contains(&roll);
-
+    let kind = kind(mix, seed, line, n, &mut rng);
+    // Categories with a value floor, so that a low declared value is always implausible.
+    let mut category = rng.gen_range(0..xraygen::CATEGORY_KEYS.len());
+    if kind == Kind::LowValue && matches!(xraygen::CATEGORY_KEYS[category], "other" | "ppe") {
+        category = 5;
+    }
+    if kind == Kind::RepeatSender {
+        category = 5;
+    }
     let (area, address) = AREAS[rng.gen_range(0..AREAS.len())];
     let mut id = resident_id(&mut rng, area);
-    if forged {
-        // Break the check character, as a hand-edited ID would.
-        let last = if id.ends_with('0') { '1' } else { '0' };
-        id.pop();
-        id.push(last);
+    let mut phone = format!("13{:09}", rng.gen_range(0..1_000_000_000u32));
+    match kind {
+        Kind::ForgedId => {
+            // Break the check character, as a hand-edited ID would.
+            let last = if id.ends_with('0') { '1' } else { '0' };
+            id.pop();
+            id.push(last);
+        }
+        Kind::Watchlisted => (id, phone) = watchlisted_sender(seed),
+        Kind::RepeatSender => id = repeat_sender(seed),
+        _ => {}
     }
     let name = format!(
         "{}{}",
         SURNAMES[rng.gen_range(0..SURNAMES.len())],
         GIVEN[rng.gen_range(0..GIVEN.len())]
     );
-    let (goods, declared_category, value) = declared_goods(category);
+    let declared_as = if kind == Kind::DeclaredMismatch {
+        (category + 1 + rng.gen_range(0..14)) % xraygen::CATEGORY_KEYS.len()
+    } else {
+        category
+    };
+    let (goods, declared_category, mut value) = declared_goods(declared_as);
+    let counterfeit = kind == Kind::Counterfeit;
     let quantity = if counterfeit {
         rng.gen_range(6..=12)
     } else {
         1
     };
-    let record = if bare {
+    if kind == Kind::LowValue {
+        value = 1.0;
+    }
+    let record = if kind == Kind::BareNumber {
         waybill_no.clone()
     } else {
         json!({
             "waybill": waybill_no,
             "sender": {"name": name, "id_type": "resident_id", "id_number": id,
-                       "phone": format!("13{:09}", rng.gen_range(0..1_000_000_000u32)),
+                       "phone": phone,
                        "address": format!("{address}某某路{}号", rng.gen_range(1..300))},
             "recipient": {"name": format!("{}{}", SURNAMES[rng.gen_range(0..SURNAMES.len())], GIVEN[rng.gen_range(0..GIVEN.len())]),
                           "phone": format!("139{:08}", rng.gen_range(0..100_000_000u32)),
@@ -133,8 +235,8 @@ pub fn parcel(seed: u64, line: usize, n: u64) -> SimParcel {
     };
     SimParcel {
         waybill_no,
-        reader_record: (!no_read).then_some(record),
-        image: (!no_image).then(|| {
+        reader_record: (kind != Kind::NoRead).then_some(record),
+        image: (kind != Kind::NoImage).then(|| {
             (
                 xraygen::ParcelSpec {
                     category,
@@ -144,6 +246,7 @@ pub fn parcel(seed: u64, line: usize, n: u64) -> SimParcel {
             )
         }),
         length_mm: rng.gen_range(250..600),
+        kind,
     }
 }
 
@@ -162,17 +265,40 @@ mod tests {
     }
 
     #[test]
-    fn traffic_is_deterministic_and_mixed() {
-        assert_eq!(parcel(1, 0, 5), parcel(1, 0, 5));
-        let ps: Vec<_> = (0..100).map(|n| parcel(1, 0, n)).collect();
-        assert!(ps.iter().any(|p| p.reader_record.is_none()));
-        assert!(ps.iter().any(|p| p.image.is_none()));
-        assert!(ps
-            .iter()
-            .any(|p| p.image.is_some_and(|(s, _)| s.counterfeit)));
-        assert!(ps.iter().any(|p| p
-            .reader_record
-            .as_deref()
-            .is_some_and(|r| !r.starts_with('{'))));
+    fn traffic_is_deterministic() {
+        assert_eq!(
+            parcel(Mix::Showcase, 1, 0, 5),
+            parcel(Mix::Showcase, 1, 0, 5)
+        );
+        assert_ne!(
+            parcel(Mix::Showcase, 1, 0, 5),
+            parcel(Mix::Showcase, 2, 0, 5)
+        );
+    }
+
+    #[test]
+    fn the_showcase_has_every_kind_in_each_block_of_twenty() {
+        for line in 0..3 {
+            for block in 0..5u64 {
+                let kinds: Vec<Kind> = (block * 20..block * 20 + 20)
+                    .map(|n| parcel(Mix::Showcase, 9, line, n).kind)
+                    .collect();
+                for k in SHOWCASE {
+                    assert_eq!(
+                        kinds.iter().filter(|x| **x == k).count(),
+                        1,
+                        "{k:?} in {kinds:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn realistic_traffic_is_mostly_clean() {
+        let clean = (0..20_000)
+            .filter(|n| parcel(Mix::Realistic, 1, 0, *n).kind == Kind::Clean)
+            .count();
+        assert!((19_650..19_850).contains(&clean), "{clean}");
     }
 }

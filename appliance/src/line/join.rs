@@ -266,6 +266,7 @@ mod tests {
         XrayScan {
             scan_id: id.into(),
             path: PathBuf::from(format!("{id}.png")),
+            completed: Instant::now(),
             waybill: waybill.map(|w| WaybillNo::parse(w).expect("valid")),
             captured_at: SystemTime::UNIX_EPOCH,
         }

@@ -162,6 +162,7 @@ fn scan_for(path: &Path, telemetry: &Telemetry) -> XrayScan {
     let mut scan = XrayScan {
         scan_id,
         path: path.to_owned(),
+        completed: Instant::now(),
         waybill: None,
         captured_at: SystemTime::now(),
     };

@@ -62,7 +62,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<image::RgbImage, String> {
 }
 
 /// Screens one parcel: the same path for the line and for `screenline screen`.
-pub fn screen_parcel(model: &mut Model, parcel: Parcel) -> Screened {
+pub fn screen_parcel(model: &mut Model, rules: &mut rules::RuleSet, parcel: Parcel) -> Screened {
     let mut evidence = None;
     let mut scores = None;
     let mut problems: Vec<Reason> = Vec::new();
@@ -88,7 +88,8 @@ pub fn screen_parcel(model: &mut Model, parcel: Parcel) -> Screened {
             }
         }
     }
-    let (decision, reasons) = rules::decide(&parcel, scores.as_ref(), model, problems);
+    let (decision, reasons) =
+        rules.apply(&parcel, scores.as_ref(), &|c| model.threshold(c), problems);
     let evidence = evidence.map(|(bytes, sha256, rgb)| Evidence {
         thumbnail_jpeg: (decision == Decision::Flag)
             .then(|| thumbnail(&rgb))
@@ -131,6 +132,7 @@ fn thumbnail(rgb: &image::RgbImage) -> Option<Vec<u8>> {
 /// Runs screening on its own thread until the parcel channel closes.
 pub fn spawn(
     mut model: Model,
+    mut rules: rules::RuleSet,
     mut parcels: mpsc::Receiver<crate::domain::Parcel>,
     screened: mpsc::Sender<Screened>,
     telemetry: Arc<Telemetry>,
@@ -140,7 +142,7 @@ pub fn spawn(
         .spawn(move || {
             while let Some(parcel) = parcels.blocking_recv() {
                 let started = std::time::Instant::now();
-                let s = screen_parcel(&mut model, parcel);
+                let s = screen_parcel(&mut model, &mut rules, parcel);
                 telemetry.set(
                     "screen.last_latency_us",
                     u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),

@@ -1,22 +1,537 @@
-//! The rules and the decision policy: from a parcel, its real-name findings and the model's
-//! scores to a [`Decision`] with reasons a person can read.
+//! The rules and the decision policy: what the image cannot see — real name, watch-lists,
+//! declared goods, split shipments, declared value — turned into reasons a person can read,
+//! and the reasons into a [`Decision`].
 //!
-//! Policy: a reason the regulator must hear of (real-name missing or invalid, counterfeit
-//! suspected) flags the parcel; a parcel the appliance could not judge (no read, no image,
-//! unreadable image, classifier failure) goes to manual inspection; otherwise it is cleared.
-//! Nothing is flagged without a reason.
+//! The policy is a table from reason code to action (flag, manual, count-only) and a pure
+//! function over it. The rule data — goods dictionary, value floors, watch-list — are data
+//! files; the split-shipment history sits behind [`SplitLedger`] (the store keeps it on disk,
+//! so the window survives restarts).
 
-use super::model::Model;
-use crate::domain::{Decision, Lang, Parcel, Reason, ReasonCode, Scores};
+use crate::domain::{Category, Decision, Lang, Parcel, Reason, ReasonCode, Scores};
+use crate::store::KeyedHasher;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+use thiserror::Error;
 
-/// Whether a reason code flags (reports) a parcel.
-pub fn flags(code: ReasonCode) -> bool {
-    matches!(
-        code,
-        ReasonCode::RealNameMissing
-            | ReasonCode::RealNameInvalid
-            | ReasonCode::CounterfeitSuspected
-    )
+/// What a reason does to a parcel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Divert and report to the regulator.
+    Flag,
+    /// Divert for manual inspection.
+    Manual,
+    /// Record and count only.
+    Count,
+}
+
+/// The decision policy: an action for every reason code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy(BTreeMap<ReasonCode, Action>);
+
+impl Default for Policy {
+    fn default() -> Self {
+        use ReasonCode::*;
+        Policy(
+            ReasonCode::ALL
+                .into_iter()
+                .map(|c| {
+                    let a = match c {
+                        RealNameMissing | RealNameInvalid | WatchlistedSender
+                        | DeclaredMismatch | CounterfeitSuspected | SplitShipment => Action::Flag,
+                        // A low declared value alone is weak evidence: it is recorded and
+                        // shown with the other reasons, and counted.
+                        ValueImplausible => Action::Count,
+                        NoRead | NoImage | ImageUnreadable | ScreeningFailed | DecisionLate => {
+                            Action::Manual
+                        }
+                    };
+                    (c, a)
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Policy {
+    /// The default policy with `overrides` applied.
+    pub fn with_overrides(overrides: &BTreeMap<ReasonCode, Action>) -> Policy {
+        let mut p = Policy::default();
+        p.0.extend(overrides.iter().map(|(c, a)| (*c, *a)));
+        p
+    }
+
+    /// The action for a code.
+    pub fn action(&self, code: ReasonCode) -> Action {
+        self.0.get(&code).copied().unwrap_or(Action::Manual)
+    }
+
+    /// The decision for a set of reasons: any flag flags; else any manual sends to manual
+    /// inspection; count-only reasons never change the decision.
+    pub fn decide(&self, reasons: &[Reason]) -> Decision {
+        let actions: Vec<Action> = reasons.iter().map(|r| self.action(r.code)).collect();
+        if actions.contains(&Action::Flag) {
+            Decision::Flag
+        } else if actions.contains(&Action::Manual) {
+            Decision::Manual
+        } else {
+            Decision::Clear
+        }
+    }
+}
+
+/// Rule data that could not be loaded.
+#[derive(Debug, Error)]
+pub enum RuleDataError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what}: {why}")]
+    Invalid { what: String, why: String },
+}
+
+fn read(path: &Path) -> Result<String, RuleDataError> {
+    std::fs::read_to_string(path).map_err(|source| RuleDataError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn category(key: &str, what: &str) -> Result<Category, RuleDataError> {
+    Category::from_key(key).ok_or_else(|| RuleDataError::Invalid {
+        what: what.to_owned(),
+        why: format!("{key:?} is not a category key"),
+    })
+}
+
+/// Declared goods words (zh and en) → category.
+#[derive(Debug, Clone)]
+pub struct GoodsDictionary {
+    /// Lower-case terms, longest first.
+    terms: Vec<(String, Category)>,
+}
+
+/// The dictionary shipped with the appliance.
+pub const DEFAULT_DICTIONARY: &str = include_str!("../../data/goods_dictionary.toml");
+/// The value floors shipped with the appliance.
+pub const DEFAULT_VALUE_FLOORS: &str = include_str!("../../data/value_floors.toml");
+
+impl GoodsDictionary {
+    /// Parses a dictionary file's text.
+    pub fn parse(text: &str, what: &str) -> Result<GoodsDictionary, RuleDataError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            categories: BTreeMap<String, Vec<String>>,
+        }
+        let f: File = toml::from_str(text).map_err(|e| RuleDataError::Invalid {
+            what: what.to_owned(),
+            why: e.to_string(),
+        })?;
+        let mut terms = Vec::new();
+        for (key, words) in f.categories {
+            let c = category(&key, what)?;
+            terms.extend(words.into_iter().map(|w| (w.to_lowercase(), c)));
+        }
+        terms.sort_by_key(|t| std::cmp::Reverse(t.0.chars().count()));
+        Ok(GoodsDictionary { terms })
+    }
+
+    /// The category a declared text names, by its longest matching term.
+    pub fn classify(&self, text: &str) -> Option<Category> {
+        let text = text.to_lowercase();
+        self.terms
+            .iter()
+            .find(|(t, _)| text.contains(t.as_str()))
+            .map(|(_, c)| *c)
+    }
+}
+
+/// Per-category floors of plausible declared value, CNY per item.
+#[derive(Debug, Clone)]
+pub struct ValueFloors(BTreeMap<Category, f64>);
+
+impl ValueFloors {
+    /// Parses a value-floors file's text.
+    pub fn parse(text: &str, what: &str) -> Result<ValueFloors, RuleDataError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            floors_cny: BTreeMap<String, f64>,
+        }
+        let f: File = toml::from_str(text).map_err(|e| RuleDataError::Invalid {
+            what: what.to_owned(),
+            why: e.to_string(),
+        })?;
+        let mut floors = BTreeMap::new();
+        for (key, v) in f.floors_cny {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(RuleDataError::Invalid {
+                    what: what.to_owned(),
+                    why: format!("{key} = {v}: a floor is a non-negative amount of CNY"),
+                });
+            }
+            floors.insert(category(&key, what)?, v);
+        }
+        Ok(ValueFloors(floors))
+    }
+
+    fn floor(&self, c: Category) -> f64 {
+        self.0.get(&c).copied().unwrap_or(0.0)
+    }
+}
+
+/// The regulator's watch-list, held only as keyed hashes.
+#[derive(Debug, Clone, Default)]
+pub struct Watchlist {
+    pub version: String,
+    ids: HashSet<String>,
+    phones: HashSet<String>,
+    customers: HashSet<String>,
+}
+
+/// The watch-list file (and the regulator's command payload), as plain values.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchlistFile {
+    pub version: String,
+    #[serde(default)]
+    pub id_numbers: Vec<String>,
+    #[serde(default)]
+    pub phones: Vec<String>,
+    #[serde(default)]
+    pub agreement_customers: Vec<String>,
+}
+
+impl Watchlist {
+    /// Hashes the plain values; nothing plain is kept.
+    pub fn from_file(file: WatchlistFile, hasher: &KeyedHasher) -> Watchlist {
+        let h = |v: Vec<String>| -> HashSet<String> {
+            v.iter().map(|x| hasher.hash(x.trim())).collect()
+        };
+        Watchlist {
+            version: file.version,
+            ids: h(file.id_numbers),
+            phones: h(file.phones),
+            customers: h(file.agreement_customers),
+        }
+    }
+
+    /// Loads a watch-list file (JSON).
+    pub fn load(path: &Path, hasher: &KeyedHasher) -> Result<Watchlist, RuleDataError> {
+        let file: WatchlistFile =
+            serde_json::from_str(&read(path)?).map_err(|e| RuleDataError::Invalid {
+                what: path.display().to_string(),
+                why: e.to_string(),
+            })?;
+        Ok(Watchlist::from_file(file, hasher))
+    }
+
+    /// Entries on the list.
+    pub fn len(&self) -> usize {
+        self.ids.len() + self.phones.len() + self.customers.len()
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The split-shipment history: parcels per sender identity and category over time.
+pub trait SplitLedger: Send {
+    /// Records a parcel of `identity` (a keyed hash) and `category` at `at`, forgets what is
+    /// older than `window`, and returns how many parcels are in the window, this one included.
+    fn record(
+        &mut self,
+        identity: &str,
+        category: Category,
+        at: SystemTime,
+        window: Duration,
+    ) -> usize;
+}
+
+/// A ledger in memory, for offline screening and tests.
+#[derive(Debug, Default)]
+pub struct MemoryLedger(BTreeMap<(String, Category), Vec<SystemTime>>);
+
+impl SplitLedger for MemoryLedger {
+    fn record(&mut self, identity: &str, c: Category, at: SystemTime, window: Duration) -> usize {
+        let v = self.0.entry((identity.to_owned(), c)).or_default();
+        v.retain(|t| at.duration_since(*t).map_or(true, |age| age <= window));
+        v.push(at);
+        v.len()
+    }
+}
+
+/// Rule settings from the configuration.
+#[derive(Debug, Clone)]
+pub struct RuleSettings {
+    pub policy: Policy,
+    /// Categories the counterfeit rule applies to.
+    pub priority: BTreeSet<Category>,
+    /// Model confidence above which a declared category that differs is a mismatch.
+    pub mismatch_confidence: f32,
+    /// Parcels of one identity and category that make a split shipment.
+    pub split_min_parcels: usize,
+    /// The split-shipment window.
+    pub split_window: Duration,
+}
+
+impl Default for RuleSettings {
+    fn default() -> Self {
+        RuleSettings {
+            policy: Policy::default(),
+            priority: Category::ALL.into_iter().collect(),
+            mismatch_confidence: 0.8,
+            split_min_parcels: 5,
+            split_window: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl RuleSettings {
+    /// The settings a configuration asks for.
+    pub fn from_config(c: &crate::config::RulesConfig) -> RuleSettings {
+        RuleSettings {
+            policy: Policy::with_overrides(&c.policy),
+            priority: match &c.priority_categories {
+                Some(keys) => keys.iter().filter_map(|k| Category::from_key(k)).collect(),
+                None => Category::ALL.into_iter().collect(),
+            },
+            mismatch_confidence: c.mismatch_confidence,
+            split_min_parcels: c.split_min_parcels,
+            split_window: Duration::from_secs_f64(c.split_window_hours * 3600.0),
+        }
+    }
+}
+
+/// Everything the rules need, owned by the screening stage.
+pub struct RuleSet {
+    pub settings: RuleSettings,
+    pub dictionary: GoodsDictionary,
+    pub floors: ValueFloors,
+    pub watchlist: Watchlist,
+    pub hasher: KeyedHasher,
+    pub ledger: Box<dyn SplitLedger>,
+}
+
+impl RuleSet {
+    /// Rules as a configuration asks for, with the given hasher and ledger.
+    pub fn load(
+        c: &crate::config::RulesConfig,
+        hasher: KeyedHasher,
+        ledger: Box<dyn SplitLedger>,
+    ) -> Result<RuleSet, RuleDataError> {
+        let text = |p: &Option<std::path::PathBuf>,
+                    default: &str|
+         -> Result<(String, String), RuleDataError> {
+            match p {
+                Some(p) => Ok((read(p)?, p.display().to_string())),
+                None => Ok((default.to_owned(), "built-in".to_owned())),
+            }
+        };
+        let (d, dname) = text(&c.dictionary_file, DEFAULT_DICTIONARY)?;
+        let (f, fname) = text(&c.value_floors_file, DEFAULT_VALUE_FLOORS)?;
+        let watchlist = match &c.watchlist_file {
+            Some(p) => Watchlist::load(p, &hasher)?,
+            None => Watchlist::default(),
+        };
+        Ok(RuleSet {
+            settings: RuleSettings::from_config(c),
+            dictionary: GoodsDictionary::parse(&d, &dname)?,
+            floors: ValueFloors::parse(&f, &fname)?,
+            watchlist,
+            hasher,
+            ledger,
+        })
+    }
+
+    /// Applies every rule and the policy.
+    pub fn apply(
+        &mut self,
+        parcel: &Parcel,
+        scores: Option<&Scores>,
+        threshold: &dyn Fn(Category) -> f32,
+        problems: Vec<Reason>,
+    ) -> (Decision, Vec<Reason>) {
+        let mut reasons = Vec::new();
+        if parcel.waybill.is_none() {
+            reasons.push(Reason::new(
+                ReasonCode::NoRead,
+                "未读到面单",
+                "no waybill was read for this parcel",
+            ));
+        }
+        if parcel.scan.is_none() {
+            reasons.push(Reason::new(
+                ReasonCode::NoImage,
+                "没有对应的 X 光图像",
+                "no X-ray image was joined to this parcel",
+            ));
+        }
+        reasons.extend(parcel.findings.iter().cloned());
+        reasons.extend(problems);
+        self.watchlist_rule(parcel, &mut reasons);
+        let seen = scores.and_then(|s| s.top());
+        let declared = self.declared_category(parcel);
+        if let (Some(s), Some((top, p))) = (scores, seen) {
+            let threshold = threshold(top);
+            if self.settings.priority.contains(&top) && s.counterfeit >= threshold {
+                reasons.push(Reason::new(
+                    ReasonCode::CounterfeitSuspected,
+                    format!(
+                        "疑似侵权假冒商品：{}，可疑度 {:.2}（阈值 {:.2}）",
+                        top.label(Lang::Zh),
+                        s.counterfeit,
+                        threshold
+                    ),
+                    format!(
+                        "suspected counterfeit {}: score {:.2} (threshold {:.2})",
+                        top.label(Lang::En),
+                        s.counterfeit,
+                        threshold
+                    ),
+                ));
+            }
+            if let Some(d) = declared {
+                if d != top && p >= self.settings.mismatch_confidence {
+                    reasons.push(Reason::new(
+                        ReasonCode::DeclaredMismatch,
+                        format!(
+                            "申报品名为{}，X 光图像显示为{}（置信度 {:.2}）",
+                            d.label(Lang::Zh),
+                            top.label(Lang::Zh),
+                            p
+                        ),
+                        format!(
+                            "declared as {}, the X-ray image shows {} (confidence {:.2})",
+                            d.label(Lang::En),
+                            top.label(Lang::En),
+                            p
+                        ),
+                    ));
+                }
+            }
+        }
+        // What the parcel holds: what the model sees when it is sure, else what was declared.
+        let confident = seen.filter(|(_, p)| *p >= self.settings.mismatch_confidence);
+        let category = confident.map(|(c, _)| c).or(declared);
+        self.value_rule(parcel, category, &mut reasons);
+        self.split_rule(parcel, category, &mut reasons);
+        (self.settings.policy.decide(&reasons), reasons)
+    }
+
+    fn declared_category(&self, parcel: &Parcel) -> Option<Category> {
+        let d = parcel.waybill.as_ref()?.declared.as_ref()?;
+        Category::from_key(d.category.trim())
+            .or_else(|| self.dictionary.classify(&d.category))
+            .or_else(|| self.dictionary.classify(&d.goods))
+    }
+
+    fn watchlist_rule(&self, parcel: &Parcel, reasons: &mut Vec<Reason>) {
+        let Some(w) = &parcel.waybill else { return };
+        let wl = &self.watchlist;
+        let mut hits: Vec<(&str, &str)> = Vec::new();
+        if let Some(s) = &w.sender {
+            if !s.id_number.is_empty() && wl.ids.contains(&self.hasher.hash(s.id_number.trim())) {
+                hits.push(("证件号码", "ID number"));
+            }
+            if !s.phone.is_empty() && wl.phones.contains(&self.hasher.hash(s.phone.trim())) {
+                hits.push(("电话", "phone"));
+            }
+        }
+        if let Some(c) = &w.agreement_customer {
+            if wl.customers.contains(&self.hasher.hash(c.trim())) {
+                hits.push(("协议客户", "agreement customer"));
+            }
+        }
+        if !hits.is_empty() {
+            let zh: Vec<&str> = hits.iter().map(|h| h.0).collect();
+            let en: Vec<&str> = hits.iter().map(|h| h.1).collect();
+            reasons.push(Reason::new(
+                ReasonCode::WatchlistedSender,
+                format!(
+                    "寄件人在监管关注名单上（{}，名单版本 {}）",
+                    zh.join("、"),
+                    wl.version
+                ),
+                format!(
+                    "the sender is on the regulator's watch-list ({}, list version {})",
+                    en.join(", "),
+                    wl.version
+                ),
+            ));
+        }
+    }
+
+    fn value_rule(&self, parcel: &Parcel, category: Option<Category>, reasons: &mut Vec<Reason>) {
+        let (Some(c), Some(d)) = (
+            category,
+            parcel.waybill.as_ref().and_then(|w| w.declared.as_ref()),
+        ) else {
+            return;
+        };
+        let floor = self.floors.floor(c) * f64::from(d.quantity.max(1));
+        if d.value_cny < floor {
+            reasons.push(Reason::new(
+                ReasonCode::ValueImplausible,
+                format!(
+                    "申报价值 {:.2} 元低于{}的合理下限 {:.2} 元（{} 件）",
+                    d.value_cny,
+                    c.label(Lang::Zh),
+                    floor,
+                    d.quantity
+                ),
+                format!(
+                    "declared value CNY {:.2} is below the plausible floor for {} of CNY {:.2} ({} items)",
+                    d.value_cny,
+                    c.label(Lang::En),
+                    floor,
+                    d.quantity
+                ),
+            ));
+        }
+    }
+
+    fn split_rule(
+        &mut self,
+        parcel: &Parcel,
+        category: Option<Category>,
+        reasons: &mut Vec<Reason>,
+    ) {
+        let identity = parcel
+            .waybill
+            .as_ref()
+            .and_then(|w| w.sender.as_ref())
+            .map(|s| s.id_number.trim())
+            .filter(|id| !id.is_empty());
+        let (Some(id), Some(c)) = (identity, category) else {
+            return;
+        };
+        let key = self.hasher.hash(id);
+        let n = self
+            .ledger
+            .record(&key, c, parcel.entered_at, self.settings.split_window);
+        if n >= self.settings.split_min_parcels {
+            let hours = self.settings.split_window.as_secs_f64() / 3600.0;
+            reasons.push(Reason::new(
+                ReasonCode::SplitShipment,
+                format!(
+                    "疑似蚂蚁搬家：同一寄件人 {hours:.0} 小时内寄出 {n} 件{}",
+                    c.label(Lang::Zh)
+                ),
+                format!(
+                    "possible split shipment: the same sender sent {n} parcels of {} within {hours:.0} h",
+                    c.label(Lang::En)
+                ),
+            ));
+        }
+    }
 }
 
 /// The reason for an image that could not be read.
@@ -28,91 +543,15 @@ pub fn image_unreadable(why: &str) -> Reason {
     )
 }
 
-/// Applies the rules and the policy.
-pub fn decide(
-    parcel: &Parcel,
-    scores: Option<&Scores>,
-    model: &Model,
-    problems: Vec<Reason>,
-) -> (Decision, Vec<Reason>) {
-    let mut reasons = Vec::new();
-    if parcel.waybill.is_none() {
-        reasons.push(Reason::new(
-            ReasonCode::NoRead,
-            "未读到面单",
-            "no waybill was read for this parcel",
-        ));
-    }
-    if parcel.scan.is_none() {
-        reasons.push(Reason::new(
-            ReasonCode::NoImage,
-            "没有对应的 X 光图像",
-            "no X-ray image was joined to this parcel",
-        ));
-    }
-    reasons.extend(parcel.findings.iter().cloned());
-    reasons.extend(problems);
-    if let Some(s) = scores {
-        if let Some((category, _)) = s.top() {
-            let threshold = model.threshold(category);
-            if s.counterfeit >= threshold {
-                reasons.push(Reason::new(
-                    ReasonCode::CounterfeitSuspected,
-                    format!(
-                        "疑似侵权假冒商品：{}，可疑度 {:.2}（阈值 {:.2}）",
-                        category.label(Lang::Zh),
-                        s.counterfeit,
-                        threshold
-                    ),
-                    format!(
-                        "suspected counterfeit {}: score {:.2} (threshold {:.2})",
-                        category.label(Lang::En),
-                        s.counterfeit,
-                        threshold
-                    ),
-                ));
-            }
-        }
-    }
-    (policy(&reasons), reasons)
-}
-
-/// The decision policy over reason codes.
-pub fn policy(reasons: &[Reason]) -> Decision {
-    if reasons.iter().any(|r| flags(r.code)) {
-        Decision::Flag
-    } else if reasons.is_empty() {
-        Decision::Clear
-    } else {
-        Decision::Manual
-    }
+/// The reason for a decision that reached the line after the parcel's decision point.
+pub fn decision_late(late_by: Duration) -> Reason {
+    let ms = late_by.as_millis();
+    Reason::new(
+        ReasonCode::DecisionLate,
+        format!("判定晚到 {ms} 毫秒，包裹已由分拣控制器转人工"),
+        format!("the decision was {ms} ms late; the line controller sent the parcel to manual inspection"),
+    )
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn r(code: ReasonCode) -> Reason {
-        Reason::new(code, "", "")
-    }
-
-    #[test]
-    fn policy_table() {
-        use ReasonCode::*;
-        let table: &[(&[ReasonCode], Decision)] = &[
-            (&[], Decision::Clear),
-            (&[RealNameMissing], Decision::Flag),
-            (&[RealNameInvalid], Decision::Flag),
-            (&[CounterfeitSuspected], Decision::Flag),
-            (&[NoRead], Decision::Manual),
-            (&[NoImage], Decision::Manual),
-            (&[ImageUnreadable], Decision::Manual),
-            (&[ScreeningFailed], Decision::Manual),
-            (&[NoImage, RealNameInvalid], Decision::Flag),
-        ];
-        for (codes, want) in table {
-            let reasons: Vec<Reason> = codes.iter().map(|c| r(*c)).collect();
-            assert_eq!(policy(&reasons), *want, "{codes:?}");
-        }
-    }
-}
+mod tests;

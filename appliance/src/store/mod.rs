@@ -60,13 +60,47 @@ mod serde_bytes_b64 {
     }
 }
 
+/// HMAC-SHA-256 with the store's secret key: personal data that must be matched later
+/// (split shipments, watch-lists) without being kept.
+#[derive(Clone)]
+pub struct KeyedHasher {
+    key: Vec<u8>,
+}
+
+impl KeyedHasher {
+    /// A hasher with this key.
+    pub fn new(key: Vec<u8>) -> KeyedHasher {
+        KeyedHasher { key }
+    }
+
+    /// A hasher with a fresh random key (offline screening).
+    pub fn random() -> KeyedHasher {
+        KeyedHasher::new(rand::random::<[u8; 32]>().to_vec())
+    }
+
+    /// The keyed hash of `value`, hex.
+    pub fn hash(&self, value: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(value.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+impl std::fmt::Debug for KeyedHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyedHasher(…)")
+    }
+}
+
 /// The appliance's store.
 pub struct Store {
     db: sled::Db,
     records: sled::Tree,
     outbox: sled::Tree,
+    split: sled::Tree,
     images: PathBuf,
-    hash_key: Vec<u8>,
+    hasher: KeyedHasher,
     /// Outbox length, kept here because sled's `len()` walks the whole tree.
     backlog: AtomicUsize,
 }
@@ -87,6 +121,7 @@ impl Store {
         let records = db.open_tree("records")?;
         let outbox = db.open_tree("outbox")?;
         let meta = db.open_tree("meta")?;
+        let split = db.open_tree("split")?;
         let hash_key = match meta.get("hash_key")? {
             Some(k) => k.to_vec(),
             None => {
@@ -103,19 +138,24 @@ impl Store {
             db,
             records,
             outbox,
+            split,
             images,
-            hash_key,
+            hasher: KeyedHasher::new(hash_key),
             backlog,
         })
     }
 
-    /// A keyed hash of personal data (HMAC-SHA-256 with this store's secret key), for what
-    /// must be matched later without being kept.
-    pub fn keyed_hash(&self, value: &str) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.hash_key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        mac.update(value.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+    /// The store's keyed hasher.
+    pub fn hasher(&self) -> &KeyedHasher {
+        &self.hasher
+    }
+
+    /// The split-shipment ledger kept in this store.
+    pub fn split_ledger(&self) -> SledLedger {
+        SledLedger {
+            tree: self.split.clone(),
+            since_sweep: 0,
+        }
     }
 
     /// Stores a record and, if there is one, its report, atomically and durably.
@@ -232,10 +272,84 @@ impl Store {
         })
     }
 
+    /// Flushes everything, from outside an async runtime.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Flushes everything (shutdown).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
         Ok(())
+    }
+}
+
+/// Split-shipment history on disk: per (identity hash, category), the times of the latest
+/// parcels within the window. Survives restarts; stays bounded because each entry keeps at
+/// most the parcels in its window and a periodic sweep drops identities gone quiet.
+pub struct SledLedger {
+    tree: sled::Tree,
+    since_sweep: u32,
+}
+
+/// Parcels recorded between two sweeps of the split-shipment ledger.
+const SWEEP_EVERY: u32 = 1000;
+/// Most timestamps kept per identity and category.
+const LEDGER_KEEP: usize = 256;
+
+fn millis(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl crate::screen::rules::SplitLedger for SledLedger {
+    fn record(
+        &mut self,
+        identity: &str,
+        category: crate::domain::Category,
+        at: std::time::SystemTime,
+        window: std::time::Duration,
+    ) -> usize {
+        let now = millis(at);
+        let oldest = now.saturating_sub(window.as_millis() as u64);
+        let key = format!("{identity}/{}", category.key());
+        let mut times: Vec<u64> = match self.tree.get(&key) {
+            Ok(Some(v)) => serde_json::from_slice(&v).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        times.retain(|t| *t >= oldest);
+        times.push(now);
+        if times.len() > LEDGER_KEEP {
+            times.drain(..times.len() - LEDGER_KEEP);
+        }
+        let n = times.len();
+        if let Ok(v) = serde_json::to_vec(&times) {
+            if let Err(e) = self.tree.insert(key.as_bytes(), v) {
+                tracing::error!(error = %e, "split-shipment ledger not updated");
+            }
+        }
+        self.since_sweep += 1;
+        if self.since_sweep >= SWEEP_EVERY {
+            self.since_sweep = 0;
+            self.sweep(oldest);
+        }
+        n
+    }
+}
+
+impl SledLedger {
+    fn sweep(&self, oldest: u64) {
+        for item in self.tree.iter() {
+            let Ok((k, v)) = item else { continue };
+            let newest = serde_json::from_slice::<Vec<u64>>(&v)
+                .ok()
+                .and_then(|t| t.last().copied())
+                .unwrap_or(0);
+            if newest < oldest {
+                let _ = self.tree.remove(k);
+            }
+        }
     }
 }
 
@@ -297,8 +411,12 @@ mod tests {
                 .map(|v| v["decision"].clone()),
             Some("flag".into())
         );
-        let h = store.keyed_hash("11010519491231002X");
-        assert_eq!(h, store.keyed_hash("11010519491231002X"));
+        let h = store.hasher().hash("11010519491231002X");
+        assert_eq!(
+            h,
+            store.hasher().hash("11010519491231002X"),
+            "the key survives a reopen"
+        );
         assert!(!h.contains("1101051949"));
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -1,0 +1,348 @@
+//! Every rule on crafted parcels, and the policy as a table.
+
+use super::*;
+use crate::config::RulesConfig;
+use crate::domain::{Declared, IdType, Parcel, Sender, Waybill, WaybillNo, XrayScan};
+use std::path::PathBuf;
+use std::time::Instant;
+
+fn rules() -> RuleSet {
+    let mut r = RuleSet::load(
+        &RulesConfig::default(),
+        KeyedHasher::new(b"test key".to_vec()),
+        Box::new(MemoryLedger::default()),
+    )
+    .expect("shipped data files load");
+    r.watchlist = Watchlist::from_file(
+        WatchlistFile {
+            version: "w1".into(),
+            id_numbers: vec!["11010519491231002X".into()],
+            phones: vec!["13700137000".into()],
+            agreement_customers: vec!["C-WATCH-01".into()],
+        },
+        &r.hasher,
+    );
+    r
+}
+
+fn parcel(
+    id: &str,
+    phone: &str,
+    goods: &str,
+    declared_category: &str,
+    value: f64,
+    qty: u32,
+) -> Parcel {
+    Parcel {
+        line_id: "L1".into(),
+        seq: 1,
+        entered_at: SystemTime::now(),
+        waybill: Some(Waybill {
+            waybill: WaybillNo::parse("SF1234567890").expect("valid"),
+            sender: Some(Sender {
+                name: "张三".into(),
+                id_type: IdType::ResidentId,
+                id_number: id.into(),
+                phone: phone.into(),
+                address: "北京".into(),
+            }),
+            recipient: None,
+            declared: Some(Declared {
+                goods: goods.into(),
+                category: declared_category.into(),
+                value_cny: value,
+                quantity: qty,
+            }),
+            weight_g: None,
+            agreement_customer: None,
+        }),
+        findings: vec![],
+        scan: Some(XrayScan {
+            scan_id: "s".into(),
+            path: PathBuf::from("s.png"),
+            completed: Instant::now(),
+            waybill: None,
+            captured_at: SystemTime::now(),
+        }),
+    }
+}
+
+fn scores(top: Category, p: f32, counterfeit: f32) -> Scores {
+    Scores {
+        category: Category::ALL
+            .iter()
+            .map(|c| (*c, if *c == top { p } else { (1.0 - p) / 15.0 }))
+            .collect(),
+        counterfeit,
+    }
+}
+
+const HALF: &dyn Fn(Category) -> f32 = &|_| 0.5;
+
+fn codes(reasons: &[Reason]) -> Vec<ReasonCode> {
+    reasons.iter().map(|r| r.code).collect()
+}
+
+const CLEAN_ID: &str = "110105194912310011";
+
+#[test]
+fn a_clean_parcel_is_cleared() {
+    let mut r = rules();
+    let p = parcel(CLEAN_ID, "13800138000", "蓝牙耳机", "electronics", 399.0, 1);
+    let (d, reasons) = r.apply(
+        &p,
+        Some(&scores(Category::Electronics, 0.97, 0.02)),
+        HALF,
+        vec![],
+    );
+    assert_eq!((d, codes(&reasons)), (Decision::Clear, vec![]));
+}
+
+#[test]
+fn watch_list_hits_by_id_phone_or_customer() {
+    let mut r = rules();
+    let s = scores(Category::Electronics, 0.97, 0.02);
+    let by_id = parcel(
+        "11010519491231002X",
+        "13800138000",
+        "耳机",
+        "electronics",
+        399.0,
+        1,
+    );
+    let (d, reasons) = r.apply(&by_id, Some(&s), HALF, vec![]);
+    assert_eq!(
+        (d, codes(&reasons)),
+        (Decision::Flag, vec![ReasonCode::WatchlistedSender])
+    );
+    assert!(reasons[0].en.contains("ID number") && reasons[0].en.contains("w1"));
+    let by_phone = parcel(CLEAN_ID, "13700137000", "耳机", "electronics", 399.0, 1);
+    assert!(r.apply(&by_phone, Some(&s), HALF, vec![]).1[0]
+        .zh
+        .contains("电话"));
+    let mut by_customer = parcel(CLEAN_ID, "13800138000", "耳机", "electronics", 399.0, 1);
+    if let Some(w) = by_customer.waybill.as_mut() {
+        w.agreement_customer = Some("C-WATCH-01".into());
+    }
+    assert!(r.apply(&by_customer, Some(&s), HALF, vec![]).1[0]
+        .en
+        .contains("agreement customer"));
+}
+
+#[test]
+fn the_watch_list_keeps_no_plain_identity() {
+    let r = rules();
+    let dump = format!("{:?}", r.watchlist);
+    assert!(
+        !dump.contains("11010519491231002X") && !dump.contains("13700137000"),
+        "{dump}"
+    );
+}
+
+#[test]
+fn declared_goods_that_the_image_contradicts_are_a_mismatch() {
+    let mut r = rules();
+    let p = parcel(CLEAN_ID, "13800138000", "运动鞋", "apparel", 199.0, 1);
+    let (d, reasons) = r.apply(
+        &p,
+        Some(&scores(Category::Electronics, 0.95, 0.02)),
+        HALF,
+        vec![],
+    );
+    assert_eq!(
+        (d, codes(&reasons)),
+        (Decision::Flag, vec![ReasonCode::DeclaredMismatch])
+    );
+    assert!(reasons[0].en.contains("apparel") && reasons[0].en.contains("electronics"));
+    // Not when the model is unsure.
+    let (d, _) = r.apply(
+        &p,
+        Some(&scores(Category::Electronics, 0.5, 0.02)),
+        HALF,
+        vec![],
+    );
+    assert_eq!(d, Decision::Clear);
+}
+
+#[test]
+fn the_dictionary_reads_zh_and_en() {
+    let r = rules();
+    assert_eq!(
+        r.dictionary.classify("耐克运动鞋 42码"),
+        Some(Category::ApparelFootwear)
+    );
+    assert_eq!(
+        r.dictionary.classify("Bluetooth EARPHONES"),
+        Some(Category::Electronics)
+    );
+    assert_eq!(r.dictionary.classify("口罩"), Some(Category::Ppe));
+    assert_eq!(r.dictionary.classify("???"), None);
+}
+
+#[test]
+fn counterfeit_over_the_threshold_of_a_priority_category() {
+    let mut r = rules();
+    let p = parcel(CLEAN_ID, "13800138000", "耳机", "electronics", 3990.0, 10);
+    let s = scores(Category::Electronics, 0.97, 0.9);
+    let (d, reasons) = r.apply(&p, Some(&s), HALF, vec![]);
+    assert_eq!(
+        (d, codes(&reasons)),
+        (Decision::Flag, vec![ReasonCode::CounterfeitSuspected])
+    );
+    assert!(reasons[0].zh.contains("电子产品") && reasons[0].en.contains("0.90"));
+    r.settings.priority.remove(&Category::Electronics);
+    let (d, _) = r.apply(&p, Some(&s), HALF, vec![]);
+    assert_eq!(
+        d,
+        Decision::Clear,
+        "not a priority category: no counterfeit reason"
+    );
+}
+
+#[test]
+fn a_low_declared_value_is_counted_not_flagged() {
+    let mut r = rules();
+    let p = parcel(CLEAN_ID, "13800138000", "耳机", "electronics", 1.0, 1);
+    let (d, reasons) = r.apply(
+        &p,
+        Some(&scores(Category::Electronics, 0.97, 0.02)),
+        HALF,
+        vec![],
+    );
+    assert_eq!(
+        (d, codes(&reasons)),
+        (Decision::Clear, vec![ReasonCode::ValueImplausible])
+    );
+    assert!(reasons[0].en.contains("CNY 1.00"));
+}
+
+#[test]
+fn the_fifth_similar_parcel_of_one_sender_is_a_split_shipment() {
+    let mut r = rules();
+    let s = scores(Category::Electronics, 0.97, 0.02);
+    for i in 1..=6 {
+        let p = parcel(CLEAN_ID, "13800138000", "耳机", "electronics", 399.0, 1);
+        let (d, reasons) = r.apply(&p, Some(&s), HALF, vec![]);
+        let split = codes(&reasons).contains(&ReasonCode::SplitShipment);
+        assert_eq!(split, i >= 5, "parcel {i}");
+        assert_eq!(d == Decision::Flag, i >= 5);
+    }
+    // Another category from the same sender is counted apart.
+    let other = parcel(CLEAN_ID, "13800138000", "图书", "publications", 68.0, 1);
+    let (d, _) = r.apply(
+        &other,
+        Some(&scores(Category::Publications, 0.97, 0.02)),
+        HALF,
+        vec![],
+    );
+    assert_eq!(d, Decision::Clear);
+}
+
+#[test]
+fn parcels_outside_the_window_do_not_count() {
+    let mut ledger = MemoryLedger::default();
+    let t0 = SystemTime::now();
+    let w = Duration::from_secs(3600);
+    for k in 0..4 {
+        ledger.record("x", Category::Food, t0 + Duration::from_secs(k * 1000), w);
+    }
+    // At 5000 s, the parcels of 2000 s and 3000 s are within the hour; 0 s and 1000 s are not.
+    assert_eq!(
+        ledger.record("x", Category::Food, t0 + Duration::from_secs(5000), w),
+        3
+    );
+}
+
+#[test]
+fn missing_sources_and_problems_send_to_manual() {
+    let mut r = rules();
+    let mut p = parcel(CLEAN_ID, "13800138000", "耳机", "electronics", 399.0, 1);
+    p.scan = None;
+    let (d, reasons) = r.apply(&p, None, HALF, vec![]);
+    assert_eq!(
+        (d, codes(&reasons)),
+        (Decision::Manual, vec![ReasonCode::NoImage])
+    );
+    p.waybill = None;
+    let (d, reasons) = r.apply(&p, None, HALF, vec![image_unreadable("truncated")]);
+    assert_eq!(
+        (d, codes(&reasons)),
+        (
+            Decision::Manual,
+            vec![
+                ReasonCode::NoRead,
+                ReasonCode::NoImage,
+                ReasonCode::ImageUnreadable
+            ]
+        )
+    );
+}
+
+#[test]
+fn policy_table_covers_every_reason() {
+    use ReasonCode::*;
+    let table: &[(ReasonCode, Decision)] = &[
+        (RealNameMissing, Decision::Flag),
+        (RealNameInvalid, Decision::Flag),
+        (WatchlistedSender, Decision::Flag),
+        (DeclaredMismatch, Decision::Flag),
+        (CounterfeitSuspected, Decision::Flag),
+        (SplitShipment, Decision::Flag),
+        (ValueImplausible, Decision::Clear),
+        (NoRead, Decision::Manual),
+        (NoImage, Decision::Manual),
+        (ImageUnreadable, Decision::Manual),
+        (ScreeningFailed, Decision::Manual),
+        (DecisionLate, Decision::Manual),
+    ];
+    assert_eq!(
+        table.len(),
+        ReasonCode::ALL.len(),
+        "every code is in the table"
+    );
+    let p = Policy::default();
+    for (code, want) in table {
+        assert_eq!(p.decide(&[Reason::new(*code, "", "")]), *want, "{code:?}");
+    }
+    assert_eq!(p.decide(&[]), Decision::Clear);
+    let mixed = [
+        Reason::new(NoImage, "", ""),
+        Reason::new(RealNameInvalid, "", ""),
+    ];
+    assert_eq!(p.decide(&mixed), Decision::Flag, "a flag outweighs manual");
+    let mut overrides = BTreeMap::new();
+    overrides.insert(ValueImplausible, Action::Flag);
+    overrides.insert(RealNameMissing, Action::Manual);
+    let p = Policy::with_overrides(&overrides);
+    assert_eq!(
+        p.decide(&[Reason::new(ValueImplausible, "", "")]),
+        Decision::Flag
+    );
+    assert_eq!(
+        p.decide(&[Reason::new(RealNameMissing, "", "")]),
+        Decision::Manual
+    );
+}
+
+#[test]
+fn policy_overrides_come_from_the_configuration() {
+    let c: crate::config::Config = toml::from_str(
+        r#"
+site_id = "S"
+appliance_id = "A"
+lines = []
+[rules]
+split_min_parcels = 3
+priority_categories = ["electronics", "cosmetics"]
+[rules.policy]
+value_implausible = "flag"
+no_read = "count"
+"#,
+    )
+    .expect("parses");
+    let s = RuleSettings::from_config(&c.rules);
+    assert_eq!(s.split_min_parcels, 3);
+    assert_eq!(s.priority.len(), 2);
+    assert_eq!(s.policy.action(ReasonCode::ValueImplausible), Action::Flag);
+    assert_eq!(s.policy.action(ReasonCode::NoRead), Action::Count);
+}
