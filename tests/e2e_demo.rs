@@ -55,6 +55,23 @@ fn demo_with_an_external_broker_delivers_every_flagged_report() {
         "the showcase mix has all three: {summary}"
     );
     assert_eq!(n("reports_acked"), n("flagged"), "{summary}");
+    // The showcase mix shows every rule within its first parcels.
+    for code in [
+        "real_name_missing",
+        "real_name_invalid",
+        "watchlisted_sender",
+        "declared_mismatch",
+        "counterfeit_suspected",
+        "split_shipment",
+        "value_implausible",
+        "no_read",
+        "no_image",
+    ] {
+        assert!(
+            summary["reasons"][code].as_u64().unwrap_or(0) > 0,
+            "{code} in {summary}"
+        );
+    }
 
     // Every acknowledged report is on the broker (at least once; ids de-duplicate).
     let flagged = n("flagged") as usize;

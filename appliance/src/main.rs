@@ -71,13 +71,17 @@ enum Command {
         command: WaybillCommand,
     },
     /// Screens one parcel offline and prints the decision as JSON.
+    ///
+    /// Leave out `--waybill` or `--image` to screen a parcel as the line sees one whose read
+    /// or image never arrived (`no_read`, `no_image`).
+    #[command(group(clap::ArgGroup::new("input").required(true).multiple(true).args(["waybill", "image"])))]
     Screen {
         /// The waybill record (as the reader sends it: a bare number or JSON).
         #[arg(long)]
-        waybill: PathBuf,
+        waybill: Option<PathBuf>,
         /// The X-ray image.
         #[arg(long)]
-        image: PathBuf,
+        image: Option<PathBuf>,
         /// The model folder (default: the bundled reference model).
         #[arg(long)]
         model: Option<PathBuf>,
@@ -211,6 +215,12 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                     "{} parcels: {} cleared, {} flagged, {} manual; {} reports acknowledged by the broker",
                     summary.parcels, summary.cleared, summary.flagged, summary.manual, summary.reports_acked
                 );
+                let reasons: Vec<String> = summary
+                    .reasons
+                    .iter()
+                    .map(|(code, n)| format!("{code} {n}"))
+                    .collect();
+                println!("reasons: {}", reasons.join(", "));
             }
             Ok(())
         }
@@ -346,8 +356,8 @@ fn waybill_check(file: Option<PathBuf>, framing: FramingArg) -> anyhow::Result<(
 }
 
 fn screen(
-    waybill: PathBuf,
-    image: PathBuf,
+    waybill: Option<PathBuf>,
+    image: Option<PathBuf>,
     model: Option<PathBuf>,
     config: Option<PathBuf>,
     data: Option<PathBuf>,
@@ -373,12 +383,21 @@ fn screen(
     }
     .context("loading the rules")?;
     let model = model.or_else(|| config.as_ref().and_then(|c| c.model.dir.clone()));
-    let text = std::fs::read_to_string(&waybill)
-        .with_context(|| format!("reading {}", waybill.display()))?;
-    let record = parse_record(&text, today())
-        .with_context(|| format!("{} is not a waybill record", waybill.display()))?;
-    if !image.is_file() {
-        bail!("{} is not a file", image.display());
+    let record = match &waybill {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Some(
+                parse_record(&text, today())
+                    .with_context(|| format!("{} is not a waybill record", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    if let Some(image) = &image {
+        if !image.is_file() {
+            bail!("{} is not a file", image.display());
+        }
     }
     let dir = match model {
         Some(d) => d,
@@ -391,11 +410,15 @@ fn screen(
     )?;
     let mut model = Model::load(&dir, &env, 1)?;
     let now = std::time::SystemTime::now();
+    let (waybill, findings) = match record {
+        Some(r) => (Some(r.waybill), r.findings),
+        None => (None, Vec::new()),
+    };
     let parcel = Parcel {
         line_id: "offline".into(),
         seq: 0,
         entered_at: now,
-        scan: Some(XrayScan {
+        scan: image.map(|image| XrayScan {
             scan_id: image
                 .file_stem()
                 .and_then(|s| s.to_str())
@@ -403,11 +426,11 @@ fn screen(
                 .into(),
             path: image,
             completed: std::time::Instant::now(),
-            waybill: Some(record.waybill.waybill.clone()),
+            waybill: waybill.as_ref().map(|w| w.waybill.clone()),
             captured_at: now,
         }),
-        waybill: Some(record.waybill),
-        findings: record.findings,
+        waybill,
+        findings,
     };
     let s = screenline::screen::screen_parcel(&mut model, &mut rules, parcel);
     if let Some(store) = &store {

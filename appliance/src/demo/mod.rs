@@ -42,6 +42,8 @@ pub struct Summary {
     pub flagged: u64,
     pub manual: u64,
     pub reports_acked: u64,
+    /// Parcels per reason code, for the codes that occurred.
+    pub reasons: std::collections::BTreeMap<String, u64>,
 }
 
 /// One simulated line: its ports, emulator and drop folder.
@@ -246,6 +248,11 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
         flagged: t.get("parcels.flag"),
         manual: t.get("parcels.manual"),
         reports_acked: t.get("feed.reports_acked"),
+        reasons: crate::domain::ReasonCode::ALL
+            .iter()
+            .map(|c| (c.key().to_owned(), t.get(&format!("reasons.{}", c.key()))))
+            .filter(|(_, n)| *n > 0)
+            .collect(),
     };
     appliance.stop().await;
     for l in lines {
