@@ -404,6 +404,12 @@ impl Config {
                     l.join_window_ms
                 ));
             }
+            if l.join_window_ms >= l.decision_deadline_ms {
+                p.push(format!(
+                    "lines[{i}].join_window_ms = {}: must be less than decision_deadline_ms ({}), or a parcel still waiting for its read or image is diverted before it is screened",
+                    l.join_window_ms, l.decision_deadline_ms
+                ));
+            }
         }
         p
     }

@@ -44,6 +44,20 @@ pub struct Summary {
     pub reports_acked: u64,
     /// Parcels per reason code, for the codes that occurred.
     pub reasons: std::collections::BTreeMap<String, u64>,
+    /// From image complete to decision sent to the line controller (the latest 4096
+    /// parcels), and how many decisions missed the parcel's decision point.
+    pub decision_latency: Latency,
+}
+
+/// Decision latency figures, in microseconds.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Latency {
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    /// The budget: the belt time from image complete to the decision point.
+    pub budget_us: u64,
+    pub late: u64,
 }
 
 /// One simulated line: its ports, emulator and drop folder.
@@ -119,12 +133,13 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
         None => start_embedded_broker()?,
     };
 
+    let (belt, longest_mm) = belt_for(opts.rate)?;
     let mut lines = Vec::new();
     for k in 0..opts.lines.max(1) {
         let id = format!("L{}", k + 1);
         let reader = Pty::open().context("opening the reader pseudo-terminal")?;
         let controller = Pty::open().context("opening the controller pseudo-terminal")?;
-        let emulator = LineEmulator::start(controller.master()?, BeltConfig::default())
+        let emulator = LineEmulator::start(controller.master()?, belt.clone())
             .context("starting the line-controller emulator")?;
         let xray_dir = root.join(format!("xray-{id}"));
         std::fs::create_dir_all(&xray_dir)?;
@@ -139,7 +154,6 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
 
     let watchlist = root.join("watchlist.json");
     std::fs::write(&watchlist, traffic::watchlist(opts.seed).to_string())?;
-    let belt = BeltConfig::default();
     // The belt time from the photo-eye to the controller's decision point.
     let deadline_ms = u64::from(belt.eye_to_gate_mm - belt.decision_margin_mm) * 1000
         / u64::from(belt.belt_mm_per_s);
@@ -172,7 +186,9 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
                 controller_port: l.controller.slave_path().to_owned(),
                 controller_baud: 115_200,
                 xray_dir: l.xray_dir.clone(),
-                join_window_ms: 1500,
+                // Leave a quarter of the belt time for screening a parcel whose read or
+                // image never came.
+                join_window_ms: 1500.min(deadline_ms * 3 / 4),
                 read_window_ms: 150,
                 image_delay_ms: IMAGE_DELAY.as_millis() as u64,
                 image_window_ms: 200,
@@ -200,7 +216,7 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
     let feeders: Vec<_> = lines
         .iter()
         .enumerate()
-        .map(|(k, l)| feed_line(k, l, &opts))
+        .map(|(k, l)| feed_line(k, l, &opts, longest_mm))
         .collect::<anyhow::Result<_>>()?;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let handles: Vec<_> = feeders
@@ -253,6 +269,13 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             .map(|c| (c.key().to_owned(), t.get(&format!("reasons.{}", c.key()))))
             .filter(|(_, n)| *n > 0)
             .collect(),
+        decision_latency: Latency {
+            p50_us: t.quantile("decision_latency_us", 0.5).unwrap_or(0),
+            p99_us: t.quantile("decision_latency_us", 0.99).unwrap_or(0),
+            max_us: t.quantile("decision_latency_us", 1.0).unwrap_or(0),
+            budget_us: (deadline_ms * 1000).saturating_sub(IMAGE_DELAY.as_micros() as u64),
+            late: t.get("decisions.late"),
+        },
     };
     appliance.stop().await;
     for l in lines {
@@ -266,6 +289,7 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
 
 /// Feeds one line's simulated parcels in real time.
 struct Feeder {
+    longest_mm: u32,
     line: usize,
     seed: u64,
     mix: traffic::Mix,
@@ -277,8 +301,40 @@ struct Feeder {
     line_id: String,
 }
 
-fn feed_line(k: usize, l: &SimLine, opts: &DemoOptions) -> anyhow::Result<Feeder> {
+/// Real screening lines run at 2 to 3 m/s.
+const BELT_MM_PER_S: std::ops::RangeInclusive<u32> = 2000..=3000;
+/// The gap a loader keeps between parcels, and the parcels' lengths.
+const GAP_MM: u32 = 300;
+const PARCEL_MM: std::ops::Range<u32> = 250..600;
+
+/// The belt for a line fed `rate` parcels a second: as slow as real lines run, but fast
+/// enough that parcels keep their gap (at most 3 m/s, then parcels are kept shorter). Returns
+/// the belt and the longest parcel it carries; a rate no real belt carries is an error.
+fn belt_for(rate: f64) -> anyhow::Result<(BeltConfig, u32)> {
+    let needed = (rate * f64::from(PARCEL_MM.end + GAP_MM)).ceil() as u32;
+    let speed = needed.clamp(*BELT_MM_PER_S.start(), *BELT_MM_PER_S.end());
+    let pitch = (f64::from(speed) / rate) as u32;
+    let longest = pitch.saturating_sub(GAP_MM).min(PARCEL_MM.end);
+    if longest <= PARCEL_MM.start {
+        anyhow::bail!(
+            "--rate {rate}: a {} m/s belt carries at most {:.1} parcels/s of {} mm with {GAP_MM} mm gaps; add lines with --lines instead",
+            f64::from(*BELT_MM_PER_S.end()) / 1000.0,
+            f64::from(*BELT_MM_PER_S.end()) / f64::from(PARCEL_MM.start + 1 + GAP_MM),
+            PARCEL_MM.start + 1,
+        );
+    }
+    Ok((
+        BeltConfig {
+            belt_mm_per_s: speed,
+            ..BeltConfig::default()
+        },
+        longest,
+    ))
+}
+
+fn feed_line(k: usize, l: &SimLine, opts: &DemoOptions, longest_mm: u32) -> anyhow::Result<Feeder> {
     Ok(Feeder {
+        longest_mm,
         line: k,
         seed: opts.seed,
         mix: opts.mix,
@@ -314,7 +370,7 @@ impl Feeder {
             self.emulator
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .place_parcel(p.length_mm);
+                .place_parcel(p.length_mm.min(self.longest_mm));
             if let Some((spec, image_seed)) = p.image {
                 let scan_id = format!("{}-{:07}", self.line_id, n);
                 let dir = self.xray_dir.clone();
@@ -353,6 +409,21 @@ pub fn write_scan(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_belt_runs_as_fast_as_the_rate_needs_and_no_faster_than_real_lines() {
+        let (belt, longest) = super::belt_for(2.0).expect("2/s");
+        assert_eq!((belt.belt_mm_per_s, longest), (2000, 600));
+        let (belt, longest) = super::belt_for(4.0).expect("4/s");
+        assert_eq!((belt.belt_mm_per_s, longest), (3000, 450));
+        let (belt, longest) = super::belt_for(5.4).expect("5.4/s");
+        assert_eq!(belt.belt_mm_per_s, 3000);
+        assert!(longest > 250 && 3000.0 / 5.4 >= f64::from(longest + 300));
+        let e = super::belt_for(6.0)
+            .expect_err("no belt carries 6/s")
+            .to_string();
+        assert!(e.contains("--lines"), "{e}");
+    }
+
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
     use std::time::Duration;
 

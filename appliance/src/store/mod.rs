@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use thiserror::Error;
 
+pub mod review;
+
 /// A store that could not do what was asked.
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -28,6 +30,8 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("store: record cannot be encoded: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("no record {0} in the store")]
+    NotFound(String),
 }
 
 /// One outbox entry: its ordering key and the report's payload.
@@ -99,6 +103,7 @@ pub struct Store {
     records: sled::Tree,
     outbox: sled::Tree,
     split: sled::Tree,
+    reviews: sled::Tree,
     images: PathBuf,
     hasher: KeyedHasher,
     /// Outbox length, kept here because sled's `len()` walks the whole tree.
@@ -122,6 +127,7 @@ impl Store {
         let outbox = db.open_tree("outbox")?;
         let meta = db.open_tree("meta")?;
         let split = db.open_tree("split")?;
+        let reviews = db.open_tree("reviews")?;
         let hash_key = match meta.get("hash_key")? {
             Some(k) => k.to_vec(),
             None => {
@@ -139,6 +145,7 @@ impl Store {
             records,
             outbox,
             split,
+            reviews,
             images,
             hasher: KeyedHasher::new(hash_key),
             backlog,

@@ -1,0 +1,69 @@
+//! Decision latency under load: from the X-ray image complete in the drop folder to the
+//! decision sent to the line controller, p50/p99/max, for growing loads, each run side by
+//! side against the same budget (the belt time from image complete to the decision point).
+//!
+//! Every run is the whole demo system in this process: simulated lines over pseudo-terminals
+//! driving the firmware emulator, the generator writing images (which is itself load on the
+//! same cores), the folder watcher, join, the ONNX model, the rules, the sled store and the
+//! embedded broker.
+//!
+//! The max includes parcels whose waybill read never came: they wait for the line's join
+//! window by design, and are still decided before the decision point.
+//!
+//! `cargo bench -p screenline --bench decision_latency` (needs ONNX Runtime: see README).
+//! `SCREENLINE_BENCH_SECONDS` sets each run's length (default 20).
+
+use screenline::demo::{self, traffic::Mix, DemoOptions};
+
+fn main() -> anyhow::Result<()> {
+    let seconds: f64 = std::env::var("SCREENLINE_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20.0);
+    let runtime = tokio::runtime::Runtime::new()?;
+    println!(
+        "decision latency, image complete → decision sent ({} cores, {seconds:.0} s per load)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "{:>5} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10} {:>5}",
+        "lines",
+        "rate/s",
+        "parcels/h",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "budget",
+        "p99/budget",
+        "late"
+    );
+    for (lines, rate) in [(1usize, 2.0f64), (2, 4.0), (4, 4.0), (4, 5.0)] {
+        let parcels = (rate * seconds).ceil() as u64;
+        let opts = DemoOptions {
+            parcels: Some(parcels),
+            rate,
+            seed: 11,
+            lines,
+            broker: None,
+            console: "127.0.0.1:0".parse()?,
+            model_dir: None,
+            mix: Mix::Realistic,
+        };
+        let s = runtime.block_on(demo::run(opts, true))?;
+        let l = &s.decision_latency;
+        let ms = |us: u64| us as f64 / 1000.0;
+        println!(
+            "{:>5} {:>7.1} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>8.0} {:>10.3} {:>5}",
+            lines,
+            rate,
+            rate * lines as f64 * 3600.0,
+            ms(l.p50_us),
+            ms(l.p99_us),
+            ms(l.max_us),
+            ms(l.budget_us),
+            l.p99_us as f64 / l.budget_us.max(1) as f64,
+            l.late
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! Operator reviews: what a person found after opening a parcel — the suspicion confirmed, or
+//! the parcel cleared — recorded against the decision it answers. The decision itself is
+//! never rewritten; each review is kept beside it, oldest first, with who made it and when.
+
+use super::{Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::time::SystemTime;
+
+/// What the operator found after opening the parcel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finding {
+    /// The suspicion holds (e.g. counterfeit goods found).
+    Confirmed,
+    /// Nothing wrong: the parcel goes on.
+    Cleared,
+}
+
+impl Finding {
+    /// The key used in counters, the API and stats.
+    pub fn key(self) -> &'static str {
+        match self {
+            Finding::Confirmed => "confirmed",
+            Finding::Cleared => "cleared",
+        }
+    }
+}
+
+/// One review of one decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Review {
+    /// The record (decision) reviewed.
+    pub record_id: String,
+    /// The decision as it stood when reviewed (`flag`, `manual` or `clear`).
+    pub decision: String,
+    pub finding: Finding,
+    /// The console user.
+    pub by: String,
+    /// RFC 3339.
+    pub at: String,
+    /// Free text, e.g. what was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Longest note kept.
+pub const MAX_NOTE_CHARS: usize = 500;
+
+impl Store {
+    /// Records `finding` by `by` against the decision of record `record_id`, durably.
+    pub async fn review(
+        &self,
+        record_id: &str,
+        finding: Finding,
+        by: &str,
+        note: Option<&str>,
+    ) -> Result<Review, StoreError> {
+        let record = self
+            .record(record_id.as_bytes())?
+            .ok_or_else(|| StoreError::NotFound(record_id.to_owned()))?;
+        let now = SystemTime::now();
+        let review = Review {
+            record_id: record_id.to_owned(),
+            decision: record["decision"].as_str().unwrap_or("unknown").to_owned(),
+            finding,
+            by: by.to_owned(),
+            at: crate::time_fmt::format(now),
+            note: note
+                .map(|n| n.trim().chars().take(MAX_NOTE_CHARS).collect::<String>())
+                .filter(|n| !n.is_empty()),
+        };
+        let nanos = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let key = format!("{record_id}\u{0}{nanos:032}");
+        self.reviews
+            .insert(key.as_bytes(), serde_json::to_vec(&review)?)?;
+        self.db.flush_async().await?;
+        Ok(review)
+    }
+
+    /// Every review of a record, oldest first.
+    pub fn reviews(&self, record_id: &str) -> Result<Vec<Review>, StoreError> {
+        let prefix = format!("{record_id}\u{0}");
+        self.reviews
+            .scan_prefix(prefix.as_bytes())
+            .map(|item| Ok(serde_json::from_slice(&item?.1)?))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn reviews_are_kept_against_the_decision_across_reopen() {
+        let dir = std::env::temp_dir().join(format!("sl-review-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let store = Store::open(&dir).expect("open");
+            let record = json!({"record_id": "r1", "decision": "flag"});
+            store.commit(b"r1", &record, None).await.expect("commit");
+            let r = store
+                .review(
+                    "r1",
+                    Finding::Confirmed,
+                    "op1",
+                    Some("  40 pairs of branded shoes  "),
+                )
+                .await
+                .expect("review");
+            assert_eq!(r.decision, "flag");
+            assert_eq!(r.note.as_deref(), Some("40 pairs of branded shoes"));
+            store
+                .review("r1", Finding::Cleared, "tech1", Some(""))
+                .await
+                .expect("second review");
+            assert!(matches!(
+                store.review("nope", Finding::Cleared, "op1", None).await,
+                Err(StoreError::NotFound(_))
+            ));
+            // The decision itself is untouched.
+            assert_eq!(store.record(b"r1").expect("read"), Some(record));
+        }
+        let store = Store::open(&dir).expect("reopen");
+        let all = store.reviews("r1").expect("reviews");
+        assert_eq!(all.len(), 2);
+        assert_eq!(
+            (all[0].finding, all[0].by.as_str()),
+            (Finding::Confirmed, "op1")
+        );
+        assert_eq!(
+            (all[1].finding, all[1].note.as_deref()),
+            (Finding::Cleared, None)
+        );
+        assert!(store.reviews("r").expect("prefix is exact").is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
