@@ -131,9 +131,11 @@ impl Appliance {
                 )
             })?;
         let console_addr = listener.local_addr()?;
+        let console =
+            crate::console::Console::new(telemetry.clone(), store.clone(), &config, model_dir);
         tasks.spawn(crate::console::serve(
             listener,
-            telemetry.clone(),
+            Arc::new(console),
             shutdown.clone(),
         ));
         tracing::info!(console = %console_addr, lines = config.lines.len(), "appliance running");
@@ -303,6 +305,9 @@ async fn persist(
                 .map(|(id, body)| (id.as_str(), "reports/flagged", body.as_slice())),
         )
         .await?;
+    if let Some(w) = wb {
+        store.index_waybill(w.waybill.as_str(), &record_id)?;
+    }
     let top = s.scores.as_ref().and_then(|x| x.top());
     telemetry.push_parcel(ParcelSummary {
         record_id,

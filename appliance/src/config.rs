@@ -225,8 +225,11 @@ pub struct LineConfig {
 fn one() -> usize {
     1
 }
+/// Where the appliance keeps its data unless configured otherwise.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/screenline";
+
 fn default_data_dir() -> PathBuf {
-    PathBuf::from("/var/lib/screenline")
+    PathBuf::from(DEFAULT_DATA_DIR)
 }
 fn default_broker() -> String {
     "mqtt://127.0.0.1:1883".into()

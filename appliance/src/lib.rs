@@ -12,6 +12,7 @@ pub mod console;
 pub mod demo;
 pub mod domain;
 pub mod line;
+pub mod logbuf;
 pub mod report;
 pub mod screen;
 pub mod store;

@@ -2,7 +2,7 @@
 //! what to do and a non-zero exit.
 
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use screenline::config::Config;
 use screenline::line::waybill::{parse_record, today, Framed, Framer, Framing};
 use std::io::Read;
@@ -98,6 +98,39 @@ enum Command {
         #[command(subcommand)]
         command: DatasetCommand,
     },
+    /// Console users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Adds a console user. The password is asked for on the terminal, or read as one line
+    /// from stdin when stdin is not a terminal; it is stored only as an argon2id hash.
+    Add {
+        /// The user name: 1 to 32 of a-z, 0-9, '.', '_', '-'.
+        name: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The appliance's configuration (its data_dir holds the users).
+        #[arg(
+            long,
+            default_value = "/etc/screenline/screenline.toml",
+            conflicts_with = "data"
+        )]
+        config: PathBuf,
+        /// The data folder, instead of reading it from the configuration.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Operator,
+    Technician,
 }
 
 #[derive(Subcommand)]
@@ -146,10 +179,21 @@ fn init_logging(quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter);
+    // The console's log page keeps information and worse, whatever stderr shows.
+    let console =
+        screenline::logbuf::LogBufferLayer.with_filter(tracing_subscriber::filter::filter_fn(
+            |m| *m.level() <= tracing::Level::INFO && !m.target().starts_with("rumqttd"),
+        ));
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(console)
         .init();
 }
 
@@ -247,6 +291,15 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             config,
             data,
         } => screen(waybill, image, model, config, data),
+        Command::User {
+            command:
+                UserCommand::Add {
+                    name,
+                    role,
+                    config,
+                    data,
+                },
+        } => user_add(&name, role, &config, data),
         Command::Dataset {
             command: DatasetCommand::Generate { out, count, seed },
         } => {
@@ -271,7 +324,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = match Config::load(&path) {
         Ok(c) => c,
-        Err(e) => return safe_mode(e).await,
+        Err(e) => return safe_mode(&path, e).await,
     };
     let appliance = screenline::app::Appliance::start(config).await?;
     tokio::signal::ctrl_c()
@@ -283,25 +336,96 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
 }
 
 /// With an invalid configuration nothing touches the line: the controllers hear no heartbeat
-/// and divert every parcel to manual inspection, while the console shows what to fix.
-async fn safe_mode(e: screenline::config::ConfigError) -> anyhow::Result<()> {
+/// and divert every parcel to manual inspection, while the console shows what to fix. It
+/// listens where the file asks if that much can be read, else on 127.0.0.1:8080, and takes
+/// its users from the data folder the file names, else the default one.
+async fn safe_mode(
+    path: &std::path::Path,
+    e: screenline::config::ConfigError,
+) -> anyhow::Result<()> {
     tracing::error!(error = %e, "configuration invalid: safe mode, console only");
-    eprintln!("error: {e}\nStarting the console in safe mode on 127.0.0.1:8080; the lines divert every parcel until the configuration is fixed.");
+    let raw: Option<toml::Table> = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse().ok());
+    let listen = raw
+        .as_ref()
+        .and_then(|t| {
+            t.get("console")?
+                .get("listen")?
+                .as_str()?
+                .parse::<SocketAddr>()
+                .ok()
+        })
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let data_dir = raw
+        .as_ref()
+        .and_then(|t| t.get("data_dir")?.as_str().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(screenline::config::DEFAULT_DATA_DIR));
+    eprintln!("error: {e}\nStarting the console in safe mode on {listen}; the lines divert every parcel until the configuration is fixed.");
     let telemetry = std::sync::Arc::new(screenline::telemetry::Telemetry::default());
     telemetry.link("config", false, e.to_string());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:8080")
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .context("safe-mode console on 127.0.0.1:8080")?;
+        .with_context(|| format!("safe-mode console on {listen}"))?;
+    let console = screenline::console::Console::safe_mode(telemetry, data_dir, e.to_string());
     let shutdown = tokio_util::sync::CancellationToken::new();
     let server = tokio::spawn(screenline::console::serve(
         listener,
-        telemetry,
+        std::sync::Arc::new(console),
         shutdown.clone(),
     ));
     tokio::signal::ctrl_c().await?;
     shutdown.cancel();
     let _ = server.await;
     bail!("the configuration is invalid: {e}")
+}
+
+fn user_add(
+    name: &str,
+    role: RoleArg,
+    config: &std::path::Path,
+    data: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use screenline::console::auth::{Role, Users};
+    let data_dir = match data {
+        Some(d) => d,
+        None => {
+            Config::load(config)
+                .with_context(|| {
+                    format!(
+                        "reading the data folder from {}; or pass --data DIR",
+                        config.display()
+                    )
+                })?
+                .data_dir
+        }
+    };
+    let password = if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        let p = rpassword::prompt_password(format!("password for {name}: "))?;
+        if rpassword::prompt_password("again: ")? != p {
+            bail!("the passwords differ; nothing was changed");
+        }
+        p
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    let role = match role {
+        RoleArg::Operator => Role::Operator,
+        RoleArg::Technician => Role::Technician,
+    };
+    Users::in_data_dir(&data_dir)
+        .add(name, role, &password)
+        .context("adding the user")?;
+    println!(
+        "{name} added as {} to {}",
+        role.key(),
+        data_dir.join("users.json").display()
+    );
+    Ok(())
 }
 
 fn waybill_check(file: Option<PathBuf>, framing: FramingArg) -> anyhow::Result<()> {

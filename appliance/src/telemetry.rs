@@ -50,9 +50,19 @@ struct Inner {
 }
 
 /// Shared telemetry.
-#[derive(Default)]
 pub struct Telemetry {
     inner: Mutex<Inner>,
+    /// Every decided parcel, as it is decided (the console's live view).
+    live: tokio::sync::broadcast::Sender<ParcelSummary>,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            inner: Mutex::default(),
+            live: tokio::sync::broadcast::channel(RECENT).0,
+        }
+    }
 }
 
 impl Telemetry {
@@ -149,14 +159,21 @@ impl Telemetry {
         self.with(|i| i.links.clone())
     }
 
-    /// Adds a decided parcel to the recent list.
+    /// Adds a decided parcel to the recent list and tells live subscribers.
     pub fn push_parcel(&self, p: ParcelSummary) {
+        // No subscriber is not an error.
+        let _ = self.live.send(p.clone());
         self.with(|i| {
             if i.recent.len() == RECENT {
                 i.recent.pop_front();
             }
             i.recent.push_back(p);
         });
+    }
+
+    /// Decided parcels from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ParcelSummary> {
+        self.live.subscribe()
     }
 
     /// Records what the line controller did with parcel `seq` of `line_id`.

@@ -197,15 +197,31 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             .collect(),
     };
     let topic_root = config.topic_root();
+    // Console users for this run, with fresh passwords (printed below).
+    let users = crate::console::auth::Users::in_data_dir(&config.data_dir);
+    let mut logins = Vec::new();
+    for (name, role) in [
+        ("operator", crate::console::auth::Role::Operator),
+        ("technician", crate::console::auth::Role::Technician),
+    ] {
+        let password = format!(
+            "{name}-{:04x}-{:04x}",
+            rand::random::<u16>(),
+            rand::random::<u16>()
+        );
+        users.add(name, role, &password)?;
+        logins.push(format!("{name} / {password}"));
+    }
     let appliance = Appliance::start(config).await?;
     let addr = crate::config::parse_broker_url(&broker).map_err(anyhow::Error::msg)?;
     if !quiet {
         eprintln!(
-            "\nScreenline demo: {} line(s), {} parcels/s each{}\n  console   http://{}/\n  broker    {broker}{}\n  watch     mosquitto_sub -h {} -p {} -t '{topic_root}/#' -v\n  data      {}\nCtrl-C stops.\n",
+            "\nScreenline demo: {} line(s), {} parcels/s each{}\n  console   http://{}/   log in as {}\n  broker    {broker}{}\n  watch     mosquitto_sub -h {} -p {} -t '{topic_root}/#' -v\n  data      {}\nCtrl-C stops.\n",
             lines.len(),
             opts.rate,
             opts.parcels.map(|n| format!(", stopping after {n} parcels")).unwrap_or_default(),
             appliance.console_addr,
+            logins.join("  or  "),
             if opts.broker.is_none() { " (embedded)" } else { "" },
             addr.host,
             addr.port,

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use thiserror::Error;
 
+pub mod audit;
+pub mod query;
 pub mod review;
 
 /// A store that could not do what was asked.
@@ -104,6 +106,8 @@ pub struct Store {
     outbox: sled::Tree,
     split: sled::Tree,
     reviews: sled::Tree,
+    audit: sled::Tree,
+    by_waybill: sled::Tree,
     images: PathBuf,
     hasher: KeyedHasher,
     /// Outbox length, kept here because sled's `len()` walks the whole tree.
@@ -128,6 +132,8 @@ impl Store {
         let meta = db.open_tree("meta")?;
         let split = db.open_tree("split")?;
         let reviews = db.open_tree("reviews")?;
+        let audit = db.open_tree("audit")?;
+        let by_waybill = db.open_tree("by_waybill")?;
         let hash_key = match meta.get("hash_key")? {
             Some(k) => k.to_vec(),
             None => {
@@ -146,6 +152,8 @@ impl Store {
             outbox,
             split,
             reviews,
+            audit,
+            by_waybill,
             images,
             hasher: KeyedHasher::new(hash_key),
             backlog,

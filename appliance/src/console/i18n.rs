@@ -1,0 +1,173 @@
+//! The console's words, in zh-CN (the default) and en. Every key has both; a test checks it.
+
+use serde::Deserialize;
+
+/// The console's language, from the `sl_lang` cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Lang {
+    #[serde(rename = "zh-CN")]
+    Zh,
+    #[serde(rename = "en")]
+    En,
+}
+
+impl Lang {
+    /// From a cookie value; Chinese unless English is asked for.
+    pub fn from_cookie(v: Option<&str>) -> Lang {
+        match v {
+            Some("en") => Lang::En,
+            _ => Lang::Zh,
+        }
+    }
+
+    /// The `lang` attribute and cookie value.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Lang::Zh => "zh-CN",
+            Lang::En => "en",
+        }
+    }
+
+    /// The other language (for the switch).
+    pub fn other(self) -> Lang {
+        match self {
+            Lang::Zh => Lang::En,
+            Lang::En => Lang::Zh,
+        }
+    }
+
+    /// For the domain's own labels.
+    pub fn domain(self) -> crate::domain::Lang {
+        match self {
+            Lang::Zh => crate::domain::Lang::Zh,
+            Lang::En => crate::domain::Lang::En,
+        }
+    }
+}
+
+/// (key, zh-CN, en)
+const WORDS: &[(&str, &str, &str)] = &[
+    ("app", "Screenline 过机安检", "Screenline screening"),
+    ("switch", "English", "中文"),
+    ("login", "登录", "Log in"),
+    ("logout", "退出", "Log out"),
+    ("user", "用户名", "User name"),
+    ("password", "密码", "Password"),
+    ("login.failed", "用户名或密码错误", "Wrong user name or password"),
+    ("login.locked", "登录失败次数过多，请稍后再试", "Too many failed logins; try again later"),
+    ("login.expired", "登录已过期，请重新登录", "Your session ended; log in again"),
+    ("nav.line", "产线", "Line"),
+    ("nav.flagged", "待复核", "Flagged"),
+    ("nav.search", "查询", "Search"),
+    ("nav.devices", "设备", "Devices"),
+    ("nav.model", "模型", "Model"),
+    ("nav.config", "配置", "Config"),
+    ("nav.logs", "日志", "Logs"),
+    ("nav.audit", "审计", "Audit"),
+    ("role.operator", "操作员", "operator"),
+    ("role.technician", "技术员", "technician"),
+    ("decided", "已判定", "Decided"),
+    ("cleared", "放行", "Cleared"),
+    ("flagged", "标记上报", "Flagged"),
+    ("manual", "人工开箱", "Manual"),
+    ("reported", "已上报", "Reported"),
+    ("backlog", "待上报", "Backlog"),
+    ("late", "超时判定", "Late decisions"),
+    ("decision.clear", "放行", "clear"),
+    ("decision.flag", "标记上报", "flagged"),
+    ("decision.manual", "人工开箱", "manual"),
+    ("col.time", "时间", "Time"),
+    ("col.line", "产线", "Line"),
+    ("col.waybill", "运单号", "Waybill"),
+    ("col.sender", "寄件人", "Sender"),
+    ("col.decision", "判定", "Decision"),
+    ("col.reasons", "原因", "Reasons"),
+    ("col.category", "品类", "Category"),
+    ("col.score", "可疑度", "Score"),
+    ("col.diverter", "分拣", "Diverter"),
+    ("col.review", "复核", "Review"),
+    ("live", "实时", "live"),
+    ("disconnected", "连接中断，正在重连…", "Disconnected, reconnecting…"),
+    ("links", "链路", "Links"),
+    ("stack", "信号灯", "Stack light"),
+    ("queue.empty", "没有待复核的包裹", "Nothing waiting for review"),
+    ("queue.hint", "标记和人工开箱的包裹，开箱后请确认或放行。", "Flagged and manual parcels: after opening, confirm or clear."),
+    ("parcel", "包裹", "Parcel"),
+    ("image", "X 光图像", "X-ray image"),
+    ("image.none", "没有图像", "No image"),
+    ("image.zoom", "点击放大，再点缩小", "Click to zoom in, again to zoom out"),
+    ("scores", "模型评分", "Model scores"),
+    ("counterfeit", "侵权假冒可疑度", "Counterfeit score"),
+    ("declared", "申报物品", "Declared goods"),
+    ("value", "申报价值", "Declared value"),
+    ("quantity", "数量", "Quantity"),
+    ("model", "模型", "Model"),
+    ("reviews", "复核记录", "Reviews"),
+    ("review.none", "尚未复核", "Not reviewed yet"),
+    ("review.note", "备注（开箱所见）", "Note (what you found)"),
+    ("review.confirm", "确认可疑", "Confirm suspicion"),
+    ("review.clear", "开箱无误，放行", "Opened, nothing wrong: clear"),
+    ("review.confirmed", "已确认", "confirmed"),
+    ("review.cleared", "已放行", "cleared"),
+    ("review.saved", "复核已记录", "Review recorded"),
+    ("search.hint", "输入运单号（可输入前几位）", "Waybill number (or its first characters)"),
+    ("search.go", "查询", "Search"),
+    ("search.none", "没有找到", "Nothing found"),
+    ("device", "设备", "Device"),
+    ("state", "状态", "State"),
+    ("since", "自", "Since"),
+    ("detail", "详情", "Detail"),
+    ("errors", "错误计数", "Error counts"),
+    ("up", "正常", "up"),
+    ("down", "异常", "down"),
+    ("disk", "磁盘", "Disk"),
+    ("disk.free", "可用", "free"),
+    ("config.running", "当前运行配置", "Running configuration"),
+    ("config.validate", "检查配置", "Validate a configuration"),
+    ("config.valid", "配置有效", "The configuration is valid"),
+    ("config.invalid", "配置无效", "The configuration is invalid"),
+    ("config.paste", "粘贴 TOML 配置后点击检查（不会生效，仅检查）", "Paste a TOML configuration and validate it (checked only, not applied)"),
+    ("config.safe", "配置无效：控制台以安全模式运行，产线控制器收不到心跳，所有包裹转人工开箱。请修正配置后重启。", "The configuration is invalid: the console runs in safe mode; the line controllers hear no heartbeat and divert every parcel to manual inspection. Fix the configuration and restart."),
+    ("logs.filter", "筛选", "Filter"),
+    ("logs.level", "级别", "Level"),
+    ("logs.text", "包含文字", "Containing"),
+    ("audit.actor", "操作人", "Who"),
+    ("audit.action", "操作", "Action"),
+    ("audit.target", "对象", "Target"),
+    ("forbidden", "此页面仅限技术员", "This page is for technicians"),
+    ("notfound", "没有这个记录", "No such record"),
+    ("csrf", "表单已过期，请刷新页面后重试", "The form expired; reload the page and try again"),
+    ("model.version", "版本", "Version"),
+    ("model.sha", "SHA-256", "SHA-256"),
+    ("model.labels", "品类", "Categories"),
+    ("model.card", "模型说明", "Model card"),
+];
+
+/// The word for `key` in `lang`; the key itself if there is none (a test forbids that).
+pub fn t(lang: Lang, key: &str) -> &'static str {
+    WORDS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, zh, en)| match lang {
+            Lang::Zh => *zh,
+            Lang::En => *en,
+        })
+        .unwrap_or("?")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_has_both_languages_once() {
+        let mut keys = std::collections::HashSet::new();
+        for (k, zh, en) in WORDS {
+            assert!(keys.insert(*k), "{k} twice");
+            assert!(!zh.is_empty() && !en.is_empty(), "{k}");
+        }
+        assert_eq!(t(Lang::Zh, "nav.flagged"), "待复核");
+        assert_eq!(t(Lang::En, "nav.flagged"), "Flagged");
+        assert_eq!(t(Lang::En, "no.such.key"), "?");
+    }
+}
