@@ -154,6 +154,17 @@ fn layout(
     ))
 }
 
+/// A page of a logged-in viewer, titled by its navigation word.
+fn page(ctx: &Ctx, title_key: &str, active: &str, body: &str) -> Html<String> {
+    layout(
+        ctx.lang,
+        Some(&ctx.session),
+        t(ctx.lang, title_key),
+        active,
+        body,
+    )
+}
+
 /// A page with one message (errors, refusals).
 pub fn message(lang: Lang, session: Option<&Session>, text: &str) -> Html<String> {
     layout(
@@ -309,7 +320,7 @@ pub fn line(ctx: &Ctx, c: &Console) -> Html<String> {
         );
     }
     body.push_str("</tbody></table>");
-    layout(lang, Some(&ctx.session), t(lang, "nav.line"), "/", &body)
+    page(ctx, "nav.line", "/", &body)
 }
 
 fn links_badges(lang: Lang, c: &Console) -> String {
@@ -393,13 +404,7 @@ pub fn flagged(ctx: &Ctx, waiting: &[Value]) -> Html<String> {
             t(lang, "queue.empty")
         );
     }
-    layout(
-        lang,
-        Some(&ctx.session),
-        t(lang, "nav.flagged"),
-        "/flagged",
-        &body,
-    )
+    page(ctx, "nav.flagged", "/flagged", &body)
 }
 
 fn bar(p: f64, class: &str) -> String {
@@ -525,13 +530,7 @@ pub fn parcel(ctx: &Ctx, r: &Value, reviews: &[Review], saved: bool) -> Html<Str
         confirm = t(lang, "review.confirm"),
         clear = t(lang, "review.clear"),
     );
-    layout(
-        lang,
-        Some(&ctx.session),
-        t(lang, "parcel"),
-        "/flagged",
-        &body,
-    )
+    page(ctx, "parcel", "/flagged", &body)
 }
 
 pub fn search(ctx: &Ctx, query: &str, found: &[Value]) -> Html<String> {
@@ -571,13 +570,7 @@ pub fn search(ctx: &Ctx, query: &str, found: &[Value]) -> Html<String> {
             body.push_str("</tbody></table>");
         }
     }
-    layout(
-        lang,
-        Some(&ctx.session),
-        t(lang, "nav.search"),
-        "/search",
-        &body,
-    )
+    page(ctx, "nav.search", "/search", &body)
 }
 
 /// Free and total bytes of the filesystem holding `path`.
@@ -646,13 +639,7 @@ pub fn devices(ctx: &Ctx, c: &Console) -> Html<String> {
         );
     }
     body.push_str("</tbody></table>");
-    layout(
-        lang,
-        Some(&ctx.session),
-        t(lang, "nav.devices"),
-        "/devices",
-        &body,
-    )
+    page(ctx, "nav.devices", "/devices", &body)
 }
 
 pub fn model(ctx: &Ctx, c: &Console) -> Html<String> {
@@ -692,13 +679,7 @@ pub fn model(ctx: &Ctx, c: &Console) -> Html<String> {
             esc(&card)
         );
     }
-    layout(
-        lang,
-        Some(&ctx.session),
-        t(lang, "nav.model"),
-        "/model",
-        &body,
-    )
+    page(ctx, "nav.model", "/model", &body)
 }
 
 pub fn config(
@@ -751,13 +732,7 @@ pub fn config(
         esc(pasted),
         t(lang, "config.validate"),
     );
-    layout(
-        lang,
-        Some(&ctx.session),
-        t(lang, "nav.config"),
-        "/config",
-        &body,
-    )
+    page(ctx, "nav.config", "/config", &body)
 }
 
 pub fn logs(ctx: &Ctx, level: tracing::Level, text: &str, lines: &[LogLine]) -> Html<String> {
@@ -798,13 +773,7 @@ pub fn logs(ctx: &Ctx, level: tracing::Level, text: &str, lines: &[LogLine]) -> 
         );
     }
     body.push_str("</tbody></table>");
-    layout(
-        lang,
-        Some(&ctx.session),
-        t(lang, "nav.logs"),
-        "/logs",
-        &body,
-    )
+    page(ctx, "nav.logs", "/logs", &body)
 }
 
 pub fn audit(ctx: &Ctx, text: &str, entries: &[AuditEntry]) -> Html<String> {
@@ -832,11 +801,5 @@ pub fn audit(ctx: &Ctx, text: &str, entries: &[AuditEntry]) -> Html<String> {
         );
     }
     body.push_str("</tbody></table>");
-    layout(
-        lang,
-        Some(&ctx.session),
-        t(lang, "nav.audit"),
-        "/audit",
-        &body,
-    )
+    page(ctx, "nav.audit", "/audit", &body)
 }
