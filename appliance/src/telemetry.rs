@@ -38,6 +38,16 @@ pub struct ParcelSummary {
     pub outcome: Option<String>,
 }
 
+/// What the console hears live.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Live {
+    /// A parcel was decided.
+    Parcel(ParcelSummary),
+    /// The line controller reported what it did with a decided parcel.
+    Outcome { record_id: String, outcome: String },
+}
+
 /// Samples kept per latency series.
 const SAMPLES: usize = 4096;
 
@@ -53,7 +63,7 @@ struct Inner {
 pub struct Telemetry {
     inner: Mutex<Inner>,
     /// Every decided parcel, as it is decided (the console's live view).
-    live: tokio::sync::broadcast::Sender<ParcelSummary>,
+    live: tokio::sync::broadcast::Sender<Live>,
 }
 
 impl Default for Telemetry {
@@ -162,7 +172,7 @@ impl Telemetry {
     /// Adds a decided parcel to the recent list and tells live subscribers.
     pub fn push_parcel(&self, p: ParcelSummary) {
         // No subscriber is not an error.
-        let _ = self.live.send(p.clone());
+        let _ = self.live.send(Live::Parcel(p.clone()));
         self.with(|i| {
             if i.recent.len() == RECENT {
                 i.recent.pop_front();
@@ -171,23 +181,28 @@ impl Telemetry {
         });
     }
 
-    /// Decided parcels from now on.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ParcelSummary> {
+    /// Decided parcels and their outcomes from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Live> {
         self.live.subscribe()
     }
 
     /// Records what the line controller did with parcel `seq` of `line_id`.
     pub fn parcel_outcome(&self, line_id: &str, seq: u32, outcome: &str) {
-        self.with(|i| {
-            if let Some(p) = i
+        let record_id = self.with(|i| {
+            let p = i
                 .recent
                 .iter_mut()
                 .rev()
-                .find(|p| p.line_id == line_id && p.seq == seq)
-            {
-                p.outcome = Some(outcome.to_owned());
-            }
+                .find(|p| p.line_id == line_id && p.seq == seq)?;
+            p.outcome = Some(outcome.to_owned());
+            Some(p.record_id.clone())
         });
+        if let Some(record_id) = record_id {
+            let _ = self.live.send(Live::Outcome {
+                record_id,
+                outcome: outcome.to_owned(),
+            });
+        }
     }
 
     /// The recent parcels, newest first.

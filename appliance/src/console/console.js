@@ -20,6 +20,10 @@
   function category(k) {
     return k ? esc((W.categories || {})[k] || k) : "—";
   }
+  function outcome(o) {
+    const k = ["passed", "diverted", "fail-safe"].includes(o) ? o : "pending";
+    return `<span data-outcome="${k}">${esc(W["outcome." + k])}</span>`;
+  }
   function time(iso) { return esc(String(iso || "").slice(11, 19)); }
 
   function lineRow(p) {
@@ -27,7 +31,7 @@
       `<td><a href="/parcel/${encodeURIComponent(p.record_id)}">${esc(p.waybill || "—")}</a></td>` +
       `<td>${esc(p.sender || "—")}</td><td>${decision(p.decision)}</td><td>${reasons(p.reasons)}</td>` +
       `<td>${category(p.category)}</td><td>${p.counterfeit == null ? "—" : p.counterfeit.toFixed(2)}</td>` +
-      `<td>${esc(p.outcome || "…")}</td>`;
+      `<td>${outcome(p.outcome)}</td>`;
   }
   function suspectRow(p) {
     const href = `/parcel/${encodeURIComponent(p.record_id)}`;
@@ -53,6 +57,12 @@
       const empty = document.getElementById("empty");
       if (empty) empty.remove();
       while (rows.children.length > 200) rows.lastElementChild.remove();
+    });
+    src.addEventListener("outcome", ev => {
+      const o = JSON.parse(ev.data);
+      const tr = rows.querySelector(`tr[data-record="${CSS.escape(o.record_id)}"]`);
+      const cell = tr && tr.querySelector("[data-outcome]");
+      if (cell) cell.outerHTML = outcome(o.outcome);
     });
     src.addEventListener("status", ev => {
       const s = JSON.parse(ev.data);

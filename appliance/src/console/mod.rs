@@ -13,7 +13,7 @@ mod pages;
 
 use crate::store::review::Finding;
 use crate::store::Store;
-use crate::telemetry::{ParcelSummary, Telemetry};
+use crate::telemetry::{Live, ParcelSummary, Telemetry};
 use auth::{LoginLimiter, Role, Session, Sessions, Users};
 use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, Form, Path, Query, State};
@@ -656,7 +656,8 @@ async fn search_page(
     Html(pages::search(&ctx, &query, &found)).into_response()
 }
 
-/// Live updates: a `parcel` event per decided parcel, a `status` event every second.
+/// Live updates: a `parcel` event per decided parcel, an `outcome` event when the line
+/// controller reports what it did with one, a `status` event every second.
 async fn events(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     let _ctx = viewer!(c, headers, Role::Operator, "/events");
     let parcels = c.telemetry.subscribe();
@@ -666,7 +667,8 @@ async fn events(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
         |(mut parcels, mut tick, c)| async move {
             let event = tokio::select! {
                 p = parcels.recv() => match p {
-                    Ok(p) => Event::default().event("parcel").json_data(&p).ok(),
+                    Ok(Live::Parcel(p)) => Event::default().event("parcel").json_data(&p).ok(),
+                    Ok(o @ Live::Outcome { .. }) => Event::default().event("outcome").json_data(&o).ok(),
                     // A slow browser skips parcels; the next status carries the counts.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,

@@ -68,6 +68,8 @@ textarea{width:100%;box-sizing:border-box}
 .login button{margin-top:16px;width:100%}
 pre{white-space:pre-wrap;background:#fff;padding:12px;border-radius:6px;box-shadow:0 1px 2px #0002;font-size:13px}
 #live{font-size:13px;color:#9fe3b0}#live.off{color:#ffb4b4}
+.lamp{display:inline-block;width:10px;height:10px;border-radius:50%;vertical-align:middle}
+.lamp.green{background:#1fa34a}.lamp.amber{background:#f0a000}
 "#;
 
 /// Words the page script needs, as JSON in the page (no inline script: the CSP forbids it).
@@ -80,6 +82,10 @@ fn script_words(lang: Lang) -> String {
         "live",
         "up",
         "down",
+        "outcome.passed",
+        "outcome.diverted",
+        "outcome.fail-safe",
+        "outcome.pending",
     ];
     let mut words = serde_json::Map::new();
     for k in keys {
@@ -305,7 +311,8 @@ pub fn line(ctx: &Ctx, c: &Console) -> Html<String> {
         let reasons = serde_json::to_value(&p.reasons).unwrap_or_default();
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{} #{}</td><td><a href=\"/parcel/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr data-record=\"{}\"><td>{}</td><td>{} #{}</td><td><a href=\"/parcel/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&p.record_id),
             esc(crate::time_fmt::format(p.decided_at).get(11..19).unwrap_or("")),
             esc(&p.line_id),
             p.seq,
@@ -316,11 +323,21 @@ pub fn line(ctx: &Ctx, c: &Console) -> Html<String> {
             reasons_html(lang, &reasons),
             esc(&category_label(lang, p.category.as_deref())),
             p.counterfeit.map_or("—".into(), |s| format!("{s:.2}")),
-            esc(p.outcome.as_deref().unwrap_or("…")),
+            outcome_cell(lang, p.outcome.as_deref()),
         );
     }
     body.push_str("</tbody></table>");
     page(ctx, "nav.line", "/", &body)
+}
+
+fn outcome_cell(lang: Lang, outcome: Option<&str>) -> String {
+    let key = outcome
+        .filter(|o| ["passed", "diverted", "fail-safe"].contains(o))
+        .unwrap_or("pending");
+    format!(
+        "<span data-outcome=\"{key}\">{}</span>",
+        t(lang, &format!("outcome.{key}"))
+    )
 }
 
 fn links_badges(lang: Lang, c: &Console) -> String {
@@ -341,11 +358,11 @@ fn links_badges(lang: Lang, c: &Console) -> String {
         if name.ends_with(".controller") {
             let _ = write!(
                 out,
-                "<span class=\"{}\">{} {} {}</span>",
+                "<span class=\"{}\">{} {} <i class=\"lamp {}\"></i></span>",
                 if l.up { "up" } else { "down" },
                 esc(name.trim_end_matches(".controller")),
                 t(lang, "stack"),
-                if l.up { "🟢" } else { "🟠" }
+                if l.up { "green" } else { "amber" }
             );
         }
     }
