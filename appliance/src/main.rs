@@ -403,6 +403,7 @@ fn screen(
                 .into(),
             path: image,
             completed: std::time::Instant::now(),
+            low_energy: None,
             waybill: Some(record.waybill.waybill.clone()),
             captured_at: now,
         }),

@@ -33,6 +33,52 @@ pub enum JoinNote {
     OrphanImage,
 }
 
+impl JoinNote {
+    /// The telemetry counter for this note.
+    pub fn counter(self) -> &'static str {
+        match self {
+            JoinNote::DoubleRead => "join.double_reads",
+            JoinNote::OrphanRead => "join.orphan_reads",
+            JoinNote::OrphanImage => "join.orphan_images",
+        }
+    }
+}
+
+/// What a parcel leaving the join has: the outcome counted per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinOutcome {
+    /// A read and an image.
+    Joined,
+    /// An image but no readable waybill: manual inspection.
+    NoRead,
+    /// A read but no image: manual inspection.
+    NoImage,
+    /// Neither: manual inspection.
+    NoReadNoImage,
+}
+
+impl JoinOutcome {
+    /// The telemetry counter for this outcome.
+    pub fn counter(self) -> &'static str {
+        match self {
+            JoinOutcome::Joined => "join.joined",
+            JoinOutcome::NoRead => "join.no_read",
+            JoinOutcome::NoImage => "join.no_image",
+            JoinOutcome::NoReadNoImage => "join.no_read_no_image",
+        }
+    }
+}
+
+/// The outcome of a parcel that left the join.
+pub fn outcome(parcel: &Parcel) -> JoinOutcome {
+    match (parcel.waybill.is_some(), parcel.scan.is_some()) {
+        (true, true) => JoinOutcome::Joined,
+        (false, true) => JoinOutcome::NoRead,
+        (true, false) => JoinOutcome::NoImage,
+        (false, false) => JoinOutcome::NoReadNoImage,
+    }
+}
+
 /// The join's timing, from the line's geometry.
 #[derive(Debug, Clone, Copy)]
 pub struct JoinTiming {
@@ -64,6 +110,8 @@ pub struct Joiner {
     /// Waybills recently read, to merge double reads.
     recent: VecDeque<(Instant, WaybillNo)>,
     notes: Vec<JoinNote>,
+    /// Images no parcel claimed, for the caller to quarantine.
+    orphans: Vec<XrayScan>,
 }
 
 fn distance(a: Instant, b: Instant) -> Duration {
@@ -85,7 +133,13 @@ impl Joiner {
             images: Vec::new(),
             recent: VecDeque::new(),
             notes: Vec::new(),
+            orphans: Vec::new(),
         }
+    }
+
+    /// The line this join is for.
+    pub fn line_id(&self) -> &str {
+        &self.line_id
     }
 
     /// The photo-eye saw parcel `seq`.
@@ -184,7 +238,8 @@ impl Joiner {
                 // once every parcel it could belong to has had its chance.
                 None if scan.waybill.is_some() && now < t + window => i += 1,
                 None => {
-                    self.images.swap_remove(i);
+                    let (_, scan) = self.images.swap_remove(i);
+                    self.orphans.push(scan);
                     self.notes.push(JoinNote::OrphanImage);
                 }
             }
@@ -243,6 +298,11 @@ impl Joiner {
     pub fn take_notes(&mut self) -> Vec<JoinNote> {
         std::mem::take(&mut self.notes)
     }
+
+    /// Images orphaned since the last call: their files are still in the drop folder.
+    pub fn take_orphans(&mut self) -> Vec<XrayScan> {
+        std::mem::take(&mut self.orphans)
+    }
 }
 
 #[cfg(test)]
@@ -267,6 +327,7 @@ mod tests {
             scan_id: id.into(),
             path: PathBuf::from(format!("{id}.png")),
             completed: Instant::now(),
+            low_energy: None,
             waybill: waybill.map(|w| WaybillNo::parse(w).expect("valid")),
             captured_at: SystemTime::UNIX_EPOCH,
         }

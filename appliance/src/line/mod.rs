@@ -8,6 +8,7 @@
 
 pub mod controller;
 pub mod join;
+pub mod quarantine;
 pub mod reader;
 pub mod serial;
 pub mod waybill;
@@ -44,6 +45,7 @@ pub enum LineInput {
 pub fn spawn(
     tasks: &mut JoinSet<()>,
     line: &LineConfig,
+    data_dir: &std::path::Path,
     parcels: mpsc::Sender<Parcel>,
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
@@ -91,9 +93,11 @@ pub fn spawn(
             }
         });
     }
+    let policy = xray::XrayPolicy::for_line(line, data_dir);
     tasks.spawn(xray::watch(
         line.id.clone(),
         line.xray_dir.clone(),
+        policy.clone(),
         input_tx,
         telemetry.clone(),
         shutdown.clone(),
@@ -109,6 +113,7 @@ pub fn spawn(
             },
         ),
         input_rx,
+        policy,
         parcels,
         telemetry,
         shutdown,
@@ -119,6 +124,7 @@ pub fn spawn(
 async fn run_join(
     mut joiner: join::Joiner,
     mut inputs: mpsc::Receiver<LineInput>,
+    policy: xray::XrayPolicy,
     parcels: mpsc::Sender<Parcel>,
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
@@ -137,16 +143,16 @@ async fn run_join(
             },
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
+        let left = joiner.poll(Instant::now());
         for note in joiner.take_notes() {
-            let name = match note {
-                join::JoinNote::DoubleRead => "join.double_reads",
-                join::JoinNote::OrphanRead => "join.orphan_reads",
-                join::JoinNote::OrphanImage => "join.orphan_images",
-            };
-            telemetry.incr(name);
+            telemetry.incr(note.counter());
         }
-        for parcel in joiner.poll(Instant::now()) {
+        for scan in joiner.take_orphans() {
+            policy.orphaned(joiner.line_id(), &scan, &telemetry);
+        }
+        for parcel in left {
             telemetry.incr("join.parcels");
+            telemetry.incr(join::outcome(&parcel).counter());
             if parcels.send(parcel).await.is_err() {
                 return;
             }
