@@ -216,7 +216,8 @@ pub struct LineConfig {
     #[serde(default = "default_join_window")]
     pub join_window_ms: u64,
     /// How far from the photo-eye's event a waybill read may come, either side, in
-    /// milliseconds. Keep it under half the time between two parcels. Default: 150.
+    /// milliseconds. Keep it under half the time between two parcels (at 3 m/s and 300 mm,
+    /// under 50): a read with two waiting parcels inside it joins neither. Default: 150.
     #[serde(default = "default_read_window")]
     pub read_window_ms: u64,
     /// When the X-ray machine's image usually completes after the photo-eye, in milliseconds.
@@ -224,7 +225,8 @@ pub struct LineConfig {
     #[serde(default = "default_image_delay")]
     pub image_delay_ms: u64,
     /// How far from that an image without a waybill may complete and still join by time, in
-    /// milliseconds. Default: 200.
+    /// milliseconds. Keep it under half the time between two parcels: an image with two
+    /// waiting parcels inside it joins neither (both go to manual). Default: 200.
     #[serde(default = "default_image_window")]
     pub image_window_ms: u64,
     /// How long after the photo-eye the decision must be sent: the belt time from the

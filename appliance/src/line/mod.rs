@@ -147,8 +147,8 @@ async fn run_join(
         for note in joiner.take_notes() {
             telemetry.incr(note.counter());
         }
-        for scan in joiner.take_orphans() {
-            policy.orphaned(joiner.line_id(), &scan, &telemetry);
+        for (scan, why) in joiner.take_orphans() {
+            policy.orphaned(joiner.line_id(), &scan, why, &telemetry);
         }
         for parcel in left {
             telemetry.incr("join.parcels");

@@ -120,14 +120,30 @@ impl XrayPolicy {
         Ok(kept)
     }
 
-    /// Quarantines the files of a scan no parcel claimed.
-    pub fn orphaned(&self, line_id: &str, scan: &XrayScan, telemetry: &Telemetry) {
+    /// Quarantines the files of a scan the join gave to no parcel (`why` is the join's note).
+    pub fn orphaned(
+        &self,
+        line_id: &str,
+        scan: &XrayScan,
+        why: super::join::JoinNote,
+        telemetry: &Telemetry,
+    ) {
+        let (kind, reason) = match why {
+            super::join::JoinNote::AmbiguousImage => (
+                "ambiguous",
+                "more than one parcel entered the line within image_window of this image's expected time; joined to none rather than by guess",
+            ),
+            _ => (
+                "orphan",
+                "no parcel entered the line near the time of this image, and no parcel's waybill matched it",
+            ),
+        };
         quarantine_files(
             line_id,
             &self.quarantine_dir,
             &scan_files(scan),
-            "orphan",
-            "no parcel entered the line near the time of this image, and no parcel's waybill matched it",
+            kind,
+            reason,
             telemetry,
         );
     }
