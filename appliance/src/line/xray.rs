@@ -614,3 +614,327 @@ fn scan_for(
     }
     scan
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageBuffer, Luma, Rgb, RgbImage};
+
+    struct Dir(PathBuf);
+    impl Dir {
+        fn new(tag: &str) -> Dir {
+            let d = std::env::temp_dir().join(format!("sl-xray-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(d.join("drop")).expect("dir");
+            Dir(d)
+        }
+        fn drop_dir(&self) -> PathBuf {
+            self.0.join("drop")
+        }
+        fn quarantine(&self) -> PathBuf {
+            self.0.join("q")
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn rgb(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| Rgb([x as u8, y as u8, 128]))
+    }
+    fn grey16(w: u32, h: u32) -> ImageBuffer<Luma<u16>, Vec<u16>> {
+        ImageBuffer::from_fn(w, h, |x, y| Luma([(x * 300 + y) as u16]))
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = 0xffff_ffffu32;
+        for b in bytes {
+            c ^= u32::from(*b);
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    (c >> 1) ^ 0xedb8_8320
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    /// A valid small PNG whose header claims `w`×`h` pixels: a decompression bomb's shape.
+    fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        rgb(2, 2)
+            .write_to(&mut std::io::Cursor::new(&mut bytes), ImageFormat::Png)
+            .expect("png");
+        // Signature (8), IHDR length (4), "IHDR" (4), width, height, …, CRC over type+data.
+        bytes[16..20].copy_from_slice(&w.to_be_bytes());
+        bytes[20..24].copy_from_slice(&h.to_be_bytes());
+        let crc = crc32(&bytes[12..29]);
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+        bytes
+    }
+
+    fn intake(dir: &Dir) -> Intake {
+        Intake {
+            line_id: "L1".into(),
+            policy: XrayPolicy {
+                quarantine_dir: dir.quarantine(),
+                after: XrayAfter::Keep,
+                pair_wait: Duration::from_millis(100),
+            },
+            telemetry: Arc::new(Telemetry::default()),
+            taken: HashSet::new(),
+            pairs: HashMap::new(),
+        }
+    }
+
+    fn reason(dir: &Dir, name: &str) -> String {
+        std::fs::read_to_string(dir.quarantine().join(format!("{name}.reason.txt")))
+            .unwrap_or_else(|e| panic!("no reason file for {name}: {e}"))
+    }
+
+    #[test]
+    fn names_say_single_or_which_half() {
+        let c = |n: &str| classify(Path::new(n));
+        assert_eq!(c("a.png"), Some(("a".into(), Part::Single)));
+        assert_eq!(c("a.HIGH.TIF"), Some(("a".into(), Part::High)));
+        assert_eq!(c("scan.7.low.tiff"), Some(("scan.7".into(), Part::Low)));
+        assert_eq!(c(".a.png.part"), None);
+        assert_eq!(c("a.json"), None);
+        assert_eq!(c(".high.png"), None);
+        assert_eq!(
+            waybill_in_name("0815_SF1234567890123").map(|w| w.to_string()),
+            Some("SF1234567890123".into())
+        );
+        assert!(waybill_in_name("SF1234567890123").is_some());
+        assert!(waybill_in_name("20260101120000123").is_none());
+        assert!(waybill_in_name("scan-0001").is_none());
+    }
+
+    #[test]
+    fn takes_rgb_images_in_every_format_and_whole_pairs() {
+        let dir = Dir::new("good");
+        let d = dir.drop_dir();
+        let mut intake = intake(&dir);
+        for (name, fmt) in [
+            ("p.png", ImageFormat::Png),
+            ("j.jpg", ImageFormat::Jpeg),
+            ("t.tif", ImageFormat::Tiff),
+        ] {
+            rgb(40, 30)
+                .save_with_format(d.join(name), fmt)
+                .expect("save");
+            let scan = intake.take(d.join(name)).expect("taken");
+            assert_eq!(scan.path, d.join(name));
+            assert_eq!(scan.low_energy, None);
+            // Taken once only.
+            assert!(intake.take(d.join(name)).is_none());
+        }
+        grey16(40, 30)
+            .save(d.join("SF1234567890123.high.png"))
+            .expect("save");
+        assert!(
+            intake.take(d.join("SF1234567890123.high.png")).is_none(),
+            "waits for its partner"
+        );
+        grey16(40, 30)
+            .save(d.join("SF1234567890123.low.png"))
+            .expect("save");
+        let scan = intake
+            .take(d.join("SF1234567890123.low.png"))
+            .expect("a pair");
+        assert_eq!(scan.scan_id, "SF1234567890123");
+        assert_eq!(scan.path, d.join("SF1234567890123.high.png"));
+        assert_eq!(scan.low_energy, Some(d.join("SF1234567890123.low.png")));
+        assert_eq!(
+            scan.waybill.as_ref().map(|w| w.to_string()).as_deref(),
+            Some("SF1234567890123")
+        );
+        // And the pair decodes into the pseudo-colour image the model sees.
+        let (_, img) = crate::screen::load_scan(&scan).expect("decodes");
+        assert_eq!(img.dimensions(), (40, 30));
+        assert!(!dir.quarantine().exists(), "nothing quarantined");
+    }
+
+    #[test]
+    fn bad_files_go_to_quarantine_with_a_reason_and_a_counter() {
+        let dir = Dir::new("bad");
+        let d = dir.drop_dir();
+        let mut intake = intake(&dir);
+        std::fs::write(d.join("bomb.png"), png_claiming(100_000, 100_000)).expect("write");
+        std::fs::write(d.join("wide.png"), png_claiming(8000, 8000)).expect("write");
+        std::fs::write(d.join("junk.png"), b"\x89PNG\r\n\x1a\nnot really").expect("write");
+        std::fs::write(d.join("text.jpg"), b"hello").expect("write");
+        std::fs::write(d.join("empty.tif"), b"").expect("write");
+        grey16(10, 10).save(d.join("grey.png")).expect("save");
+        rgb(10, 10).save(d.join("rgb.high.png")).expect("save");
+        grey16(10, 10).save(d.join("rgb.low.png")).expect("save");
+        grey16(10, 10).save(d.join("m.high.png")).expect("save");
+        grey16(12, 10).save(d.join("m.low.png")).expect("save");
+        for name in [
+            "bomb.png",
+            "wide.png",
+            "junk.png",
+            "text.jpg",
+            "empty.tif",
+            "grey.png",
+            "rgb.high.png",
+            "rgb.low.png",
+            "m.high.png",
+            "m.low.png",
+        ] {
+            assert!(intake.take(d.join(name)).is_none(), "{name} refused");
+        }
+        assert!(reason(&dir, "bomb.png").contains("100000x100000"));
+        assert!(reason(&dir, "wide.png").contains("at most 40000000"));
+        assert!(
+            reason(&dir, "junk.png").contains("header"),
+            "{}",
+            reason(&dir, "junk.png")
+        );
+        assert!(reason(&dir, "text.jpg").contains("bad image header"));
+        assert!(reason(&dir, "empty.tif").contains("empty"));
+        assert!(reason(&dir, "grey.png").contains("must be 8-bit RGB"));
+        assert!(reason(&dir, "rgb.high.png").contains("16-bit grey"));
+        assert!(reason(&dir, "m.high.png").contains("differ in size"));
+        assert!(reason(&dir, "m.low.png").contains("high 10x10, low 12x10"));
+        // The good half of the pair with a bad half waits, then goes as a lone half.
+        assert!(d.join("rgb.low.png").exists());
+        intake.expire_pairs(Instant::now() + Duration::from_millis(150));
+        assert!(reason(&dir, "rgb.low.png").contains("high-energy half rgb.high.* did not arrive"));
+        let t = &intake.telemetry;
+        assert_eq!(t.get("xray.quarantined"), 10);
+        assert_eq!(t.get("xray.quarantined.too_many_pixels"), 2);
+        assert_eq!(t.get("xray.quarantined.lone_half"), 1);
+        assert_eq!(t.get("xray.quarantined.mismatched_pair"), 2);
+        assert_eq!(
+            std::fs::read_dir(&d).expect("drop").count(),
+            0,
+            "the drop folder is empty"
+        );
+    }
+
+    #[test]
+    fn after_screening_archives_deletes_or_quarantines() {
+        let dir = Dir::new("after");
+        let d = dir.drop_dir();
+        let store = crate::store::Store::open(&dir.0.join("data")).expect("store");
+        let mut intake = intake(&dir);
+        let t = intake.telemetry.clone();
+        for id in ["k", "x", "u"] {
+            grey16(8, 8)
+                .save(d.join(format!("{id}.high.png")))
+                .expect("save");
+            grey16(8, 8)
+                .save(d.join(format!("{id}.low.png")))
+                .expect("save");
+            std::fs::write(d.join(format!("{id}.json")), "{}").expect("sidecar");
+        }
+        let mut take = |id: &str| {
+            intake.take(d.join(format!("{id}.high.png")));
+            intake
+                .take(d.join(format!("{id}.low.png")))
+                .expect("a pair")
+        };
+        let (k, x, u) = (take("k"), take("x"), take("u"));
+        let mut policy = intake.policy.clone();
+        let kept = policy
+            .after_screening("L1", &k, "rec-1", None, &store, &t)
+            .expect("kept")
+            .expect("a path");
+        assert_eq!(kept, dir.0.join("data/images/rec-1.high.png"));
+        assert!(dir.0.join("data/images/rec-1.low.png").exists());
+        policy.after = XrayAfter::Delete;
+        let none = policy
+            .after_screening("L1", &x, "rec-2", None, &store, &t)
+            .expect("deleted");
+        assert_eq!(none, None);
+        policy
+            .after_screening(
+                "L1",
+                &u,
+                "rec-3",
+                Some("unexpected end of file"),
+                &store,
+                &t,
+            )
+            .expect("quarantined");
+        assert!(reason(&dir, "u.high.png").contains("unexpected end of file"));
+        assert!(dir.quarantine().join("u.low.png").exists());
+        assert_eq!(
+            std::fs::read_dir(&d).expect("drop").count(),
+            0,
+            "nothing left behind"
+        );
+        assert_eq!((t.get("xray.archived"), t.get("xray.deleted")), (1, 1));
+        assert_eq!(t.get("xray.quarantined.unreadable"), 2);
+    }
+
+    #[tokio::test]
+    async fn the_watcher_takes_only_complete_files_and_sidecars() {
+        let dir = Dir::new("watch");
+        let d = dir.drop_dir();
+        let (tx, mut rx) = mpsc::channel(16);
+        let shutdown = CancellationToken::new();
+        let policy = intake(&dir).policy;
+        let task = tokio::spawn(watch(
+            "L1".into(),
+            d.clone(),
+            policy,
+            tx,
+            Arc::new(Telemetry::default()),
+            shutdown.clone(),
+        ));
+        // Give the watcher its first rescan before files arrive.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::write(
+            d.join("s1.json"),
+            r#"{"captured_at":"2026-03-01T08:00:00Z","waybill":"SF9000000000001"}"#,
+        )
+        .expect("sidecar");
+        let mut png = Vec::new();
+        rgb(20, 20)
+            .write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
+            .expect("png");
+        // Half a file, written and held open: never taken while it is incomplete.
+        let mut partial = std::fs::File::create(d.join("s2.png")).expect("create");
+        std::io::Write::write_all(&mut partial, &png[..png.len() / 2]).expect("write");
+        std::io::Write::flush(&mut partial).expect("flush");
+        // A complete one, renamed into place.
+        std::fs::write(d.join(".s1.png.part"), &png).expect("write");
+        std::fs::rename(d.join(".s1.png.part"), d.join("s1.png")).expect("rename");
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("in time")
+            .expect("an image");
+        let LineInput::Image(scan, _) = got else {
+            panic!("not an image: {got:?}")
+        };
+        assert_eq!(scan.scan_id, "s1");
+        assert_eq!(
+            scan.waybill.as_ref().map(|w| w.to_string()).as_deref(),
+            Some("SF9000000000001")
+        );
+        assert_eq!(
+            crate::time_fmt::format(scan.captured_at),
+            "2026-03-01T08:00:00Z"
+        );
+        // The partial file: finished, closed, then taken.
+        std::io::Write::write_all(&mut partial, &png[png.len() / 2..]).expect("write");
+        drop(partial);
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("in time")
+            .expect("an image");
+        let LineInput::Image(scan, _) = got else {
+            panic!("not an image: {got:?}")
+        };
+        assert_eq!(scan.scan_id, "s2");
+        crate::screen::load_scan(&scan).expect("complete when taken");
+        shutdown.cancel();
+        task.await.expect("watcher");
+    }
+}
