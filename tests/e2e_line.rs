@@ -286,3 +286,136 @@ fn bad_input_and_a_down_broker_send_parcels_to_manual_without_crashing() {
     );
     emulator.shutdown();
 }
+
+/// Whether a `…/status` payload shows link `name` in state `up`.
+fn status_shows(payload: &str, name: &str, up: bool) -> bool {
+    serde_json::from_str::<serde_json::Value>(payload)
+        .is_ok_and(|v| v["links"][name]["up"] == serde_json::Value::Bool(up))
+}
+
+#[test]
+fn an_unplugged_reader_sends_parcels_to_manual_and_is_reopened_when_replugged() {
+    let dir = TempDir::new("unplug");
+    let port = free_port();
+    let _broker = start_mosquitto(dir.path(), port);
+    let status = Sub::start(dir.path(), port, "screenline/v1/T1/a1/status");
+    // The reader by a stable name, as udev gives it: /dev/screenline/L1-reader.
+    let name = dir.path().join("L1-reader");
+    let reader = Pty::open().expect("reader pty");
+    std::os::unix::fs::symlink(reader.slave_path(), &name).expect("symlink");
+    let controller = Pty::open().expect("controller pty");
+    let mut emulator =
+        LineEmulator::start(controller.master().expect("master"), BeltConfig::default())
+            .expect("emulator");
+    let events = emulator.take_events().expect("events");
+    let xray = dir.path().join("xray");
+    std::fs::create_dir_all(&xray).expect("xray dir");
+    let data = dir.path().join("data");
+    let mut app = Appliance::start(
+        dir.path(),
+        &line_config(&data, port, &name, controller.slave_path(), &xray),
+    );
+    let mut seen = Vec::new();
+    wait_events(
+        &events,
+        &mut seen,
+        Duration::from_secs(30),
+        "link up",
+        |s| s.contains(&LineEvent::LinkUp),
+    );
+    status.wait_for(
+        Duration::from_secs(30),
+        "the reader up in the status",
+        |m| m.iter().any(|(_, p)| status_shows(p, "L1.reader", true)),
+    );
+
+    // Unplug: the device and its udev name vanish.
+    reader.hang_up();
+    std::fs::remove_file(&name).expect("unlink");
+    status.wait_for(
+        Duration::from_secs(15),
+        "the reader down in the status",
+        |m| m.iter().any(|(_, p)| status_shows(p, "L1.reader", false)),
+    );
+
+    // A parcel while the reader is down, with a dual-energy image that even names its
+    // waybill: without a read it is never cleared — it goes to manual inspection.
+    emulator.place_parcel(400);
+    std::thread::sleep(Duration::from_millis(300));
+    let scan = xraygen::render(electronics(false), 21);
+    std::fs::write(
+        xray.join("scan-0001.json"),
+        r#"{"waybill":"SF1000000000001"}"#,
+    )
+    .expect("sidecar");
+    for (half, img) in [("high", &scan.high), ("low", &scan.low)] {
+        let tmp = xray.join(format!(".scan-0001.{half}.png.part"));
+        img.save_with_format(&tmp, image::ImageFormat::Png)
+            .expect("save");
+        std::fs::rename(&tmp, xray.join(format!("scan-0001.{half}.png"))).expect("rename");
+    }
+    wait_events(
+        &events,
+        &mut seen,
+        Duration::from_secs(30),
+        "parcel 1 diverted",
+        |s| s.contains(&LineEvent::Diverted { seq: 1 }),
+    );
+    assert!(
+        seen.contains(&LineEvent::DecisionReceived {
+            seq: 1,
+            verdict: Verdict::Divert
+        }),
+        "{seen:?}\n{}",
+        app.log_text()
+    );
+
+    // Replug: a new device node behind the same name; the link comes back by itself.
+    let reader = Pty::open().expect("reader pty");
+    std::os::unix::fs::symlink(reader.slave_path(), &name).expect("symlink");
+    let up_again = status.messages().len();
+    status.wait_for(Duration::from_secs(15), "the reader up again", |m| {
+        m[up_again.min(m.len())..]
+            .iter()
+            .any(|(_, p)| status_shows(p, "L1.reader", true))
+    });
+    let mut reader_tx = reader.master().expect("reader master");
+    send_record(&mut reader_tx, &valid_waybill("SF1000000000002"));
+    emulator.place_parcel(400);
+    std::thread::sleep(Duration::from_millis(300));
+    write_scan(
+        &xray,
+        "scan-0002",
+        "SF1000000000002",
+        electronics(false),
+        22,
+    )
+    .expect("scan 2");
+    wait_events(
+        &events,
+        &mut seen,
+        Duration::from_secs(30),
+        "parcel 2 passed",
+        |s| s.contains(&LineEvent::Passed { seq: 2 }),
+    );
+
+    let log = app.log_text();
+    assert!(log.contains("waybill reader disconnected"), "{log}");
+    assert!(log.contains("L1.reader"), "{log}");
+    // The pair was screened and archived, both halves; the drop folder is empty.
+    let kept: Vec<String> = std::fs::read_dir(data.join("images"))
+        .expect("images")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    assert!(
+        kept.iter().any(|n| n.ends_with("-L1-1.high.png")),
+        "{kept:?}"
+    );
+    assert!(
+        kept.iter().any(|n| n.ends_with("-L1-1.low.png")),
+        "{kept:?}"
+    );
+    assert_eq!(std::fs::read_dir(&xray).expect("xray").count(), 0);
+    assert!(app.interrupt(Duration::from_secs(15)), "{}", app.log_text());
+    emulator.shutdown();
+}

@@ -54,24 +54,20 @@ pub fn spawn(
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<ToController>(64);
 
     {
-        let (id, framing, out) = (line.id.clone(), line.reader_framing, input_tx.clone());
-        let mut link = serial::Link::new(
-            format!("{id}.reader"),
+        let link = serial::Link::new(
+            format!("{}.reader", line.id),
             line.reader_port.clone(),
             line.reader_baud,
             telemetry.clone(),
             shutdown.clone(),
         );
-        let telemetry = telemetry.clone();
-        tasks.spawn(async move {
-            while let Some(port) = link.open().await {
-                let r = tokio::select! {
-                    r = reader::session(&id, port, framing, &out, &telemetry) => r,
-                    _ = link.shutdown().cancelled() => return,
-                };
-                link.closed(r);
-            }
-        });
+        tasks.spawn(reader::run(
+            line.id.clone(),
+            link,
+            line.reader_framing,
+            input_tx.clone(),
+            telemetry.clone(),
+        ));
     }
     {
         let (id, out) = (line.id.clone(), input_tx.clone());
