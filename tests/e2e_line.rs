@@ -419,3 +419,128 @@ fn an_unplugged_reader_sends_parcels_to_manual_and_is_reopened_when_replugged() 
     assert!(app.interrupt(Duration::from_secs(15)), "{}", app.log_text());
     emulator.shutdown();
 }
+
+/// Runs `screenline waybill check` over `capture` (a file, or stdin with `--framing`).
+fn waybill_check(
+    capture: &[u8],
+    framing: Option<&str>,
+    dir: &std::path::Path,
+) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_screenline"));
+    cmd.args(["waybill", "check"]);
+    let child = match framing {
+        None => {
+            let f = dir.join("capture.bin");
+            std::fs::write(&f, capture).expect("capture");
+            cmd.arg(&f).stdout(Stdio::piped()).spawn()
+        }
+        Some(fr) => cmd
+            .args(["--framing", fr])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn(),
+    };
+    let mut child = child.expect("screenline");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(capture).expect("stdin");
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+#[test]
+fn waybill_check_reads_a_capture_in_both_framings() {
+    let dir = TempDir::new("wbcheck");
+    let good = valid_waybill("SF1000000000001");
+    let bad_id = good.replace("11010519491231002X", "110105194912310021");
+    let no_sender = r#"{"waybill":"SF1000000000003","recipient":{"name":"李四","phone":"13900139000","address":"x"}}"#;
+    let contract = r#"{"waybill":"SF1000000000004","agreement_customer":"C0042"}"#;
+    let mut line = Vec::new();
+    for r in [
+        good.as_str(),
+        &bad_id,
+        no_sender,
+        contract,
+        "SF12345678",
+        "sf-1",
+        "{\"waybill\":",
+    ] {
+        line.extend_from_slice(r.as_bytes());
+        line.extend_from_slice(b"\r\n");
+    }
+    line.extend_from_slice(b"\xff\xfe\n");
+    line.extend_from_slice(&[b'A'; 5000]);
+    line.extend_from_slice(b"\nYT87654321");
+    let out = waybill_check(&line, None, dir.path());
+    assert_eq!(out.len(), 10, "{out:#?}");
+    assert_eq!(out[0]["waybill"], "SF1000000000001");
+    assert_eq!(out[0]["findings"], serde_json::json!([]));
+    assert_eq!(out[0]["sender"]["id_number"], "110***********002X");
+    assert_eq!(out[0]["recipient"]["name"], "李*");
+    assert!(
+        out[1]["findings"][0]["en"]
+            .as_str()
+            .is_some_and(|e| e.contains("check character") && e.contains("sender.id_number")),
+        "{}",
+        out[1]
+    );
+    assert_eq!(out[2]["findings"][0]["code"], "real_name_missing");
+    assert_eq!(out[3]["findings"], serde_json::json!([]));
+    assert_eq!(out[4]["waybill"], "SF12345678");
+    assert!(
+        out[5]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("8 to 32")),
+        "{}",
+        out[5]
+    );
+    assert!(
+        out[6]["error"].as_str().is_some_and(|e| e.contains("JSON")),
+        "{}",
+        out[6]
+    );
+    assert!(
+        out[7]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("UTF-8")),
+        "{}",
+        out[7]
+    );
+    assert!(
+        out[8]["error"].as_str().is_some_and(|e| e.contains("4096")),
+        "{}",
+        out[8]
+    );
+    assert_eq!(
+        out[9]["waybill"], "YT87654321",
+        "an unterminated last line is a record"
+    );
+    let text = serde_json::to_string(&out).expect("json");
+    for secret in ["11010519491231002X", "13800138000", "张三", "北京市朝阳区"] {
+        assert!(!text.contains(secret), "{secret} must be masked");
+    }
+
+    // STX … ETX on stdin, with noise between frames and a frame cut off at the end.
+    let mut stx = b"noise".to_vec();
+    for r in [good.as_str(), "YT87654321"] {
+        stx.push(0x02);
+        stx.extend_from_slice(r.as_bytes());
+        stx.push(0x03);
+    }
+    stx.extend_from_slice(b"\x02SF99999");
+    let out = waybill_check(&stx, Some("stx-etx"), dir.path());
+    let waybills: Vec<_> = out.iter().filter_map(|v| v["waybill"].as_str()).collect();
+    assert_eq!(waybills, ["SF1000000000001", "YT87654321"], "{out:#?}");
+    assert!(
+        out.iter()
+            .any(|v| v["error"].as_str().is_some_and(|e| e.contains("outside"))),
+        "{out:#?}"
+    );
+}

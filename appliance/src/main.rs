@@ -332,6 +332,10 @@ fn waybill_check(file: Option<PathBuf>, framing: FramingArg) -> anyhow::Result<(
                             "id_number": screenline::domain::mask(&s.id_number),
                             "phone": screenline::domain::mask(&s.phone),
                         })),
+                        "recipient": w.recipient.as_ref().map(|r| serde_json::json!({
+                            "name": screenline::domain::mask(&r.name),
+                            "phone": screenline::domain::mask(&r.phone),
+                        })),
                         "declared": w.declared,
                         "weight_g": w.weight_g,
                         "agreement_customer": w.agreement_customer,
