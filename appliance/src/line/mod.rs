@@ -7,6 +7,7 @@
 //! reader never clears a parcel.
 
 pub mod controller;
+pub mod invariants;
 pub mod join;
 pub mod quarantine;
 pub mod reader;
