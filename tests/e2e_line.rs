@@ -286,3 +286,261 @@ fn bad_input_and_a_down_broker_send_parcels_to_manual_without_crashing() {
     );
     emulator.shutdown();
 }
+
+/// Whether a `…/status` payload shows link `name` in state `up`.
+fn status_shows(payload: &str, name: &str, up: bool) -> bool {
+    serde_json::from_str::<serde_json::Value>(payload)
+        .is_ok_and(|v| v["links"][name]["up"] == serde_json::Value::Bool(up))
+}
+
+#[test]
+fn an_unplugged_reader_sends_parcels_to_manual_and_is_reopened_when_replugged() {
+    let dir = TempDir::new("unplug");
+    let port = free_port();
+    let _broker = start_mosquitto(dir.path(), port);
+    let status = Sub::start(dir.path(), port, "screenline/v1/T1/a1/status");
+    // The reader by a stable name, as udev gives it: /dev/screenline/L1-reader.
+    let name = dir.path().join("L1-reader");
+    let reader = Pty::open().expect("reader pty");
+    std::os::unix::fs::symlink(reader.slave_path(), &name).expect("symlink");
+    let controller = Pty::open().expect("controller pty");
+    let mut emulator =
+        LineEmulator::start(controller.master().expect("master"), BeltConfig::default())
+            .expect("emulator");
+    let events = emulator.take_events().expect("events");
+    let xray = dir.path().join("xray");
+    std::fs::create_dir_all(&xray).expect("xray dir");
+    let data = dir.path().join("data");
+    let mut app = Appliance::start(
+        dir.path(),
+        &line_config(&data, port, &name, controller.slave_path(), &xray),
+    );
+    let mut seen = Vec::new();
+    wait_events(
+        &events,
+        &mut seen,
+        Duration::from_secs(30),
+        "link up",
+        |s| s.contains(&LineEvent::LinkUp),
+    );
+    status.wait_for(
+        Duration::from_secs(30),
+        "the reader up in the status",
+        |m| m.iter().any(|(_, p)| status_shows(p, "L1.reader", true)),
+    );
+
+    // Unplug: the device and its udev name vanish.
+    reader.hang_up();
+    std::fs::remove_file(&name).expect("unlink");
+    status.wait_for(
+        Duration::from_secs(15),
+        "the reader down in the status",
+        |m| m.iter().any(|(_, p)| status_shows(p, "L1.reader", false)),
+    );
+
+    // A parcel while the reader is down, with a dual-energy image that even names its
+    // waybill: without a read it is never cleared — it goes to manual inspection.
+    emulator.place_parcel(400);
+    std::thread::sleep(Duration::from_millis(300));
+    let scan = xraygen::render(electronics(false), 21);
+    std::fs::write(
+        xray.join("scan-0001.json"),
+        r#"{"waybill":"SF1000000000001"}"#,
+    )
+    .expect("sidecar");
+    for (half, img) in [("high", &scan.high), ("low", &scan.low)] {
+        let tmp = xray.join(format!(".scan-0001.{half}.png.part"));
+        img.save_with_format(&tmp, image::ImageFormat::Png)
+            .expect("save");
+        std::fs::rename(&tmp, xray.join(format!("scan-0001.{half}.png"))).expect("rename");
+    }
+    wait_events(
+        &events,
+        &mut seen,
+        Duration::from_secs(30),
+        "parcel 1 diverted",
+        |s| s.contains(&LineEvent::Diverted { seq: 1 }),
+    );
+    assert!(
+        seen.contains(&LineEvent::DecisionReceived {
+            seq: 1,
+            verdict: Verdict::Divert
+        }),
+        "{seen:?}\n{}",
+        app.log_text()
+    );
+
+    // Replug: a new device node behind the same name; the link comes back by itself.
+    let reader = Pty::open().expect("reader pty");
+    std::os::unix::fs::symlink(reader.slave_path(), &name).expect("symlink");
+    let up_again = status.messages().len();
+    status.wait_for(Duration::from_secs(15), "the reader up again", |m| {
+        m[up_again.min(m.len())..]
+            .iter()
+            .any(|(_, p)| status_shows(p, "L1.reader", true))
+    });
+    let mut reader_tx = reader.master().expect("reader master");
+    send_record(&mut reader_tx, &valid_waybill("SF1000000000002"));
+    emulator.place_parcel(400);
+    std::thread::sleep(Duration::from_millis(300));
+    write_scan(
+        &xray,
+        "scan-0002",
+        "SF1000000000002",
+        electronics(false),
+        22,
+    )
+    .expect("scan 2");
+    wait_events(
+        &events,
+        &mut seen,
+        Duration::from_secs(30),
+        "parcel 2 passed",
+        |s| s.contains(&LineEvent::Passed { seq: 2 }),
+    );
+
+    let log = app.log_text();
+    assert!(log.contains("waybill reader disconnected"), "{log}");
+    assert!(log.contains("L1.reader"), "{log}");
+    // The pair was screened and archived, both halves; the drop folder is empty.
+    let kept: Vec<String> = std::fs::read_dir(data.join("images"))
+        .expect("images")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    assert!(
+        kept.iter().any(|n| n.ends_with("-L1-1.high.png")),
+        "{kept:?}"
+    );
+    assert!(
+        kept.iter().any(|n| n.ends_with("-L1-1.low.png")),
+        "{kept:?}"
+    );
+    assert_eq!(std::fs::read_dir(&xray).expect("xray").count(), 0);
+    assert!(app.interrupt(Duration::from_secs(15)), "{}", app.log_text());
+    emulator.shutdown();
+}
+
+/// Runs `screenline waybill check` over `capture` (a file, or stdin with `--framing`).
+fn waybill_check(
+    capture: &[u8],
+    framing: Option<&str>,
+    dir: &std::path::Path,
+) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_screenline"));
+    cmd.args(["waybill", "check"]);
+    let child = match framing {
+        None => {
+            let f = dir.join("capture.bin");
+            std::fs::write(&f, capture).expect("capture");
+            cmd.arg(&f).stdout(Stdio::piped()).spawn()
+        }
+        Some(fr) => cmd
+            .args(["--framing", fr])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn(),
+    };
+    let mut child = child.expect("screenline");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(capture).expect("stdin");
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+#[test]
+fn waybill_check_reads_a_capture_in_both_framings() {
+    let dir = TempDir::new("wbcheck");
+    let good = valid_waybill("SF1000000000001");
+    let bad_id = good.replace("11010519491231002X", "110105194912310021");
+    let no_sender = r#"{"waybill":"SF1000000000003","recipient":{"name":"李四","phone":"13900139000","address":"x"}}"#;
+    let contract = r#"{"waybill":"SF1000000000004","agreement_customer":"C0042"}"#;
+    let mut line = Vec::new();
+    for r in [
+        good.as_str(),
+        &bad_id,
+        no_sender,
+        contract,
+        "SF12345678",
+        "sf-1",
+        "{\"waybill\":",
+    ] {
+        line.extend_from_slice(r.as_bytes());
+        line.extend_from_slice(b"\r\n");
+    }
+    line.extend_from_slice(b"\xff\xfe\n");
+    line.extend_from_slice(&[b'A'; 5000]);
+    line.extend_from_slice(b"\nYT87654321");
+    let out = waybill_check(&line, None, dir.path());
+    assert_eq!(out.len(), 10, "{out:#?}");
+    assert_eq!(out[0]["waybill"], "SF1000000000001");
+    assert_eq!(out[0]["findings"], serde_json::json!([]));
+    assert_eq!(out[0]["sender"]["id_number"], "110***********002X");
+    assert_eq!(out[0]["recipient"]["name"], "李*");
+    assert!(
+        out[1]["findings"][0]["en"]
+            .as_str()
+            .is_some_and(|e| e.contains("check character") && e.contains("sender.id_number")),
+        "{}",
+        out[1]
+    );
+    assert_eq!(out[2]["findings"][0]["code"], "real_name_missing");
+    assert_eq!(out[3]["findings"], serde_json::json!([]));
+    assert_eq!(out[4]["waybill"], "SF12345678");
+    assert!(
+        out[5]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("8 to 32")),
+        "{}",
+        out[5]
+    );
+    assert!(
+        out[6]["error"].as_str().is_some_and(|e| e.contains("JSON")),
+        "{}",
+        out[6]
+    );
+    assert!(
+        out[7]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("UTF-8")),
+        "{}",
+        out[7]
+    );
+    assert!(
+        out[8]["error"].as_str().is_some_and(|e| e.contains("4096")),
+        "{}",
+        out[8]
+    );
+    assert_eq!(
+        out[9]["waybill"], "YT87654321",
+        "an unterminated last line is a record"
+    );
+    let text = serde_json::to_string(&out).expect("json");
+    for secret in ["11010519491231002X", "13800138000", "张三", "北京市朝阳区"] {
+        assert!(!text.contains(secret), "{secret} must be masked");
+    }
+
+    // STX … ETX on stdin, with noise between frames and a frame cut off at the end.
+    let mut stx = b"noise".to_vec();
+    for r in [good.as_str(), "YT87654321"] {
+        stx.push(0x02);
+        stx.extend_from_slice(r.as_bytes());
+        stx.push(0x03);
+    }
+    stx.extend_from_slice(b"\x02SF99999");
+    let out = waybill_check(&stx, Some("stx-etx"), dir.path());
+    let waybills: Vec<_> = out.iter().filter_map(|v| v["waybill"].as_str()).collect();
+    assert_eq!(waybills, ["SF1000000000001", "YT87654321"], "{out:#?}");
+    assert!(
+        out.iter()
+            .any(|v| v["error"].as_str().is_some_and(|e| e.contains("outside"))),
+        "{out:#?}"
+    );
+}

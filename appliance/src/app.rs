@@ -91,6 +91,7 @@ impl Appliance {
             let cmds = crate::line::spawn(
                 &mut tasks,
                 line,
+                &config.data_dir,
                 parcel_tx.clone(),
                 telemetry.clone(),
                 shutdown.clone(),
@@ -107,10 +108,19 @@ impl Appliance {
             .iter()
             .map(|l| (l.id.clone(), Duration::from_millis(l.decision_deadline_ms)))
             .collect();
+        let xray = config
+            .lines
+            .iter()
+            .map(|l| {
+                let p = crate::line::xray::XrayPolicy::for_line(l, &config.data_dir);
+                (l.id.clone(), p)
+            })
+            .collect();
         tasks.spawn(
             Sink {
                 controllers,
                 deadlines,
+                xray,
                 store: store.clone(),
                 wake: wake.clone(),
                 telemetry: telemetry.clone(),
@@ -174,6 +184,7 @@ impl Appliance {
 struct Sink {
     controllers: HashMap<String, mpsc::Sender<ToController>>,
     deadlines: HashMap<String, Duration>,
+    xray: HashMap<String, crate::line::xray::XrayPolicy>,
     store: Arc<Store>,
     wake: Arc<Notify>,
     telemetry: Arc<Telemetry>,
@@ -186,6 +197,7 @@ impl Sink {
         let Sink {
             controllers,
             deadlines,
+            xray,
             store,
             wake,
             telemetry,
@@ -223,7 +235,8 @@ impl Sink {
                     s.decision = Decision::Manual;
                 }
             }
-            if let Err(e) = persist(&s, &store, &site_id, &appliance_id, &telemetry).await {
+            let policy = xray.get(&line);
+            if let Err(e) = persist(&s, &store, policy, &site_id, &appliance_id, &telemetry).await {
                 telemetry.incr("store.errors");
                 tracing::error!(line = %line, seq = s.parcel.seq, error = %e, "record not stored");
             }
@@ -240,6 +253,7 @@ impl Sink {
 async fn persist(
     s: &Screened,
     store: &Store,
+    xray: Option<&crate::line::xray::XrayPolicy>,
     site_id: &str,
     appliance_id: &str,
     telemetry: &Telemetry,
@@ -252,8 +266,23 @@ async fn persist(
         .unwrap_or(0);
     let record_id = format!("{entered_ms:013}-{}-{}", s.parcel.line_id, s.parcel.seq);
     let wb = s.parcel.waybill.as_ref();
-    let image_path = match (&s.parcel.scan, &s.evidence) {
-        (Some(scan), Some(ev)) => Some(store.keep_image(&record_id, &scan.path, &ev.bytes)?),
+    let image_path = match (&s.parcel.scan, xray) {
+        (Some(scan), Some(policy)) => {
+            let unreadable = s.evidence.is_none().then(|| {
+                s.reasons
+                    .iter()
+                    .find(|r| r.code == crate::domain::ReasonCode::ImageUnreadable)
+                    .map_or("unknown", |r| r.en.as_str())
+            });
+            policy.after_screening(
+                &s.parcel.line_id,
+                scan,
+                &record_id,
+                unreadable,
+                store,
+                telemetry,
+            )?
+        }
         _ => None,
     };
     // Real-name data is kept in full only where the regulator may need it; for cleared

@@ -198,13 +198,26 @@ pub struct LineConfig {
     pub controller_baud: u32,
     /// The X-ray machine's drop folder.
     pub xray_dir: PathBuf,
+    /// Where bad X-ray files (corrupt, truncated, oversized, a lone half of a dual-energy
+    /// pair) are moved, each with a `<name>.reason.txt`. Default: `<data_dir>/quarantine/<id>/`.
+    #[serde(default)]
+    pub quarantine_dir: Option<PathBuf>,
+    /// What happens to a screened X-ray file: `keep` (moved into the store's image folder)
+    /// or `delete` (removed; the record keeps its SHA-256 only). Default: keep.
+    #[serde(default)]
+    pub xray_after: XrayAfter,
+    /// How long the first half of a dual-energy pair waits for its partner before it is
+    /// quarantined, in milliseconds. Default: 2000.
+    #[serde(default = "default_pair_wait")]
+    pub pair_wait_ms: u64,
     /// How long after the photo-eye a waybill read or an image may still join the parcel,
     /// in milliseconds. It must leave time to screen before the parcel reaches the diverter.
     /// Default: 1500.
     #[serde(default = "default_join_window")]
     pub join_window_ms: u64,
     /// How far from the photo-eye's event a waybill read may come, either side, in
-    /// milliseconds. Keep it under half the time between two parcels. Default: 150.
+    /// milliseconds. Keep it under half the time between two parcels (at 3 m/s and 300 mm,
+    /// under 50): a read with two waiting parcels inside it joins neither. Default: 150.
     #[serde(default = "default_read_window")]
     pub read_window_ms: u64,
     /// When the X-ray machine's image usually completes after the photo-eye, in milliseconds.
@@ -212,7 +225,8 @@ pub struct LineConfig {
     #[serde(default = "default_image_delay")]
     pub image_delay_ms: u64,
     /// How far from that an image without a waybill may complete and still join by time, in
-    /// milliseconds. Default: 200.
+    /// milliseconds. Keep it under half the time between two parcels: an image with two
+    /// waiting parcels inside it joins neither (both go to manual). Default: 200.
     #[serde(default = "default_image_window")]
     pub image_window_ms: u64,
     /// How long after the photo-eye the decision must be sent: the belt time from the
@@ -222,6 +236,29 @@ pub struct LineConfig {
     pub decision_deadline_ms: u64,
 }
 
+/// What happens to an X-ray file once its parcel is screened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XrayAfter {
+    /// Moved into the store's image folder, named by record.
+    #[default]
+    Keep,
+    /// Deleted from the drop folder; the record keeps the image's SHA-256.
+    Delete,
+}
+
+impl LineConfig {
+    /// The line's quarantine folder, given the appliance's data folder.
+    pub fn quarantine_dir(&self, data_dir: &Path) -> PathBuf {
+        self.quarantine_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("quarantine").join(&self.id))
+    }
+}
+
+fn default_pair_wait() -> u64 {
+    2000
+}
 fn one() -> usize {
     1
 }
@@ -393,12 +430,27 @@ impl Config {
             if !seen.insert(&l.id) {
                 p.push(format!("lines[{i}].id = {:?}: used by two lines", l.id));
             }
+            if let Some(j) = self.lines[..i]
+                .iter()
+                .position(|o| o.xray_dir == l.xray_dir)
+            {
+                p.push(format!(
+                    "lines[{i}].xray_dir = {:?}: already lines[{j}]'s drop folder; each line needs its own",
+                    l.xray_dir
+                ));
+            }
             if l.read_window_ms >= l.join_window_ms
                 || l.image_delay_ms + l.image_window_ms >= l.join_window_ms
             {
                 p.push(format!(
                     "lines[{i}]: read_window_ms ({}) and image_delay_ms + image_window_ms ({}) must be less than join_window_ms ({})",
                     l.read_window_ms, l.image_delay_ms + l.image_window_ms, l.join_window_ms
+                ));
+            }
+            if !(100..=60_000).contains(&l.pair_wait_ms) {
+                p.push(format!(
+                    "lines[{i}].pair_wait_ms = {}: must be 100 to 60000",
+                    l.pair_wait_ms
                 ));
             }
             if !(100..=10_000).contains(&l.join_window_ms) {
@@ -465,6 +517,21 @@ xray_dir = "/var/spool/xray/L1"
         assert_eq!(c.lines[0].reader_framing, Framing::Line);
         assert_eq!(c.topic_root(), "screenline/v1/SZ01/xr-01");
         assert_eq!(c.console.listen.port(), 8080);
+        assert_eq!(c.lines[0].xray_after, XrayAfter::Keep);
+        assert_eq!(c.lines[0].pair_wait_ms, 2000);
+        assert_eq!(
+            c.lines[0].quarantine_dir(&c.data_dir),
+            Path::new("/var/lib/screenline/quarantine/L1")
+        );
+        let c = Config::parse(
+            &format!("{MINIMAL}xray_after = \"delete\"\nquarantine_dir = \"/q\"\n"),
+            Path::new("t.toml"),
+        )
+        .expect("valid");
+        assert_eq!(c.lines[0].xray_after, XrayAfter::Delete);
+        assert_eq!(c.lines[0].quarantine_dir(&c.data_dir), Path::new("/q"));
+        let bad = format!("{MINIMAL}xray_after = \"archive\"\n");
+        assert!(Config::parse(&bad, Path::new("t.toml")).is_err());
     }
 
     #[test]

@@ -231,10 +231,12 @@ pub struct Waybill {
 pub struct XrayScan {
     /// The scan id: the file name without its extension.
     pub scan_id: String,
-    /// The image file (pseudo-colour RGB).
+    /// The image file: one pseudo-colour RGB image, or the high-energy half of a pair.
     pub path: PathBuf,
     /// When the file was complete in the drop folder: where decision latency starts.
     pub completed: std::time::Instant,
+    /// For a dual-energy pair, the low-energy half (16-bit grey, like `path`).
+    pub low_energy: Option<PathBuf>,
     /// The waybill the X-ray machine knew, from the sidecar or the file name.
     pub waybill: Option<WaybillNo>,
     /// When the machine captured it (sidecar), else when the file was complete.

@@ -466,6 +466,10 @@ fn waybill_check(file: Option<PathBuf>, framing: FramingArg) -> anyhow::Result<(
                             "id_number": screenline::domain::mask(&s.id_number),
                             "phone": screenline::domain::mask(&s.phone),
                         })),
+                        "recipient": w.recipient.as_ref().map(|r| serde_json::json!({
+                            "name": screenline::domain::mask(&r.name),
+                            "phone": screenline::domain::mask(&r.phone),
+                        })),
                         "declared": w.declared,
                         "weight_g": w.weight_g,
                         "agreement_customer": w.agreement_customer,
@@ -550,6 +554,7 @@ fn screen(
                 .into(),
             path: image,
             completed: std::time::Instant::now(),
+            low_energy: None,
             waybill: waybill.as_ref().map(|w| w.waybill.clone()),
             captured_at: now,
         }),

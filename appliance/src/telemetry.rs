@@ -151,6 +151,8 @@ impl Telemetry {
             changed
         });
         if changed {
+            // The status topic is published again when this moves.
+            self.incr("links.changes");
             if up {
                 tracing::info!(link = name, %detail, "link up");
             } else {

@@ -186,6 +186,9 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
                 controller_port: l.controller.slave_path().to_owned(),
                 controller_baud: 115_200,
                 xray_dir: l.xray_dir.clone(),
+                quarantine_dir: None,
+                xray_after: crate::config::XrayAfter::Keep,
+                pair_wait_ms: 2000,
                 // Leave a quarter of the belt time for screening a parcel whose read or
                 // image never came.
                 join_window_ms: 1500.min(deadline_ms * 3 / 4),

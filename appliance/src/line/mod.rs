@@ -7,7 +7,9 @@
 //! reader never clears a parcel.
 
 pub mod controller;
+pub mod invariants;
 pub mod join;
+pub mod quarantine;
 pub mod reader;
 pub mod serial;
 pub mod waybill;
@@ -44,6 +46,7 @@ pub enum LineInput {
 pub fn spawn(
     tasks: &mut JoinSet<()>,
     line: &LineConfig,
+    data_dir: &std::path::Path,
     parcels: mpsc::Sender<Parcel>,
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
@@ -52,24 +55,20 @@ pub fn spawn(
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<ToController>(64);
 
     {
-        let (id, framing, out) = (line.id.clone(), line.reader_framing, input_tx.clone());
-        let mut link = serial::Link::new(
-            format!("{id}.reader"),
+        let link = serial::Link::new(
+            format!("{}.reader", line.id),
             line.reader_port.clone(),
             line.reader_baud,
             telemetry.clone(),
             shutdown.clone(),
         );
-        let telemetry = telemetry.clone();
-        tasks.spawn(async move {
-            while let Some(port) = link.open().await {
-                let r = tokio::select! {
-                    r = reader::session(&id, port, framing, &out, &telemetry) => r,
-                    _ = link.shutdown().cancelled() => return,
-                };
-                link.closed(r);
-            }
-        });
+        tasks.spawn(reader::run(
+            line.id.clone(),
+            link,
+            line.reader_framing,
+            input_tx.clone(),
+            telemetry.clone(),
+        ));
     }
     {
         let (id, out) = (line.id.clone(), input_tx.clone());
@@ -91,9 +90,11 @@ pub fn spawn(
             }
         });
     }
+    let policy = xray::XrayPolicy::for_line(line, data_dir);
     tasks.spawn(xray::watch(
         line.id.clone(),
         line.xray_dir.clone(),
+        policy.clone(),
         input_tx,
         telemetry.clone(),
         shutdown.clone(),
@@ -109,6 +110,7 @@ pub fn spawn(
             },
         ),
         input_rx,
+        policy,
         parcels,
         telemetry,
         shutdown,
@@ -119,6 +121,7 @@ pub fn spawn(
 async fn run_join(
     mut joiner: join::Joiner,
     mut inputs: mpsc::Receiver<LineInput>,
+    policy: xray::XrayPolicy,
     parcels: mpsc::Sender<Parcel>,
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
@@ -137,16 +140,16 @@ async fn run_join(
             },
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
+        let left = joiner.poll(Instant::now());
         for note in joiner.take_notes() {
-            let name = match note {
-                join::JoinNote::DoubleRead => "join.double_reads",
-                join::JoinNote::OrphanRead => "join.orphan_reads",
-                join::JoinNote::OrphanImage => "join.orphan_images",
-            };
-            telemetry.incr(name);
+            telemetry.incr(note.counter());
         }
-        for parcel in joiner.poll(Instant::now()) {
+        for (scan, why) in joiner.take_orphans() {
+            policy.orphaned(joiner.line_id(), &scan, why, &telemetry);
+        }
+        for parcel in left {
             telemetry.incr("join.parcels");
+            telemetry.incr(join::outcome(&parcel).counter());
             if parcels.send(parcel).await.is_err() {
                 return;
             }

@@ -11,6 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A session shorter than this did not prove the device healthy: the backoff keeps growing,
+/// so a device that opens and drops at once is not hammered (nor the log flooded).
+const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 
 /// One serial link's reconnect loop.
 ///
@@ -24,6 +27,7 @@ pub struct Link {
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
     backoff: Duration,
+    opened: Option<std::time::Instant>,
 }
 
 impl Link {
@@ -42,6 +46,7 @@ impl Link {
             telemetry,
             shutdown,
             backoff: Duration::ZERO,
+            opened: None,
         }
     }
 
@@ -62,12 +67,18 @@ impl Link {
                 Ok(port) => {
                     self.telemetry
                         .link(&self.name, true, format!("{} open", self.path.display()));
+                    self.telemetry.incr(&format!("{}.opens", self.name));
+                    self.opened = Some(std::time::Instant::now());
                     return Some(port);
                 }
                 Err(e) => self.telemetry.link(
                     &self.name,
                     false,
-                    format!("cannot open {}: {e}; retrying", self.path.display()),
+                    format!(
+                        "cannot open {}: {e}; retrying every {} ms at most",
+                        self.path.display(),
+                        BACKOFF_MAX.as_millis()
+                    ),
                 ),
             }
         }
@@ -75,13 +86,19 @@ impl Link {
 
     /// Records how the last session ended. A session that ran for a while resets the backoff.
     pub fn closed(&mut self, outcome: anyhow::Result<()>) {
+        let healthy = self
+            .opened
+            .take()
+            .is_some_and(|t| t.elapsed() >= HEALTHY_SESSION);
         let detail = match outcome {
             Ok(()) => format!("{} closed by the device", self.path.display()),
             Err(e) => format!("{}: {e:#}", self.path.display()),
         };
         self.telemetry.incr(&format!("{}.disconnects", self.name));
         self.telemetry.link(&self.name, false, detail);
-        self.backoff = BACKOFF_MIN;
+        if healthy {
+            self.backoff = BACKOFF_MIN;
+        }
     }
 
     /// The shutdown token, for sessions to select on.

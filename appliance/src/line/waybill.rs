@@ -203,7 +203,8 @@ pub struct ReadRecord {
     pub findings: Vec<Reason>,
 }
 
-/// Parses one record's payload and checks its real-name data.
+/// Parses one record's payload and checks every field: the sender's identity, both phone
+/// numbers, the declared value and quantity, and the agreement-customer code.
 pub fn parse_record(text: &str, today: (u32, u32, u32)) -> Result<ReadRecord, PayloadError> {
     let text = text.trim();
     if text.starts_with('{') {
@@ -215,10 +216,24 @@ pub fn parse_record(text: &str, today: (u32, u32, u32)) -> Result<ReadRecord, Pa
             Some(s) => check_sender(s, today, &mut findings),
             None => None,
         };
-        let has_customer = raw
-            .agreement_customer
-            .as_deref()
-            .is_some_and(|c| !c.trim().is_empty());
+        if let Some(r) = &raw.recipient {
+            check_recipient(r, &mut findings);
+        }
+        if let Some(d) = &raw.declared {
+            check_declared(d, &mut findings);
+        }
+        let has_customer = match raw.agreement_customer.as_deref().map(str::trim) {
+            None | Some("") => false,
+            Some(code) if is_agreement_code(code) => true,
+            Some(_) => {
+                findings.push(invalid(
+                    "agreement_customer",
+                    "协议客户代码格式错误（应为4–32位大写字母、数字或-）",
+                    "agreement-customer code is malformed (4–32 of A-Z, 0-9, -)",
+                ));
+                false
+            }
+        };
         if sender.is_none() && !has_customer && findings.is_empty() {
             findings.push(missing());
         }
@@ -278,11 +293,20 @@ fn missing() -> Reason {
     )
 }
 
+/// A `real_name_invalid` finding naming the field (e.g. `sender.phone`) in both languages.
+/// `zh`/`en` say what is wrong and never quote the value.
 fn invalid(field: &str, zh: &str, en: &str) -> Reason {
+    let (zh_party, en_party) = match field.split_once('.').map(|(p, _)| p) {
+        Some("recipient") => ("收件人", "recipient"),
+        Some("declared") => ("申报", "declared"),
+        None if field == "agreement_customer" => ("", ""),
+        _ => ("寄件人", "sender"),
+    };
+    let en_sep = if en_party.is_empty() { "" } else { " " };
     Reason::new(
         ReasonCode::RealNameInvalid,
-        format!("寄件人{zh}（{field}）"),
-        format!("sender {en} ({field})"),
+        format!("{zh_party}{zh}（{field}）"),
+        format!("{en_party}{en_sep}{en} ({field})"),
     )
 }
 
@@ -295,31 +319,41 @@ fn check_sender(
     let id_number = s.id_number.unwrap_or_default();
     let phone = s.phone.unwrap_or_default();
     if name.trim().is_empty() {
-        findings.push(invalid("name", "姓名缺失", "name is missing"));
+        findings.push(invalid("sender.name", "姓名缺失", "name is missing"));
     }
     let id_type = match s.id_type {
         Some(t) => t,
         None => {
-            findings.push(invalid("id_type", "证件类型缺失", "ID type is missing"));
+            findings.push(invalid(
+                "sender.id_type",
+                "证件类型缺失",
+                "ID type is missing",
+            ));
             IdType::Other
         }
     };
     if id_number.trim().is_empty() {
-        findings.push(invalid("id_number", "证件号码缺失", "ID number is missing"));
+        findings.push(invalid(
+            "sender.id_number",
+            "证件号码缺失",
+            "ID number is missing",
+        ));
     } else if id_type == IdType::ResidentId {
         if let Err(why) = check_resident_id(&id_number, today) {
             findings.push(invalid(
-                "id_number",
+                "sender.id_number",
                 &format!("居民身份证号码无效：{}", why.zh()),
                 &format!("resident ID number is invalid: {}", why.en()),
             ));
         }
+    } else if let Err((zh, en)) = check_other_id(id_type, &id_number) {
+        findings.push(invalid("sender.id_number", zh, en));
     }
-    if !phone.is_empty() && !is_plausible_phone(&phone) {
+    if !phone.trim().is_empty() && !is_mainland_phone(&phone) {
         findings.push(invalid(
-            "phone",
-            "电话号码格式错误",
-            "phone number is malformed",
+            "sender.phone",
+            "电话号码格式错误（应为手机号或带区号的固定电话）",
+            "phone number is malformed (a mainland mobile or a landline with area code)",
         ));
     }
     Some(crate::domain::Sender {
@@ -331,14 +365,159 @@ fn check_sender(
     })
 }
 
-/// Mainland mobile (11 digits starting with 1) or a landline with area code.
-fn is_plausible_phone(p: &str) -> bool {
-    let digits: String = p.chars().filter(|c| *c != '-' && *c != ' ').collect();
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+fn check_recipient(r: &crate::domain::Recipient, findings: &mut Vec<Reason>) {
+    if !r.phone.trim().is_empty() && !is_mainland_phone(&r.phone) {
+        findings.push(invalid(
+            "recipient.phone",
+            "电话号码格式错误（应为手机号或带区号的固定电话）",
+            "phone number is malformed (a mainland mobile or a landline with area code)",
+        ));
+    }
+}
+
+/// The largest declared value accepted, in CNY.
+pub const MAX_DECLARED_CNY: f64 = 1_000_000.0;
+/// The largest declared quantity accepted.
+pub const MAX_QUANTITY: u32 = 10_000;
+
+fn check_declared(d: &crate::domain::Declared, findings: &mut Vec<Reason>) {
+    if !(d.value_cny.is_finite() && d.value_cny > 0.0 && d.value_cny <= MAX_DECLARED_CNY) {
+        findings.push(invalid(
+            "declared.value_cny",
+            "价值超出范围（应大于0且不超过1,000,000元）",
+            "value out of range (more than 0, at most 1,000,000 CNY)",
+        ));
+    }
+    if !(1..=MAX_QUANTITY).contains(&d.quantity) {
+        findings.push(invalid(
+            "declared.quantity",
+            "数量超出范围（应为1–10,000）",
+            "quantity out of range (1 to 10,000)",
+        ));
+    }
+    if d.goods.trim().is_empty() {
+        findings.push(invalid(
+            "declared.goods",
+            "物品名称缺失",
+            "goods are missing",
+        ));
+    }
+}
+
+/// An agreement-customer (协议客户) code: 4 to 32 of `A-Z 0-9 -`.
+pub fn is_agreement_code(code: &str) -> bool {
+    (4..=32).contains(&code.len())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn all_digits(s: &[u8]) -> bool {
+    s.iter().all(u8::is_ascii_digit)
+}
+
+/// Checks the shape of an identity number other than a resident ID; `Err` gives (zh, en).
+pub fn check_other_id(id_type: IdType, id: &str) -> Result<(), (&'static str, &'static str)> {
+    let b = id.trim().as_bytes();
+    let ok = match id_type {
+        // Chinese passports: E/G/D/S/P + 7–8 digits, or EA12345678-style; foreign ones vary
+        // but keep to 1–2 letters and 7–8 digits.
+        IdType::Passport => {
+            let letters = b.iter().take_while(|c| c.is_ascii_uppercase()).count();
+            (1..=2).contains(&letters)
+                && (7..=8).contains(&(b.len() - letters))
+                && all_digits(&b[letters..])
+        }
+        // 港澳居民来往内地通行证: H or M + 8 digits (10 digits on the old card).
+        IdType::HkMacaoPermit => {
+            matches!(b.first(), Some(b'H' | b'M'))
+                && matches!(b.len() - 1, 8 | 10)
+                && all_digits(&b[1..])
+        }
+        // 台湾居民来往大陆通行证: 8 digits; the old card had 10 digits and a letter suffix.
+        IdType::TaiwanPermit => {
+            (b.len() == 8 && all_digits(b))
+                || ((11..=13).contains(&b.len())
+                    && all_digits(&b[..10])
+                    && b[10..].iter().all(u8::is_ascii_uppercase))
+        }
+        // 外国人永久居留身份证: old 15 characters (3 letters + 12 digits), new 18 starting with 9.
+        IdType::ForeignPermanentResident => {
+            (b.len() == 15 && b[..3].iter().all(u8::is_ascii_uppercase) && all_digits(&b[3..]))
+                || (b.len() == 18
+                    && b[0] == b'9'
+                    && all_digits(&b[..17])
+                    && (b[17].is_ascii_digit() || b[17] == b'X'))
+        }
+        IdType::Other => !b.is_empty(),
+        IdType::ResidentId => true,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(match id_type {
+        IdType::Passport => (
+            "护照号码格式错误（应为1–2位字母加7–8位数字）",
+            "passport number is malformed (1–2 letters and 7–8 digits)",
+        ),
+        IdType::HkMacaoPermit => (
+            "港澳通行证号码格式错误（应为H或M加8位或10位数字）",
+            "Hong Kong/Macao permit number is malformed (H or M and 8 or 10 digits)",
+        ),
+        IdType::TaiwanPermit => (
+            "台湾通行证号码格式错误（应为8位数字，旧证10位数字加字母）",
+            "Taiwan permit number is malformed (8 digits, or 10 digits and letters on the old card)",
+        ),
+        IdType::ForeignPermanentResident => (
+            "外国人永久居留证号码格式错误（旧证3位字母加12位数字，新证18位以9开头）",
+            "foreign permanent-resident ID is malformed (3 letters and 12 digits, or 18 characters starting with 9)",
+        ),
+        IdType::Other | IdType::ResidentId => ("证件号码缺失", "ID number is missing"),
+    })
+}
+
+/// A mainland mobile number (11 digits, 1[3-9]…, optionally +86/0086) or a landline with its
+/// area code (010 and 02x take 3 digits, others 4), a 7–8 digit number not starting with 0 or
+/// 1, and an optional extension; spaces and hyphens between groups are allowed.
+pub fn is_mainland_phone(p: &str) -> bool {
+    let p = p.trim();
+    let (main, ext) = match p.split_once(['#', '转']) {
+        Some((m, e)) => (m.trim(), Some(e.trim())),
+        None => (p, None),
+    };
+    if let Some(e) = ext {
+        if !(1..=6).contains(&e.len()) || !all_digits(e.as_bytes()) {
+            return false;
+        }
+    }
+    let (international, main) = match main
+        .strip_prefix("+86")
+        .or_else(|| main.strip_prefix("0086"))
+    {
+        Some(rest) => (true, rest),
+        None => (false, main),
+    };
+    let mut digits: Vec<u8> = Vec::with_capacity(16);
+    for c in main.bytes() {
+        match c {
+            b'0'..=b'9' => digits.push(c),
+            b' ' | b'-' => {}
+            _ => return false,
+        }
+    }
+    if digits.len() == 11 && digits[0] == b'1' && (b'3'..=b'9').contains(&digits[1]) {
+        return ext.is_none();
+    }
+    if international || digits.first() != Some(&b'0') || digits.len() < 3 {
         return false;
     }
-    (digits.len() == 11 && digits.starts_with('1'))
-        || (digits.starts_with('0') && (10..=12).contains(&digits.len()))
+    let area = if matches!(digits[1], b'1' | b'2') {
+        3
+    } else {
+        4
+    };
+    let rest = &digits[area.min(digits.len())..];
+    (7..=8).contains(&rest.len()) && !matches!(rest.first(), Some(b'0' | b'1'))
 }
 
 /// Why a resident ID number fails GB 11643.
@@ -570,5 +749,170 @@ mod tests {
             parse_record("{\"waybill\":\"SF12345678\",\"x\":1}", TODAY),
             Err(PayloadError::Json(_))
         ));
+    }
+
+    fn with_sender(id_type: &str, id: &str, phone: &str) -> String {
+        serde_json::json!({"waybill": "SF1234567890123",
+            "sender": {"name": "张三", "id_type": id_type, "id_number": id, "phone": phone, "address": "x"}})
+        .to_string()
+    }
+
+    fn fields(text: &str) -> Vec<String> {
+        parse_record(text, TODAY)
+            .expect("parses")
+            .findings
+            .iter()
+            .map(|f| {
+                assert_eq!(f.code, ReasonCode::RealNameInvalid, "{f:?}");
+                let field = f.en.rsplit_once('(').map_or("", |(_, x)| x);
+                assert!(f.zh.contains(field.trim_end_matches(')')), "{f:?}");
+                field.trim_end_matches(')').to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn passport_numbers() {
+        for ok in ["E12345678", "G1234567", "EA1234567", "PE12345678"] {
+            assert_eq!(check_other_id(IdType::Passport, ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "12345678",
+            "E123456",
+            "E123456789",
+            "ABC1234567",
+            "e12345678",
+            "",
+        ] {
+            assert!(check_other_id(IdType::Passport, bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            fields(&with_sender("passport", "E1234", "13800138000")),
+            ["sender.id_number"]
+        );
+        assert!(fields(&with_sender("passport", "E12345678", "13800138000")).is_empty());
+    }
+
+    #[test]
+    fn hk_macao_and_taiwan_permits() {
+        for ok in ["H12345678", "M87654321", "H1234567890"] {
+            assert_eq!(check_other_id(IdType::HkMacaoPermit, ok), Ok(()), "{ok}");
+        }
+        for bad in ["H1234567", "X12345678", "H123456789", "12345678"] {
+            assert!(check_other_id(IdType::HkMacaoPermit, bad).is_err(), "{bad}");
+        }
+        for ok in ["12345678", "1234567890B", "1234567890AB"] {
+            assert_eq!(check_other_id(IdType::TaiwanPermit, ok), Ok(()), "{ok}");
+        }
+        for bad in ["1234567", "T1234567", "1234567890", "123456789012"] {
+            assert!(check_other_id(IdType::TaiwanPermit, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn foreign_permanent_resident_ids_and_other() {
+        for ok in [
+            "USA110012345678",
+            "911000199001010013",
+            "91100019900101001X",
+        ] {
+            assert_eq!(
+                check_other_id(IdType::ForeignPermanentResident, ok),
+                Ok(()),
+                "{ok}"
+            );
+        }
+        for bad in ["US1100123456789", "811000199001010013", "USA11001234567"] {
+            assert!(
+                check_other_id(IdType::ForeignPermanentResident, bad).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(check_other_id(IdType::Other, "anything 1"), Ok(()));
+        assert!(check_other_id(IdType::Other, "  ").is_err());
+    }
+
+    #[test]
+    fn mainland_phone_numbers() {
+        for ok in [
+            "13800138000",
+            "+86 138 0013 8000",
+            "0086-13800138000",
+            "010-82345678",
+            "02087654321",
+            "0755-2345678",
+            "0571 8765 4321",
+            "010-62345678转123",
+            "010-62345678#8",
+        ] {
+            assert!(is_mainland_phone(ok), "{ok}");
+        }
+        for bad in [
+            "12800138000",
+            "1380013800",
+            "138001380001",
+            "+86 010-82345678",
+            "010-12345678",
+            "010-0234567",
+            "0755-23456",
+            "phone",
+            "13800138000-12",
+            "010-62345678-1234567",
+        ] {
+            assert!(!is_mainland_phone(bad), "{bad}");
+        }
+        assert_eq!(
+            fields(&with_sender("resident_id", "11010519491231002X", "12345")),
+            ["sender.phone"]
+        );
+        let r = serde_json::json!({"waybill": "SF1234567890123", "agreement_customer": "C0042",
+            "recipient": {"name": "李四", "phone": "139001390", "address": "y"}})
+        .to_string();
+        assert_eq!(fields(&r), ["recipient.phone"]);
+    }
+
+    #[test]
+    fn declared_value_and_quantity_ranges() {
+        let rec = |value: f64, qty: u32| {
+            serde_json::json!({"waybill": "SF1234567890123", "agreement_customer": "C0042",
+                "declared": {"goods": "鞋", "category": "apparel", "value_cny": value, "quantity": qty}})
+            .to_string()
+        };
+        assert!(fields(&rec(0.01, 1)).is_empty());
+        assert!(fields(&rec(1_000_000.0, 10_000)).is_empty());
+        assert_eq!(fields(&rec(0.0, 1)), ["declared.value_cny"]);
+        assert_eq!(fields(&rec(-5.0, 1)), ["declared.value_cny"]);
+        assert_eq!(fields(&rec(1_000_000.01, 1)), ["declared.value_cny"]);
+        assert_eq!(fields(&rec(10.0, 0)), ["declared.quantity"]);
+        assert_eq!(fields(&rec(10.0, 10_001)), ["declared.quantity"]);
+        let mut d = crate::domain::Declared {
+            goods: "x".into(),
+            category: "other".into(),
+            value_cny: f64::NAN,
+            quantity: 1,
+        };
+        let mut f = Vec::new();
+        check_declared(&d, &mut f);
+        d.value_cny = f64::INFINITY;
+        check_declared(&d, &mut f);
+        assert_eq!(f.len(), 2);
+        // A number too large for f64 is a JSON error, not a panic.
+        assert!(parse_record(
+            r#"{"waybill":"SF1234567890123","declared":{"goods":"x","category":"c","value_cny":1e999,"quantity":1}}"#,
+            TODAY
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn agreement_customer_codes() {
+        for ok in ["C004", "ACME-2026-0001", &"A".repeat(32)] {
+            assert!(is_agreement_code(ok), "{ok}");
+        }
+        for bad in ["C04", "acme-1", "ACME_1", &"A".repeat(33), "客户0001"] {
+            assert!(!is_agreement_code(bad), "{bad}");
+        }
+        let r = r#"{"waybill":"SF1234567890123","agreement_customer":"c1"}"#;
+        assert_eq!(fields(r), ["agreement_customer"]);
     }
 }

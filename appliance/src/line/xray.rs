@@ -1,15 +1,30 @@
 //! The X-ray drop folder source: notices each complete image and hands it to the join as an
-//! [`XrayScan`].
+//! [`XrayScan`]; and, once the parcel is decided, archives or deletes the files.
 //!
 //! A file is taken when the machine renamed it into place or closed it after writing (file
 //! events), or — as a fallback for machines and filesystems without usable events — when its
-//! size has stayed the same across two rescans. Each file is taken once. The optional
-//! `<scan-id>.json` sidecar gives `captured_at` and `waybill`; a bad sidecar is counted and
-//! ignored, never a reason to lose the image.
+//! size has stayed the same across two rescans. Each file is taken once.
+//!
+//! Before a file goes to the join its header is probed, without decoding the pixels: the
+//! size on disk, the format (PNG, JPEG, TIFF), the pixel dimensions and the colour type
+//! must be what the machine may write — one 8-bit RGB image `<scan-id>.<ext>`, or a
+//! dual-energy pair `<scan-id>.high.<ext>` + `<scan-id>.low.<ext>`, 16-bit grey, the same
+//! size. Anything else is moved to the line's quarantine folder with a reason file
+//! ([`super::quarantine`]); so is a half whose partner has not come within `pair_wait`, and
+//! an image no parcel claimed. Pixel data that turns out corrupt only at decoding is
+//! quarantined after screening ([`XrayPolicy::after_screening`]). None of it stops the line.
+//!
+//! The optional `<scan-id>.json` sidecar gives `captured_at` and `waybill`; a bad sidecar is
+//! counted and ignored, never a reason to lose the image. Without a sidecar waybill, a scan
+//! id that is a waybill number (`SF1234567890123`) or ends in one (`0815_SF1234567890123`) names it.
 
+use super::quarantine::quarantine_files;
 use super::LineInput;
+use crate::config::{LineConfig, XrayAfter};
 use crate::domain::{WaybillNo, XrayScan};
+use crate::screen::{MAX_DECODE_ALLOC, MAX_IMAGE_BYTES, MAX_PIXELS_SIDE};
 use crate::telemetry::Telemetry;
+use image::{ColorType, ImageDecoder, ImageFormat};
 use notify::{EventKind, RecursiveMode, Watcher};
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
@@ -24,6 +39,121 @@ const RESCAN: Duration = Duration::from_millis(250);
 
 /// Image extensions the X-ray machine writes.
 const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "tif", "tiff"];
+
+/// Most pixels one image may have (a decompression bomb declares far more).
+pub const MAX_PIXELS: u64 = 40_000_000;
+
+/// What a line does with its X-ray files besides screening them.
+#[derive(Debug, Clone)]
+pub struct XrayPolicy {
+    /// Where bad files go, each with a reason file.
+    pub quarantine_dir: PathBuf,
+    /// Keep (archive into the store) or delete a screened scan's files.
+    pub after: XrayAfter,
+    /// How long the first half of a dual-energy pair waits for the other.
+    pub pair_wait: Duration,
+}
+
+impl XrayPolicy {
+    /// The policy configured for `line`.
+    pub fn for_line(line: &LineConfig, data_dir: &Path) -> XrayPolicy {
+        XrayPolicy {
+            quarantine_dir: line.quarantine_dir(data_dir),
+            after: line.xray_after,
+            pair_wait: Duration::from_millis(line.pair_wait_ms),
+        }
+    }
+
+    /// Disposes of a scan's files once its parcel is decided: the image (or both halves)
+    /// archived into the store under `record_id`, or deleted; the sidecar removed (its
+    /// content lives on in the record). `unreadable` is the decoder's complaint when the
+    /// pixels could not be read: then the files go to quarantine instead. Returns where the
+    /// image was archived.
+    pub fn after_screening(
+        &self,
+        line_id: &str,
+        scan: &XrayScan,
+        record_id: &str,
+        unreadable: Option<&str>,
+        store: &crate::store::Store,
+        telemetry: &Telemetry,
+    ) -> Result<Option<PathBuf>, crate::store::StoreError> {
+        let files = scan_files(scan);
+        let kept = if let Some(why) = unreadable {
+            quarantine_files(
+                line_id,
+                &self.quarantine_dir,
+                &files,
+                "unreadable",
+                &format!("the image could not be decoded: {why}"),
+                telemetry,
+            );
+            None
+        } else {
+            match self.after {
+                XrayAfter::Delete => {
+                    for f in &files {
+                        std::fs::remove_file(f)?;
+                    }
+                    telemetry.incr("xray.deleted");
+                    None
+                }
+                XrayAfter::Keep => {
+                    let names = match scan.low_energy {
+                        None => vec![record_id.to_owned()],
+                        Some(_) => vec![format!("{record_id}.high"), format!("{record_id}.low")],
+                    };
+                    let mut first = None;
+                    for (f, name) in files.iter().zip(names) {
+                        let bytes = std::fs::read(f)?;
+                        let dest = store.keep_image(&name, f, &bytes)?;
+                        first.get_or_insert(dest);
+                    }
+                    telemetry.incr("xray.archived");
+                    first
+                }
+            }
+        };
+        if let Some(dir) = scan.path.parent() {
+            let _ = std::fs::remove_file(dir.join(format!("{}.json", scan.scan_id)));
+        }
+        Ok(kept)
+    }
+
+    /// Quarantines the files of a scan the join gave to no parcel (`why` is the join's note).
+    pub fn orphaned(
+        &self,
+        line_id: &str,
+        scan: &XrayScan,
+        why: super::join::JoinNote,
+        telemetry: &Telemetry,
+    ) {
+        let (kind, reason) = match why {
+            super::join::JoinNote::AmbiguousImage => (
+                "ambiguous",
+                "more than one parcel entered the line within image_window of this image's expected time; joined to none rather than by guess",
+            ),
+            _ => (
+                "orphan",
+                "no parcel entered the line near the time of this image, and no parcel's waybill matched it",
+            ),
+        };
+        quarantine_files(
+            line_id,
+            &self.quarantine_dir,
+            &scan_files(scan),
+            kind,
+            reason,
+            telemetry,
+        );
+    }
+}
+
+fn scan_files(scan: &XrayScan) -> Vec<&Path> {
+    std::iter::once(scan.path.as_path())
+        .chain(scan.low_energy.as_deref())
+        .collect()
+}
 
 #[derive(Deserialize)]
 struct Sidecar {
@@ -46,10 +176,259 @@ pub fn is_image(path: &Path) -> bool {
     !hidden && ext.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
 }
 
+/// Which part of a scan a file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The one pseudo-colour image.
+    Single,
+    /// The high-energy half of a pair.
+    High,
+    /// The low-energy half of a pair.
+    Low,
+}
+
+/// The scan id and part a file name stands for: `a.png` → (`a`, Single), `a.high.tif` →
+/// (`a`, High). `None` for a name that is not an image or not UTF-8.
+pub fn classify(path: &Path) -> Option<(String, Part)> {
+    if !is_image(path) {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    let lower = stem.to_ascii_lowercase();
+    let (id, part) = if lower.ends_with(".high") {
+        (&stem[..stem.len() - 5], Part::High)
+    } else if lower.ends_with(".low") {
+        (&stem[..stem.len() - 4], Part::Low)
+    } else {
+        (stem, Part::Single)
+    };
+    (!id.is_empty()).then(|| (id.to_owned(), part))
+}
+
+/// Why a file was refused, for the counter (`xray.quarantined.<kind>`) and the reason file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// A short key: `too_large`, `unreadable`, `too_many_pixels`, `wrong_colour`,
+    /// `lone_half`, `mismatched_pair`, `unsupported_format`.
+    pub kind: &'static str,
+    /// The reason in words, naming the limit or the expectation.
+    pub reason: String,
+}
+
+fn refuse(kind: &'static str, reason: String) -> Refusal {
+    Refusal { kind, reason }
+}
+
+/// What a file's header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    /// Width and height in pixels.
+    pub dimensions: (u32, u32),
+    /// The colour type the pixels would decode to.
+    pub colour: ColorType,
+}
+
+/// Reads a file's header — format, dimensions, colour type — without decoding the pixels,
+/// and checks it against the limits and what `part` must be.
+pub fn probe(path: &Path, part: Part) -> Result<Probe, Refusal> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| refuse("unreadable", format!("cannot read the file: {e}")))?
+        .len();
+    if len > MAX_IMAGE_BYTES {
+        return Err(refuse(
+            "too_large",
+            format!("{len} bytes, over the {MAX_IMAGE_BYTES}-byte limit"),
+        ));
+    }
+    if len == 0 {
+        return Err(refuse("unreadable", "the file is empty".into()));
+    }
+    let reader = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| refuse("unreadable", format!("cannot read the file: {e}")))?;
+    match reader.format() {
+        Some(ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Tiff) => {}
+        Some(f) => {
+            return Err(refuse(
+                "unsupported_format",
+                format!("{f:?}: only PNG, JPEG and TIFF are taken"),
+            ))
+        }
+        None => {
+            return Err(refuse(
+                "unreadable",
+                "not a PNG, JPEG or TIFF file (unknown signature)".into(),
+            ))
+        }
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_PIXELS_SIDE);
+    limits.max_image_height = Some(MAX_PIXELS_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_ALLOC);
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| refuse("unreadable", format!("bad image header: {e}")))?;
+    let (w, h) = decoder.dimensions();
+    let pixels = u64::from(w) * u64::from(h);
+    if w == 0 || h == 0 || w > MAX_PIXELS_SIDE || h > MAX_PIXELS_SIDE || pixels > MAX_PIXELS {
+        return Err(refuse(
+            "too_many_pixels",
+            format!(
+                "{w}x{h} pixels: each side must be 1 to {MAX_PIXELS_SIDE} and the total at most {MAX_PIXELS}"
+            ),
+        ));
+    }
+    decoder
+        .set_limits(limits)
+        .map_err(|e| refuse("too_many_pixels", format!("over the decoding limits: {e}")))?;
+    let colour = decoder.color_type();
+    let ok = match part {
+        Part::Single => matches!(colour, ColorType::Rgb8 | ColorType::Rgba8),
+        Part::High | Part::Low => colour == ColorType::L16,
+    };
+    if !ok {
+        let want = match part {
+            Part::Single => "a single image must be 8-bit RGB (a 16-bit grey image must be one half of a pair NAME.high.png + NAME.low.png)",
+            Part::High | Part::Low => "each half of a dual-energy pair must be 16-bit grey",
+        };
+        return Err(refuse("wrong_colour", format!("{colour:?}: {want}")));
+    }
+    Ok(Probe {
+        dimensions: (w, h),
+        colour,
+    })
+}
+
+/// A half of a dual-energy pair waiting for the other.
+struct HalfPair {
+    high: Option<(PathBuf, Probe)>,
+    low: Option<(PathBuf, Probe)>,
+    since: Instant,
+}
+
+/// The watcher's state between events: which files were taken, which halves wait.
+struct Intake {
+    line_id: String,
+    policy: XrayPolicy,
+    telemetry: Arc<Telemetry>,
+    taken: HashSet<PathBuf>,
+    pairs: HashMap<String, HalfPair>,
+}
+
+impl Intake {
+    /// Takes one complete file; returns a scan when it completes one.
+    fn take(&mut self, path: PathBuf) -> Option<XrayScan> {
+        let (scan_id, part) = classify(&path)?;
+        if self.taken.contains(&path) || !path.is_file() {
+            return None;
+        }
+        self.taken.insert(path.clone());
+        self.telemetry.incr("xray.files");
+        let probe = match probe(&path, part) {
+            Ok(p) => p,
+            Err(r) => {
+                self.quarantine(&[&path], r);
+                return None;
+            }
+        };
+        if part == Part::Single {
+            return Some(scan_for(&scan_id, path, None, &self.telemetry));
+        }
+        let half = self
+            .pairs
+            .entry(scan_id.clone())
+            .or_insert_with(|| HalfPair {
+                high: None,
+                low: None,
+                since: Instant::now(),
+            });
+        let slot = if part == Part::High {
+            &mut half.high
+        } else {
+            &mut half.low
+        };
+        let replaced = slot.replace((path, probe));
+        let complete = match (&half.high, &half.low) {
+            (Some((high, hp)), Some((low, lp))) => {
+                Some((high.clone(), low.clone(), hp.dimensions, lp.dimensions))
+            }
+            _ => None,
+        };
+        if let Some((old, _)) = replaced {
+            // The same half twice under two spellings (a.high.png and a.high.tif).
+            self.quarantine(
+                &[&old],
+                refuse(
+                    "mismatched_pair",
+                    "another file for the same half of this pair arrived".into(),
+                ),
+            );
+        }
+        let (high, low, hd, ld) = complete?;
+        self.pairs.remove(&scan_id);
+        if hd != ld {
+            self.quarantine(
+                &[&high, &low],
+                refuse(
+                    "mismatched_pair",
+                    format!(
+                        "the halves differ in size: high {}x{}, low {}x{}",
+                        hd.0, hd.1, ld.0, ld.1
+                    ),
+                ),
+            );
+            return None;
+        }
+        Some(scan_for(&scan_id, high, Some(low), &self.telemetry))
+    }
+
+    /// Quarantines halves whose partner did not come in time.
+    fn expire_pairs(&mut self, now: Instant) {
+        let wait = self.policy.pair_wait;
+        let expired: Vec<String> = self
+            .pairs
+            .iter()
+            .filter(|(_, h)| now >= h.since + wait)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            let Some(h) = self.pairs.remove(&id) else {
+                continue;
+            };
+            for (half, missing) in [(h.high, "low"), (h.low, "high")] {
+                if let Some((path, _)) = half {
+                    self.quarantine(
+                        &[&path],
+                        refuse(
+                            "lone_half",
+                            format!(
+                                "the {missing}-energy half {id}.{missing}.* did not arrive within {} ms",
+                                wait.as_millis()
+                            ),
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn quarantine(&self, files: &[&Path], r: Refusal) {
+        quarantine_files(
+            &self.line_id,
+            &self.policy.quarantine_dir,
+            files,
+            r.kind,
+            &r.reason,
+            &self.telemetry,
+        );
+    }
+}
+
 /// Watches one line's drop folder until `shutdown`.
 pub async fn watch(
     line_id: String,
     dir: PathBuf,
+    policy: XrayPolicy,
     out: mpsc::Sender<LineInput>,
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
@@ -93,30 +472,49 @@ pub async fn watch(
             None
         }
     };
-    let mut taken: HashSet<PathBuf> = HashSet::new();
+    let mut intake = Intake {
+        line_id,
+        policy,
+        telemetry: telemetry.clone(),
+        taken: HashSet::new(),
+        pairs: HashMap::new(),
+    };
     let mut sizes: HashMap<PathBuf, u64> = HashMap::new();
     let mut rescan = tokio::time::interval(RESCAN);
     loop {
         let ready: Vec<PathBuf> = tokio::select! {
             _ = shutdown.cancelled() => return,
             Some(p) = events.recv() => vec![p],
-            _ = rescan.tick() => match stable_files(&dir, &mut sizes) {
-                Ok(files) => {
-                    telemetry.link(&link, true, format!("watching {}", dir.display()));
-                    files
-                }
-                Err(e) => {
-                    telemetry.link(&link, false, format!("cannot read {}: {e}", dir.display()));
-                    Vec::new()
+            _ = rescan.tick() => {
+                intake.expire_pairs(Instant::now());
+                match stable_files(&dir, &mut sizes) {
+                    Ok(files) => {
+                        telemetry.link(&link, true, format!("watching {}", dir.display()));
+                        files
+                    }
+                    Err(e) => {
+                        telemetry.link(&link, false, format!("cannot read {}: {e}", dir.display()));
+                        Vec::new()
+                    }
                 }
             },
         };
         for path in ready {
-            if !is_image(&path) || taken.contains(&path) || !path.is_file() {
-                continue;
-            }
-            taken.insert(path.clone());
-            let scan = scan_for(&path, &telemetry);
+            // Probing reads the file: off the async workers.
+            let (back, scan) = match tokio::task::spawn_blocking(move || {
+                let scan = intake.take(path);
+                (intake, scan)
+            })
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "X-ray intake failed");
+                    return;
+                }
+            };
+            intake = back;
+            let Some(scan) = scan else { continue };
             telemetry.incr("xray.images");
             if out
                 .send(LineInput::Image(scan, Instant::now()))
@@ -126,9 +524,9 @@ pub async fn watch(
                 return;
             }
         }
-        // Forget files that are gone (consumed by the store), so the set stays small.
-        if taken.len() > 256 {
-            taken.retain(|p| p.exists());
+        // Forget files that are gone (archived, deleted, quarantined), so the set stays small.
+        if intake.taken.len() > 256 {
+            intake.taken.retain(|p| p.exists());
         }
     }
 }
@@ -153,31 +551,58 @@ fn stable_files(dir: &Path, sizes: &mut HashMap<PathBuf, u64>) -> std::io::Resul
     Ok(stable)
 }
 
-fn scan_for(path: &Path, telemetry: &Telemetry) -> XrayScan {
-    let scan_id = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default()
-        .to_owned();
+/// The waybill a scan id names: the whole id, or its part after the last `_`, when that is
+/// a waybill number with a carrier's letter prefix (`SF…`, `JD…`). A bare counter such as
+/// `20260101120000` names none: it could be mistaken for a number-only waybill.
+pub fn waybill_in_name(scan_id: &str) -> Option<WaybillNo> {
+    let candidate = scan_id.rsplit('_').next()?;
+    let letters = candidate
+        .bytes()
+        .take_while(|b| b.is_ascii_uppercase())
+        .count();
+    if !(1..=4).contains(&letters) || !candidate[letters..].bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    WaybillNo::parse(candidate).ok()
+}
+
+fn scan_for(
+    scan_id: &str,
+    path: PathBuf,
+    low_energy: Option<PathBuf>,
+    telemetry: &Telemetry,
+) -> XrayScan {
+    let sidecar = path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(format!("{scan_id}.json"));
     let mut scan = XrayScan {
-        scan_id,
-        path: path.to_owned(),
+        scan_id: scan_id.to_owned(),
+        path,
         completed: Instant::now(),
-        waybill: None,
+        low_energy,
+        waybill: waybill_in_name(scan_id),
         captured_at: SystemTime::now(),
     };
-    let sidecar = path.with_extension("json");
     match std::fs::read(&sidecar) {
         Ok(bytes) => match serde_json::from_slice::<Sidecar>(&bytes) {
             Ok(s) => {
-                if let Some(t) = s
-                    .captured_at
-                    .as_deref()
-                    .and_then(|t| crate::time_fmt::parse(t).ok())
-                {
-                    scan.captured_at = t;
+                match s.captured_at.as_deref().map(crate::time_fmt::parse) {
+                    Some(Ok(t)) => scan.captured_at = t,
+                    Some(Err(e)) => {
+                        telemetry.incr("xray.bad_sidecars");
+                        tracing::warn!(file = %sidecar.display(), error = %e, "sidecar captured_at ignored");
+                    }
+                    None => {}
                 }
-                scan.waybill = s.waybill.as_deref().and_then(|w| WaybillNo::parse(w).ok());
+                match s.waybill.as_deref().map(WaybillNo::parse) {
+                    Some(Ok(w)) => scan.waybill = Some(w),
+                    Some(Err(e)) => {
+                        telemetry.incr("xray.bad_sidecars");
+                        tracing::warn!(file = %sidecar.display(), error = %e, "sidecar waybill ignored");
+                    }
+                    None => {}
+                }
             }
             Err(e) => {
                 telemetry.incr("xray.bad_sidecars");
@@ -188,4 +613,328 @@ fn scan_for(path: &Path, telemetry: &Telemetry) -> XrayScan {
         Err(e) => tracing::warn!(file = %sidecar.display(), error = %e, "sidecar unreadable"),
     }
     scan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageBuffer, Luma, Rgb, RgbImage};
+
+    struct Dir(PathBuf);
+    impl Dir {
+        fn new(tag: &str) -> Dir {
+            let d = std::env::temp_dir().join(format!("sl-xray-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(d.join("drop")).expect("dir");
+            Dir(d)
+        }
+        fn drop_dir(&self) -> PathBuf {
+            self.0.join("drop")
+        }
+        fn quarantine(&self) -> PathBuf {
+            self.0.join("q")
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn rgb(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| Rgb([x as u8, y as u8, 128]))
+    }
+    fn grey16(w: u32, h: u32) -> ImageBuffer<Luma<u16>, Vec<u16>> {
+        ImageBuffer::from_fn(w, h, |x, y| Luma([(x * 300 + y) as u16]))
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = 0xffff_ffffu32;
+        for b in bytes {
+            c ^= u32::from(*b);
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    (c >> 1) ^ 0xedb8_8320
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    /// A valid small PNG whose header claims `w`×`h` pixels: a decompression bomb's shape.
+    fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        rgb(2, 2)
+            .write_to(&mut std::io::Cursor::new(&mut bytes), ImageFormat::Png)
+            .expect("png");
+        // Signature (8), IHDR length (4), "IHDR" (4), width, height, …, CRC over type+data.
+        bytes[16..20].copy_from_slice(&w.to_be_bytes());
+        bytes[20..24].copy_from_slice(&h.to_be_bytes());
+        let crc = crc32(&bytes[12..29]);
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+        bytes
+    }
+
+    fn intake(dir: &Dir) -> Intake {
+        Intake {
+            line_id: "L1".into(),
+            policy: XrayPolicy {
+                quarantine_dir: dir.quarantine(),
+                after: XrayAfter::Keep,
+                pair_wait: Duration::from_millis(100),
+            },
+            telemetry: Arc::new(Telemetry::default()),
+            taken: HashSet::new(),
+            pairs: HashMap::new(),
+        }
+    }
+
+    fn reason(dir: &Dir, name: &str) -> String {
+        std::fs::read_to_string(dir.quarantine().join(format!("{name}.reason.txt")))
+            .unwrap_or_else(|e| panic!("no reason file for {name}: {e}"))
+    }
+
+    #[test]
+    fn names_say_single_or_which_half() {
+        let c = |n: &str| classify(Path::new(n));
+        assert_eq!(c("a.png"), Some(("a".into(), Part::Single)));
+        assert_eq!(c("a.HIGH.TIF"), Some(("a".into(), Part::High)));
+        assert_eq!(c("scan.7.low.tiff"), Some(("scan.7".into(), Part::Low)));
+        assert_eq!(c(".a.png.part"), None);
+        assert_eq!(c("a.json"), None);
+        assert_eq!(c(".high.png"), None);
+        assert_eq!(
+            waybill_in_name("0815_SF1234567890123").map(|w| w.to_string()),
+            Some("SF1234567890123".into())
+        );
+        assert!(waybill_in_name("SF1234567890123").is_some());
+        assert!(waybill_in_name("20260101120000123").is_none());
+        assert!(waybill_in_name("scan-0001").is_none());
+    }
+
+    #[test]
+    fn takes_rgb_images_in_every_format_and_whole_pairs() {
+        let dir = Dir::new("good");
+        let d = dir.drop_dir();
+        let mut intake = intake(&dir);
+        for (name, fmt) in [
+            ("p.png", ImageFormat::Png),
+            ("j.jpg", ImageFormat::Jpeg),
+            ("t.tif", ImageFormat::Tiff),
+        ] {
+            rgb(40, 30)
+                .save_with_format(d.join(name), fmt)
+                .expect("save");
+            let scan = intake.take(d.join(name)).expect("taken");
+            assert_eq!(scan.path, d.join(name));
+            assert_eq!(scan.low_energy, None);
+            // Taken once only.
+            assert!(intake.take(d.join(name)).is_none());
+        }
+        grey16(40, 30)
+            .save(d.join("SF1234567890123.high.png"))
+            .expect("save");
+        assert!(
+            intake.take(d.join("SF1234567890123.high.png")).is_none(),
+            "waits for its partner"
+        );
+        grey16(40, 30)
+            .save(d.join("SF1234567890123.low.png"))
+            .expect("save");
+        let scan = intake
+            .take(d.join("SF1234567890123.low.png"))
+            .expect("a pair");
+        assert_eq!(scan.scan_id, "SF1234567890123");
+        assert_eq!(scan.path, d.join("SF1234567890123.high.png"));
+        assert_eq!(scan.low_energy, Some(d.join("SF1234567890123.low.png")));
+        assert_eq!(
+            scan.waybill.as_ref().map(|w| w.to_string()).as_deref(),
+            Some("SF1234567890123")
+        );
+        // And the pair decodes into the pseudo-colour image the model sees.
+        let (_, img) = crate::screen::load_scan(&scan).expect("decodes");
+        assert_eq!(img.dimensions(), (40, 30));
+        assert!(!dir.quarantine().exists(), "nothing quarantined");
+    }
+
+    #[test]
+    fn bad_files_go_to_quarantine_with_a_reason_and_a_counter() {
+        let dir = Dir::new("bad");
+        let d = dir.drop_dir();
+        let mut intake = intake(&dir);
+        std::fs::write(d.join("bomb.png"), png_claiming(100_000, 100_000)).expect("write");
+        std::fs::write(d.join("wide.png"), png_claiming(8000, 8000)).expect("write");
+        std::fs::write(d.join("junk.png"), b"\x89PNG\r\n\x1a\nnot really").expect("write");
+        std::fs::write(d.join("text.jpg"), b"hello").expect("write");
+        std::fs::write(d.join("empty.tif"), b"").expect("write");
+        grey16(10, 10).save(d.join("grey.png")).expect("save");
+        rgb(10, 10).save(d.join("rgb.high.png")).expect("save");
+        grey16(10, 10).save(d.join("rgb.low.png")).expect("save");
+        grey16(10, 10).save(d.join("m.high.png")).expect("save");
+        grey16(12, 10).save(d.join("m.low.png")).expect("save");
+        for name in [
+            "bomb.png",
+            "wide.png",
+            "junk.png",
+            "text.jpg",
+            "empty.tif",
+            "grey.png",
+            "rgb.high.png",
+            "rgb.low.png",
+            "m.high.png",
+            "m.low.png",
+        ] {
+            assert!(intake.take(d.join(name)).is_none(), "{name} refused");
+        }
+        assert!(reason(&dir, "bomb.png").contains("100000x100000"));
+        assert!(reason(&dir, "wide.png").contains("at most 40000000"));
+        assert!(
+            reason(&dir, "junk.png").contains("header"),
+            "{}",
+            reason(&dir, "junk.png")
+        );
+        assert!(reason(&dir, "text.jpg").contains("bad image header"));
+        assert!(reason(&dir, "empty.tif").contains("empty"));
+        assert!(reason(&dir, "grey.png").contains("must be 8-bit RGB"));
+        assert!(reason(&dir, "rgb.high.png").contains("16-bit grey"));
+        assert!(reason(&dir, "m.high.png").contains("differ in size"));
+        assert!(reason(&dir, "m.low.png").contains("high 10x10, low 12x10"));
+        // The good half of the pair with a bad half waits, then goes as a lone half.
+        assert!(d.join("rgb.low.png").exists());
+        intake.expire_pairs(Instant::now() + Duration::from_millis(150));
+        assert!(reason(&dir, "rgb.low.png").contains("high-energy half rgb.high.* did not arrive"));
+        let t = &intake.telemetry;
+        assert_eq!(t.get("xray.quarantined"), 10);
+        assert_eq!(t.get("xray.quarantined.too_many_pixels"), 2);
+        assert_eq!(t.get("xray.quarantined.lone_half"), 1);
+        assert_eq!(t.get("xray.quarantined.mismatched_pair"), 2);
+        assert_eq!(
+            std::fs::read_dir(&d).expect("drop").count(),
+            0,
+            "the drop folder is empty"
+        );
+    }
+
+    #[test]
+    fn after_screening_archives_deletes_or_quarantines() {
+        let dir = Dir::new("after");
+        let d = dir.drop_dir();
+        let store = crate::store::Store::open(&dir.0.join("data")).expect("store");
+        let mut intake = intake(&dir);
+        let t = intake.telemetry.clone();
+        for id in ["k", "x", "u"] {
+            grey16(8, 8)
+                .save(d.join(format!("{id}.high.png")))
+                .expect("save");
+            grey16(8, 8)
+                .save(d.join(format!("{id}.low.png")))
+                .expect("save");
+            std::fs::write(d.join(format!("{id}.json")), "{}").expect("sidecar");
+        }
+        let mut take = |id: &str| {
+            intake.take(d.join(format!("{id}.high.png")));
+            intake
+                .take(d.join(format!("{id}.low.png")))
+                .expect("a pair")
+        };
+        let (k, x, u) = (take("k"), take("x"), take("u"));
+        let mut policy = intake.policy.clone();
+        let kept = policy
+            .after_screening("L1", &k, "rec-1", None, &store, &t)
+            .expect("kept")
+            .expect("a path");
+        assert_eq!(kept, dir.0.join("data/images/rec-1.high.png"));
+        assert!(dir.0.join("data/images/rec-1.low.png").exists());
+        policy.after = XrayAfter::Delete;
+        let none = policy
+            .after_screening("L1", &x, "rec-2", None, &store, &t)
+            .expect("deleted");
+        assert_eq!(none, None);
+        policy
+            .after_screening(
+                "L1",
+                &u,
+                "rec-3",
+                Some("unexpected end of file"),
+                &store,
+                &t,
+            )
+            .expect("quarantined");
+        assert!(reason(&dir, "u.high.png").contains("unexpected end of file"));
+        assert!(dir.quarantine().join("u.low.png").exists());
+        assert_eq!(
+            std::fs::read_dir(&d).expect("drop").count(),
+            0,
+            "nothing left behind"
+        );
+        assert_eq!((t.get("xray.archived"), t.get("xray.deleted")), (1, 1));
+        assert_eq!(t.get("xray.quarantined.unreadable"), 2);
+    }
+
+    #[tokio::test]
+    async fn the_watcher_takes_only_complete_files_and_sidecars() {
+        let dir = Dir::new("watch");
+        let d = dir.drop_dir();
+        let (tx, mut rx) = mpsc::channel(16);
+        let shutdown = CancellationToken::new();
+        let policy = intake(&dir).policy;
+        let task = tokio::spawn(watch(
+            "L1".into(),
+            d.clone(),
+            policy,
+            tx,
+            Arc::new(Telemetry::default()),
+            shutdown.clone(),
+        ));
+        // Give the watcher its first rescan before files arrive.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::write(
+            d.join("s1.json"),
+            r#"{"captured_at":"2026-03-01T08:00:00Z","waybill":"SF9000000000001"}"#,
+        )
+        .expect("sidecar");
+        let mut png = Vec::new();
+        rgb(20, 20)
+            .write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
+            .expect("png");
+        // Half a file, written and held open: never taken while it is incomplete.
+        let mut partial = std::fs::File::create(d.join("s2.png")).expect("create");
+        std::io::Write::write_all(&mut partial, &png[..png.len() / 2]).expect("write");
+        std::io::Write::flush(&mut partial).expect("flush");
+        // A complete one, renamed into place.
+        std::fs::write(d.join(".s1.png.part"), &png).expect("write");
+        std::fs::rename(d.join(".s1.png.part"), d.join("s1.png")).expect("rename");
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("in time")
+            .expect("an image");
+        let LineInput::Image(scan, _) = got else {
+            panic!("not an image: {got:?}")
+        };
+        assert_eq!(scan.scan_id, "s1");
+        assert_eq!(
+            scan.waybill.as_ref().map(|w| w.to_string()).as_deref(),
+            Some("SF9000000000001")
+        );
+        assert_eq!(
+            crate::time_fmt::format(scan.captured_at),
+            "2026-03-01T08:00:00Z"
+        );
+        // The partial file: finished, closed, then taken.
+        std::io::Write::write_all(&mut partial, &png[png.len() / 2..]).expect("write");
+        drop(partial);
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("in time")
+            .expect("an image");
+        let LineInput::Image(scan, _) = got else {
+            panic!("not an image: {got:?}")
+        };
+        assert_eq!(scan.scan_id, "s2");
+        crate::screen::load_scan(&scan).expect("complete when taken");
+        shutdown.cancel();
+        task.await.expect("watcher");
+    }
 }

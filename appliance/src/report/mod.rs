@@ -85,6 +85,9 @@ impl Feed {
         let mut stopping = false;
         let stop_deadline = tokio::time::sleep(Duration::from_secs(86_400 * 365));
         tokio::pin!(stop_deadline);
+        // A link going down or up (a reader unplugged) is published in the status at once.
+        let mut links_seen = 0;
+        let mut link_check = tokio::time::interval(Duration::from_millis(500));
         loop {
             self.telemetry
                 .set("feed.backlog", self.store.outbox_len() as u64);
@@ -102,6 +105,7 @@ impl Feed {
                         outstanding.clear();
                         self.telemetry.link("broker", true, "connected");
                         let state = if stopping { "stopped" } else { "online" };
+                        links_seen = self.telemetry.get("links.changes");
                         if client
                             .try_publish(&status_topic, QoS::AtLeastOnce, true, payload::status(state, &self.telemetry))
                             .is_ok()
@@ -146,6 +150,17 @@ impl Feed {
                     }
                 },
                 _ = self.wake.notified(), if connected && !stopping => {}
+                _ = link_check.tick(), if connected && !stopping => {
+                    let changes = self.telemetry.get("links.changes");
+                    if changes != links_seen
+                        && client
+                            .try_publish(&status_topic, QoS::AtLeastOnce, true, payload::status("online", &self.telemetry))
+                            .is_ok()
+                    {
+                        links_seen = changes;
+                        queued.push_back(InFlight::Status);
+                    }
+                }
                 _ = shutdown.cancelled(), if !stopping => {
                     stopping = true;
                     stop_deadline.as_mut().reset(tokio::time::Instant::now() + STOP_GRACE);

@@ -49,6 +49,10 @@ pub struct Screened {
 
 /// Decodes an image with limits against oversized and malicious files.
 pub fn decode_image(bytes: &[u8]) -> Result<image::RgbImage, String> {
+    Ok(decode_limited(bytes)?.to_rgb8())
+}
+
+fn decode_limited(bytes: &[u8]) -> Result<image::DynamicImage, String> {
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| format!("cannot tell the image format: {e}"))?;
@@ -57,8 +61,55 @@ pub fn decode_image(bytes: &[u8]) -> Result<image::RgbImage, String> {
     limits.max_image_height = Some(MAX_PIXELS_SIDE);
     limits.max_alloc = Some(MAX_DECODE_ALLOC);
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| e.to_string())?;
-    Ok(img.to_rgb8())
+    reader.decode().map_err(|e| e.to_string())
+}
+
+/// A 16-bit grey channel of a dual-energy scan.
+pub type Energy = image::ImageBuffer<image::Luma<u16>, Vec<u16>>;
+
+/// Decodes a dual-energy pair (16-bit grey, same size) with the same limits as
+/// [`decode_image`] and renders the pseudo-colour image the model was trained on.
+pub fn decode_pair(high: &[u8], low: &[u8]) -> Result<image::RgbImage, String> {
+    let grey = |bytes: &[u8], which: &str| -> Result<Energy, String> {
+        let img = decode_limited(bytes).map_err(|e| format!("{which}-energy image: {e}"))?;
+        if !matches!(img.color(), image::ColorType::L16 | image::ColorType::L8) {
+            return Err(format!(
+                "{which}-energy image is {:?}, not grey (16-bit expected)",
+                img.color()
+            ));
+        }
+        Ok(img.to_luma16())
+    };
+    let (h, l) = (grey(high, "high")?, grey(low, "low")?);
+    if h.dimensions() != l.dimensions() {
+        return Err(format!(
+            "the pair's halves differ in size: high {}x{}, low {}x{}",
+            h.width(),
+            h.height(),
+            l.width(),
+            l.height()
+        ));
+    }
+    Ok(xraygen::pseudo_colour(&h, &l))
+}
+
+/// Reads and decodes a scan from disk: one image, or a pair rendered to pseudo-colour.
+/// Returns the evidence bytes (the file itself, or the rendered pair as PNG) and the image.
+pub fn load_scan(scan: &crate::domain::XrayScan) -> Result<(Vec<u8>, image::RgbImage), String> {
+    match &scan.low_energy {
+        None => {
+            let bytes = read_limited(&scan.path)?;
+            let rgb = decode_image(&bytes)?;
+            Ok((bytes, rgb))
+        }
+        Some(low) => {
+            let rgb = decode_pair(&read_limited(&scan.path)?, &read_limited(low)?)?;
+            let mut png = Cursor::new(Vec::new());
+            rgb.write_to(&mut png, image::ImageFormat::Png)
+                .map_err(|e| format!("cannot encode the rendered pair: {e}"))?;
+            Ok((png.into_inner(), rgb))
+        }
+    }
 }
 
 /// Screens one parcel: the same path for the line and for `screenline screen`.
@@ -67,24 +118,19 @@ pub fn screen_parcel(model: &mut Model, rules: &mut rules::RuleSet, parcel: Parc
     let mut scores = None;
     let mut problems: Vec<Reason> = Vec::new();
     if let Some(scan) = &parcel.scan {
-        match read_limited(&scan.path) {
+        match load_scan(scan) {
             Err(e) => problems.push(rules::image_unreadable(&e)),
-            Ok(bytes) => {
+            Ok((bytes, rgb)) => {
                 let sha256 = hex::encode(Sha256::digest(&bytes));
-                match decode_image(&bytes) {
-                    Err(e) => problems.push(rules::image_unreadable(&e)),
-                    Ok(rgb) => {
-                        match model.infer(&rgb) {
-                            Ok(s) => scores = Some(s),
-                            Err(e) => problems.push(Reason::new(
-                                ReasonCode::ScreeningFailed,
-                                format!("模型推理失败：{e}"),
-                                format!("the classifier failed: {e}"),
-                            )),
-                        }
-                        evidence = Some((bytes, sha256, rgb));
-                    }
+                match model.infer(&rgb) {
+                    Ok(s) => scores = Some(s),
+                    Err(e) => problems.push(Reason::new(
+                        ReasonCode::ScreeningFailed,
+                        format!("模型推理失败：{e}"),
+                        format!("the classifier failed: {e}"),
+                    )),
                 }
+                evidence = Some((bytes, sha256, rgb));
             }
         }
     }
@@ -108,7 +154,7 @@ pub fn screen_parcel(model: &mut Model, rules: &mut rules::RuleSet, parcel: Parc
     }
 }
 
-fn read_limited(path: &std::path::Path) -> Result<Vec<u8>, String> {
+pub fn read_limited(path: &std::path::Path) -> Result<Vec<u8>, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if meta.len() > MAX_IMAGE_BYTES {
         return Err(format!(

@@ -27,9 +27,12 @@ impl Pty {
         cfmakeraw(&mut t);
         tcsetattr(&pair.slave, SetArg::TCSANOW, &t).map_err(io::Error::from)?;
         let slave_path = nix::unistd::ttyname(&pair.slave).map_err(io::Error::from)?;
+        // openpty's descriptors are inherited by every child process, which would keep the
+        // master open in, say, the appliance under test, and an unplug (`hang_up`) would
+        // never reach it. `try_clone` duplicates with close-on-exec set.
         Ok(Pty {
-            master: pair.master,
-            slave: pair.slave,
+            master: pair.master.try_clone()?,
+            slave: pair.slave.try_clone()?,
             slave_path,
         })
     }

@@ -61,6 +61,7 @@ fn parcel(
             scan_id: "s".into(),
             path: PathBuf::from("s.png"),
             completed: Instant::now(),
+            low_energy: None,
             waybill: None,
             captured_at: SystemTime::now(),
         }),
