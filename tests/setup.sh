@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian machine that has the Rust
-# toolchain, Python 3 with pip, and apt: Mosquitto (broker and clients, for the interop tests)
-# and the pinned ONNX Runtime library. Safe to run again; it only installs what is missing.
+# toolchain, Python 3 with pip, and apt: Mosquitto (broker and clients, for the interop tests),
+# Chromium with CJK fonts (for the console's browser test), and the pinned ONNX Runtime
+# library. Safe to run again; it only installs what is missing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -11,6 +12,9 @@ if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
 need=()
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
+# The console's browser test: Chromium, and CJK fonts so that Chinese renders in screenshots.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] || need+=(fonts-noto-cjk)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]} (Debian packages)"
   $sudo apt-get update -qq

@@ -363,10 +363,46 @@ impl Reason {
 /// The model's view of one image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scores {
-    /// Probability per category key, in label order.
+    /// Probability per category key, in label order (an object keyed by category key in JSON).
+    #[serde(with = "category_map")]
     pub category: Vec<(Category, f32)>,
     /// Counterfeit suspicion in 0..=1.
     pub counterfeit: f32,
+}
+
+/// `[(Category, p)]` as a JSON object `{key: p}`.
+mod category_map {
+    use super::Category;
+    use serde::de::{Deserializer, Error, MapAccess, Visitor};
+    use serde::ser::{SerializeMap, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[(Category, f32)], s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(v.len()))?;
+        for (c, p) in v {
+            m.serialize_entry(c.key(), p)?;
+        }
+        m.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(Category, f32)>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Vec<(Category, f32)>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of category key to probability")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, p)) = a.next_entry::<String, f32>()? {
+                    let c = Category::from_key(&k)
+                        .ok_or_else(|| A::Error::custom(format!("unknown category {k:?}")))?;
+                    out.push((c, p));
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 impl Scores {
@@ -401,6 +437,22 @@ pub fn mask(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scores_are_an_object_of_category_keys_in_json() {
+        let s = Scores {
+            category: vec![(Category::Food, 0.25), (Category::Tobacco, 0.75)],
+            counterfeit: 0.5,
+        };
+        let v = serde_json::to_value(&s).expect("serialize");
+        assert_eq!(
+            v,
+            serde_json::json!({"category": {"food": 0.25, "tobacco": 0.75}, "counterfeit": 0.5})
+        );
+        assert_eq!(serde_json::from_value::<Scores>(v).expect("back"), s);
+        let bad = serde_json::json!({"category": {"shoes": 1.0}, "counterfeit": 0.0});
+        assert!(serde_json::from_value::<Scores>(bad).is_err());
+    }
 
     #[test]
     fn category_keys_round_trip_and_match_the_generator() {

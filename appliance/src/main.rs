@@ -568,10 +568,7 @@ fn screen(
     let out = serde_json::json!({
         "decision": s.decision,
         "reasons": s.reasons,
-        "scores": s.scores.as_ref().map(|sc| serde_json::json!({
-            "category": sc.category.iter().map(|(c, p)| (c.key().to_owned(), serde_json::json!(p))).collect::<serde_json::Map<_, _>>(),
-            "counterfeit": sc.counterfeit,
-        })),
+        "scores": s.scores,
         "model": s.model,
         "image_sha256": s.evidence.as_ref().map(|e| e.sha256.clone()),
     });

@@ -3,6 +3,8 @@
 //! pseudo-terminals driven by the real firmware logic.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -268,4 +270,16 @@ xray_dir = "{xray}"
         controller = controller.display(),
         xray = xray.display(),
     )
+}
+
+/// Where a test keeps what a person may want to look at afterwards (screenshots):
+/// `<target>/test-artefacts/<name>/`.
+pub fn artefacts_dir(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target.join("test-artefacts").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("artefacts folder");
+    dir
 }

@@ -61,14 +61,7 @@ fn recipient_json(r: &Recipient) -> Value {
 pub fn flagged_report(s: &Screened, report_id: &str, site_id: &str, appliance_id: &str) -> Value {
     debug_assert_eq!(s.decision, Decision::Flag);
     let wb = s.parcel.waybill.as_ref();
-    let scores = s.scores.as_ref().map(|sc| {
-        let cat: serde_json::Map<String, Value> = sc
-            .category
-            .iter()
-            .map(|(c, p)| (c.key().to_owned(), json!(p)))
-            .collect();
-        json!({"category": cat, "counterfeit": sc.counterfeit})
-    });
+    let scores = s.scores.as_ref().map(|sc| json!(sc));
     let evidence = s.evidence.as_ref().map(|e| {
         json!({
             "image_sha256": e.sha256,

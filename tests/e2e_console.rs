@@ -1,0 +1,123 @@
+//! The console in headless Chromium against the real `screenline demo`: log in as the
+//! technician the demo prints, watch a flagged parcel appear live on the flagged queue (no
+//! reload), open it, confirm it after "opening", see the review in the audit log, switch to
+//! English. Screenshots of each step land in `target/test-artefacts/e2e_console/`.
+
+mod common;
+
+use common::browser::Browser;
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn an_operator_confirms_a_live_flagged_parcel_and_the_audit_shows_it() {
+    let dir = TempDir::new("console");
+    let shots = artefacts_dir("e2e_console");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let log = dir.path().join("demo.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_screenline"))
+        .args(["demo", "--rate", "1", "--seed", "5", "--console"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("screenline demo");
+    let mut demo = Appliance {
+        proc: Proc(child),
+        log,
+    };
+    // The demo prints the console's logins.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let password = loop {
+        let text = demo.log_text();
+        if let Some(pw) = text
+            .split("technician / ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+        {
+            break pw.to_owned();
+        }
+        assert!(demo.is_running(), "demo exited: {text}");
+        assert!(Instant::now() < deadline, "no login printed: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    let browser = Browser::launch(&shots);
+    let mut page = browser.page();
+    let long = Duration::from_secs(60);
+
+    // Nothing without a login.
+    page.goto(&format!("{base}/flagged"));
+    page.wait_for("location.pathname === '/login'", long, "the login page");
+    page.screenshot("01-login");
+    page.fill("#user", "technician");
+    page.fill("#password", &password);
+    page.click("form.login button");
+    page.wait_for(
+        "location.pathname === '/flagged' && document.getElementById('rows')",
+        long,
+        "the flagged queue after login",
+    );
+
+    // A flagged parcel appears live: more rows, same page (the marker survives).
+    page.eval("window.__sameLoad = true");
+    page.wait_for(
+        "document.getElementById('live').textContent.includes('实时')",
+        long,
+        "the live stream",
+    );
+    let before = page.eval("document.querySelectorAll('#rows tr').length");
+    page.wait_for(
+        &format!(
+            "window.__sameLoad && document.querySelectorAll('#rows tr').length > {before} && document.querySelector('#rows tr .flag')"
+        ),
+        Duration::from_secs(90),
+        "a flagged parcel to appear live",
+    );
+    page.screenshot("02-flagged-live");
+    let record = page.eval("document.querySelector('#rows tr .flag').closest('tr').dataset.record");
+    let record = record.as_str().expect("record id").to_owned();
+
+    // Open it, confirm it.
+    page.goto(&format!("{base}/parcel/{record}"));
+    page.wait_for("document.getElementById('review')", long, "the parcel page");
+    page.wait_for(
+        "!document.getElementById('xray') || document.getElementById('xray').complete",
+        long,
+        "the X-ray image",
+    );
+    page.click("#xray");
+    page.screenshot("03-parcel-zoomed");
+    page.click("#xray");
+    page.fill("#note", "开箱：6 双同款运动鞋，无吊牌");
+    page.click("#confirm");
+    page.wait_for(
+        "document.getElementById('saved') && document.querySelector('#reviews [data-finding=confirmed]')",
+        long,
+        "the review to be recorded",
+    );
+    page.screenshot("04-reviewed");
+
+    // The audit log shows it.
+    page.goto(&format!("{base}/audit"));
+    let row = format!(
+        "[...document.querySelectorAll('#audit tr')].some(tr => tr.textContent.includes('review.confirmed') && tr.textContent.includes('{record}') && tr.textContent.includes('user:technician'))"
+    );
+    page.wait_for(&row, long, "the review in the audit log");
+    page.screenshot("05-audit");
+
+    // And in English.
+    page.click("#lang");
+    page.wait_for("document.documentElement.lang === 'en'", long, "English");
+    page.wait_for(&row, long, "the audit log in English");
+    page.screenshot("06-audit-en");
+
+    drop(page);
+    drop(browser);
+    assert!(
+        demo.interrupt(Duration::from_secs(30)),
+        "demo stops cleanly on Ctrl-C"
+    );
+}
