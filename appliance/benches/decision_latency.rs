@@ -48,6 +48,7 @@ fn main() -> anyhow::Result<()> {
             console: "127.0.0.1:0".parse()?,
             model_dir: None,
             mix: Mix::Realistic,
+            data_dir: None,
         };
         let s = runtime.block_on(demo::run(opts, true))?;
         let l = &s.decision_latency;

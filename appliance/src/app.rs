@@ -206,7 +206,27 @@ impl Sink {
         } = self;
         while let Some(mut s) = screened.recv().await {
             let line = s.parcel.line_id.clone();
-            // The diverter waits for nobody: the decision goes out before anything is stored.
+            // Past the decision point the controller has diverted the parcel already: say so,
+            // and never record as cleared a parcel that went to the inspection lane.
+            let age = SystemTime::now()
+                .duration_since(s.parcel.entered_at)
+                .unwrap_or_default();
+            if let Some(late_by) = deadlines.get(&line).and_then(|d| age.checked_sub(*d)) {
+                telemetry.incr("decisions.late");
+                s.reasons.push(crate::screen::rules::decision_late(late_by));
+                if s.decision == Decision::Clear {
+                    s.decision = Decision::Manual;
+                }
+            }
+            // Stored (and its report in the outbox) before the decision acts on the belt: a
+            // crash in between can then divert a parcel without a record, never the reverse
+            // — a flagged parcel diverted whose report was lost. The commit takes
+            // milliseconds (see the decision-latency benchmark).
+            let policy = xray.get(&line);
+            if let Err(e) = persist(&s, &store, policy, &site_id, &appliance_id, &telemetry).await {
+                telemetry.incr("store.errors");
+                tracing::error!(line = %line, seq = s.parcel.seq, error = %e, "record not stored");
+            }
             let decision = ToController::Decision {
                 seq: s.parcel.seq,
                 verdict: s.decision.verdict(),
@@ -222,23 +242,6 @@ impl Sink {
                     "decision_latency_us",
                     scan.completed.elapsed().as_micros() as u64,
                 );
-            }
-            // Past the decision point the controller has diverted the parcel already: say so,
-            // and never record as cleared a parcel that went to the inspection lane.
-            let age = SystemTime::now()
-                .duration_since(s.parcel.entered_at)
-                .unwrap_or_default();
-            if let Some(late_by) = deadlines.get(&line).and_then(|d| age.checked_sub(*d)) {
-                telemetry.incr("decisions.late");
-                s.reasons.push(crate::screen::rules::decision_late(late_by));
-                if s.decision == Decision::Clear {
-                    s.decision = Decision::Manual;
-                }
-            }
-            let policy = xray.get(&line);
-            if let Err(e) = persist(&s, &store, policy, &site_id, &appliance_id, &telemetry).await {
-                telemetry.incr("store.errors");
-                tracing::error!(line = %line, seq = s.parcel.seq, error = %e, "record not stored");
             }
             wake.notify_one();
             telemetry.incr("parcels.decided");

@@ -57,8 +57,15 @@ enum Command {
         json: bool,
         /// Traffic at the rates of published pilots (about 0.5 % flagged) instead of the
         /// showcase, which has every reason within the first 100 parcels.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "wave")]
         realistic: bool,
+        /// Every parcel counterfeit: a wave of flagged reports, to load the feed.
+        #[arg(long)]
+        wave: bool,
+        /// Keep the store (records, outbox, images) in this folder, across runs, instead of
+        /// a temporary one.
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
     /// Configuration tools.
     Config {
@@ -98,10 +105,28 @@ enum Command {
         #[command(subcommand)]
         command: DatasetCommand,
     },
+    /// Store tools.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Console users.
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Verifies the on-disk store (stop the appliance first) and says how to recover.
+    Check {
+        /// The data folder (the configuration's data_dir).
+        #[arg(long)]
+        data: PathBuf,
+        /// Print the findings as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -228,6 +253,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             model,
             json,
             realistic,
+            wave,
+            data,
         } => {
             if !(rate > 0.0 && rate <= 100.0) {
                 bail!(
@@ -247,9 +274,12 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 model_dir: model,
                 mix: if realistic {
                     screenline::demo::traffic::Mix::Realistic
+                } else if wave {
+                    screenline::demo::traffic::Mix::Wave
                 } else {
                     screenline::demo::traffic::Mix::Showcase
                 },
+                data_dir: data,
             };
             let summary = runtime()?.block_on(screenline::demo::run(opts, json))?;
             if json {
@@ -291,6 +321,38 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             config,
             data,
         } => screen(waybill, image, model, config, data),
+        Command::Store {
+            command: StoreCommand::Check { data, json },
+        } => {
+            let report = screenline::store::check::check(&data)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "{}: {} records ({} flagged), {} reports waiting for the broker, {} reviews, {} audit entries, {} images kept, {} evicted or missing",
+                    data.display(),
+                    report.records,
+                    report.flagged,
+                    report.outbox,
+                    report.reviews,
+                    report.audit_entries,
+                    report.images,
+                    report.images_missing
+                );
+                for p in &report.problems {
+                    println!("problem: {p}");
+                }
+            }
+            if report.is_clean() {
+                Ok(())
+            } else {
+                bail!(
+                    "{} problem(s) in the store. {}",
+                    report.problems.len(),
+                    report.advice()
+                )
+            }
+        }
         Command::User {
             command:
                 UserCommand::Add {

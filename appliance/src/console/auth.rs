@@ -106,6 +106,21 @@ impl Users {
 
     /// Adds a user; the file is replaced atomically and readable by its owner only.
     pub fn add(&self, name: &str, role: Role, password: &str) -> Result<(), UserError> {
+        self.write(name, role, password, false)
+    }
+
+    /// Adds a user, or gives an existing one this role and password.
+    pub fn set(&self, name: &str, role: Role, password: &str) -> Result<(), UserError> {
+        self.write(name, role, password, true)
+    }
+
+    fn write(
+        &self,
+        name: &str,
+        role: Role,
+        password: &str,
+        replace: bool,
+    ) -> Result<(), UserError> {
         if !valid_name(name) {
             return Err(UserError::BadName(name.to_owned()));
         }
@@ -113,7 +128,7 @@ impl Users {
             return Err(UserError::ShortPassword);
         }
         let mut file = self.read()?;
-        if file.users.contains_key(name) {
+        if !replace && file.users.contains_key(name) {
             return Err(UserError::Exists(name.to_owned()));
         }
         let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);

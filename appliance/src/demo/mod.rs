@@ -32,6 +32,8 @@ pub struct DemoOptions {
     pub console: SocketAddr,
     pub model_dir: Option<PathBuf>,
     pub mix: traffic::Mix,
+    /// Keep the store here instead of in the run's temporary folder.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// The demo's closing summary (`--json` prints exactly this).
@@ -160,7 +162,7 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
     let config = Config {
         site_id: "DEMO".into(),
         appliance_id: "demo-01".into(),
-        data_dir: root.join("data"),
+        data_dir: opts.data_dir.clone().unwrap_or_else(|| root.join("data")),
         model: ModelConfig {
             dir: opts.model_dir.clone(),
             ..ModelConfig::default()
@@ -212,7 +214,7 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             rand::random::<u16>(),
             rand::random::<u16>()
         );
-        users.add(name, role, &password)?;
+        users.set(name, role, &password)?;
         logins.push(format!("{name} / {password}"));
     }
     let appliance = Appliance::start(config).await?;

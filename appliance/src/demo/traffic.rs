@@ -98,6 +98,9 @@ pub enum Mix {
     Showcase,
     /// Rates like those of published pilots: about 0.5 % of parcels flagged.
     Realistic,
+    /// A counterfeit wave: every parcel holds counterfeit goods (load and fault tests of the
+    /// regulator feed).
+    Wave,
 }
 
 /// In the showcase, each block of 20 parcels holds these, in a shuffled order. The repeat
@@ -129,6 +132,7 @@ fn kind(mix: Mix, seed: u64, line: usize, n: u64, rng: &mut ChaCha8Rng) -> Kind 
             let slot = order[(n % 20) as usize];
             SHOWCASE.get(slot).copied().unwrap_or(Kind::Clean)
         }
+        Mix::Wave => Kind::Counterfeit,
         Mix::Realistic => {
             // Per mille: counterfeit 2, bare 1, forged 0.5, watch-list 0.5, mismatch 1,
             // low value 3 (count only), no read 3, no image 2.

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use thiserror::Error;
 
 pub mod audit;
+pub mod check;
 pub mod query;
 pub mod review;
 
