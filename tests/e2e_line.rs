@@ -264,8 +264,20 @@ fn bad_input_and_a_down_broker_send_parcels_to_manual_without_crashing() {
         "the appliance survived\n{}",
         app.log_text()
     );
+    // Both bad images were quarantined with a reason, and the drop folder is clean.
+    let quarantine = dir.path().join("data/quarantine/L1");
+    for bad in ["scan-bad1.png", "scan-bad2.png"] {
+        let reason = std::fs::read_to_string(quarantine.join(format!("{bad}.reason.txt")))
+            .unwrap_or_else(|e| panic!("{bad} quarantined with a reason: {e}"));
+        assert!(
+            reason.contains("header") || reason.contains("signature"),
+            "{reason}"
+        );
+    }
+    assert!(!xray.join("scan-bad1.png").exists() && !xray.join("scan-bad2.png").exists());
     let log = app.log_text();
     assert!(log.contains("waybill record dropped"), "{log}");
+    assert!(log.contains("X-ray file quarantined"), "{log}");
     assert!(
         !log.contains("11010519491231002X"),
         "identity must never be logged"

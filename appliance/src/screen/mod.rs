@@ -104,10 +104,17 @@ pub fn load_scan(scan: &crate::domain::XrayScan) -> Result<(Vec<u8>, image::RgbI
         }
         Some(low) => {
             let rgb = decode_pair(&read_limited(&scan.path)?, &read_limited(low)?)?;
-            let mut png = Cursor::new(Vec::new());
-            rgb.write_to(&mut png, image::ImageFormat::Png)
+            // Evidence only: fast compression, since it is on the decision's critical path
+            // (the default level made a pair ~10x a bare decode in benches/ingest.rs).
+            let mut png = Vec::new();
+            let encoder = image::codecs::png::PngEncoder::new_with_quality(
+                &mut png,
+                image::codecs::png::CompressionType::Fast,
+                image::codecs::png::FilterType::Adaptive,
+            );
+            rgb.write_with_encoder(encoder)
                 .map_err(|e| format!("cannot encode the rendered pair: {e}"))?;
-            Ok((png.into_inner(), rgb))
+            Ok((png, rgb))
         }
     }
 }
