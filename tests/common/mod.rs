@@ -71,10 +71,28 @@ fn mosquitto_bin() -> PathBuf {
 
 /// A real Mosquitto broker on `port`, anonymous, loopback only.
 pub fn start_mosquitto(dir: &Path, port: u16) -> Proc {
+    start_broker(dir, port, false)
+}
+
+/// A Mosquitto that keeps sessions and queued messages on disk in `dir` across restarts
+/// (stopped with SIGTERM, it saves them), so that a durable subscriber misses nothing.
+pub fn start_mosquitto_persistent(dir: &Path, port: u16) -> Proc {
+    start_broker(dir, port, true)
+}
+
+fn start_broker(dir: &Path, port: u16, persistent: bool) -> Proc {
     let conf = dir.join(format!("mosquitto-{port}.conf"));
+    let persistence = if persistent {
+        format!(
+            "persistence true\npersistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 0\n",
+            dir.display()
+        )
+    } else {
+        "persistence false\n".to_owned()
+    };
     std::fs::write(
         &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}"),
     )
     .expect("mosquitto config");
     let child = Command::new(mosquitto_bin())
@@ -95,6 +113,49 @@ pub fn start_mosquitto(dir: &Path, port: u16) -> Proc {
     Proc(child)
 }
 
+/// Stops a process with SIGTERM and waits for it (a broker saves its state).
+pub fn terminate(p: &mut Proc) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &p.0.id().to_string()])
+        .status();
+    let _ = p.0.wait();
+}
+
+/// The resident set size of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// GET `path` on loopback `port`; the body, or empty when nothing answers.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::Read;
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+/// A value from the console's Prometheus `/metrics`.
+pub fn metric(port: u16, name: &str) -> Option<u64> {
+    http_get(port, "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} "))?.trim().parse().ok())
+}
+
 /// `mosquitto_sub -v` on `topic`, its output collected in a file.
 pub struct Sub {
     proc: Proc,
@@ -103,6 +164,16 @@ pub struct Sub {
 
 impl Sub {
     pub fn start(dir: &Path, port: u16, topic: &str) -> Sub {
+        Sub::spawn(dir, port, topic, &[])
+    }
+
+    /// A subscriber with a persistent session (`-c -i id`): the broker keeps what arrives
+    /// for it while it is away, and it reconnects by itself.
+    pub fn durable(dir: &Path, port: u16, topic: &str, id: &str) -> Sub {
+        Sub::spawn(dir, port, topic, &["-c", "-i", id])
+    }
+
+    fn spawn(dir: &Path, port: u16, topic: &str, extra: &[&str]) -> Sub {
         let out = dir.join(format!("sub-{}.txt", rand_suffix()));
         let file = std::fs::File::create(&out).expect("sub output");
         let child = Command::new("mosquitto_sub")
@@ -117,6 +188,7 @@ impl Sub {
                 "-t",
                 topic,
             ])
+            .args(extra)
             .stdout(file)
             .stderr(Stdio::null())
             .spawn()

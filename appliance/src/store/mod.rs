@@ -100,6 +100,10 @@ impl std::fmt::Debug for KeyedHasher {
     }
 }
 
+/// sled's page cache (its default is 1 GiB). What the appliance holds in memory stays bounded
+/// by this however large the backlog grows: the rest waits on disk.
+pub const CACHE_BYTES: u64 = 16 << 20;
+
 /// The appliance's store.
 pub struct Store {
     db: sled::Db,
@@ -125,7 +129,12 @@ impl Store {
         };
         std::fs::create_dir_all(data_dir).map_err(|e| open_err(e.to_string()))?;
         let db_path = data_dir.join("db");
-        let db = std::panic::catch_unwind(|| sled::Config::new().path(&db_path).open())
+        let db = std::panic::catch_unwind(|| {
+            sled::Config::new()
+                .path(&db_path)
+                .cache_capacity(CACHE_BYTES)
+                .open()
+        })
             .map_err(|_| open_err("sled panicked while opening the database".into()))?
             .map_err(|e| open_err(e.to_string()))?;
         let records = db.open_tree("records")?;

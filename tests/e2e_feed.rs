@@ -1,0 +1,277 @@
+//! Nothing flagged is ever lost: the real binary (`screenline demo --wave`, every parcel
+//! counterfeit, on the real firmware emulator and pipeline) against a real Mosquitto, checked
+//! by an independent `mosquitto_sub` against the appliance's own store.
+//!
+//! 1. The broker is stopped and restarted every few seconds while flagged parcels flow.
+//! 2. The appliance is killed with SIGKILL at random moments, 20 times, under load; the store
+//!    checks clean after every kill; then a last run drains what is left.
+//! 3. The broker is down for the whole run, then comes up: the backlog drains, and the
+//!    appliance's memory stays flat while the backlog grows on disk.
+
+mod common;
+
+use common::*;
+use rand::Rng;
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOPIC: &str = "screenline/v1/DEMO/demo-01/reports/flagged";
+
+/// Starts the demo on the wave mix with the given extra arguments, its log in `dir`.
+fn demo(dir: &Path, broker: u16, data: &Path, args: &[&str]) -> Appliance {
+    let log = dir.join(format!("demo-{}.log", free_port()));
+    let child = Command::new(env!("CARGO_BIN_EXE_screenline"))
+        .args(["demo", "--wave", "--console", "127.0.0.1:0", "--broker"])
+        .arg(format!("mqtt://127.0.0.1:{broker}"))
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("screenline demo");
+    Appliance {
+        proc: Proc(child),
+        log,
+    }
+}
+
+/// Waits for the demo to exit by itself; asserts it exited 0.
+fn finish(mut d: Appliance, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = d.proc.0.try_wait() {
+            assert!(status.success(), "demo failed: {}", d.log_text());
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "demo did not finish in {timeout:?}: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The report ids of every flagged record in the store.
+fn stored_report_ids(data: &Path) -> HashSet<String> {
+    let store = screenline::store::Store::open(data).expect("open the store");
+    assert_eq!(store.outbox_len(), 0, "the outbox drained");
+    store
+        .latest_records(usize::MAX, usize::MAX, |r| r["decision"] == "flag")
+        .expect("records")
+        .iter()
+        .map(|r| {
+            r["report_id"]
+                .as_str()
+                .expect("a flagged record has a report id")
+                .to_owned()
+        })
+        .collect()
+}
+
+fn seen_ids(msgs: &[(String, String)]) -> HashSet<String> {
+    msgs.iter()
+        .filter_map(|(_, p)| serde_json::from_str::<serde_json::Value>(p).ok())
+        .filter_map(|v| v["report_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Every stored report reaches the subscriber (at least once).
+fn assert_all_delivered(sub: &Sub, data: &Path, at_least: usize) {
+    let stored = stored_report_ids(data);
+    assert!(
+        stored.len() >= at_least,
+        "only {} flagged reports stored",
+        stored.len()
+    );
+    let msgs = sub.wait_for(Duration::from_secs(60), "every stored report", |m| {
+        stored.is_subset(&seen_ids(m))
+    });
+    let seen = seen_ids(&msgs);
+    println!(
+        "{} flagged reports stored, {} distinct ids seen by mosquitto_sub in {} messages ({} duplicates)",
+        stored.len(),
+        seen.len(),
+        msgs.len(),
+        msgs.len() - seen.len()
+    );
+}
+
+fn store_check(data: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_screenline"))
+        .args(["store", "check", "--data"])
+        .arg(data)
+        .output()
+        .expect("store check");
+    assert!(
+        out.status.success(),
+        "store check: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn broker_restarts_lose_no_report() {
+    let dir = TempDir::new("feed-restarts");
+    let port = free_port();
+    let mut broker = start_mosquitto_persistent(dir.path(), port);
+    let sub = Sub::durable(dir.path(), port, TOPIC, "regulator-restarts");
+    let data = dir.path().join("data");
+    // 8 lines × 5 parcels/s × 60 = 2400 parcels, nearly all flagged.
+    let mut d = demo(
+        dir.path(),
+        port,
+        &data,
+        &["--lines", "8", "--rate", "5", "--parcels", "60"],
+    );
+    let mut restarts = 0;
+    while d.is_running() {
+        std::thread::sleep(Duration::from_millis(2500));
+        terminate(&mut broker);
+        std::thread::sleep(Duration::from_millis(700));
+        broker = start_mosquitto_persistent(dir.path(), port);
+        restarts += 1;
+        assert!(restarts < 100, "the demo never finished: {}", d.log_text());
+    }
+    println!("broker restarted {restarts} times");
+    assert!(restarts >= 3, "the run was too short to test anything");
+    finish(d, Duration::from_secs(10));
+    assert_all_delivered(&sub, &data, 1000);
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_no_report() {
+    let dir = TempDir::new("feed-kills");
+    let port = free_port();
+    let _broker = start_mosquitto(dir.path(), port);
+    let sub = Sub::start(dir.path(), port, TOPIC);
+    let data = dir.path().join("data");
+    let mut rng = rand::thread_rng();
+    for cycle in 0..20u32 {
+        // A fresh seed each time, so each run's parcels are new waybills.
+        let seed = (cycle + 100).to_string();
+        let mut d = demo(
+            dir.path(),
+            port,
+            &data,
+            &["--lines", "2", "--rate", "5", "--seed", &seed],
+        );
+        std::thread::sleep(Duration::from_millis(rng.gen_range(1500..3500)));
+        assert!(d.is_running(), "cycle {cycle}: {}", d.log_text());
+        let _ = d.proc.0.kill();
+        let _ = d.proc.0.wait();
+        store_check(&data);
+    }
+    // A last run sends whatever the kills left in the outbox, and exits once it is empty.
+    let d = demo(
+        dir.path(),
+        port,
+        &data,
+        &["--parcels", "1", "--seed", "999"],
+    );
+    finish(d, Duration::from_secs(120));
+    store_check(&data);
+    assert_all_delivered(&sub, &data, 20);
+}
+
+#[test]
+fn a_backlog_waits_on_disk_and_drains_when_the_broker_comes() {
+    let dir = TempDir::new("feed-backlog");
+    let port = free_port();
+    // Register the regulator's durable subscription, then take the broker down.
+    let mut broker = start_mosquitto_persistent(dir.path(), port);
+    drop(Sub::durable(dir.path(), port, TOPIC, "regulator-backlog"));
+    terminate(&mut broker);
+
+    let data = dir.path().join("data");
+    let console = free_port();
+    let console_arg = format!("127.0.0.1:{console}");
+    let log = dir.path().join("demo.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_screenline"))
+        .args([
+            "demo",
+            "--wave",
+            "--lines",
+            "4",
+            "--rate",
+            "5",
+            "--parcels",
+            "125",
+        ])
+        .args(["--console", &console_arg, "--broker"])
+        .arg(format!("mqtt://127.0.0.1:{port}"))
+        .arg("--data")
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("screenline demo");
+    let pid = child.id();
+    let d = Appliance {
+        proc: Proc(child),
+        log,
+    };
+    // While the backlog grows, the process's memory does not grow with it.
+    let total = 4 * 125;
+    let mut samples: Vec<(u64, u64)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let decided = metric(console, "screenline_parcels_decided").unwrap_or(0);
+        let backlog = metric(console, "screenline_outbox_backlog").unwrap_or(0);
+        // From 40 reports on: the model and the lines are warm by then.
+        if backlog >= 40 && samples.last().is_none_or(|s| backlog >= s.0 + 50) {
+            samples.push((backlog, rss_kib(pid)));
+        }
+        if decided >= total {
+            samples.push((backlog, rss_kib(pid)));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "parcels not decided: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for (backlog, rss) in &samples {
+        println!(
+            "backlog {backlog:>4} reports, RSS {:.1} MiB",
+            *rss as f64 / 1024.0
+        );
+    }
+    let (first, last) = (samples[0], samples[samples.len() - 1]);
+    assert!(last.0 >= 400, "the backlog grew to {}", last.0);
+    let bytes_on_disk: u64 = std::fs::read_dir(data.join("db"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    println!(
+        "RSS grew {:.1} MiB while the backlog grew by {} reports; the store is {:.1} MiB on disk",
+        (last.1 as f64 - first.1 as f64) / 1024.0,
+        last.0 - first.0,
+        bytes_on_disk as f64 / (1 << 20) as f64
+    );
+    // Bounded by sled's cache, not by the backlog, with room for allocator slack.
+    let bound_kib = screenline::store::CACHE_BYTES / 1024 + 12 * 1024;
+    assert!(
+        last.1 < first.1 + bound_kib,
+        "memory grew with the backlog: {samples:?}"
+    );
+
+    // The broker comes back: the regulator's subscription gets every report.
+    let _broker = start_mosquitto_persistent(dir.path(), port);
+    let sub = Sub::durable(dir.path(), port, TOPIC, "regulator-backlog");
+    let drained = Instant::now();
+    finish(d, Duration::from_secs(120));
+    println!("backlog of {} drained in {:?}", last.0, drained.elapsed());
+    assert_all_delivered(&sub, &data, 400);
+}
