@@ -99,7 +99,8 @@ impl Appliance {
             controllers.insert(line.id.clone(), cmds);
         }
         drop(parcel_tx);
-        let screening = screen::spawn(model, rules, parcel_rx, screened_tx, telemetry.clone())
+        let screener = screen::Screener::new(model, rules);
+        let screening = screen::spawn(screener.clone(), parcel_rx, screened_tx, telemetry.clone())
             .context("starting the screening thread")?;
 
         let wake = Arc::new(Notify::new());

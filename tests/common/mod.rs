@@ -83,9 +83,15 @@ pub fn start_mosquitto_persistent(dir: &Path, port: u16) -> Proc {
 fn start_broker(dir: &Path, port: u16, persistent: bool) -> Proc {
     let conf = dir.join(format!("mosquitto-{port}.conf"));
     let persistence = if persistent {
+        // Started as root, Mosquitto drops to its own user: its state folder must be
+        // writable by that user, or it silently saves nothing and forgets every session.
+        let state = dir.join("mosquitto-state");
+        std::fs::create_dir_all(&state).expect("broker state folder");
+        std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .expect("broker state folder permissions");
         format!(
             "persistence true\npersistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 0\n",
-            dir.display()
+            state.display()
         )
     } else {
         "persistence false\n".to_owned()
@@ -224,10 +230,18 @@ impl Sub {
             if pred(&m) {
                 return m;
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; got {m:?}"
-            );
+            if Instant::now() >= deadline {
+                let tail: Vec<String> = m
+                    .iter()
+                    .rev()
+                    .take(3)
+                    .map(|(t, p)| format!("{t} {}", p.chars().take(300).collect::<String>()))
+                    .collect();
+                panic!(
+                    "timed out waiting for {what}; got {} messages, the last: {tail:#?}",
+                    m.len()
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -73,7 +73,36 @@ impl Feed {
     }
 
     /// Runs until `shutdown`, then publishes `stopped` and disconnects.
+    ///
+    /// Every connection gets a fresh rumqttc client and event loop. An event loop that has
+    /// lost its link keeps events of the old connection buffered (an `Outgoing::Publish` whose
+    /// write failed is still queued) and goes on numbering packets where it was; fed into the
+    /// next connection, such a stale event would shift every packet id → report mapping by
+    /// one, and a PUBACK would clear a report the broker never received.
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let Some(error) = self.connection(&shutdown, &mut backoff).await else {
+                return;
+            };
+            self.telemetry.incr("feed.connection_errors");
+            self.telemetry.link("broker", false, error);
+            let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
+            tokio::select! {
+                _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// One connection to the broker, from connecting to losing it (`Some(why)`) or to a clean
+    /// stop (`None`).
+    async fn connection(
+        &self,
+        shutdown: &CancellationToken,
+        backoff: &mut Duration,
+    ) -> Option<String> {
         let (client, mut eventloop) = AsyncClient::new(self.opts.clone(), self.window * 2 + 8);
         let status_topic = format!("{}/status", self.root);
         let mut connected = false;
@@ -81,7 +110,6 @@ impl Feed {
         let mut queued: VecDeque<InFlight> = VecDeque::new();
         let mut inflight: HashMap<u16, InFlight> = HashMap::new();
         let mut outstanding: HashSet<Vec<u8>> = HashSet::new();
-        let mut backoff = BACKOFF_MIN;
         let mut stopping = false;
         let stop_deadline = tokio::time::sleep(Duration::from_secs(86_400 * 365));
         tokio::pin!(stop_deadline);
@@ -98,11 +126,7 @@ impl Feed {
                 ev = eventloop.poll() => match ev {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         connected = true;
-                        backoff = BACKOFF_MIN;
-                        // A clean session forgot everything unacknowledged: start over from the outbox.
-                        queued.clear();
-                        inflight.clear();
-                        outstanding.clear();
+                        *backoff = BACKOFF_MIN;
                         self.telemetry.link("broker", true, "connected");
                         let state = if stopping { "stopped" } else { "online" };
                         links_seen = self.telemetry.get("links.changes");
@@ -132,22 +156,13 @@ impl Feed {
                         }
                         _ => {}
                     },
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) if stopping => return,
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) if stopping => return None,
                     Ok(_) => {}
-                    Err(e) => {
-                        if stopping {
-                            return;
-                        }
-                        connected = false;
-                        self.telemetry.incr("feed.connection_errors");
-                        self.telemetry.link("broker", false, e.to_string());
-                        let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
-                            _ = shutdown.cancelled() => return,
-                        }
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    Err(e) if stopping => {
+                        tracing::debug!(error = %e, "link lost while stopping");
+                        return None;
                     }
+                    Err(e) => return Some(e.to_string()),
                 },
                 _ = self.wake.notified(), if connected && !stopping => {}
                 _ = link_check.tick(), if connected && !stopping => {
@@ -165,7 +180,7 @@ impl Feed {
                     stopping = true;
                     stop_deadline.as_mut().reset(tokio::time::Instant::now() + STOP_GRACE);
                     if !connected {
-                        return;
+                        return None;
                     }
                     if client
                         .try_publish(&status_topic, QoS::AtLeastOnce, true, payload::status("stopped", &self.telemetry))
@@ -173,10 +188,10 @@ impl Feed {
                     {
                         queued.push_back(InFlight::Status);
                     } else {
-                        return;
+                        return None;
                     }
                 }
-                _ = &mut stop_deadline => return,
+                _ = &mut stop_deadline => return None,
             }
         }
     }

@@ -7,13 +7,14 @@
 pub mod model;
 pub mod rules;
 
-use crate::domain::{Decision, Parcel, Reason, ReasonCode, Scores};
+use crate::domain::{Category, Decision, Parcel, Reason, ReasonCode, Scores};
 use crate::telemetry::Telemetry;
 use image::ImageReader;
 use model::{Model, ModelInfo};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::io::Cursor;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::sync::mpsc;
 
@@ -141,8 +142,14 @@ pub fn screen_parcel(model: &mut Model, rules: &mut rules::RuleSet, parcel: Parc
             }
         }
     }
-    let (decision, reasons) =
-        rules.apply(&parcel, scores.as_ref(), &|c| model.threshold(c), problems);
+    let overrides = rules.settings.thresholds.clone();
+    let threshold = |c| {
+        overrides
+            .get(&c)
+            .copied()
+            .unwrap_or_else(|| model.threshold(c))
+    };
+    let (decision, reasons) = rules.apply(&parcel, scores.as_ref(), &threshold, problems);
     let evidence = evidence.map(|(bytes, sha256, rgb)| Evidence {
         thumbnail_jpeg: (decision == Decision::Flag)
             .then(|| thumbnail(&rgb))
@@ -182,10 +189,73 @@ fn thumbnail(rgb: &image::RgbImage) -> Option<Vec<u8>> {
     Some(out.into_inner())
 }
 
+/// What the screening stage screens with: the model and the rules, shared so that a model
+/// swap or a regulator's command can change them between two parcels while the line runs.
+///
+/// The screening thread holds the locks only while it screens; a change waits for at most
+/// one parcel and never interrupts one.
+pub struct Screener {
+    model: Mutex<Model>,
+    rules: Mutex<rules::RuleSet>,
+}
+
+impl Screener {
+    /// A screener over a loaded model and rules.
+    pub fn new(model: Model, rules: rules::RuleSet) -> Arc<Screener> {
+        Arc::new(Screener {
+            model: Mutex::new(model),
+            rules: Mutex::new(rules),
+        })
+    }
+
+    /// Screens one parcel (see [`screen_parcel`]).
+    pub fn screen(&self, parcel: Parcel) -> Screened {
+        let mut model = lock(&self.model);
+        let mut rules = lock(&self.rules);
+        screen_parcel(&mut model, &mut rules, parcel)
+    }
+
+    /// The running model.
+    pub fn model_info(&self) -> ModelInfo {
+        lock(&self.model).info().clone()
+    }
+
+    /// Replaces the running model with one already verified and warmed up; returns the old
+    /// one's description.
+    pub fn swap_model(&self, model: Model) -> ModelInfo {
+        let old = std::mem::replace(&mut *lock(&self.model), model);
+        old.info().clone()
+    }
+
+    /// Replaces the watch-list; returns the old list's version.
+    pub fn set_watchlist(&self, list: rules::Watchlist) -> String {
+        std::mem::replace(&mut lock(&self.rules).watchlist, list).version
+    }
+
+    /// The running watch-list's version and size.
+    pub fn watchlist(&self) -> (String, usize) {
+        let r = lock(&self.rules);
+        (r.watchlist.version.clone(), r.watchlist.len())
+    }
+
+    /// Sets counterfeit thresholds for some categories, over the model's manifest.
+    pub fn set_thresholds(&self, thresholds: &BTreeMap<Category, f32>) {
+        lock(&self.rules)
+            .settings
+            .thresholds
+            .extend(thresholds.iter().map(|(c, t)| (*c, *t)));
+    }
+}
+
+/// A poisoned lock means a panic mid-screening; the model and rules are still whole (a
+/// parcel is screened on copies of its data), so screening goes on.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs screening on its own thread until the parcel channel closes.
 pub fn spawn(
-    mut model: Model,
-    mut rules: rules::RuleSet,
+    screener: Arc<Screener>,
     mut parcels: mpsc::Receiver<crate::domain::Parcel>,
     screened: mpsc::Sender<Screened>,
     telemetry: Arc<Telemetry>,
@@ -195,7 +265,7 @@ pub fn spawn(
         .spawn(move || {
             while let Some(parcel) = parcels.blocking_recv() {
                 let started = std::time::Instant::now();
-                let s = screen_parcel(&mut model, &mut rules, parcel);
+                let s = screener.screen(parcel);
                 telemetry.set(
                     "screen.last_latency_us",
                     u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),

@@ -280,6 +280,8 @@ pub struct RuleSettings {
     pub split_min_parcels: usize,
     /// The split-shipment window.
     pub split_window: Duration,
+    /// Counterfeit thresholds set by the regulator, over the model manifest's.
+    pub thresholds: BTreeMap<Category, f32>,
 }
 
 impl Default for RuleSettings {
@@ -290,6 +292,7 @@ impl Default for RuleSettings {
             mismatch_confidence: 0.8,
             split_min_parcels: 5,
             split_window: Duration::from_secs(24 * 3600),
+            thresholds: BTreeMap::new(),
         }
     }
 }
@@ -306,6 +309,7 @@ impl RuleSettings {
             mismatch_confidence: c.mismatch_confidence,
             split_min_parcels: c.split_min_parcels,
             split_window: Duration::from_secs_f64(c.split_window_hours * 3600.0),
+            thresholds: BTreeMap::new(),
         }
     }
 }

@@ -135,8 +135,8 @@ impl Store {
                 .cache_capacity(CACHE_BYTES)
                 .open()
         })
-            .map_err(|_| open_err("sled panicked while opening the database".into()))?
-            .map_err(|e| open_err(e.to_string()))?;
+        .map_err(|_| open_err("sled panicked while opening the database".into()))?
+        .map_err(|e| open_err(e.to_string()))?;
         let records = db.open_tree("records")?;
         let outbox = db.open_tree("outbox")?;
         let meta = db.open_tree("meta")?;
