@@ -9,7 +9,7 @@ use common::*;
 use screenline::demo::write_scan;
 use screenline_emulator::pty::Pty;
 use screenline_emulator::{BeltConfig, LineEmulator, LineEvent};
-use screenline_protocol::Verdict;
+use screenline_protocol::{StackLight, Verdict};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -340,6 +340,18 @@ fn an_unplugged_reader_sends_parcels_to_manual_and_is_reopened_when_replugged() 
         "the reader up in the status",
         |m| m.iter().any(|(_, p)| status_shows(p, "L1.reader", true)),
     );
+    // The appliance set the belt's geometry and lit the line green.
+    wait_events(
+        &events,
+        &mut seen,
+        Duration::from_secs(10),
+        "geometry and a green light",
+        |s| {
+            s.iter().any(|e| {
+                matches!(e, LineEvent::Configured(c) if c.eye_to_gate_counts == 5000 && c.gate_width_counts == 400)
+            }) && s.last_light() == Some(StackLight::Green)
+        },
+    );
 
     // Unplug: the device and its udev name vanish.
     reader.hang_up();
@@ -348,6 +360,14 @@ fn an_unplugged_reader_sends_parcels_to_manual_and_is_reopened_when_replugged() 
         Duration::from_secs(15),
         "the reader down in the status",
         |m| m.iter().any(|(_, p)| status_shows(p, "L1.reader", false)),
+    );
+    // Every parcel goes to manual now, and the line's stack light says so.
+    wait_events(
+        &events,
+        &mut seen,
+        Duration::from_secs(10),
+        "an amber light",
+        |s| s.last_light() == Some(StackLight::Amber),
     );
 
     // A parcel while the reader is down, with a dual-energy image that even names its
@@ -391,6 +411,13 @@ fn an_unplugged_reader_sends_parcels_to_manual_and_is_reopened_when_replugged() 
             .iter()
             .any(|(_, p)| status_shows(p, "L1.reader", true))
     });
+    wait_events(
+        &events,
+        &mut seen,
+        Duration::from_secs(10),
+        "green again",
+        |s| s.last_light() == Some(StackLight::Green),
+    );
     let mut reader_tx = reader.master().expect("reader master");
     send_record(&mut reader_tx, &valid_waybill("SF1000000000002"));
     emulator.place_parcel(400);
@@ -555,4 +582,18 @@ fn waybill_check_reads_a_capture_in_both_framings() {
             .any(|v| v["error"].as_str().is_some_and(|e| e.contains("outside"))),
         "{out:#?}"
     );
+}
+
+/// The stack light's latest state among the events seen.
+trait LastLight {
+    fn last_light(&self) -> Option<StackLight>;
+}
+
+impl LastLight for [LineEvent] {
+    fn last_light(&self) -> Option<StackLight> {
+        self.iter().rev().find_map(|e| match e {
+            LineEvent::StackLight { light } => Some(*light),
+            _ => None,
+        })
+    }
 }

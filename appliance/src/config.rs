@@ -234,6 +234,103 @@ pub struct LineConfig {
     /// parcel recorded as manual (the controller has diverted it already). Default: 2000.
     #[serde(default = "default_decision_deadline")]
     pub decision_deadline_ms: u64,
+    /// The belt's geometry, sent to the line controller (`Configure`) after every hello.
+    /// Without it the controller keeps the geometry it has.
+    #[serde(default)]
+    pub controller: Option<ControllerGeometry>,
+}
+
+/// A line's geometry as the technician measures it, in millimetres of belt; the appliance
+/// converts it to encoder counts for the controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerGeometry {
+    /// Encoder counts per millimetre of belt. Default: 1.
+    #[serde(default = "default_counts_per_mm")]
+    pub counts_per_mm: u32,
+    /// From the photo-eye to the diverter gate.
+    pub eye_to_gate_mm: u32,
+    /// How long the diverter stays energised for one parcel. Default: 400.
+    #[serde(default = "default_gate_width")]
+    pub gate_width_mm: u32,
+    /// How far before the gate the decision must have arrived. Default: 300.
+    #[serde(default = "default_decision_margin")]
+    pub decision_margin_mm: u32,
+    /// How long the photo-eye's level must hold to count. Default: 5.
+    #[serde(default = "default_debounce")]
+    pub debounce_mm: u32,
+    /// Silence from the appliance after which the controller diverts everything.
+    /// Default: 1000.
+    #[serde(default = "default_heartbeat_timeout")]
+    pub heartbeat_timeout_ms: u32,
+}
+
+impl ControllerGeometry {
+    /// The controller's configuration message; `None` when a distance overflows the
+    /// encoder's range (configuration validation reports that).
+    pub fn controller_config(&self) -> Option<screenline_protocol::ControllerConfig> {
+        let counts = |mm: u32| mm.checked_mul(self.counts_per_mm);
+        Some(screenline_protocol::ControllerConfig {
+            eye_to_gate_counts: counts(self.eye_to_gate_mm)?,
+            gate_width_counts: counts(self.gate_width_mm)?,
+            debounce_counts: counts(self.debounce_mm)?,
+            decision_margin_counts: counts(self.decision_margin_mm)?,
+            heartbeat_timeout_ms: self.heartbeat_timeout_ms,
+            fail_safe: screenline_protocol::FailSafePolicy::DivertUndecided,
+        })
+    }
+
+    fn problems(&self, i: usize, p: &mut Vec<String>) {
+        let key = |k: &str| format!("lines[{i}].controller.{k}");
+        if self.counts_per_mm == 0 {
+            p.push(format!("{} = 0: must be at least 1", key("counts_per_mm")));
+        }
+        if self.decision_margin_mm >= self.eye_to_gate_mm {
+            p.push(format!(
+                "{} = {}: must be less than eye_to_gate_mm ({}), or no decision can ever be in time",
+                key("decision_margin_mm"),
+                self.decision_margin_mm,
+                self.eye_to_gate_mm
+            ));
+        }
+        if self.gate_width_mm == 0 {
+            p.push(format!(
+                "{} = 0: the diverter must stay energised over some belt",
+                key("gate_width_mm")
+            ));
+        }
+        let beat = crate::line::controller::HEARTBEAT.as_millis() as u32;
+        if !(2 * beat..=10_000).contains(&self.heartbeat_timeout_ms) {
+            p.push(format!(
+                "{} = {}: must be {} to 10000 (the appliance beats every {beat} ms)",
+                key("heartbeat_timeout_ms"),
+                self.heartbeat_timeout_ms,
+                2 * beat
+            ));
+        }
+        if self.controller_config().is_none() {
+            p.push(format!(
+                "lines[{i}].controller: eye_to_gate_mm × counts_per_mm ({} × {}) is beyond the encoder's range",
+                self.eye_to_gate_mm, self.counts_per_mm
+            ));
+        }
+    }
+}
+
+fn default_counts_per_mm() -> u32 {
+    1
+}
+fn default_gate_width() -> u32 {
+    400
+}
+fn default_decision_margin() -> u32 {
+    300
+}
+fn default_debounce() -> u32 {
+    5
+}
+fn default_heartbeat_timeout() -> u32 {
+    1000
 }
 
 /// What happens to an X-ray file once its parcel is screened.
@@ -459,6 +556,9 @@ impl Config {
                     l.join_window_ms
                 ));
             }
+            if let Some(g) = &l.controller {
+                g.problems(i, &mut p);
+            }
             if l.join_window_ms >= l.decision_deadline_ms {
                 p.push(format!(
                     "lines[{i}].join_window_ms = {}: must be less than decision_deadline_ms ({}), or a parcel still waiting for its read or image is diverted before it is screened",
@@ -549,6 +649,43 @@ xray_dir = "/var/spool/xray/L1"
             .expect_err("invalid")
             .to_string();
         assert!(s.contains("appliance_id") && s.contains("mqtt.url"), "{s}");
+    }
+
+    #[test]
+    fn controller_geometry_is_converted_and_checked() {
+        let text =
+            format!("{MINIMAL}[lines.controller]\neye_to_gate_mm = 4000\ncounts_per_mm = 4\n");
+        let c = Config::parse(&text, Path::new("t.toml")).expect("valid");
+        let g = c.lines[0].controller.and_then(|g| g.controller_config());
+        let g = g.expect("geometry");
+        assert_eq!(
+            (
+                g.eye_to_gate_counts,
+                g.gate_width_counts,
+                g.decision_margin_counts
+            ),
+            (16_000, 1600, 1200)
+        );
+        let bad = format!(
+            "{MINIMAL}[lines.controller]\neye_to_gate_mm = 200\nheartbeat_timeout_ms = 100\ngate_width_mm = 0\n"
+        );
+        let s = Config::parse(&bad, Path::new("t.toml"))
+            .expect_err("invalid")
+            .to_string();
+        for key in [
+            "lines[0].controller.decision_margin_mm = 300",
+            "lines[0].controller.heartbeat_timeout_ms = 100",
+            "lines[0].controller.gate_width_mm = 0",
+        ] {
+            assert!(s.contains(key), "{key} in {s}");
+        }
+        let huge = format!(
+            "{MINIMAL}[lines.controller]\neye_to_gate_mm = 4000000\ncounts_per_mm = 4000\n"
+        );
+        let s = Config::parse(&huge, Path::new("t.toml"))
+            .expect_err("invalid")
+            .to_string();
+        assert!(s.contains("beyond the encoder's range"), "{s}");
     }
 
     #[test]

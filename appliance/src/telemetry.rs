@@ -56,6 +56,8 @@ struct Inner {
     counters: BTreeMap<String, u64>,
     samples: BTreeMap<String, VecDeque<u64>>,
     links: BTreeMap<String, LinkState>,
+    /// What each line's stack light shows, as its controller last reported.
+    lights: BTreeMap<String, String>,
     recent: VecDeque<ParcelSummary>,
 }
 
@@ -159,6 +161,24 @@ impl Telemetry {
                 tracing::warn!(link = name, %detail, "link down");
             }
         }
+    }
+
+    /// Records what a line's stack light shows (`green`, `amber`, `red`, `off`), as its
+    /// controller reports it; forgotten (`None`) while the controller link is down.
+    pub fn set_light(&self, line_id: &str, light: Option<&str>) {
+        self.with(|i| match light {
+            Some(l) => {
+                i.lights.insert(line_id.to_owned(), l.to_owned());
+            }
+            None => {
+                i.lights.remove(line_id);
+            }
+        });
+    }
+
+    /// Every line's stack light, as last reported.
+    pub fn lights(&self) -> BTreeMap<String, String> {
+        self.with(|i| i.lights.clone())
     }
 
     /// Whether a link is up.

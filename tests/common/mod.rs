@@ -349,6 +349,8 @@ id = "L1"
 reader_port = "{reader}"
 controller_port = "{controller}"
 xray_dir = "{xray}"
+[lines.controller]
+eye_to_gate_mm = 5000
 "#,
         data = data.display(),
         console = free_port(),

@@ -66,6 +66,9 @@
     });
     src.addEventListener("status", ev => {
       const s = JSON.parse(ev.data);
+      // Link states and stack lights, rendered (and escaped) by the appliance.
+      const badges = document.getElementById("links");
+      if (badges && typeof s.badges === "string") badges.innerHTML = s.badges;
       document.querySelectorAll("[data-counter]").forEach(el => {
         const k = el.dataset.counter;
         el.textContent = k === "backlog" ? (s.backlog ?? 0) : (s.counters[k] ?? 0);

@@ -659,12 +659,13 @@ async fn search_page(
 /// Live updates: a `parcel` event per decided parcel, an `outcome` event when the line
 /// controller reports what it did with one, a `status` event every second.
 async fn events(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    let _ctx = viewer!(c, headers, Role::Operator, "/events");
+    let ctx = viewer!(c, headers, Role::Operator, "/events");
+    let lang = ctx.lang;
     let parcels = c.telemetry.subscribe();
     let tick = tokio::time::interval(Duration::from_secs(1));
     let stream = futures_util::stream::unfold(
         (parcels, tick, c.clone()),
-        |(mut parcels, mut tick, c)| async move {
+        move |(mut parcels, mut tick, c)| async move {
             let event = tokio::select! {
                 p = parcels.recv() => match p {
                     Ok(Live::Parcel(p)) => Event::default().event("parcel").json_data(&p).ok(),
@@ -673,7 +674,11 @@ async fn events(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 },
-                _ = tick.tick() => Event::default().event("status").json_data(status(&c)).ok(),
+                _ = tick.tick() => {
+                    let mut s = status(&c);
+                    s["badges"] = pages::links_badges(lang, &c).into();
+                    Event::default().event("status").json_data(s).ok()
+                }
             };
             let event = event.unwrap_or_else(|| Event::default().comment("skipped"));
             Some((Ok::<_, std::convert::Infallible>(event), (parcels, tick, c)))
@@ -687,6 +692,7 @@ async fn events(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
 fn status(c: &Console) -> serde_json::Value {
     serde_json::json!({
         "links": c.telemetry.links(),
+        "stack_lights": c.telemetry.lights(),
         "counters": c.telemetry.counters(),
         "backlog": c.store.as_ref().map(|s| s.outbox_len()),
     })

@@ -69,7 +69,7 @@ textarea{width:100%;box-sizing:border-box}
 pre{white-space:pre-wrap;background:#fff;padding:12px;border-radius:6px;box-shadow:0 1px 2px #0002;font-size:13px}
 #live{font-size:13px;color:#9fe3b0}#live.off{color:#ffb4b4}
 .lamp{display:inline-block;width:10px;height:10px;border-radius:50%;vertical-align:middle}
-.lamp.green{background:#1fa34a}.lamp.amber{background:#f0a000}
+.lamp.green{background:#1fa34a}.lamp.amber{background:#f0a000}.lamp.red{background:#d0312d}.lamp.off,.lamp.unknown{background:#bbb}
 "#;
 
 /// Words the page script needs, as JSON in the page (no inline script: the CSP forbids it).
@@ -340,7 +340,8 @@ fn outcome_cell(lang: Lang, outcome: Option<&str>) -> String {
     )
 }
 
-fn links_badges(lang: Lang, c: &Console) -> String {
+/// Link states and each line's stack light; sent again with every live status.
+pub fn links_badges(lang: Lang, c: &Console) -> String {
     let mut out = String::new();
     for (name, l) in c.telemetry.links() {
         let _ = write!(
@@ -352,17 +353,19 @@ fn links_badges(lang: Lang, c: &Console) -> String {
             t(lang, if l.up { "up" } else { "down" })
         );
     }
-    // The controller drives the stack light: green while it hears us, amber while it
-    // diverts everything on its own.
-    for (name, l) in c.telemetry.links() {
-        if name.ends_with(".controller") {
+    // What the lamps show, as the controller reports it; unknown while its link is down.
+    let lights = c.telemetry.lights();
+    for name in c.telemetry.links().keys() {
+        if let Some(line) = name.strip_suffix(".controller") {
+            let light = lights.get(line).map_or("unknown", String::as_str);
             let _ = write!(
                 out,
-                "<span class=\"{}\">{} {} <i class=\"lamp {}\"></i></span>",
-                if l.up { "up" } else { "down" },
-                esc(name.trim_end_matches(".controller")),
+                "<span data-light=\"{}\">{} {} <i class=\"lamp {}\"></i> {}</span>",
+                esc(line),
+                esc(line),
                 t(lang, "stack"),
-                if l.up { "green" } else { "amber" }
+                esc(light),
+                t(lang, &format!("light.{light}"))
             );
         }
     }

@@ -9,7 +9,9 @@
 pub mod traffic;
 
 use crate::app::Appliance;
-use crate::config::{Config, ConsoleConfig, LineConfig, ModelConfig, MqttConfig, RulesConfig};
+use crate::config::{
+    Config, ConsoleConfig, ControllerGeometry, LineConfig, ModelConfig, MqttConfig, RulesConfig,
+};
 use crate::line::waybill::Framing;
 use anyhow::Context;
 use screenline_emulator::pty::Pty;
@@ -198,6 +200,16 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
                 image_delay_ms: IMAGE_DELAY.as_millis() as u64,
                 image_window_ms: 200,
                 decision_deadline_ms: deadline_ms,
+                // The simulated belt's geometry, sent to its controller as a technician's
+                // configuration would be.
+                controller: Some(ControllerGeometry {
+                    counts_per_mm: belt.counts_per_mm,
+                    eye_to_gate_mm: belt.eye_to_gate_mm,
+                    gate_width_mm: belt.gate_width_mm,
+                    decision_margin_mm: belt.decision_margin_mm,
+                    debounce_mm: belt.debounce_mm,
+                    heartbeat_timeout_ms: belt.heartbeat_timeout_ms,
+                }),
             })
             .collect(),
     };

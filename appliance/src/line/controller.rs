@@ -9,8 +9,8 @@ use super::LineInput;
 use crate::telemetry::Telemetry;
 use anyhow::{bail, Context};
 use screenline_protocol::{
-    encode_frame, FrameDecoder, ToAppliance, ToController, MAX_FRAME_LEN, PROTOCOL_MAJOR,
-    PROTOCOL_MINOR,
+    encode_frame, ControllerConfig, FrameDecoder, FrameError, StackLight, ToAppliance,
+    ToController, MAX_FRAME_LEN, PROTOCOL_MAJOR, PROTOCOL_MINOR,
 };
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,6 +19,38 @@ use tokio_serial::SerialStream;
 
 /// How often the appliance tells the controller it is alive.
 pub const HEARTBEAT: Duration = Duration::from_millis(200);
+
+/// How long a controller fault keeps the stack light red.
+const FAULT_RED: Duration = Duration::from_secs(60);
+
+/// What the appliance asks the stack light to show: green while the line can be screened,
+/// amber while the waybill reader or the X-ray folder is down (every parcel goes to manual
+/// inspection), red for a while after the controller reported a fault a technician must see.
+/// While the appliance is silent the controller shows amber on its own.
+pub fn wanted_light(
+    line_id: &str,
+    telemetry: &Telemetry,
+    last_fault: Option<Instant>,
+) -> StackLight {
+    if last_fault.is_some_and(|t| t.elapsed() < FAULT_RED) {
+        StackLight::Red
+    } else if telemetry.link_up(&format!("{line_id}.reader"))
+        && telemetry.link_up(&format!("{line_id}.xray"))
+    {
+        StackLight::Green
+    } else {
+        StackLight::Amber
+    }
+}
+
+fn light_name(l: StackLight) -> &'static str {
+    match l {
+        StackLight::Off => "off",
+        StackLight::Green => "green",
+        StackLight::Amber => "amber",
+        StackLight::Red => "red",
+    }
+}
 
 /// Commands for one line's controller.
 pub type Commands = mpsc::Receiver<ToController>;
@@ -39,10 +71,26 @@ impl Writer {
     }
 }
 
-/// Runs the protocol on an open port until it disconnects.
+/// Runs the protocol on an open port until it disconnects. `geometry`, when the line's
+/// configuration has one, is sent after every hello from the controller.
 pub async fn session(
     line_id: &str,
+    port: SerialStream,
+    geometry: Option<ControllerConfig>,
+    commands: &mut Commands,
+    out: &mpsc::Sender<LineInput>,
+    telemetry: &Telemetry,
+) -> anyhow::Result<()> {
+    let result = converse(line_id, port, geometry, commands, out, telemetry).await;
+    // What the light showed is unknown from here on.
+    telemetry.set_light(line_id, None);
+    result
+}
+
+async fn converse(
+    line_id: &str,
     mut port: SerialStream,
+    geometry: Option<ControllerConfig>,
     commands: &mut Commands,
     out: &mpsc::Sender<LineInput>,
     telemetry: &Telemetry,
@@ -62,6 +110,9 @@ pub async fn session(
     let started = Instant::now();
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut light_check = tokio::time::interval(Duration::from_millis(500));
+    let mut light_sent: Option<StackLight> = None;
+    let mut last_fault: Option<Instant> = None;
     let mut buf = [0u8; 512];
     loop {
         tokio::select! {
@@ -74,14 +125,34 @@ pub async fn session(
                     match decoder.push::<ToAppliance>(b) {
                         None => {}
                         Some(Ok(frame)) => {
+                            match frame.msg {
+                                ToAppliance::Hello { .. } => {
+                                    if let Some(g) = geometry {
+                                        writer.send(&mut port, &ToController::Configure(g)).await?;
+                                    }
+                                    // Whatever it showed before, it gets our view again.
+                                    light_sent = None;
+                                }
+                                ToAppliance::Fault { .. } => last_fault = Some(Instant::now()),
+                                _ => {}
+                            }
                             let pipeline_alive = handle(line_id, &link, frame.msg, out, telemetry).await?;
                             if !pipeline_alive {
                                 return Ok(());
                             }
                         }
+                        Some(Err(FrameError::Version { got })) => {
+                            // The decoder refuses the frame; the technician must hear why.
+                            telemetry.incr("controller.version_mismatch");
+                            let why = format!(
+                                "the controller speaks protocol {got}.x, this appliance {PROTOCOL_MAJOR}.{PROTOCOL_MINOR}: update the controller's firmware (firmware/README.md)"
+                            );
+                            telemetry.link(&link, false, why.clone());
+                            tracing::error!(line = line_id, "{why}");
+                        }
                         Some(Err(e)) => {
                             telemetry.incr("controller.bad_frames");
-                            tracing::warn!(line = line_id, error = ?e, "line-controller frame dropped");
+                            tracing::warn!(line = line_id, error = %e, "line-controller frame dropped");
                         }
                     }
                 }
@@ -89,6 +160,13 @@ pub async fn session(
             _ = heartbeat.tick() => {
                 let uptime_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
                 writer.send(&mut port, &ToController::Heartbeat { uptime_ms }).await?;
+            }
+            _ = light_check.tick() => {
+                let want = wanted_light(line_id, telemetry, last_fault);
+                if light_sent != Some(want) {
+                    writer.send(&mut port, &ToController::StackLight { light: want }).await?;
+                    light_sent = Some(want);
+                }
             }
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { return Ok(()) };
@@ -165,6 +243,58 @@ async fn handle(
             telemetry.incr("controller.faults");
             tracing::error!(line = line_id, ?code, "line controller fault");
         }
+        ToAppliance::StackLight { light } => {
+            telemetry.set_light(line_id, Some(light_name(light)));
+        }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use screenline_emulator::pty::Pty;
+    use std::io::Write;
+    use tokio_serial::SerialPortBuilderExt;
+
+    #[tokio::test]
+    async fn a_controller_of_another_major_version_is_refused_with_what_to_do() {
+        let pty = Pty::open().expect("pty");
+        let port = tokio_serial::new(pty.slave_path().to_string_lossy(), 115_200)
+            .open_native_async()
+            .expect("open the pty");
+        let mut frame = [0u8; MAX_FRAME_LEN];
+        let hello = ToAppliance::Hello {
+            firmware: [2, 0, 0],
+            protocol_major: PROTOCOL_MAJOR + 1,
+            protocol_minor: 0,
+        };
+        let n = screenline_protocol::encode_frame_as(PROTOCOL_MAJOR + 1, 0, &hello, &mut frame)
+            .expect("encode");
+        pty.master()
+            .expect("master")
+            .write_all(&frame[..n])
+            .expect("write");
+        let telemetry = Telemetry::default();
+        let (out, _parcels) = mpsc::channel(4);
+        let (_cmd_tx, mut commands) = mpsc::channel(4);
+        let link = "L1.controller";
+        let refused = async {
+            while telemetry.get("controller.version_mismatch") == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::select! {
+            r = session("L1", port, None, &mut commands, &out, &telemetry) => panic!("session ended: {r:?}"),
+            _ = tokio::time::timeout(Duration::from_secs(5), refused) => {}
+        }
+        assert_eq!(telemetry.get("controller.version_mismatch"), 1);
+        let state = &telemetry.links()[link];
+        assert!(!state.up);
+        assert!(
+            state.detail.contains("update the controller's firmware"),
+            "{}",
+            state.detail
+        );
+    }
 }

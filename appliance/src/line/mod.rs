@@ -72,6 +72,7 @@ pub fn spawn(
     }
     {
         let (id, out) = (line.id.clone(), input_tx.clone());
+        let geometry = line.controller.and_then(|g| g.controller_config());
         let mut link = serial::Link::new(
             format!("{id}.controller"),
             line.controller_port.clone(),
@@ -83,7 +84,7 @@ pub fn spawn(
         tasks.spawn(async move {
             while let Some(port) = link.open().await {
                 let r = tokio::select! {
-                    r = controller::session(&id, port, &mut cmd_rx, &out, &telemetry) => r,
+                    r = controller::session(&id, port, geometry, &mut cmd_rx, &out, &telemetry) => r,
                     _ = link.shutdown().cancelled() => return,
                 };
                 link.closed(r);

@@ -171,7 +171,12 @@ where
     pub fn handle(&mut self, msg: &ToController, out: &mut impl FnMut(ToAppliance)) {
         self.last_heard = Some(self.clock.now_ms());
         match *msg {
-            ToController::Hello { .. } => out(self.hello()),
+            ToController::Hello { .. } => {
+                out(self.hello());
+                if let Some(light) = self.shown_light {
+                    out(ToAppliance::StackLight { light });
+                }
+            }
             ToController::Heartbeat { .. } => {}
             ToController::Decision { seq, verdict } => {
                 let alive = self.alive;
@@ -200,7 +205,7 @@ where
         self.sample_eye(pos, now, out);
         self.track(pos, out);
         self.drive_gate(pos, out);
-        self.drive_light();
+        self.drive_light(out);
         if now.wrapping_sub(self.last_heartbeat) >= HEARTBEAT_MS {
             let counts = pos.wrapping_sub(self.counts_at_heartbeat);
             let elapsed = now.wrapping_sub(self.last_heartbeat).max(1);
@@ -383,7 +388,7 @@ where
         }
     }
 
-    fn drive_light(&mut self) {
+    fn drive_light(&mut self, out: &mut impl FnMut(ToAppliance)) {
         let want = if self.alive {
             self.requested_light
         } else {
@@ -393,6 +398,7 @@ where
             return;
         }
         self.shown_light = Some(want);
+        out(ToAppliance::StackLight { light: want });
         let (g, a, r) = match want {
             StackLight::Off => (false, false, false),
             StackLight::Green => (true, false, false),

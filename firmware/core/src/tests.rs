@@ -545,3 +545,102 @@ fn gate_pin_transactions_on_a_mock() {
     amber.done();
     red.done();
 }
+
+#[test]
+fn heartbeat_loss_and_recovery_on_mock_pins_and_reported_lights() {
+    use embedded_hal_mock::eh1::digital::{Mock, State, Transaction};
+    const POLLS: u32 = 2000;
+    let enc = Counter::default();
+    // The photo-eye is read exactly once per control cycle, and nothing passes it.
+    let eye = Mock::new(&std::vec![Transaction::get(State::Low); POLLS as usize]);
+    let gate = Mock::new(&[Transaction::set(State::Low)]);
+    let lamp = |states: &[State]| {
+        Mock::new(
+            &states
+                .iter()
+                .map(|s| Transaction::set(*s))
+                .collect::<Vec<_>>(),
+        )
+    };
+    use State::{High as H, Low as L};
+    // Boot: amber (no appliance). It speaks: green. Silent: amber. Back: green. It asks
+    // for red (say, the X-ray folder is unreadable): red.
+    let green = lamp(&[L, H, L, H, L]);
+    let amber = lamp(&[H, L, H, L, L]);
+    let red = lamp(&[L, L, L, L, H]);
+    let mut ctl: Controller<Mock, Mock, Mock, Mock, Mock, Counter, Counter, 4> = Controller::new(
+        eye,
+        gate,
+        StackLightPins { green, amber, red },
+        enc.clone(),
+        enc.clone(),
+        CONFIG,
+        [0, 1, 0],
+    );
+    let mut lights = Vec::new();
+    let mut sink = |e: ToAppliance| {
+        if let ToAppliance::StackLight { light } = e {
+            lights.push(light);
+        }
+    };
+    for i in 0..POLLS {
+        enc.0.set(i);
+        let speaking = !(600..1400).contains(&i);
+        if i > 0 && speaking && i.is_multiple_of(100) {
+            ctl.handle(&ToController::Heartbeat { uptime_ms: i }, &mut sink);
+        }
+        if i == 1800 {
+            ctl.handle(
+                &ToController::StackLight {
+                    light: StackLight::Red,
+                },
+                &mut sink,
+            );
+        }
+        ctl.poll(&mut sink);
+    }
+    assert_eq!(
+        lights,
+        [
+            StackLight::Amber,
+            StackLight::Green,
+            StackLight::Amber,
+            StackLight::Green,
+            StackLight::Red
+        ]
+    );
+    let Controller {
+        mut eye,
+        mut gate,
+        light,
+        ..
+    } = ctl;
+    eye.done();
+    gate.done();
+    let StackLightPins {
+        mut green,
+        mut amber,
+        mut red,
+    } = light;
+    green.done();
+    amber.done();
+    red.done();
+}
+
+#[test]
+fn the_light_is_reported_again_when_the_appliance_says_hello() {
+    let mut b = Belt::<4>::new(0);
+    b.run(10);
+    b.events.clear();
+    b.appliance(ToController::Hello {
+        protocol_major: 1,
+        protocol_minor: 1,
+    });
+    assert!(
+        b.events.contains(&ToAppliance::StackLight {
+            light: StackLight::Green
+        }),
+        "{:?}",
+        b.events
+    );
+}

@@ -13,7 +13,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use screenline_controller::{Clock, Controller, EncoderCount, StackLightPins};
 use screenline_protocol::{
     encode_frame, ControllerConfig, FailSafePolicy, FailSafeReason, FaultCode, FrameDecoder,
-    ToAppliance, ToController, Verdict, MAX_FRAME_LEN,
+    StackLight, ToAppliance, ToController, Verdict, MAX_FRAME_LEN,
 };
 use std::convert::Infallible;
 use std::fs::File;
@@ -113,6 +113,13 @@ pub enum LineEvent {
     Fault {
         /// What.
         code: FaultCode,
+    },
+    /// The appliance set the line's geometry (`Configure`).
+    Configured(ControllerConfig),
+    /// The stack light changed.
+    StackLight {
+        /// The lamps lit.
+        light: StackLight,
     },
 }
 
@@ -359,8 +366,12 @@ impl Sim {
                         self.link_up = true;
                         self.event(LineEvent::LinkUp);
                     }
-                    if let ToController::Decision { seq, verdict } = frame.msg {
-                        self.event(LineEvent::DecisionReceived { seq, verdict });
+                    match frame.msg {
+                        ToController::Decision { seq, verdict } => {
+                            self.event(LineEvent::DecisionReceived { seq, verdict });
+                        }
+                        ToController::Configure(c) => self.event(LineEvent::Configured(c)),
+                        _ => {}
                     }
                     let mut out = Vec::new();
                     self.ctl.handle(&frame.msg, &mut |m| out.push(m));
@@ -381,6 +392,7 @@ impl Sim {
                 Some(LineEvent::FailSafe { seq, reason })
             }
             ToAppliance::Fault { code } => Some(LineEvent::Fault { code }),
+            ToAppliance::StackLight { light } => Some(LineEvent::StackLight { light }),
             ToAppliance::Hello { .. } | ToAppliance::Heartbeat { .. } => None,
         };
         if let Some(e) = event {

@@ -17,7 +17,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 /// Protocol major version: frames of another major version are refused.
 pub const PROTOCOL_MAJOR: u8 = 1;
 /// Protocol minor version: additions that older peers may ignore.
-pub const PROTOCOL_MINOR: u8 = 0;
+pub const PROTOCOL_MINOR: u8 = 1;
 /// Longest encoded frame including the 0x00 delimiter.
 pub const MAX_FRAME_LEN: usize = 64;
 /// Longest frame body before COBS (header, message, CRC).
@@ -148,6 +148,12 @@ pub enum ToAppliance {
         /// What.
         code: FaultCode,
     },
+    /// The stack light now shows this (since protocol 1.1): sent whenever the lamps change
+    /// and after every [`ToController::Hello`], so the appliance shows what the line shows.
+    StackLight {
+        /// The lamps lit.
+        light: StackLight,
+    },
 }
 
 /// Appliance → controller.
@@ -213,11 +219,19 @@ impl core::fmt::Display for EncodeError {
 
 /// Encodes one frame into `out`; returns the number of bytes written, delimiter included.
 pub fn encode_frame<M: Serialize>(seq: u16, msg: &M, out: &mut [u8]) -> Result<usize, EncodeError> {
+    encode_frame_as(PROTOCOL_MAJOR, seq, msg, out)
+}
+
+/// [`encode_frame`] under another major version: how a peer of another generation speaks,
+/// for tests of the handshake's refusal.
+pub fn encode_frame_as<M: Serialize>(
+    version: u8,
+    seq: u16,
+    msg: &M,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
     let mut body = [0u8; MAX_BODY_LEN];
-    let header = Header {
-        version: PROTOCOL_MAJOR,
-        seq,
-    };
+    let header = Header { version, seq };
     let h = postcard::to_slice(&header, &mut body)
         .map_err(|_| EncodeError::BufferTooSmall)?
         .len();
