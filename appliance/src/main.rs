@@ -508,10 +508,7 @@ fn waybill_check(file: Option<PathBuf>, framing: FramingArg) -> anyhow::Result<(
     };
     let mut framer = Framer::new(framing);
     let mut items = framer.push(&bytes);
-    // A capture may end without a final delimiter; in line framing that is still a record.
-    if framing == Framing::Line {
-        items.extend(framer.push(b"\n"));
-    }
+    items.extend(framer.finish_input());
     for (n, item) in items.into_iter().enumerate() {
         let line = match item {
             Framed::Dropped(e) => serde_json::json!({"record": n + 1, "error": e.to_string()}),

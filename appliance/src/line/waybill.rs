@@ -38,6 +38,9 @@ pub enum FramingError {
     /// Bytes outside an STX…ETX frame.
     #[error("{0} bytes outside an STX…ETX frame")]
     OutsideFrame(usize),
+    /// A frame whose ETX never came: cut off by the next STX, or by the end of a capture.
+    #[error("frame of {0} bytes without its ETX; dropped")]
+    Unterminated(usize),
 }
 
 /// Why a record's payload is not a waybill.
@@ -110,7 +113,7 @@ impl Framer {
             STX => {
                 self.flush_stray(out);
                 // An STX inside a frame means the ETX was lost: start over on the new frame.
-                self.buf.clear();
+                self.drop_open_frame(out);
                 self.discarding = false;
                 self.in_frame = true;
             }
@@ -153,6 +156,29 @@ impl Framer {
                 e.utf8_error().valid_up_to(),
             ))),
         }
+    }
+
+    /// Ends the input (a capture's last byte): a line without its final delimiter is still a
+    /// record; an STX frame without its ETX, or bytes after the last frame, are dropped and
+    /// said so.
+    pub fn finish_input(&mut self) -> Vec<Framed> {
+        let mut out = Vec::new();
+        match self.framing {
+            Framing::Line => self.finish(&mut out),
+            Framing::StxEtx => {
+                self.flush_stray(&mut out);
+                self.drop_open_frame(&mut out);
+                self.in_frame = false;
+            }
+        }
+        out
+    }
+
+    fn drop_open_frame(&mut self, out: &mut Vec<Framed>) {
+        if self.in_frame && !self.discarding && !self.buf.is_empty() {
+            out.push(Framed::Dropped(FramingError::Unterminated(self.buf.len())));
+        }
+        self.buf.clear();
     }
 
     fn flush_stray(&mut self, out: &mut Vec<Framed>) {
@@ -564,9 +590,13 @@ pub fn check_resident_id(id: &str, today: (u32, u32, u32)) -> Result<(), Residen
     let num = |r: std::ops::Range<usize>| -> u32 {
         b[r].iter().fold(0, |acc, d| acc * 10 + u32::from(d - b'0'))
     };
-    // Province codes run 11..=82 (mainland 11–65, Taiwan 71, Hong Kong 81, Macao 82).
+    // The province level of GB/T 2260: the mainland's provinces, Taiwan 71, Hong Kong 81,
+    // Macao 82, and 83 for residence permits of Taiwan residents. Anything else is no area.
     let province = num(0..2);
-    if !(11..=82).contains(&province) {
+    if !matches!(
+        province,
+        11..=15 | 21..=23 | 31..=37 | 41..=46 | 50..=54 | 61..=65 | 71 | 81..=83
+    ) {
         return Err(ResidentIdError::Area);
     }
     let (y, m, d) = (num(6..10), num(10..12), num(12..14));
@@ -636,9 +666,30 @@ mod tests {
             vec![
                 Framed::Dropped(FramingError::OutsideFrame(4)),
                 Framed::Record("SF12345678".into()),
+                Framed::Dropped(FramingError::Unterminated(4)),
                 Framed::Record("YT87654321".into()),
             ]
         );
+    }
+
+    #[test]
+    fn the_end_of_a_capture_finishes_a_line_and_reports_an_open_frame() {
+        let mut f = Framer::new(Framing::Line);
+        assert_eq!(
+            f.push(b"SF12345678\nYT876"),
+            vec![Framed::Record("SF12345678".into())]
+        );
+        assert_eq!(f.finish_input(), vec![Framed::Record("YT876".into())]);
+        let mut f = Framer::new(Framing::StxEtx);
+        assert_eq!(
+            f.push(b"\x02SF12345678\x03\x02YT876"),
+            vec![Framed::Record("SF12345678".into())]
+        );
+        assert_eq!(
+            f.finish_input(),
+            vec![Framed::Dropped(FramingError::Unterminated(5))]
+        );
+        assert_eq!(f.finish_input(), vec![]);
     }
 
     #[test]
@@ -672,10 +723,18 @@ mod tests {
             check_resident_id("110105203001010010", TODAY),
             Err(ResidentIdError::BirthDate)
         );
-        assert_eq!(
-            check_resident_id("99010519491231002X", TODAY),
-            Err(ResidentIdError::Area)
-        );
+        // Outside the province list, and a gap inside its range (no province 24 or 70).
+        for id in [
+            "99010519491231002X",
+            "24010519491231002X",
+            "70010519491231002X",
+        ] {
+            assert_eq!(
+                check_resident_id(id, TODAY),
+                Err(ResidentIdError::Area),
+                "{id}"
+            );
+        }
         assert_eq!(
             check_resident_id("1101051949123100", TODAY),
             Err(ResidentIdError::Shape)
