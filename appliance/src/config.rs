@@ -493,10 +493,11 @@ impl Config {
                 r.mismatch_confidence
             ));
         }
-        if r.split_min_parcels < 2 {
+        if !(2..=crate::store::LEDGER_KEEP).contains(&r.split_min_parcels) {
             p.push(format!(
-                "rules.split_min_parcels = {}: must be at least 2",
-                r.split_min_parcels
+                "rules.split_min_parcels = {}: must be 2 to {} (the split-shipment ledger keeps that many parcels per sender and category)",
+                r.split_min_parcels,
+                crate::store::LEDGER_KEEP
             ));
         }
         if !(r.split_window_hours > 0.0 && r.split_window_hours <= 24.0 * 90.0) {

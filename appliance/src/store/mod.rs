@@ -320,8 +320,9 @@ pub struct SledLedger {
 
 /// Parcels recorded between two sweeps of the split-shipment ledger.
 const SWEEP_EVERY: u32 = 1000;
-/// Most timestamps kept per identity and category.
-const LEDGER_KEEP: usize = 256;
+/// Most timestamps kept per identity and category: the largest `split_min_parcels` the
+/// ledger can count to.
+pub const LEDGER_KEEP: usize = 256;
 
 fn millis(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH)
