@@ -1,7 +1,8 @@
-//! The console in headless Chromium against the real `screenline demo`: log in as the
-//! technician the demo prints, watch a flagged parcel appear live on the flagged queue (no
-//! reload), open it, confirm it after "opening", see the review in the audit log, switch to
-//! English. Screenshots of each step land in `target/test-artefacts/e2e_console/`.
+//! The console in headless Chromium against the real `screenline demo`: the operator the demo
+//! prints logs in, watches a flagged parcel appear live on the flagged queue (no reload),
+//! opens it and confirms it after "opening"; the technician logs in, sees the line's links
+//! and stack light, and finds the operator's review in the audit log; then English.
+//! Screenshots of each step land in `target/test-artefacts/e2e_console/`.
 
 mod common;
 
@@ -30,10 +31,10 @@ fn an_operator_confirms_a_live_flagged_parcel_and_the_audit_shows_it() {
     };
     // The demo prints the console's logins.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let password = loop {
+    let mut password = |who: &str| loop {
         let text = demo.log_text();
         if let Some(pw) = text
-            .split("technician / ")
+            .split(&format!("{who} / "))
             .nth(1)
             .and_then(|s| s.split_whitespace().next())
         {
@@ -43,6 +44,8 @@ fn an_operator_confirms_a_live_flagged_parcel_and_the_audit_shows_it() {
         assert!(Instant::now() < deadline, "no login printed: {text}");
         std::thread::sleep(Duration::from_millis(100));
     };
+    let operator_pw = password("operator");
+    let technician_pw = password("technician");
 
     let browser = Browser::launch(&shots);
     let mut page = browser.page();
@@ -52,8 +55,8 @@ fn an_operator_confirms_a_live_flagged_parcel_and_the_audit_shows_it() {
     page.goto(&format!("{base}/flagged"));
     page.wait_for("location.pathname === '/login'", long, "the login page");
     page.screenshot("01-login");
-    page.fill("#user", "technician");
-    page.fill("#password", &password);
+    page.fill("#user", "operator");
+    page.fill("#password", &operator_pw);
     page.click("form.login button");
     page.wait_for(
         "location.pathname === '/flagged' && document.getElementById('rows')",
@@ -100,19 +103,46 @@ fn an_operator_confirms_a_live_flagged_parcel_and_the_audit_shows_it() {
     );
     page.screenshot("04-reviewed");
 
-    // The audit log shows it.
+    // The audit log is the technician's: the operator is sent back.
+    page.goto(&format!("{base}/audit"));
+    page.wait_for(
+        "!document.getElementById('audit')",
+        long,
+        "no audit log for an operator",
+    );
+    page.click("form[action='/logout'] button");
+    page.wait_for("location.pathname === '/login'", long, "logged out");
+    page.fill("#user", "technician");
+    page.fill("#password", &technician_pw);
+    page.click("form.login button");
+    page.wait_for(
+        "location.pathname !== '/login'",
+        long,
+        "the technician logged in",
+    );
+
+    // The line page: links up, and the stack light as the controller reports it (green).
+    page.goto(&format!("{base}/"));
+    page.wait_for(
+        "document.querySelector('#links [data-light] .lamp.green')",
+        long,
+        "a green stack light on the line page",
+    );
+    page.screenshot("05-line");
+
+    // The audit log shows the operator's review.
     page.goto(&format!("{base}/audit"));
     let row = format!(
-        "[...document.querySelectorAll('#audit tr')].some(tr => tr.textContent.includes('review.confirmed') && tr.textContent.includes('{record}') && tr.textContent.includes('user:technician'))"
+        "[...document.querySelectorAll('#audit tr')].some(tr => tr.textContent.includes('review.confirmed') && tr.textContent.includes('{record}') && tr.textContent.includes('user:operator'))"
     );
     page.wait_for(&row, long, "the review in the audit log");
-    page.screenshot("05-audit");
+    page.screenshot("06-audit");
 
     // And in English.
     page.click("#lang");
     page.wait_for("document.documentElement.lang === 'en'", long, "English");
     page.wait_for(&row, long, "the audit log in English");
-    page.screenshot("06-audit-en");
+    page.screenshot("07-audit-en");
 
     drop(page);
     drop(browser);
