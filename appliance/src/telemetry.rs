@@ -58,6 +58,8 @@ struct Inner {
     links: BTreeMap<String, LinkState>,
     /// What each line's stack light shows, as its controller last reported.
     lights: BTreeMap<String, String>,
+    /// When each device was last heard from.
+    seen: BTreeMap<String, SystemTime>,
     recent: VecDeque<ParcelSummary>,
 }
 
@@ -87,6 +89,15 @@ impl Telemetry {
     /// Adds one to a counter.
     pub fn incr(&self, name: &str) {
         self.add(name, 1);
+    }
+
+    /// Adds one to a counter of a line's device (`reader.records`): the appliance's total,
+    /// and the line's own (`L1.reader.records`), which the console shows for that device.
+    pub fn incr_line(&self, line_id: &str, name: &str) {
+        self.with(|i| {
+            *i.counters.entry(name.to_owned()).or_default() += 1;
+            *i.counters.entry(format!("{line_id}.{name}")).or_default() += 1;
+        });
     }
 
     /// Adds `n` to a counter.
@@ -161,6 +172,22 @@ impl Telemetry {
                 tracing::warn!(link = name, %detail, "link down");
             }
         }
+    }
+
+    /// Notes that a device (`L1.reader`, `broker`, …) was heard from just now.
+    pub fn seen(&self, device: &str) {
+        let now = SystemTime::now();
+        self.with(|i| match i.seen.get_mut(device) {
+            Some(t) => *t = now,
+            None => {
+                i.seen.insert(device.to_owned(), now);
+            }
+        });
+    }
+
+    /// When a device was last heard from.
+    pub fn last_seen(&self, device: &str) -> Option<SystemTime> {
+        self.with(|i| i.seen.get(device).copied())
     }
 
     /// Records what a line's stack light shows (`green`, `amber`, `red`, `off`), as its

@@ -125,6 +125,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("device", "设备", "Device"),
     ("state", "状态", "State"),
     ("since", "自", "Since"),
+    ("last_seen", "最近通信", "Last heard"),
     ("detail", "详情", "Detail"),
     ("errors", "错误计数", "Error counts"),
     ("up", "正常", "up"),

@@ -605,11 +605,11 @@ fn disk_space(path: &std::path::Path) -> Option<(u64, u64)> {
 
 /// Counters that belong to a device.
 fn device_counters(name: &str, counters: &std::collections::BTreeMap<String, u64>) -> String {
-    let kind = name.rsplit('.').next().unwrap_or(name);
-    let prefixes: Vec<String> = match kind {
+    // A line's device (`L1.reader`) shows that line's own counters (`L1.reader.…`).
+    let prefixes: Vec<String> = match name {
         "broker" => vec!["feed.".into()],
         "model" => vec!["screen.".into()],
-        _ => vec![format!("{kind}."), format!("{name}.")],
+        _ => vec![format!("{name}.")],
     };
     counters
         .iter()
@@ -623,22 +623,29 @@ pub fn devices(ctx: &Ctx, c: &Console) -> Html<String> {
     let lang = ctx.lang;
     let counters = c.telemetry.counters();
     let mut body = format!(
-        "<h2>{}</h2><table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
+        "<h2>{}</h2><table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
         t(lang, "nav.devices"),
         t(lang, "device"),
         t(lang, "state"),
         t(lang, "since"),
+        t(lang, "last_seen"),
         t(lang, "detail"),
         t(lang, "errors")
     );
     for (name, l) in c.telemetry.links() {
+        let seen = c
+            .telemetry
+            .last_seen(&name)
+            .map_or_else(|| "—".to_owned(), crate::time_fmt::format);
         let _ = write!(
             body,
-            "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr data-device=\"{}\"><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&name),
             esc(&name),
             if l.up { "clear" } else { "flag" },
             t(lang, if l.up { "up" } else { "down" }),
             esc(&crate::time_fmt::format(l.since)),
+            esc(&seen),
             esc(&l.detail),
             device_counters(&name, &counters)
         );

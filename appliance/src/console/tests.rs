@@ -392,3 +392,49 @@ async fn search_config_metrics_readiness_and_language() {
         en.body
     );
 }
+
+#[tokio::test]
+async fn devices_show_each_lines_own_counters_last_heard_and_the_stack_light() {
+    let f = fixture("devices").await;
+    let (tech, _csrf) = f.login("tech", "technician password").await;
+    let t = &f.console.telemetry;
+    t.link("L1.reader", true, "open");
+    t.link("L2.reader", false, "unplugged");
+    t.link("L1.controller", true, "firmware 0.1.0");
+    t.incr_line("L1", "reader.framing_errors");
+    t.incr_line("L2", "reader.framing_errors");
+    t.incr_line("L2", "reader.framing_errors");
+    t.seen("L1.reader");
+    t.set_light("L1", Some("amber"));
+    let page = f.get("/devices", Some(&tech)).await.body;
+    let row = |device: &str| {
+        let start = page
+            .find(&format!("data-device=\"{device}\""))
+            .unwrap_or_else(|| panic!("{device} in {page}"));
+        let end = page[start..]
+            .find("</tr>")
+            .map_or(page.len(), |e| start + e);
+        page[start..end].to_owned()
+    };
+    assert!(
+        row("L1.reader").contains("L1.reader.framing_errors 1"),
+        "{}",
+        row("L1.reader")
+    );
+    assert!(
+        row("L2.reader").contains("L2.reader.framing_errors 2"),
+        "{}",
+        row("L2.reader")
+    );
+    assert!(!row("L1.reader").contains("L2."), "{}", row("L1.reader"));
+    // L1's reader was heard; L2's never was.
+    assert!(row("L1.reader").contains(&crate::time_fmt::format(
+        t.last_seen("L1.reader").expect("seen")
+    )));
+    assert!(row("L2.reader").contains("—"));
+    let line = f.get("/", Some(&tech)).await.body;
+    assert!(
+        line.contains("data-light=\"L1\"") && line.contains("lamp amber"),
+        "{line}"
+    );
+}

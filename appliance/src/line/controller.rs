@@ -121,6 +121,7 @@ async fn converse(
                 if n == 0 {
                     return Ok(());
                 }
+                telemetry.seen(&link);
                 for &b in &buf[..n] {
                     match decoder.push::<ToAppliance>(b) {
                         None => {}
@@ -143,7 +144,7 @@ async fn converse(
                         }
                         Some(Err(FrameError::Version { got })) => {
                             // The decoder refuses the frame; the technician must hear why.
-                            telemetry.incr("controller.version_mismatch");
+                            telemetry.incr_line(line_id, "controller.version_mismatch");
                             let why = format!(
                                 "the controller speaks protocol {got}.x, this appliance {PROTOCOL_MAJOR}.{PROTOCOL_MINOR}: update the controller's firmware (firmware/README.md)"
                             );
@@ -151,7 +152,7 @@ async fn converse(
                             tracing::error!(line = line_id, "{why}");
                         }
                         Some(Err(e)) => {
-                            telemetry.incr("controller.bad_frames");
+                            telemetry.incr_line(line_id, "controller.bad_frames");
                             tracing::warn!(line = line_id, error = %e, "line-controller frame dropped");
                         }
                     }
@@ -205,7 +206,7 @@ async fn handle(
             );
         }
         ToAppliance::ParcelEntered { seq, .. } => {
-            telemetry.incr("controller.parcels_entered");
+            telemetry.incr_line(line_id, "controller.parcels_entered");
             let input = LineInput::Entered {
                 seq,
                 at: Instant::now(),
@@ -216,15 +217,15 @@ async fn handle(
             }
         }
         ToAppliance::ParcelDiverted { seq, .. } => {
-            telemetry.incr("controller.diverted");
+            telemetry.incr_line(line_id, "controller.diverted");
             telemetry.parcel_outcome(line_id, seq, "diverted");
         }
         ToAppliance::ParcelPassed { seq, .. } => {
-            telemetry.incr("controller.passed");
+            telemetry.incr_line(line_id, "controller.passed");
             telemetry.parcel_outcome(line_id, seq, "passed");
         }
         ToAppliance::FailSafeDivert { seq, reason } => {
-            telemetry.incr("controller.fail_safe");
+            telemetry.incr_line(line_id, "controller.fail_safe");
             tracing::warn!(
                 line = line_id,
                 seq,
@@ -240,7 +241,7 @@ async fn handle(
             );
         }
         ToAppliance::Fault { code } => {
-            telemetry.incr("controller.faults");
+            telemetry.incr_line(line_id, "controller.faults");
             tracing::error!(line = line_id, ?code, "line controller fault");
         }
         ToAppliance::StackLight { light } => {

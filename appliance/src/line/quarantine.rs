@@ -50,12 +50,12 @@ pub fn quarantine_files(
     for file in files.iter().filter(|f| f.exists()) {
         match quarantine(dir, file, reason) {
             Ok(dest) => {
-                telemetry.incr("xray.quarantined");
-                telemetry.incr(&format!("xray.quarantined.{kind}"));
+                telemetry.incr_line(line_id, "xray.quarantined");
+                telemetry.incr_line(line_id, &format!("xray.quarantined.{kind}"));
                 tracing::warn!(line = line_id, file = %file.display(), to = %dest.display(), %reason, "X-ray file quarantined");
             }
             Err(e) => {
-                telemetry.incr("xray.quarantine_errors");
+                telemetry.incr_line(line_id, "xray.quarantine_errors");
                 tracing::error!(line = line_id, file = %file.display(), error = %e, %reason, "cannot quarantine an X-ray file");
             }
         }

@@ -55,11 +55,12 @@ pub async fn session(
             // After a USB unplug, Linux reports end-of-file forever: treat it as a disconnect.
             return Ok(());
         }
+        telemetry.seen(&format!("{line_id}.reader"));
         for item in framer.push(&buf[..n]) {
             match item {
                 Framed::Record(text) => match parse_record(&text, today()) {
                     Ok(record) => {
-                        telemetry.incr("reader.records");
+                        telemetry.incr_line(line_id, "reader.records");
                         if out
                             .send(LineInput::Read(Box::new(record), Instant::now()))
                             .await
@@ -69,12 +70,12 @@ pub async fn session(
                         }
                     }
                     Err(e) => {
-                        telemetry.incr("reader.bad_payload");
+                        telemetry.incr_line(line_id, "reader.bad_payload");
                         tracing::warn!(line = line_id, error = %e, "waybill record dropped");
                     }
                 },
                 Framed::Dropped(e) => {
-                    telemetry.incr("reader.framing_errors");
+                    telemetry.incr_line(line_id, "reader.framing_errors");
                     tracing::warn!(line = line_id, error = %e, "waybill reader framing error");
                 }
             }

@@ -473,7 +473,7 @@ pub async fn watch(
         }
     };
     let mut intake = Intake {
-        line_id,
+        line_id: line_id.clone(),
         policy,
         telemetry: telemetry.clone(),
         taken: HashSet::new(),
@@ -515,7 +515,8 @@ pub async fn watch(
             };
             intake = back;
             let Some(scan) = scan else { continue };
-            telemetry.incr("xray.images");
+            telemetry.incr_line(&line_id, "xray.images");
+            telemetry.seen(&link);
             if out
                 .send(LineInput::Image(scan, Instant::now()))
                 .await

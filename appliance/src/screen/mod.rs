@@ -266,6 +266,9 @@ pub fn spawn(
             while let Some(parcel) = parcels.blocking_recv() {
                 let started = std::time::Instant::now();
                 let s = screener.screen(parcel);
+                if s.scores.is_some() {
+                    telemetry.seen("model");
+                }
                 telemetry.set(
                     "screen.last_latency_us",
                     u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
