@@ -123,7 +123,7 @@ impl Feed {
                 self.top_up(&client, &mut queued, &mut outstanding);
             }
             tokio::select! {
-                ev = eventloop.poll() => match self.heard(ev) {
+                ev = eventloop.poll() => match ev.inspect(|e| self.heard(e)) {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         connected = true;
                         *backoff = BACKOFF_MIN;
@@ -197,14 +197,10 @@ impl Feed {
     }
 
     /// Notes the broker as heard from when it sent something.
-    fn heard(
-        &self,
-        ev: Result<Event, rumqttc::ConnectionError>,
-    ) -> Result<Event, rumqttc::ConnectionError> {
-        if let Ok(Event::Incoming(_)) = &ev {
+    fn heard(&self, ev: &Event) {
+        if let Event::Incoming(_) = ev {
             self.telemetry.seen("broker");
         }
-        ev
     }
 
     /// Hands rumqttc the next outbox entries, up to the window.
