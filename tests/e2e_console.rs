@@ -55,9 +55,13 @@ fn an_operator_confirms_a_live_flagged_parcel_and_the_audit_shows_it() {
     page.goto(&format!("{base}/flagged"));
     page.wait_for("location.pathname === '/login'", long, "the login page");
     page.screenshot("01-login");
-    page.fill("#user", "operator");
-    page.fill("#password", &operator_pw);
-    page.click("form.login button");
+    let log_in = |page: &mut common::browser::Page, user: &str, password: &str| {
+        page.fill("#user", user);
+        page.fill("#password", password);
+        page.click("form.login button");
+        page.wait_for("location.pathname !== '/login'", long, "logged in");
+    };
+    log_in(&mut page, "operator", &operator_pw);
     page.wait_for(
         "location.pathname === '/flagged' && document.getElementById('rows')",
         long,
@@ -112,14 +116,7 @@ fn an_operator_confirms_a_live_flagged_parcel_and_the_audit_shows_it() {
     );
     page.click("form[action='/logout'] button");
     page.wait_for("location.pathname === '/login'", long, "logged out");
-    page.fill("#user", "technician");
-    page.fill("#password", &technician_pw);
-    page.click("form.login button");
-    page.wait_for(
-        "location.pathname !== '/login'",
-        long,
-        "the technician logged in",
-    );
+    log_in(&mut page, "technician", &technician_pw);
 
     // The line page: links up, and the stack light as the controller reports it (green).
     page.goto(&format!("{base}/"));

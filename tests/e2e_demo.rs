@@ -20,29 +20,17 @@ fn demo_with_an_external_broker_delivers_every_flagged_report() {
         "screenline/v1/DEMO/demo-01/reports/flagged",
     );
 
-    let out = Command::new(env!("CARGO_BIN_EXE_screenline"))
-        .args([
-            "demo",
-            "--parcels",
-            "40",
-            "--rate",
-            "4",
-            "--seed",
-            "3",
-            "--json",
-        ])
-        .args([
-            "--broker",
-            &format!("mqtt://127.0.0.1:{port}"),
-            "--console",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .expect("screenline demo runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "demo failed: {stderr}");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("stdout is exactly one JSON object");
+    let broker = format!("mqtt://127.0.0.1:{port}");
+    let summary = demo_json(&[
+        "--parcels",
+        "40",
+        "--rate",
+        "4",
+        "--seed",
+        "3",
+        "--broker",
+        &broker,
+    ]);
     let n = |k: &str| {
         summary[k]
             .as_u64()
@@ -81,6 +69,18 @@ fn demo_with_an_external_broker_delivers_every_flagged_report() {
     assert_eq!(ids(&msgs).len(), flagged, "{msgs:?}");
 }
 
+/// Runs `screenline demo --json` to the end with `args`; its summary.
+fn demo_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_screenline"))
+        .args(["demo", "--json", "--console", "127.0.0.1:0"])
+        .args(args)
+        .output()
+        .expect("screenline demo runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {stderr}");
+    serde_json::from_slice(&out.stdout).expect("stdout is exactly one JSON object")
+}
+
 fn ids(msgs: &[(String, String)]) -> HashSet<String> {
     msgs.iter()
         .filter_map(|(_, p)| serde_json::from_str::<serde_json::Value>(p).ok())
@@ -92,28 +92,17 @@ fn ids(msgs: &[(String, String)]) -> HashSet<String> {
 fn realistic_traffic_flags_about_what_published_pilots_see() {
     // 4 lines × 100 parcels at 5 parcels/s: 400 parcels in about 20 s, screened by the real
     // model, so the model's own false alarms count too.
-    let out = Command::new(env!("CARGO_BIN_EXE_screenline"))
-        .args([
-            "demo",
-            "--realistic",
-            "--lines",
-            "4",
-            "--parcels",
-            "100",
-            "--rate",
-            "5",
-            "--seed",
-            "11",
-            "--json",
-            "--console",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .expect("screenline demo runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "demo failed: {stderr}");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("stdout is exactly one JSON object");
+    let summary = demo_json(&[
+        "--realistic",
+        "--lines",
+        "4",
+        "--parcels",
+        "100",
+        "--rate",
+        "5",
+        "--seed",
+        "11",
+    ]);
     let n = |k: &str| summary[k].as_u64().unwrap_or(0);
     assert_eq!(n("parcels"), 400, "{summary}");
     println!("realistic mix: {summary}");

@@ -532,9 +532,14 @@ fn gate_pin_transactions_on_a_mock() {
         }
         ctl.poll(&mut sink);
     }
-    let Controller {
-        mut gate, light, ..
-    } = ctl;
+    let Controller { gate, light, .. } = ctl;
+    all_done(gate, light);
+}
+
+type MockPin = embedded_hal_mock::eh1::digital::Mock;
+
+/// Checks that every expected transaction on the gate and the lamps happened.
+fn all_done(mut gate: MockPin, light: StackLightPins<MockPin, MockPin, MockPin>) {
     gate.done();
     let StackLightPins {
         mut green,
@@ -611,20 +616,12 @@ fn heartbeat_loss_and_recovery_on_mock_pins_and_reported_lights() {
     );
     let Controller {
         mut eye,
-        mut gate,
+        gate,
         light,
         ..
     } = ctl;
     eye.done();
-    gate.done();
-    let StackLightPins {
-        mut green,
-        mut amber,
-        mut red,
-    } = light;
-    green.done();
-    amber.done();
-    red.done();
+    all_done(gate, light);
 }
 
 #[test]
