@@ -128,6 +128,17 @@ enum StoreCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Brings what can still be read from a set-aside (damaged) store — unsent reports,
+    /// records, reviews, the audit log — into the store in DATA (stop the appliance first).
+    /// The set-aside folder is only read (from a copy), never changed but for a mark.
+    Recover {
+        /// The data folder (the configuration's data_dir).
+        #[arg(long)]
+        data: PathBuf,
+        /// The set-aside folder, e.g. DATA/db.broken-20260101T120000Z.
+        #[arg(long)]
+        from: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -350,6 +361,33 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                     "{} problem(s) in the store. {}",
                     report.problems.len(),
                     report.advice()
+                )
+            }
+        }
+        Command::Store {
+            command: StoreCommand::Recover { data, from },
+        } => {
+            let r = screenline::store::recover::recover(&data, &from)?;
+            println!(
+                "recovered from {}: {} records, {} reports (now in the outbox), {} reviews, {} audit entries; {} already present{}",
+                from.display(),
+                r.records,
+                r.reports,
+                r.reviews,
+                r.audit_entries,
+                r.already_present,
+                if r.settings_rebuilt { "; sled's settings file was rebuilt in the copy" } else { "" }
+            );
+            for p in &r.problems {
+                println!("problem: {p}");
+            }
+            if r.problems.is_empty() {
+                Ok(())
+            } else {
+                bail!(
+                    "{} part(s) could not be read; they stay in {} — keep the folder for the vendor",
+                    r.problems.len(),
+                    from.display()
                 )
             }
         }
