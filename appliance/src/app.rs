@@ -162,6 +162,13 @@ impl Appliance {
             }
             .run(screened_rx),
         );
+        tasks.spawn(sweeper(
+            store.clone(),
+            crate::store::retention::Retention::from_config(&config.store),
+            Duration::from_secs(config.store.sweep_interval_s),
+            telemetry.clone(),
+            shutdown.clone(),
+        ));
         let feed = Feed::new(&config, store.clone(), wake, telemetry.clone())?;
         let feed = tokio::spawn(feed.run(shutdown.clone()));
 
@@ -210,6 +217,77 @@ impl Appliance {
             tracing::error!(error = %e, "final flush failed");
         }
         tracing::info!("appliance stopped");
+    }
+}
+
+/// Retention and the disk budget: a sweep at start and every `every`, off the async
+/// threads. Its alarms are links on the console and in the retained status: `disk` (over
+/// the budget with nothing left that may go) and `retention` (records past retention held
+/// for their unsent reports).
+async fn sweeper(
+    store: Arc<Store>,
+    retention: crate::store::retention::Retention,
+    every: Duration,
+    telemetry: Arc<Telemetry>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let (s, r) = (store.clone(), retention.clone());
+        let swept = tokio::task::spawn_blocking(move || s.sweep(SystemTime::now(), &r)).await;
+        let sweep = match swept {
+            Ok(Ok(sweep)) => sweep,
+            Ok(Err(e)) => {
+                telemetry.incr("store.sweep_errors");
+                tracing::error!(error = %e, "retention sweep failed");
+                continue;
+            }
+            Err(e) => {
+                telemetry.incr("store.sweep_errors");
+                tracing::error!(error = %e, "retention sweep panicked");
+                continue;
+            }
+        };
+        telemetry.add("store.expired_records", sweep.expired_records as u64);
+        telemetry.add("store.evicted_images", sweep.evicted_images as u64);
+        telemetry.add("store.slimmed_records", sweep.slimmed_records as u64);
+        telemetry.set("store.bytes", sweep.used_bytes);
+        telemetry.set("store.retention_held", sweep.held_unsent as u64);
+        match sweep.budget_alarm() {
+            Some(alarm) => {
+                telemetry.incr("store.budget_alarms");
+                telemetry.link("disk", false, alarm);
+            }
+            None => telemetry.link(
+                "disk",
+                true,
+                match sweep.budget_bytes {
+                    Some(b) => format!(
+                        "store {} MB of a {} MB budget",
+                        sweep.used_bytes >> 20,
+                        b >> 20
+                    ),
+                    None => format!("store {} MB (no budget set)", sweep.used_bytes >> 20),
+                },
+            ),
+        }
+        match sweep.retention_alarm() {
+            Some(alarm) => telemetry.link("retention", false, alarm),
+            None => telemetry.link("retention", true, "nothing held past retention"),
+        }
+        if sweep.expired_records + sweep.evicted_images > 0 {
+            tracing::info!(
+                expired = sweep.expired_records,
+                evicted_images = sweep.evicted_images,
+                slimmed = sweep.slimmed_records,
+                "store swept"
+            );
+        }
     }
 }
 

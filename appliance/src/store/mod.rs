@@ -43,6 +43,7 @@ pub mod audit;
 pub mod check;
 pub mod query;
 pub mod recover;
+pub mod retention;
 pub mod review;
 
 /// A store that could not do what was asked.
