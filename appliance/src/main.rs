@@ -340,16 +340,24 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 println!(
-                    "{}: {} records ({} flagged), {} reports waiting for the broker, {} reviews, {} audit entries, {} images kept, {} evicted or missing",
+                    "{}: schema version {}{}, {} records ({} flagged), {} reports waiting for the broker, {} reviews, {} audit entries, {} images kept, {} evicted by the disk budget, {} missing, {} without a record; database {} MB on disk",
                     data.display(),
+                    report.schema_version,
+                    if report.schema_version < screenline::store::SCHEMA_VERSION { " (migrated at the next start)" } else { "" },
                     report.records,
                     report.flagged,
                     report.outbox,
                     report.reviews,
                     report.audit_entries,
                     report.images,
-                    report.images_missing
+                    report.images_evicted,
+                    report.images_missing,
+                    report.orphan_images,
+                    report.db_bytes >> 20
                 );
+                for n in &report.notes {
+                    println!("note: {n}");
+                }
                 for p in &report.problems {
                     println!("problem: {p}");
                 }

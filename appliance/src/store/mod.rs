@@ -216,8 +216,22 @@ impl Store {
         };
         std::fs::create_dir_all(data_dir).map_err(|e| open_err(e.to_string(), false))?;
         let db_path = data_dir.join("db");
-        let opened =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Store::open_db(&db_path)));
+        // A store just closed by this process is unlocked only once sled's flusher thread
+        // has ended: give a held lock a moment before calling the store in use.
+        let mut tries = 0;
+        let opened = loop {
+            let opened =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Store::open_db(&db_path)));
+            match &opened {
+                Ok(Err(sled::Error::Io(e)))
+                    if tries < 10 && e.to_string().contains("could not acquire lock") =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                _ => break opened,
+            }
+        };
         let (db, trees) = match opened {
             Err(_) => {
                 return Err(open_err(
