@@ -128,6 +128,14 @@ enum StoreCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Rewrites the database into a fresh one (stop the appliance first): gives back the
+    /// space sled keeps after many reports have left the outbox. Checked before it replaces
+    /// the store; safe to interrupt.
+    Compact {
+        /// The data folder (the configuration's data_dir).
+        #[arg(long)]
+        data: PathBuf,
+    },
     /// Brings what can still be read from a set-aside (damaged) store — unsent reports,
     /// records, reviews, the audit log — into the store in DATA (stop the appliance first).
     /// The set-aside folder is only read (from a copy), never changed but for a mark.
@@ -371,6 +379,18 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                     report.advice()
                 )
             }
+        }
+        Command::Store {
+            command: StoreCommand::Compact { data },
+        } => {
+            let c = screenline::store::compact::compact(&data)?;
+            println!(
+                "{}: database compacted from {:.1} MB to {:.1} MB",
+                data.display(),
+                c.bytes_before as f64 / 1048576.0,
+                c.bytes_after as f64 / 1048576.0
+            );
+            Ok(())
         }
         Command::Store {
             command: StoreCommand::Recover { data, from },

@@ -41,6 +41,7 @@ use thiserror::Error;
 
 pub mod audit;
 pub mod check;
+pub mod compact;
 pub mod query;
 pub mod recover;
 pub mod retention;
@@ -215,6 +216,12 @@ impl Store {
             damaged,
         };
         std::fs::create_dir_all(data_dir).map_err(|e| open_err(e.to_string(), false))?;
+        compact::finish_interrupted(data_dir).map_err(|e| {
+            open_err(
+                format!("an interrupted compaction could not be finished: {e}"),
+                false,
+            )
+        })?;
         let db_path = data_dir.join("db");
         // A store just closed by this process is unlocked only once sled's flusher thread
         // has ended: give a held lock a moment before calling the store in use.
@@ -487,6 +494,11 @@ impl Store {
             Some(v) => Some(serde_json::from_slice(&v)?),
             None => None,
         })
+    }
+
+    /// The database's files' size on disk (images not included).
+    pub fn db_size(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
     }
 
     /// Flushes everything, from outside an async runtime.
