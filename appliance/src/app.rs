@@ -62,7 +62,39 @@ impl Appliance {
             true,
             format!("{} {} ({})", info.name, info.version, model_dir.display()),
         );
-        let store = Arc::new(Store::open(&config.data_dir)?);
+        let store = if config.store.set_aside_broken {
+            let (store, aside) =
+                crate::store::recover::open_or_set_aside(&config.data_dir, SystemTime::now())?;
+            if let Some(a) = aside {
+                // An alarm on the console's devices page and in the retained status: the
+                // line screens on, the old store waits for `screenline store recover`.
+                telemetry.incr("store.set_aside");
+                telemetry.link("store", false, a.alarm(&config.data_dir));
+            }
+            store
+        } else {
+            Store::open(&config.data_dir)?
+        };
+        let store = Arc::new(store);
+        if !telemetry.links().contains_key("store") {
+            let aside = crate::store::recover::set_aside_folders(&config.data_dir)
+                .into_iter()
+                .filter(|(_, recovered)| !recovered)
+                .count();
+            if aside > 0 {
+                telemetry.link(
+                    "store",
+                    false,
+                    format!("{aside} set-aside store(s) in {} not yet recovered: run `screenline store check --data {}`", config.data_dir.display(), config.data_dir.display()),
+                );
+            } else {
+                telemetry.link(
+                    "store",
+                    true,
+                    format!("schema {}", crate::store::SCHEMA_VERSION),
+                );
+            }
+        }
         telemetry.set("feed.backlog", store.outbox_len() as u64);
         let rules = RuleSet::load(
             &config.rules,
@@ -130,6 +162,13 @@ impl Appliance {
             }
             .run(screened_rx),
         );
+        tasks.spawn(sweeper(
+            store.clone(),
+            crate::store::retention::Retention::from_config(&config.store),
+            Duration::from_secs(config.store.sweep_interval_s),
+            telemetry.clone(),
+            shutdown.clone(),
+        ));
         let feed = Feed::new(&config, store.clone(), wake, telemetry.clone())?;
         let feed = tokio::spawn(feed.run(shutdown.clone()));
 
@@ -181,6 +220,77 @@ impl Appliance {
     }
 }
 
+/// Retention and the disk budget: a sweep at start and every `every`, off the async
+/// threads. Its alarms are links on the console and in the retained status: `disk` (over
+/// the budget with nothing left that may go) and `retention` (records past retention held
+/// for their unsent reports).
+async fn sweeper(
+    store: Arc<Store>,
+    retention: crate::store::retention::Retention,
+    every: Duration,
+    telemetry: Arc<Telemetry>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let (s, r) = (store.clone(), retention.clone());
+        let swept = tokio::task::spawn_blocking(move || s.sweep(SystemTime::now(), &r)).await;
+        let sweep = match swept {
+            Ok(Ok(sweep)) => sweep,
+            Ok(Err(e)) => {
+                telemetry.incr("store.sweep_errors");
+                tracing::error!(error = %e, "retention sweep failed");
+                continue;
+            }
+            Err(e) => {
+                telemetry.incr("store.sweep_errors");
+                tracing::error!(error = %e, "retention sweep panicked");
+                continue;
+            }
+        };
+        telemetry.add("store.expired_records", sweep.expired_records as u64);
+        telemetry.add("store.evicted_images", sweep.evicted_images as u64);
+        telemetry.add("store.slimmed_records", sweep.slimmed_records as u64);
+        telemetry.set("store.bytes", sweep.used_bytes);
+        telemetry.set("store.retention_held", sweep.held_unsent as u64);
+        match sweep.budget_alarm() {
+            Some(alarm) => {
+                telemetry.incr("store.budget_alarms");
+                telemetry.link("disk", false, alarm);
+            }
+            None => telemetry.link(
+                "disk",
+                true,
+                match sweep.budget_bytes {
+                    Some(b) => format!(
+                        "store {} MB of a {} MB budget",
+                        sweep.used_bytes >> 20,
+                        b >> 20
+                    ),
+                    None => format!("store {} MB (no budget set)", sweep.used_bytes >> 20),
+                },
+            ),
+        }
+        match sweep.retention_alarm() {
+            Some(alarm) => telemetry.link("retention", false, alarm),
+            None => telemetry.link("retention", true, "nothing held past retention"),
+        }
+        if sweep.expired_records + sweep.evicted_images > 0 {
+            tracing::info!(
+                expired = sweep.expired_records,
+                evicted_images = sweep.evicted_images,
+                slimmed = sweep.slimmed_records,
+                "store swept"
+            );
+        }
+    }
+}
+
 /// Decide, divert, store, report: the stage after screening.
 struct Sink {
     controllers: HashMap<String, mpsc::Sender<ToController>>,
@@ -193,7 +303,15 @@ struct Sink {
     appliance_id: String,
 }
 
+/// Most parcels committed in one group (one transaction, one flush).
+const GROUP_MAX: usize = 64;
+
 impl Sink {
+    /// Takes every screened parcel already waiting (up to [`GROUP_MAX`]), commits their
+    /// records and reports in one transaction and one flush, and only then sends their
+    /// decisions: the durability point documented in `store/mod.rs`. A group costs one flush
+    /// however many parcels it holds, so a burst (several lines at once, a slow disk) is
+    /// absorbed instead of queueing one flush per parcel; a lone parcel waits for no one.
     async fn run(self, mut screened: mpsc::Receiver<Screened>) {
         let Sink {
             controllers,
@@ -205,63 +323,128 @@ impl Sink {
             site_id,
             appliance_id,
         } = self;
-        while let Some(mut s) = screened.recv().await {
-            let line = s.parcel.line_id.clone();
-            // Past the decision point the controller has diverted the parcel already: say so,
-            // and never record as cleared a parcel that went to the inspection lane.
-            let age = SystemTime::now()
-                .duration_since(s.parcel.entered_at)
-                .unwrap_or_default();
-            if let Some(late_by) = deadlines.get(&line).and_then(|d| age.checked_sub(*d)) {
-                telemetry.incr("decisions.late");
-                s.reasons.push(crate::screen::rules::decision_late(late_by));
-                if s.decision == Decision::Clear {
-                    s.decision = Decision::Manual;
+        let mut group: Vec<Screened> = Vec::with_capacity(GROUP_MAX);
+        while let Some(first) = screened.recv().await {
+            group.clear();
+            group.push(first);
+            while group.len() < GROUP_MAX {
+                match screened.try_recv() {
+                    Ok(s) => group.push(s),
+                    Err(_) => break,
                 }
             }
-            // Stored (and its report in the outbox) before the decision acts on the belt: a
-            // crash in between can then divert a parcel without a record, never the reverse
-            // — a flagged parcel diverted whose report was lost. The commit takes
-            // milliseconds (see the decision-latency benchmark).
-            let policy = xray.get(&line);
-            if let Err(e) = persist(&s, &store, policy, &site_id, &appliance_id, &telemetry).await {
-                telemetry.incr("store.errors");
-                tracing::error!(line = %line, seq = s.parcel.seq, error = %e, "record not stored");
+            let mut prepared = Vec::with_capacity(group.len());
+            for s in group.iter_mut() {
+                let line = s.parcel.line_id.clone();
+                // Past the decision point the controller has diverted the parcel already: say
+                // so, and never record as cleared a parcel that went to the inspection lane.
+                let age = SystemTime::now()
+                    .duration_since(s.parcel.entered_at)
+                    .unwrap_or_default();
+                if let Some(late_by) = deadlines.get(&line).and_then(|d| age.checked_sub(*d)) {
+                    telemetry.incr("decisions.late");
+                    s.reasons.push(crate::screen::rules::decision_late(late_by));
+                    if s.decision == Decision::Clear {
+                        s.decision = Decision::Manual;
+                    }
+                }
+                match prepare(
+                    s,
+                    &store,
+                    xray.get(&line),
+                    &site_id,
+                    &appliance_id,
+                    &telemetry,
+                ) {
+                    Ok(p) => prepared.push(Some(p)),
+                    Err(e) => {
+                        telemetry.incr("store.errors");
+                        tracing::error!(line = %line, seq = s.parcel.seq, error = %e, "record not stored");
+                        prepared.push(None);
+                    }
+                }
             }
-            let decision = ToController::Decision {
-                seq: s.parcel.seq,
-                verdict: s.decision.verdict(),
+            // Stored (and reports in the outbox) before the decisions act on the belt: a
+            // crash in between can then divert a parcel without a record, never the reverse —
+            // a flagged parcel diverted whose report was lost.
+            let commits: Vec<crate::store::Commit<'_>> =
+                prepared.iter().flatten().map(Prepared::commit).collect();
+            let stored = match store.commit_batch(&commits).await {
+                Ok(()) => {
+                    telemetry.incr("store.groups");
+                    telemetry.add("store.committed", commits.len() as u64);
+                    true
+                }
+                Err(e) => {
+                    telemetry.add("store.errors", commits.len() as u64);
+                    tracing::error!(parcels = commits.len(), error = %e, "group of records not stored");
+                    false
+                }
             };
-            if let Some(tx) = controllers.get(&line) {
-                if tx.try_send(decision).is_err() {
-                    telemetry.incr("sink.decisions_not_sent");
-                    tracing::warn!(line = %line, seq = s.parcel.seq, "controller queue full; the controller will divert fail-safe");
+            drop(commits);
+            for (s, p) in group.iter().zip(prepared) {
+                let line = &s.parcel.line_id;
+                let decision = ToController::Decision {
+                    seq: s.parcel.seq,
+                    verdict: s.decision.verdict(),
+                };
+                if let Some(tx) = controllers.get(line) {
+                    if tx.try_send(decision).is_err() {
+                        telemetry.incr("sink.decisions_not_sent");
+                        tracing::warn!(line = %line, seq = s.parcel.seq, "controller queue full; the controller will divert fail-safe");
+                    }
                 }
-            }
-            if let Some(scan) = &s.parcel.scan {
-                telemetry.observe(
-                    "decision_latency_us",
-                    scan.completed.elapsed().as_micros() as u64,
-                );
+                if let Some(scan) = &s.parcel.scan {
+                    telemetry.observe(
+                        "decision_latency_us",
+                        scan.completed.elapsed().as_micros() as u64,
+                    );
+                }
+                if let (true, Some(p)) = (stored, p) {
+                    announce(s, p, &telemetry);
+                }
+                telemetry.incr("parcels.decided");
+                telemetry.incr(&format!("parcels.{}", s.decision.key()));
+                for r in &s.reasons {
+                    telemetry.incr(&format!("reasons.{}", r.code.key()));
+                }
             }
             wake.notify_one();
-            telemetry.incr("parcels.decided");
-            telemetry.incr(&format!("parcels.{}", s.decision.key()));
-            for r in &s.reasons {
-                telemetry.incr(&format!("reasons.{}", r.code.key()));
-            }
         }
     }
 }
 
-async fn persist(
+/// A parcel's record, ready to commit.
+struct Prepared {
+    record_id: String,
+    record: serde_json::Value,
+    report: Option<(String, Vec<u8>)>,
+    waybill: Option<String>,
+}
+
+impl Prepared {
+    fn commit(&self) -> crate::store::Commit<'_> {
+        crate::store::Commit {
+            key: self.record_id.as_bytes(),
+            record: &self.record,
+            report: self
+                .report
+                .as_ref()
+                .map(|(id, body)| (id.as_str(), "reports/flagged", body.as_slice())),
+            waybill: self.waybill.as_deref(),
+        }
+    }
+}
+
+/// Archives a parcel's image and builds its record (and a flagged parcel's report).
+fn prepare(
     s: &Screened,
     store: &Store,
     xray: Option<&crate::line::xray::XrayPolicy>,
     site_id: &str,
     appliance_id: &str,
     telemetry: &Telemetry,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Prepared> {
     let entered_ms = s
         .parcel
         .entered_at
@@ -329,18 +512,18 @@ async fn persist(
         "image_sha256": s.evidence.as_ref().map(|e| e.sha256.clone()),
         "report_id": report.as_ref().map(|r| r.0.clone()),
     });
-    store
-        .commit(
-            record_id.as_bytes(),
-            &record,
-            report
-                .as_ref()
-                .map(|(id, body)| (id.as_str(), "reports/flagged", body.as_slice())),
-        )
-        .await?;
-    if let Some(w) = wb {
-        store.index_waybill(w.waybill.as_str(), &record_id)?;
-    }
+    Ok(Prepared {
+        record_id,
+        record,
+        report,
+        waybill: wb.map(|w| w.waybill.to_string()),
+    })
+}
+
+/// Shows a stored parcel on the console.
+fn announce(s: &Screened, p: Prepared, telemetry: &Telemetry) {
+    let record_id = p.record_id;
+    let wb = s.parcel.waybill.as_ref();
     let top = s.scores.as_ref().and_then(|x| x.top());
     telemetry.push_parcel(ParcelSummary {
         record_id,
@@ -357,5 +540,4 @@ async fn persist(
         decided_at: SystemTime::now(),
         outcome: None,
     });
-    Ok(())
 }

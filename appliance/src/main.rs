@@ -128,6 +128,25 @@ enum StoreCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Rewrites the database into a fresh one (stop the appliance first): gives back the
+    /// space sled keeps after many reports have left the outbox. Checked before it replaces
+    /// the store; safe to interrupt.
+    Compact {
+        /// The data folder (the configuration's data_dir).
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Brings what can still be read from a set-aside (damaged) store — unsent reports,
+    /// records, reviews, the audit log — into the store in DATA (stop the appliance first).
+    /// The set-aside folder is only read (from a copy), never changed but for a mark.
+    Recover {
+        /// The data folder (the configuration's data_dir).
+        #[arg(long)]
+        data: PathBuf,
+        /// The set-aside folder, e.g. DATA/db.broken-20260101T120000Z.
+        #[arg(long)]
+        from: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -329,16 +348,24 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 println!(
-                    "{}: {} records ({} flagged), {} reports waiting for the broker, {} reviews, {} audit entries, {} images kept, {} evicted or missing",
+                    "{}: schema version {}{}, {} records ({} flagged), {} reports waiting for the broker, {} reviews, {} audit entries, {} images kept, {} evicted by the disk budget, {} missing, {} without a record; database {} MB on disk",
                     data.display(),
+                    report.schema_version,
+                    if report.schema_version < screenline::store::SCHEMA_VERSION { " (migrated at the next start)" } else { "" },
                     report.records,
                     report.flagged,
                     report.outbox,
                     report.reviews,
                     report.audit_entries,
                     report.images,
-                    report.images_missing
+                    report.images_evicted,
+                    report.images_missing,
+                    report.orphan_images,
+                    report.db_bytes >> 20
                 );
+                for n in &report.notes {
+                    println!("note: {n}");
+                }
                 for p in &report.problems {
                     println!("problem: {p}");
                 }
@@ -350,6 +377,45 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                     "{} problem(s) in the store. {}",
                     report.problems.len(),
                     report.advice()
+                )
+            }
+        }
+        Command::Store {
+            command: StoreCommand::Compact { data },
+        } => {
+            let c = screenline::store::compact::compact(&data)?;
+            println!(
+                "{}: database compacted from {:.1} MB to {:.1} MB",
+                data.display(),
+                c.bytes_before as f64 / 1048576.0,
+                c.bytes_after as f64 / 1048576.0
+            );
+            Ok(())
+        }
+        Command::Store {
+            command: StoreCommand::Recover { data, from },
+        } => {
+            let r = screenline::store::recover::recover(&data, &from)?;
+            println!(
+                "recovered from {}: {} records, {} reports (now in the outbox), {} reviews, {} audit entries; {} already present{}",
+                from.display(),
+                r.records,
+                r.reports,
+                r.reviews,
+                r.audit_entries,
+                r.already_present,
+                if r.settings_rebuilt { "; sled's settings file was rebuilt in the copy" } else { "" }
+            );
+            for p in &r.problems {
+                println!("problem: {p}");
+            }
+            if r.problems.is_empty() {
+                Ok(())
+            } else {
+                bail!(
+                    "{} part(s) could not be read; they stay in {} — keep the folder for the vendor",
+                    r.problems.len(),
+                    from.display()
                 )
             }
         }

@@ -180,6 +180,7 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             watchlist_file: Some(watchlist),
             ..RulesConfig::default()
         },
+        store: Default::default(),
         lines: lines
             .iter()
             .map(|l| LineConfig {

@@ -1,12 +1,34 @@
 //! The on-disk store (sled): screening records, the outbox of reports not yet acknowledged
-//! by the broker, and the images kept as evidence.
+//! by the broker, the images kept as evidence, reviews, the audit log and the split-shipment
+//! ledger. Every other stage reaches the disk only through [`Store`].
 //!
-//! Durability point: [`Store::commit`] writes a record and its report in one transaction and
-//! returns only after `flush_async` — from then on both survive a `kill -9` of the
-//! appliance. sled's flush uses `sync_file_range`, which does not flush the drive's cache, so
-//! power-loss durability is that of the drive's write cache: we claim no more than that.
-//! A report leaves the outbox only through [`Store::ack`], which the feed calls on the
-//! broker's PUBACK of that very publish.
+//! # Durability point
+//!
+//! [`Store::commit_batch`] writes a group of records — each flagged one with its report in the
+//! outbox, and the waybill index — in **one sled transaction**, then waits for **one**
+//! `flush_async`. It returns only after that flush; the sink sends the decisions of the group
+//! to the line controllers only after it returns. So:
+//!
+//! - **`kill -9` of the appliance** (or a panic, or the OOM killer) at any moment: every
+//!   record whose decision reached a controller is on disk, with its report; a group whose
+//!   flush had not returned is either wholly there or wholly absent (the transaction is
+//!   atomic), and none of its decisions was sent — the controller diverts those parcels
+//!   fail-safe.
+//! - **Power loss or a kernel crash**: sled's flush uses `sync_file_range` (sled 0.34.7 on
+//!   Linux), which writes the data to the drive but neither flushes the drive's volatile write
+//!   cache nor the file's metadata. A drive with a power-loss-protected cache (or with its
+//!   write cache off, `hdparm -W0`) keeps what was flushed; any other drive may lose the last
+//!   writes it had acknowledged. We claim no more than that, and the SIGKILL tests prove only
+//!   the first point.
+//! - A report leaves the outbox only through [`Store::ack`], which the feed calls on the
+//!   broker's PUBACK of that very publish. An ack that was not flushed yet when the power went
+//!   means the report is sent again: consumers de-duplicate by `report_id`.
+//!
+//! # Schema
+//!
+//! `meta/schema_version` (decimal text) says what layout the store has; [`Store::open`]
+//! migrates older stores forward and refuses a newer one (a downgraded binary would
+//! misread it). See [`SCHEMA_VERSION`].
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -19,14 +41,31 @@ use thiserror::Error;
 
 pub mod audit;
 pub mod check;
+pub mod compact;
 pub mod query;
+pub mod recover;
+pub mod retention;
 pub mod review;
 
 /// A store that could not do what was asked.
 #[derive(Debug, Error)]
 pub enum StoreError {
+    /// The store could not be opened. `damaged` says whether sled found it unreadable
+    /// (corrupt, or it panicked) — as opposed to in use, not permitted, or a full disk, where
+    /// moving it aside would help nothing.
     #[error("cannot open the store in {path}: {why}. Run `screenline store check --data {path}` for what to do")]
-    Open { path: PathBuf, why: String },
+    Open {
+        path: PathBuf,
+        why: String,
+        damaged: bool,
+    },
+    /// The store was written by a newer screenline.
+    #[error("the store in {path} has schema version {found}, but this screenline knows versions up to {supported}: it was written by a newer screenline. Install that version again (a downgrade would misread the store), or move {path}/db aside and start on a fresh store")]
+    NewerSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
     #[error("store: {0}")]
@@ -36,6 +75,11 @@ pub enum StoreError {
     #[error("no record {0} in the store")]
     NotFound(String),
 }
+
+/// The store layout this screenline writes. 1: the walking skeleton's (no version key).
+/// 2: records may carry `image_evicted` / `slimmed` (retention and the disk budget), and the
+/// version key exists. A store of version 1 is migrated at open.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// One outbox entry: its ordering key and the report's payload.
 #[derive(Debug, Clone)]
@@ -109,6 +153,7 @@ pub struct Store {
     db: sled::Db,
     records: sled::Tree,
     outbox: sled::Tree,
+    meta: sled::Tree,
     split: sled::Tree,
     reviews: sled::Tree,
     audit: sled::Tree,
@@ -119,40 +164,131 @@ pub struct Store {
     backlog: AtomicUsize,
 }
 
+/// One record of a group commit ([`Store::commit_batch`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Commit<'a> {
+    /// The record's key (its record id).
+    pub key: &'a [u8],
+    pub record: &'a serde_json::Value,
+    /// A flagged record's report: (report id, topic suffix, payload).
+    pub report: Option<(&'a str, &'a str, &'a [u8])>,
+    /// The waybill to index the record under, if it has one.
+    pub waybill: Option<&'a str>,
+}
+
+/// Whether an error from sled's open means the files are unreadable (so that moving them
+/// aside and starting fresh is the remedy) rather than a cause outside them.
+fn sled_damaged(e: &sled::Error) -> bool {
+    match e {
+        // `Unsupported` is what sled says of a settings file it cannot parse: this binary
+        // pins one sled version, so it never means a genuinely other format.
+        sled::Error::Corruption { .. }
+        | sled::Error::ReportableBug(_)
+        | sled::Error::Unsupported(_) => true,
+        sled::Error::Io(io) => {
+            // Held by another process, not permitted, disk full: the files are fine.
+            !(io.to_string().contains("could not acquire lock")
+                || matches!(
+                    io.kind(),
+                    std::io::ErrorKind::PermissionDenied
+                        | std::io::ErrorKind::StorageFull
+                        | std::io::ErrorKind::ReadOnlyFilesystem
+                        | std::io::ErrorKind::NotFound
+                ))
+        }
+        _ => false,
+    }
+}
+
 impl Store {
-    /// Opens (or creates) the store under `data_dir`. sled has been seen to panic on open
-    /// after an abrupt stop; that panic is caught and reported like any other open error.
+    /// Opens (or creates) the store under `data_dir`, migrating an older schema forward.
+    /// sled has been seen to panic on open after an abrupt stop; that panic is caught and
+    /// reported like any other open error (`damaged: true`).
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        let open_err = |why: String| StoreError::Open {
+        Store::open_with(data_dir, true)
+    }
+
+    /// Opens the store; `migrate` false leaves an older schema as it is (`store check`).
+    pub(crate) fn open_with(data_dir: &Path, migrate: bool) -> Result<Store, StoreError> {
+        let open_err = |why: String, damaged: bool| StoreError::Open {
             path: data_dir.to_owned(),
             why,
+            damaged,
         };
-        std::fs::create_dir_all(data_dir).map_err(|e| open_err(e.to_string()))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| open_err(e.to_string(), false))?;
+        compact::finish_interrupted(data_dir).map_err(|e| {
+            open_err(
+                format!("an interrupted compaction could not be finished: {e}"),
+                false,
+            )
+        })?;
         let db_path = data_dir.join("db");
-        let db = std::panic::catch_unwind(|| {
-            sled::Config::new()
-                .path(&db_path)
-                .cache_capacity(CACHE_BYTES)
-                .open()
-        })
-        .map_err(|_| open_err("sled panicked while opening the database".into()))?
-        .map_err(|e| open_err(e.to_string()))?;
-        let records = db.open_tree("records")?;
-        let outbox = db.open_tree("outbox")?;
-        let meta = db.open_tree("meta")?;
-        let split = db.open_tree("split")?;
-        let reviews = db.open_tree("reviews")?;
-        let audit = db.open_tree("audit")?;
-        let by_waybill = db.open_tree("by_waybill")?;
+        // A store just closed by this process is unlocked only once sled's flusher thread
+        // has ended: give a held lock a moment before calling the store in use.
+        let mut tries = 0;
+        let opened = loop {
+            let opened =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Store::open_db(&db_path)));
+            match &opened {
+                Ok(Err(sled::Error::Io(e)))
+                    if tries < 10 && e.to_string().contains("could not acquire lock") =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                _ => break opened,
+            }
+        };
+        let (db, trees) = match opened {
+            Err(_) => {
+                return Err(open_err(
+                    "sled panicked while opening the database".into(),
+                    true,
+                ))
+            }
+            Ok(Err(e)) => {
+                let damaged = sled_damaged(&e);
+                return Err(open_err(e.to_string(), damaged));
+            }
+            Ok(Ok(x)) => x,
+        };
+        let [records, outbox, meta, split, reviews, audit, by_waybill] = trees;
+        let fresh = meta.get("hash_key")?.is_none() && records.is_empty() && outbox.is_empty();
+        let version = match meta.get("schema_version")? {
+            Some(v) => std::str::from_utf8(&v)
+                .ok()
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .ok_or_else(|| {
+                    open_err(
+                        format!(
+                            "meta/schema_version is {:?}, not a number",
+                            String::from_utf8_lossy(&v)
+                        ),
+                        true,
+                    )
+                })?,
+            None if fresh => SCHEMA_VERSION,
+            None => 1,
+        };
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: data_dir.to_owned(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if migrate && (version < SCHEMA_VERSION || fresh) {
+            migrate_schema(&meta, version)?;
+        }
         let hash_key = match meta.get("hash_key")? {
             Some(k) => k.to_vec(),
             None => {
                 let key: [u8; 32] = rand::random();
                 meta.insert("hash_key", &key[..])?;
-                db.flush()?;
                 key.to_vec()
             }
         };
+        db.flush()?;
         let images = data_dir.join("images");
         std::fs::create_dir_all(&images)?;
         let backlog = AtomicUsize::new(outbox.len());
@@ -160,6 +296,7 @@ impl Store {
             db,
             records,
             outbox,
+            meta,
             split,
             reviews,
             audit,
@@ -168,6 +305,40 @@ impl Store {
             hasher: KeyedHasher::new(hash_key),
             backlog,
         })
+    }
+
+    fn open_db(db_path: &Path) -> Result<(sled::Db, [sled::Tree; 7]), sled::Error> {
+        let db = sled::Config::new()
+            .path(db_path)
+            .cache_capacity(CACHE_BYTES)
+            .open()?;
+        let trees = [
+            db.open_tree("records")?,
+            db.open_tree("outbox")?,
+            db.open_tree("meta")?,
+            db.open_tree("split")?,
+            db.open_tree("reviews")?,
+            db.open_tree("audit")?,
+            db.open_tree("by_waybill")?,
+        ];
+        // Read `meta` whole: a damaged page there shows now rather than mid-shift.
+        for item in trees[2].iter() {
+            item?;
+        }
+        Ok((db, trees))
+    }
+
+    /// The schema version written in the store (1 if none is).
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        Ok(match self.meta.get("schema_version")? {
+            Some(v) => String::from_utf8_lossy(&v).trim().parse().unwrap_or(0),
+            None => 1,
+        })
+    }
+
+    /// The folder the store's images are kept in.
+    pub fn images_dir(&self) -> &Path {
+        &self.images
     }
 
     /// The store's keyed hasher.
@@ -183,30 +354,60 @@ impl Store {
         }
     }
 
-    /// Stores a record and, if there is one, its report, atomically and durably.
+    /// Stores a record and, if there is one, its report, atomically and durably (a group
+    /// of one: see [`Store::commit_batch`]).
     pub async fn commit(
         &self,
         record_key: &[u8],
         record: &serde_json::Value,
         report: Option<(&str, &str, &[u8])>,
     ) -> Result<(), StoreError> {
-        let record_bytes = serde_json::to_vec(record)?;
-        let entry = match report {
-            Some((report_id, topic_suffix, payload)) => Some(serde_json::to_vec(&OutboxEntry {
-                report_id: report_id.to_owned(),
-                topic_suffix: topic_suffix.to_owned(),
-                payload: payload.to_vec(),
-            })?),
-            None => None,
-        };
-        let replaced = (&self.records, &self.outbox)
-            .transaction(|(records, outbox)| {
-                records.insert(record_key, record_bytes.as_slice())?;
-                let replaced = match &entry {
-                    Some(e) => outbox.insert(record_key, e.as_slice())?.is_some(),
-                    None => true,
-                };
-                Ok::<bool, ConflictableTransactionError<()>>(replaced)
+        self.commit_batch(&[Commit {
+            key: record_key,
+            record,
+            report,
+            waybill: None,
+        }])
+        .await
+    }
+
+    /// Stores a group of records with their reports and waybill index entries in one
+    /// transaction and one flush: the durability point (module docs). When it returns `Ok`,
+    /// every one of them survives a `kill -9`; when it fails, none was written.
+    pub async fn commit_batch(&self, batch: &[Commit<'_>]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut encoded = Vec::with_capacity(batch.len());
+        for c in batch {
+            let entry = match c.report {
+                Some((report_id, topic_suffix, payload)) => {
+                    Some(serde_json::to_vec(&OutboxEntry {
+                        report_id: report_id.to_owned(),
+                        topic_suffix: topic_suffix.to_owned(),
+                        payload: payload.to_vec(),
+                    })?)
+                }
+                None => None,
+            };
+            let index = c.waybill.map(|w| [w.as_bytes(), b"\0", c.key].concat());
+            encoded.push((c.key, serde_json::to_vec(c.record)?, entry, index));
+        }
+        let added = (&self.records, &self.outbox, &self.by_waybill)
+            .transaction(|(records, outbox, by_waybill)| {
+                let mut added = 0usize;
+                for (key, record, entry, index) in &encoded {
+                    records.insert(*key, record.as_slice())?;
+                    if let Some(e) = entry {
+                        if outbox.insert(*key, e.as_slice())?.is_none() {
+                            added += 1;
+                        }
+                    }
+                    if let Some(i) = index {
+                        by_waybill.insert(i.as_slice(), &[])?;
+                    }
+                }
+                Ok::<usize, ConflictableTransactionError<()>>(added)
             })
             .map_err(|e| match e {
                 TransactionError::Storage(e) => StoreError::Sled(e),
@@ -214,9 +415,7 @@ impl Store {
                     StoreError::Sled(sled::Error::Unsupported("transaction aborted".into()))
                 }
             })?;
-        if !replaced {
-            self.backlog.fetch_add(1, Ordering::Relaxed);
-        }
+        self.backlog.fetch_add(added, Ordering::Relaxed);
         self.db.flush_async().await?;
         Ok(())
     }
@@ -297,6 +496,11 @@ impl Store {
         })
     }
 
+    /// The database's files' size on disk (images not included).
+    pub fn db_size(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
     /// Flushes everything, from outside an async runtime.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         self.db.flush()?;
@@ -308,6 +512,19 @@ impl Store {
         self.db.flush_async().await?;
         Ok(())
     }
+}
+
+/// Brings `meta` (and whatever else a step needs) from schema `from` to [`SCHEMA_VERSION`].
+/// Each step is idempotent, so a migration cut short by a crash runs again at the next open.
+fn migrate_schema(meta: &sled::Tree, from: u32) -> Result<(), StoreError> {
+    if from < SCHEMA_VERSION {
+        tracing::info!(from, to = SCHEMA_VERSION, "migrating the store's schema");
+    }
+    // 1 → 2: no record is rewritten. Version 2 only adds fields (`image_evicted`, `slimmed`)
+    // that version 1 never wrote; the version key itself is what makes an older screenline's
+    // misreading impossible from now on.
+    meta.insert("schema_version", SCHEMA_VERSION.to_string().as_bytes())?;
+    Ok(())
 }
 
 /// Split-shipment history on disk: per (identity hash, category), the times of the latest
@@ -444,6 +661,52 @@ mod tests {
             "the key survives a reopen"
         );
         assert!(!h.contains("1101051949"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_schema_version_is_stamped_migrated_and_a_newer_one_refused() {
+        let dir = temp();
+        {
+            let store = Store::open(&dir).expect("open");
+            assert_eq!(store.schema_version().expect("version"), SCHEMA_VERSION);
+            // Make it look like a walking-skeleton store: data, no version key.
+            store.records.insert("r1", &b"{}"[..]).expect("insert");
+            store.meta.remove("schema_version").expect("remove");
+            store.flush_blocking().expect("flush");
+        }
+        {
+            let store = Store::open_with(&dir, false).expect("open without migrating");
+            assert_eq!(
+                store.schema_version().expect("version"),
+                1,
+                "left as it was"
+            );
+        }
+        {
+            let store = Store::open(&dir).expect("open migrates");
+            assert_eq!(store.schema_version().expect("version"), 2);
+            assert!(store.record(b"r1").expect("read").is_some());
+            store
+                .meta
+                .insert("schema_version", &b"99"[..])
+                .expect("insert");
+            store.flush_blocking().expect("flush");
+        }
+        let e = Store::open(&dir).err().expect("newer schema refused");
+        assert!(
+            matches!(e, StoreError::NewerSchema { found: 99, .. }),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("written by a newer screenline"),
+            "{e}"
+        );
+        // Refusing is not damage: nothing may move the store aside for it.
+        let e = recover::open_or_set_aside(&dir, std::time::SystemTime::now())
+            .err()
+            .expect("still refused");
+        assert!(matches!(e, StoreError::NewerSchema { .. }));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

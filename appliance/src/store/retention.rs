@@ -1,0 +1,456 @@
+//! Retention and the disk budget (PRODUCT.md, "Data and retention"): one sweep, run by the
+//! appliance every `store.sweep_interval_s` with the clock passed in.
+//!
+//! - **Retention**: records older than `retention_days` (by the time in their key, which is
+//!   when the parcel entered the line) are deleted with their images, reviews and waybill
+//!   index entry — except a record whose report is still in the outbox: it stays, and the
+//!   sweep says so (the appliance raises an alarm).
+//! - **Budget**: while the store (database + kept images) is over `disk_budget_mb`, cleared
+//!   parcels' images go first, oldest first; then cleared records are slimmed (scores and
+//!   model dropped; the decision, reasons, waybill, keyed hashes and image SHA-256 stay).
+//!   Flagged and manual records, their images and unsent reports are never touched to make
+//!   room: if that is not enough, the sweep reports how far over the budget the store is and
+//!   the appliance raises an alarm.
+//!
+//! sled reuses the space of deleted and rewritten records for new ones rather than shrinking
+//! its files, so slimming frees room inside the database more than on the disk; the images
+//! are what the budget really buys back (a kept X-ray is some 100 kB, a record about 1 kB).
+
+use super::{Store, StoreError};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+/// What a sweep is asked to keep.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// How long records and images stay.
+    pub keep_for: Duration,
+    /// The most the store may use on disk, if there is a budget.
+    pub budget_bytes: Option<u64>,
+}
+
+impl Retention {
+    /// The retention the configuration asks for.
+    pub fn from_config(c: &crate::config::StoreConfig) -> Retention {
+        Retention {
+            keep_for: Duration::from_secs(u64::from(c.retention_days) * 86_400),
+            budget_bytes: c.disk_budget_mb.map(|mb| mb.saturating_mul(1 << 20)),
+        }
+    }
+}
+
+/// What one sweep did and found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Sweep {
+    /// Records deleted for age (with their reviews and index entries).
+    pub expired_records: usize,
+    /// Image files deleted with them.
+    pub expired_images: usize,
+    /// Records past retention kept because their report waits for the broker.
+    pub held_unsent: usize,
+    /// Cleared parcels' image files deleted for the budget.
+    pub evicted_images: usize,
+    /// Cleared records slimmed for the budget.
+    pub slimmed_records: usize,
+    /// What the store uses on disk after the sweep (database + images), in bytes.
+    pub used_bytes: u64,
+    pub budget_bytes: Option<u64>,
+    /// How far over the budget the store still is with nothing left that may go.
+    pub over_budget_bytes: u64,
+}
+
+impl Sweep {
+    /// The budget alarm's words, if the store is over a budget it could not get under.
+    pub fn budget_alarm(&self) -> Option<String> {
+        let budget = self.budget_bytes?;
+        (self.over_budget_bytes > 0).then(|| {
+            format!(
+                "the store uses {} MB, over its budget of {} MB, and only flagged or manual records, their images and unsent reports are left, which are never deleted to make room: add disk, raise store.disk_budget_mb, or get the broker link up so reports can leave",
+                self.used_bytes >> 20,
+                budget >> 20
+            )
+        })
+    }
+
+    /// The retention alarm's words, if records past retention are held for their reports.
+    pub fn retention_alarm(&self) -> Option<String> {
+        (self.held_unsent > 0).then(|| {
+            format!(
+                "{} record(s) past retention are kept because their reports have not reached the broker",
+                self.held_unsent
+            )
+        })
+    }
+}
+
+/// The time (ms since the epoch) at the start of a record key: `{entered_ms:013}-{line}-{seq}`.
+pub(crate) fn key_millis(key: &[u8]) -> Option<u64> {
+    let digits = key.get(..13)?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn file_len(p: &std::path::Path) -> u64 {
+    std::fs::metadata(p).map_or(0, |m| m.len())
+}
+
+impl Store {
+    /// The image files of a record: the one it names and, for a dual-energy pair, the
+    /// `.low` half beside its `.high` one.
+    pub(crate) fn image_files(record: &serde_json::Value) -> Vec<PathBuf> {
+        let Some(image) = record["image"].as_str() else {
+            return Vec::new();
+        };
+        let first = PathBuf::from(image);
+        let mut files = vec![first.clone()];
+        if let Some(name) = first.file_name().and_then(|n| n.to_str()) {
+            if let Some(i) = name.rfind(".high.") {
+                files.push(first.with_file_name(format!("{}.low.{}", &name[..i], &name[i + 6..])));
+            }
+        }
+        files
+    }
+
+    /// What the store uses on disk: the database's files and the kept images.
+    pub fn disk_usage(&self) -> Result<u64, StoreError> {
+        let mut total = self.db.size_on_disk()?;
+        for entry in std::fs::read_dir(&self.images)?.flatten() {
+            total += entry.metadata().map_or(0, |m| m.len());
+        }
+        Ok(total)
+    }
+
+    /// Deletes what retention lets go and, over the budget, what the budget may take
+    /// (module docs). `now` is the sweep's clock.
+    pub fn sweep(&self, now: SystemTime, r: &Retention) -> Result<Sweep, StoreError> {
+        let mut out = Sweep {
+            budget_bytes: r.budget_bytes,
+            ..Sweep::default()
+        };
+        let cutoff = millis(now).saturating_sub(r.keep_for.as_millis() as u64);
+        for item in self.records.iter() {
+            let (k, v) = item?;
+            // Keys without a time cannot be dated: never deleted for age.
+            let Some(t) = key_millis(&k) else { continue };
+            if t >= cutoff {
+                break;
+            }
+            if self.outbox.contains_key(&k)? {
+                out.held_unsent += 1;
+                continue;
+            }
+            let record: serde_json::Value =
+                serde_json::from_slice(&v).unwrap_or(serde_json::Value::Null);
+            for f in Store::image_files(&record) {
+                if std::fs::remove_file(&f).is_ok() {
+                    out.expired_images += 1;
+                }
+            }
+            let mut prefix = k.to_vec();
+            prefix.push(0);
+            for review in self.reviews.scan_prefix(&prefix).keys() {
+                self.reviews.remove(review?)?;
+            }
+            if let Some(w) = record["waybill"].as_str() {
+                self.by_waybill.remove([w.as_bytes(), b"\0", &k].concat())?;
+            }
+            self.records.remove(&k)?;
+            out.expired_records += 1;
+        }
+        out.used_bytes = self.disk_usage()?;
+        if let Some(budget) = r.budget_bytes {
+            if out.used_bytes > budget {
+                self.evict(now, budget, &mut out)?;
+            }
+        }
+        self.db.flush()?;
+        Ok(out)
+    }
+
+    /// The budget's two passes over cleared records, oldest first.
+    fn evict(&self, now: SystemTime, budget: u64, out: &mut Sweep) -> Result<(), StoreError> {
+        let at = crate::time_fmt::format(now);
+        for pass in [Pass::Images, Pass::Slim] {
+            for item in self.records.iter() {
+                if out.used_bytes <= budget {
+                    return Ok(());
+                }
+                let (k, v) = item?;
+                let Ok(mut record) = serde_json::from_slice::<serde_json::Value>(&v) else {
+                    continue;
+                };
+                if record["decision"] != "clear" {
+                    continue;
+                }
+                match pass {
+                    Pass::Images => {
+                        let files = Store::image_files(&record);
+                        if files.is_empty() {
+                            continue;
+                        }
+                        for f in files {
+                            let len = file_len(&f);
+                            if std::fs::remove_file(&f).is_ok() {
+                                out.evicted_images += 1;
+                                out.used_bytes = out.used_bytes.saturating_sub(len);
+                            }
+                        }
+                        record["image"] = serde_json::Value::Null;
+                        record["image_evicted"] =
+                            serde_json::json!({"at": at, "why": "disk_budget"});
+                    }
+                    Pass::Slim => {
+                        if record["slimmed"] == true {
+                            continue;
+                        }
+                        if let Some(o) = record.as_object_mut() {
+                            o.remove("scores");
+                            o.remove("model");
+                            o.insert("slimmed".into(), true.into());
+                        }
+                        out.slimmed_records += 1;
+                    }
+                }
+                let bytes = serde_json::to_vec(&record)?;
+                out.used_bytes = out
+                    .used_bytes
+                    .saturating_sub((v.len() as u64).saturating_sub(bytes.len() as u64));
+                self.records.insert(&k, bytes)?;
+            }
+        }
+        out.over_budget_bytes = out.used_bytes.saturating_sub(budget);
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Pass {
+    Images,
+    Slim,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::path::Path;
+
+    const DAY: u64 = 86_400_000;
+    /// The fake clock: 2026-01-31 in ms.
+    const NOW_MS: u64 = 1_769_817_600_000;
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(NOW_MS)
+    }
+
+    fn temp() -> PathBuf {
+        let p = std::env::temp_dir().join(format!(
+            "sl-retention-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&p).expect("temp");
+        p
+    }
+
+    /// A record entered `age_days` ago with an image of `image_kb` kB (0: none); a flagged
+    /// one with its report in the outbox unless `acked`.
+    async fn put(
+        store: &Store,
+        age_days: u64,
+        seq: u32,
+        decision: &str,
+        image_kb: usize,
+        acked: bool,
+    ) -> String {
+        let id = format!("{:013}-L1-{seq}", NOW_MS - age_days * DAY);
+        let image = (image_kb > 0).then(|| {
+            let p = store.images_dir().join(format!("{id}.png"));
+            std::fs::write(&p, vec![7u8; image_kb * 1024]).expect("image");
+            p.display().to_string()
+        });
+        let record = json!({"record_id": id, "decision": decision, "waybill": format!("SF{seq}"),
+            "image": image, "scores": {"counterfeit": 0.1}, "model": "ref 0.1",
+            "report_id": (decision == "flag").then(|| format!("rep-{seq}"))});
+        let rid = format!("rep-{seq}");
+        let report = (decision == "flag").then_some((rid.as_str(), "reports/flagged", &b"{}"[..]));
+        store
+            .commit_batch(&[super::super::Commit {
+                key: id.as_bytes(),
+                record: &record,
+                report,
+                waybill: Some(&format!("SF{seq}")),
+            }])
+            .await
+            .expect("commit");
+        if acked && report.is_some() {
+            store.ack(id.as_bytes()).expect("ack");
+        }
+        id
+    }
+
+    fn exists(store: &Store, id: &str) -> bool {
+        store.record(id.as_bytes()).expect("read").is_some()
+    }
+
+    fn image_exists(dir: &Path, id: &str) -> bool {
+        dir.join(format!("{id}.png")).exists()
+    }
+
+    #[tokio::test]
+    async fn records_and_images_past_retention_go_except_unsent_reports() {
+        let dir = temp();
+        let store = Store::open(&dir).expect("open");
+        let old_clear = put(&store, 40, 1, "clear", 4, true).await;
+        let old_flag_sent = put(&store, 31, 2, "flag", 4, true).await;
+        let old_flag_unsent = put(&store, 35, 3, "flag", 4, false).await;
+        let recent = put(&store, 29, 4, "manual", 4, true).await;
+        store
+            .review(
+                &old_flag_sent,
+                super::super::review::Finding::Confirmed,
+                "op",
+                None,
+            )
+            .await
+            .expect("review");
+        let r = Retention {
+            keep_for: Duration::from_secs(30 * 86_400),
+            budget_bytes: None,
+        };
+        let s = store.sweep(now(), &r).expect("sweep");
+        assert_eq!(
+            (s.expired_records, s.expired_images, s.held_unsent),
+            (2, 2, 1),
+            "{s:?}"
+        );
+        assert!(!exists(&store, &old_clear) && !image_exists(store.images_dir(), &old_clear));
+        assert!(!exists(&store, &old_flag_sent));
+        assert!(store.reviews(&old_flag_sent).expect("reviews").is_empty());
+        assert!(store.find_by_waybill("SF2", 10).expect("search").is_empty());
+        assert!(
+            exists(&store, &old_flag_unsent),
+            "its report has not left yet"
+        );
+        assert!(image_exists(store.images_dir(), &old_flag_unsent));
+        assert!(s.retention_alarm().is_some());
+        assert!(exists(&store, &recent) && image_exists(store.images_dir(), &recent));
+        // Once the broker has it, the next sweep lets it go.
+        store.ack(old_flag_unsent.as_bytes()).expect("ack");
+        let s = store.sweep(now(), &r).expect("sweep");
+        assert_eq!((s.expired_records, s.held_unsent), (1, 0));
+        assert!(s.retention_alarm().is_none());
+        // A day later the 29-day-old one is 30 days old and goes too.
+        let s = store
+            .sweep(now() + Duration::from_millis(DAY + 1), &r)
+            .expect("sweep");
+        assert_eq!(s.expired_records, 1);
+        assert!(!exists(&store, &recent));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn over_the_budget_cleared_images_go_oldest_first_and_flagged_data_stays() {
+        let dir = temp();
+        let store = Store::open(&dir).expect("open");
+        let c1 = put(&store, 10, 1, "clear", 200, true).await;
+        let f2 = put(&store, 9, 2, "flag", 200, false).await;
+        let c3 = put(&store, 8, 3, "clear", 200, true).await;
+        let m4 = put(&store, 7, 4, "manual", 200, true).await;
+        let c5 = put(&store, 6, 5, "clear", 200, true).await;
+        let keep = Duration::from_secs(30 * 86_400);
+        let used = store.disk_usage().expect("usage");
+        // Room for all but about one and a half images: the two oldest cleared ones go.
+        let budget = used - 300 * 1024;
+        let s = store
+            .sweep(
+                now(),
+                &Retention {
+                    keep_for: keep,
+                    budget_bytes: Some(budget),
+                },
+            )
+            .expect("sweep");
+        assert_eq!(
+            (s.evicted_images, s.slimmed_records, s.over_budget_bytes),
+            (2, 0, 0),
+            "{s:?}"
+        );
+        let images = store.images_dir().to_owned();
+        assert!(!image_exists(&images, &c1) && !image_exists(&images, &c3));
+        assert!(image_exists(&images, &c5), "the newest cleared image stays");
+        assert!(image_exists(&images, &f2) && image_exists(&images, &m4));
+        let r1 = store
+            .record(c1.as_bytes())
+            .expect("read")
+            .expect("record stays");
+        assert_eq!(r1["image"], serde_json::Value::Null);
+        assert_eq!(r1["image_evicted"]["why"], "disk_budget");
+        assert_eq!(r1["decision"], "clear");
+        assert!(s.budget_alarm().is_none());
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn with_only_flagged_data_left_the_budget_raises_an_alarm_and_deletes_nothing() {
+        let dir = temp();
+        let store = Store::open(&dir).expect("open");
+        let f1 = put(&store, 5, 1, "flag", 100, false).await;
+        let m2 = put(&store, 4, 2, "manual", 100, true).await;
+        let c3 = put(&store, 3, 3, "clear", 100, true).await;
+        // Only the cleared image (100 kB) may go; the budget asks for 150 kB.
+        let budget = store.disk_usage().expect("usage") - 150 * 1024;
+        let s = store
+            .sweep(
+                now(),
+                &Retention {
+                    keep_for: Duration::from_secs(30 * 86_400),
+                    budget_bytes: Some(budget),
+                },
+            )
+            .expect("sweep");
+        // The cleared image went and the cleared record was slimmed; that was not enough.
+        assert_eq!((s.evicted_images, s.slimmed_records), (1, 1), "{s:?}");
+        assert!(s.over_budget_bytes > 0);
+        let alarm = s.budget_alarm().expect("alarm");
+        assert!(alarm.contains("never deleted"), "{alarm}");
+        let images = store.images_dir().to_owned();
+        assert!(image_exists(&images, &f1) && image_exists(&images, &m2));
+        assert!(exists(&store, &f1) && exists(&store, &m2) && exists(&store, &c3));
+        assert_eq!(store.outbox_len(), 1, "the unsent report stays");
+        let c = store.record(c3.as_bytes()).expect("read").expect("record");
+        assert_eq!(
+            (c["slimmed"].clone(), c["scores"].clone()),
+            (json!(true), json!(null))
+        );
+        let f = store.record(f1.as_bytes()).expect("read").expect("record");
+        assert_eq!(
+            f["scores"]["counterfeit"], 0.1,
+            "a flagged record is never slimmed"
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn dual_energy_pairs_are_deleted_together() {
+        let r = json!({"image": "/d/images/0001-L1-1.high.png"});
+        assert_eq!(
+            Store::image_files(&r),
+            [
+                PathBuf::from("/d/images/0001-L1-1.high.png"),
+                PathBuf::from("/d/images/0001-L1-1.low.png")
+            ]
+        );
+        assert!(Store::image_files(&json!({"image": null})).is_empty());
+        assert_eq!(key_millis(b"1769817600000-L1-4"), Some(NOW_MS));
+        assert_eq!(key_millis(b"r1"), None);
+    }
+}
