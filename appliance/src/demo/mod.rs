@@ -178,6 +178,7 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             watchlist_file: Some(watchlist),
             ..RulesConfig::default()
         },
+        regulator: Default::default(),
         lines: lines
             .iter()
             .map(|l| LineConfig {

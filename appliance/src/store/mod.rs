@@ -20,6 +20,7 @@ use thiserror::Error;
 pub mod audit;
 pub mod check;
 pub mod query;
+pub mod regulator;
 pub mod review;
 
 /// A store that could not do what was asked.
