@@ -7,6 +7,10 @@
 //! `watchlisted_sender`; a replay, a stale command and an unsigned one are refused; the
 //! flagged parcel's full image comes back on a signed evidence request with the SHA-256 the
 //! report gave; statistics arrive every few seconds; every command is in the audit log.
+//!
+//! With the broker down, flagged reports and statistics pile up on disk; when it comes up,
+//! every flagged report goes out before any statistics message. And the whole feed works
+//! over TLS with client certificates (`mqtts://`), against a Mosquitto that requires them.
 
 mod common;
 
@@ -19,8 +23,9 @@ use screenline_emulator::pty::Pty;
 use screenline_emulator::{BeltConfig, LineEmulator};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::process::Command;
-use std::time::{Duration, SystemTime};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
 
 const ROOT: &str = "screenline/v1/T1/a1";
 
@@ -310,4 +315,355 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
     assert!(!serde_json::to_string(&saved)
         .expect("json")
         .contains("11010519491231002X"));
+}
+
+/// One simulated line on pseudo-terminals: reader, controller (firmware emulator), drop folder.
+struct Line {
+    reader: Pty,
+    controller: Pty,
+    emulator: LineEmulator,
+    xray: std::path::PathBuf,
+}
+
+impl Line {
+    fn start(dir: &Path) -> Line {
+        let reader = Pty::open().expect("reader pty");
+        let controller = Pty::open().expect("controller pty");
+        let emulator =
+            LineEmulator::start(controller.master().expect("master"), BeltConfig::default())
+                .expect("emulator");
+        let xray = dir.join("xray");
+        std::fs::create_dir_all(&xray).expect("xray dir");
+        Line {
+            reader,
+            controller,
+            emulator,
+            xray,
+        }
+    }
+
+    fn config(&self, data: &Path, port: u16) -> String {
+        line_config(
+            data,
+            port,
+            self.reader.slave_path(),
+            self.controller.slave_path(),
+            &self.xray,
+        )
+    }
+
+    /// A counterfeit parcel with valid real-name data: flagged.
+    fn counterfeit_parcel(&self, n: u32) {
+        let waybill = format!("SF30000000{n:05}");
+        let mut tx = self.reader.master().expect("reader master");
+        send_record(&mut tx, &valid_waybill(&waybill));
+        self.emulator.place_parcel(400);
+        std::thread::sleep(Duration::from_millis(300));
+        let spec = xraygen::ParcelSpec {
+            category: 5,
+            counterfeit: true,
+        };
+        write_scan(
+            &self.xray,
+            &format!("scan-{n:04}"),
+            &waybill,
+            spec,
+            100 + u64::from(n),
+        )
+        .expect("scan");
+        std::thread::sleep(Duration::from_millis(700));
+    }
+}
+
+#[test]
+fn a_draining_backlog_sends_every_flagged_report_before_any_statistics() {
+    let dir = TempDir::new("regulator-backlog");
+    let port = free_port();
+    // A durable subscriber whose session the broker keeps across its restart.
+    let mut broker = start_mosquitto_persistent(dir.path(), port);
+    let sub = Sub::durable(dir.path(), port, &format!("{ROOT}/#"), "backlog-watcher");
+    terminate(&mut broker);
+
+    let line = Line::start(dir.path());
+    let config = line
+        .config(&dir.path().join("data"), port)
+        .replace("keep_alive_s = 5", "keep_alive_s = 5\nstats_period_s = 1");
+    let mut app = Appliance::start(dir.path(), &config);
+    std::thread::sleep(Duration::from_secs(2));
+    for n in 1..=3 {
+        line.counterfeit_parcel(n);
+    }
+    // Statistics periods pass while the reports wait.
+    std::thread::sleep(Duration::from_secs(2));
+    let _broker = start_mosquitto_persistent(dir.path(), port);
+    let msgs = sub.wait_for(
+        Duration::from_secs(30),
+        "three reports and statistics",
+        |m| {
+            m.iter()
+                .filter(|(t, _)| t.ends_with("/reports/flagged"))
+                .count()
+                >= 3
+                && m.iter().any(|(t, _)| t.ends_with("/stats"))
+        },
+    );
+    let order: Vec<&str> = msgs
+        .iter()
+        .filter_map(|(t, _)| t.rsplit_once(&format!("{ROOT}/")).map(|(_, x)| x))
+        .filter(|t| *t == "reports/flagged" || *t == "stats")
+        .collect();
+    let last_report = order.iter().rposition(|t| *t == "reports/flagged");
+    let first_stats = order.iter().position(|t| *t == "stats");
+    println!("order on the wire after the broker came up: {order:?}");
+    assert!(
+        last_report < first_stats,
+        "statistics overtook a flagged report: {order:?}"
+    );
+    let flagged: u64 = json_of(&msgs)
+        .iter()
+        .filter(|(t, _)| t.ends_with("/stats"))
+        .filter_map(|(_, v)| v["parcels"]["flagged"].as_u64())
+        .sum();
+    assert!(flagged <= 3, "stats count each parcel once: {flagged}");
+    assert!(
+        app.interrupt(Duration::from_secs(15)),
+        "clean exit\n{}",
+        app.log_text()
+    );
+    line.emulator.shutdown();
+}
+
+/// `openssl` with `args` in `dir`; panics with its output on failure.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl must be installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a broker certificate for 127.0.0.1 and a client certificate, PEM, in `dir`.
+fn make_certificates(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Test Regulator CA",
+        ],
+    );
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext");
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN=screenline-{name}"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &format!("{name}.pem"),
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
+    }
+    // Mosquitto drops to its own user when started as root: it must be able to read these.
+    for f in std::fs::read_dir(dir).expect("dir").flatten() {
+        let _ = std::fs::set_permissions(
+            f.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        );
+    }
+}
+
+#[test]
+fn the_feed_works_over_tls_with_client_certificates() {
+    let dir = TempDir::new("regulator-tls");
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    std::fs::set_permissions(&certs, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("certs dir permissions");
+    make_certificates(&certs);
+    let port = free_port();
+    let conf = dir.path().join("mosquitto-tls.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+             cafile {c}/ca.pem\ncertfile {c}/server.pem\nkeyfile {c}/server.key\n\
+             require_certificate true\n",
+            c = certs.display()
+        ),
+    )
+    .expect("mosquitto config");
+    let _broker = Proc(
+        Command::new(if Path::new("/usr/sbin/mosquitto").exists() {
+            "/usr/sbin/mosquitto"
+        } else {
+            "mosquitto"
+        })
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto (TLS) did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = dir.path().join("tls-sub.txt");
+    let tls_sub = |topic: &str, out: &Path| {
+        Proc(
+            Command::new("mosquitto_sub")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-q",
+                    "1",
+                    "-v",
+                    "-t",
+                    topic,
+                ])
+                .arg("--cafile")
+                .arg(certs.join("ca.pem"))
+                .arg("--cert")
+                .arg(certs.join("client.pem"))
+                .arg("--key")
+                .arg(certs.join("client.key"))
+                .stdout(std::fs::File::create(out).expect("sub output"))
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("mosquitto_sub"),
+        )
+    };
+    let _sub = tls_sub(&format!("{ROOT}/#"), &out);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let line = Line::start(dir.path());
+    let config = line
+        .config(&dir.path().join("data"), port)
+        .replace("mqtt://", "mqtts://")
+        .replace(
+            "keep_alive_s = 5",
+            &format!(
+                "keep_alive_s = 5\nca_file = \"{c}/ca.pem\"\nclient_cert_file = \"{c}/client.pem\"\nclient_key_file = \"{c}/client.key\"",
+                c = certs.display()
+            ),
+        );
+    let mut app = Appliance::start(dir.path(), &config);
+    let read = || -> Vec<(String, Value)> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter_map(|(t, p)| Some((t.to_owned(), serde_json::from_str(p).ok()?)))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !read()
+        .iter()
+        .any(|(t, v)| t.ends_with("/status") && v["state"] == "online")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no status over TLS\n{}",
+            app.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    line.counterfeit_parcel(1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        if let Some((_, v)) = read()
+            .into_iter()
+            .find(|(t, _)| t.ends_with("/reports/flagged"))
+        {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no report over TLS\n{}",
+            app.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(report["decision"], "flag");
+    assert_eq!(report["waybill"], "SF3000000000001");
+    // A client without a certificate is turned away by the broker.
+    let anon = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            "x",
+            "-m",
+            "y",
+        ])
+        .arg("--cafile")
+        .arg(certs.join("ca.pem"))
+        .stderr(Stdio::null())
+        .status()
+        .expect("mosquitto_pub");
+    assert!(!anon.success(), "the broker requires client certificates");
+    assert!(
+        app.interrupt(Duration::from_secs(15)),
+        "clean exit\n{}",
+        app.log_text()
+    );
+    line.emulator.shutdown();
 }
