@@ -7,6 +7,7 @@
 //! `watchlisted_sender`; a replay, a stale command and an unsigned one are refused; the
 //! flagged parcel's full image comes back on a signed evidence request with the SHA-256 the
 //! report gave; statistics arrive every few seconds; every command is in the audit log.
+//! Every message seen, and the commands sent, are checked against docs/schemas.
 //!
 //! With the broker down, flagged reports and statistics pile up on disk; when it comes up,
 //! every flagged report goes out before any statistics message. And the whole feed works
@@ -292,6 +293,25 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
         "{} statistics messages; {total} refusals counted; {with}",
         all.len()
     );
+
+    let schemas = Schemas::load();
+    let mut checked = std::collections::BTreeMap::new();
+    for sub in [&results, &reports, &status, &stats, &evidence] {
+        for (topic, v) in json_of(&sub.messages()) {
+            *checked.entry(schemas.check(&topic, &v)).or_insert(0) += 1;
+        }
+    }
+    for command in [&signed, &ask] {
+        let envelope: Value = serde_json::from_str(command).expect("envelope");
+        schemas.validate("cmd", &envelope);
+        let inner: Value = serde_json::from_str(envelope["payload"].as_str().expect("payload"))
+            .expect("payload JSON");
+        schemas.validate("cmd-payload", &inner);
+    }
+    println!("checked against the schemas: {checked:?}");
+    for kind in ["cmd-result", "report", "status", "stats", "evidence"] {
+        assert!(checked.contains_key(kind), "no {kind} message was checked");
+    }
 
     assert!(
         app.interrupt(Duration::from_secs(15)),
@@ -666,4 +686,68 @@ fn the_feed_works_over_tls_with_client_certificates() {
         app.log_text()
     );
     line.emulator.shutdown();
+}
+
+/// The JSON Schemas in docs/schemas, compiled, and the AsyncAPI document that names them.
+struct Schemas(std::collections::BTreeMap<String, jsonschema::Validator>);
+
+impl Schemas {
+    fn load() -> Schemas {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+        let asyncapi = std::fs::read_to_string(docs.join("asyncapi.yaml")).expect("asyncapi.yaml");
+        let mut map = std::collections::BTreeMap::new();
+        for name in [
+            "report",
+            "status",
+            "stats",
+            "cmd",
+            "cmd-payload",
+            "cmd-result",
+            "evidence",
+        ] {
+            let file = docs.join(format!("schemas/{name}.schema.json"));
+            let text = std::fs::read_to_string(&file).expect("schema file");
+            let schema: Value = serde_json::from_str(&text).expect("schema JSON");
+            assert_eq!(
+                schema["$schema"],
+                "https://json-schema.org/draft/2020-12/schema"
+            );
+            let validator = jsonschema::draft202012::new(&schema)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            if name != "cmd-payload" {
+                assert!(
+                    asyncapi.contains(&format!("./schemas/{name}.schema.json")),
+                    "asyncapi.yaml does not name {name}.schema.json"
+                );
+            }
+            map.insert(name.to_owned(), validator);
+        }
+        Schemas(map)
+    }
+
+    /// Validates `v` against the schema `name`; panics with every error.
+    fn validate(&self, name: &str, v: &Value) {
+        let errors: Vec<String> = self.0[name]
+            .iter_errors(v)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{name}: {errors:#?}\n{v}");
+    }
+
+    /// Validates a message by its topic; returns which schema it matched.
+    fn check(&self, topic: &str, v: &Value) -> &'static str {
+        let rest = topic
+            .strip_prefix(&format!("{ROOT}/"))
+            .expect("under the root");
+        let name = match rest {
+            "reports/flagged" => "report",
+            "status" => "status",
+            "stats" => "stats",
+            "cmd-result" => "cmd-result",
+            r if r.starts_with("evidence/") => "evidence",
+            other => panic!("a topic the AsyncAPI document does not describe: {other}"),
+        };
+        self.validate(name, v);
+        name
+    }
 }
