@@ -751,3 +751,51 @@ impl Schemas {
         name
     }
 }
+
+/// The README's recipe: a regulator with nothing but the `openssl` command line makes a key,
+/// gives the appliance its public key and signs a command the appliance accepts.
+#[test]
+fn a_command_signed_with_the_openssl_cli_as_the_readme_shows_verifies() {
+    let dir = TempDir::new("regulator-openssl");
+    let sh = |script: &str| -> String {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir.path())
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    sh("openssl genpkey -algorithm ed25519 -out regulator.pem");
+    let public_key =
+        sh("openssl pkey -in regulator.pem -pubout -outform DER | tail -c 32 | base64");
+    let p = payload(
+        "thresholds",
+        SystemTime::now(),
+        "ossl-0001",
+        json!({"medicine": 0.65}),
+    );
+    std::fs::write(dir.path().join("payload.json"), &p).expect("payload");
+    let signature =
+        sh("openssl pkeyutl -sign -inkey regulator.pem -rawin -in payload.json | base64 -w0");
+    let envelope =
+        json!({"schema": "screenline.cmd.v1", "payload": p, "signature": signature}).to_string();
+    let verifier = screenline::report::commands::Verifier {
+        key: Some(screenline::report::commands::parse_public_key(&public_key).expect("public key")),
+        site_id: "T1".into(),
+        appliance_id: "a1".into(),
+        max_age: Duration::from_secs(300),
+        max_future: Duration::from_secs(60),
+    };
+    let (_, verified) = verifier.verify(envelope.as_bytes(), "thresholds", SystemTime::now());
+    let verified = verified.expect("an openssl signature verifies");
+    assert_eq!(verified.nonce, "ossl-0001");
+    let tampered = envelope.replace("0.65", "0.99");
+    let (_, refused) = verifier.verify(tampered.as_bytes(), "thresholds", SystemTime::now());
+    assert_eq!(refused.map_err(|e| e.key()), Err("bad_signature"));
+}
