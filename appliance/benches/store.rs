@@ -13,6 +13,8 @@
 //! (default 100 000), `SCREENLINE_BENCH_SINGLE` the one-at-a-time records (default 2 000).
 
 use screenline::config::Config;
+use screenline::screen::rules::RuleSet;
+use screenline::screen::{model, Screener};
 use screenline::store::{compact, Commit, Store};
 use screenline::telemetry::Telemetry;
 use serde_json::json;
@@ -145,7 +147,13 @@ xray_dir = "/nonexistent"
     )?;
     let telemetry = Arc::new(Telemetry::default());
     let wake = Arc::new(tokio::sync::Notify::new());
-    let feed = screenline::report::Feed::new(&config, store.clone(), wake.clone(), telemetry)?;
+    let feed = screenline::report::Feed::new(
+        &config,
+        store.clone(),
+        screener(&config, &store)?,
+        wake.clone(),
+        telemetry,
+    )?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let t = Instant::now();
     let task = tokio::spawn(feed.run(shutdown.clone()));
@@ -237,4 +245,17 @@ fn main() -> anyhow::Result<()> {
 
 fn store_size(store: &Store) -> anyhow::Result<u64> {
     Ok(store.db_size()?)
+}
+
+/// The screening stage the feed applies regulator commands to: the real model and rules.
+fn screener(config: &Config, store: &Store) -> anyhow::Result<Arc<Screener>> {
+    let dir = model::default_model_dir().ok_or_else(|| anyhow::anyhow!("no bundled model"))?;
+    let env = model::init_runtime(config.model.ort_dylib_path.as_deref())?;
+    let model = model::Model::load(&dir, &env, 1)?;
+    let rules = RuleSet::load(
+        &config.rules,
+        store.hasher().clone(),
+        Box::new(store.split_ledger()),
+    )?;
+    Ok(Screener::new(model, rules))
 }

@@ -169,7 +169,7 @@ impl Appliance {
             telemetry.clone(),
             shutdown.clone(),
         ));
-        let feed = Feed::new(&config, store.clone(), wake, telemetry.clone())?;
+        let feed = Feed::new(&config, store.clone(), screener, wake, telemetry.clone())?;
         let feed = tokio::spawn(feed.run(shutdown.clone()));
 
         let listener = tokio::net::TcpListener::bind(config.console.listen)
@@ -407,6 +407,15 @@ impl Sink {
                 telemetry.incr(&format!("parcels.{}", s.decision.key()));
                 for r in &s.reasons {
                     telemetry.incr(&format!("reasons.{}", r.code.key()));
+                }
+                // For the regulator's statistics (report/stats.rs).
+                if s.decision == Decision::Flag {
+                    for r in &s.reasons {
+                        telemetry.incr(&format!("flagged.reason.{}", r.code.key()));
+                    }
+                    if let Some((c, _)) = s.scores.as_ref().and_then(|x| x.top()) {
+                        telemetry.incr(&format!("flagged.category.{}", c.key()));
+                    }
                 }
             }
             wake.notify_one();

@@ -48,6 +48,8 @@ pub struct Config {
     pub rules: RulesConfig,
     #[serde(default)]
     pub store: StoreConfig,
+    #[serde(default)]
+    pub regulator: RegulatorConfig,
     /// The lines this appliance serves; at least one.
     pub lines: Vec<LineConfig>,
 }
@@ -93,6 +95,57 @@ pub struct MqttConfig {
     /// Reports in flight at once; kept well below rumqttc's packet-id space. Default: 32.
     #[serde(default = "default_window")]
     pub window: usize,
+    /// Seconds between two statistics messages on `…/stats`. Default: 3600.
+    #[serde(default = "default_stats_period")]
+    pub stats_period_s: u64,
+    /// With `mqtts://`: the CA certificate(s) (PEM) the broker's certificate must chain to.
+    /// Default: none, which an `mqtts://` url refuses.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// With `mqtts://`: this appliance's client certificate chain (PEM). Default: none.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// With `mqtts://`: the client certificate's private key (PEM, PKCS#8 or RSA or SEC1).
+    /// Default: none.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+}
+
+/// The regulator's signed commands (see README, "Regulator feed").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegulatorConfig {
+    /// The regulator's Ed25519 public key: the 32 raw bytes, base64. Default: none, and then
+    /// every command is refused.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// Oldest command accepted, in seconds since its `issued_at`. Default: 300.
+    #[serde(default = "default_cmd_max_age")]
+    pub max_age_s: u64,
+    /// How far ahead of the appliance's clock a command's `issued_at` may be, in seconds.
+    /// Default: 60.
+    #[serde(default = "default_cmd_max_future")]
+    pub max_future_s: u64,
+}
+
+impl Default for RegulatorConfig {
+    fn default() -> Self {
+        RegulatorConfig {
+            public_key: None,
+            max_age_s: default_cmd_max_age(),
+            max_future_s: default_cmd_max_future(),
+        }
+    }
+}
+
+fn default_cmd_max_age() -> u64 {
+    300
+}
+fn default_cmd_max_future() -> u64 {
+    60
+}
+fn default_stats_period() -> u64 {
+    3600
 }
 
 impl Default for MqttConfig {
@@ -102,6 +155,10 @@ impl Default for MqttConfig {
             client_id: None,
             keep_alive_s: default_keep_alive(),
             window: default_window(),
+            stats_period_s: default_stats_period(),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         }
     }
 }
@@ -431,6 +488,9 @@ fn default_keep_alive() -> u64 {
 fn default_window() -> usize {
     32
 }
+/// The largest `mqtt.window`: rumqttc's in-flight limit is set to twice this plus room for
+/// status, stats and command answers, far below its 16-bit packet-id space.
+pub const MAX_WINDOW: usize = 100;
 fn default_console() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
@@ -464,20 +524,29 @@ fn default_decision_deadline() -> u64 {
 pub struct BrokerAddr {
     pub host: String,
     pub port: u16,
+    /// `mqtts://`: TLS.
+    pub tls: bool,
 }
 
-/// Parses `mqtt://HOST:PORT`.
+/// Parses `mqtt://HOST[:PORT]` (plain TCP, port 1883 by default) or `mqtts://HOST[:PORT]`
+/// (TLS, port 8883 by default).
 pub fn parse_broker_url(url: &str) -> Result<BrokerAddr, String> {
-    let rest = url.strip_prefix("mqtt://").ok_or_else(|| {
-        format!("broker url {url:?} must start with mqtt:// (TLS arrives with the mqtts:// scheme)")
-    })?;
+    let (rest, tls, default_port) = if let Some(r) = url.strip_prefix("mqtts://") {
+        (r, true, 8883)
+    } else if let Some(r) = url.strip_prefix("mqtt://") {
+        (r, false, 1883)
+    } else {
+        return Err(format!(
+            "broker url {url:?} must start with mqtts:// (TLS) or mqtt:// (plain TCP)"
+        ));
+    };
     let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (
+        Some((h, p)) if !h.ends_with(':') => (
             h,
             p.parse::<u16>()
                 .map_err(|_| format!("broker url {url:?}: port {p:?} is not a number 1-65535"))?,
         ),
-        None => (rest, 1883),
+        _ => (rest, default_port),
     };
     if host.is_empty() {
         return Err(format!("broker url {url:?} has no host"));
@@ -485,6 +554,7 @@ pub fn parse_broker_url(url: &str) -> Result<BrokerAddr, String> {
     Ok(BrokerAddr {
         host: host.trim_start_matches('[').trim_end_matches(']').into(),
         port,
+        tls,
     })
 }
 
@@ -531,13 +601,73 @@ impl Config {
         if !id_ok(&self.appliance_id) {
             p.push(format!("appliance_id = {:?}: use letters, digits, - and _ (it becomes an MQTT topic level)", self.appliance_id));
         }
-        if let Err(e) = parse_broker_url(&self.mqtt.url) {
-            p.push(format!("mqtt.url: {e}"));
+        let m = &self.mqtt;
+        match parse_broker_url(&m.url) {
+            Err(e) => p.push(format!("mqtt.url: {e}")),
+            Ok(a) if a.tls => {
+                if m.ca_file.is_none() {
+                    p.push(format!("mqtt.ca_file: {:?} is TLS; set ca_file to the PEM file of the CA that signed the broker's certificate", m.url));
+                }
+                if m.client_cert_file.is_some() != m.client_key_file.is_some() {
+                    p.push("mqtt.client_cert_file and mqtt.client_key_file: set both (a client certificate and its private key, PEM) or neither".into());
+                }
+                for (key, f) in [
+                    ("ca_file", &m.ca_file),
+                    ("client_cert_file", &m.client_cert_file),
+                    ("client_key_file", &m.client_key_file),
+                ] {
+                    if let Some(f) = f {
+                        if !f.is_file() {
+                            p.push(format!(
+                                "mqtt.{key} = {:?}: no such file; give the path of a PEM file",
+                                f
+                            ));
+                        }
+                    }
+                }
+            }
+            Ok(_) => {
+                for (key, f) in [
+                    ("ca_file", &m.ca_file),
+                    ("client_cert_file", &m.client_cert_file),
+                    ("client_key_file", &m.client_key_file),
+                ] {
+                    if f.is_some() {
+                        p.push(format!("mqtt.{key} is set but mqtt.url {:?} is plain TCP; use mqtts://HOST:PORT for TLS, or remove {key}", m.url));
+                    }
+                }
+            }
         }
-        if !(1..=100).contains(&self.mqtt.window) {
+        // rumqttc's packet ids run 1..=inflight; the feed keeps its own window (plus a
+        // few status, stats and command answers) well below that (see PITFALLS.md).
+        if !(1..=MAX_WINDOW).contains(&m.window) {
             p.push(format!(
-                "mqtt.window = {}: must be 1 to 100",
-                self.mqtt.window
+                "mqtt.window = {}: must be 1 to {MAX_WINDOW}",
+                m.window
+            ));
+        }
+        if !(1..=86_400).contains(&m.stats_period_s) {
+            p.push(format!(
+                "mqtt.stats_period_s = {}: must be 1 to 86400 (one day)",
+                m.stats_period_s
+            ));
+        }
+        let r = &self.regulator;
+        if let Some(k) = &r.public_key {
+            if let Err(e) = crate::report::commands::parse_public_key(k) {
+                p.push(format!("regulator.public_key: {e}; give the regulator's Ed25519 public key as base64 of its 32 raw bytes (see README)"));
+            }
+        }
+        if !(10..=86_400).contains(&r.max_age_s) {
+            p.push(format!(
+                "regulator.max_age_s = {}: must be 10 to 86400",
+                r.max_age_s
+            ));
+        }
+        if r.max_future_s > 3600 {
+            p.push(format!(
+                "regulator.max_future_s = {}: must be at most 3600",
+                r.max_future_s
             ));
         }
         if self.model.intra_threads == 0 {
@@ -767,12 +897,62 @@ xray_dir = "/var/spool/xray/L1"
     }
 
     #[test]
+    fn tls_and_regulator_keys_are_checked_and_explained() {
+        let tls = format!("{MINIMAL}[mqtt]\nurl = \"mqtts://b:8883\"\nclient_cert_file = \"/nonexistent/c.pem\"\n");
+        let s = Config::parse(&tls, Path::new("t.toml"))
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            s.contains("mqtt.ca_file") && s.contains("client_key_file"),
+            "{s}"
+        );
+        assert!(
+            s.contains("/nonexistent/c.pem") && s.contains("no such file"),
+            "{s}"
+        );
+        let plain = format!("{MINIMAL}[mqtt]\nca_file = \"/etc/hostname\"\n");
+        let s = Config::parse(&plain, Path::new("t.toml"))
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            s.contains("mqtt.ca_file is set but") && s.contains("mqtts://"),
+            "{s}"
+        );
+        let window = format!("{MINIMAL}[mqtt]\nwindow = 500\n");
+        assert!(Config::parse(&window, Path::new("t.toml"))
+            .expect_err("invalid")
+            .to_string()
+            .contains("mqtt.window = 500: must be 1 to 100"));
+        let key = format!("{MINIMAL}[regulator]\npublic_key = \"AAAA\"\n");
+        let s = Config::parse(&key, Path::new("t.toml"))
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            s.contains("regulator.public_key") && s.contains("32 raw bytes"),
+            "{s}"
+        );
+        let c = Config::parse(MINIMAL, Path::new("t.toml")).expect("valid");
+        assert_eq!(c.regulator.public_key, None);
+        assert_eq!(c.regulator.max_age_s, 300);
+        assert_eq!(c.mqtt.stats_period_s, 3600);
+    }
+
+    #[test]
     fn broker_urls() {
         assert_eq!(
             parse_broker_url("mqtt://127.0.0.1:1884"),
             Ok(BrokerAddr {
                 host: "127.0.0.1".into(),
-                port: 1884
+                port: 1884,
+                tls: false,
+            })
+        );
+        assert_eq!(
+            parse_broker_url("mqtts://broker.example"),
+            Ok(BrokerAddr {
+                host: "broker.example".into(),
+                port: 8883,
+                tls: true,
             })
         );
         assert!(parse_broker_url("mqtt://h:99999").is_err());

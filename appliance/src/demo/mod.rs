@@ -181,6 +181,7 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             ..RulesConfig::default()
         },
         store: Default::default(),
+        regulator: Default::default(),
         lines: lines
             .iter()
             .map(|l| LineConfig {

@@ -1,5 +1,7 @@
-//! The regulator feed over MQTT (rumqttc): drains the store's outbox at QoS 1 and keeps the
-//! retained `…/status` with a last will.
+//! The regulator feed over MQTT (rumqttc): drains the store's outbox at QoS 1, keeps the
+//! retained `…/status` with a last will, sends the periodic statistics ([`stats`]) after every
+//! flagged report, and takes the regulator's signed commands ([`commands`]) on `…/cmd/+`,
+//! answering each on `…/cmd-result`.
 //!
 //! rumqttc's `publish` returning means queued, nothing more, and with a clean session it
 //! drops whatever was unacknowledged when the link fell. So this task is the only publisher
@@ -8,16 +10,20 @@
 //! and after every ConnAck re-sends everything still in the outbox. At most `window`
 //! publishes are outstanding, well below rumqttc's packet-id space.
 
+pub mod commands;
 pub mod payload;
+pub mod stats;
 
 use crate::config::{parse_broker_url, Config};
+use crate::screen::Screener;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
+use commands::{Command, Refusal, Verified, Verifier};
 use rand::Rng;
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -26,36 +32,74 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// How long a clean shutdown waits for the broker to take the `stopped` status.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
+/// Largest message the feed sends or takes (an evidence image, base64, must fit).
+const MAX_PACKET: usize = 8 << 20;
+/// Publishes other than reports (status, stats, command answers, evidence) that may be
+/// outstanding besides the report window.
+const CONTROL_ROOM: usize = 16;
+
 #[derive(Debug, Clone)]
 enum InFlight {
     Report(Vec<u8>),
+    Stats(Vec<u8>),
     Status,
+    /// A command's answer or evidence: at least once while the link holds, not kept on disk
+    /// (the regulator asks again).
+    Control,
 }
 
 /// The feed's task.
 pub struct Feed {
     root: String,
+    site_id: String,
+    appliance_id: String,
     opts: MqttOptions,
     window: usize,
+    stats_period: Duration,
     store: Arc<Store>,
+    screener: Arc<Screener>,
+    verifier: Verifier,
     wake: Arc<Notify>,
     telemetry: Arc<Telemetry>,
 }
 
 impl Feed {
-    /// A feed for `config`, draining `store`; `wake` is notified when the outbox grows.
+    /// A feed for `config`, draining `store`; `wake` is notified when the outbox grows;
+    /// regulator commands change `screener`'s watch-list and thresholds.
     pub fn new(
         config: &Config,
         store: Arc<Store>,
+        screener: Arc<Screener>,
         wake: Arc<Notify>,
         telemetry: Arc<Telemetry>,
     ) -> anyhow::Result<Feed> {
         let addr = parse_broker_url(&config.mqtt.url).map_err(anyhow::Error::msg)?;
         let root = config.topic_root();
-        let mut opts = MqttOptions::new(config.client_id(), addr.host, addr.port);
+        let mut opts = MqttOptions::new(config.client_id(), addr.host.clone(), addr.port);
+        if addr.tls {
+            opts.set_transport(rumqttc::Transport::tls_with_config(tls::client_config(
+                &config.mqtt,
+            )?));
+        }
+        // rumqttc numbers packets 1..=inflight; our own window (plus the control messages)
+        // stays at most half of it, so that packet ids never collide (PITFALLS.md).
+        let inflight = ((config.mqtt.window + CONTROL_ROOM) * 2).min(u16::MAX as usize) as u16;
+        let key = match &config.regulator.public_key {
+            Some(k) => Some(
+                commands::parse_public_key(k)
+                    .map_err(|e| anyhow::anyhow!("regulator.public_key: {e}"))?,
+            ),
+            None => None,
+        };
+        if key.is_none() {
+            tracing::warn!(
+                "no [regulator] public_key configured: every regulator command will be refused"
+            );
+        }
         opts.set_keep_alive(Duration::from_secs(config.mqtt.keep_alive_s))
             .set_clean_session(true)
-            .set_max_packet_size(4 << 20, 4 << 20)
+            .set_inflight(inflight)
+            .set_max_packet_size(MAX_PACKET, MAX_PACKET)
             .set_last_will(LastWill::new(
                 format!("{root}/status"),
                 payload::status("offline", &telemetry),
@@ -64,9 +108,20 @@ impl Feed {
             ));
         Ok(Feed {
             root,
+            site_id: config.site_id.clone(),
+            appliance_id: config.appliance_id.clone(),
             opts,
             window: config.mqtt.window,
+            stats_period: Duration::from_secs(config.mqtt.stats_period_s),
             store,
+            screener,
+            verifier: Verifier {
+                key,
+                site_id: config.site_id.clone(),
+                appliance_id: config.appliance_id.clone(),
+                max_age: Duration::from_secs(config.regulator.max_age_s),
+                max_future: Duration::from_secs(config.regulator.max_future_s),
+            },
             wake,
             telemetry,
         })
@@ -80,9 +135,23 @@ impl Feed {
     /// next connection, such a stale event would shift every packet id → report mapping by
     /// one, and a PUBACK would clear a report the broker never received.
     pub async fn run(self, shutdown: CancellationToken) {
+        let stats = tokio::spawn(stats::run(
+            self.stats_period,
+            self.site_id.clone(),
+            self.appliance_id.clone(),
+            self.store.clone(),
+            self.wake.clone(),
+            self.telemetry.clone(),
+            shutdown.clone(),
+        ));
+        self.connect_loop(&shutdown).await;
+        let _ = stats.await;
+    }
+
+    async fn connect_loop(&self, shutdown: &CancellationToken) {
         let mut backoff = BACKOFF_MIN;
         loop {
-            let Some(error) = self.connection(&shutdown, &mut backoff).await else {
+            let Some(error) = self.connection(shutdown, &mut backoff).await else {
                 return;
             };
             self.telemetry.incr("feed.connection_errors");
@@ -103,8 +172,13 @@ impl Feed {
         shutdown: &CancellationToken,
         backoff: &mut Duration,
     ) -> Option<String> {
-        let (client, mut eventloop) = AsyncClient::new(self.opts.clone(), self.window * 2 + 8);
+        let (client, mut eventloop) =
+            AsyncClient::new(self.opts.clone(), self.window * 2 + CONTROL_ROOM * 2);
         let status_topic = format!("{}/status", self.root);
+        let cmd_prefix = format!("{}/cmd/", self.root);
+        // Command answers and evidence waiting for room in rumqttc's queue.
+        let mut control: VecDeque<(String, Vec<u8>)> = VecDeque::new();
+        let mut outstanding_stats: HashSet<Vec<u8>> = HashSet::new();
         let mut connected = false;
         // Publishes handed to rumqttc whose packet id we have not seen yet, in order.
         let mut queued: VecDeque<InFlight> = VecDeque::new();
@@ -120,7 +194,22 @@ impl Feed {
             self.telemetry
                 .set("feed.backlog", self.store.outbox_len() as u64);
             if connected && !stopping {
-                self.top_up(&client, &mut queued, &mut outstanding);
+                while let Some((topic, body)) = control.front() {
+                    if client
+                        .try_publish(topic.clone(), QoS::AtLeastOnce, false, body.clone())
+                        .is_err()
+                    {
+                        break;
+                    }
+                    control.pop_front();
+                    queued.push_back(InFlight::Control);
+                }
+                self.top_up(
+                    &client,
+                    &mut queued,
+                    &mut outstanding,
+                    &mut outstanding_stats,
+                );
             }
             tokio::select! {
                 ev = eventloop.poll() => match ev.inspect(|e| self.heard(e)) {
@@ -130,6 +219,10 @@ impl Feed {
                         self.telemetry.link("broker", true, "connected");
                         let state = if stopping { "stopped" } else { "online" };
                         links_seen = self.telemetry.get("links.changes");
+                        // A clean session forgets subscriptions: subscribe on every ConnAck.
+                        if let Err(e) = client.try_subscribe(format!("{cmd_prefix}+"), QoS::AtLeastOnce) {
+                            tracing::error!(error = %e, "cannot subscribe to regulator commands");
+                        }
                         if client
                             .try_publish(&status_topic, QoS::AtLeastOnce, true, payload::status(state, &self.telemetry))
                             .is_ok()
@@ -151,11 +244,25 @@ impl Feed {
                                 Err(e) => tracing::error!(error = %e, "cannot clear an acknowledged report; it will be sent again"),
                             }
                         }
+                        Some(InFlight::Stats(key)) => {
+                            outstanding_stats.remove(&key);
+                            match self.store.ack_stats(&key) {
+                                Ok(true) => self.telemetry.incr("feed.stats_acked"),
+                                Ok(false) => {}
+                                Err(e) => tracing::error!(error = %e, "cannot clear acknowledged statistics; they will be sent again"),
+                            }
+                        }
                         Some(InFlight::Status) if stopping => {
                             let _ = client.try_disconnect();
                         }
                         _ => {}
                     },
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if let Some(name) = p.topic.strip_prefix(&cmd_prefix) {
+                            let name = name.to_owned();
+                            control.extend(self.command(&name, &p.payload).await);
+                        }
+                    }
                     Ok(Event::Outgoing(Outgoing::Disconnect)) if stopping => return None,
                     Ok(_) => {}
                     Err(e) if stopping => {
@@ -203,14 +310,18 @@ impl Feed {
         }
     }
 
-    /// Hands rumqttc the next outbox entries, up to the window.
+    /// Hands rumqttc the next outbox entries, up to the window; statistics only when no
+    /// flagged report is waiting to be sent.
     fn top_up(
         &self,
         client: &AsyncClient,
         queued: &mut VecDeque<InFlight>,
         outstanding: &mut HashSet<Vec<u8>>,
+        outstanding_stats: &mut HashSet<Vec<u8>>,
     ) {
-        let room = self.window.saturating_sub(outstanding.len());
+        let room = self
+            .window
+            .saturating_sub(outstanding.len() + outstanding_stats.len());
         if room == 0 {
             return;
         }
@@ -221,8 +332,36 @@ impl Feed {
                 return;
             }
         };
+        if batch.is_empty() {
+            let stats = match self
+                .store
+                .stats_batch(room, |k| outstanding_stats.contains(k))
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the statistics outbox");
+                    return;
+                }
+            };
+            let topic = format!("{}/stats", self.root);
+            for (key, body) in stats {
+                if client
+                    .try_publish(topic.clone(), QoS::AtLeastOnce, false, body)
+                    .is_err()
+                {
+                    break;
+                }
+                queued.push_back(InFlight::Stats(key.clone()));
+                outstanding_stats.insert(key);
+            }
+            return;
+        }
         for (q, suffix) in batch {
             let topic = format!("{}/{}", self.root, suffix);
+            // For evidence requests: which record this report came from.
+            if let Err(e) = self.store.index_report(&q.report_id, &q.key) {
+                tracing::warn!(error = %e, report = %q.report_id, "report not indexed; evidence for it will be refused");
+            }
             match client.try_publish(topic, QoS::AtLeastOnce, false, q.payload) {
                 Ok(()) => {
                     queued.push_back(InFlight::Report(q.key.clone()));
@@ -235,4 +374,120 @@ impl Feed {
             }
         }
     }
+
+    /// Verifies, applies, audits and answers one regulator command; returns what to publish
+    /// (the answer, and the evidence for an accepted `evidence` command).
+    async fn command(&self, name: &str, raw: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let now = SystemTime::now();
+        let (claimed, verified) = self.verifier.verify(raw, name, now);
+        let verified_ok = verified.is_ok();
+        let outcome = match verified {
+            Err(r) => Err(r),
+            Ok(v) => {
+                let forget = now.checked_sub(self.verifier.max_age).unwrap_or(now);
+                match self.store.claim_nonce(&v.nonce, v.issued_at, forget).await {
+                    Ok(true) => self.apply(v).await,
+                    Ok(false) => Err(Refusal::Replay(v.nonce)),
+                    Err(e) => Err(Refusal::Store(e.to_string())),
+                }
+            }
+        };
+        let mut out = Vec::new();
+        let (ok, message) = match outcome {
+            Ok((message, extra)) => {
+                self.telemetry.incr("cmd.accepted");
+                tracing::info!(command = %name, nonce = ?claimed.nonce, "regulator command applied: {message}");
+                out.extend(extra);
+                (true, message)
+            }
+            Err(r) => {
+                self.telemetry.incr("cmd.refused");
+                self.telemetry.incr(&format!("cmd.refused.{}", r.key()));
+                tracing::warn!(command = %name, nonce = ?claimed.nonce, why = r.key(), "regulator command refused: {r}");
+                (false, format!("refused ({}): {r}", r.key()))
+            }
+        };
+        // Only a verified signature makes the sender the regulator.
+        let actor = if verified_ok {
+            "regulator"
+        } else {
+            "unverified"
+        };
+        let action = format!("cmd.{}", commands::audit_name(name));
+        let target = claimed.nonce.as_deref().unwrap_or("-");
+        if let Err(e) = self.store.audit(actor, &action, target, &message).await {
+            self.telemetry.incr("cmd.audit_errors");
+            tracing::error!(error = %e, "regulator command not audited");
+        }
+        out.insert(
+            0,
+            (
+                format!("{}/cmd-result", self.root),
+                commands::result(&claimed, ok, &message),
+            ),
+        );
+        out
+    }
+
+    /// Acts on a verified command whose nonce is claimed: the message for the answer and
+    /// anything else to publish.
+    async fn apply(&self, v: Verified) -> Result<(String, Option<(String, Vec<u8>)>), Refusal> {
+        match v.command {
+            Command::Watchlist => {
+                let file = commands::watchlist_body(&v.body)?;
+                let hasher = self.store.hasher();
+                let hashed = commands::hashed_watchlist(&file, hasher);
+                self.store
+                    .save_watchlist(&hashed)
+                    .await
+                    .map_err(|e| Refusal::Store(e.to_string()))?;
+                let list = crate::screen::rules::Watchlist::from_file(file, hasher);
+                let (version, entries) = (list.version.clone(), list.len());
+                let old = self.screener.set_watchlist(list);
+                self.telemetry.link(
+                    "watchlist",
+                    true,
+                    format!("version {version} ({entries} entries)"),
+                );
+                Ok((
+                    format!("watch-list version {version} applied ({entries} entries; was version {old:?})"),
+                    None,
+                ))
+            }
+            Command::Thresholds => {
+                let t = commands::thresholds_body(&v.body)?;
+                self.screener.set_thresholds(&t);
+                let list: Vec<String> = t.iter().map(|(c, x)| format!("{c}={x}")).collect();
+                Ok((format!("thresholds set: {}", list.join(", ")), None))
+            }
+            Command::Evidence => {
+                let report_id = commands::evidence_body(&v.body)?;
+                let missing = || Refusal::NoEvidence(report_id.clone());
+                let record = self
+                    .store
+                    .record_for_report(&report_id)
+                    .map_err(|e| Refusal::Store(e.to_string()))?
+                    .ok_or_else(missing)?;
+                let path = record["image"].as_str().ok_or_else(missing)?;
+                let path = std::path::PathBuf::from(path);
+                let image = tokio::fs::read(&path).await.map_err(|_| missing())?;
+                // base64 grows by a third; leave room for the JSON around it.
+                if image.len() / 3 * 4 + 4096 > MAX_PACKET {
+                    return Err(Refusal::TooLarge(image.len()));
+                }
+                let format = path.extension().and_then(|e| e.to_str()).unwrap_or("bin");
+                let record_id = record["record_id"].as_str().unwrap_or("");
+                let body = commands::evidence_payload(&report_id, record_id, format, &image);
+                Ok((
+                    format!(
+                        "image of {report_id} ({} bytes) published on evidence/{report_id}",
+                        image.len()
+                    ),
+                    Some((format!("{}/evidence/{report_id}", self.root), body)),
+                ))
+            }
+        }
+    }
 }
+
+mod tls;

@@ -44,6 +44,7 @@ pub mod check;
 pub mod compact;
 pub mod query;
 pub mod recover;
+pub mod regulator;
 pub mod retention;
 pub mod review;
 

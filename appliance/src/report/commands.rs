@@ -1,0 +1,629 @@
+//! The regulator's signed commands (`{root}/cmd/{command}`): verification as pure functions,
+//! the envelope's format, and the bodies of `watchlist`, `thresholds` and `evidence`. The
+//! feed ([`super::Feed`]) does the I/O: it claims the nonce in the store, applies the command,
+//! audits it and answers on `{root}/cmd-result`.
+//!
+//! # The envelope (`screenline.cmd.v1`)
+//!
+//! ```json
+//! {"schema": "screenline.cmd.v1",
+//!  "payload": "{\"command\":\"thresholds\",\"site_id\":\"SZ01\",\"appliance_id\":\"xr-01\",\"issued_at\":\"2026-11-25T16:00:00Z\",\"nonce\":\"4f1c9a0e2b7d\",\"body\":{\"medicine\":0.7}}",
+//!  "signature": "base64 of the 64-byte Ed25519 signature"}
+//! ```
+//!
+//! The signature is over the exact UTF-8 bytes of the `payload` string (after JSON
+//! unescaping of the envelope), so nothing has to be canonicalised: the regulator signs the
+//! bytes it puts in the string, and the appliance verifies those bytes before it reads them.
+//! The payload names the appliance (`site_id`, `appliance_id`) so that a command signed for
+//! one appliance cannot be replayed to another, carries `issued_at` (RFC 3339, UTC) checked
+//! against `[regulator] max_age_s` and `max_future_s`, and a `nonce` (8–128 of
+//! `A-Z a-z 0-9 - _`) that the appliance accepts once.
+
+use crate::domain::Category;
+use crate::screen::rules::WatchlistFile;
+use base64::Engine;
+use ed25519_dalek::{Signature, VerifyingKey};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+use thiserror::Error;
+
+/// The envelope's `schema`.
+pub const CMD_SCHEMA: &str = "screenline.cmd.v1";
+/// The answer's `schema`.
+pub const RESULT_SCHEMA: &str = "screenline.cmd-result.v1";
+
+/// The commands a regulator may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Replace the watch-list (body: the watch-list file format).
+    Watchlist,
+    /// Set counterfeit thresholds per category (body: `{category_key: 0..1}`).
+    Thresholds,
+    /// Publish a report's full image (body: `{"report_id": "rpt-…"}`).
+    Evidence,
+}
+
+impl Command {
+    /// The command's name, as in the topic and the payload.
+    pub fn key(self) -> &'static str {
+        match self {
+            Command::Watchlist => "watchlist",
+            Command::Thresholds => "thresholds",
+            Command::Evidence => "evidence",
+        }
+    }
+
+    /// Parses a command name.
+    pub fn from_key(key: &str) -> Option<Command> {
+        [Command::Watchlist, Command::Thresholds, Command::Evidence]
+            .into_iter()
+            .find(|c| c.key() == key)
+    }
+}
+
+/// Why a command was refused. Every variant has a counter `cmd.refused.<key>`.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum Refusal {
+    #[error(
+        "no regulator public key is configured ([regulator] public_key): every command is refused"
+    )]
+    NoKey,
+    #[error("malformed command: {0}")]
+    Malformed(String),
+    #[error("unsigned command: the envelope has no signature")]
+    Unsigned,
+    #[error("the signature does not verify against the regulator's public key")]
+    BadSignature,
+    #[error("stale command: issued {age_s} s ago, more than the {max_s} s allowed")]
+    Stale { age_s: u64, max_s: u64 },
+    #[error("command issued {ahead_s} s in the future, more than the {max_s} s allowed")]
+    Future { ahead_s: u64, max_s: u64 },
+    #[error("replayed command: nonce {0:?} was seen before")]
+    Replay(String),
+    #[error("the topic names command {topic:?} but the payload says {command:?}")]
+    WrongTopic { topic: String, command: String },
+    #[error("the command is addressed to {0}, not to this appliance")]
+    WrongTarget(String),
+    #[error("unknown command {0:?} (watchlist, thresholds, evidence)")]
+    UnknownCommand(String),
+    #[error("malformed body: {0}")]
+    BadBody(String),
+    #[error("no image for report {0:?}: unknown report, or its image was deleted or evicted")]
+    NoEvidence(String),
+    #[error("the image is {0} bytes, too large for one message")]
+    TooLarge(usize),
+    #[error("the appliance's store failed: {0}")]
+    Store(String),
+}
+
+impl Refusal {
+    /// The short key used in counters and audit entries.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Refusal::NoKey => "no_key",
+            Refusal::Malformed(_) => "malformed",
+            Refusal::Unsigned => "unsigned",
+            Refusal::BadSignature => "bad_signature",
+            Refusal::Stale { .. } => "stale",
+            Refusal::Future { .. } => "future",
+            Refusal::Replay(_) => "replay",
+            Refusal::WrongTopic { .. } => "wrong_topic",
+            Refusal::WrongTarget(_) => "wrong_target",
+            Refusal::UnknownCommand(_) => "unknown_command",
+            Refusal::BadBody(_) => "bad_body",
+            Refusal::NoEvidence(_) => "no_evidence",
+            Refusal::TooLarge(_) => "too_large",
+            Refusal::Store(_) => "store_error",
+        }
+    }
+}
+
+/// What the appliance checks commands against.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    /// The regulator's key; without one every command is refused.
+    pub key: Option<VerifyingKey>,
+    pub site_id: String,
+    pub appliance_id: String,
+    /// Oldest `issued_at` accepted, as an age.
+    pub max_age: Duration,
+    /// How far ahead of our clock `issued_at` may be.
+    pub max_future: Duration,
+}
+
+/// Parses the configured public key: base64 of the raw 32-byte Ed25519 key.
+pub fn parse_public_key(b64: &str) -> Result<VerifyingKey, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|e| format!("not base64 ({e})"))?;
+    let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+        format!(
+            "{} bytes; an Ed25519 public key is 32 raw bytes, base64-encoded",
+            bytes.len()
+        )
+    })?;
+    VerifyingKey::from_bytes(&arr).map_err(|e| format!("not an Ed25519 public key ({e})"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope {
+    schema: String,
+    payload: String,
+    #[serde(default)]
+    signature: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Payload {
+    command: String,
+    site_id: String,
+    appliance_id: String,
+    issued_at: String,
+    nonce: String,
+    body: Value,
+}
+
+/// What a command says about itself before it is trusted: echoed in the answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Claimed {
+    pub nonce: Option<String>,
+    pub command: Option<String>,
+}
+
+/// A command whose signature, target, age and topic were checked. The nonce is still to be
+/// claimed (in the store) before it is acted on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    pub command: Command,
+    pub nonce: String,
+    pub issued_at: SystemTime,
+    pub body: Value,
+}
+
+fn nonce_ok(n: &str) -> bool {
+    (8..=128).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Verifier {
+    /// Checks a command received on `{root}/cmd/{topic_command}` at `now`. Returns what the
+    /// command claims (for the answer) and the verified command or why it is refused.
+    pub fn verify(
+        &self,
+        raw: &[u8],
+        topic_command: &str,
+        now: SystemTime,
+    ) -> (Claimed, Result<Verified, Refusal>) {
+        let mut claimed = Claimed {
+            nonce: None,
+            command: Some(topic_command.to_owned()),
+        };
+        let env: Envelope = match serde_json::from_slice(raw) {
+            Ok(e) => e,
+            Err(e) => {
+                return (
+                    claimed,
+                    Err(Refusal::Malformed(format!(
+                        "not a {CMD_SCHEMA} envelope: {e}"
+                    ))),
+                )
+            }
+        };
+        if env.schema != CMD_SCHEMA {
+            return (
+                claimed,
+                Err(Refusal::Malformed(format!(
+                    "schema {:?}, expected {CMD_SCHEMA:?}",
+                    env.schema
+                ))),
+            );
+        }
+        let payload: Payload = match serde_json::from_str(&env.payload) {
+            Ok(p) => p,
+            Err(e) => return (claimed, Err(Refusal::Malformed(format!("payload: {e}")))),
+        };
+        claimed.nonce = Some(payload.nonce.clone());
+        let result = self.check(&env, payload, topic_command, now);
+        (claimed, result)
+    }
+
+    fn check(
+        &self,
+        env: &Envelope,
+        payload: Payload,
+        topic_command: &str,
+        now: SystemTime,
+    ) -> Result<Verified, Refusal> {
+        let key = self.key.as_ref().ok_or(Refusal::NoKey)?;
+        let sig_b64 = env
+            .signature
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .ok_or(Refusal::Unsigned)?;
+        let sig = base64::engine::general_purpose::STANDARD
+            .decode(sig_b64.trim())
+            .ok()
+            .and_then(|b| Signature::from_slice(&b).ok())
+            .ok_or(Refusal::BadSignature)?;
+        key.verify_strict(env.payload.as_bytes(), &sig)
+            .map_err(|_| Refusal::BadSignature)?;
+        // From here on the payload is the regulator's own words.
+        if payload.command != topic_command {
+            return Err(Refusal::WrongTopic {
+                topic: topic_command.to_owned(),
+                command: payload.command,
+            });
+        }
+        if payload.site_id != self.site_id || payload.appliance_id != self.appliance_id {
+            return Err(Refusal::WrongTarget(format!(
+                "{}/{}",
+                payload.site_id, payload.appliance_id
+            )));
+        }
+        if !nonce_ok(&payload.nonce) {
+            return Err(Refusal::Malformed(
+                "nonce must be 8 to 128 of A-Z a-z 0-9 - _".into(),
+            ));
+        }
+        let issued_at = crate::time_fmt::parse(&payload.issued_at)
+            .map_err(|e| Refusal::Malformed(format!("issued_at {:?}: {e}", payload.issued_at)))?;
+        match now.duration_since(issued_at) {
+            Ok(age) if age > self.max_age => {
+                return Err(Refusal::Stale {
+                    age_s: age.as_secs(),
+                    max_s: self.max_age.as_secs(),
+                })
+            }
+            Err(ahead) if ahead.duration() > self.max_future => {
+                return Err(Refusal::Future {
+                    ahead_s: ahead.duration().as_secs(),
+                    max_s: self.max_future.as_secs(),
+                })
+            }
+            _ => {}
+        }
+        let command = Command::from_key(&payload.command)
+            .ok_or_else(|| Refusal::UnknownCommand(payload.command.clone()))?;
+        Ok(Verified {
+            command,
+            nonce: payload.nonce,
+            issued_at,
+            body: payload.body,
+        })
+    }
+}
+
+/// The `watchlist` body: the watch-list file format.
+pub fn watchlist_body(body: &Value) -> Result<WatchlistFile, Refusal> {
+    let file: WatchlistFile = serde_json::from_value(body.clone())
+        .map_err(|e| Refusal::BadBody(format!("watch-list: {e}")))?;
+    if file.version.trim().is_empty() {
+        return Err(Refusal::BadBody("watch-list: empty version".into()));
+    }
+    Ok(file)
+}
+
+/// The `thresholds` body: `{category_key: 0..1}`, at least one.
+pub fn thresholds_body(body: &Value) -> Result<BTreeMap<Category, f32>, Refusal> {
+    let map = body
+        .as_object()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| Refusal::BadBody("thresholds: an object of category key → 0..1".into()))?;
+    let mut out = BTreeMap::new();
+    for (k, v) in map {
+        let cat = Category::from_key(k).ok_or_else(|| {
+            Refusal::BadBody(format!(
+                "thresholds: {k:?} is not a category key (one of {})",
+                Category::ALL.map(|c| c.key()).join(", ")
+            ))
+        })?;
+        let t = v
+            .as_f64()
+            .filter(|t| (0.0..=1.0).contains(t))
+            .ok_or_else(|| Refusal::BadBody(format!("thresholds: {k} = {v}: must be 0 to 1")))?;
+        out.insert(cat, t as f32);
+    }
+    Ok(out)
+}
+
+/// The `evidence` body: `{"report_id": "rpt-…"}`.
+pub fn evidence_body(body: &Value) -> Result<String, Refusal> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct B {
+        report_id: String,
+    }
+    let b: B = serde_json::from_value(body.clone())
+        .map_err(|e| Refusal::BadBody(format!("evidence: {e}")))?;
+    let ok = b.report_id.len() <= 64
+        && b.report_id.starts_with("rpt-")
+        && b.report_id[4..].bytes().all(|c| c.is_ascii_hexdigit());
+    if !ok {
+        return Err(Refusal::BadBody(format!(
+            "evidence: {:?} is not a report id (rpt- and hex)",
+            b.report_id
+        )));
+    }
+    Ok(b.report_id)
+}
+
+/// The command's name for the audit log: a known command, else `unknown` (the topic level is
+/// the sender's choice and is not copied into the log).
+pub fn audit_name(topic_command: &str) -> &'static str {
+    Command::from_key(topic_command).map_or("unknown", Command::key)
+}
+
+/// The watch-list as the store keeps it: keyed hashes of the trimmed values (as
+/// [`crate::screen::rules::Watchlist::from_file`] hashes them), never the plain values.
+pub fn hashed_watchlist(
+    file: &WatchlistFile,
+    hasher: &crate::store::KeyedHasher,
+) -> crate::store::regulator::HashedWatchlist {
+    let h = |v: &[String]| -> Vec<String> {
+        let mut out: Vec<String> = v.iter().map(|x| hasher.hash(x.trim())).collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    };
+    crate::store::regulator::HashedWatchlist {
+        version: file.version.clone(),
+        id_keys: h(&file.id_numbers),
+        phone_keys: h(&file.phones),
+        customer_keys: h(&file.agreement_customers),
+    }
+}
+
+/// The `screenline.cmd-result.v1` answer.
+pub fn result(claimed: &Claimed, ok: bool, message: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "schema": RESULT_SCHEMA,
+        "nonce": claimed.nonce,
+        "command": claimed.command,
+        "ok": ok,
+        "message": message,
+    }))
+    .unwrap_or_default()
+}
+
+/// The `screenline.evidence.v1` payload: the full stored image.
+pub fn evidence_payload(report_id: &str, record_id: &str, format: &str, image: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    serde_json::to_vec(&json!({
+        "schema": "screenline.evidence.v1",
+        "report_id": report_id,
+        "record_id": record_id,
+        "format": format,
+        "image_sha256": hex::encode(Sha256::digest(image)),
+        "image_base64": base64::engine::general_purpose::STANDARD.encode(image),
+    }))
+    .unwrap_or_default()
+}
+
+/// Signs a payload as the regulator does: the envelope for `payload_json` (tests, docs).
+pub fn sign_envelope(key: &ed25519_dalek::SigningKey, payload_json: &str) -> String {
+    use ed25519_dalek::Signer;
+    let sig = key.sign(payload_json.as_bytes());
+    json!({
+        "schema": CMD_SCHEMA,
+        "payload": payload_json,
+        "signature": base64::engine::general_purpose::STANDARD.encode(sig.to_bytes()),
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&rand::random::<[u8; 32]>())
+    }
+
+    fn verifier(k: &SigningKey) -> Verifier {
+        Verifier {
+            key: Some(k.verifying_key()),
+            site_id: "SZ01".into(),
+            appliance_id: "xr-01".into(),
+            max_age: Duration::from_secs(300),
+            max_future: Duration::from_secs(60),
+        }
+    }
+
+    fn payload(command: &str, issued: SystemTime, nonce: &str, body: Value) -> String {
+        json!({
+            "command": command, "site_id": "SZ01", "appliance_id": "xr-01",
+            "issued_at": crate::time_fmt::format(issued), "nonce": nonce, "body": body,
+        })
+        .to_string()
+    }
+
+    fn check(v: &Verifier, env: &str, topic: &str) -> Result<Verified, Refusal> {
+        v.verify(env.as_bytes(), topic, SystemTime::now()).1
+    }
+
+    #[test]
+    fn a_signed_fresh_command_verifies() {
+        let k = key();
+        let v = verifier(&k);
+        let p = payload(
+            "thresholds",
+            SystemTime::now(),
+            "nonce-0001",
+            json!({"medicine": 0.7}),
+        );
+        let (claimed, r) = v.verify(
+            sign_envelope(&k, &p).as_bytes(),
+            "thresholds",
+            SystemTime::now(),
+        );
+        let ok = r.expect("verifies");
+        assert_eq!(ok.command, Command::Thresholds);
+        assert_eq!(ok.nonce, "nonce-0001");
+        assert_eq!(claimed.nonce.as_deref(), Some("nonce-0001"));
+        assert_eq!(
+            thresholds_body(&ok.body).expect("body")[&Category::Medicine],
+            0.7
+        );
+    }
+
+    #[test]
+    fn every_refusal_reason() {
+        let k = key();
+        let v = verifier(&k);
+        let now = SystemTime::now();
+        let fresh = payload("watchlist", now, "nonce-0002", json!({"version": "7"}));
+        // No key configured.
+        let nokey = Verifier {
+            key: None,
+            ..v.clone()
+        };
+        assert_eq!(
+            check(&nokey, &sign_envelope(&k, &fresh), "watchlist"),
+            Err(Refusal::NoKey)
+        );
+        // Not JSON, wrong schema, payload not the payload format.
+        assert_eq!(
+            check(&v, "{", "watchlist").map_err(|e| e.key()),
+            Err("malformed")
+        );
+        let other = sign_envelope(&k, &fresh).replace(CMD_SCHEMA, "screenline.cmd.v0");
+        assert_eq!(
+            check(&v, &other, "watchlist").map_err(|e| e.key()),
+            Err("malformed")
+        );
+        let junk = sign_envelope(&k, r#"{"command":"watchlist"}"#);
+        assert_eq!(
+            check(&v, &junk, "watchlist").map_err(|e| e.key()),
+            Err("malformed")
+        );
+        // Unsigned: no signature field, or an empty one.
+        let unsigned = json!({"schema": CMD_SCHEMA, "payload": fresh}).to_string();
+        assert_eq!(check(&v, &unsigned, "watchlist"), Err(Refusal::Unsigned));
+        let empty = json!({"schema": CMD_SCHEMA, "payload": fresh, "signature": ""}).to_string();
+        assert_eq!(check(&v, &empty, "watchlist"), Err(Refusal::Unsigned));
+        // Signed by another key; signature of other bytes; not base64.
+        assert_eq!(
+            check(&v, &sign_envelope(&key(), &fresh), "watchlist"),
+            Err(Refusal::BadSignature)
+        );
+        let mut env: Value =
+            serde_json::from_str(&sign_envelope(&k, &fresh)).expect("envelope json");
+        env["payload"] = Value::String(fresh.replace("\"7\"", "\"8\""));
+        assert_eq!(
+            check(&v, &env.to_string(), "watchlist"),
+            Err(Refusal::BadSignature)
+        );
+        env["signature"] = Value::String("%%%".into());
+        assert_eq!(
+            check(&v, &env.to_string(), "watchlist"),
+            Err(Refusal::BadSignature)
+        );
+        // Stale and future.
+        let old = payload(
+            "watchlist",
+            now - Duration::from_secs(301),
+            "nonce-0003",
+            json!({}),
+        );
+        assert_eq!(
+            check(&v, &sign_envelope(&k, &old), "watchlist").map_err(|e| e.key()),
+            Err("stale")
+        );
+        let ahead = payload(
+            "watchlist",
+            now + Duration::from_secs(120),
+            "nonce-0004",
+            json!({}),
+        );
+        assert_eq!(
+            check(&v, &sign_envelope(&k, &ahead), "watchlist").map_err(|e| e.key()),
+            Err("future")
+        );
+        // Topic and command disagree.
+        assert_eq!(
+            check(&v, &sign_envelope(&k, &fresh), "thresholds").map_err(|e| e.key()),
+            Err("wrong_topic")
+        );
+        // Addressed to another appliance.
+        let elsewhere = fresh.replace("xr-01", "xr-02");
+        assert_eq!(
+            check(&v, &sign_envelope(&k, &elsewhere), "watchlist").map_err(|e| e.key()),
+            Err("wrong_target")
+        );
+        // Bad nonce, bad time.
+        let badnonce = payload("watchlist", now, "short", json!({}));
+        assert_eq!(
+            check(&v, &sign_envelope(&k, &badnonce), "watchlist").map_err(|e| e.key()),
+            Err("malformed")
+        );
+        let badtime = fresh.replace(&crate::time_fmt::format(now), "yesterday");
+        assert_eq!(
+            check(&v, &sign_envelope(&k, &badtime), "watchlist").map_err(|e| e.key()),
+            Err("malformed")
+        );
+        // A command we do not know.
+        let reboot = payload("reboot", now, "nonce-0005", json!({}));
+        assert_eq!(
+            check(&v, &sign_envelope(&k, &reboot), "reboot").map_err(|e| e.key()),
+            Err("unknown_command")
+        );
+    }
+
+    #[test]
+    fn bodies_are_validated() {
+        assert!(watchlist_body(&json!({"version": "3", "id_numbers": ["1"]})).is_ok());
+        for bad in [
+            json!({"version": ""}),
+            json!({"id_numbers": []}),
+            json!({"version": "3", "names": ["x"]}),
+            json!([1]),
+        ] {
+            assert_eq!(
+                watchlist_body(&bad).map_err(|e| e.key()).err(),
+                Some("bad_body")
+            );
+        }
+        assert!(thresholds_body(&json!({"food": 0, "ppe": 1.0})).is_ok());
+        for bad in [
+            json!({}),
+            json!({"food": 1.5}),
+            json!({"food": "0.5"}),
+            json!({"guns": 0.5}),
+            json!(0.5),
+        ] {
+            assert_eq!(
+                thresholds_body(&bad).map_err(|e| e.key()).err(),
+                Some("bad_body"),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            evidence_body(&json!({"report_id": "rpt-0a1b"})).as_deref(),
+            Ok("rpt-0a1b")
+        );
+        for bad in [
+            json!({"report_id": "../../etc/passwd"}),
+            json!({}),
+            json!({"report_id": "rpt-x"}),
+        ] {
+            assert!(evidence_body(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn public_keys_parse_or_say_why() {
+        let k = key();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(k.verifying_key().to_bytes());
+        assert_eq!(parse_public_key(&b64), Ok(k.verifying_key()));
+        assert!(parse_public_key("AAAA")
+            .unwrap_err()
+            .contains("32 raw bytes"));
+        assert!(parse_public_key("***").unwrap_err().contains("base64"));
+    }
+}

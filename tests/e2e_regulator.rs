@@ -1,0 +1,801 @@
+//! The regulator's side of the feed, end to end on real parts: the real `screenline run`
+//! binary on pseudo-terminal lines (the controller being the real firmware logic in the host
+//! emulator), a real Mosquitto, commands sent with `mosquitto_pub` and signed here with
+//! Ed25519, answers and reports read with the independent `mosquitto_sub`.
+//!
+//! A signed watch-list is applied and a parcel from the listed sender is flagged
+//! `watchlisted_sender`; a replay, a stale command and an unsigned one are refused; the
+//! flagged parcel's full image comes back on a signed evidence request with the SHA-256 the
+//! report gave; statistics arrive every few seconds; every command is in the audit log.
+//! Every message seen, and the commands sent, are checked against docs/schemas.
+//!
+//! With the broker down, flagged reports and statistics pile up on disk; when it comes up,
+//! every flagged report goes out before any statistics message. And the whole feed works
+//! over TLS with client certificates (`mqtts://`), against a Mosquitto that requires them.
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use ed25519_dalek::SigningKey;
+use screenline::demo::write_scan;
+use screenline::report::commands::sign_envelope;
+use screenline_emulator::pty::Pty;
+use screenline_emulator::{BeltConfig, LineEmulator};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+const ROOT: &str = "screenline/v1/T1/a1";
+
+fn publish(port: u16, topic: &str, message: &str) {
+    let ok = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-m",
+            message,
+        ])
+        .status()
+        .expect("mosquitto_pub must be installed: run tests/setup.sh")
+        .success();
+    assert!(ok, "mosquitto_pub failed");
+}
+
+fn payload(command: &str, issued_at: SystemTime, nonce: &str, body: Value) -> String {
+    json!({
+        "command": command, "site_id": "T1", "appliance_id": "a1",
+        "issued_at": screenline::time_fmt::format(issued_at), "nonce": nonce, "body": body,
+    })
+    .to_string()
+}
+
+fn json_of(msgs: &[(String, String)]) -> Vec<(String, Value)> {
+    msgs.iter()
+        .filter_map(|(t, p)| Some((t.clone(), serde_json::from_str(p).ok()?)))
+        .collect()
+}
+
+fn result_for(results: &[(String, String)], nonce: &str) -> Option<Value> {
+    json_of(results)
+        .into_iter()
+        .map(|(_, v)| v)
+        .find(|v| v["nonce"] == nonce)
+}
+
+#[test]
+fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
+    let dir = TempDir::new("regulator");
+    let port = free_port();
+    let _broker = start_mosquitto(dir.path(), port);
+    let results = Sub::start(dir.path(), port, &format!("{ROOT}/cmd-result"));
+    let reports = Sub::start(dir.path(), port, &format!("{ROOT}/reports/flagged"));
+    let status = Sub::start(dir.path(), port, &format!("{ROOT}/status"));
+    let stats = Sub::start(dir.path(), port, &format!("{ROOT}/stats"));
+    let evidence = Sub::start(dir.path(), port, &format!("{ROOT}/evidence/+"));
+
+    let regulator = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let public_b64 =
+        base64::engine::general_purpose::STANDARD.encode(regulator.verifying_key().to_bytes());
+
+    let reader = Pty::open().expect("reader pty");
+    let controller = Pty::open().expect("controller pty");
+    let emulator = LineEmulator::start(controller.master().expect("master"), BeltConfig::default())
+        .expect("emulator");
+    let xray = dir.path().join("xray");
+    std::fs::create_dir_all(&xray).expect("xray dir");
+    let data = dir.path().join("data");
+    let config = line_config(
+        &data,
+        port,
+        reader.slave_path(),
+        controller.slave_path(),
+        &xray,
+    )
+    .replace("keep_alive_s = 5", "keep_alive_s = 5\nstats_period_s = 2")
+        + &format!("[regulator]\npublic_key = \"{public_b64}\"\n");
+    let mut app = Appliance::start(dir.path(), &config);
+    status.wait_for(Duration::from_secs(30), "status online", |m| {
+        m.iter().any(|(_, p)| p.contains("\"state\":\"online\""))
+    });
+
+    // A signed watch-list naming the sender of valid_waybill(), then the same message again
+    // (a replay), a stale one, an unsigned one, and one signed by someone else.
+    let now = SystemTime::now();
+    let watchlist = json!({"version": "2026-11-25.1", "id_numbers": ["11010519491231002X"]});
+    let signed = sign_envelope(
+        &regulator,
+        &payload("watchlist", now, "wl-00000001", watchlist.clone()),
+    );
+    publish(port, &format!("{ROOT}/cmd/watchlist"), &signed);
+    results.wait_for(Duration::from_secs(10), "the watch-list's answer", |m| {
+        result_for(m, "wl-00000001").is_some()
+    });
+    publish(port, &format!("{ROOT}/cmd/watchlist"), &signed);
+    let stale = sign_envelope(
+        &regulator,
+        &payload(
+            "watchlist",
+            now - Duration::from_secs(600),
+            "wl-00000002",
+            watchlist.clone(),
+        ),
+    );
+    publish(port, &format!("{ROOT}/cmd/watchlist"), &stale);
+    let unsigned = json!({
+        "schema": "screenline.cmd.v1",
+        "payload": payload("watchlist", now, "wl-00000003", json!({"version": "evil"})),
+    })
+    .to_string();
+    publish(port, &format!("{ROOT}/cmd/watchlist"), &unsigned);
+    let impostor = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let forged = sign_envelope(
+        &impostor,
+        &payload(
+            "thresholds",
+            now,
+            "th-00000004",
+            json!({"electronics": 0.0}),
+        ),
+    );
+    publish(port, &format!("{ROOT}/cmd/thresholds"), &forged);
+    let msgs = results.wait_for(Duration::from_secs(10), "five answers", |m| m.len() >= 5);
+    let answers: Vec<Value> = json_of(&msgs).into_iter().map(|(_, v)| v).collect();
+    let find = |nonce: &str, skip: usize| -> Value {
+        answers
+            .iter()
+            .filter(|v| v["nonce"] == nonce)
+            .nth(skip)
+            .cloned()
+            .unwrap_or_else(|| panic!("no answer #{skip} for {nonce}: {answers:#?}"))
+    };
+    let accepted = find("wl-00000001", 0);
+    assert_eq!(accepted["ok"], true, "{accepted}");
+    assert_eq!(accepted["command"], "watchlist");
+    let replay = find("wl-00000001", 1);
+    assert_eq!(replay["ok"], false, "{replay}");
+    assert!(
+        replay["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("replay")),
+        "{replay}"
+    );
+    let stale = find("wl-00000002", 0);
+    assert_eq!(stale["ok"], false);
+    assert!(
+        stale["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("stale")),
+        "{stale}"
+    );
+    let unsigned = find("wl-00000003", 0);
+    assert_eq!(unsigned["ok"], false);
+    assert!(
+        unsigned["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unsigned")),
+        "{unsigned}"
+    );
+    let forged = find("th-00000004", 0);
+    assert_eq!(forged["ok"], false);
+    assert!(
+        forged["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("bad_signature")),
+        "{forged}"
+    );
+
+    // A parcel of genuine goods from the watch-listed sender: flagged for the sender alone.
+    let mut reader_tx = reader.master().expect("reader master");
+    send_record(&mut reader_tx, &valid_waybill("SF2000000000001"));
+    emulator.place_parcel(400);
+    std::thread::sleep(Duration::from_millis(300));
+    write_scan(
+        &xray,
+        "scan-0001",
+        "SF2000000000001",
+        xraygen::ParcelSpec {
+            category: 5,
+            counterfeit: false,
+        },
+        21,
+    )
+    .expect("scan");
+    let msgs = reports.wait_for(Duration::from_secs(20), "the flagged report", |m| {
+        !m.is_empty()
+    });
+    let report: Value = serde_json::from_str(&msgs[0].1).expect("report JSON");
+    let codes: Vec<&str> = report["reasons"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|x| x["code"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(codes.contains(&"watchlisted_sender"), "{report}");
+    let report_id = report["report_id"].as_str().expect("report id").to_owned();
+
+    // The full image on a signed evidence request; an unknown report is refused.
+    let ask = sign_envelope(
+        &regulator,
+        &payload(
+            "evidence",
+            SystemTime::now(),
+            "ev-00000005",
+            json!({"report_id": report_id}),
+        ),
+    );
+    publish(port, &format!("{ROOT}/cmd/evidence"), &ask);
+    let unknown = sign_envelope(
+        &regulator,
+        &payload(
+            "evidence",
+            SystemTime::now(),
+            "ev-00000006",
+            json!({"report_id": "rpt-0000"}),
+        ),
+    );
+    publish(port, &format!("{ROOT}/cmd/evidence"), &unknown);
+    let ev = evidence.wait_for(Duration::from_secs(10), "the evidence", |m| !m.is_empty());
+    assert_eq!(ev[0].0, format!("{ROOT}/evidence/{report_id}"));
+    let ev: Value = serde_json::from_str(&ev[0].1).expect("evidence JSON");
+    let image = base64::engine::general_purpose::STANDARD
+        .decode(ev["image_base64"].as_str().expect("image"))
+        .expect("base64");
+    assert_eq!(hex::encode(Sha256::digest(&image)), ev["image_sha256"]);
+    assert_eq!(
+        ev["image_sha256"], report["evidence"]["image_sha256"],
+        "the report's image"
+    );
+    let msgs = results.wait_for(Duration::from_secs(10), "the evidence answers", |m| {
+        result_for(m, "ev-00000006").is_some()
+    });
+    assert_eq!(
+        result_for(&msgs, "ev-00000005").map(|v| v["ok"].clone()),
+        Some(json!(true))
+    );
+    let refused = result_for(&msgs, "ev-00000006").expect("answer");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no_evidence")),
+        "{refused}"
+    );
+
+    // Statistics every two seconds, counting the flagged parcel by reason and category.
+    let msgs = stats.wait_for(
+        Duration::from_secs(15),
+        "statistics with the flagged parcel",
+        |m| json_of(m).iter().any(|(_, v)| v["parcels"]["flagged"] == 1),
+    );
+    let all: Vec<Value> = json_of(&msgs).into_iter().map(|(_, v)| v).collect();
+    let with = all
+        .iter()
+        .find(|v| v["parcels"]["flagged"] == 1)
+        .expect("stats");
+    assert_eq!(with["flagged_by_reason"]["watchlisted_sender"], 1, "{with}");
+    assert_eq!(
+        with["flagged_by_category"].as_object().map(|m| m.len()),
+        Some(1),
+        "{with}"
+    );
+    assert!(with["parcels"]["screened"].as_u64() >= Some(1), "{with}");
+    let total: u64 = all
+        .iter()
+        .filter_map(|v| v["commands"]["refused"].as_u64())
+        .sum();
+    println!(
+        "{} statistics messages; {total} refusals counted; {with}",
+        all.len()
+    );
+
+    let schemas = Schemas::load();
+    let mut checked = std::collections::BTreeMap::new();
+    for sub in [&results, &reports, &status, &stats, &evidence] {
+        for (topic, v) in json_of(&sub.messages()) {
+            *checked.entry(schemas.check(&topic, &v)).or_insert(0) += 1;
+        }
+    }
+    for command in [&signed, &ask] {
+        let envelope: Value = serde_json::from_str(command).expect("envelope");
+        schemas.validate("cmd", &envelope);
+        let inner: Value = serde_json::from_str(envelope["payload"].as_str().expect("payload"))
+            .expect("payload JSON");
+        schemas.validate("cmd-payload", &inner);
+    }
+    println!("checked against the schemas: {checked:?}");
+    for kind in ["cmd-result", "report", "status", "stats", "evidence"] {
+        assert!(checked.contains_key(kind), "no {kind} message was checked");
+    }
+
+    assert!(
+        app.interrupt(Duration::from_secs(15)),
+        "clean exit\n{}",
+        app.log_text()
+    );
+    emulator.shutdown();
+    let store = screenline::store::Store::open(&data).expect("store");
+    let audit = store
+        .audit_log(100, |e| e.action.starts_with("cmd."))
+        .expect("audit");
+    assert_eq!(audit.len(), 7, "every command audited: {audit:#?}");
+    assert!(audit
+        .iter()
+        .any(|e| e.actor == "regulator" && e.detail.contains("applied")));
+    assert!(audit
+        .iter()
+        .any(|e| e.actor == "unverified" && e.detail.contains("unsigned")));
+    let saved = store.saved_watchlist().expect("read").expect("saved");
+    assert_eq!(saved.version, "2026-11-25.1");
+    assert!(!serde_json::to_string(&saved)
+        .expect("json")
+        .contains("11010519491231002X"));
+}
+
+/// One simulated line on pseudo-terminals: reader, controller (firmware emulator), drop folder.
+struct Line {
+    reader: Pty,
+    controller: Pty,
+    emulator: LineEmulator,
+    xray: std::path::PathBuf,
+}
+
+impl Line {
+    fn start(dir: &Path) -> Line {
+        let reader = Pty::open().expect("reader pty");
+        let controller = Pty::open().expect("controller pty");
+        let emulator =
+            LineEmulator::start(controller.master().expect("master"), BeltConfig::default())
+                .expect("emulator");
+        let xray = dir.join("xray");
+        std::fs::create_dir_all(&xray).expect("xray dir");
+        Line {
+            reader,
+            controller,
+            emulator,
+            xray,
+        }
+    }
+
+    fn config(&self, data: &Path, port: u16) -> String {
+        line_config(
+            data,
+            port,
+            self.reader.slave_path(),
+            self.controller.slave_path(),
+            &self.xray,
+        )
+    }
+
+    /// A counterfeit parcel with valid real-name data: flagged.
+    fn counterfeit_parcel(&self, n: u32) {
+        let waybill = format!("SF30000000{n:05}");
+        let mut tx = self.reader.master().expect("reader master");
+        send_record(&mut tx, &valid_waybill(&waybill));
+        self.emulator.place_parcel(400);
+        std::thread::sleep(Duration::from_millis(300));
+        let spec = xraygen::ParcelSpec {
+            category: 5,
+            counterfeit: true,
+        };
+        write_scan(
+            &self.xray,
+            &format!("scan-{n:04}"),
+            &waybill,
+            spec,
+            100 + u64::from(n),
+        )
+        .expect("scan");
+        std::thread::sleep(Duration::from_millis(700));
+    }
+}
+
+#[test]
+fn a_draining_backlog_sends_every_flagged_report_before_any_statistics() {
+    let dir = TempDir::new("regulator-backlog");
+    let port = free_port();
+    // A durable subscriber whose session the broker keeps across its restart.
+    let mut broker = start_mosquitto_persistent(dir.path(), port);
+    let sub = Sub::durable(dir.path(), port, &format!("{ROOT}/#"), "backlog-watcher");
+    terminate(&mut broker);
+
+    let line = Line::start(dir.path());
+    let config = line
+        .config(&dir.path().join("data"), port)
+        .replace("keep_alive_s = 5", "keep_alive_s = 5\nstats_period_s = 1");
+    let mut app = Appliance::start(dir.path(), &config);
+    std::thread::sleep(Duration::from_secs(2));
+    for n in 1..=3 {
+        line.counterfeit_parcel(n);
+    }
+    // Statistics periods pass while the reports wait.
+    std::thread::sleep(Duration::from_secs(2));
+    let _broker = start_mosquitto_persistent(dir.path(), port);
+    let msgs = sub.wait_for(
+        Duration::from_secs(30),
+        "three reports and statistics",
+        |m| {
+            m.iter()
+                .filter(|(t, _)| t.ends_with("/reports/flagged"))
+                .count()
+                >= 3
+                && m.iter().any(|(t, _)| t.ends_with("/stats"))
+        },
+    );
+    let order: Vec<&str> = msgs
+        .iter()
+        .filter_map(|(t, _)| t.rsplit_once(&format!("{ROOT}/")).map(|(_, x)| x))
+        .filter(|t| *t == "reports/flagged" || *t == "stats")
+        .collect();
+    let last_report = order.iter().rposition(|t| *t == "reports/flagged");
+    let first_stats = order.iter().position(|t| *t == "stats");
+    println!("order on the wire after the broker came up: {order:?}");
+    assert!(
+        last_report < first_stats,
+        "statistics overtook a flagged report: {order:?}"
+    );
+    let flagged: u64 = json_of(&msgs)
+        .iter()
+        .filter(|(t, _)| t.ends_with("/stats"))
+        .filter_map(|(_, v)| v["parcels"]["flagged"].as_u64())
+        .sum();
+    assert!(flagged <= 3, "stats count each parcel once: {flagged}");
+    assert!(
+        app.interrupt(Duration::from_secs(15)),
+        "clean exit\n{}",
+        app.log_text()
+    );
+    line.emulator.shutdown();
+}
+
+/// `openssl` with `args` in `dir`; panics with its output on failure.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl must be installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a broker certificate for 127.0.0.1 and a client certificate, PEM, in `dir`.
+fn make_certificates(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Test Regulator CA",
+        ],
+    );
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext");
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN=screenline-{name}"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &format!("{name}.pem"),
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
+    }
+    // Mosquitto drops to its own user when started as root: it must be able to read these.
+    for f in std::fs::read_dir(dir).expect("dir").flatten() {
+        let _ = std::fs::set_permissions(
+            f.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        );
+    }
+}
+
+#[test]
+fn the_feed_works_over_tls_with_client_certificates() {
+    let dir = TempDir::new("regulator-tls");
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    std::fs::set_permissions(&certs, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("certs dir permissions");
+    make_certificates(&certs);
+    let port = free_port();
+    let conf = dir.path().join("mosquitto-tls.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+             cafile {c}/ca.pem\ncertfile {c}/server.pem\nkeyfile {c}/server.key\n\
+             require_certificate true\n",
+            c = certs.display()
+        ),
+    )
+    .expect("mosquitto config");
+    let _broker = Proc(
+        Command::new(if Path::new("/usr/sbin/mosquitto").exists() {
+            "/usr/sbin/mosquitto"
+        } else {
+            "mosquitto"
+        })
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto (TLS) did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = dir.path().join("tls-sub.txt");
+    let tls_sub = |topic: &str, out: &Path| {
+        Proc(
+            Command::new("mosquitto_sub")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-q",
+                    "1",
+                    "-v",
+                    "-t",
+                    topic,
+                ])
+                .arg("--cafile")
+                .arg(certs.join("ca.pem"))
+                .arg("--cert")
+                .arg(certs.join("client.pem"))
+                .arg("--key")
+                .arg(certs.join("client.key"))
+                .stdout(std::fs::File::create(out).expect("sub output"))
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("mosquitto_sub"),
+        )
+    };
+    let _sub = tls_sub(&format!("{ROOT}/#"), &out);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let line = Line::start(dir.path());
+    let config = line
+        .config(&dir.path().join("data"), port)
+        .replace("mqtt://", "mqtts://")
+        .replace(
+            "keep_alive_s = 5",
+            &format!(
+                "keep_alive_s = 5\nca_file = \"{c}/ca.pem\"\nclient_cert_file = \"{c}/client.pem\"\nclient_key_file = \"{c}/client.key\"",
+                c = certs.display()
+            ),
+        );
+    let mut app = Appliance::start(dir.path(), &config);
+    let read = || -> Vec<(String, Value)> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter_map(|(t, p)| Some((t.to_owned(), serde_json::from_str(p).ok()?)))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !read()
+        .iter()
+        .any(|(t, v)| t.ends_with("/status") && v["state"] == "online")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no status over TLS\n{}",
+            app.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    line.counterfeit_parcel(1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        if let Some((_, v)) = read()
+            .into_iter()
+            .find(|(t, _)| t.ends_with("/reports/flagged"))
+        {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no report over TLS\n{}",
+            app.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(report["decision"], "flag");
+    assert_eq!(report["waybill"], "SF3000000000001");
+    // A client without a certificate is turned away by the broker.
+    let anon = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            "x",
+            "-m",
+            "y",
+        ])
+        .arg("--cafile")
+        .arg(certs.join("ca.pem"))
+        .stderr(Stdio::null())
+        .status()
+        .expect("mosquitto_pub");
+    assert!(!anon.success(), "the broker requires client certificates");
+    assert!(
+        app.interrupt(Duration::from_secs(15)),
+        "clean exit\n{}",
+        app.log_text()
+    );
+    line.emulator.shutdown();
+}
+
+/// The JSON Schemas in docs/schemas, compiled, and the AsyncAPI document that names them.
+struct Schemas(std::collections::BTreeMap<String, jsonschema::Validator>);
+
+impl Schemas {
+    fn load() -> Schemas {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+        let asyncapi = std::fs::read_to_string(docs.join("asyncapi.yaml")).expect("asyncapi.yaml");
+        let mut map = std::collections::BTreeMap::new();
+        for name in [
+            "report",
+            "status",
+            "stats",
+            "cmd",
+            "cmd-payload",
+            "cmd-result",
+            "evidence",
+        ] {
+            let file = docs.join(format!("schemas/{name}.schema.json"));
+            let text = std::fs::read_to_string(&file).expect("schema file");
+            let schema: Value = serde_json::from_str(&text).expect("schema JSON");
+            assert_eq!(
+                schema["$schema"],
+                "https://json-schema.org/draft/2020-12/schema"
+            );
+            let validator = jsonschema::draft202012::new(&schema)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            if name != "cmd-payload" {
+                assert!(
+                    asyncapi.contains(&format!("./schemas/{name}.schema.json")),
+                    "asyncapi.yaml does not name {name}.schema.json"
+                );
+            }
+            map.insert(name.to_owned(), validator);
+        }
+        Schemas(map)
+    }
+
+    /// Validates `v` against the schema `name`; panics with every error.
+    fn validate(&self, name: &str, v: &Value) {
+        let errors: Vec<String> = self.0[name]
+            .iter_errors(v)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{name}: {errors:#?}\n{v}");
+    }
+
+    /// Validates a message by its topic; returns which schema it matched.
+    fn check(&self, topic: &str, v: &Value) -> &'static str {
+        let rest = topic
+            .strip_prefix(&format!("{ROOT}/"))
+            .expect("under the root");
+        let name = match rest {
+            "reports/flagged" => "report",
+            "status" => "status",
+            "stats" => "stats",
+            "cmd-result" => "cmd-result",
+            r if r.starts_with("evidence/") => "evidence",
+            other => panic!("a topic the AsyncAPI document does not describe: {other}"),
+        };
+        self.validate(name, v);
+        name
+    }
+}
+
+/// The README's recipe: a regulator with nothing but the `openssl` command line makes a key,
+/// gives the appliance its public key and signs a command the appliance accepts.
+#[test]
+fn a_command_signed_with_the_openssl_cli_as_the_readme_shows_verifies() {
+    let dir = TempDir::new("regulator-openssl");
+    let sh = |script: &str| -> String {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir.path())
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    sh("openssl genpkey -algorithm ed25519 -out regulator.pem");
+    let public_key =
+        sh("openssl pkey -in regulator.pem -pubout -outform DER | tail -c 32 | base64");
+    let p = payload(
+        "thresholds",
+        SystemTime::now(),
+        "ossl-0001",
+        json!({"medicine": 0.65}),
+    );
+    std::fs::write(dir.path().join("payload.json"), &p).expect("payload");
+    let signature =
+        sh("openssl pkeyutl -sign -inkey regulator.pem -rawin -in payload.json | base64 -w0");
+    let envelope =
+        json!({"schema": "screenline.cmd.v1", "payload": p, "signature": signature}).to_string();
+    let verifier = screenline::report::commands::Verifier {
+        key: Some(screenline::report::commands::parse_public_key(&public_key).expect("public key")),
+        site_id: "T1".into(),
+        appliance_id: "a1".into(),
+        max_age: Duration::from_secs(300),
+        max_future: Duration::from_secs(60),
+    };
+    let (_, verified) = verifier.verify(envelope.as_bytes(), "thresholds", SystemTime::now());
+    let verified = verified.expect("an openssl signature verifies");
+    assert_eq!(verified.nonce, "ossl-0001");
+    let tampered = envelope.replace("0.65", "0.99");
+    let (_, refused) = verifier.verify(tampered.as_bytes(), "thresholds", SystemTime::now());
+    assert_eq!(refused.map_err(|e| e.key()), Err("bad_signature"));
+}
