@@ -249,6 +249,9 @@ struct Sim {
     link_up: bool,
     frame_seq: u16,
     started: Instant,
+    /// Belt travel and time at the last tick.
+    travelled_mm: f64,
+    elapsed_ms: f64,
 }
 
 impl Sim {
@@ -290,6 +293,8 @@ impl Sim {
             link_up: false,
             frame_seq: 0,
             started: Instant::now(),
+            travelled_mm: 0.0,
+            elapsed_ms: 0.0,
         }
     }
 
@@ -310,13 +315,6 @@ impl Sim {
     fn tick(&mut self) {
         let elapsed = self.started.elapsed();
         let travelled = elapsed.as_secs_f64() * f64::from(self.cfg.belt_mm_per_s);
-        self.clock
-            .0
-            .store(elapsed.as_millis() as u32, Ordering::Relaxed);
-        self.encoder.0.store(
-            (travelled * f64::from(self.cfg.counts_per_mm)) as u64 as u32,
-            Ordering::Relaxed,
-        );
         while let Ok(len) = self.place.try_recv() {
             // Parcels are loaded one behind the other, never on top of each other.
             let behind_last = self
@@ -326,21 +324,43 @@ impl Sim {
             let at = (travelled + PLACE_UPSTREAM_MM).max(behind_last);
             self.parcels.push((at, f64::from(len)));
         }
-        let blocked = self
-            .parcels
-            .iter()
-            .any(|&(at, len)| travelled >= at && travelled <= at + len);
-        self.eye.0.store(blocked, Ordering::Relaxed);
+        // A loaded machine can stall this thread for longer than a parcel takes to pass the
+        // eye; a real belt cannot. So the belt is stepped through every position since the
+        // last tick, in steps under the photo-eye's debounce, and the controller polled at
+        // each: a stall delays what the controller sees, never loses a parcel.
+        let step_mm = (f64::from(self.cfg.debounce_mm) / 2.0).max(0.5);
+        let (from_mm, from_ms) = (self.travelled_mm, self.elapsed_ms);
+        let steps = ((travelled - from_mm) / step_mm).ceil().clamp(1.0, 1e6) as u32;
+        let now_ms = elapsed.as_secs_f64() * 1000.0;
+        for i in 1..=steps {
+            let f = f64::from(i) / f64::from(steps);
+            let at_mm = from_mm + (travelled - from_mm) * f;
+            self.clock.0.store(
+                (from_ms + (now_ms - from_ms) * f) as u64 as u32,
+                Ordering::Relaxed,
+            );
+            self.encoder.0.store(
+                (at_mm * f64::from(self.cfg.counts_per_mm)) as u64 as u32,
+                Ordering::Relaxed,
+            );
+            let blocked = self
+                .parcels
+                .iter()
+                .any(|&(at, len)| at_mm >= at && at_mm <= at + len);
+            self.eye.0.store(blocked, Ordering::Relaxed);
+            if i == steps {
+                self.receive();
+            }
+            let mut out = Vec::new();
+            self.ctl.poll(&mut |m| out.push(m));
+            for m in out {
+                self.send(m);
+            }
+        }
+        (self.travelled_mm, self.elapsed_ms) = (travelled, now_ms);
         let gone = f64::from(self.cfg.eye_to_gate_mm + self.cfg.gate_width_mm) + 1000.0;
         self.parcels
             .retain(|&(at, len)| travelled <= at + len + gone);
-
-        self.receive();
-        let mut out = Vec::new();
-        self.ctl.poll(&mut |m| out.push(m));
-        for m in out {
-            self.send(m);
-        }
     }
 
     fn receive(&mut self) {
@@ -415,5 +435,34 @@ impl Sim {
 
     fn event(&self, e: LineEvent) {
         let _ = self.events.try_send(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stall_longer_than_a_parcel_delays_it_but_never_loses_it() {
+        let pty = pty::Pty::open().expect("pty");
+        let (place_tx, place_rx) = mpsc::channel();
+        let (event_tx, events) = mpsc::sync_channel(EVENT_BACKLOG);
+        let mut sim = Sim::new(
+            pty.master().expect("master"),
+            BeltConfig::default(),
+            place_rx,
+            event_tx,
+        );
+        sim.tick();
+        place_tx.send(300).expect("place");
+        sim.tick();
+        // The thread stalls for a second: 2 m of belt go by, the parcel far past the eye.
+        sim.started = sim
+            .started
+            .checked_sub(Duration::from_secs(1))
+            .expect("an instant a second earlier");
+        sim.tick();
+        let seen: Vec<LineEvent> = events.try_iter().collect();
+        assert!(seen.contains(&LineEvent::Entered { seq: 1 }), "{seen:?}");
     }
 }
