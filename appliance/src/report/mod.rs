@@ -93,6 +93,16 @@ impl Feed {
             ),
             None => None,
         };
+        // The regulator's thresholds outlive a restart (they are no personal data).
+        let saved = store.saved_thresholds()?;
+        if !saved.is_empty() {
+            let t = saved
+                .iter()
+                .filter_map(|(k, x)| Some((crate::domain::Category::from_key(k)?, *x)))
+                .collect();
+            screener.set_thresholds(&t);
+            tracing::info!(thresholds = ?saved, "the regulator's thresholds re-applied");
+        }
         if key.is_none() {
             tracing::warn!(
                 "no [regulator] public_key configured: every regulator command will be refused"
@@ -451,6 +461,11 @@ impl Feed {
             }
             Command::Thresholds => {
                 let t = commands::thresholds_body(&v.body)?;
+                let keyed = t.iter().map(|(c, x)| (c.key().to_owned(), *x)).collect();
+                self.store
+                    .save_thresholds(&keyed)
+                    .await
+                    .map_err(|e| Refusal::Store(e.to_string()))?;
                 self.screener.set_thresholds(&t);
                 let list: Vec<String> = t.iter().map(|(c, x)| format!("{c}={x}")).collect();
                 Ok((format!("thresholds set: {}", list.join(", ")), None))
