@@ -313,6 +313,71 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
         assert!(checked.contains_key(kind), "no {kind} message was checked");
     }
 
+    // Thresholds of 0 for every category (every parcel a suspected counterfeit) survive a
+    // restart, which the watch-list (not in this configuration's file) does not yet.
+    let zero: serde_json::Map<String, Value> = screenline::domain::Category::ALL
+        .iter()
+        .map(|c| (c.key().to_owned(), json!(0.0)))
+        .collect();
+    let thresholds = sign_envelope(
+        &regulator,
+        &payload(
+            "thresholds",
+            SystemTime::now(),
+            "th-00000007",
+            Value::Object(zero),
+        ),
+    );
+    publish(port, &format!("{ROOT}/cmd/thresholds"), &thresholds);
+    let msgs = results.wait_for(Duration::from_secs(10), "the thresholds' answer", |m| {
+        result_for(m, "th-00000007").is_some()
+    });
+    assert_eq!(
+        result_for(&msgs, "th-00000007").map(|v| v["ok"].clone()),
+        Some(json!(true))
+    );
+    assert!(
+        app.interrupt(Duration::from_secs(15)),
+        "clean exit\n{}",
+        app.log_text()
+    );
+    let online = |m: &[(String, String)]| {
+        m.iter()
+            .filter(|(_, p)| p.contains("\"state\":\"online\""))
+            .count()
+    };
+    let before = online(&status.messages());
+    let mut app = Appliance::start(dir.path(), &config);
+    status.wait_for(Duration::from_secs(30), "status online again", |m| {
+        online(m) > before
+    });
+    send_record(&mut reader_tx, &valid_waybill("SF2000000000002"));
+    emulator.place_parcel(400);
+    std::thread::sleep(Duration::from_millis(300));
+    write_scan(
+        &xray,
+        "scan-0002",
+        "SF2000000000002",
+        xraygen::ParcelSpec {
+            category: 5,
+            counterfeit: false,
+        },
+        22,
+    )
+    .expect("scan");
+    let msgs = reports.wait_for(Duration::from_secs(20), "the second report", |m| {
+        m.iter().any(|(_, p)| p.contains("SF2000000000002"))
+    });
+    let second = json_of(&msgs)
+        .into_iter()
+        .map(|(_, v)| v)
+        .find(|v| v["waybill"] == "SF2000000000002")
+        .expect("second report");
+    let codes: Vec<&str> = second["reasons"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|x| x["code"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(codes, ["counterfeit_suspected"], "{second}");
     assert!(
         app.interrupt(Duration::from_secs(15)),
         "clean exit\n{}",
@@ -323,7 +388,7 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
     let audit = store
         .audit_log(100, |e| e.action.starts_with("cmd."))
         .expect("audit");
-    assert_eq!(audit.len(), 7, "every command audited: {audit:#?}");
+    assert_eq!(audit.len(), 8, "every command audited: {audit:#?}");
     assert!(audit
         .iter()
         .any(|e| e.actor == "regulator" && e.detail.contains("applied")));

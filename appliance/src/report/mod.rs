@@ -34,6 +34,8 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// Largest message the feed sends or takes (an evidence image, base64, must fit).
 const MAX_PACKET: usize = 8 << 20;
+/// Records looked through for a report that is not in the report index.
+const EVIDENCE_SCAN: usize = 200_000;
 /// Publishes other than reports (status, stats, command answers, evidence) that may be
 /// outstanding besides the report window.
 const CONTROL_ROOM: usize = 16;
@@ -91,6 +93,16 @@ impl Feed {
             ),
             None => None,
         };
+        // The regulator's thresholds outlive a restart (they are no personal data).
+        let saved = store.saved_thresholds()?;
+        if !saved.is_empty() {
+            let t = saved
+                .iter()
+                .filter_map(|(k, x)| Some((crate::domain::Category::from_key(k)?, *x)))
+                .collect();
+            screener.set_thresholds(&t);
+            tracing::info!(thresholds = ?saved, "the regulator's thresholds re-applied");
+        }
         if key.is_none() {
             tracing::warn!(
                 "no [regulator] public_key configured: every regulator command will be refused"
@@ -456,6 +468,11 @@ impl Feed {
             }
             Command::Thresholds => {
                 let t = commands::thresholds_body(&v.body)?;
+                let keyed = t.iter().map(|(c, x)| (c.key().to_owned(), *x)).collect();
+                self.store
+                    .save_thresholds(&keyed)
+                    .await
+                    .map_err(|e| Refusal::Store(e.to_string()))?;
                 self.screener.set_thresholds(&t);
                 let list: Vec<String> = t.iter().map(|(c, x)| format!("{c}={x}")).collect();
                 Ok((format!("thresholds set: {}", list.join(", ")), None))
@@ -463,11 +480,27 @@ impl Feed {
             Command::Evidence => {
                 let report_id = commands::evidence_body(&v.body)?;
                 let missing = || Refusal::NoEvidence(report_id.clone());
-                let record = self
+                let record = match self
                     .store
                     .record_for_report(&report_id)
                     .map_err(|e| Refusal::Store(e.to_string()))?
-                    .ok_or_else(missing)?;
+                {
+                    Some(r) => r,
+                    // Reports sent before the index existed: look through the latest records,
+                    // off the event loop's thread.
+                    None => {
+                        let (store, id) = (self.store.clone(), report_id.clone());
+                        tokio::task::spawn_blocking(move || {
+                            store
+                                .latest_records(1, EVIDENCE_SCAN, |r| r["report_id"] == id.as_str())
+                        })
+                        .await
+                        .map_err(|e| Refusal::Store(e.to_string()))?
+                        .map_err(|e| Refusal::Store(e.to_string()))?
+                        .pop()
+                        .ok_or_else(missing)?
+                    }
+                };
                 let path = record["image"].as_str().ok_or_else(missing)?;
                 let path = std::path::PathBuf::from(path);
                 let image = tokio::fs::read(&path).await.map_err(|_| missing())?;

@@ -4,8 +4,9 @@
 //! Every `mqtt.stats_period_s` the counters are read and the difference to the last reading
 //! becomes one message, queued durably in the store's statistics outbox. The feed sends it
 //! only when no flagged report is waiting (PRODUCT.md: flagged reports go ahead of
-//! statistics when a backlog drains). Counters live in memory, so a period cut short by a
-//! restart is reported from the restart on: `from` says where each period starts.
+//! statistics when a backlog drains). A clean stop queues the period it cuts short; after a
+//! crash, counters (in memory) restart, and the period is reported from the restart on:
+//! `from` says where each period starts.
 
 use crate::store::Store;
 use crate::telemetry::Telemetry;
@@ -85,10 +86,11 @@ pub async fn run(
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return,
-        }
+        // The period cut short by a stop is queued too; it goes out after the next start.
+        let last = tokio::select! {
+            _ = tick.tick() => false,
+            _ = shutdown.cancelled() => true,
+        };
         let to = SystemTime::now();
         let after = telemetry.counters();
         let body = stats_payload(&site_id, &appliance_id, from, to, &before, &after);
@@ -104,6 +106,9 @@ pub async fn run(
                 }
             },
             Err(e) => tracing::error!(error = %e, "statistics not encoded"),
+        }
+        if last {
+            return;
         }
         from = to;
         before = after;

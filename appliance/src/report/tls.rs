@@ -67,3 +67,38 @@ pub fn client_config(m: &MqttConfig) -> anyhow::Result<rumqttc::TlsConfiguration
     };
     Ok(rumqttc::TlsConfiguration::Rustls(Arc::new(config)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(m: &MqttConfig) -> String {
+        match client_config(m) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn unusable_files_are_named_with_their_key() {
+        let dir = std::env::temp_dir().join(format!("sl-tls-{}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").expect("write");
+        let mut m = MqttConfig {
+            url: "mqtts://127.0.0.1:8883".into(),
+            ..MqttConfig::default()
+        };
+        assert!(err(&m).contains("mqtt.ca_file"));
+        m.ca_file = Some(junk.clone());
+        let e = err(&m);
+        assert!(
+            e.contains("mqtt.ca_file") && e.contains("no certificate"),
+            "{e}"
+        );
+        m.ca_file = Some(dir.join("missing.pem"));
+        let e = err(&m);
+        assert!(e.contains("mqtt.ca_file: cannot read"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -132,6 +132,29 @@ impl Store {
         Ok(())
     }
 
+    /// Adds the regulator's thresholds to those kept (a later command for a category
+    /// replaces the earlier one), durably; returns all kept.
+    pub async fn save_thresholds(
+        &self,
+        add: &std::collections::BTreeMap<String, f32>,
+    ) -> Result<std::collections::BTreeMap<String, f32>, StoreError> {
+        let mut all = self.saved_thresholds()?;
+        all.extend(add.iter().map(|(k, v)| (k.clone(), *v)));
+        self.db
+            .open_tree(REGULATOR)?
+            .insert("thresholds", serde_json::to_vec(&all)?)?;
+        self.db.flush_async().await?;
+        Ok(all)
+    }
+
+    /// The regulator's thresholds, by category key.
+    pub fn saved_thresholds(&self) -> Result<std::collections::BTreeMap<String, f32>, StoreError> {
+        Ok(match self.db.open_tree(REGULATOR)?.get("thresholds")? {
+            Some(v) => serde_json::from_slice(&v)?,
+            None => Default::default(),
+        })
+    }
+
     /// The regulator's latest watch-list, if one was received.
     pub fn saved_watchlist(&self) -> Result<Option<HashedWatchlist>, StoreError> {
         Ok(match self.db.open_tree(REGULATOR)?.get("watchlist")? {
@@ -193,6 +216,12 @@ mod tests {
         assert!(store.ack_stats(&batch[0].0).expect("ack"));
         assert_eq!(store.stats_backlog().expect("len"), 1);
         assert_eq!(store.record_for_report("rpt-00").expect("lookup"), None);
+        let t = |k: &str, v: f32| std::collections::BTreeMap::from([(k.to_owned(), v)]);
+        store.save_thresholds(&t("food", 0.5)).await.expect("save");
+        let all = store.save_thresholds(&t("ppe", 0.7)).await.expect("save");
+        assert_eq!(all.len(), 2);
+        store.save_thresholds(&t("food", 0.6)).await.expect("save");
+        assert_eq!(store.saved_thresholds().expect("read")["food"], 0.6);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
