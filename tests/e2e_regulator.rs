@@ -314,7 +314,7 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
     }
 
     // Thresholds of 0 for every category (every parcel a suspected counterfeit) survive a
-    // restart, which the watch-list (not in this configuration's file) does not yet.
+    // restart, and so does the watch-list (not in this configuration's file).
     let zero: serde_json::Map<String, Value> = screenline::domain::Category::ALL
         .iter()
         .map(|c| (c.key().to_owned(), json!(0.0)))
@@ -377,7 +377,11 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
         .as_array()
         .map(|r| r.iter().filter_map(|x| x["code"].as_str()).collect())
         .unwrap_or_default();
-    assert_eq!(codes, ["counterfeit_suspected"], "{second}");
+    assert_eq!(
+        codes,
+        ["watchlisted_sender", "counterfeit_suspected"],
+        "{second}"
+    );
     assert!(
         app.interrupt(Duration::from_secs(15)),
         "clean exit\n{}",

@@ -96,12 +96,20 @@ impl Appliance {
             }
         }
         telemetry.set("feed.backlog", store.outbox_len() as u64);
-        let rules = RuleSet::load(
+        let mut rules = RuleSet::load(
             &config.rules,
             store.hasher().clone(),
             Box::new(store.split_ledger()),
         )
         .context("loading the screening rules")?;
+        // The list the regulator pushed last is newer than the configured file.
+        if let Some(kept) = store
+            .saved_watchlist()
+            .context("reading the regulator's watch-list from the store")?
+        {
+            tracing::info!(version = %kept.version, "the regulator's watch-list replaces the configured file's");
+            rules.watchlist = crate::screen::rules::Watchlist::from_hashes(&kept);
+        }
         if !rules.watchlist.is_empty() {
             telemetry.link(
                 "watchlist",

@@ -221,6 +221,17 @@ impl Watchlist {
         }
     }
 
+    /// The list the regulator last pushed, as the store keeps it (hashes only).
+    pub fn from_hashes(kept: &crate::store::regulator::HashedWatchlist) -> Watchlist {
+        let set = |v: &[String]| v.iter().cloned().collect::<HashSet<String>>();
+        Watchlist {
+            version: kept.version.clone(),
+            ids: set(&kept.id_keys),
+            phones: set(&kept.phone_keys),
+            customers: set(&kept.customer_keys),
+        }
+    }
+
     /// Loads a watch-list file (JSON).
     pub fn load(path: &Path, hasher: &KeyedHasher) -> Result<Watchlist, RuleDataError> {
         let file: WatchlistFile =
