@@ -15,6 +15,7 @@
 use screenline::config::Config;
 use screenline::screen::rules::RuleSet;
 use screenline::screen::{model, Screener};
+use screenline::store::retention::Retention;
 use screenline::store::{compact, Commit, Store};
 use screenline::telemetry::Telemetry;
 use serde_json::json;
@@ -238,6 +239,41 @@ fn main() -> anyhow::Result<()> {
         println!("\nsled size on disk (MB; records stay, reports leave the outbox)");
         println!("  empty {:.1} → filled {:.1} → drained {:.1} → refilled and drained {:.1} → compacted {:.1} (compact read {:.1})",
             mb(empty), mb(filled), mb(drained), mb(drained2), mb(c.bytes_after), mb(c.bytes_before));
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // Soak: the same keys' worth of churn again and again — 20 000 records and reports in,
+        // acknowledged, and deleted by the retention sweep — to see whether sled's files level
+        // off or grow with every cycle.
+        let dir = temp("soak");
+        let store = Store::open(&dir)?;
+        let cycle = 20_000.min(items.len());
+        print!("\nsoak, {cycle} records + reports in, acked and deleted per cycle; sled MB after each:");
+        for c in 0..8 {
+            let batch: Vec<_> = items[..cycle]
+                .iter()
+                .map(|(id, r, p)| (format!("{id}-{c}"), r.clone(), p.clone()))
+                .collect();
+            commit_all(&store, &batch, GROUP).await?;
+            for (id, _, _) in &batch {
+                store.ack(id.as_bytes())?;
+            }
+            // The real retention sweep, its clock 31 days after these parcels.
+            let later = std::time::UNIX_EPOCH
+                + Duration::from_millis(1_764_000_000_000)
+                + Duration::from_secs(31 * 86_400);
+            let swept = store.sweep(
+                later,
+                &Retention {
+                    keep_for: Duration::from_secs(30 * 86_400),
+                    budget_bytes: None,
+                },
+            )?;
+            anyhow::ensure!(swept.expired_records == cycle, "sweep deleted {}", swept.expired_records);
+            store.flush().await?;
+            print!(" {:.0}", mb(store_size(&store)?));
+        }
+        println!();
+        drop(store);
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     })

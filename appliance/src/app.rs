@@ -371,6 +371,9 @@ impl Sink {
                         prepared.push(None);
                     }
                 }
+                // Archiving an image is blocking file work: let the line tasks run between
+                // two parcels of a large group, as they did between two flushes before.
+                tokio::task::yield_now().await;
             }
             // Stored (and reports in the outbox) before the decisions act on the belt: a
             // crash in between can then divert a parcel without a record, never the reverse —
