@@ -4,6 +4,7 @@
 //! [`spawn`]ed stage runs it on a dedicated thread (inference is blocking and needs `&mut`
 //! on the session), fed and drained by bounded channels.
 
+pub mod eval;
 pub mod model;
 pub mod rules;
 
