@@ -145,6 +145,25 @@ pub fn init_runtime(
         .map_err(|why| ModelError::RuntimeBroken { path, why })
 }
 
+/// An ONNX Runtime session as the line runs one: full graph optimisation, `intra_threads`
+/// threads, spinning off (a spinning pool would eat an idle core on a 2-core appliance).
+/// Public so that the inference benchmark measures bare `Session::run` on the very same
+/// settings.
+pub fn new_session(
+    env: &ort::environment::Environment,
+    intra_threads: usize,
+    onnx: &[u8],
+) -> Result<Session, ModelError> {
+    Ok(Session::builder(env)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(ort::Error::from)?
+        .with_intra_threads(intra_threads)
+        .map_err(ort::Error::from)?
+        .with_intra_op_spinning(false)
+        .map_err(ort::Error::from)?
+        .commit_from_memory(onnx)?)
+}
+
 /// A loaded model, ready to screen.
 pub struct Model {
     session: Session,
@@ -210,14 +229,7 @@ impl Model {
                 .unwrap_or(manifest.thresholds.default);
             thresholds.insert(c, t);
         }
-        let session = Session::builder(env)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(ort::Error::from)?
-            .with_intra_threads(intra_threads)
-            .map_err(ort::Error::from)?
-            .with_intra_op_spinning(false)
-            .map_err(ort::Error::from)?
-            .commit_from_memory(&bytes)?;
+        let session = new_session(env, intra_threads, &bytes)?;
         let has_input = session.inputs().iter().any(|o| o.name() == i.name);
         if !has_input {
             let names: Vec<&str> = session.inputs().iter().map(|o| o.name()).collect();
@@ -256,6 +268,11 @@ impl Model {
     /// The model's identity.
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// The manifest the model was loaded with.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
     }
 
     /// The counterfeit threshold for a category.
