@@ -83,7 +83,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(256);
     let env = init_runtime(None)?;
     let dir = default_model_dir().ok_or_else(|| anyhow::anyhow!("no model folder"))?;
-    let model = Model::load(&dir, &env, 1)?;
+    let mut model = Model::load(&dir, &env, 1)?;
     let manifest = model.manifest().clone();
     let onnx = std::fs::read(dir.join(&manifest.file))?;
     let mut bare = new_session(&env, 1, &onnx)?;
@@ -112,7 +112,7 @@ fn main() -> anyhow::Result<()> {
     for (path, _) in &rows {
         let rgb =
             screenline::screen::decode_image(&std::fs::read(path)?).map_err(anyhow::Error::msg)?;
-        tensors.extend(model.preprocess(&rgb));
+        tensors.extend(model.preprocess(&rgb)?);
     }
     let mut run_bare = |first: usize, batch: usize| -> anyhow::Result<f32> {
         let input = &tensors[first * plane..(first + batch) * plane];
@@ -123,8 +123,8 @@ fn main() -> anyhow::Result<()> {
     };
 
     // Where the stage's time goes, on the same files (one pass each, after the rounds' warm-up).
-    let breakdown = |model: &Model| -> anyhow::Result<[Duration; 4]> {
-        let mut t = [Duration::ZERO; 4];
+    let breakdown = |model: &mut Model| -> anyhow::Result<[Duration; 5]> {
+        let mut t = [Duration::ZERO; 5];
         for (path, _) in &rows {
             let s = Instant::now();
             let bytes = std::fs::read(path)?;
@@ -136,12 +136,15 @@ fn main() -> anyhow::Result<()> {
             std::hint::black_box(sha2::Sha256::digest(&bytes));
             t[2] += s.elapsed();
             let s = Instant::now();
-            std::hint::black_box(model.preprocess(&rgb));
+            std::hint::black_box(model.preprocess(&rgb)?);
             t[3] += s.elapsed();
+            let s = Instant::now();
+            std::hint::black_box(screenline::screen::thumbnail(&rgb));
+            t[4] += s.elapsed();
         }
         Ok(t.map(|d| d / n as u32))
     };
-    let parts = breakdown(&model)?;
+    let parts = breakdown(&mut model)?;
 
     let rules = RuleSet::load(
         &RulesConfig::default(),
@@ -245,11 +248,12 @@ fn main() -> anyhow::Result<()> {
         n * ROUNDS
     );
     println!(
-        "per image: read {:.3} ms, decode {:.3} ms, sha-256 {:.3} ms, preprocess {:.3} ms (bare run p50 {:.3} ms)",
+        "per image: read {:.3} ms, decode {:.3} ms, sha-256 {:.3} ms, preprocess {:.3} ms, thumbnail (flagged only) {:.3} ms (bare run p50 {:.3} ms)",
         ms(parts[0]),
         ms(parts[1]),
         ms(parts[2]),
         ms(parts[3]),
+        ms(parts[4]),
         ms(percentile(&bare_lat, 0.5))
     );
     for (b, bare_b, _) in batched {
