@@ -142,8 +142,13 @@ impl Appliance {
                 )
             })?;
         let console_addr = listener.local_addr()?;
-        let console =
-            crate::console::Console::new(telemetry.clone(), store.clone(), &config, model_dir);
+        let console = crate::console::Console::new(
+            telemetry.clone(),
+            store.clone(),
+            &config,
+            model_dir,
+            screener.clone(),
+        );
         tasks.spawn(crate::console::serve(
             listener,
             Arc::new(console),

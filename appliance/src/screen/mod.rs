@@ -7,6 +7,7 @@
 pub mod eval;
 pub mod model;
 pub mod rules;
+pub mod swap;
 
 use crate::domain::{Category, Decision, Parcel, Reason, ReasonCode, Scores};
 use crate::telemetry::Telemetry;

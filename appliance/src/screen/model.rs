@@ -164,6 +164,124 @@ pub fn new_session(
         .commit_from_memory(onnx)?)
 }
 
+/// Everything in which the graph's inputs and outputs disagree with the manifest, each as
+/// one sentence naming the manifest's value and the graph's; empty when they agree.
+///
+/// The line feeds `[N, channels, height, width]` float32 and reads `[N, labels]` and
+/// `[N, 1]`, with N the batch (dynamic, for batched inference). A dimension the graph
+/// leaves symbolic (-1) is taken as agreeing, except that the batch axis must be one.
+pub fn graph_differences(session: &Session, manifest: &Manifest) -> Vec<String> {
+    use ort::value::{Outlet, TensorElementType};
+    let mut out = Vec::new();
+    let describe = |o: &Outlet| -> String {
+        match (o.dtype().tensor_type(), o.dtype().tensor_shape()) {
+            (Some(t), Some(s)) => format!("{} {:?} {t:?}", o.name(), &s[..]),
+            _ => format!("{} (not a tensor)", o.name()),
+        }
+    };
+    // Checks one tensor against [dynamic batch, dims...]: (what, manifest value) per dim.
+    let check = |out: &mut Vec<String>, o: &Outlet, role: &str, dims: &[(&str, i64)]| {
+        let (Some(ty), Some(shape)) = (o.dtype().tensor_type(), o.dtype().tensor_shape()) else {
+            out.push(format!("{role} {:?} is not a tensor", o.name()));
+            return;
+        };
+        if ty != TensorElementType::Float32 {
+            out.push(format!(
+                "{role} {:?} is {ty:?}, the line uses float32",
+                o.name()
+            ));
+        }
+        if shape.len() != dims.len() + 1 {
+            out.push(format!(
+                "{role} {:?} has shape {:?} (rank {}), the manifest implies rank {} [N, {}]",
+                o.name(),
+                &shape[..],
+                shape.len(),
+                dims.len() + 1,
+                dims.iter()
+                    .map(|(w, v)| format!("{w} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            return;
+        }
+        if shape[0] != -1 {
+            out.push(format!(
+                "{role} {:?} has a fixed batch of {}, the line needs a dynamic batch axis",
+                o.name(),
+                shape[0]
+            ));
+        }
+        for ((what, want), got) in dims.iter().zip(&shape[1..]) {
+            if *got != -1 && got != want {
+                out.push(format!(
+                    "{role} {:?}: the manifest says {what} {want}, the graph has {got}",
+                    o.name()
+                ));
+            }
+        }
+    };
+    let i = &manifest.input;
+    match session.inputs().iter().find(|o| o.name() == i.name) {
+        None => out.push(format!(
+            "the manifest's input {:?} is not in the graph, which has inputs [{}]",
+            i.name,
+            session
+                .inputs()
+                .iter()
+                .map(describe)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        Some(o) => check(
+            &mut out,
+            o,
+            "input",
+            &[
+                ("channels", i64::from(i.channels)),
+                ("height", i64::from(i.height)),
+                ("width", i64::from(i.width)),
+            ],
+        ),
+    }
+    for extra in session.inputs().iter().filter(|o| o.name() != i.name) {
+        out.push(format!(
+            "the graph has an input {} the manifest does not name (the line feeds only {:?})",
+            describe(extra),
+            i.name
+        ));
+    }
+    let outputs = [
+        (
+            &manifest.outputs.category,
+            "category output",
+            manifest.labels.len() as i64,
+            "labels",
+        ),
+        (
+            &manifest.outputs.counterfeit,
+            "counterfeit output",
+            1,
+            "width",
+        ),
+    ];
+    for (name, role, width, what) in outputs {
+        match session.outputs().iter().find(|o| o.name() == name.as_str()) {
+            None => out.push(format!(
+                "the manifest's {role} {name:?} is not in the graph, which has outputs [{}]",
+                session
+                    .outputs()
+                    .iter()
+                    .map(describe)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Some(o) => check(&mut out, o, role, &[(what, width)]),
+        }
+    }
+    out
+}
+
 /// A loaded model, ready to screen.
 pub struct Model {
     session: Session,
@@ -233,21 +351,9 @@ impl Model {
             thresholds.insert(c, t);
         }
         let session = new_session(env, intra_threads, &bytes)?;
-        let has_input = session.inputs().iter().any(|o| o.name() == i.name);
-        if !has_input {
-            let names: Vec<&str> = session.inputs().iter().map(|o| o.name()).collect();
-            return Err(mismatch(format!(
-                "the model has inputs {names:?}, the manifest names {:?}",
-                i.name
-            )));
-        }
-        for wanted in [&manifest.outputs.category, &manifest.outputs.counterfeit] {
-            if !session.outputs().iter().any(|o| o.name() == wanted) {
-                let names: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
-                return Err(mismatch(format!(
-                    "the model has outputs {names:?}, the manifest names {wanted:?}"
-                )));
-            }
+        let differences = graph_differences(&session, &manifest);
+        if !differences.is_empty() {
+            return Err(mismatch(differences.join("; ")));
         }
         let info = ModelInfo {
             name: manifest.name.clone(),
