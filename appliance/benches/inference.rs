@@ -203,7 +203,14 @@ fn main() -> anyhow::Result<()> {
                 i += *b;
             }
             bare_b.push(started.elapsed() * n as u32 / i.max(1) as u32);
-            let _ = stage_b;
+            let ps = parcels(round + 100 * *b)?;
+            let started = Instant::now();
+            let mut batch = ps.into_iter().peekable();
+            while batch.peek().is_some() {
+                let chunk: Vec<Parcel> = batch.by_ref().take(*b).collect();
+                std::hint::black_box(screener.screen_batch(chunk));
+            }
+            stage_b.push(started.elapsed());
         }
     }
     let _ = std::fs::remove_dir_all(&data);
@@ -256,11 +263,13 @@ fn main() -> anyhow::Result<()> {
         ms(parts[4]),
         ms(percentile(&bare_lat, 0.5))
     );
-    for (b, bare_b, _) in batched {
-        let bt = per_s(median(bare_b));
+    for (b, bare_b, stage_b) in batched {
+        let (bt, st) = (per_s(median(bare_b)), per_s(median(stage_b)));
         println!(
-            "batch {b:>2}: bare Session::run {bt:>8.0} images/s ({:.2}x batch 1)",
-            bt / bare_t
+            "batch {b:>2}: bare Session::run {bt:>6.0} images/s ({:.2}x batch 1), screen_batch {st:>6.0} parcels/s ({:.2}x batch 1), ratio {:.3}",
+            bt / bare_t,
+            st / stage_t,
+            st / bt
         );
     }
     Ok(())

@@ -122,26 +122,93 @@ pub fn load_scan(scan: &crate::domain::XrayScan) -> Result<(Vec<u8>, image::RgbI
     }
 }
 
+/// A parcel's image as loaded: none, unreadable (why), or the evidence bytes and the image.
+type Loaded = Option<Result<(Vec<u8>, image::RgbImage), String>>;
+
 /// Screens one parcel: the same path for the line and for `screenline screen`.
 pub fn screen_parcel(model: &mut Model, rules: &mut rules::RuleSet, parcel: Parcel) -> Screened {
+    let loaded = parcel.scan.as_ref().map(load_scan);
+    let scores = match &loaded {
+        Some(Ok((_, rgb))) => Some(model.infer(rgb).map_err(|e| e.to_string())),
+        _ => None,
+    };
+    decide(model, rules, parcel, loaded, scores)
+}
+
+/// Screens parcels that were waiting together with one batched inference: each image is
+/// decoded as in [`screen_parcel`], the model runs once over all that decoded, and the rules
+/// then judge the parcels one by one in arrival order (split-shipment history depends on
+/// it). The results are exactly [`screen_parcel`]'s, in the same order. If the batched run
+/// fails, each image is run alone, so one parcel's failure stays its own.
+pub fn screen_parcels(
+    model: &mut Model,
+    rules: &mut rules::RuleSet,
+    parcels: Vec<Parcel>,
+) -> Vec<Screened> {
+    let loaded: Vec<Loaded> = parcels
+        .iter()
+        .map(|p| p.scan.as_ref().map(load_scan))
+        .collect();
+    let images: Vec<&image::RgbImage> = loaded
+        .iter()
+        .filter_map(|l| match l {
+            Some(Ok((_, rgb))) => Some(rgb),
+            _ => None,
+        })
+        .collect();
+    let mut batch = match model.infer_batch(&images) {
+        Ok(scores) => scores.into_iter().map(Ok).collect::<Vec<_>>(),
+        Err(_) => images
+            .iter()
+            .map(|rgb| model.infer(rgb).map_err(|e| e.to_string()))
+            .collect(),
+    }
+    .into_iter();
+    let scores: Vec<Option<Result<Scores, String>>> = loaded
+        .iter()
+        .map(|l| match l {
+            Some(Ok(_)) => batch.next(),
+            _ => None,
+        })
+        .collect();
+    parcels
+        .into_iter()
+        .zip(loaded)
+        .zip(scores)
+        .map(|((parcel, loaded), scores)| decide(model, rules, parcel, loaded, scores))
+        .collect()
+}
+
+/// The rules and the decision for a parcel whose image was loaded (or not) and scored (or not).
+fn decide(
+    model: &Model,
+    rules: &mut rules::RuleSet,
+    parcel: Parcel,
+    loaded: Loaded,
+    scored: Option<Result<Scores, String>>,
+) -> Screened {
     let mut evidence = None;
     let mut scores = None;
     let mut problems: Vec<Reason> = Vec::new();
-    if let Some(scan) = &parcel.scan {
-        match load_scan(scan) {
-            Err(e) => problems.push(rules::image_unreadable(&e)),
-            Ok((bytes, rgb)) => {
-                let sha256 = hex::encode(Sha256::digest(&bytes));
-                match model.infer(&rgb) {
-                    Ok(s) => scores = Some(s),
-                    Err(e) => problems.push(Reason::new(
-                        ReasonCode::ScreeningFailed,
-                        format!("模型推理失败：{e}"),
-                        format!("the classifier failed: {e}"),
-                    )),
-                }
-                evidence = Some((bytes, sha256, rgb));
+    match loaded {
+        None => {}
+        Some(Err(e)) => problems.push(rules::image_unreadable(&e)),
+        Some(Ok((bytes, rgb))) => {
+            let sha256 = hex::encode(Sha256::digest(&bytes));
+            match scored {
+                Some(Ok(s)) => scores = Some(s),
+                Some(Err(e)) => problems.push(Reason::new(
+                    ReasonCode::ScreeningFailed,
+                    format!("模型推理失败：{e}"),
+                    format!("the classifier failed: {e}"),
+                )),
+                None => problems.push(Reason::new(
+                    ReasonCode::ScreeningFailed,
+                    "模型未给出结果".to_owned(),
+                    "the classifier gave no result".to_owned(),
+                )),
             }
+            evidence = Some((bytes, sha256, rgb));
         }
     }
     let overrides = rules.settings.thresholds.clone();
@@ -245,6 +312,14 @@ impl Screener {
         screen_parcel(&mut model, &mut rules, parcel)
     }
 
+    /// Screens parcels that queued together with one batched inference (see
+    /// [`screen_parcels`]); results in the parcels' order.
+    pub fn screen_batch(&self, parcels: Vec<Parcel>) -> Vec<Screened> {
+        let mut model = lock(&self.model);
+        let mut rules = lock(&self.rules);
+        screen_parcels(&mut model, &mut rules, parcels)
+    }
+
     /// The running model.
     pub fn model_info(&self) -> ModelInfo {
         lock(&self.model).info().clone()
@@ -283,7 +358,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Most parcels screened in one batched inference.
+pub const SCREEN_BATCH: usize = 8;
+
 /// Runs screening on its own thread until the parcel channel closes.
+///
+/// Dynamic batching: the thread takes whatever has queued meanwhile (up to
+/// [`SCREEN_BATCH`], never waiting for more) and screens it with one inference, so a burst
+/// from several lines costs one model run; a lone parcel goes at once, alone.
 pub fn spawn(
     screener: Arc<Screener>,
     mut parcels: mpsc::Receiver<crate::domain::Parcel>,
@@ -295,14 +377,127 @@ pub fn spawn(
         .spawn(move || {
             while let Some(parcel) = parcels.blocking_recv() {
                 let started = std::time::Instant::now();
-                let s = screener.screen(parcel);
+                let mut batch = vec![parcel];
+                while batch.len() < SCREEN_BATCH {
+                    match parcels.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                telemetry.set("screen.last_batch", batch.len() as u64);
+                let results = if batch.len() == 1 {
+                    batch.into_iter().map(|p| screener.screen(p)).collect()
+                } else {
+                    screener.screen_batch(batch)
+                };
                 telemetry.set(
                     "screen.last_latency_us",
                     u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                 );
-                if screened.blocking_send(s).is_err() {
-                    return;
+                for s in results {
+                    if screened.blocking_send(s).is_err() {
+                        return;
+                    }
                 }
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::XrayScan;
+    use model::{default_model_dir, init_runtime};
+    use rules::{MemoryLedger, RuleSet};
+    use std::path::PathBuf;
+
+    fn parcel(seq: u32, path: Option<PathBuf>) -> Parcel {
+        Parcel {
+            line_id: "L1".into(),
+            seq,
+            entered_at: SystemTime::now(),
+            waybill: None,
+            findings: Vec::new(),
+            scan: path.map(|path| XrayScan {
+                scan_id: format!("{seq}"),
+                path,
+                completed: std::time::Instant::now(),
+                low_energy: None,
+                waybill: None,
+                captured_at: SystemTime::now(),
+            }),
+        }
+    }
+
+    /// A batch gives each parcel exactly what screening it alone gives, in order, with a
+    /// broken image and a parcel without image among them.
+    #[test]
+    fn a_batch_screens_like_parcels_one_by_one() {
+        let dir = std::env::temp_dir().join(format!("sl-batch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut paths = Vec::new();
+        for i in 0..6u64 {
+            let spec = xraygen::ParcelSpec {
+                category: (i * 5 % 16) as usize,
+                counterfeit: i % 2 == 1,
+            };
+            let p = dir.join(format!("{i}.png"));
+            xraygen::render(spec, 7_400_000 + i)
+                .rgb
+                .save(&p)
+                .expect("png");
+            paths.push(Some(p));
+        }
+        let broken = dir.join("broken.png");
+        std::fs::write(&broken, b"not a png").expect("write");
+        paths.insert(2, Some(broken));
+        paths.insert(4, None);
+        let env = init_runtime(None).expect("ONNX Runtime");
+        let mut model = Model::load(&default_model_dir().expect("model"), &env, 1).expect("load");
+        let rules = || {
+            RuleSet::load(
+                &crate::config::RulesConfig::default(),
+                crate::store::KeyedHasher::random(),
+                Box::new(MemoryLedger::default()),
+            )
+            .expect("rules")
+        };
+        let mut one_rules = rules();
+        let alone: Vec<Screened> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| screen_parcel(&mut model, &mut one_rules, parcel(i as u32, p.clone())))
+            .collect();
+        let mut batch_rules = rules();
+        let batch = screen_parcels(
+            &mut model,
+            &mut batch_rules,
+            paths
+                .iter()
+                .enumerate()
+                .map(|(i, p)| parcel(i as u32, p.clone()))
+                .collect(),
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(batch.len(), alone.len());
+        for (a, b) in alone.iter().zip(&batch) {
+            assert_eq!(a.parcel.seq, b.parcel.seq);
+            assert_eq!(a.decision, b.decision, "parcel {}", a.parcel.seq);
+            let codes = |s: &Screened| s.reasons.iter().map(|r| r.code).collect::<Vec<_>>();
+            assert_eq!(codes(a), codes(b), "parcel {}", a.parcel.seq);
+            match (&a.scores, &b.scores) {
+                (Some(x), Some(y)) => {
+                    assert_eq!(x.top().map(|t| t.0), y.top().map(|t| t.0));
+                    assert!((x.counterfeit - y.counterfeit).abs() < 1e-4);
+                }
+                (None, None) => {}
+                other => panic!("parcel {}: {other:?}", a.parcel.seq),
+            }
+        }
+        assert!(batch[2]
+            .reasons
+            .iter()
+            .any(|r| r.code == ReasonCode::ImageUnreadable));
+        assert!(batch[4].parcel.scan.is_none() && batch[4].scores.is_none());
+    }
 }
