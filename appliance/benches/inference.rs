@@ -5,8 +5,10 @@
 //! - **stage**: the whole screen stage per parcel, [`Screener::screen`] — read the PNG from
 //!   the drop folder (page cache), decode with limits, SHA-256 of the evidence, resize and
 //!   normalise, inference, the rules, and a thumbnail for each flagged parcel;
-//! - **batched**: the line's batched path ([`Screener::screen_batch`]) on the same parcels,
-//!   B at a time, and bare `run` on B-image tensors.
+//! - **as spawned**: the stage as the line runs it (`screen::spawn` through
+//!   `screen::run_stage`): a decode thread and a model thread with dynamic batching;
+//! - **batched**: [`Screener::screen_batch`] on the same parcels, B at a time, and bare
+//!   `run` on B-image tensors.
 //!
 //! It prints throughput, the ratio stage / bare (what the stage keeps of the model's speed;
 //! target ≥ 0.85) and per-image latency p50/p99 at batch 1. Rounds alternate between the
@@ -176,6 +178,7 @@ fn main() -> anyhow::Result<()> {
         .map(|b| (*b, Vec::new(), Vec::new()))
         .collect();
     let mut flagged = 0;
+    let mut spawned_rounds = Vec::new();
     for round in 0..ROUNDS {
         let started = Instant::now();
         for i in 0..n {
@@ -194,6 +197,13 @@ fn main() -> anyhow::Result<()> {
             flagged += usize::from(s.decision == screenline::domain::Decision::Flag);
         }
         stage_rounds.push(started.elapsed());
+
+        // The stage as the line runs it: decode thread + model thread, dynamic batching.
+        let ps = parcels(round + 50)?;
+        let started = Instant::now();
+        let out = screenline::screen::run_stage(screener.clone(), ps);
+        spawned_rounds.push(started.elapsed());
+        anyhow::ensure!(out.len() == n, "the stage returned {} of {n}", out.len());
 
         for (b, bare_b, stage_b) in batched.iter_mut() {
             let started = Instant::now();
@@ -253,6 +263,13 @@ fn main() -> anyhow::Result<()> {
         stage_t / bare_t,
         flagged,
         n * ROUNDS
+    );
+    let spawned_t = per_s(median(spawned_rounds));
+    println!(
+        "screen stage as spawned (decode thread + model thread, batches <= {}): {:.0} parcels/s, ratio to bare batch 1: {:.3}",
+        screenline::screen::SCREEN_BATCH,
+        spawned_t,
+        spawned_t / bare_t
     );
     println!(
         "per image: read {:.3} ms, decode {:.3} ms, sha-256 {:.3} ms, preprocess {:.3} ms, thumbnail (flagged only) {:.3} ms (bare run p50 {:.3} ms)",

@@ -1,8 +1,9 @@
 //! Screening: decode the parcel's image, run the classifier, apply the rules, and decide.
 //!
-//! [`screen_parcel`] is the one code path for the line and for `screenline screen`. The
-//! [`spawn`]ed stage runs it on a dedicated thread (inference is blocking and needs `&mut`
-//! on the session), fed and drained by bounded channels.
+//! [`screen_parcel`] is the one code path for the line and for `screenline screen`; the
+//! line runs it in two halves on two dedicated threads ([`spawn`]: [`load`] decodes, then
+//! [`screen_loaded`] runs the model — blocking, and needing `&mut` on the session — and the
+//! rules, batching parcels that queued together), fed and drained by bounded channels.
 
 pub mod eval;
 pub mod model;
@@ -122,14 +123,24 @@ pub fn load_scan(scan: &crate::domain::XrayScan) -> Result<(Vec<u8>, image::RgbI
     }
 }
 
-/// A parcel's image as loaded: none, unreadable (why), or the evidence bytes and the image.
-type Loaded = Option<Result<(Vec<u8>, image::RgbImage), String>>;
+/// A parcel's image as loaded: none, unreadable (why), or the evidence bytes, their
+/// SHA-256 and the image.
+type Loaded = Option<Result<(Vec<u8>, String, image::RgbImage), String>>;
+
+/// Reads, decodes and hashes a scan: everything about an image that needs no model.
+fn load_hashed(
+    scan: &crate::domain::XrayScan,
+) -> Result<(Vec<u8>, String, image::RgbImage), String> {
+    let (bytes, rgb) = load_scan(scan)?;
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    Ok((bytes, sha256, rgb))
+}
 
 /// Screens one parcel: the same path for the line and for `screenline screen`.
 pub fn screen_parcel(model: &mut Model, rules: &mut rules::RuleSet, parcel: Parcel) -> Screened {
-    let loaded = parcel.scan.as_ref().map(load_scan);
+    let loaded = parcel.scan.as_ref().map(load_hashed);
     let scores = match &loaded {
-        Some(Ok((_, rgb))) => Some(model.infer(rgb).map_err(|e| e.to_string())),
+        Some(Ok((_, _, rgb))) => Some(model.infer(rgb).map_err(|e| e.to_string())),
         _ => None,
     };
     decide(model, rules, parcel, loaded, scores)
@@ -145,14 +156,33 @@ pub fn screen_parcels(
     rules: &mut rules::RuleSet,
     parcels: Vec<Parcel>,
 ) -> Vec<Screened> {
-    let loaded: Vec<Loaded> = parcels
+    let loaded = parcels.into_iter().map(load).collect();
+    screen_loaded(model, rules, loaded)
+}
+
+/// A parcel with its image read and decoded: the half of screening that needs no model,
+/// so that the stage can do it on another thread (see [`spawn`]).
+pub struct LoadedParcel {
+    parcel: Parcel,
+    loaded: Loaded,
+}
+
+/// Reads, decodes and hashes a parcel's image (if it has one), with the line's limits.
+pub fn load(parcel: Parcel) -> LoadedParcel {
+    let loaded = parcel.scan.as_ref().map(load_hashed);
+    LoadedParcel { parcel, loaded }
+}
+
+/// Screens loaded parcels with one batched inference; see [`screen_parcels`].
+pub fn screen_loaded(
+    model: &mut Model,
+    rules: &mut rules::RuleSet,
+    parcels: Vec<LoadedParcel>,
+) -> Vec<Screened> {
+    let images: Vec<&image::RgbImage> = parcels
         .iter()
-        .map(|p| p.scan.as_ref().map(load_scan))
-        .collect();
-    let images: Vec<&image::RgbImage> = loaded
-        .iter()
-        .filter_map(|l| match l {
-            Some(Ok((_, rgb))) => Some(rgb),
+        .filter_map(|p| match &p.loaded {
+            Some(Ok((_, _, rgb))) => Some(rgb),
             _ => None,
         })
         .collect();
@@ -164,18 +194,17 @@ pub fn screen_parcels(
             .collect(),
     }
     .into_iter();
-    let scores: Vec<Option<Result<Scores, String>>> = loaded
+    let scores: Vec<Option<Result<Scores, String>>> = parcels
         .iter()
-        .map(|l| match l {
+        .map(|p| match &p.loaded {
             Some(Ok(_)) => batch.next(),
             _ => None,
         })
         .collect();
     parcels
         .into_iter()
-        .zip(loaded)
         .zip(scores)
-        .map(|((parcel, loaded), scores)| decide(model, rules, parcel, loaded, scores))
+        .map(|(p, scores)| decide(model, rules, p.parcel, p.loaded, scores))
         .collect()
 }
 
@@ -193,8 +222,7 @@ fn decide(
     match loaded {
         None => {}
         Some(Err(e)) => problems.push(rules::image_unreadable(&e)),
-        Some(Ok((bytes, rgb))) => {
-            let sha256 = hex::encode(Sha256::digest(&bytes));
+        Some(Ok((bytes, sha256, rgb))) => {
             match scored {
                 Some(Ok(s)) => scores = Some(s),
                 Some(Err(e)) => problems.push(Reason::new(
@@ -315,9 +343,15 @@ impl Screener {
     /// Screens parcels that queued together with one batched inference (see
     /// [`screen_parcels`]); results in the parcels' order.
     pub fn screen_batch(&self, parcels: Vec<Parcel>) -> Vec<Screened> {
+        let loaded = parcels.into_iter().map(load).collect();
+        self.screen_loaded(loaded)
+    }
+
+    /// Screens parcels whose images were loaded already (by [`load`], on another thread).
+    pub fn screen_loaded(&self, parcels: Vec<LoadedParcel>) -> Vec<Screened> {
         let mut model = lock(&self.model);
         let mut rules = lock(&self.rules);
-        screen_parcels(&mut model, &mut rules, parcels)
+        screen_loaded(&mut model, &mut rules, parcels)
     }
 
     /// The running model.
@@ -361,38 +395,50 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Most parcels screened in one batched inference.
 pub const SCREEN_BATCH: usize = 8;
 
-/// Runs screening on its own thread until the parcel channel closes.
+/// Runs screening until the parcel channel closes, on two threads: one reads and decodes
+/// images ([`load`]), the other runs the model and the rules ([`Screener::screen_loaded`]).
+/// On a 2-core appliance decoding a PNG costs more than this model's inference, so the two
+/// halves overlap instead of adding up (benches/inference.rs measures it). The queue
+/// between them holds [`SCREEN_BATCH`] parcels: decoding never runs far ahead.
 ///
-/// Dynamic batching: the thread takes whatever has queued meanwhile (up to
-/// [`SCREEN_BATCH`], never waiting for more) and screens it with one inference, so a burst
-/// from several lines costs one model run; a lone parcel goes at once, alone.
+/// Dynamic batching: the model thread takes whatever has been decoded meanwhile (up to
+/// [`SCREEN_BATCH`], never waiting for more) and screens it with one inference; a lone
+/// parcel goes at once, alone. Parcels leave in the order they came.
 pub fn spawn(
     screener: Arc<Screener>,
     mut parcels: mpsc::Receiver<crate::domain::Parcel>,
     screened: mpsc::Sender<Screened>,
     telemetry: Arc<Telemetry>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("screening".into())
+    let (loaded_tx, loaded_rx) =
+        std::sync::mpsc::sync_channel::<(std::time::Instant, LoadedParcel)>(SCREEN_BATCH);
+    let decoder = std::thread::Builder::new()
+        .name("screening-decode".into())
         .spawn(move || {
             while let Some(parcel) = parcels.blocking_recv() {
                 let started = std::time::Instant::now();
-                let mut batch = vec![parcel];
+                if loaded_tx.send((started, load(parcel))).is_err() {
+                    return;
+                }
+            }
+        })?;
+    std::thread::Builder::new()
+        .name("screening".into())
+        .spawn(move || {
+            while let Ok(first) = loaded_rx.recv() {
+                let mut batch = vec![first];
                 while batch.len() < SCREEN_BATCH {
-                    match parcels.try_recv() {
+                    match loaded_rx.try_recv() {
                         Ok(p) => batch.push(p),
                         Err(_) => break,
                     }
                 }
                 telemetry.set("screen.last_batch", batch.len() as u64);
-                let results = if batch.len() == 1 {
-                    batch.into_iter().map(|p| screener.screen(p)).collect()
-                } else {
-                    screener.screen_batch(batch)
-                };
+                let oldest = batch[0].0;
+                let results = screener.screen_loaded(batch.into_iter().map(|(_, p)| p).collect());
                 telemetry.set(
                     "screen.last_latency_us",
-                    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    u64::try_from(oldest.elapsed().as_micros()).unwrap_or(u64::MAX),
                 );
                 for s in results {
                     if screened.blocking_send(s).is_err() {
@@ -400,7 +446,34 @@ pub fn spawn(
                     }
                 }
             }
+            // The parcel channel closed and the decoder drained it.
+            let _ = decoder.join();
         })
+}
+
+/// Screens `parcels` through the stage as the line runs it ([`spawn`]) and returns the
+/// results in order; for benches and tests.
+pub fn run_stage(screener: Arc<Screener>, parcels: Vec<Parcel>) -> Vec<Screened> {
+    let n = parcels.len();
+    let (tx, rx) = mpsc::channel(64);
+    let (out_tx, mut out_rx) = mpsc::channel(64);
+    let Ok(handle) = spawn(screener, rx, out_tx, Arc::new(Telemetry::default())) else {
+        return Vec::new();
+    };
+    let feeder = std::thread::spawn(move || {
+        for p in parcels {
+            if tx.blocking_send(p).is_err() {
+                return;
+            }
+        }
+    });
+    let mut out = Vec::with_capacity(n);
+    while let Some(s) = out_rx.blocking_recv() {
+        out.push(s);
+    }
+    let _ = feeder.join();
+    let _ = handle.join();
+    out
 }
 
 #[cfg(test)]
@@ -478,9 +551,23 @@ mod tests {
                 .map(|(i, p)| parcel(i as u32, p.clone()))
                 .collect(),
         );
+        // And through the stage as the line runs it (decode thread, model thread).
+        let staged = run_stage(
+            Screener::new(model, rules()),
+            paths
+                .iter()
+                .enumerate()
+                .map(|(i, p)| parcel(i as u32, p.clone()))
+                .collect(),
+        );
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(batch.len(), alone.len());
-        for (a, b) in alone.iter().zip(&batch) {
+        assert_eq!(staged.len(), alone.len());
+        for (a, b) in alone
+            .iter()
+            .zip(batch.iter().chain(&staged))
+            .chain(alone.iter().zip(&staged))
+        {
             assert_eq!(a.parcel.seq, b.parcel.seq);
             assert_eq!(a.decision, b.decision, "parcel {}", a.parcel.seq);
             let codes = |s: &Screened| s.reasons.iter().map(|r| r.code).collect::<Vec<_>>();
