@@ -177,7 +177,13 @@ impl Appliance {
             telemetry.clone(),
             shutdown.clone(),
         ));
-        let feed = Feed::new(&config, store.clone(), screener, wake, telemetry.clone())?;
+        let feed = Feed::new(
+            &config,
+            store.clone(),
+            screener.clone(),
+            wake,
+            telemetry.clone(),
+        )?;
         let feed = tokio::spawn(feed.run(shutdown.clone()));
 
         let listener = tokio::net::TcpListener::bind(config.console.listen)
@@ -189,8 +195,13 @@ impl Appliance {
                 )
             })?;
         let console_addr = listener.local_addr()?;
-        let console =
-            crate::console::Console::new(telemetry.clone(), store.clone(), &config, model_dir);
+        let console = crate::console::Console::new(
+            telemetry.clone(),
+            store.clone(),
+            &config,
+            model_dir,
+            screener.clone(),
+        );
         tasks.spawn(crate::console::serve(
             listener,
             Arc::new(console),

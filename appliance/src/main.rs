@@ -105,6 +105,11 @@ enum Command {
         #[command(subcommand)]
         command: DatasetCommand,
     },
+    /// Model tools.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Store tools.
     Store {
         #[command(subcommand)]
@@ -199,6 +204,25 @@ enum WaybillCommand {
 enum FramingArg {
     Line,
     StxEtx,
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Evaluates a model folder on a labelled dataset, through the line's own decode,
+    /// preprocessing and inference: top-1 accuracy, per-category precision and recall,
+    /// counterfeit AUROC, confusion matrix.
+    Eval {
+        /// The model folder (manifest.json and the .onnx file).
+        model: PathBuf,
+        /// The dataset folder (labels.csv and the images).
+        dataset: PathBuf,
+        /// Print one JSON object on stdout instead of the text report.
+        #[arg(long)]
+        json: bool,
+        /// Also draw the confusion matrix into this PNG file.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -431,22 +455,78 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Dataset {
             command: DatasetCommand::Generate { out, count, seed },
         } => {
-            let mut last = 0;
-            xraygen::write_dataset(&out, count, seed, |done, total| {
-                let pct = done * 100 / total.max(1);
-                if pct != last || done == total {
-                    last = pct;
-                    eprint!("\rgenerating {done}/{total} ({pct}%)");
-                }
-            })
-            .with_context(|| format!("writing the dataset to {}", out.display()))?;
-            eprintln!(
-                "\n{count} images and labels.csv written to {}",
-                out.display()
-            );
+            let bar = progress_bar(count, "generating");
+            xraygen::write_dataset(&out, count, seed, |done, _| bar.set_position(done as u64))
+                .with_context(|| format!("writing the dataset to {}", out.display()))?;
+            bar.finish_and_clear();
+            eprintln!("{count} images and labels.csv written to {}", out.display());
             Ok(())
         }
+        Command::Model {
+            command:
+                ModelCommand::Eval {
+                    model,
+                    dataset,
+                    json,
+                    plot,
+                },
+        } => model_eval(&model, &dataset, json, plot.as_deref()),
     }
+}
+
+/// A progress bar on stderr; indicatif draws nothing when stderr is not a terminal, so logs
+/// and CI output stay clean.
+fn progress_bar(total: usize, what: &'static str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what);
+    bar
+}
+
+fn model_eval(
+    model_dir: &std::path::Path,
+    dataset: &std::path::Path,
+    json: bool,
+    plot: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use screenline::screen::eval;
+    use screenline::screen::model::{init_runtime, Model};
+    let env = init_runtime(None)?;
+    let mut model = Model::load(model_dir, &env, 1)?;
+    // Count the rows first so the bar knows its length; evaluate() reads them again, cheap.
+    let total = eval::read_labels(dataset)?.len();
+    let bar = progress_bar(total, "evaluating");
+    let report = eval::evaluate(&mut model, dataset, |done, _| bar.set_position(done as u64))?;
+    bar.finish_and_clear();
+    if let Some(path) = plot {
+        eval::plot_confusion(&report, path)?;
+    }
+    if json {
+        let mut value = serde_json::to_value(&report).context("encoding the report")?;
+        value["model"] = serde_json::to_value(model.info()).context("encoding the report")?;
+        value["dataset"] = dataset.display().to_string().into();
+        println!("{value}");
+    } else {
+        let info = model.info();
+        println!(
+            "model {} {} on {}",
+            info.name,
+            info.version,
+            dataset.display()
+        );
+        print!("{}", eval::render_text(&report));
+        if let Some(path) = plot {
+            println!("confusion matrix plot: {}", path.display());
+        }
+    }
+    Ok(())
 }
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {

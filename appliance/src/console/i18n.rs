@@ -151,6 +151,15 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("model.sha", "SHA-256", "SHA-256"),
     ("model.labels", "品类", "Categories"),
     ("model.card", "模型说明", "Model card"),
+    ("model.running", "正在运行的模型", "Running model"),
+    ("model.folder", "模型目录", "Model folder"),
+    ("model.metrics", "留出集指标（模型说明）", "Held-out metrics (from the model card)"),
+    ("model.swap", "更换模型", "Swap the model"),
+    ("model.swap_help", "输入设备上新模型目录的完整路径（含 manifest.json 与 .onnx）。先校验 SHA-256、清单与计算图，预热并用已知图像自检；任何一步失败都保留当前模型。更换在两个包裹之间完成，产线不停。", "Enter the full path of a model folder on this appliance (manifest.json and the .onnx file). It is checked (SHA-256, manifest, graph), warmed up and self-tested on known images; on any failure the running model stays. The swap happens between two parcels; the line keeps running."),
+    ("model.swapped", "已更换模型", "Model swapped"),
+    ("model.refused", "未更换模型", "Model not swapped"),
+    ("model.selftest", "自检", "Self-test"),
+    ("model.unavailable", "安全模式下不能更换模型", "The model cannot be swapped in safe mode"),
 ];
 
 /// The word for `key` in `lang`; the key itself if there is none (a test forbids that).

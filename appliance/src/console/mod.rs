@@ -71,7 +71,14 @@ pub struct Console {
     /// Why the appliance runs in safe mode, if it does.
     pub safe_mode: Option<String>,
     pub data_dir: PathBuf,
-    pub model_dir: Option<PathBuf>,
+    /// The running model's folder; changes with a swap.
+    pub model_dir: std::sync::RwLock<Option<PathBuf>>,
+    /// The screening stage, for the model swap; None in safe mode.
+    pub screener: Option<Arc<crate::screen::Screener>>,
+    /// Where ONNX Runtime is and how many threads a model gets, to load a candidate the
+    /// way the running one was loaded.
+    pub ort_dylib_path: Option<PathBuf>,
+    pub intra_threads: usize,
 }
 
 impl Console {
@@ -81,6 +88,7 @@ impl Console {
         store: Arc<Store>,
         config: &crate::config::Config,
         model_dir: PathBuf,
+        screener: Arc<crate::screen::Screener>,
     ) -> Console {
         Console {
             telemetry,
@@ -91,7 +99,10 @@ impl Console {
             config_toml: toml::to_string_pretty(config).ok(),
             safe_mode: None,
             data_dir: config.data_dir.clone(),
-            model_dir: Some(model_dir),
+            model_dir: std::sync::RwLock::new(Some(model_dir)),
+            screener: Some(screener),
+            ort_dylib_path: config.model.ort_dylib_path.clone(),
+            intra_threads: config.model.intra_threads,
         }
     }
 
@@ -106,7 +117,10 @@ impl Console {
             config_toml: None,
             safe_mode: Some(why),
             data_dir,
-            model_dir: None,
+            model_dir: std::sync::RwLock::new(None),
+            screener: None,
+            ort_dylib_path: None,
+            intra_threads: 1,
         }
     }
 }
@@ -206,6 +220,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/api/status", get(api_status))
         .route("/devices", get(devices_page))
         .route("/model", get(model_page))
+        .route("/model/swap", post(model_swap))
         .route("/config", get(config_page))
         .route("/config/validate", post(config_validate))
         .route("/logs", get(logs_page))
@@ -715,7 +730,91 @@ async fn devices_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Resp
 
 async fn model_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     let ctx = viewer!(c, headers, Role::Technician, "/model");
-    Html(pages::model(&ctx, &c)).into_response()
+    Html(pages::model(&ctx, &c, None)).into_response()
+}
+
+#[derive(Deserialize)]
+struct SwapForm {
+    csrf: String,
+    dir: String,
+}
+
+/// Swaps the running model for a candidate folder (see `screen::swap`): verified, warmed
+/// up and self-tested off the async workers, swapped between two parcels, audited either way.
+async fn model_swap(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    f: Result<Form<SwapForm>, FormRejection>,
+) -> Response {
+    let ctx = viewer!(c, headers, Role::Technician, "/model");
+    let f = form!(c, f);
+    if let Err(r) = check_csrf(&ctx, &f.csrf) {
+        return *r;
+    }
+    let Some(screener) = c.screener.clone() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::message(
+                ctx.lang,
+                Some(&ctx.session),
+                t(ctx.lang, "model.unavailable"),
+            ),
+        )
+            .into_response();
+    };
+    let dir = PathBuf::from(f.dir.trim());
+    let (ort_path, threads) = (c.ort_dylib_path.clone(), c.intra_threads);
+    let candidate = dir.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let env = crate::screen::model::init_runtime(ort_path.as_deref())?;
+        crate::screen::swap::swap(&screener, &candidate, &env, threads)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(crate::screen::swap::SwapError::Load(
+            crate::screen::model::ModelError::Ort(format!("the loader stopped: {e}")),
+        ))
+    });
+    let actor = format!("user:{}", ctx.session.user);
+    let target = dir.display().to_string();
+    let shown = match &result {
+        Ok(s) => {
+            c.telemetry.incr("model.swaps");
+            c.telemetry.link(
+                "model",
+                true,
+                format!("{} {} ({})", s.new.name, s.new.version, s.dir.display()),
+            );
+            if let Ok(mut d) = c.model_dir.write() {
+                *d = Some(s.dir.clone());
+            }
+            c.audit(
+                &actor,
+                "model.swap",
+                &target,
+                &format!(
+                    "{} {} -> {} {} sha256 {}; self-test {}/{}",
+                    s.old.name,
+                    s.old.version,
+                    s.new.name,
+                    s.new.version,
+                    s.new.sha256,
+                    s.self_test.correct,
+                    s.self_test.images
+                ),
+            )
+            .await;
+            Ok(s.clone())
+        }
+        Err(e) => {
+            c.telemetry.incr("model.swaps_refused");
+            tracing::warn!(error = %e, dir = %target, "model swap refused");
+            c.audit(&actor, "model.swap_refused", &target, &e.to_string())
+                .await;
+            Err(e.to_string())
+        }
+    };
+    Html(pages::model(&ctx, &c, Some((&f.dir, shown)))).into_response()
 }
 
 async fn config_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {

@@ -669,11 +669,85 @@ pub fn devices(ctx: &Ctx, c: &Console) -> Html<String> {
     page(ctx, "nav.devices", "/devices", &body)
 }
 
-pub fn model(ctx: &Ctx, c: &Console) -> Html<String> {
+/// The rows of the model card's metrics table (the first table under a heading that
+/// mentions metrics), as (metric, value) with the Markdown emphasis taken out.
+fn card_metrics(card: &str) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    let mut in_section = false;
+    for line in card.lines() {
+        if line.starts_with("## ") {
+            if !rows.is_empty() {
+                break;
+            }
+            in_section = line.to_lowercase().contains("metrics");
+            continue;
+        }
+        if !in_section {
+            continue;
+        }
+        let line = line.trim();
+        if let Some(inner) = line.strip_prefix('|').and_then(|l| l.strip_suffix('|')) {
+            let cells: Vec<&str> = inner.split('|').map(str::trim).collect();
+            if cells.len() >= 2 && !cells[0].starts_with("---") && cells[0] != "metric" {
+                let clean = |s: &str| s.replace("**", "").replace('`', "");
+                rows.push((clean(cells[0]), clean(cells[1])));
+            }
+        } else if !rows.is_empty() {
+            break;
+        }
+    }
+    rows
+}
+
+pub fn model(
+    ctx: &Ctx,
+    c: &Console,
+    swapped: Option<(&str, Result<crate::screen::swap::Swapped, String>)>,
+) -> Html<String> {
     let lang = ctx.lang;
-    let mut body = format!("<h2>{}</h2>", t(lang, "nav.model"));
-    let manifest = c
-        .model_dir
+    let mut body = String::new();
+    match &swapped {
+        Some((_, Ok(s))) => {
+            let _ = write!(
+                body,
+                "<p class=\"ok\" id=\"swap-result\">{}: {} {} → {} {} ({} {}/{})</p>",
+                t(lang, "model.swapped"),
+                esc(&s.old.name),
+                esc(&s.old.version),
+                esc(&s.new.name),
+                esc(&s.new.version),
+                t(lang, "model.selftest"),
+                s.self_test.correct,
+                s.self_test.images
+            );
+        }
+        Some((_, Err(e))) => {
+            let _ = write!(
+                body,
+                "<p class=\"err\" id=\"swap-result\">{}\n{}</p>",
+                t(lang, "model.refused"),
+                esc(e)
+            );
+        }
+        None => {}
+    }
+    let model_dir = c.model_dir.read().ok().and_then(|d| d.clone());
+    let _ = write!(body, "<h2>{}</h2>", t(lang, "model.running"));
+    if let Some(screener) = &c.screener {
+        let info = screener.model_info();
+        let _ = write!(
+            body,
+            "<div class=\"panel\"><table><tr><td>{}</td><td id=\"model-version\">{} {}</td></tr><tr><td>{}</td><td><code>{}</code></td></tr><tr><td>{}</td><td><code>{}</code></td></tr></table></div>",
+            t(lang, "model.version"),
+            esc(&info.name),
+            esc(&info.version),
+            t(lang, "model.sha"),
+            esc(&info.sha256),
+            t(lang, "model.folder"),
+            esc(&model_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default()),
+        );
+    }
+    let manifest = model_dir
         .as_ref()
         .and_then(|d| std::fs::read_to_string(d.join("manifest.json")).ok())
         .and_then(|s| serde_json::from_str::<Value>(&s).ok());
@@ -684,26 +758,46 @@ pub fn model(ctx: &Ctx, c: &Console) -> Html<String> {
             .unwrap_or_default();
         let _ = write!(
             body,
-            "<div class=\"panel\"><table><tr><td>{}</td><td>{} {}</td></tr><tr><td>{}</td><td><code>{}</code></td></tr><tr><td>{}</td><td>{}</td></tr></table></div>",
-            t(lang, "model.version"),
-            esc(m["name"].as_str().unwrap_or("")),
-            esc(m["version"].as_str().unwrap_or("")),
-            t(lang, "model.sha"),
-            esc(m["sha256"].as_str().unwrap_or("")),
+            "<div class=\"panel\"><table><tr><td>{}</td><td>{}</td></tr></table></div>",
             t(lang, "model.labels"),
             esc(&labels.join("、"))
         );
     }
-    if let Some(card) = c
-        .model_dir
+    let card = model_dir
         .as_ref()
-        .and_then(|d| std::fs::read_to_string(d.join("README.md")).ok())
-    {
+        .and_then(|d| std::fs::read_to_string(d.join("README.md")).ok());
+    if let Some(card) = &card {
+        let metrics = card_metrics(card);
+        if !metrics.is_empty() {
+            let _ = write!(
+                body,
+                "<h2>{}</h2><div class=\"panel\"><table id=\"model-metrics\">",
+                t(lang, "model.metrics")
+            );
+            for (k, v) in metrics {
+                let _ = write!(body, "<tr><td>{}</td><td>{}</td></tr>", esc(&k), esc(&v));
+            }
+            body.push_str("</table></div>");
+        }
+    }
+    if c.screener.is_some() {
+        let typed = swapped.as_ref().map(|(d, _)| *d).unwrap_or("");
+        let _ = write!(
+            body,
+            "<h2>{}</h2><p class=\"muted\">{}</p><form method=\"post\" action=\"/model/swap\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"text\" name=\"dir\" size=\"60\" value=\"{}\" placeholder=\"/usr/share/screenline/models/…\"> <button class=\"secondary\">{}</button></form>",
+            t(lang, "model.swap"),
+            t(lang, "model.swap_help"),
+            esc(&ctx.session.csrf),
+            esc(typed),
+            t(lang, "model.swap"),
+        );
+    }
+    if let Some(card) = &card {
         let _ = write!(
             body,
             "<h2>{}</h2><pre>{}</pre>",
             t(lang, "model.card"),
-            esc(&card)
+            esc(card)
         );
     }
     page(ctx, "nav.model", "/model", &body)

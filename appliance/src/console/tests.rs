@@ -56,11 +56,22 @@ async fn fixture(tag: &str) -> Fixture {
         .expect("commit");
     store.index_waybill("SF<script>1", RECORD).expect("index");
     let telemetry = Arc::new(Telemetry::default());
+    // The real model and rules: the Model page shows and swaps what the line screens with.
+    let model_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/screenline-ref-0.1");
+    let env = crate::screen::model::init_runtime(None).expect("ONNX Runtime");
+    let model = crate::screen::model::Model::load(&model_dir, &env, 1).expect("model");
+    let rules = crate::screen::rules::RuleSet::load(
+        &config.rules,
+        store.hasher().clone(),
+        Box::new(crate::screen::rules::MemoryLedger::default()),
+    )
+    .expect("rules");
     let console = Arc::new(Console::new(
         telemetry,
         store,
         &config,
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/screenline-ref-0.1"),
+        model_dir,
+        crate::screen::Screener::new(model, rules),
     ));
     console
         .users
@@ -214,12 +225,21 @@ async fn every_route_for_every_role() {
         StatusCode::UNAUTHORIZED
     );
     // POST routes refuse anonymous requests.
-    for path in ["/parcel/x/review", "/config/validate", "/logout"] {
+    for path in [
+        "/parcel/x/review",
+        "/config/validate",
+        "/logout",
+        "/model/swap",
+    ] {
         let r = f.send("POST", path, None, Some("csrf=x")).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{path}");
     }
     let r = f
         .send("POST", "/config/validate", Some(&op), Some("csrf=x&text="))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = f
+        .send("POST", "/model/swap", Some(&op), Some("csrf=x&dir=/tmp"))
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     // Unknown records.
@@ -437,4 +457,109 @@ async fn devices_show_each_lines_own_counters_last_heard_and_the_stack_light() {
         line.contains("data-light=\"L1\"") && line.contains("lamp amber"),
         "{line}"
     );
+}
+
+/// A copy of the committed model with its manifest edited, in `dir`.
+fn model_copy(dir: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/screenline-ref-0.1");
+    std::fs::create_dir_all(dir).expect("dir");
+    for f in ["model.onnx", "README.md"] {
+        std::fs::copy(src.join(f), dir.join(f)).expect("copy");
+    }
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("manifest.json")).expect("read"))
+            .expect("json");
+    edit(&mut m);
+    std::fs::write(dir.join("manifest.json"), m.to_string()).expect("write");
+    dir.to_owned()
+}
+
+#[tokio::test]
+async fn a_technician_swaps_the_model_and_it_is_audited() {
+    let f = fixture("swap").await;
+    let (tech, csrf) = f.login("tech", "technician password").await;
+    let cookie = format!("{tech}; sl_lang=en");
+    let page = f.get("/model", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("screenline-ref 0.1.0"), "{}", page.body);
+    // The card's metrics table, and the swap form with the CSRF token.
+    assert!(page.body.contains("id=\"model-metrics\""), "{}", page.body);
+    assert!(page.body.contains("counterfeit AUROC"), "{}", page.body);
+    assert!(
+        page.body.contains("action=\"/model/swap\""),
+        "{}",
+        page.body
+    );
+
+    // A stale CSRF token changes nothing.
+    let r = f
+        .send(
+            "POST",
+            "/model/swap",
+            Some(&cookie),
+            Some("csrf=stale&dir=/tmp"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    // A folder whose manifest disagrees with its graph is refused, saying what differs.
+    let bad = model_copy(&f.dir.join("bad-model"), |m| {
+        m["input"]["height"] = 80.into()
+    });
+    let r = f
+        .send(
+            "POST",
+            "/model/swap",
+            Some(&cookie),
+            Some(&format!("csrf={csrf}&dir={}", bad.display())),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("Model not swapped"), "{}", r.body);
+    assert!(
+        r.body
+            .contains("the manifest says height 80, the graph has 64"),
+        "{}",
+        r.body
+    );
+    let screener = f.console.screener.as_ref().expect("screener");
+    assert_eq!(screener.model_info().version, "0.1.0");
+
+    // A good one swaps, between parcels, and the page shows it.
+    let good = model_copy(&f.dir.join("good-model"), |m| m["version"] = "0.1.1".into());
+    let r = f
+        .send(
+            "POST",
+            "/model/swap",
+            Some(&cookie),
+            Some(&format!("csrf={csrf}&dir={}", good.display())),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("Model swapped"), "{}", r.body);
+    assert!(r.body.contains("screenline-ref 0.1.1"), "{}", r.body);
+    assert_eq!(screener.model_info().version, "0.1.1");
+    assert_eq!(f.console.telemetry.get("model.swaps"), 1);
+    assert_eq!(f.console.telemetry.get("model.swaps_refused"), 1);
+
+    let store = f.console.store.as_ref().expect("store");
+    let swaps = store
+        .audit_log(100, |e| e.action.starts_with("model.swap"))
+        .expect("audit");
+    assert_eq!(swaps.len(), 2, "{swaps:?}");
+    let ok = swaps
+        .iter()
+        .find(|e| e.action == "model.swap")
+        .expect("swap");
+    assert_eq!(ok.actor, "user:tech");
+    assert!(
+        ok.detail.contains("0.1.0 -> screenline-ref 0.1.1"),
+        "{}",
+        ok.detail
+    );
+    let refused = swaps
+        .iter()
+        .find(|e| e.action == "model.swap_refused")
+        .expect("refusal");
+    assert!(refused.detail.contains("height 80"), "{}", refused.detail);
 }

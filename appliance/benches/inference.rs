@@ -1,0 +1,293 @@
+//! Inference speed on this machine, measured side by side in one run on the same images:
+//!
+//! - **bare**: ONNX Runtime `Session::run` alone, on input tensors made beforehand, with the
+//!   session settings the line uses ([`new_session`]: 1 intra-op thread, spinning off);
+//! - **stage**: the whole screen stage per parcel, [`Screener::screen`] — read the PNG from
+//!   the drop folder (page cache), decode with limits, SHA-256 of the evidence, resize and
+//!   normalise, inference, the rules, and a thumbnail for each flagged parcel;
+//! - **as spawned**: the stage as the line runs it (`screen::spawn` through
+//!   `screen::run_stage`): a decode thread and a model thread with dynamic batching;
+//! - **batched**: [`Screener::screen_batch`] on the same parcels, B at a time, and bare
+//!   `run` on B-image tensors.
+//!
+//! It prints throughput, the ratio stage / bare (what the stage keeps of the model's speed;
+//! target ≥ 0.85) and per-image latency p50/p99 at batch 1. Rounds alternate between the
+//! paths so a busy neighbour slows all of them; the median round is reported.
+//!
+//! `cargo bench -p screenline --bench inference` (needs ONNX Runtime: see README).
+//! `SCREENLINE_BENCH_IMAGES` sets the number of images (default 256).
+
+use screenline::config::RulesConfig;
+use screenline::domain::{Parcel, XrayScan};
+use screenline::line::invariants::TODAY;
+use screenline::line::waybill::parse_record;
+use screenline::screen::model::{default_model_dir, init_runtime, new_session, Model};
+use screenline::screen::rules::{MemoryLedger, RuleSet};
+use screenline::screen::Screener;
+use screenline::store::KeyedHasher;
+use sha2::Digest;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+const ROUNDS: usize = 5;
+const BATCHES: [usize; 2] = [8, 32];
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// A resident ID with a correct GB 11643 check character: one sender per parcel, so no
+/// split-shipment flags colour the figures.
+fn resident_id(seq: usize) -> String {
+    const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    let first17 = format!("11010519800101{:03}", seq % 1000);
+    let sum: u32 = first17
+        .bytes()
+        .zip(W)
+        .map(|(b, w)| u32::from(b - b'0') * w)
+        .sum();
+    format!("{first17}{}", b"10X98765432"[(sum % 11) as usize] as char)
+}
+
+fn parcel(seq: usize, image: &std::path::Path, category: &str) -> anyhow::Result<Parcel> {
+    let record = format!(
+        r#"{{"waybill":"SF{seq:013}","sender":{{"name":"张三","id_type":"resident_id","id_number":"{}","phone":"13800138000","address":"北京市朝阳区某某路1号"}},"recipient":{{"name":"李四","phone":"021-62345678","address":"上海市长宁区某某路2号"}},"declared":{{"goods":"货物","category":"{category}","value_cny":999.0,"quantity":1}}}}"#,
+        resident_id(seq)
+    );
+    let r = parse_record(&record, TODAY)?;
+    Ok(Parcel {
+        line_id: "L1".into(),
+        seq: seq as u32,
+        entered_at: SystemTime::now(),
+        scan: Some(XrayScan {
+            scan_id: format!("{seq}"),
+            path: image.to_path_buf(),
+            completed: Instant::now(),
+            low_energy: None,
+            waybill: Some(r.waybill.waybill.clone()),
+            captured_at: SystemTime::now(),
+        }),
+        waybill: Some(r.waybill),
+        findings: r.findings,
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let n: usize = std::env::var("SCREENLINE_BENCH_IMAGES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(256);
+    let env = init_runtime(None)?;
+    let dir = default_model_dir().ok_or_else(|| anyhow::anyhow!("no model folder"))?;
+    let mut model = Model::load(&dir, &env, 1)?;
+    let manifest = model.manifest().clone();
+    let onnx = std::fs::read(dir.join(&manifest.file))?;
+    let mut bare = new_session(&env, 1, &onnx)?;
+
+    // The images: a held-out-style dataset (seed not used in training), as PNG files.
+    let data =
+        std::env::temp_dir().join(format!("screenline-bench-inference-{}", std::process::id()));
+    xraygen::write_dataset(&data, n, 424_242, |_, _| {})?;
+    let labels = std::fs::read_to_string(data.join("labels.csv"))?;
+    let rows: Vec<(PathBuf, String)> = labels
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split(',');
+            Some((data.join(f.next()?), f.next()?.to_owned()))
+        })
+        .collect();
+
+    // Pre-made input tensors for the bare runs: the model's own preprocessing.
+    let plane = (manifest.input.width * manifest.input.height * 3) as usize;
+    let (h, w) = (
+        manifest.input.height as usize,
+        manifest.input.width as usize,
+    );
+    let mut tensors: Vec<f32> = Vec::with_capacity(n * plane);
+    for (path, _) in &rows {
+        let rgb =
+            screenline::screen::decode_image(&std::fs::read(path)?).map_err(anyhow::Error::msg)?;
+        tensors.extend(model.preprocess(&rgb)?);
+    }
+    let mut run_bare = |first: usize, batch: usize| -> anyhow::Result<f32> {
+        let input = &tensors[first * plane..(first + batch) * plane];
+        let t = ort::value::TensorRef::from_array_view(([batch, 3, h, w], input))?;
+        let out = bare.run(ort::inputs![manifest.input.name.as_str() => t])?;
+        let (_, cf) = out[manifest.outputs.counterfeit.as_str()].try_extract_tensor::<f32>()?;
+        Ok(cf[0])
+    };
+
+    // Where the stage's time goes, on the same files (one pass each, after the rounds' warm-up).
+    let breakdown = |model: &mut Model| -> anyhow::Result<[Duration; 5]> {
+        let mut t = [Duration::ZERO; 5];
+        for (path, _) in &rows {
+            let s = Instant::now();
+            let bytes = std::fs::read(path)?;
+            t[0] += s.elapsed();
+            let s = Instant::now();
+            let rgb = screenline::screen::decode_image(&bytes).map_err(anyhow::Error::msg)?;
+            t[1] += s.elapsed();
+            let s = Instant::now();
+            std::hint::black_box(sha2::Sha256::digest(&bytes));
+            t[2] += s.elapsed();
+            let s = Instant::now();
+            std::hint::black_box(model.preprocess(&rgb)?);
+            t[3] += s.elapsed();
+            let s = Instant::now();
+            std::hint::black_box(screenline::screen::thumbnail(&rgb));
+            t[4] += s.elapsed();
+        }
+        Ok(t.map(|d| d / n as u32))
+    };
+    let parts = breakdown(&mut model)?;
+
+    let rules = RuleSet::load(
+        &RulesConfig::default(),
+        KeyedHasher::random(),
+        Box::new(MemoryLedger::default()),
+    )?;
+    let screener = Screener::new(model, rules);
+    let parcels = |round: usize| -> anyhow::Result<Vec<Parcel>> {
+        rows.iter()
+            .enumerate()
+            .map(|(i, (p, c))| parcel(round * n + i, p, c))
+            .collect()
+    };
+
+    // Warm up both (first runs allocate, page in the files).
+    for i in 0..n.min(16) {
+        run_bare(i, 1)?;
+    }
+    for p in parcels(999)?.into_iter().take(16) {
+        screener.screen(p);
+    }
+
+    let mut bare_rounds = Vec::new();
+    let mut stage_rounds = Vec::new();
+    let mut bare_lat = Vec::new();
+    let mut stage_lat = Vec::new();
+    let mut batched: Vec<(usize, Vec<Duration>, Vec<Duration>)> = BATCHES
+        .iter()
+        .map(|b| (*b, Vec::new(), Vec::new()))
+        .collect();
+    let mut flagged = 0;
+    let mut spawned_rounds = Vec::new();
+    for round in 0..ROUNDS {
+        let started = Instant::now();
+        for i in 0..n {
+            let t = Instant::now();
+            std::hint::black_box(run_bare(i, 1)?);
+            bare_lat.push(t.elapsed());
+        }
+        bare_rounds.push(started.elapsed());
+
+        let ps = parcels(round)?;
+        let started = Instant::now();
+        for p in ps {
+            let t = Instant::now();
+            let s = screener.screen(p);
+            stage_lat.push(t.elapsed());
+            flagged += usize::from(s.decision == screenline::domain::Decision::Flag);
+        }
+        stage_rounds.push(started.elapsed());
+
+        // The stage as the line runs it: decode thread + model thread, dynamic batching.
+        let ps = parcels(round + 50)?;
+        let started = Instant::now();
+        let out = screenline::screen::run_stage(screener.clone(), ps);
+        spawned_rounds.push(started.elapsed());
+        anyhow::ensure!(out.len() == n, "the stage returned {} of {n}", out.len());
+
+        for (b, bare_b, stage_b) in batched.iter_mut() {
+            let started = Instant::now();
+            let mut i = 0;
+            while i + *b <= n {
+                std::hint::black_box(run_bare(i, *b)?);
+                i += *b;
+            }
+            bare_b.push(started.elapsed() * n as u32 / i.max(1) as u32);
+            let ps = parcels(round + 100 * *b)?;
+            let started = Instant::now();
+            let mut batch = ps.into_iter().peekable();
+            while batch.peek().is_some() {
+                let chunk: Vec<Parcel> = batch.by_ref().take(*b).collect();
+                std::hint::black_box(screener.screen_batch(chunk));
+            }
+            stage_b.push(started.elapsed());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&data);
+
+    let per_s = |d: Duration| n as f64 / d.as_secs_f64();
+    let (bare_t, stage_t) = (per_s(median(bare_rounds)), per_s(median(stage_rounds)));
+    bare_lat.sort();
+    stage_lat.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "inference: {} images ({}x{} to {}x{}), {} rounds, median round; {} cores, 1 intra-op thread",
+        n,
+        224,
+        288,
+        w,
+        h,
+        ROUNDS,
+        std::thread::available_parallelism().map_or(1, |c| c.get())
+    );
+    println!(
+        "{:<44} {:>10} {:>9} {:>9}",
+        "path", "images/s", "p50 ms", "p99 ms"
+    );
+    println!(
+        "{:<44} {:>10.0} {:>9.3} {:>9.3}",
+        "bare Session::run, batch 1",
+        bare_t,
+        ms(percentile(&bare_lat, 0.5)),
+        ms(percentile(&bare_lat, 0.99))
+    );
+    println!(
+        "{:<44} {:>10.0} {:>9.3} {:>9.3}",
+        "screen stage (decode+preprocess+run+rules)",
+        stage_t,
+        ms(percentile(&stage_lat, 0.5)),
+        ms(percentile(&stage_lat, 0.99))
+    );
+    println!(
+        "ratio stage / bare at batch 1: {:.3} (target >= 0.85); {} of {} parcels flagged",
+        stage_t / bare_t,
+        flagged,
+        n * ROUNDS
+    );
+    let spawned_t = per_s(median(spawned_rounds));
+    println!(
+        "screen stage as spawned (decode thread + model thread, batches <= {}): {:.0} parcels/s, ratio to bare batch 1: {:.3}",
+        screenline::screen::SCREEN_BATCH,
+        spawned_t,
+        spawned_t / bare_t
+    );
+    println!(
+        "per image: read {:.3} ms, decode {:.3} ms, sha-256 {:.3} ms, preprocess {:.3} ms, thumbnail (flagged only) {:.3} ms (bare run p50 {:.3} ms)",
+        ms(parts[0]),
+        ms(parts[1]),
+        ms(parts[2]),
+        ms(parts[3]),
+        ms(parts[4]),
+        ms(percentile(&bare_lat, 0.5))
+    );
+    for (b, bare_b, stage_b) in batched {
+        let (bt, st) = (per_s(median(bare_b)), per_s(median(stage_b)));
+        println!(
+            "batch {b:>2}: bare Session::run {bt:>6.0} images/s ({:.2}x batch 1), screen_batch {st:>6.0} parcels/s ({:.2}x batch 1), ratio {:.3}",
+            bt / bare_t,
+            st / stage_t,
+            st / bt
+        );
+    }
+    Ok(())
+}
