@@ -32,23 +32,7 @@ fn model_dir() -> PathBuf {
 fn committed_model_meets_targets_on_a_held_out_set() {
     let dir = TempDir::new("model-eval");
     let data = dir.path().join("held-out");
-    let out = screenline(
-        &[
-            "dataset",
-            "generate",
-            "--count",
-            COUNT,
-            "--seed",
-            HELD_OUT_SEED,
-            "--out",
-        ],
-        &[&data],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = generate(&data, COUNT);
     // stderr is a pipe here, not a terminal: the progress bar must stay silent.
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -110,23 +94,7 @@ fn committed_model_meets_targets_on_a_held_out_set() {
 fn bad_labels_are_refused_with_the_line() {
     let dir = TempDir::new("model-eval-bad");
     let data = dir.path().join("bad");
-    let out = screenline(
-        &[
-            "dataset",
-            "generate",
-            "--count",
-            "3",
-            "--seed",
-            HELD_OUT_SEED,
-            "--out",
-        ],
-        &[&data],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    generate(&data, "3");
     let labels = data.join("labels.csv");
     let mut text = std::fs::read_to_string(&labels).expect("labels");
     text.push_str("images/000000.png,shoes,0\n");
@@ -149,4 +117,26 @@ fn bad_labels_are_refused_with_the_line() {
         stderr.contains("line 5: image images/missing.png"),
         "{stderr}"
     );
+}
+
+/// `screenline dataset generate` of `count` held-out images into `data`; it must succeed.
+fn generate(data: &std::path::Path, count: &str) -> std::process::Output {
+    let out = screenline(
+        &[
+            "dataset",
+            "generate",
+            "--count",
+            count,
+            "--seed",
+            HELD_OUT_SEED,
+            "--out",
+        ],
+        &[data],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }

@@ -160,38 +160,18 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
     let accepted = find("wl-00000001", 0);
     assert_eq!(accepted["ok"], true, "{accepted}");
     assert_eq!(accepted["command"], "watchlist");
-    let replay = find("wl-00000001", 1);
-    assert_eq!(replay["ok"], false, "{replay}");
-    assert!(
-        replay["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("replay")),
-        "{replay}"
-    );
-    let stale = find("wl-00000002", 0);
-    assert_eq!(stale["ok"], false);
-    assert!(
-        stale["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("stale")),
-        "{stale}"
-    );
-    let unsigned = find("wl-00000003", 0);
-    assert_eq!(unsigned["ok"], false);
-    assert!(
-        unsigned["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("unsigned")),
-        "{unsigned}"
-    );
-    let forged = find("th-00000004", 0);
-    assert_eq!(forged["ok"], false);
-    assert!(
-        forged["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("bad_signature")),
-        "{forged}"
-    );
+    let refused = |nonce: &str, nth: usize, why: &str| {
+        let r = find(nonce, nth);
+        assert_eq!(r["ok"], false, "{r}");
+        assert!(
+            r["message"].as_str().is_some_and(|m| m.contains(why)),
+            "{why}: {r}"
+        );
+    };
+    refused("wl-00000001", 1, "replay");
+    refused("wl-00000002", 0, "stale");
+    refused("wl-00000003", 0, "unsigned");
+    refused("th-00000004", 0, "bad_signature");
 
     // A parcel of genuine goods from the watch-listed sender: flagged for the sender alone.
     let mut reader_tx = reader.master().expect("reader master");
