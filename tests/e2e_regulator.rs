@@ -631,35 +631,15 @@ fn the_feed_works_over_tls_with_client_certificates() {
         assert!(Instant::now() < deadline, "mosquitto (TLS) did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = dir.path().join("tls-sub.txt");
-    let tls_sub = |topic: &str, out: &Path| {
-        Proc(
-            Command::new("mosquitto_sub")
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-q",
-                    "1",
-                    "-v",
-                    "-t",
-                    topic,
-                ])
-                .arg("--cafile")
-                .arg(certs.join("ca.pem"))
-                .arg("--cert")
-                .arg(certs.join("client.pem"))
-                .arg("--key")
-                .arg(certs.join("client.key"))
-                .stdout(std::fs::File::create(out).expect("sub output"))
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("mosquitto_sub"),
-        )
-    };
-    let _sub = tls_sub(&format!("{ROOT}/#"), &out);
-    std::thread::sleep(Duration::from_millis(500));
+    let file = |name: &str| certs.join(name).to_string_lossy().into_owned();
+    let (ca, cert, key) = (file("ca.pem"), file("client.pem"), file("client.key"));
+    let sub = Sub::spawn(
+        dir.path(),
+        port,
+        &format!("{ROOT}/#"),
+        &["--cafile", &ca, "--cert", &cert, "--key", &key],
+    );
+    std::thread::sleep(Duration::from_millis(200));
 
     let line = Line::start(dir.path());
     let config = line
@@ -673,42 +653,20 @@ fn the_feed_works_over_tls_with_client_certificates() {
             ),
         );
     let mut app = Appliance::start(dir.path(), &config);
-    let read = || -> Vec<(String, Value)> {
-        std::fs::read_to_string(&out)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .filter_map(|(t, p)| Some((t.to_owned(), serde_json::from_str(p).ok()?)))
-            .collect()
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !read()
-        .iter()
-        .any(|(t, v)| t.ends_with("/status") && v["state"] == "online")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no status over TLS\n{}",
-            app.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    sub.wait_for(Duration::from_secs(30), "the status over TLS", |m| {
+        json_of(m)
+            .iter()
+            .any(|(t, v)| t.ends_with("/status") && v["state"] == "online")
+    });
     line.counterfeit_parcel(1);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let report = loop {
-        if let Some((_, v)) = read()
-            .into_iter()
-            .find(|(t, _)| t.ends_with("/reports/flagged"))
-        {
-            break v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no report over TLS\n{}",
-            app.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let msgs = sub.wait_for(Duration::from_secs(30), "a report over TLS", |m| {
+        m.iter().any(|(t, _)| t.ends_with("/reports/flagged"))
+    });
+    let report = json_of(&msgs)
+        .into_iter()
+        .find(|(t, _)| t.ends_with("/reports/flagged"))
+        .map(|(_, v)| v)
+        .expect("a report over TLS");
     assert_eq!(report["decision"], "flag");
     assert_eq!(report["waybill"], "SF3000000000001");
     // A client without a certificate is turned away by the broker.

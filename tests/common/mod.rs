@@ -179,7 +179,8 @@ impl Sub {
         Sub::spawn(dir, port, topic, &["-c", "-i", id])
     }
 
-    fn spawn(dir: &Path, port: u16, topic: &str, extra: &[&str]) -> Sub {
+    /// A subscriber with more `mosquitto_sub` arguments (TLS files, say).
+    pub fn spawn(dir: &Path, port: u16, topic: &str, extra: &[&str]) -> Sub {
         let out = dir.join(format!("sub-{}.txt", rand_suffix()));
         let file = std::fs::File::create(&out).expect("sub output");
         let child = Command::new("mosquitto_sub")
