@@ -15,6 +15,8 @@ command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 # The console's browser test: Chromium, and CJK fonts so that Chinese renders in screenshots.
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] || need+=(fonts-noto-cjk)
+# The feed's TLS test makes its CA and certificates with the openssl CLI.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]} (Debian packages)"
   $sudo apt-get update -qq
