@@ -938,4 +938,56 @@ mod tests {
         shutdown.cancel();
         task.await.expect("watcher");
     }
+
+    #[tokio::test]
+    async fn a_folder_recreated_under_the_watcher_is_read_by_the_rescan() {
+        // The X-ray machine's share remounted, or its folder re-created: the file-event
+        // watch is gone with the old folder, and only the periodic rescan still sees files.
+        let dir = Dir::new("recreated");
+        let d = dir.drop_dir();
+        let (tx, mut rx) = mpsc::channel(16);
+        let shutdown = CancellationToken::new();
+        let telemetry = Arc::new(Telemetry::default());
+        let task = tokio::spawn(watch(
+            "L1".into(),
+            d.clone(),
+            intake(&dir).policy,
+            tx,
+            telemetry.clone(),
+            shutdown.clone(),
+        ));
+        let link_is = |up: bool| {
+            let t = telemetry.clone();
+            async move {
+                while t.link_up("L1.xray") != up {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), link_is(true))
+            .await
+            .expect("watching");
+        std::fs::remove_dir_all(&d).expect("remove the folder");
+        tokio::time::timeout(Duration::from_secs(5), link_is(false))
+            .await
+            .expect("the folder's loss shows on the link");
+        std::fs::create_dir_all(&d).expect("re-create the folder");
+        let mut png = Vec::new();
+        rgb(20, 20)
+            .write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
+            .expect("png");
+        std::fs::write(d.join(".s9.png.part"), &png).expect("write");
+        std::fs::rename(d.join(".s9.png.part"), d.join("s9.png")).expect("rename");
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("in time")
+            .expect("an image");
+        let LineInput::Image(scan, _) = got else {
+            panic!("not an image: {got:?}")
+        };
+        assert_eq!(scan.scan_id, "s9");
+        assert!(telemetry.link_up("L1.xray"));
+        shutdown.cancel();
+        task.await.expect("watcher");
+    }
 }
