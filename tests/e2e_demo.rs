@@ -112,3 +112,63 @@ fn realistic_traffic_flags_about_what_published_pilots_see() {
     assert!(n("cleared") >= 380, "under 95 % cleared: {summary}");
     assert_eq!(n("reports_acked"), n("flagged"), "{summary}");
 }
+
+#[test]
+fn the_signed_command_the_demo_prints_is_verified_and_applied() {
+    // What a visitor does: copy the `regulate` line of the banner into a shell.
+    let dir = TempDir::new("demo-regulate");
+    let port = free_port();
+    let _broker = start_mosquitto(dir.path(), port);
+    let results = Sub::start(dir.path(), port, "screenline/v1/DEMO/demo-01/cmd-result");
+    let log = dir.path().join("demo.log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_screenline"))
+        .args([
+            "demo",
+            "--rate",
+            "1",
+            "--console",
+            "127.0.0.1:0",
+            "--broker",
+        ])
+        .arg(format!("mqtt://127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("screenline demo");
+    let mut demo = Appliance {
+        proc: Proc(child),
+        log,
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let command = loop {
+        let text = demo.log_text();
+        if let Some(line) = text.lines().find_map(|l| l.trim().strip_prefix("regulate")) {
+            break line
+                .split("   (")
+                .next()
+                .expect("the command")
+                .trim()
+                .to_owned();
+        }
+        assert!(demo.is_running(), "demo exited: {text}");
+        assert!(std::time::Instant::now() < deadline, "no banner: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(command.starts_with("mosquitto_pub "), "{command}");
+    let ok = Command::new("sh")
+        .args(["-c", &command])
+        .status()
+        .expect("sh")
+        .success();
+    assert!(ok, "{command}");
+    let msgs = results.wait_for(Duration::from_secs(20), "the command's answer", |m| {
+        !m.is_empty()
+    });
+    let answer: serde_json::Value = serde_json::from_str(&msgs[0].1).expect("cmd-result JSON");
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["command"], "thresholds", "{answer}");
+    assert!(
+        demo.interrupt(Duration::from_secs(30)),
+        "demo stops cleanly on Ctrl-C"
+    );
+}

@@ -14,6 +14,7 @@ use crate::config::{
 };
 use crate::line::waybill::Framing;
 use anyhow::Context;
+use base64::Engine;
 use screenline_emulator::pty::Pty;
 use screenline_emulator::{BeltConfig, LineEmulator};
 use serde::Serialize;
@@ -161,6 +162,9 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
     // The belt time from the photo-eye to the controller's decision point.
     let deadline_ms = u64::from(belt.eye_to_gate_mm - belt.decision_margin_mm) * 1000
         / u64::from(belt.belt_mm_per_s);
+    // The demo is its own regulator: a fresh key pair, and one signed command ready to
+    // publish, so a visitor can watch the appliance verify and apply it (`…/cmd-result`).
+    let regulator = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
     let config = Config {
         site_id: "DEMO".into(),
         appliance_id: "demo-01".into(),
@@ -181,7 +185,15 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             ..RulesConfig::default()
         },
         store: Default::default(),
-        regulator: Default::default(),
+        regulator: crate::config::RegulatorConfig {
+            public_key: Some(
+                base64::engine::general_purpose::STANDARD
+                    .encode(regulator.verifying_key().to_bytes()),
+            ),
+            // Long enough that the sample command is still fresh an hour into the demo.
+            max_age_s: 3600,
+            ..Default::default()
+        },
         lines: lines
             .iter()
             .map(|l| LineConfig {
@@ -231,20 +243,26 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
         users.set(name, role, &password)?;
         logins.push(format!("{name} / {password}"));
     }
+    let sample_command = root.join("cmd-thresholds.json");
+    std::fs::write(
+        &sample_command,
+        demo_command(&regulator, &config, SystemTime::now()),
+    )?;
     let appliance = Appliance::start(config).await?;
     let addr = crate::config::parse_broker_url(&broker).map_err(anyhow::Error::msg)?;
     if !quiet {
         eprintln!(
-            "\nScreenline demo: {} line(s), {} parcels/s each{}\n  console   http://{}/   log in as {}\n  broker    {broker}{}\n  watch     mosquitto_sub -h {} -p {} -t '{topic_root}/#' -v\n  data      {}\nCtrl-C stops.\n",
+            "\nScreenline demo: {} line(s), {} parcels/s each{}\n  console   http://{}/   log in as {}\n  broker    {broker}{}\n  watch     mosquitto_sub -h {host} -p {port} -t '{topic_root}/#' -v\n  regulate  mosquitto_pub -h {host} -p {port} -t '{topic_root}/cmd/thresholds' -f {}   (a signed command; the answer is on …/cmd-result)\n  data      {}\nCtrl-C stops.\n",
             lines.len(),
             opts.rate,
             opts.parcels.map(|n| format!(", stopping after {n} parcels")).unwrap_or_default(),
             appliance.console_addr,
             logins.join("  or  "),
             if opts.broker.is_none() { " (embedded)" } else { "" },
-            addr.host,
-            addr.port,
+            sample_command.display(),
             root.display(),
+            host = addr.host,
+            port = addr.port,
         );
     }
 
@@ -440,6 +458,20 @@ pub fn write_scan(
     scan.rgb.save_with_format(&tmp, image::ImageFormat::Png)?;
     std::fs::rename(&tmp, dir.join(format!("{scan_id}.png")))?;
     Ok(())
+}
+
+/// A thresholds command signed by the demo's regulator key: a lower counterfeit threshold
+/// for footwear and apparel, as a regulator tightening screening in a campaign would send.
+fn demo_command(key: &ed25519_dalek::SigningKey, config: &Config, at: SystemTime) -> String {
+    let payload = serde_json::json!({
+        "command": "thresholds",
+        "site_id": config.site_id,
+        "appliance_id": config.appliance_id,
+        "issued_at": crate::time_fmt::format(at),
+        "nonce": format!("demo-{:016x}", rand::random::<u64>()),
+        "body": {"apparel_footwear": 0.3},
+    });
+    crate::report::commands::sign_envelope(key, &payload.to_string())
 }
 
 #[cfg(test)]
