@@ -96,6 +96,13 @@ impl Appliance {
             }
         }
         telemetry.set("feed.backlog", store.outbox_len() as u64);
+        // Counts go on from where the store left them, across restarts and crashes.
+        for (name, n) in store
+            .durable_counters()
+            .context("reading the store's counters")?
+        {
+            telemetry.add(&name, n);
+        }
         let mut rules = RuleSet::load(
             &config.rules,
             store.hasher().clone(),
@@ -391,7 +398,11 @@ impl Sink {
             // a flagged parcel diverted whose report was lost.
             let commits: Vec<crate::store::Commit<'_>> =
                 prepared.iter().flatten().map(Prepared::commit).collect();
-            let stored = match store.commit_batch(&commits).await {
+            let mut counts = std::collections::BTreeMap::new();
+            for name in group.iter().flat_map(decided_counters) {
+                *counts.entry(name).or_insert(0u64) += 1;
+            }
+            let stored = match store.commit_counted(&commits, &counts).await {
                 Ok(()) => {
                     telemetry.incr("store.groups");
                     telemetry.add("store.committed", commits.len() as u64);
@@ -425,24 +436,38 @@ impl Sink {
                 if let (true, Some(p)) = (stored, p) {
                     announce(s, p, &telemetry);
                 }
-                telemetry.incr("parcels.decided");
-                telemetry.incr(&format!("parcels.{}", s.decision.key()));
-                for r in &s.reasons {
-                    telemetry.incr(&format!("reasons.{}", r.code.key()));
-                }
-                // For the regulator's statistics (report/stats.rs).
-                if s.decision == Decision::Flag {
-                    for r in &s.reasons {
-                        telemetry.incr(&format!("flagged.reason.{}", r.code.key()));
-                    }
-                    if let Some((c, _)) = s.scores.as_ref().and_then(|x| x.top()) {
-                        telemetry.incr(&format!("flagged.category.{}", c.key()));
-                    }
-                }
+            }
+            for (name, n) in counts {
+                telemetry.add(&name, n);
             }
             wake.notify_one();
         }
     }
+}
+
+/// The counters a decided parcel adds to: the console's and the regulator's statistics
+/// (`report/stats.rs`), kept in the store with the parcel's record.
+fn decided_counters(s: &Screened) -> Vec<String> {
+    let mut names = vec![
+        "parcels.decided".to_owned(),
+        format!("parcels.{}", s.decision.key()),
+    ];
+    names.extend(
+        s.reasons
+            .iter()
+            .map(|r| format!("reasons.{}", r.code.key())),
+    );
+    if s.decision == Decision::Flag {
+        names.extend(
+            s.reasons
+                .iter()
+                .map(|r| format!("flagged.reason.{}", r.code.key())),
+        );
+        if let Some((c, _)) = s.scores.as_ref().and_then(|x| x.top()) {
+            names.push(format!("flagged.category.{}", c.key()));
+        }
+    }
+    names
 }
 
 /// A parcel's record, ready to commit.

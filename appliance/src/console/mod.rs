@@ -628,7 +628,11 @@ async fn review(
         .await
     {
         Ok(r) => {
-            c.telemetry.incr(&format!("reviews.{}", finding.key()));
+            let counter = format!("reviews.{}", finding.key());
+            c.telemetry.incr(&counter);
+            if let Err(e) = store.count(&counter).await {
+                tracing::error!(error = %e, "review not counted in the store");
+            }
             tracing::info!(record = %id, finding = finding.key(), user = %ctx.session.user, "operator review");
             c.audit(
                 &format!("user:{}", ctx.session.user),

@@ -282,6 +282,12 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
 
     let target = opts.parcels.map(|n| n * lines.len() as u64);
     let t = appliance.telemetry.clone();
+    // A kept store (`--data`) brings its counts along: this run counts from here.
+    let at_start = t.counters();
+    let count = |name: &str| {
+        t.get(name)
+            .saturating_sub(at_start.get(name).copied().unwrap_or(0))
+    };
     let started = Instant::now();
     // Generous: the parcels' own time on the belt, plus time for a slow machine to drain.
     let limit = target.map(|n| {
@@ -294,14 +300,14 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
         if let Some(n) = target {
-            let done = t.get("parcels.decided") >= n && appliance.backlog() == 0;
+            let done = count("parcels.decided") >= n && appliance.backlog() == 0;
             if done {
                 break Ok(());
             }
             if limit.is_some_and(|l| started.elapsed() > l) {
                 break Err(anyhow::anyhow!(
                     "the demo did not finish in time: {} of {n} parcels decided, {} reports waiting for the broker",
-                    t.get("parcels.decided"),
+                    count("parcels.decided"),
                     appliance.backlog()
                 ));
             }
@@ -312,14 +318,14 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
         let _ = h.join();
     }
     let summary = Summary {
-        parcels: t.get("parcels.decided"),
-        cleared: t.get("parcels.clear"),
-        flagged: t.get("parcels.flag"),
-        manual: t.get("parcels.manual"),
-        reports_acked: t.get("feed.reports_acked"),
+        parcels: count("parcels.decided"),
+        cleared: count("parcels.clear"),
+        flagged: count("parcels.flag"),
+        manual: count("parcels.manual"),
+        reports_acked: count("feed.reports_acked"),
         reasons: crate::domain::ReasonCode::ALL
             .iter()
-            .map(|c| (c.key().to_owned(), t.get(&format!("reasons.{}", c.key()))))
+            .map(|c| (c.key().to_owned(), count(&format!("reasons.{}", c.key()))))
             .filter(|(_, n)| *n > 0)
             .collect(),
         decision_latency: Latency {
@@ -327,7 +333,7 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             p99_us: t.quantile("decision_latency_us", 0.99).unwrap_or(0),
             max_us: t.quantile("decision_latency_us", 1.0).unwrap_or(0),
             budget_us: (deadline_ms * 1000).saturating_sub(IMAGE_DELAY.as_micros() as u64),
-            late: t.get("decisions.late"),
+            late: count("decisions.late"),
         },
     };
     appliance.stop().await;

@@ -315,6 +315,14 @@ impl Feed {
         }
     }
 
+    /// Counts a command's outcome, in telemetry and durably for the statistics.
+    async fn count(&self, name: &str) {
+        self.telemetry.incr(name);
+        if let Err(e) = self.store.count(name).await {
+            tracing::error!(error = %e, counter = name, "not counted in the store");
+        }
+    }
+
     /// Notes the broker as heard from when it sent something.
     fn heard(&self, ev: &Event) {
         if let Event::Incoming(_) = ev {
@@ -407,13 +415,13 @@ impl Feed {
         let mut out = Vec::new();
         let (ok, message) = match outcome {
             Ok((message, extra)) => {
-                self.telemetry.incr("cmd.accepted");
+                self.count("cmd.accepted").await;
                 tracing::info!(command = %name, nonce = ?claimed.nonce, "regulator command applied: {message}");
                 out.extend(extra);
                 (true, message)
             }
             Err(r) => {
-                self.telemetry.incr("cmd.refused");
+                self.count("cmd.refused").await;
                 self.telemetry.incr(&format!("cmd.refused.{}", r.key()));
                 tracing::warn!(command = %name, nonce = ?claimed.nonce, why = r.key(), "regulator command refused: {r}");
                 (false, format!("refused ({}): {r}", r.key()))

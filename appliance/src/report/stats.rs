@@ -4,10 +4,11 @@
 //! Every `mqtt.stats_period_s` the counters are read and the difference to the last reading
 //! becomes one message, queued durably in the store's statistics outbox. The feed sends it
 //! only when no flagged report is waiting (PRODUCT.md: flagged reports go ahead of
-//! statistics when a backlog drains). A clean stop queues the period it cuts short; after a
-//! crash, counters (in memory) restart, and the period is reported from the restart on:
-//! `from` says where each period starts.
+//! statistics when a backlog drains). A clean stop queues the period it cuts short. The
+//! counters are kept in the store (parcels' with their records), and so is where the last
+//! queued period ended: after a crash the next period starts there and misses nothing.
 
+use crate::store::counters::{is_durable, StatsMark};
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 use serde_json::{json, Map, Value};
@@ -70,6 +71,14 @@ pub fn stats_payload(
     })
 }
 
+/// The counters statistics are made of (those the store keeps).
+fn durable(all: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    all.iter()
+        .filter(|(k, _)| is_durable(k))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
 /// Queues a statistics message every `period` until `shutdown`, then one last one for the
 /// period cut short.
 pub async fn run(
@@ -81,8 +90,16 @@ pub async fn run(
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
 ) {
-    let mut from = SystemTime::now();
-    let mut before = telemetry.counters();
+    // The last queued period's end, kept in the store: after a restart, or a crash, the
+    // next period starts exactly there, and the counters (kept too) count all it holds.
+    let (mut from, mut before) = match store.stats_mark() {
+        Ok(Some(mark)) => (mark.at(), mark.counters),
+        Ok(None) => (SystemTime::now(), durable(&telemetry.counters())),
+        Err(e) => {
+            tracing::error!(error = %e, "statistics mark unreadable; statistics start now");
+            (SystemTime::now(), durable(&telemetry.counters()))
+        }
+    };
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -92,13 +109,22 @@ pub async fn run(
             _ = shutdown.cancelled() => true,
         };
         let to = SystemTime::now();
-        let after = telemetry.counters();
+        let after = durable(&telemetry.counters());
         let body = stats_payload(&site_id, &appliance_id, from, to, &before, &after);
         match serde_json::to_vec(&body) {
             Ok(bytes) => match store.queue_stats(to, &bytes).await {
                 Ok(()) => {
                     telemetry.incr("feed.stats_queued");
                     wake.notify_one();
+                    let mark = StatsMark {
+                        at_ms: to
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64),
+                        counters: after.clone(),
+                    };
+                    if let Err(e) = store.set_stats_mark(&mark).await {
+                        tracing::error!(error = %e, "statistics mark not kept; after a restart this period may be sent again");
+                    }
                 }
                 Err(e) => {
                     telemetry.incr("feed.stats_errors");
@@ -149,5 +175,53 @@ mod tests {
         );
         assert_eq!(v["flagged_by_category"], json!({"electronics": 2}));
         assert_eq!(v["reviews"]["confirmed"], 1);
+    }
+
+    #[tokio::test]
+    async fn after_a_crash_the_next_period_starts_at_the_last_mark_and_misses_nothing() {
+        let dir = std::env::temp_dir().join(format!("sl-stats-mark-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(Store::open(&dir).expect("open"));
+        // Before the crash: a period queued up to `mark`, with 5 parcels decided by then; 3
+        // more decided (and kept) before the process died.
+        let mark_at = SystemTime::now() - Duration::from_secs(600);
+        let mark = StatsMark {
+            at_ms: mark_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after 1970")
+                .as_millis() as u64,
+            counters: [("parcels.decided".to_owned(), 5)].into_iter().collect(),
+        };
+        store.set_stats_mark(&mark).await.expect("mark");
+        for _ in 0..8 {
+            store.count("parcels.decided").await.expect("count");
+        }
+        // After the restart: counters come back from the store, as Appliance::start does.
+        let telemetry = Arc::new(Telemetry::default());
+        for (k, v) in store.durable_counters().expect("counters") {
+            telemetry.add(&k, v);
+        }
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(
+            Duration::from_secs(3600),
+            "S".into(),
+            "A".into(),
+            store.clone(),
+            Arc::new(Notify::new()),
+            telemetry,
+            shutdown.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        shutdown.cancel();
+        task.await.expect("stats task");
+        let queued = store.stats_batch(10, |_| false).expect("queued");
+        assert_eq!(queued.len(), 1);
+        let v: Value = serde_json::from_slice(&queued[0].1).expect("json");
+        assert_eq!(v["from"], json!(crate::time_fmt::format(mark.at())), "{v}");
+        assert_eq!(v["parcels"]["screened"], 3, "{v}");
+        let next = store.stats_mark().expect("read").expect("mark");
+        assert_eq!(next.counters["parcels.decided"], 8);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use thiserror::Error;
@@ -42,6 +43,7 @@ use thiserror::Error;
 pub mod audit;
 pub mod check;
 pub mod compact;
+pub mod counters;
 pub mod query;
 pub mod recover;
 pub mod regulator;
@@ -376,9 +378,20 @@ impl Store {
     /// transaction and one flush: the durability point (module docs). When it returns `Ok`,
     /// every one of them survives a `kill -9`; when it fails, none was written.
     pub async fn commit_batch(&self, batch: &[Commit<'_>]) -> Result<(), StoreError> {
+        self.commit_counted(batch, &BTreeMap::new()).await
+    }
+
+    /// [`Store::commit_batch`], adding `counts` to the store's counters in the same
+    /// transaction: what the regulator's statistics count is exactly what was stored.
+    pub async fn commit_counted(
+        &self,
+        batch: &[Commit<'_>],
+        counts: &BTreeMap<String, u64>,
+    ) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
+        let counters = self.db.open_tree(counters::COUNTERS)?;
         let mut encoded = Vec::with_capacity(batch.len());
         for c in batch {
             let entry = match c.report {
@@ -394,8 +407,9 @@ impl Store {
             let index = c.waybill.map(|w| [w.as_bytes(), b"\0", c.key].concat());
             encoded.push((c.key, serde_json::to_vec(c.record)?, entry, index));
         }
-        let added = (&self.records, &self.outbox, &self.by_waybill)
-            .transaction(|(records, outbox, by_waybill)| {
+        let added = (&self.records, &self.outbox, &self.by_waybill, &counters)
+            .transaction(|(records, outbox, by_waybill, counters)| {
+                counters::add(counters, counts)?;
                 let mut added = 0usize;
                 for (key, record, entry, index) in &encoded {
                     records.insert(*key, record.as_slice())?;

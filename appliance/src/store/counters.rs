@@ -1,0 +1,165 @@
+//! The counters the regulator's statistics are made of, kept in the store so that a restart
+//! or a crash loses no count: parcels decided, per decision and reason, and flagged per
+//! reason and category (committed in the same transaction as their records), operator
+//! reviews and regulator commands. Beside them, the statistics mark: where the last queued
+//! statistics period ended and what the counters were then, so the next period, even after
+//! a crash, starts exactly there.
+
+use super::{Store, StoreError};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub(super) const COUNTERS: &str = "counters";
+const STATS_MARK: &str = "stats_mark";
+
+/// The counters the statistics use: the only ones kept in the store.
+pub fn is_durable(name: &str) -> bool {
+    ["parcels.", "reasons.", "flagged.", "reviews.", "cmd."]
+        .iter()
+        .any(|p| name.starts_with(p))
+        && !name.starts_with("cmd.refused.")
+}
+
+fn read(v: Option<sled::IVec>) -> u64 {
+    v.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// Adds `counts` inside a transaction.
+pub(super) fn add(
+    tree: &TransactionalTree,
+    counts: &BTreeMap<String, u64>,
+) -> Result<(), ConflictableTransactionError<()>> {
+    for (name, n) in counts {
+        let now = read(tree.get(name.as_bytes())?).saturating_add(*n);
+        tree.insert(name.as_bytes(), &now.to_be_bytes())?;
+    }
+    Ok(())
+}
+
+/// Where the last queued statistics period ended, and the counters then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsMark {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub counters: BTreeMap<String, u64>,
+}
+
+impl StatsMark {
+    /// The mark's time.
+    pub fn at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.at_ms)
+    }
+}
+
+impl Store {
+    /// Every counter kept in the store.
+    pub fn durable_counters(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut out = BTreeMap::new();
+        for item in self.db.open_tree(COUNTERS)?.iter() {
+            let (k, v) = item?;
+            out.insert(String::from_utf8_lossy(&k).into_owned(), read(Some(v)));
+        }
+        Ok(out)
+    }
+
+    /// Adds one to a kept counter, durably (reviews, regulator commands: a few an hour).
+    pub async fn count(&self, name: &str) -> Result<(), StoreError> {
+        self.db.open_tree(COUNTERS)?.update_and_fetch(name, |v| {
+            Some(
+                read(v.map(sled::IVec::from))
+                    .saturating_add(1)
+                    .to_be_bytes()
+                    .to_vec(),
+            )
+        })?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Sets the statistics mark (after the period's message is queued: a crash in between
+    /// sends that period twice, never loses it).
+    pub async fn set_stats_mark(&self, mark: &StatsMark) -> Result<(), StoreError> {
+        self.db
+            .open_tree(STATS_MARK)?
+            .insert("mark", serde_json::to_vec(mark)?)?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// The statistics mark, if a period was ever queued.
+    pub fn stats_mark(&self) -> Result<Option<StatsMark>, StoreError> {
+        Ok(match self.db.open_tree(STATS_MARK)?.get("mark")? {
+            Some(v) => Some(serde_json::from_slice(&v)?),
+            None => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Commit;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn counts_are_committed_with_their_records_and_survive_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("sl-counters-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let store = Store::open(&dir).expect("open");
+            let record = json!({"record_id": "r1", "decision": "flag"});
+            let counts: BTreeMap<String, u64> = [("parcels.decided", 2), ("parcels.flag", 1)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            let commit = Commit {
+                key: b"0000000000001-L1-1",
+                record: &record,
+                report: None,
+                waybill: None,
+            };
+            store
+                .commit_counted(&[commit], &counts)
+                .await
+                .expect("commit");
+            store
+                .commit_counted(
+                    &[Commit {
+                        key: b"0000000000002-L1-2",
+                        ..commit
+                    }],
+                    &counts,
+                )
+                .await
+                .expect("commit");
+            store.count("reviews.confirmed").await.expect("count");
+            let mark = StatsMark {
+                at_ms: 1_795_600_000_000,
+                counters: store.durable_counters().expect("read"),
+            };
+            store.set_stats_mark(&mark).await.expect("mark");
+        }
+        let store = Store::open(&dir).expect("reopen");
+        let c = store.durable_counters().expect("read");
+        assert_eq!(c["parcels.decided"], 4);
+        assert_eq!(c["parcels.flag"], 2);
+        assert_eq!(c["reviews.confirmed"], 1);
+        let mark = store.stats_mark().expect("read").expect("a mark");
+        assert_eq!(mark.counters, c);
+        assert_eq!(
+            mark.at(),
+            UNIX_EPOCH + Duration::from_millis(1_795_600_000_000)
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn only_what_statistics_use_is_kept() {
+        assert!(is_durable("parcels.flag") && is_durable("cmd.accepted"));
+        assert!(!is_durable("cmd.refused.stale") && !is_durable("xray.images"));
+    }
+}
