@@ -645,6 +645,18 @@ mod tests {
     fn rgb(w: u32, h: u32) -> RgbImage {
         RgbImage::from_fn(w, h, |x, y| Rgb([x as u8, y as u8, 128]))
     }
+
+    /// The next image the watcher hands on, within 5 s.
+    async fn next_image(rx: &mut mpsc::Receiver<LineInput>) -> XrayScan {
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("in time")
+            .expect("an image");
+        let LineInput::Image(scan, _) = got else {
+            panic!("not an image: {got:?}")
+        };
+        scan
+    }
     fn grey16(w: u32, h: u32) -> ImageBuffer<Luma<u16>, Vec<u16>> {
         ImageBuffer::from_fn(w, h, |x, y| Luma([(x * 300 + y) as u16]))
     }
@@ -907,13 +919,7 @@ mod tests {
         // A complete one, renamed into place.
         std::fs::write(d.join(".s1.png.part"), &png).expect("write");
         std::fs::rename(d.join(".s1.png.part"), d.join("s1.png")).expect("rename");
-        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .expect("in time")
-            .expect("an image");
-        let LineInput::Image(scan, _) = got else {
-            panic!("not an image: {got:?}")
-        };
+        let scan = next_image(&mut rx).await;
         assert_eq!(scan.scan_id, "s1");
         assert_eq!(
             scan.waybill.as_ref().map(|w| w.to_string()).as_deref(),
@@ -926,13 +932,7 @@ mod tests {
         // The partial file: finished, closed, then taken.
         std::io::Write::write_all(&mut partial, &png[png.len() / 2..]).expect("write");
         drop(partial);
-        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .expect("in time")
-            .expect("an image");
-        let LineInput::Image(scan, _) = got else {
-            panic!("not an image: {got:?}")
-        };
+        let scan = next_image(&mut rx).await;
         assert_eq!(scan.scan_id, "s2");
         crate::screen::load_scan(&scan).expect("complete when taken");
         shutdown.cancel();
@@ -978,13 +978,7 @@ mod tests {
             .expect("png");
         std::fs::write(d.join(".s9.png.part"), &png).expect("write");
         std::fs::rename(d.join(".s9.png.part"), d.join("s9.png")).expect("rename");
-        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .expect("in time")
-            .expect("an image");
-        let LineInput::Image(scan, _) = got else {
-            panic!("not an image: {got:?}")
-        };
+        let scan = next_image(&mut rx).await;
         assert_eq!(scan.scan_id, "s9");
         assert!(telemetry.link_up("L1.xray"));
         shutdown.cancel();
