@@ -8,8 +8,7 @@ mod common;
 
 use common::browser::Browser;
 use common::*;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn an_operator_confirms_a_live_flagged_parcel_and_the_audit_shows_it() {
@@ -17,32 +16,19 @@ fn an_operator_confirms_a_live_flagged_parcel_and_the_audit_shows_it() {
     let shots = artefacts_dir("e2e_console");
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let log = dir.path().join("demo.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_screenline"))
-        .args(["demo", "--rate", "1", "--seed", "5", "--console"])
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("screenline demo");
-    let mut demo = Appliance {
-        proc: Proc(child),
-        log,
-    };
+    let console = format!("127.0.0.1:{port}");
+    let mut demo = Appliance::demo(
+        dir.path(),
+        &["--rate", "1", "--seed", "5", "--console", &console],
+    );
     // The demo prints the console's logins.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut password = |who: &str| loop {
-        let text = demo.log_text();
-        if let Some(pw) = text
-            .split(&format!("{who} / "))
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-        {
-            break pw.to_owned();
-        }
-        assert!(demo.is_running(), "demo exited: {text}");
-        assert!(Instant::now() < deadline, "no login printed: {text}");
-        std::thread::sleep(Duration::from_millis(100));
+    let mut password = |who: &str| {
+        demo.wait_log(Duration::from_secs(60), "login", |text| {
+            text.split(&format!("{who} / "))
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .map(str::to_owned)
+        })
     };
     let operator_pw = password("operator");
     let technician_pw = password("technician");

@@ -120,40 +120,24 @@ fn the_signed_command_the_demo_prints_is_verified_and_applied() {
     let port = free_port();
     let _broker = start_mosquitto(dir.path(), port);
     let results = Sub::start(dir.path(), port, "screenline/v1/DEMO/demo-01/cmd-result");
-    let log = dir.path().join("demo.log");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_screenline"))
-        .args([
-            "demo",
+    let broker = format!("mqtt://127.0.0.1:{port}");
+    let mut demo = Appliance::demo(
+        dir.path(),
+        &[
             "--rate",
             "1",
             "--console",
             "127.0.0.1:0",
             "--broker",
-        ])
-        .arg(format!("mqtt://127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("screenline demo");
-    let mut demo = Appliance {
-        proc: Proc(child),
-        log,
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let command = loop {
-        let text = demo.log_text();
-        if let Some(line) = text.lines().find_map(|l| l.trim().strip_prefix("regulate")) {
-            break line
-                .split("   (")
-                .next()
-                .expect("the command")
-                .trim()
-                .to_owned();
-        }
-        assert!(demo.is_running(), "demo exited: {text}");
-        assert!(std::time::Instant::now() < deadline, "no banner: {text}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+            &broker,
+        ],
+    );
+    let command = demo.wait_log(Duration::from_secs(60), "the banner", |text| {
+        let line = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("regulate"))?;
+        Some(line.split("   (").next()?.trim().to_owned())
+    });
     assert!(command.starts_with("mosquitto_pub "), "{command}");
     let ok = Command::new("sh")
         .args(["-c", &command])

@@ -28,22 +28,19 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 
 /// Starts the demo on the wave mix with the given extra arguments, its log in `dir`.
 fn demo(dir: &Path, broker: u16, data: &Path, args: &[&str]) -> Appliance {
-    let log = dir.join(format!("demo-{}.log", free_port()));
-    let child = Command::new(env!("CARGO_BIN_EXE_screenline"))
-        .args(["demo", "--wave", "--console", "127.0.0.1:0", "--broker"])
-        .arg(format!("mqtt://127.0.0.1:{broker}"))
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("screenline demo");
-    Appliance {
-        proc: Proc(child),
-        log,
-    }
+    let broker = format!("mqtt://127.0.0.1:{broker}");
+    let data = data.to_string_lossy();
+    let mut all = vec![
+        "--wave",
+        "--console",
+        "127.0.0.1:0",
+        "--broker",
+        &broker,
+        "--data",
+        &data,
+    ];
+    all.extend_from_slice(args);
+    Appliance::demo(dir, &all)
 }
 
 /// Waits for the demo to exit by itself; asserts it exited 0.

@@ -175,20 +175,7 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
 
     // A parcel of genuine goods from the watch-listed sender: flagged for the sender alone.
     let mut reader_tx = reader.master().expect("reader master");
-    send_record(&mut reader_tx, &valid_waybill("SF2000000000001"));
-    emulator.place_parcel(400);
-    std::thread::sleep(Duration::from_millis(300));
-    write_scan(
-        &xray,
-        "scan-0001",
-        "SF2000000000001",
-        xraygen::ParcelSpec {
-            category: 5,
-            counterfeit: false,
-        },
-        21,
-    )
-    .expect("scan");
+    genuine_parcel(&mut reader_tx, &emulator, &xray, 1);
     let msgs = reports.wait_for(Duration::from_secs(20), "the flagged report", |m| {
         !m.is_empty()
     });
@@ -331,20 +318,7 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
     status.wait_for(Duration::from_secs(30), "status online again", |m| {
         online(m) > before
     });
-    send_record(&mut reader_tx, &valid_waybill("SF2000000000002"));
-    emulator.place_parcel(400);
-    std::thread::sleep(Duration::from_millis(300));
-    write_scan(
-        &xray,
-        "scan-0002",
-        "SF2000000000002",
-        xraygen::ParcelSpec {
-            category: 5,
-            counterfeit: false,
-        },
-        22,
-    )
-    .expect("scan");
+    genuine_parcel(&mut reader_tx, &emulator, &xray, 2);
     let msgs = reports.wait_for(Duration::from_secs(20), "the second report", |m| {
         m.iter().any(|(_, p)| p.contains("SF2000000000002"))
     });
@@ -384,6 +358,27 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
     assert!(!serde_json::to_string(&saved)
         .expect("json")
         .contains("11010519491231002X"));
+}
+
+/// Parcel `n` of genuine electronics from valid_waybill()'s (watch-listed) sender: its read,
+/// the photo-eye, and its image.
+fn genuine_parcel(reader: &mut std::fs::File, emulator: &LineEmulator, xray: &Path, n: u32) {
+    let waybill = format!("SF20000000000{n:02}");
+    send_record(reader, &valid_waybill(&waybill));
+    emulator.place_parcel(400);
+    std::thread::sleep(Duration::from_millis(300));
+    let spec = xraygen::ParcelSpec {
+        category: 5,
+        counterfeit: false,
+    };
+    write_scan(
+        xray,
+        &format!("scan-{n:04}"),
+        &waybill,
+        spec,
+        20 + u64::from(n),
+    )
+    .expect("scan");
 }
 
 /// One simulated line on pseudo-terminals: reader, controller (firmware emulator), drop folder.

@@ -281,8 +281,44 @@ impl Appliance {
         }
     }
 
+    /// `screenline demo` with `args`, its log (stderr: warnings and the banner) in `dir`.
+    pub fn demo(dir: &Path, args: &[&str]) -> Appliance {
+        let log = dir.join(format!("demo-{}.log", rand_suffix()));
+        let child = Command::new(env!("CARGO_BIN_EXE_screenline"))
+            .arg("demo")
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("screenline demo");
+        Appliance {
+            proc: Proc(child),
+            log,
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `find` picks something out of the log (while the process runs).
+    pub fn wait_log(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        find: impl Fn(&str) -> Option<String>,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.log_text();
+            if let Some(found) = find(&text) {
+                return found;
+            }
+            assert!(self.is_running(), "exited before {what}: {text}");
+            assert!(Instant::now() < deadline, "no {what}: {text}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Asks for a clean shutdown (SIGINT, as Ctrl-C) and returns whether it exited 0.

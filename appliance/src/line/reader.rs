@@ -45,6 +45,7 @@ pub async fn session(
     telemetry: &Telemetry,
 ) -> anyhow::Result<()> {
     let mut framer = Framer::new(framing);
+    let device = format!("{line_id}.reader");
     let mut buf = [0u8; 1024];
     loop {
         let n = port
@@ -55,7 +56,7 @@ pub async fn session(
             // After a USB unplug, Linux reports end-of-file forever: treat it as a disconnect.
             return Ok(());
         }
-        telemetry.seen(&format!("{line_id}.reader"));
+        telemetry.seen(&device);
         for item in framer.push(&buf[..n]) {
             match item {
                 Framed::Record(text) => match parse_record(&text, today()) {

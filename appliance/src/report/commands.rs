@@ -358,26 +358,6 @@ pub fn audit_name(topic_command: &str) -> &'static str {
     Command::from_key(topic_command).map_or("unknown", Command::key)
 }
 
-/// The watch-list as the store keeps it: keyed hashes of the trimmed values (as
-/// [`crate::screen::rules::Watchlist::from_file`] hashes them), never the plain values.
-pub fn hashed_watchlist(
-    file: &WatchlistFile,
-    hasher: &crate::store::KeyedHasher,
-) -> crate::store::regulator::HashedWatchlist {
-    let h = |v: &[String]| -> Vec<String> {
-        let mut out: Vec<String> = v.iter().map(|x| hasher.hash(x.trim())).collect();
-        out.sort_unstable();
-        out.dedup();
-        out
-    };
-    crate::store::regulator::HashedWatchlist {
-        version: file.version.clone(),
-        id_keys: h(&file.id_numbers),
-        phone_keys: h(&file.phones),
-        customer_keys: h(&file.agreement_customers),
-    }
-}
-
 /// The `screenline.cmd-result.v1` answer.
 pub fn result(claimed: &Claimed, ok: bool, message: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({

@@ -455,13 +455,13 @@ impl Feed {
         match v.command {
             Command::Watchlist => {
                 let file = commands::watchlist_body(&v.body)?;
-                let hasher = self.store.hasher();
-                let hashed = commands::hashed_watchlist(&file, hasher);
+                let hashed = crate::screen::rules::Watchlist::hash(&file, self.store.hasher());
                 self.store
                     .save_watchlist(&hashed)
                     .await
                     .map_err(|e| Refusal::Store(e.to_string()))?;
-                let list = crate::screen::rules::Watchlist::from_file(file, hasher);
+                // The list kept and the list applied are one: what a restart re-applies.
+                let list = crate::screen::rules::Watchlist::from_hashes(&hashed);
                 let (version, entries) = (list.version.clone(), list.len());
                 let old = self.screener.set_watchlist(list);
                 self.telemetry.link(

@@ -343,8 +343,9 @@ impl Screener {
     /// Screens parcels that queued together with one batched inference (see
     /// [`screen_parcels`]); results in the parcels' order.
     pub fn screen_batch(&self, parcels: Vec<Parcel>) -> Vec<Screened> {
-        let loaded = parcels.into_iter().map(load).collect();
-        self.screen_loaded(loaded)
+        let mut model = lock(&self.model);
+        let mut rules = lock(&self.rules);
+        screen_parcels(&mut model, &mut rules, parcels)
     }
 
     /// Screens parcels whose images were loaded already (by [`load`], on another thread).
@@ -369,12 +370,6 @@ impl Screener {
     /// Replaces the watch-list; returns the old list's version.
     pub fn set_watchlist(&self, list: rules::Watchlist) -> String {
         std::mem::replace(&mut lock(&self.rules).watchlist, list).version
-    }
-
-    /// The running watch-list's version and size.
-    pub fn watchlist(&self) -> (String, usize) {
-        let r = lock(&self.rules);
-        (r.watchlist.version.clone(), r.watchlist.len())
     }
 
     /// Sets counterfeit thresholds for some categories, over the model's manifest.

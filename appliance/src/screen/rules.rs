@@ -8,6 +8,7 @@
 //! so the window survives restarts).
 
 use crate::domain::{Category, Decision, Lang, Parcel, Reason, ReasonCode, Scores};
+use crate::store::regulator::HashedWatchlist;
 use crate::store::KeyedHasher;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -210,19 +211,28 @@ pub struct WatchlistFile {
 impl Watchlist {
     /// Hashes the plain values; nothing plain is kept.
     pub fn from_file(file: WatchlistFile, hasher: &KeyedHasher) -> Watchlist {
-        let h = |v: Vec<String>| -> HashSet<String> {
-            v.iter().map(|x| hasher.hash(x.trim())).collect()
+        Watchlist::from_hashes(&Watchlist::hash(&file, hasher))
+    }
+
+    /// The list as the store keeps it: keyed hashes of the trimmed values, sorted, never
+    /// the plain values.
+    pub fn hash(file: &WatchlistFile, hasher: &KeyedHasher) -> HashedWatchlist {
+        let h = |v: &[String]| -> Vec<String> {
+            let mut out: Vec<String> = v.iter().map(|x| hasher.hash(x.trim())).collect();
+            out.sort_unstable();
+            out.dedup();
+            out
         };
-        Watchlist {
-            version: file.version,
-            ids: h(file.id_numbers),
-            phones: h(file.phones),
-            customers: h(file.agreement_customers),
+        HashedWatchlist {
+            version: file.version.clone(),
+            id_keys: h(&file.id_numbers),
+            phone_keys: h(&file.phones),
+            customer_keys: h(&file.agreement_customers),
         }
     }
 
     /// The list the regulator last pushed, as the store keeps it (hashes only).
-    pub fn from_hashes(kept: &crate::store::regulator::HashedWatchlist) -> Watchlist {
+    pub fn from_hashes(kept: &HashedWatchlist) -> Watchlist {
         let set = |v: &[String]| v.iter().cloned().collect::<HashSet<String>>();
         Watchlist {
             version: kept.version.clone(),
