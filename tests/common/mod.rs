@@ -162,6 +162,9 @@ pub fn metric(port: u16, name: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(&format!("{name} "))?.trim().parse().ok())
 }
 
+/// The payload of a durable subscriber's probe (see [`Sub::durable`]).
+const PROBE: &str = "screenline-test-probe";
+
 /// `mosquitto_sub -v` on `topic`, its output collected in a file.
 pub struct Sub {
     proc: Proc,
@@ -175,8 +178,31 @@ impl Sub {
 
     /// A subscriber with a persistent session (`-c -i id`): the broker keeps what arrives
     /// for it while it is away, and it reconnects by itself.
+    ///
+    /// Returns once the session provably exists at the broker — a probe message published
+    /// on the topic has reached it (the probe is left out of [`Sub::messages`]) — so a test
+    /// may take the broker down at once without racing the subscription.
     pub fn durable(dir: &Path, port: u16, topic: &str, id: &str) -> Sub {
-        Sub::spawn(dir, port, topic, &["-c", "-i", id])
+        let sub = Sub::spawn(dir, port, topic, &["-c", "-i", id]);
+        let probe_topic = topic.replace(['#', '+'], "probe");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let _ = Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+                .args(["-t", &probe_topic, "-m", PROBE])
+                .status();
+            let wait = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < wait {
+                if std::fs::read_to_string(&sub.out).is_ok_and(|t| t.contains(PROBE)) {
+                    return sub;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the durable subscription {id} never came up"
+            );
+        }
     }
 
     /// A subscriber with more `mosquitto_sub` arguments (TLS files, say).
@@ -214,6 +240,7 @@ impl Sub {
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.split_once(' '))
+            .filter(|(_, p)| *p != PROBE)
             .map(|(t, p)| (t.to_owned(), p.to_owned()))
             .collect()
     }
