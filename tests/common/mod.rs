@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod http;
+pub mod rig;
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -289,6 +291,11 @@ pub struct Appliance {
 
 impl Appliance {
     pub fn start(dir: &Path, config: &str) -> Appliance {
+        Appliance::start_with_env(dir, config, &[])
+    }
+
+    /// [`Appliance::start`] with extra environment variables.
+    pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Appliance {
         let conf = dir.join("screenline.toml");
         std::fs::write(&conf, config).expect("config");
         let log = dir.join("screenline.log");
@@ -298,6 +305,7 @@ impl Appliance {
             .arg("--config")
             .arg(&conf)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
@@ -398,6 +406,18 @@ pub fn line_config(
     controller: &Path,
     xray: &Path,
 ) -> String {
+    line_config_on(data, broker_port, reader, controller, xray, free_port())
+}
+
+/// [`line_config`] with the console on `console`.
+pub fn line_config_on(
+    data: &Path,
+    broker_port: u16,
+    reader: &Path,
+    controller: &Path,
+    xray: &Path,
+    console: u16,
+) -> String {
     format!(
         r#"
 site_id = "T1"
@@ -417,7 +437,6 @@ xray_dir = "{xray}"
 eye_to_gate_mm = 5000
 "#,
         data = data.display(),
-        console = free_port(),
         reader = reader.display(),
         controller = controller.display(),
         xray = xray.display(),

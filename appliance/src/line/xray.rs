@@ -75,7 +75,7 @@ impl XrayPolicy {
         scan: &XrayScan,
         record_id: &str,
         unreadable: Option<&str>,
-        store: &crate::store::Store,
+        images: &std::path::Path,
         telemetry: &Telemetry,
     ) -> Result<Option<PathBuf>, crate::store::StoreError> {
         let files = scan_files(scan);
@@ -106,7 +106,7 @@ impl XrayPolicy {
                     let mut first = None;
                     for (f, name) in files.iter().zip(names) {
                         let bytes = std::fs::read(f)?;
-                        let dest = store.keep_image(&name, f, &bytes)?;
+                        let dest = crate::store::keep_image(images, &name, f, &bytes)?;
                         first.get_or_insert(dest);
                     }
                     telemetry.incr("xray.archived");
@@ -855,14 +855,14 @@ mod tests {
         let (k, x, u) = (take("k"), take("x"), take("u"));
         let mut policy = intake.policy.clone();
         let kept = policy
-            .after_screening("L1", &k, "rec-1", None, &store, &t)
+            .after_screening("L1", &k, "rec-1", None, store.images_dir(), &t)
             .expect("kept")
             .expect("a path");
         assert_eq!(kept, dir.0.join("data/images/rec-1.high.png"));
         assert!(dir.0.join("data/images/rec-1.low.png").exists());
         policy.after = XrayAfter::Delete;
         let none = policy
-            .after_screening("L1", &x, "rec-2", None, &store, &t)
+            .after_screening("L1", &x, "rec-2", None, store.images_dir(), &t)
             .expect("deleted");
         assert_eq!(none, None);
         policy
@@ -871,7 +871,7 @@ mod tests {
                 &u,
                 "rec-3",
                 Some("unexpected end of file"),
-                &store,
+                store.images_dir(),
                 &t,
             )
             .expect("quarantined");

@@ -16,7 +16,8 @@ pub mod stats;
 
 use crate::config::{parse_broker_url, Config};
 use crate::screen::Screener;
-use crate::store::Store;
+use crate::store::owner::StoreHandle;
+use crate::supervise::Stage;
 use crate::telemetry::Telemetry;
 use commands::{Command, Refusal, Verified, Verifier};
 use rand::Rng;
@@ -58,22 +59,25 @@ pub struct Feed {
     opts: MqttOptions,
     window: usize,
     stats_period: Duration,
-    store: Arc<Store>,
+    store: StoreHandle,
     screener: Arc<Screener>,
     verifier: Verifier,
     wake: Arc<Notify>,
     telemetry: Arc<Telemetry>,
+    /// Busy while one event of the broker link is handled.
+    stage: Stage,
 }
 
 impl Feed {
     /// A feed for `config`, draining `store`; `wake` is notified when the outbox grows;
     /// regulator commands change `screener`'s watch-list and thresholds.
-    pub fn new(
+    pub async fn new(
         config: &Config,
-        store: Arc<Store>,
+        store: StoreHandle,
         screener: Arc<Screener>,
         wake: Arc<Notify>,
         telemetry: Arc<Telemetry>,
+        stage: Stage,
     ) -> anyhow::Result<Feed> {
         let addr = parse_broker_url(&config.mqtt.url).map_err(anyhow::Error::msg)?;
         let root = config.topic_root();
@@ -94,7 +98,7 @@ impl Feed {
             None => None,
         };
         // The regulator's thresholds outlive a restart (they are no personal data).
-        let saved = store.saved_thresholds()?;
+        let saved = store.read(|s| s.saved_thresholds()).await?;
         if !saved.is_empty() {
             let t = saved
                 .iter()
@@ -136,6 +140,7 @@ impl Feed {
             },
             wake,
             telemetry,
+            stage,
         })
     }
 
@@ -216,12 +221,14 @@ impl Feed {
                     control.pop_front();
                     queued.push_back(InFlight::Control);
                 }
+                let _working = self.stage.work();
                 self.top_up(
                     &client,
                     &mut queued,
                     &mut outstanding,
                     &mut outstanding_stats,
-                );
+                )
+                .await;
             }
             tokio::select! {
                 ev = eventloop.poll() => match ev.inspect(|e| self.heard(e)) {
@@ -250,7 +257,8 @@ impl Feed {
                     Ok(Event::Incoming(Packet::PubAck(ack))) => match inflight.remove(&ack.pkid) {
                         Some(InFlight::Report(key)) => {
                             outstanding.remove(&key);
-                            match self.store.ack(&key) {
+                            let k = key.clone();
+                            match self.store.update(move |s| s.ack(&k)).await {
                                 Ok(true) => self.telemetry.incr("feed.reports_acked"),
                                 Ok(false) => {}
                                 Err(e) => tracing::error!(error = %e, "cannot clear an acknowledged report; it will be sent again"),
@@ -258,7 +266,8 @@ impl Feed {
                         }
                         Some(InFlight::Stats(key)) => {
                             outstanding_stats.remove(&key);
-                            match self.store.ack_stats(&key) {
+                            let k = key.clone();
+                            match self.store.update(move |s| s.ack_stats(&k)).await {
                                 Ok(true) => self.telemetry.incr("feed.stats_acked"),
                                 Ok(false) => {}
                                 Err(e) => tracing::error!(error = %e, "cannot clear acknowledged statistics; they will be sent again"),
@@ -332,7 +341,7 @@ impl Feed {
 
     /// Hands rumqttc the next outbox entries, up to the window; statistics only when no
     /// flagged report is waiting to be sent.
-    fn top_up(
+    async fn top_up(
         &self,
         client: &AsyncClient,
         queued: &mut VecDeque<InFlight>,
@@ -345,7 +354,12 @@ impl Feed {
         if room == 0 {
             return;
         }
-        let batch = match self.store.outbox_batch(room, |k| outstanding.contains(k)) {
+        let skip = outstanding.clone();
+        let batch = match self
+            .store
+            .read(move |s| s.outbox_batch(room, |k| skip.contains(k)))
+            .await
+        {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the outbox");
@@ -353,9 +367,11 @@ impl Feed {
             }
         };
         if batch.is_empty() {
+            let skip = outstanding_stats.clone();
             let stats = match self
                 .store
-                .stats_batch(room, |k| outstanding_stats.contains(k))
+                .read(move |s| s.stats_batch(room, |k| skip.contains(k)))
+                .await
             {
                 Ok(b) => b,
                 Err(e) => {
@@ -379,7 +395,8 @@ impl Feed {
         for (q, suffix) in batch {
             let topic = format!("{}/{}", self.root, suffix);
             // For evidence requests: which record this report came from.
-            if let Err(e) = self.store.index_report(&q.report_id, &q.key) {
+            let (id, key) = (q.report_id.clone(), q.key.clone());
+            if let Err(e) = self.store.update(move |s| s.index_report(&id, &key)).await {
                 tracing::warn!(error = %e, report = %q.report_id, "report not indexed; evidence for it will be refused");
             }
             match client.try_publish(topic, QoS::AtLeastOnce, false, q.payload) {
@@ -405,7 +422,12 @@ impl Feed {
             Err(r) => Err(r),
             Ok(v) => {
                 let forget = now.checked_sub(self.verifier.max_age).unwrap_or(now);
-                match self.store.claim_nonce(&v.nonce, v.issued_at, forget).await {
+                let (nonce, issued_at) = (v.nonce.clone(), v.issued_at);
+                match self
+                    .store
+                    .write(move |s| s.claim_nonce(&nonce, issued_at, forget))
+                    .await
+                {
                     Ok(true) => self.apply(v).await,
                     Ok(false) => Err(Refusal::Replay(v.nonce)),
                     Err(e) => Err(Refusal::Store(e.to_string())),
@@ -456,8 +478,9 @@ impl Feed {
             Command::Watchlist => {
                 let file = commands::watchlist_body(&v.body)?;
                 let hashed = crate::screen::rules::Watchlist::hash(&file, self.store.hasher());
+                let keep = hashed.clone();
                 self.store
-                    .save_watchlist(&hashed)
+                    .write(move |s| s.save_watchlist(&keep))
                     .await
                     .map_err(|e| Refusal::Store(e.to_string()))?;
                 // The list kept and the list applied are one: what a restart re-applies.
@@ -478,7 +501,7 @@ impl Feed {
                 let t = commands::thresholds_body(&v.body)?;
                 let keyed = t.iter().map(|(c, x)| (c.key().to_owned(), *x)).collect();
                 self.store
-                    .save_thresholds(&keyed)
+                    .write(move |s| s.save_thresholds(&keyed))
                     .await
                     .map_err(|e| Refusal::Store(e.to_string()))?;
                 self.screener.set_thresholds(&t);
@@ -488,27 +511,20 @@ impl Feed {
             Command::Evidence => {
                 let report_id = commands::evidence_body(&v.body)?;
                 let missing = || Refusal::NoEvidence(report_id.clone());
-                let record = match self
+                let id = report_id.clone();
+                let record = self
                     .store
-                    .record_for_report(&report_id)
+                    .read(move |s| match s.record_for_report(&id)? {
+                        Some(r) => Ok(Some(r)),
+                        // Reports sent before the index existed: look through the latest
+                        // records.
+                        None => Ok(s
+                            .latest_records(1, EVIDENCE_SCAN, |r| r["report_id"] == id.as_str())?
+                            .pop()),
+                    })
+                    .await
                     .map_err(|e| Refusal::Store(e.to_string()))?
-                {
-                    Some(r) => r,
-                    // Reports sent before the index existed: look through the latest records,
-                    // off the event loop's thread.
-                    None => {
-                        let (store, id) = (self.store.clone(), report_id.clone());
-                        tokio::task::spawn_blocking(move || {
-                            store
-                                .latest_records(1, EVIDENCE_SCAN, |r| r["report_id"] == id.as_str())
-                        })
-                        .await
-                        .map_err(|e| Refusal::Store(e.to_string()))?
-                        .map_err(|e| Refusal::Store(e.to_string()))?
-                        .pop()
-                        .ok_or_else(missing)?
-                    }
-                };
+                    .ok_or_else(missing)?;
                 let path = record["image"].as_str().ok_or_else(missing)?;
                 let path = std::path::PathBuf::from(path);
                 let image = tokio::fs::read(&path).await.map_err(|_| missing())?;

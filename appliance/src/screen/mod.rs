@@ -162,6 +162,7 @@ pub fn screen_parcels(
 
 /// A parcel with its image read and decoded: the half of screening that needs no model,
 /// so that the stage can do it on another thread (see [`spawn`]).
+#[derive(Clone)]
 pub struct LoadedParcel {
     parcel: Parcel,
     loaded: Loaded,
@@ -216,6 +217,15 @@ fn decide(
     loaded: Loaded,
     scored: Option<Result<Scores, String>>,
 ) -> Screened {
+    if let Some(wb) = &crate::supervise::Faults::get().panic_waybill {
+        if parcel
+            .waybill
+            .as_ref()
+            .is_some_and(|w| w.waybill.as_str() == wb)
+        {
+            panic!("test fault: screening panics on this parcel");
+        }
+    }
     let mut evidence = None;
     let mut scores = None;
     let mut problems: Vec<Reason> = Vec::new();
@@ -349,10 +359,50 @@ impl Screener {
     }
 
     /// Screens parcels whose images were loaded already (by [`load`], on another thread).
+    ///
+    /// A panic while screening (a decoder, the runtime, a rule) is caught: the batch is
+    /// screened again parcel by parcel, and the parcel that panics alone goes to manual
+    /// inspection with `screening_failed`; the others are screened as usual.
     pub fn screen_loaded(&self, parcels: Vec<LoadedParcel>) -> Vec<Screened> {
-        let mut model = lock(&self.model);
-        let mut rules = lock(&self.rules);
-        screen_loaded(&mut model, &mut rules, parcels)
+        let run = |parcels: Vec<LoadedParcel>| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut model = lock(&self.model);
+                let mut rules = lock(&self.rules);
+                screen_loaded(&mut model, &mut rules, parcels)
+            }))
+        };
+        let copies = parcels.clone();
+        match run(parcels) {
+            Ok(screened) => screened,
+            Err(_) => copies
+                .into_iter()
+                .map(|p| {
+                    let parcel = p.parcel.clone();
+                    match run(vec![p]) {
+                        Ok(mut one) if one.len() == 1 => one.remove(0),
+                        _ => self.failed(parcel),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// The result for a parcel whose screening panicked.
+    fn failed(&self, parcel: Parcel) -> Screened {
+        tracing::error!(line = %parcel.line_id, seq = parcel.seq, "screening this parcel panicked: manual inspection");
+        Screened {
+            parcel,
+            decision: Decision::Manual,
+            reasons: vec![Reason::new(
+                ReasonCode::ScreeningFailed,
+                "筛查此包裹时程序出错，转人工".to_owned(),
+                "screening this parcel failed with an internal error; manual inspection".to_owned(),
+            )],
+            scores: None,
+            model: self.model_info(),
+            evidence: None,
+            screened_at: SystemTime::now(),
+        }
     }
 
     /// The running model.
@@ -400,53 +450,87 @@ pub const SCREEN_BATCH: usize = 8;
 /// [`SCREEN_BATCH`], never waiting for more) and screens it with one inference; a lone
 /// parcel goes at once, alone. Parcels leave in the order they came.
 pub fn spawn(
+    set: &mut crate::supervise::StageSet,
+    stages: &Arc<crate::supervise::Stages>,
+    screener: Arc<Screener>,
+    parcels: mpsc::Receiver<crate::domain::Parcel>,
+    screened: mpsc::Sender<Screened>,
+    telemetry: Arc<Telemetry>,
+) -> std::io::Result<()> {
+    let (decode, screen) = stage_threads(
+        (stages.stage("decode"), stages.stage("screening")),
+        screener,
+        parcels,
+        screened,
+        telemetry,
+    );
+    set.spawn_thread("screening-decode", decode)?;
+    set.spawn_thread("screening", screen)
+}
+
+/// The two threads' bodies: decode, then model and rules (see [`spawn`]).
+fn stage_threads(
+    (decode_stage, screen_stage): (crate::supervise::Stage, crate::supervise::Stage),
     screener: Arc<Screener>,
     mut parcels: mpsc::Receiver<crate::domain::Parcel>,
     screened: mpsc::Sender<Screened>,
     telemetry: Arc<Telemetry>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+) -> (
+    impl FnOnce() + Send + 'static,
+    impl FnOnce() + Send + 'static,
+) {
     let (loaded_tx, loaded_rx) =
         std::sync::mpsc::sync_channel::<(std::time::Instant, LoadedParcel)>(SCREEN_BATCH);
-    let decoder = std::thread::Builder::new()
-        .name("screening-decode".into())
-        .spawn(move || {
-            while let Some(parcel) = parcels.blocking_recv() {
-                let started = std::time::Instant::now();
-                if loaded_tx.send((started, load(parcel))).is_err() {
+    let decode = move || {
+        while let Some(parcel) = parcels.blocking_recv() {
+            let started = std::time::Instant::now();
+            let loaded = {
+                let _working = decode_stage.work();
+                crate::supervise::Faults::strike_blocking("decode");
+                let copy = parcel.clone();
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(parcel)))
+                    .unwrap_or_else(|_| {
+                        tracing::error!(line = %copy.line_id, seq = copy.seq, "decoding this parcel's image panicked");
+                        LoadedParcel {
+                            parcel: copy,
+                            loaded: Some(Err("the decoder failed with an internal error".into())),
+                        }
+                    })
+            };
+            if loaded_tx.send((started, loaded)).is_err() {
+                return;
+            }
+        }
+    };
+    let screen = move || {
+        while let Ok(first) = loaded_rx.recv() {
+            let _working = screen_stage.work();
+            crate::supervise::Faults::strike_blocking("screening");
+            let mut batch = vec![first];
+            while batch.len() < SCREEN_BATCH {
+                match loaded_rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            telemetry.set("screen.last_batch", batch.len() as u64);
+            let oldest = batch[0].0;
+            let results = screener.screen_loaded(batch.into_iter().map(|(_, p)| p).collect());
+            telemetry.set(
+                "screen.last_latency_us",
+                u64::try_from(oldest.elapsed().as_micros()).unwrap_or(u64::MAX),
+            );
+            if results.iter().any(|s| s.scores.is_some()) {
+                telemetry.seen("model");
+            }
+            for s in results {
+                if screened.blocking_send(s).is_err() {
                     return;
                 }
             }
-        })?;
-    std::thread::Builder::new()
-        .name("screening".into())
-        .spawn(move || {
-            while let Ok(first) = loaded_rx.recv() {
-                let mut batch = vec![first];
-                while batch.len() < SCREEN_BATCH {
-                    match loaded_rx.try_recv() {
-                        Ok(p) => batch.push(p),
-                        Err(_) => break,
-                    }
-                }
-                telemetry.set("screen.last_batch", batch.len() as u64);
-                let oldest = batch[0].0;
-                let results = screener.screen_loaded(batch.into_iter().map(|(_, p)| p).collect());
-                telemetry.set(
-                    "screen.last_latency_us",
-                    u64::try_from(oldest.elapsed().as_micros()).unwrap_or(u64::MAX),
-                );
-                if results.iter().any(|s| s.scores.is_some()) {
-                    telemetry.seen("model");
-                }
-                for s in results {
-                    if screened.blocking_send(s).is_err() {
-                        return;
-                    }
-                }
-            }
-            // The parcel channel closed and the decoder drained it.
-            let _ = decoder.join();
-        })
+        }
+    };
+    (decode, screen)
 }
 
 /// Screens `parcels` through the stage as the line runs it ([`spawn`]) and returns the
@@ -455,9 +539,15 @@ pub fn run_stage(screener: Arc<Screener>, parcels: Vec<Parcel>) -> Vec<Screened>
     let n = parcels.len();
     let (tx, rx) = mpsc::channel(64);
     let (out_tx, mut out_rx) = mpsc::channel(64);
-    let Ok(handle) = spawn(screener, rx, out_tx, Arc::new(Telemetry::default())) else {
-        return Vec::new();
-    };
+    let stages = Arc::new(crate::supervise::Stages::default());
+    let (decode, screen) = stage_threads(
+        (stages.stage("decode"), stages.stage("screening")),
+        screener,
+        rx,
+        out_tx,
+        Arc::new(Telemetry::default()),
+    );
+    let threads = [std::thread::spawn(decode), std::thread::spawn(screen)];
     let feeder = std::thread::spawn(move || {
         for p in parcels {
             if tx.blocking_send(p).is_err() {
@@ -470,7 +560,9 @@ pub fn run_stage(screener: Arc<Screener>, parcels: Vec<Parcel>) -> Vec<Screened>
         out.push(s);
     }
     let _ = feeder.join();
-    let _ = handle.join();
+    for t in threads {
+        let _ = t.join();
+    }
     out
 }
 
