@@ -511,7 +511,7 @@ fn prepare(
     let wb = s.parcel.waybill.as_ref();
     let image_path = match (&s.parcel.scan, xray) {
         (Some(scan), Some(policy)) => {
-            let unreadable = s.evidence.is_none().then(|| {
+            let loaded = s.evidence.as_ref().ok_or_else(|| {
                 s.reasons
                     .iter()
                     .find(|r| r.code == crate::domain::ReasonCode::ImageUnreadable)
@@ -521,7 +521,7 @@ fn prepare(
                 &s.parcel.line_id,
                 scan,
                 &record_id,
-                unreadable,
+                loaded,
                 store,
                 telemetry,
             )?
@@ -565,7 +565,8 @@ fn prepare(
         "scores": s.scores,
         "model": s.model,
         "image": image_path.as_ref().map(|p| p.display().to_string()),
-        "image_sha256": s.evidence.as_ref().map(|e| e.sha256.clone()),
+        "image_sha256": s.evidence.as_ref().map(|e| e.image.sha256.clone()),
+        "low_energy_sha256": s.evidence.as_ref().and_then(|e| e.low_energy.as_ref()).map(|f| f.sha256.clone()),
         "report_id": report.as_ref().map(|r| r.0.clone()),
     });
     Ok(Prepared {
