@@ -28,7 +28,7 @@ use crate::telemetry::Telemetry;
 use image::{ColorType, ImageDecoder, ImageFormat};
 use notify::{EventKind, RecursiveMode, Watcher};
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -465,6 +465,13 @@ impl Intake {
         );
     }
 
+    /// Forgets taken names no longer in the folder (screened, quarantined, deleted), so the
+    /// map stays small and a file later dropped under such a name is a new scan even if it
+    /// got the old one's inode number, size and (coarse) modification time.
+    fn forget_missing(&mut self, present: &HashSet<PathBuf>) {
+        self.taken.retain(|p, _| present.contains(p));
+    }
+
     /// Quarantines halves whose partner did not come in time.
     fn expire_pairs(&mut self, now: Instant) {
         let wait = self.policy.pair_wait;
@@ -672,7 +679,9 @@ pub async fn watch(
                 match list_folder(&dir, &mut sizes) {
                     Ok((files, sidecars)) => {
                         telemetry.link(&link, true, format!("watching {}", dir.display()));
-                        (files, Some(sidecars))
+                        let present: HashSet<PathBuf> =
+                            sizes.keys().chain(&files).cloned().collect();
+                        (files, Some((sidecars, present)))
                     }
                     Err(e) => {
                         telemetry.link(&link, false, format!("cannot read {}: {e}", dir.display()));
@@ -683,18 +692,13 @@ pub async fn watch(
         };
         // Probing and quarantining read files: off the async workers.
         let (back, scans) = match tokio::task::spawn_blocking(move || {
-            if let Some(found) = sidecars {
+            if let Some((found, present)) = sidecars {
                 let now = Instant::now();
+                intake.forget_missing(&present);
                 intake.expire_pairs(now);
                 intake.sweep_sidecars(found, now);
             }
             let scans: Vec<XrayScan> = ready.into_iter().filter_map(|p| intake.take(p)).collect();
-            // Forget names that are gone or are other files now, so the map stays small.
-            if intake.taken.len() > 256 {
-                intake
-                    .taken
-                    .retain(|p, id| entry_id(p).ok().flatten() == Some(*id));
-            }
             (intake, scans)
         })
         .await
@@ -1223,8 +1227,9 @@ mod tests {
             intake.take(d.join("s.png")).is_none(),
             "the same file, once"
         );
-        // Screened and gone, then the machine uses the scan id again.
+        // Screened and gone (a rescan notices), then the machine uses the scan id again.
         std::fs::remove_file(d.join("s.png")).expect("remove");
+        intake.forget_missing(&HashSet::new());
         drop_file(&d, "s.png", &png_bytes(2));
         let again = intake.take(d.join("s.png")).expect("taken again");
         let (image, _, _) = crate::screen::load_scan(&again).expect("loads");
