@@ -801,3 +801,127 @@ fn a_command_signed_with_the_openssl_cli_as_the_readme_shows_verifies() {
     let (_, refused) = verifier.verify(tampered.as_bytes(), "thresholds", SystemTime::now());
     assert_eq!(refused.map_err(|e| e.key()), Err("bad_signature"));
 }
+
+/// A flagged dual-energy parcel: the report hashes exactly the two files the X-ray machine
+/// wrote, the store archives exactly those bytes, and the evidence command sends them —
+/// every SHA-256 agrees, and nothing was re-encoded on the way.
+#[test]
+fn a_dual_energy_reports_hashes_are_those_of_what_is_archived_and_sent_as_evidence() {
+    let dir = TempDir::new("regulator-pair");
+    let port = free_port();
+    let _broker = start_mosquitto(dir.path(), port);
+    let results = Sub::start(dir.path(), port, &format!("{ROOT}/cmd-result"));
+    let reports = Sub::start(dir.path(), port, &format!("{ROOT}/reports/flagged"));
+    let status = Sub::start(dir.path(), port, &format!("{ROOT}/status"));
+    let evidence = Sub::start(dir.path(), port, &format!("{ROOT}/evidence/+"));
+    let regulator = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let public_b64 =
+        base64::engine::general_purpose::STANDARD.encode(regulator.verifying_key().to_bytes());
+    let line = Line::start(dir.path());
+    let data = dir.path().join("data");
+    let config =
+        line.config(&data, port) + &format!("[regulator]\npublic_key = \"{public_b64}\"\n");
+    let _app = Appliance::start(dir.path(), &config);
+    status.wait_for(Duration::from_secs(30), "status online", |m| {
+        m.iter().any(|(_, p)| p.contains("\"state\":\"online\""))
+    });
+    // The sender is watch-listed: the parcel is flagged whatever the model says.
+    let watchlist = json!({"version": "pair-1", "id_numbers": ["11010519491231002X"]});
+    let signed = sign_envelope(
+        &regulator,
+        &payload("watchlist", SystemTime::now(), "wl-00000011", watchlist),
+    );
+    publish(port, &format!("{ROOT}/cmd/watchlist"), &signed);
+    results.wait_for(Duration::from_secs(10), "the watch-list's answer", |m| {
+        result_for(m, "wl-00000011").is_some_and(|v| v["ok"] == true)
+    });
+
+    let waybill = "SF4000000000001";
+    let mut tx = line.reader.master().expect("reader master");
+    send_record(&mut tx, &valid_waybill(waybill));
+    line.emulator.place_parcel(400);
+    std::thread::sleep(Duration::from_millis(300));
+    let scan = xraygen::render(
+        xraygen::ParcelSpec {
+            category: 5,
+            counterfeit: false,
+        },
+        77,
+    );
+    let mut written = Vec::new();
+    for (half, img) in [("high", &scan.high), ("low", &scan.low)] {
+        let tmp = line.xray.join(format!(".pair-1.{half}.png.part"));
+        img.save_with_format(&tmp, image::ImageFormat::Png)
+            .expect("save");
+        written.push(hex::encode(Sha256::digest(
+            std::fs::read(&tmp).expect("read"),
+        )));
+        std::fs::rename(&tmp, line.xray.join(format!("pair-1.{half}.png"))).expect("rename");
+    }
+    let msgs = reports.wait_for(Duration::from_secs(30), "the flagged report", |m| {
+        !m.is_empty()
+    });
+    let report: Value = serde_json::from_str(&msgs[0].1).expect("report JSON");
+    let schemas = Schemas::load();
+    schemas.validate("report", &report);
+    let ev_hashes = (
+        report["evidence"]["image_sha256"]
+            .as_str()
+            .map(str::to_owned),
+        report["evidence"]["low_energy_sha256"]
+            .as_str()
+            .map(str::to_owned),
+    );
+    assert_eq!(
+        ev_hashes,
+        (Some(written[0].clone()), Some(written[1].clone())),
+        "the report hashes the files as written: {report}"
+    );
+    // What is archived is those files, byte for byte.
+    let archived: Vec<String> = ["high", "low"]
+        .iter()
+        .map(|half| {
+            let file = std::fs::read_dir(data.join("images"))
+                .expect("images")
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.to_string_lossy().ends_with(&format!(".{half}.png")))
+                .unwrap_or_else(|| panic!("no archived {half} half"));
+            hex::encode(Sha256::digest(std::fs::read(file).expect("archived")))
+        })
+        .collect();
+    assert_eq!(archived, written, "archived as written");
+
+    let report_id = report["report_id"].as_str().expect("report id");
+    let ask = sign_envelope(
+        &regulator,
+        &payload(
+            "evidence",
+            SystemTime::now(),
+            "ev-00000012",
+            json!({"report_id": report_id}),
+        ),
+    );
+    publish(port, &format!("{ROOT}/cmd/evidence"), &ask);
+    let ev = evidence.wait_for(Duration::from_secs(10), "the evidence", |m| !m.is_empty());
+    let ev: Value = serde_json::from_str(&ev[0].1).expect("evidence JSON");
+    schemas.validate("evidence", &ev);
+    let decoded = |v: &Value| {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(v["image_base64"].as_str().expect("image"))
+            .expect("base64");
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            v["image_sha256"],
+            "{v}"
+        );
+        hex::encode(Sha256::digest(&bytes))
+    };
+    assert_eq!(
+        vec![decoded(&ev), decoded(&ev["low_energy"])],
+        written,
+        "the evidence sends the files the report hashed"
+    );
+    assert_eq!(ev["format"], "png");
+    assert_eq!(ev["low_energy"]["format"], "png");
+}

@@ -822,7 +822,7 @@ fn screen(
         "reasons": s.reasons,
         "scores": s.scores,
         "model": s.model,
-        "image_sha256": s.evidence.as_ref().map(|e| e.sha256.clone()),
+        "image_sha256": s.evidence.as_ref().map(|e| e.image.sha256.clone()),
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

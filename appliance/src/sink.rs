@@ -75,7 +75,9 @@ struct Pending {
 
 impl Pending {
     fn image_bytes(&self) -> usize {
-        self.s.evidence.as_ref().map_or(0, |e| e.bytes.len())
+        self.s.evidence.as_ref().map_or(0, |e| {
+            e.image.bytes.len() + e.low_energy.as_ref().map_or(0, |l| l.bytes.len())
+        })
     }
 }
 
@@ -267,7 +269,7 @@ impl Sink {
         if p.archived.is_none() {
             let image = match (&s.parcel.scan, self.xray.get(&s.parcel.line_id)) {
                 (Some(scan), Some(policy)) => {
-                    let unreadable = s.evidence.is_none().then(|| {
+                    let loaded = s.evidence.as_ref().ok_or_else(|| {
                         s.reasons
                             .iter()
                             .find(|r| r.code == ReasonCode::ImageUnreadable)
@@ -277,7 +279,7 @@ impl Sink {
                         &s.parcel.line_id,
                         scan,
                         &record_id,
-                        unreadable,
+                        loaded,
                         self.store.images_dir(),
                         &self.telemetry,
                     )?
@@ -428,7 +430,8 @@ fn build_commit(
         "scores": s.scores,
         "model": s.model,
         "image": image_path.as_ref().map(|p| p.display().to_string()),
-        "image_sha256": s.evidence.as_ref().map(|e| e.sha256.clone()),
+        "image_sha256": s.evidence.as_ref().map(|e| e.image.sha256.clone()),
+        "low_energy_sha256": s.evidence.as_ref().and_then(|e| e.low_energy.as_ref()).map(|f| f.sha256.clone()),
         "report_id": report.as_ref().map(|r| r.0.clone()),
     });
     Ok(Commit {

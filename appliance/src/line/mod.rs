@@ -7,6 +7,7 @@
 //! reader never clears a parcel.
 
 pub mod controller;
+pub mod dropfile;
 pub mod invariants;
 pub mod join;
 pub mod quarantine;

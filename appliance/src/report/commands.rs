@@ -370,18 +370,70 @@ pub fn result(claimed: &Claimed, ok: bool, message: &str) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-/// The `screenline.evidence.v1` payload: the full stored image.
-pub fn evidence_payload(report_id: &str, record_id: &str, format: &str, image: &[u8]) -> Vec<u8> {
+/// One archived evidence file, read for the regulator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceFile {
+    /// The file's extension (png, tif, ...).
+    pub format: String,
+    /// Its bytes, exactly as archived.
+    pub bytes: Vec<u8>,
+}
+
+impl EvidenceFile {
+    fn read(path: &std::path::Path) -> Option<EvidenceFile> {
+        // Through a checked descriptor, like the drop folder: a link is never followed.
+        let (bytes, _) =
+            crate::line::dropfile::read_regular(path, crate::screen::MAX_IMAGE_BYTES).ok()?;
+        let format = path.extension()?.to_str()?.to_ascii_lowercase();
+        Some(EvidenceFile { format, bytes })
+    }
+}
+
+/// Reads a report's archived evidence, as the record names it: the image, and when that is
+/// the high-energy half of a pair (`<record>.high.<ext>`), the low-energy half beside it
+/// (`<record>.low.<ext>`) — the files whose hashes the report gave. `None` when a file is
+/// missing (evicted, deleted) or is not a regular file.
+pub fn read_evidence(image: &std::path::Path) -> Option<(EvidenceFile, Option<EvidenceFile>)> {
+    let first = EvidenceFile::read(image)?;
+    let name = image.file_name()?.to_str()?;
+    let Some(stem) = name
+        .strip_suffix(&format!(".{}", first.format))
+        .and_then(|n| n.strip_suffix(".high"))
+    else {
+        return Some((first, None));
+    };
+    let low = crate::line::xray::IMAGE_EXTENSIONS
+        .iter()
+        .find_map(|ext| EvidenceFile::read(&image.with_file_name(format!("{stem}.low.{ext}"))))?;
+    Some((first, Some(low)))
+}
+
+/// The `screenline.evidence.v1` payload: the stored image (the high-energy half of a pair)
+/// and, for a pair, the low-energy half, each with the SHA-256 the report gave for it.
+pub fn evidence_payload(
+    report_id: &str,
+    record_id: &str,
+    image: &EvidenceFile,
+    low_energy: Option<&EvidenceFile>,
+) -> Vec<u8> {
     use sha2::{Digest, Sha256};
-    serde_json::to_vec(&json!({
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut body = json!({
         "schema": "screenline.evidence.v1",
         "report_id": report_id,
         "record_id": record_id,
-        "format": format,
-        "image_sha256": hex::encode(Sha256::digest(image)),
-        "image_base64": base64::engine::general_purpose::STANDARD.encode(image),
-    }))
-    .unwrap_or_default()
+        "format": image.format,
+        "image_sha256": hex::encode(Sha256::digest(&image.bytes)),
+        "image_base64": b64(&image.bytes),
+    });
+    if let Some(low) = low_energy {
+        body["low_energy"] = json!({
+            "format": low.format,
+            "image_sha256": hex::encode(Sha256::digest(&low.bytes)),
+            "image_base64": b64(&low.bytes),
+        });
+    }
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 /// Signs a payload as the regulator does: the envelope for `payload_json` (tests, docs).

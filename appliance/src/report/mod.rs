@@ -525,20 +525,22 @@ impl Feed {
                     .await
                     .map_err(|e| Refusal::Store(e.to_string()))?
                     .ok_or_else(missing)?;
-                let path = record["image"].as_str().ok_or_else(missing)?;
-                let path = std::path::PathBuf::from(path);
-                let image = tokio::fs::read(&path).await.map_err(|_| missing())?;
+                let path = std::path::PathBuf::from(record["image"].as_str().ok_or_else(missing)?);
+                let (image, low) =
+                    tokio::task::spawn_blocking(move || commands::read_evidence(&path))
+                        .await
+                        .map_err(|e| Refusal::Store(e.to_string()))?
+                        .ok_or_else(missing)?;
+                let size = image.bytes.len() + low.as_ref().map_or(0, |l| l.bytes.len());
                 // base64 grows by a third; leave room for the JSON around it.
-                if image.len() / 3 * 4 + 4096 > MAX_PACKET {
-                    return Err(Refusal::TooLarge(image.len()));
+                if size / 3 * 4 + 4096 > MAX_PACKET {
+                    return Err(Refusal::TooLarge(size));
                 }
-                let format = path.extension().and_then(|e| e.to_str()).unwrap_or("bin");
                 let record_id = record["record_id"].as_str().unwrap_or("");
-                let body = commands::evidence_payload(&report_id, record_id, format, &image);
+                let body = commands::evidence_payload(&report_id, record_id, &image, low.as_ref());
                 Ok((
                     format!(
-                        "image of {report_id} ({} bytes) published on evidence/{report_id}",
-                        image.len()
+                        "image of {report_id} ({size} bytes) published on evidence/{report_id}"
                     ),
                     Some((format!("{}/evidence/{report_id}", self.root), body)),
                 ))

@@ -79,11 +79,16 @@ pub fn flagged_report(s: &Screened, report_id: &str, site_id: &str, appliance_id
     let wb = s.parcel.waybill.as_ref();
     let scores = s.scores.as_ref().map(|sc| json!(sc));
     let evidence = s.evidence.as_ref().map(|e| {
-        json!({
-            "image_sha256": e.sha256,
+        let mut ev = json!({
+            "image_sha256": e.image.sha256,
             "thumbnail_jpeg": e.thumbnail_jpeg.as_ref()
                 .map(|t| base64::engine::general_purpose::STANDARD.encode(t)),
-        })
+        });
+        // A dual-energy pair: `image_sha256` is the high-energy file's, this the low one's.
+        if let Some(low) = &e.low_energy {
+            ev["low_energy_sha256"] = json!(low.sha256);
+        }
+        ev
     });
     json!({
         "schema": "screenline.report.v1",

@@ -28,15 +28,47 @@ pub const MAX_PIXELS_SIDE: u32 = 8192;
 /// Bytes the decoder may allocate.
 pub const MAX_DECODE_ALLOC: u64 = 512 * 1024 * 1024;
 
-/// The evidence kept for a screened image.
+/// One file of a scan as screening read it: once, through a checked descriptor
+/// ([`crate::line::dropfile::read_regular`]). These bytes are what is decoded, hashed,
+/// archived and sent as evidence.
+#[derive(Debug, Clone)]
+pub struct ScanFile {
+    /// The file's bytes.
+    pub bytes: Vec<u8>,
+    /// SHA-256 of the bytes, hex.
+    pub sha256: String,
+    /// Which file it was, so that the drop folder's name is removed only while it is.
+    pub id: crate::line::dropfile::FileId,
+}
+
+impl ScanFile {
+    /// Reads a dropped image file once, within [`MAX_IMAGE_BYTES`], and hashes it.
+    pub fn read(path: &std::path::Path) -> Result<ScanFile, String> {
+        let (bytes, id) = crate::line::dropfile::read_regular(path, MAX_IMAGE_BYTES)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        Ok(ScanFile { bytes, sha256, id })
+    }
+}
+
+/// The evidence kept for a screened image: the files exactly as the X-ray machine wrote
+/// them (the report carries their hashes; the store archives these bytes; the regulator's
+/// `evidence` command sends the archived files).
 #[derive(Debug, Clone)]
 pub struct Evidence {
-    /// The image file's bytes, to keep in the store.
-    pub bytes: Vec<u8>,
-    /// SHA-256 of the bytes.
-    pub sha256: String,
+    /// The one pseudo-colour image, or the high-energy half of a dual-energy pair.
+    pub image: ScanFile,
+    /// The low-energy half of a dual-energy pair.
+    pub low_energy: Option<ScanFile>,
     /// A small JPEG for reports (made for flagged parcels only).
     pub thumbnail_jpeg: Option<Vec<u8>>,
+}
+
+impl Evidence {
+    /// The files in order: the image (or high half), then the low half.
+    pub fn files(&self) -> impl Iterator<Item = &ScanFile> {
+        std::iter::once(&self.image).chain(self.low_energy.as_ref())
+    }
 }
 
 /// A screened parcel: what was decided, why, and on what evidence.
@@ -97,48 +129,32 @@ pub fn decode_pair(high: &[u8], low: &[u8]) -> Result<image::RgbImage, String> {
     Ok(xraygen::pseudo_colour(&h, &l))
 }
 
-/// Reads and decodes a scan from disk: one image, or a pair rendered to pseudo-colour.
-/// Returns the evidence bytes (the file itself, or the rendered pair as PNG) and the image.
-pub fn load_scan(scan: &crate::domain::XrayScan) -> Result<(Vec<u8>, image::RgbImage), String> {
+/// Reads a scan's files — each once, through a checked descriptor — hashes and decodes
+/// them: one image, or a pair rendered to pseudo-colour for the model. Nothing is encoded
+/// here: the evidence is the files as read.
+pub fn load_scan(
+    scan: &crate::domain::XrayScan,
+) -> Result<(ScanFile, Option<ScanFile>, image::RgbImage), String> {
+    let image = ScanFile::read(&scan.path)?;
     match &scan.low_energy {
         None => {
-            let bytes = read_limited(&scan.path)?;
-            let rgb = decode_image(&bytes)?;
-            Ok((bytes, rgb))
+            let rgb = decode_image(&image.bytes)?;
+            Ok((image, None, rgb))
         }
         Some(low) => {
-            let rgb = decode_pair(&read_limited(&scan.path)?, &read_limited(low)?)?;
-            // Evidence only: fast compression, since it is on the decision's critical path
-            // (the default level made a pair ~10x a bare decode in benches/ingest.rs).
-            let mut png = Vec::new();
-            let encoder = image::codecs::png::PngEncoder::new_with_quality(
-                &mut png,
-                image::codecs::png::CompressionType::Fast,
-                image::codecs::png::FilterType::Adaptive,
-            );
-            rgb.write_with_encoder(encoder)
-                .map_err(|e| format!("cannot encode the rendered pair: {e}"))?;
-            Ok((png, rgb))
+            let low = ScanFile::read(low)?;
+            let rgb = decode_pair(&image.bytes, &low.bytes)?;
+            Ok((image, Some(low), rgb))
         }
     }
 }
 
-/// A parcel's image as loaded: none, unreadable (why), or the evidence bytes, their
-/// SHA-256 and the image.
-type Loaded = Option<Result<(Vec<u8>, String, image::RgbImage), String>>;
-
-/// Reads, decodes and hashes a scan: everything about an image that needs no model.
-fn load_hashed(
-    scan: &crate::domain::XrayScan,
-) -> Result<(Vec<u8>, String, image::RgbImage), String> {
-    let (bytes, rgb) = load_scan(scan)?;
-    let sha256 = hex::encode(Sha256::digest(&bytes));
-    Ok((bytes, sha256, rgb))
-}
+/// A parcel's image as loaded: none, unreadable (why), or its files and the image.
+type Loaded = Option<Result<(ScanFile, Option<ScanFile>, image::RgbImage), String>>;
 
 /// Screens one parcel: the same path for the line and for `screenline screen`.
 pub fn screen_parcel(model: &mut Model, rules: &mut rules::RuleSet, parcel: Parcel) -> Screened {
-    let loaded = parcel.scan.as_ref().map(load_hashed);
+    let loaded = parcel.scan.as_ref().map(load_scan);
     let scores = match &loaded {
         Some(Ok((_, _, rgb))) => Some(model.infer(rgb).map_err(|e| e.to_string())),
         _ => None,
@@ -170,7 +186,7 @@ pub struct LoadedParcel {
 
 /// Reads, decodes and hashes a parcel's image (if it has one), with the line's limits.
 pub fn load(parcel: Parcel) -> LoadedParcel {
-    let loaded = parcel.scan.as_ref().map(load_hashed);
+    let loaded = parcel.scan.as_ref().map(load_scan);
     LoadedParcel { parcel, loaded }
 }
 
@@ -232,7 +248,7 @@ fn decide(
     match loaded {
         None => {}
         Some(Err(e)) => problems.push(rules::image_unreadable(&e)),
-        Some(Ok((bytes, sha256, rgb))) => {
+        Some(Ok((image, low_energy, rgb))) => {
             match scored {
                 Some(Ok(s)) => scores = Some(s),
                 Some(Err(e)) => problems.push(Reason::new(
@@ -246,7 +262,7 @@ fn decide(
                     "the classifier gave no result".to_owned(),
                 )),
             }
-            evidence = Some((bytes, sha256, rgb));
+            evidence = Some((image, low_energy, rgb));
         }
     }
     let overrides = rules.settings.thresholds.clone();
@@ -257,12 +273,12 @@ fn decide(
             .unwrap_or_else(|| model.threshold(c))
     };
     let (decision, reasons) = rules.apply(&parcel, scores.as_ref(), &threshold, problems);
-    let evidence = evidence.map(|(bytes, sha256, rgb)| Evidence {
+    let evidence = evidence.map(|(image, low_energy, rgb)| Evidence {
         thumbnail_jpeg: (decision == Decision::Flag)
             .then(|| thumbnail(&rgb))
             .flatten(),
-        bytes,
-        sha256,
+        image,
+        low_energy,
     });
     Screened {
         parcel,

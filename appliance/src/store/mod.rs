@@ -564,25 +564,6 @@ impl Store {
     }
 }
 
-/// Moves an image file into the store's image folder, named by record.
-pub fn keep_image(
-    images: &Path,
-    record_id: &str,
-    src: &Path,
-    bytes: &[u8],
-) -> Result<PathBuf, StoreError> {
-    let ext = src.extension().and_then(|e| e.to_str()).unwrap_or("img");
-    let dest = images.join(format!("{record_id}.{ext}"));
-    if std::fs::rename(src, &dest).is_err() {
-        // Another filesystem: write our copy, then remove the original.
-        std::fs::write(&dest, bytes)?;
-        std::fs::remove_file(src)?;
-    }
-    // The sidecar's content lives on in the record.
-    let _ = std::fs::remove_file(src.with_extension("json"));
-    Ok(dest)
-}
-
 impl Drop for Store {
     /// What was written is flushed when the store closes (the store thread flushes after
     /// every job round already; this covers offline commands and tests).
