@@ -73,16 +73,22 @@ fn mosquitto_bin() -> PathBuf {
 
 /// A real Mosquitto broker on `port`, anonymous, loopback only.
 pub fn start_mosquitto(dir: &Path, port: u16) -> Proc {
-    start_broker(dir, port, false)
+    start_broker(dir, port, false, "")
 }
 
 /// A Mosquitto that keeps sessions and queued messages on disk in `dir` across restarts
 /// (stopped with SIGTERM, it saves them), so that a durable subscriber misses nothing.
 pub fn start_mosquitto_persistent(dir: &Path, port: u16) -> Proc {
-    start_broker(dir, port, true)
+    start_broker(dir, port, true, "")
 }
 
-fn start_broker(dir: &Path, port: u16, persistent: bool) -> Proc {
+/// A Mosquitto configured as docs/INSTALL.md tells a site to: it refuses packets over the
+/// appliance's own limit (8 MiB), which rumqttc would otherwise take as a broken link.
+pub fn start_mosquitto_as_deployed(dir: &Path, port: u16) -> Proc {
+    start_broker(dir, port, false, "max_packet_size 8388608\n")
+}
+
+fn start_broker(dir: &Path, port: u16, persistent: bool, extra: &str) -> Proc {
     let conf = dir.join(format!("mosquitto-{port}.conf"));
     let persistence = if persistent {
         // Started as root, Mosquitto drops to its own user: its state folder must be
@@ -100,7 +106,7 @@ fn start_broker(dir: &Path, port: u16, persistent: bool) -> Proc {
     };
     std::fs::write(
         &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}"),
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}{extra}"),
     )
     .expect("mosquitto config");
     let child = Command::new(mosquitto_bin())

@@ -27,6 +27,17 @@ impl Rig {
     /// `broker`, and runs with `env` (e.g. `SCREENLINE_TEST_FAULTS`); waits until the
     /// appliance has spoken to the controller.
     pub fn start(dir: &Path, data: &Path, broker: u16, env: &[(&str, &str)]) -> Rig {
+        Rig::start_with(dir, data, broker, env, "")
+    }
+
+    /// [`Rig::start`] with `extra` appended to the configuration file.
+    pub fn start_with(
+        dir: &Path,
+        data: &Path,
+        broker: u16,
+        env: &[(&str, &str)],
+        extra: &str,
+    ) -> Rig {
         let reader = Pty::open().expect("reader pty");
         let controller = Pty::open().expect("controller pty");
         let mut emulator =
@@ -43,7 +54,7 @@ impl Rig {
             controller.slave_path(),
             &xray,
             console,
-        );
+        ) + extra;
         let app = Appliance::start_with_env(dir, &config, env);
         let mut rig = Rig {
             app,

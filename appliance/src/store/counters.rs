@@ -73,12 +73,17 @@ impl Store {
         Ok(out)
     }
 
-    /// Adds one to a kept counter, durably (reviews, regulator commands: a few an hour).
+    /// Adds one to a kept counter (reviews, regulator commands: a few an hour).
     pub fn count(&self, name: &str) -> Result<(), StoreError> {
+        self.count_by(name, 1)
+    }
+
+    /// Adds `n` to a kept counter.
+    pub fn count_by(&self, name: &str, n: u64) -> Result<(), StoreError> {
         self.db.open_tree(COUNTERS)?.update_and_fetch(name, |v| {
             Some(
                 read(v.map(sled::IVec::from))
-                    .saturating_add(1)
+                    .saturating_add(n)
                     .to_be_bytes()
                     .to_vec(),
             )
