@@ -417,11 +417,12 @@ impl Sink {
             drop(commits);
             for (s, p) in group.iter().zip(prepared) {
                 let line = &s.parcel.line_id;
-                let decision = ToController::Decision {
+                let decision = s.parcel.epoch.map(|epoch| ToController::Decision {
+                    epoch,
                     seq: s.parcel.seq,
                     verdict: s.decision.verdict(),
-                };
-                if let Some(tx) = controllers.get(line) {
+                });
+                if let (Some(tx), Some(decision)) = (controllers.get(line), decision) {
                     if tx.try_send(decision).is_err() {
                         telemetry.incr("sink.decisions_not_sent");
                         tracing::warn!(line = %line, seq = s.parcel.seq, "controller queue full; the controller will divert fail-safe");
