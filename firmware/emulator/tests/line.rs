@@ -179,71 +179,63 @@ fn connected() -> Connected {
 
 #[test]
 fn the_appliance_decides_and_the_line_obeys() {
-    let Connected {
-        _pty,
-        emu,
-        events,
-        mut app,
-        epoch: e1,
-        mut seen,
-    } = connected();
-    emu.place_parcel(200);
-    wait_for(&events, &mut seen, &[LineEvent::Entered { seq: 1 }]);
-    emu.place_parcel(200);
-    wait_for(&events, &mut seen, &[LineEvent::Entered { seq: 2 }]);
-    app.decide(e1, 1, Verdict::Pass);
-    app.decide(e1, 2, Verdict::Divert);
+    let mut l = connected();
+    let e1 = l.epoch;
+    l.emu.place_parcel(200);
+    wait_for(&l.events, &mut l.seen, &[LineEvent::Entered { seq: 1 }]);
+    l.emu.place_parcel(200);
+    wait_for(&l.events, &mut l.seen, &[LineEvent::Entered { seq: 2 }]);
+    l.app.decide(e1, 1, Verdict::Pass);
+    l.app.decide(e1, 2, Verdict::Divert);
     wait_for(
-        &events,
-        &mut seen,
+        &l.events,
+        &mut l.seen,
         &[LineEvent::Passed { seq: 1 }, LineEvent::Diverted { seq: 2 }],
     );
-    assert!(seen.contains(&LineEvent::DecisionReceived {
+    assert!(l.seen.contains(&LineEvent::DecisionReceived {
         epoch: e1,
         seq: 2,
         verdict: Verdict::Divert
     }));
     assert!(
-        !seen.iter().any(|e| matches!(e, LineEvent::FailSafe { .. })),
-        "{seen:?}"
+        !l.seen
+            .iter()
+            .any(|e| matches!(e, LineEvent::FailSafe { .. })),
+        "{:?}",
+        l.seen
     );
-    drop(app);
-    emu.shutdown();
+    drop(l.app);
+    l.emu.shutdown();
 }
 
 #[test]
 fn after_a_reboot_a_decision_of_the_last_boot_is_refused_and_its_seq_diverted() {
-    let Connected {
-        _pty,
-        emu,
-        events,
-        mut app,
-        epoch: e1,
-        mut seen,
-    } = connected();
+    let mut l = connected();
+    let e1 = l.epoch;
     // Parcel 1 of this boot leaves the belt undecided: its decision is still to come.
-    emu.place_parcel(200);
-    wait_for(&events, &mut seen, &[LineEvent::Diverted { seq: 1 }]);
+    l.emu.place_parcel(200);
+    wait_for(&l.events, &mut l.seen, &[LineEvent::Diverted { seq: 1 }]);
 
-    emu.reboot();
+    l.emu.reboot();
     // The new boot says hello; the appliance answers with a new epoch.
-    let e2 = app.epoch_after_hello(3);
+    let e2 = l.app.epoch_after_hello(3);
     wait_for(
-        &events,
-        &mut seen,
+        &l.events,
+        &mut l.seen,
         &[LineEvent::EpochAssigned { epoch: e2 }],
     );
-    let boot = seen
+    let boot = l
+        .seen
         .iter()
         .position(|e| *e == LineEvent::Rebooted)
         .expect("rebooted");
-    let mut this_boot = seen.split_off(boot);
-    emu.place_parcel(200);
-    wait_for(&events, &mut this_boot, &[LineEvent::Entered { seq: 1 }]);
+    let mut this_boot = l.seen.split_off(boot);
+    l.emu.place_parcel(200);
+    wait_for(&l.events, &mut this_boot, &[LineEvent::Entered { seq: 1 }]);
     // The decision meant for parcel 1 of the last boot arrives now.
-    app.decide(e1, 1, Verdict::Pass);
+    l.app.decide(e1, 1, Verdict::Pass);
     wait_for(
-        &events,
+        &l.events,
         &mut this_boot,
         &[
             LineEvent::StaleDecision { epoch: e1, seq: 1 },
@@ -255,16 +247,16 @@ fn after_a_reboot_a_decision_of_the_last_boot_is_refused_and_its_seq_diverted() 
         ],
     );
     // A decision of this boot's epoch is obeyed.
-    emu.place_parcel(200);
-    wait_for(&events, &mut this_boot, &[LineEvent::Entered { seq: 2 }]);
-    app.decide(e2, 2, Verdict::Pass);
-    wait_for(&events, &mut this_boot, &[LineEvent::Passed { seq: 2 }]);
+    l.emu.place_parcel(200);
+    wait_for(&l.events, &mut this_boot, &[LineEvent::Entered { seq: 2 }]);
+    l.app.decide(e2, 2, Verdict::Pass);
+    wait_for(&l.events, &mut this_boot, &[LineEvent::Passed { seq: 2 }]);
     assert!(
         !this_boot.contains(&LineEvent::Passed { seq: 1 }),
         "{this_boot:?}"
     );
-    drop(app);
-    emu.shutdown();
+    drop(l.app);
+    l.emu.shutdown();
 }
 
 #[test]
