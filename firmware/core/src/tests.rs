@@ -532,6 +532,9 @@ fn configuration_by_message_takes_effect() {
     assert_eq!(b.diverted(), [1]);
 }
 
+/// A controller whose gate and lamps are mocks.
+type MockCtl = Controller<Wire, MockPin, MockPin, MockPin, MockPin, Counter, Counter, 4>;
+
 /// A pin on embedded-hal-mock that expects to be set to `states`, in order.
 fn mock_pin(states: &[embedded_hal_mock::eh1::digital::State]) -> MockPin {
     use embedded_hal_mock::eh1::digital::Transaction;
@@ -546,11 +549,7 @@ fn mock_pin(states: &[embedded_hal_mock::eh1::digital::State]) -> MockPin {
 /// A controller whose gate and lamps are mocks expecting exactly this: the gate fires once
 /// (low, high, low), and the light goes from amber at boot to green once the appliance has
 /// spoken and given an epoch. The photo-eye, encoder and clock are the returned fakes.
-fn firing_once_on_mocks() -> (
-    Controller<Wire, MockPin, MockPin, MockPin, MockPin, Counter, Counter, 4>,
-    Wire,
-    Counter,
-) {
+fn firing_once_on_mocks() -> (MockCtl, Wire, Counter) {
     use embedded_hal_mock::eh1::digital::State::{High as H, Low as L};
     let (eye, enc) = (Wire::default(), Counter::default());
     let ctl = Controller::new(
