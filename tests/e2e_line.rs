@@ -34,6 +34,13 @@ fn wait_events(
     }
 }
 
+/// Whether the controller received a decision `verdict` for parcel `seq`.
+fn decided(seen: &[LineEvent], seq: u32, verdict: Verdict) -> bool {
+    seen.iter().any(|e| {
+        matches!(e, LineEvent::DecisionReceived { seq: s, verdict: v, .. } if *s == seq && *v == verdict)
+    })
+}
+
 fn electronics(counterfeit: bool) -> xraygen::ParcelSpec {
     xraygen::ParcelSpec {
         category: 5,
@@ -112,18 +119,12 @@ fn one_flagged_and_one_cleared_parcel_from_reader_to_regulator() {
         },
     );
     assert!(
-        seen.contains(&LineEvent::DecisionReceived {
-            seq: 1,
-            verdict: Verdict::Divert
-        }),
+        decided(&seen, 1, Verdict::Divert),
         "{seen:?}\n{}",
         app.log_text()
     );
     assert!(
-        seen.contains(&LineEvent::DecisionReceived {
-            seq: 2,
-            verdict: Verdict::Pass
-        }),
+        decided(&seen, 2, Verdict::Pass),
         "{seen:?}\n{}",
         app.log_text()
     );
@@ -245,20 +246,8 @@ fn bad_input_and_a_down_broker_send_parcels_to_manual_without_crashing() {
                 >= 2
         },
     );
-    assert!(
-        seen.contains(&LineEvent::DecisionReceived {
-            seq: 1,
-            verdict: Verdict::Divert
-        }),
-        "{seen:?}"
-    );
-    assert!(
-        seen.contains(&LineEvent::DecisionReceived {
-            seq: 2,
-            verdict: Verdict::Divert
-        }),
-        "{seen:?}"
-    );
+    assert!(decided(&seen, 1, Verdict::Divert), "{seen:?}");
+    assert!(decided(&seen, 2, Verdict::Divert), "{seen:?}");
     assert!(
         app.is_running(),
         "the appliance survived\n{}",
@@ -394,10 +383,7 @@ fn an_unplugged_reader_sends_parcels_to_manual_and_is_reopened_when_replugged() 
         |s| s.contains(&LineEvent::Diverted { seq: 1 }),
     );
     assert!(
-        seen.contains(&LineEvent::DecisionReceived {
-            seq: 1,
-            verdict: Verdict::Divert
-        }),
+        decided(&seen, 1, Verdict::Divert),
         "{seen:?}\n{}",
         app.log_text()
     );
@@ -596,4 +582,170 @@ impl LastLight for [LineEvent] {
             _ => None,
         })
     }
+}
+
+/// The epoch of the last `EpochAssigned` among `events`.
+fn last_epoch(events: &[LineEvent]) -> Option<screenline_protocol::Epoch> {
+    events.iter().rev().find_map(|e| match e {
+        LineEvent::EpochAssigned { epoch } => Some(*epoch),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_controller_reboot_with_decisions_to_come_passes_no_parcel_of_the_new_boot() {
+    let dir = TempDir::new("reboot");
+    let port = free_port();
+    let reader = Pty::open().expect("reader pty");
+    let controller = Pty::open().expect("controller pty");
+    // A slow belt: 10 s from the photo-eye to the gate, so that a parcel of the new boot is
+    // still undecided on the belt when the decisions for the last boot's parcels come.
+    let belt = BeltConfig {
+        belt_mm_per_s: 500,
+        ..BeltConfig::default()
+    };
+    let mut emulator =
+        LineEmulator::start(controller.master().expect("master"), belt).expect("emulator");
+    let events = emulator.take_events().expect("events");
+    let xray = dir.path().join("xray");
+    std::fs::create_dir_all(&xray).expect("xray dir");
+    // Parcels wait up to 6 s for their read and image, and are decided within 9 s (the
+    // decision point is at 9.4 s on this belt).
+    let config = line_config(
+        &dir.path().join("data"),
+        port,
+        reader.slave_path(),
+        controller.slave_path(),
+        &xray,
+    )
+    .replace(
+        "[lines.controller]",
+        "join_window_ms = 6000\ndecision_deadline_ms = 9000\n[lines.controller]",
+    );
+    let mut app = Appliance::start(dir.path(), &config);
+    let mut seen = Vec::new();
+    wait_events(
+        &events,
+        &mut seen,
+        Duration::from_secs(30),
+        "an epoch and a green light",
+        |s| last_epoch(s).is_some() && s.last_light() == Some(StackLight::Green),
+    );
+
+    // Two parcels with good reads enter; their clean images are still to come.
+    let mut reader_tx = reader.master().expect("reader master");
+    for (seq, waybill) in [(1, "SF3000000000001"), (2, "SF3000000000002")] {
+        send_record(&mut reader_tx, &valid_waybill(waybill));
+        emulator.place_parcel(100);
+        wait_events(
+            &events,
+            &mut seen,
+            Duration::from_secs(10),
+            "a parcel of the first boot entering",
+            |s| s.contains(&LineEvent::Entered { seq }),
+        );
+        // Past the photo-eye (0.2 s at 500 mm/s) before the next parcel or the reboot, so
+        // that the new boot does not see it enter again.
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let old_epoch = last_epoch(&seen).expect("an epoch");
+
+    // The controller reboots: its sequence numbers start at 1 again.
+    emulator.reboot();
+    wait_events(
+        &events,
+        &mut seen,
+        Duration::from_secs(10),
+        "the new boot's epoch",
+        |s| {
+            s.iter()
+                .position(|e| *e == LineEvent::Rebooted)
+                .is_some_and(|at| last_epoch(&s[at..]).is_some())
+        },
+    );
+    // Two parcels of the new boot, with no read: they are to go to manual inspection.
+    for seq in [1, 2] {
+        emulator.place_parcel(100);
+        wait_events(
+            &events,
+            &mut seen,
+            Duration::from_secs(10),
+            "a parcel of the new boot entering",
+            |s| {
+                s.iter()
+                    .rposition(|e| *e == LineEvent::Rebooted)
+                    .is_some_and(|at| s[at..].contains(&LineEvent::Entered { seq }))
+            },
+        );
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    // Now the images of the last boot's parcels 1 and 2 complete: they are cleared, and
+    // their decisions — pass, for sequence numbers 1 and 2 — are made while parcels 1 and 2
+    // of the new boot are undecided on the belt.
+    write_scan(
+        &xray,
+        "scan-0001",
+        "SF3000000000001",
+        electronics(false),
+        31,
+    )
+    .expect("scan 1");
+    write_scan(
+        &xray,
+        "scan-0002",
+        "SF3000000000002",
+        electronics(false),
+        32,
+    )
+    .expect("scan 2");
+
+    let rebooted_at = seen
+        .iter()
+        .rposition(|e| *e == LineEvent::Rebooted)
+        .expect("rebooted");
+    wait_events(
+        &events,
+        &mut seen,
+        Duration::from_secs(40),
+        "both parcels of the new boot to leave the belt",
+        |s| {
+            let after = &s[rebooted_at..];
+            [1, 2].iter().all(|&seq| {
+                after.iter().any(|e| {
+                    matches!(e, LineEvent::Diverted { seq: s } | LineEvent::Passed { seq: s } if *s == seq)
+                })
+            })
+        },
+    );
+    let new_boot = &seen[rebooted_at..];
+    let new_epoch = last_epoch(new_boot).expect("the new epoch");
+    assert_ne!(new_epoch, old_epoch);
+    assert!(
+        !new_boot
+            .iter()
+            .any(|e| matches!(e, LineEvent::Passed { .. })),
+        "a parcel of the new boot passed: {new_boot:?}\n{}",
+        app.log_text()
+    );
+    assert!(
+        new_boot.iter().all(|e| match e {
+            LineEvent::DecisionReceived { epoch, .. } => *epoch == new_epoch,
+            _ => true,
+        }),
+        "every decision the new boot received names its epoch: {new_boot:?}"
+    );
+    // The decisions for the last boot's parcels were made, and were passes: the appliance
+    // dropped them rather than send them to the new boot.
+    let log = app.log_text();
+    let dropped: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("decision dropped"))
+        .collect();
+    assert_eq!(dropped.len(), 2, "{log}");
+    assert!(
+        dropped.iter().any(|l| l.contains("Pass")),
+        "the old parcels were cleared, so a pass was withheld: {dropped:?}"
+    );
+    assert!(app.interrupt(Duration::from_secs(15)), "{}", app.log_text());
+    emulator.shutdown();
 }

@@ -64,6 +64,7 @@ fn parcel(seq: usize, image: &std::path::Path, category: &str) -> anyhow::Result
     Ok(Parcel {
         line_id: "L1".into(),
         seq: seq as u32,
+        epoch: None,
         entered_at: SystemTime::now(),
         scan: Some(XrayScan {
             scan_id: format!("{seq}"),

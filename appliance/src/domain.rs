@@ -249,6 +249,10 @@ pub struct Parcel {
     pub line_id: String,
     /// The line controller's sequence number: the handle the decision is sent back with.
     pub seq: u32,
+    /// The controller epoch the parcel entered under, which the decision must name; `None`
+    /// when it entered before the controller had one (it diverts such a parcel itself, and
+    /// no decision can name it) or did not come from a controller.
+    pub epoch: Option<screenline_protocol::Epoch>,
     pub entered_at: SystemTime,
     pub waybill: Option<Waybill>,
     /// Real-name findings made while reading the waybill.

@@ -797,6 +797,7 @@ fn screen(
     let parcel = Parcel {
         line_id: "offline".into(),
         seq: 0,
+        epoch: None,
         entered_at: now,
         scan: image.map(|image| XrayScan {
             scan_id: image

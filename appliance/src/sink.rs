@@ -243,11 +243,14 @@ impl Sink {
 
     fn send_decision(&self, s: &Screened) {
         let line = &s.parcel.line_id;
-        let decision = ToController::Decision {
+        // A parcel without an epoch entered before the controller had one: the controller
+        // diverted it already, and no decision could name it.
+        let decision = s.parcel.epoch.map(|epoch| ToController::Decision {
+            epoch,
             seq: s.parcel.seq,
             verdict: s.decision.verdict(),
-        };
-        if let Some(tx) = self.controllers.get(line) {
+        });
+        if let (Some(tx), Some(decision)) = (self.controllers.get(line), decision) {
             if tx.try_send(decision).is_err() {
                 self.telemetry.incr("sink.decisions_not_sent");
                 tracing::warn!(line = %line, seq = s.parcel.seq, "controller queue full; the controller will divert fail-safe");

@@ -4,12 +4,18 @@
 //! controller did with each parcel (passed, diverted, fail-safe) goes to telemetry. Outbound,
 //! it sends our heartbeat — whose absence makes the controller divert everything — and the
 //! decisions and stack-light states the pipeline hands it.
+//!
+//! After every hello from the controller (at its boot, and in answer to ours) the link gives
+//! it a fresh [`Epoch`], and from then on sends only decisions that name that epoch: a
+//! decision for a parcel that entered before the hello — queued here, or still being
+//! screened — is dropped, because the controller may have rebooted and reused its sequence
+//! number for another parcel. The controller diverts such a parcel on its own.
 
 use super::LineInput;
 use crate::telemetry::Telemetry;
 use anyhow::{bail, Context};
 use screenline_protocol::{
-    encode_frame, ControllerConfig, FrameDecoder, FrameError, StackLight, ToAppliance,
+    encode_frame, ControllerConfig, Epoch, FrameDecoder, FrameError, StackLight, ToAppliance,
     ToController, MAX_FRAME_LEN, PROTOCOL_MAJOR, PROTOCOL_MINOR,
 };
 use std::time::{Duration, Instant, SystemTime};
@@ -55,6 +61,47 @@ fn light_name(l: StackLight) -> &'static str {
 /// Commands for one line's controller.
 pub type Commands = mpsc::Receiver<ToController>;
 
+/// The epochs one line's link gives its controller: a random start, then one after the other,
+/// so that no two hellos of this process get the same epoch (a decision of an earlier one
+/// could otherwise pass for one of the later), and a restarted appliance most likely starts
+/// elsewhere.
+pub struct Epochs {
+    next: u32,
+}
+
+impl Epochs {
+    /// A sequence from a random start.
+    pub fn random() -> Epochs {
+        Epochs {
+            next: rand::random(),
+        }
+    }
+
+    /// The next epoch; never zero, never one given before by this sequence (until 2³² − 1
+    /// hellos).
+    pub fn fresh(&mut self) -> Epoch {
+        loop {
+            let n = self.next;
+            self.next = self.next.wrapping_add(1);
+            if let Some(e) = Epoch::new(n) {
+                return e;
+            }
+        }
+    }
+}
+
+/// What a technician must do when the controller speaks protocol `got`.x.
+fn version_advice(got: u8) -> String {
+    let update = if got < PROTOCOL_MAJOR {
+        "update the controller's firmware (firmware/README.md)"
+    } else {
+        "update this appliance (screenline) to a release that speaks it"
+    };
+    format!(
+        "the controller speaks protocol {got}.x, this appliance {PROTOCOL_MAJOR}.{PROTOCOL_MINOR}: {update}"
+    )
+}
+
 struct Writer {
     seq: u16,
 }
@@ -71,17 +118,19 @@ impl Writer {
     }
 }
 
-/// Runs the protocol on an open port until it disconnects. `geometry`, when the line's
-/// configuration has one, is sent after every hello from the controller.
+/// Runs the protocol on an open port until it disconnects. After every hello from the
+/// controller it sends a fresh epoch from `epochs`, then `geometry` when the line's
+/// configuration has one.
 pub async fn session(
     line_id: &str,
     port: SerialStream,
     geometry: Option<ControllerConfig>,
+    epochs: &mut Epochs,
     commands: &mut Commands,
     out: &mpsc::Sender<LineInput>,
     telemetry: &Telemetry,
 ) -> anyhow::Result<()> {
-    let result = converse(line_id, port, geometry, commands, out, telemetry).await;
+    let result = converse(line_id, port, geometry, epochs, commands, out, telemetry).await;
     // What the light showed is unknown from here on.
     telemetry.set_light(line_id, None);
     result
@@ -91,6 +140,7 @@ async fn converse(
     line_id: &str,
     mut port: SerialStream,
     geometry: Option<ControllerConfig>,
+    epochs: &mut Epochs,
     commands: &mut Commands,
     out: &mpsc::Sender<LineInput>,
     telemetry: &Telemetry,
@@ -113,6 +163,9 @@ async fn converse(
     let mut light_check = tokio::time::interval(Duration::from_millis(500));
     let mut light_sent: Option<StackLight> = None;
     let mut last_fault: Option<Instant> = None;
+    // None until the controller's first hello on this connection: no parcel of it can have
+    // been decided before, so every queued decision is stale until then.
+    let mut epoch: Option<Epoch> = None;
     let mut buf = [0u8; 512];
     loop {
         tokio::select! {
@@ -128,6 +181,10 @@ async fn converse(
                         Some(Ok(frame)) => {
                             match frame.msg {
                                 ToAppliance::Hello { .. } => {
+                                    let fresh = epochs.fresh();
+                                    writer.send(&mut port, &ToController::Epoch { epoch: fresh }).await?;
+                                    epoch = Some(fresh);
+                                    telemetry.incr_line(line_id, "controller.epochs");
                                     if let Some(g) = geometry {
                                         writer.send(&mut port, &ToController::Configure(g)).await?;
                                     }
@@ -145,9 +202,7 @@ async fn converse(
                         Some(Err(FrameError::Version { got })) => {
                             // The decoder refuses the frame; the technician must hear why.
                             telemetry.incr_line(line_id, "controller.version_mismatch");
-                            let why = format!(
-                                "the controller speaks protocol {got}.x, this appliance {PROTOCOL_MAJOR}.{PROTOCOL_MINOR}: update the controller's firmware (firmware/README.md)"
-                            );
+                            let why = version_advice(got);
                             telemetry.link(&link, false, why.clone());
                             tracing::error!(line = line_id, "{why}");
                         }
@@ -171,6 +226,21 @@ async fn converse(
             }
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { return Ok(()) };
+                if let ToController::Decision { epoch: named, seq, verdict } = cmd {
+                    if Some(named) != epoch {
+                        // Never carried across a hello: the controller may be a new boot whose
+                        // parcel `seq` is another parcel. It diverts this one on its own.
+                        telemetry.incr_line(line_id, "controller.stale_decisions_dropped");
+                        tracing::warn!(
+                            line = line_id,
+                            seq,
+                            epoch = %named,
+                            ?verdict,
+                            "decision dropped: its parcel entered before the controller's last hello"
+                        );
+                        continue;
+                    }
+                }
                 writer.send(&mut port, &cmd).await?;
             }
         }
@@ -205,10 +275,11 @@ async fn handle(
                 ),
             );
         }
-        ToAppliance::ParcelEntered { seq, .. } => {
+        ToAppliance::ParcelEntered { epoch, seq, .. } => {
             telemetry.incr_line(line_id, "controller.parcels_entered");
             let input = LineInput::Entered {
                 seq,
+                epoch,
                 at: Instant::now(),
                 wall: SystemTime::now(),
             };
@@ -247,6 +318,17 @@ async fn handle(
         ToAppliance::StackLight { light } => {
             telemetry.set_light(line_id, Some(light_name(light)));
         }
+        ToAppliance::StaleDecision { epoch, seq } => {
+            // The link drops these before sending, so one here means a decision crossed a
+            // hello on the wire (say, bytes buffered in the adapter through a reset).
+            telemetry.incr_line(line_id, "controller.stale_decisions");
+            tracing::warn!(
+                line = line_id,
+                seq,
+                %epoch,
+                "the controller ignored a decision of an earlier epoch"
+            );
+        }
     }
     Ok(true)
 }
@@ -258,20 +340,21 @@ mod tests {
     use std::io::Write;
     use tokio_serial::SerialPortBuilderExt;
 
-    #[tokio::test]
-    async fn a_controller_of_another_major_version_is_refused_with_what_to_do() {
+    /// Plays a controller of protocol `major` saying hello to a session; returns the link's
+    /// state once the session has refused it.
+    async fn refusal_from_a_controller_of(major: u8) -> crate::telemetry::LinkState {
         let pty = Pty::open().expect("pty");
         let port = tokio_serial::new(pty.slave_path().to_string_lossy(), 115_200)
             .open_native_async()
             .expect("open the pty");
         let mut frame = [0u8; MAX_FRAME_LEN];
+        // Hello is the first message of every generation, with the same fields.
         let hello = ToAppliance::Hello {
-            firmware: [2, 0, 0],
-            protocol_major: PROTOCOL_MAJOR + 1,
+            firmware: [major, 0, 0],
+            protocol_major: major,
             protocol_minor: 0,
         };
-        let n = screenline_protocol::encode_frame_as(PROTOCOL_MAJOR + 1, 0, &hello, &mut frame)
-            .expect("encode");
+        let n = screenline_protocol::encode_frame_as(major, 0, &hello, &mut frame).expect("encode");
         pty.master()
             .expect("master")
             .write_all(&frame[..n])
@@ -279,23 +362,49 @@ mod tests {
         let telemetry = Telemetry::default();
         let (out, _parcels) = mpsc::channel(4);
         let (_cmd_tx, mut commands) = mpsc::channel(4);
-        let link = "L1.controller";
         let refused = async {
             while telemetry.get("controller.version_mismatch") == 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         };
+        let mut epochs = Epochs::random();
         tokio::select! {
-            r = session("L1", port, None, &mut commands, &out, &telemetry) => panic!("session ended: {r:?}"),
+            r = session("L1", port, None, &mut epochs, &mut commands, &out, &telemetry) => panic!("session ended: {r:?}"),
             _ = tokio::time::timeout(Duration::from_secs(5), refused) => {}
         }
         assert_eq!(telemetry.get("controller.version_mismatch"), 1);
-        let state = &telemetry.links()[link];
-        assert!(!state.up);
-        assert!(
-            state.detail.contains("update the controller's firmware"),
-            "{}",
-            state.detail
+        assert_eq!(
+            telemetry.get("controller.epochs"),
+            0,
+            "no epoch for a refused hello"
         );
+        telemetry.links()["L1.controller"].clone()
+    }
+
+    #[tokio::test]
+    async fn a_controller_of_another_major_version_is_refused_with_what_to_do() {
+        // Protocol 1, before epochs: its decisions cannot name a boot, so it must be updated.
+        let older = refusal_from_a_controller_of(1).await;
+        assert!(!older.up);
+        assert!(
+            older.detail.contains("protocol 1.x")
+                && older.detail.contains("update the controller's firmware"),
+            "{}",
+            older.detail
+        );
+        let newer = refusal_from_a_controller_of(PROTOCOL_MAJOR + 1).await;
+        assert!(!newer.up);
+        assert!(
+            newer.detail.contains("update this appliance"),
+            "{}",
+            newer.detail
+        );
+    }
+
+    #[test]
+    fn epochs_are_never_zero_and_never_repeat_across_the_wrap() {
+        let mut e = Epochs { next: u32::MAX - 1 };
+        let got: Vec<u32> = (0..4).map(|_| e.fresh().get()).collect();
+        assert_eq!(got, [u32::MAX - 1, u32::MAX, 1, 2]);
     }
 }

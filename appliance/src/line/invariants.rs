@@ -69,6 +69,7 @@ pub fn controller_stream(bytes: &[u8], flip: usize) -> Result<(), String> {
         }
     }
     let msg = ToAppliance::ParcelEntered {
+        epoch: screenline_protocol::Epoch::new(0x5eed),
         seq: 77,
         encoder: 123_456,
         uptime_ms: 9_000,

@@ -106,6 +106,7 @@ pub struct JoinTiming {
 
 struct Pending {
     seq: u32,
+    epoch: Option<screenline_protocol::Epoch>,
     at: Instant,
     entered_at: SystemTime,
     read: Option<ReadRecord>,
@@ -154,10 +155,17 @@ impl Joiner {
         &self.line_id
     }
 
-    /// The photo-eye saw parcel `seq`.
-    pub fn on_entered(&mut self, seq: u32, at: Instant, entered_at: SystemTime) {
+    /// The photo-eye saw parcel `seq` of controller epoch `epoch`.
+    pub fn on_entered(
+        &mut self,
+        seq: u32,
+        epoch: Option<screenline_protocol::Epoch>,
+        at: Instant,
+        entered_at: SystemTime,
+    ) {
         self.parcels.push_back(Pending {
             seq,
+            epoch,
             at,
             entered_at,
             read: None,
@@ -288,6 +296,7 @@ impl Joiner {
                 out.push(Parcel {
                     line_id: self.line_id.clone(),
                     seq: p.seq,
+                    epoch: p.epoch,
                     entered_at: p.entered_at,
                     waybill,
                     findings,
@@ -384,7 +393,7 @@ mod tests {
             while next < script.len() && script[next].0 <= now {
                 let at = ms(t0, script[next].0);
                 match &script[next].1 {
-                    Ev::Eye(seq) => j.on_entered(*seq, at, SystemTime::now()),
+                    Ev::Eye(seq) => j.on_entered(*seq, None, at, SystemTime::now()),
                     Ev::Read(no) => j.on_read(read(no), at),
                     Ev::Image(id, wb) => j.on_image(scan(id, wb.as_deref()), at),
                 }
@@ -618,7 +627,7 @@ mod tests {
         let mut j = Joiner::new("L1", TIMING);
         j.on_read(read("SF00000001"), ms(t0, 0));
         j.on_read(read("SF00000001"), ms(t0, 30));
-        j.on_entered(1, ms(t0, 10), SystemTime::now());
+        j.on_entered(1, None, ms(t0, 10), SystemTime::now());
         assert_eq!(j.take_notes(), vec![JoinNote::DoubleRead]);
         let out = j.poll(ms(t0, 2000));
         assert_eq!(out.len(), 1);

@@ -31,9 +31,10 @@ use waybill::ReadRecord;
 pub enum LineInput {
     /// A waybill record read at this instant.
     Read(Box<ReadRecord>, Instant),
-    /// The photo-eye saw parcel `seq`.
+    /// The photo-eye saw parcel `seq` of controller epoch `epoch`.
     Entered {
         seq: u32,
+        epoch: Option<screenline_protocol::Epoch>,
         at: Instant,
         wall: SystemTime,
     },
@@ -86,9 +87,10 @@ pub fn spawn(
         );
         let telemetry = telemetry.clone();
         set.spawn(format!("{id}.controller"), async move {
+            let mut epochs = controller::Epochs::random();
             while let Some(port) = link.open().await {
                 let r = tokio::select! {
-                    r = controller::session(&id, port, geometry, &mut cmd_rx, &out, &telemetry) => r,
+                    r = controller::session(&id, port, geometry, &mut epochs, &mut cmd_rx, &out, &telemetry) => r,
                     _ = link.shutdown().cancelled() => return,
                 };
                 link.closed(r);
@@ -149,7 +151,7 @@ async fn run_join(
             input = inputs.recv() => match input {
                 None => return,
                 Some(LineInput::Read(r, at)) => joiner.on_read(*r, at),
-                Some(LineInput::Entered { seq, at, wall }) => joiner.on_entered(seq, at, wall),
+                Some(LineInput::Entered { seq, epoch, at, wall }) => joiner.on_entered(seq, epoch, at, wall),
                 Some(LineInput::Image(scan, at)) => joiner.on_image(scan, at),
             },
             _ = tokio::time::sleep_until(deadline.into()) => {}

@@ -594,6 +594,7 @@ mod tests {
         Parcel {
             line_id: "L1".into(),
             seq,
+            epoch: None,
             entered_at: SystemTime::now(),
             waybill: None,
             findings: Vec::new(),

@@ -8,10 +8,15 @@
 //! embedded-hal has neither.
 //!
 //! Safety by construction:
-//! - a parcel is diverted unless a `Pass` verdict for its very sequence number arrived
-//!   before it reached the decision point, and the appliance is alive;
-//! - before the appliance has spoken, and whenever its heartbeat is lost, every parcel is
-//!   diverted and the stack light shows amber;
+//! - a parcel is diverted unless a `Pass` verdict for its very epoch and sequence number
+//!   arrived before it reached the decision point, and the appliance is alive;
+//! - sequence numbers restart at 1 on every boot, so a parcel is named by the *epoch* the
+//!   appliance gave after its last hello as well: a decision naming another epoch is
+//!   ignored (and reported), a parcel that entered before this boot had an epoch cannot be
+//!   named at all and is diverted, and a new epoch commits every undecided parcel of the old
+//!   one to divert, because its decision will name the old epoch;
+//! - before the appliance has spoken and given an epoch, and whenever its heartbeat is lost,
+//!   every parcel is diverted and the stack light shows amber;
 //! - a parcel that does not fit the tracking queue cannot be timed individually, so the
 //!   diverter is held through the whole stretch of belt where it may be.
 #![no_std]
@@ -19,8 +24,8 @@
 
 use embedded_hal::digital::{InputPin, OutputPin};
 use screenline_protocol::{
-    ControllerConfig, FailSafeReason, FaultCode, StackLight, ToAppliance, ToController, Verdict,
-    PROTOCOL_MAJOR, PROTOCOL_MINOR,
+    ControllerConfig, Epoch, FailSafeReason, FaultCode, StackLight, ToAppliance, ToController,
+    Verdict, PROTOCOL_MAJOR, PROTOCOL_MINOR,
 };
 
 /// A free-running belt encoder.
@@ -55,6 +60,7 @@ fn reached(a: u32, b: u32) -> bool {
 
 #[derive(Clone, Copy, Debug)]
 struct Tracked {
+    epoch: Option<Epoch>,
     seq: u32,
     entry: u32,
     verdict: Option<Verdict>,
@@ -71,6 +77,10 @@ pub struct Controller<Eye, Gate, G, A, R, Enc, Clk, const Q: usize> {
     config: ControllerConfig,
     firmware: [u8; 3],
     queue: [Option<Tracked>; Q],
+    /// The epoch the appliance gave after its last hello; `None` since boot until then.
+    epoch: Option<Epoch>,
+    /// Decisions ignored because they named another epoch.
+    stale_decisions: u32,
     next_seq: u32,
     eye_level: bool,
     eye_candidate: bool,
@@ -124,6 +134,8 @@ where
             config,
             firmware,
             queue: [None; Q],
+            epoch: None,
+            stale_decisions: 0,
             next_seq: 1,
             eye_level: false,
             eye_candidate: false,
@@ -154,6 +166,16 @@ where
         self.alive
     }
 
+    /// The epoch in force: parcels entering now are stamped with it.
+    pub fn epoch(&self) -> Option<Epoch> {
+        self.epoch
+    }
+
+    /// Decisions ignored since boot because they named another epoch.
+    pub fn stale_decisions(&self) -> u32 {
+        self.stale_decisions
+    }
+
     /// Parcels being tracked between the photo-eye and the gate.
     pub fn queue_len(&self) -> usize {
         self.queue.iter().flatten().count()
@@ -178,9 +200,22 @@ where
                 }
             }
             ToController::Heartbeat { .. } => {}
-            ToController::Decision { seq, verdict } => {
+            ToController::Epoch { epoch } => self.assign_epoch(epoch, out),
+            ToController::Decision {
+                epoch,
+                seq,
+                verdict,
+            } => {
+                if self.epoch != Some(epoch) {
+                    // Meant for a parcel of an earlier session or boot, whose sequence number
+                    // may now name another parcel: never applied, only reported.
+                    self.stale_decisions = self.stale_decisions.saturating_add(1);
+                    out(ToAppliance::StaleDecision { epoch, seq });
+                    return;
+                }
                 let alive = self.alive;
-                if let Some(p) = self.queue.iter_mut().flatten().find(|p| p.seq == seq) {
+                let named = |p: &&mut Tracked| p.seq == seq && p.epoch == Some(epoch);
+                if let Some(p) = self.queue.iter_mut().flatten().find(named) {
                     // Idempotent: the first verdict stands; a late one changes nothing,
                     // the parcel is already committed to manual inspection.
                     if p.verdict.is_none() && p.fail_safe.is_none() && alive {
@@ -190,6 +225,25 @@ where
             }
             ToController::StackLight { light } => self.requested_light = light,
             ToController::Configure(c) => self.config = c,
+        }
+    }
+
+    /// A new epoch after a hello. Undecided parcels of the old one are committed to divert
+    /// now: their decisions will name the old epoch and be refused, and saying so at once
+    /// shows why rather than as a late decision at the decision point.
+    fn assign_epoch(&mut self, epoch: Epoch, out: &mut impl FnMut(ToAppliance)) {
+        if self.epoch == Some(epoch) {
+            return;
+        }
+        self.epoch = Some(epoch);
+        for p in self.queue.iter_mut().flatten() {
+            if p.verdict.is_none() && p.fail_safe.is_none() && p.epoch != Some(epoch) {
+                p.fail_safe = Some(FailSafeReason::EpochChanged);
+                out(ToAppliance::FailSafeDivert {
+                    seq: p.seq,
+                    reason: FailSafeReason::EpochChanged,
+                });
+            }
         }
     }
 
@@ -270,15 +324,25 @@ where
     fn enter(&mut self, entry: u32, now: u32, out: &mut impl FnMut(ToAppliance)) {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1).max(1);
+        let epoch = self.epoch;
         out(ToAppliance::ParcelEntered {
+            epoch,
             seq,
             encoder: entry,
             uptime_ms: now,
         });
-        let fail_safe = (!self.alive).then_some(FailSafeReason::HeartbeatLost);
+        let fail_safe = if !self.alive {
+            Some(FailSafeReason::HeartbeatLost)
+        } else if epoch.is_none() {
+            // No decision can name it: the appliance heard of it without an epoch.
+            Some(FailSafeReason::NoEpoch)
+        } else {
+            None
+        };
         match self.queue.iter_mut().find(|s| s.is_none()) {
             Some(slot) => {
                 *slot = Some(Tracked {
+                    epoch,
                     seq,
                     entry,
                     verdict: None,
@@ -389,7 +453,9 @@ where
     }
 
     fn drive_light(&mut self, out: &mut impl FnMut(ToAppliance)) {
-        let want = if self.alive {
+        // Green only while a parcel can be passed at all: the appliance alive, and an epoch
+        // to name parcels by.
+        let want = if self.alive && self.epoch.is_some() {
             self.requested_light
         } else {
             StackLight::Amber

@@ -55,6 +55,17 @@ const CONFIG: ControllerConfig = ControllerConfig {
     fail_safe: FailSafePolicy::DivertUndecided,
 };
 
+/// The epoch the appliance gives the first boot in these tests.
+const E1: Epoch = match Epoch::new(0x1111_1111) {
+    Some(e) => e,
+    None => panic!("non-zero"),
+};
+/// The epoch after a reboot.
+const E2: Epoch = match Epoch::new(0x2222_2222) {
+    Some(e) => e,
+    None => panic!("non-zero"),
+};
+
 type Ctl<const Q: usize> = Controller<Wire, Wire, Wire, Wire, Wire, Counter, Counter, Q>;
 
 /// A belt moving 1 count per ms, with the controller polled every count.
@@ -73,7 +84,15 @@ struct Belt<const Q: usize> {
 }
 
 impl<const Q: usize> Belt<Q> {
+    /// A line whose appliance has said hello and given epoch [`E1`].
     fn new(start: u32) -> Self {
+        let mut b = Self::booted(start);
+        b.appliance(ToController::Epoch { epoch: E1 });
+        b
+    }
+
+    /// A line whose appliance has said hello but given no epoch yet.
+    fn booted(start: u32) -> Self {
         let (eye, gate, green, amber, red) = (
             Wire::default(),
             Wire::default(),
@@ -110,7 +129,7 @@ impl<const Q: usize> Belt<Q> {
             gate_high_at: Vec::new(),
         };
         b.appliance(ToController::Hello {
-            protocol_major: 1,
+            protocol_major: PROTOCOL_MAJOR,
             protocol_minor: 0,
         });
         b
@@ -173,6 +192,24 @@ impl<const Q: usize> Belt<Q> {
             })
             .collect()
     }
+    fn entered_epochs(&self) -> Vec<(Option<Epoch>, u32)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                ToAppliance::ParcelEntered { epoch, seq, .. } => Some((*epoch, *seq)),
+                _ => None,
+            })
+            .collect()
+    }
+    fn stale(&self) -> Vec<(Epoch, u32)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                ToAppliance::StaleDecision { epoch, seq } => Some((*epoch, *seq)),
+                _ => None,
+            })
+            .collect()
+    }
     fn fail_safe(&self) -> Vec<(u32, FailSafeReason)> {
         self.events
             .iter()
@@ -195,7 +232,7 @@ fn hello_at_boot_and_on_request() {
             matches!(
                 e,
                 ToAppliance::Hello {
-                    protocol_major: 1,
+                    protocol_major: PROTOCOL_MAJOR,
                     ..
                 }
             )
@@ -211,6 +248,7 @@ fn a_parcel_decided_pass_passes_and_the_gate_stays_low() {
     b.parcel(300);
     assert_eq!(b.entered(), [1]);
     b.appliance(ToController::Decision {
+        epoch: E1,
         seq: 1,
         verdict: Verdict::Pass,
     });
@@ -231,6 +269,7 @@ fn a_parcel_decided_divert_is_diverted_exactly_at_the_gate_for_the_gate_width() 
     b.run(10);
     let entry = b.parcel(300) + CONFIG.debounce_counts;
     b.appliance(ToController::Decision {
+        epoch: E1,
         seq: 1,
         verdict: Verdict::Divert,
     });
@@ -256,6 +295,7 @@ fn a_late_decision_means_fail_safe_divert_and_is_ignored_when_it_comes() {
     b.run(700); // past the decision point (900 counts after entry)
     assert_eq!(b.fail_safe(), [(1, FailSafeReason::DecisionLate)]);
     b.appliance(ToController::Decision {
+        epoch: E1,
         seq: 1,
         verdict: Verdict::Pass,
     });
@@ -270,14 +310,17 @@ fn decisions_are_idempotent_and_unknown_ones_ignored() {
     b.run(10);
     b.parcel(300);
     b.appliance(ToController::Decision {
+        epoch: E1,
         seq: 1,
         verdict: Verdict::Pass,
     });
     b.appliance(ToController::Decision {
+        epoch: E1,
         seq: 1,
         verdict: Verdict::Divert,
     });
     b.appliance(ToController::Decision {
+        epoch: E1,
         seq: 99,
         verdict: Verdict::Divert,
     });
@@ -291,6 +334,7 @@ fn heartbeat_loss_diverts_everything_and_recovery_restores_passing() {
     b.run(10);
     b.parcel(200);
     b.appliance(ToController::Decision {
+        epoch: E1,
         seq: 1,
         verdict: Verdict::Pass,
     });
@@ -320,6 +364,7 @@ fn heartbeat_loss_diverts_everything_and_recovery_restores_passing() {
     assert!(b.ctl.appliance_alive() && b.green.0.get());
     b.parcel(200);
     b.appliance(ToController::Decision {
+        epoch: E1,
         seq: 3,
         verdict: Verdict::Pass,
     });
@@ -367,10 +412,12 @@ fn two_parcels_closer_than_the_gate_width_both_go_to_the_reject_lane() {
     b.run(50); // gap of 50 counts, less than the 200-count gate width
     b.parcel(100);
     b.appliance(ToController::Decision {
+        epoch: E1,
         seq: 1,
         verdict: Verdict::Divert,
     });
     b.appliance(ToController::Decision {
+        epoch: E1,
         seq: 2,
         verdict: Verdict::Pass,
     });
@@ -420,6 +467,7 @@ fn encoder_wrap_around_mid_parcel_keeps_the_timing() {
     b.run(10);
     let entry = b.parcel(300);
     b.appliance(ToController::Decision {
+        epoch: E1,
         seq: 1,
         verdict: Verdict::Divert,
     });
@@ -446,10 +494,12 @@ fn a_full_queue_holds_the_gate_over_the_untracked_parcel() {
         code: FaultCode::QueueOverflow
     }));
     b.appliance(ToController::Decision {
+        epoch: E1,
         seq: 1,
         verdict: Verdict::Pass,
     });
     b.appliance(ToController::Decision {
+        epoch: E1,
         seq: 2,
         verdict: Verdict::Pass,
     });
@@ -474,6 +524,7 @@ fn configuration_by_message_takes_effect() {
     b.run(10);
     b.parcel(100);
     b.appliance(ToController::Decision {
+        epoch: E1,
         seq: 1,
         verdict: Verdict::Divert,
     });
@@ -481,40 +532,48 @@ fn configuration_by_message_takes_effect() {
     assert_eq!(b.diverted(), [1]);
 }
 
-#[test]
-fn gate_pin_transactions_on_a_mock() {
-    use embedded_hal_mock::eh1::digital::{Mock, State, Transaction};
-    let eye = Wire::default();
-    let enc = Counter::default();
-    let gate = Mock::new(&[
-        Transaction::set(State::Low),
-        Transaction::set(State::High),
-        Transaction::set(State::Low),
-    ]);
-    let lamp = |states: &[State]| {
-        Mock::new(
-            &states
-                .iter()
-                .map(|s| Transaction::set(*s))
-                .collect::<Vec<_>>(),
-        )
-    };
-    // Boot: amber (no appliance yet), then green once it speaks.
-    let green = lamp(&[State::Low, State::High]);
-    let amber = lamp(&[State::High, State::Low]);
-    let red = lamp(&[State::Low, State::Low]);
-    let mut ctl: Controller<Wire, Mock, Mock, Mock, Mock, Counter, Counter, 4> = Controller::new(
+/// A controller whose gate and lamps are mocks.
+type MockCtl = Controller<Wire, MockPin, MockPin, MockPin, MockPin, Counter, Counter, 4>;
+
+/// A pin on embedded-hal-mock that expects to be set to `states`, in order.
+fn mock_pin(states: &[embedded_hal_mock::eh1::digital::State]) -> MockPin {
+    use embedded_hal_mock::eh1::digital::Transaction;
+    MockPin::new(
+        &states
+            .iter()
+            .map(|s| Transaction::set(*s))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// A controller whose gate and lamps are mocks expecting exactly this: the gate fires once
+/// (low, high, low), and the light goes from amber at boot to green once the appliance has
+/// spoken and given an epoch. The photo-eye, encoder and clock are the returned fakes.
+fn firing_once_on_mocks() -> (MockCtl, Wire, Counter) {
+    use embedded_hal_mock::eh1::digital::State::{High as H, Low as L};
+    let (eye, enc) = (Wire::default(), Counter::default());
+    let ctl = Controller::new(
         eye.clone(),
-        gate,
-        StackLightPins { green, amber, red },
+        mock_pin(&[L, H, L]),
+        StackLightPins {
+            green: mock_pin(&[L, H]),
+            amber: mock_pin(&[H, L]),
+            red: mock_pin(&[L, L]),
+        },
         enc.clone(),
         enc.clone(),
         CONFIG,
         [0, 1, 0],
     );
+    (ctl, eye, enc)
+}
+
+#[test]
+fn gate_pin_transactions_on_a_mock() {
+    let (mut ctl, eye, enc) = firing_once_on_mocks();
     let mut sink = |_e: ToAppliance| {};
     ctl.poll(&mut sink);
-    ctl.handle(&ToController::Heartbeat { uptime_ms: 0 }, &mut sink);
+    ctl.handle(&ToController::Epoch { epoch: E1 }, &mut sink);
     for i in 1..1500u32 {
         enc.0.set(i);
         eye.0.set((10..100).contains(&i));
@@ -524,6 +583,7 @@ fn gate_pin_transactions_on_a_mock() {
         if i == 50 {
             ctl.handle(
                 &ToController::Decision {
+                    epoch: E1,
                     seq: 1,
                     verdict: Verdict::Divert,
                 },
@@ -559,14 +619,7 @@ fn heartbeat_loss_and_recovery_on_mock_pins_and_reported_lights() {
     // The photo-eye is read exactly once per control cycle, and nothing passes it.
     let eye = Mock::new(&std::vec![Transaction::get(State::Low); POLLS as usize]);
     let gate = Mock::new(&[Transaction::set(State::Low)]);
-    let lamp = |states: &[State]| {
-        Mock::new(
-            &states
-                .iter()
-                .map(|s| Transaction::set(*s))
-                .collect::<Vec<_>>(),
-        )
-    };
+    let lamp = mock_pin;
     use State::{High as H, Low as L};
     // Boot: amber (no appliance). It speaks: green. Silent: amber. Back: green. It asks
     // for red (say, the X-ray folder is unreadable): red.
@@ -590,6 +643,9 @@ fn heartbeat_loss_and_recovery_on_mock_pins_and_reported_lights() {
     };
     for i in 0..POLLS {
         enc.0.set(i);
+        if i == 50 {
+            ctl.handle(&ToController::Epoch { epoch: E1 }, &mut sink);
+        }
         let speaking = !(600..1400).contains(&i);
         if i > 0 && speaking && i.is_multiple_of(100) {
             ctl.handle(&ToController::Heartbeat { uptime_ms: i }, &mut sink);
@@ -630,8 +686,8 @@ fn the_light_is_reported_again_when_the_appliance_says_hello() {
     b.run(10);
     b.events.clear();
     b.appliance(ToController::Hello {
-        protocol_major: 1,
-        protocol_minor: 1,
+        protocol_major: PROTOCOL_MAJOR,
+        protocol_minor: 0,
     });
     assert!(
         b.events.contains(&ToAppliance::StackLight {
@@ -640,4 +696,144 @@ fn the_light_is_reported_again_when_the_appliance_says_hello() {
         "{:?}",
         b.events
     );
+}
+
+fn decision(epoch: Epoch, seq: u32, verdict: Verdict) -> ToController {
+    ToController::Decision {
+        epoch,
+        seq,
+        verdict,
+    }
+}
+
+#[test]
+fn a_decision_of_the_last_boot_never_decides_a_parcel_of_this_one_on_mock_pins() {
+    // The last boot: parcel 1 entered under epoch E1 and was to be passed.
+    let mut last = Belt::<4>::new(0);
+    last.run(10);
+    last.parcel(100);
+    assert_eq!(last.entered_epochs(), [(Some(E1), 1)]);
+
+    // Reboot: sequence numbers start again at 1. The appliance says hello and gives E2.
+    // Parcel 1 of this boot is diverted (the only time the gate fires); parcel 2 passes.
+    let (mut ctl, eye, enc) = firing_once_on_mocks();
+    let mut events = Vec::new();
+    let mut gate_high_at = Vec::new();
+    for i in 0..1600u32 {
+        enc.0.set(i);
+        eye.0.set((10..100).contains(&i) || (300..400).contains(&i));
+        let mut msgs = Vec::new();
+        match i {
+            5 => {
+                msgs.push(ToController::Hello {
+                    protocol_major: PROTOCOL_MAJOR,
+                    protocol_minor: 0,
+                });
+                msgs.push(ToController::Epoch { epoch: E2 });
+            }
+            // The decision queued before the reboot arrives: it names parcel 1, of E1.
+            150 => msgs.push(decision(E1, 1, Verdict::Pass)),
+            450 => msgs.push(decision(E2, 2, Verdict::Pass)),
+            // Even a stale one for a parcel still undecided, and one after it passed.
+            460 => msgs.push(decision(E1, 2, Verdict::Divert)),
+            _ if i.is_multiple_of(100) => msgs.push(ToController::Heartbeat { uptime_ms: i }),
+            _ => {}
+        }
+        for m in msgs {
+            ctl.handle(&m, &mut |e| events.push(e));
+        }
+        ctl.poll(&mut |e| events.push(e));
+        if ctl.gate_energised() {
+            gate_high_at.push(i);
+        }
+    }
+    let entered: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            ToAppliance::ParcelEntered { epoch, seq, .. } => Some((*epoch, *seq)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(entered, [(Some(E2), 1), (Some(E2), 2)]);
+    assert!(events.contains(&ToAppliance::StaleDecision { epoch: E1, seq: 1 }));
+    assert!(events.contains(&ToAppliance::StaleDecision { epoch: E1, seq: 2 }));
+    assert_eq!(ctl.stale_decisions(), 2);
+    assert!(events.contains(&ToAppliance::FailSafeDivert {
+        seq: 1,
+        reason: FailSafeReason::DecisionLate
+    }));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, ToAppliance::ParcelDiverted { seq: 1, .. })));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, ToAppliance::ParcelPassed { seq: 2, .. })));
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, ToAppliance::ParcelPassed { seq: 1, .. })),
+        "{events:?}"
+    );
+    assert_eq!(
+        (gate_high_at.first(), gate_high_at.len() as u32),
+        (
+            Some(&(10 + CONFIG.eye_to_gate_counts)),
+            CONFIG.gate_width_counts
+        )
+    );
+    let Controller { gate, light, .. } = ctl;
+    all_done(gate, light);
+}
+
+#[test]
+fn a_parcel_that_entered_before_the_epoch_is_diverted_and_cannot_be_decided() {
+    let mut b = Belt::<4>::booted(0);
+    b.run(10);
+    assert!(b.ctl.appliance_alive());
+    assert!(b.amber.0.get() && !b.green.0.get(), "no epoch: amber");
+    b.parcel(100);
+    assert_eq!(b.entered_epochs(), [(None, 1)]);
+    assert_eq!(b.fail_safe(), [(1, FailSafeReason::NoEpoch)]);
+    b.appliance(ToController::Epoch { epoch: E1 });
+    b.appliance(decision(E1, 1, Verdict::Pass));
+    b.run(300);
+    assert!(b.green.0.get() && !b.amber.0.get(), "an epoch: green");
+    b.parcel(100);
+    b.appliance(decision(E1, 2, Verdict::Pass));
+    b.run(1300);
+    assert_eq!(b.entered_epochs(), [(None, 1), (Some(E1), 2)]);
+    assert_eq!(b.diverted(), [1]);
+    assert_eq!(b.passed(), [2]);
+}
+
+#[test]
+fn a_new_epoch_commits_the_undecided_parcels_of_the_old_one_to_divert() {
+    let mut b = Belt::<4>::new(0);
+    b.run(10);
+    b.parcel(100);
+    b.run(50);
+    b.parcel(100);
+    b.appliance(decision(E1, 1, Verdict::Pass));
+    // The same epoch again changes nothing.
+    b.appliance(ToController::Epoch { epoch: E1 });
+    assert!(b.fail_safe().is_empty(), "{:?}", b.events);
+    // The appliance reconnects: hello, and a new epoch.
+    b.appliance(ToController::Hello {
+        protocol_major: PROTOCOL_MAJOR,
+        protocol_minor: 0,
+    });
+    b.appliance(ToController::Epoch { epoch: E2 });
+    assert_eq!(b.fail_safe(), [(2, FailSafeReason::EpochChanged)]);
+    b.appliance(decision(E1, 2, Verdict::Pass));
+    assert_eq!(b.stale(), [(E1, 2)]);
+    b.run(100);
+    b.parcel(100);
+    b.appliance(decision(E2, 3, Verdict::Pass));
+    b.run(1300);
+    assert_eq!(
+        b.entered_epochs(),
+        [(Some(E1), 1), (Some(E1), 2), (Some(E2), 3)]
+    );
+    assert_eq!(b.passed(), [1, 3], "a verdict given stands across epochs");
+    assert_eq!(b.diverted(), [2]);
 }

@@ -12,7 +12,7 @@ use embedded_hal::digital::{ErrorType, InputPin, OutputPin};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use screenline_controller::{Clock, Controller, EncoderCount, StackLightPins};
 use screenline_protocol::{
-    encode_frame, ControllerConfig, FailSafePolicy, FailSafeReason, FaultCode, FrameDecoder,
+    encode_frame, ControllerConfig, Epoch, FailSafePolicy, FailSafeReason, FaultCode, FrameDecoder,
     StackLight, ToAppliance, ToController, Verdict, MAX_FRAME_LEN,
 };
 use std::convert::Infallible;
@@ -78,8 +78,15 @@ impl BeltConfig {
 /// What happened on the simulated line, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineEvent {
-    /// The appliance's first message arrived.
+    /// The appliance's first message since boot arrived.
     LinkUp,
+    /// The controller rebooted ([`LineEmulator::reboot`]): sequence numbers start again at 1.
+    Rebooted,
+    /// The appliance gave the controller an epoch.
+    EpochAssigned {
+        /// The epoch.
+        epoch: Epoch,
+    },
     /// The photo-eye saw parcel `seq`.
     Entered {
         /// Sequence number.
@@ -87,6 +94,8 @@ pub enum LineEvent {
     },
     /// The appliance's decision for `seq` arrived.
     DecisionReceived {
+        /// The epoch it names.
+        epoch: Epoch,
         /// Sequence number.
         seq: u32,
         /// The verdict.
@@ -121,6 +130,21 @@ pub enum LineEvent {
         /// The lamps lit.
         light: StackLight,
     },
+    /// The controller ignored a decision that named another epoch.
+    StaleDecision {
+        /// The epoch it named.
+        epoch: Epoch,
+        /// The sequence number it named.
+        seq: u32,
+    },
+}
+
+/// What the emulator's user asks of the simulated line.
+enum Command {
+    /// Put a parcel of this length on the belt.
+    Place(u32),
+    /// Reset the controller, as a watchdog reset or a power cycle would.
+    Reboot,
 }
 
 /// A pin of the simulated line.
@@ -175,7 +199,7 @@ const EVENT_BACKLOG: usize = 4096;
 
 /// A running emulator.
 pub struct LineEmulator {
-    place: Sender<u32>,
+    commands: Sender<Command>,
     events: Option<Receiver<LineEvent>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -184,15 +208,15 @@ pub struct LineEmulator {
 impl LineEmulator {
     /// Starts the emulator's control loop on `port` (a pseudo-terminal master).
     pub fn start(port: File, cfg: BeltConfig) -> io::Result<LineEmulator> {
-        let (place_tx, place_rx) = mpsc::channel();
+        let (commands_tx, commands_rx) = mpsc::channel();
         let (event_tx, event_rx) = mpsc::sync_channel(EVENT_BACKLOG);
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("line-emulator".into())
-            .spawn(move || Sim::new(port, cfg, place_rx, event_tx).run(&stop2))?;
+            .spawn(move || Sim::new(port, cfg, commands_rx, event_tx).run(&stop2))?;
         Ok(LineEmulator {
-            place: place_tx,
+            commands: commands_tx,
             events: Some(event_rx),
             stop,
             thread: Some(thread),
@@ -203,7 +227,16 @@ impl LineEmulator {
     /// the last one placed if that is still upstream or under the eye.
     pub fn place_parcel(&self, length_mm: u32) {
         // The loop only ends at shutdown, after which placing is moot.
-        let _ = self.place.send(length_mm);
+        let _ = self.commands.send(Command::Place(length_mm));
+    }
+
+    /// Reboots the controller: it forgets every parcel it tracked, its epoch and whether the
+    /// appliance was alive, and counts sequence numbers from 1 again, while the belt, the
+    /// parcels on it and the serial line stay — like a watchdog reset behind a USB-UART
+    /// adapter that stays plugged in. Whatever the appliance sent and the old boot did not
+    /// read yet is read by the new one.
+    pub fn reboot(&self) {
+        let _ = self.commands.send(Command::Reboot);
     }
 
     /// The line's events, in order; can be taken once.
@@ -242,7 +275,7 @@ struct Sim {
     encoder: SimCounter,
     clock: SimCounter,
     decoder: FrameDecoder<{ MAX_FRAME_LEN * 2 }>,
-    place: Receiver<u32>,
+    commands: Receiver<Command>,
     events: SyncSender<LineEvent>,
     /// Parcels on the belt as (distance travelled when the leading edge meets the eye, length), mm.
     parcels: Vec<(f64, f64)>,
@@ -258,7 +291,7 @@ impl Sim {
     fn new(
         port: File,
         cfg: BeltConfig,
-        place: Receiver<u32>,
+        commands: Receiver<Command>,
         events: SyncSender<LineEvent>,
     ) -> Sim {
         let (eye, encoder, clock) = (
@@ -266,7 +299,34 @@ impl Sim {
             SimCounter::default(),
             SimCounter::default(),
         );
-        let ctl = Controller::new(
+        let ctl = Self::boot(&cfg, &eye, &encoder, &clock);
+        Sim {
+            port,
+            cfg,
+            ctl,
+            eye,
+            encoder,
+            clock,
+            decoder: FrameDecoder::new(),
+            commands,
+            events,
+            parcels: Vec::new(),
+            link_up: false,
+            frame_seq: 0,
+            started: Instant::now(),
+            travelled_mm: 0.0,
+            elapsed_ms: 0.0,
+        }
+    }
+
+    /// A controller as it starts: nothing tracked, no appliance heard, no epoch.
+    fn boot(
+        cfg: &BeltConfig,
+        eye: &SimPin,
+        encoder: &SimCounter,
+        clock: &SimCounter,
+    ) -> SimController {
+        Controller::new(
             eye.clone(),
             SimPin::default(),
             StackLightPins {
@@ -278,24 +338,16 @@ impl Sim {
             clock.clone(),
             cfg.controller_config(),
             [0, 1, 0],
-        );
-        Sim {
-            port,
-            cfg,
-            ctl,
-            eye,
-            encoder,
-            clock,
-            decoder: FrameDecoder::new(),
-            place,
-            events,
-            parcels: Vec::new(),
-            link_up: false,
-            frame_seq: 0,
-            started: Instant::now(),
-            travelled_mm: 0.0,
-            elapsed_ms: 0.0,
-        }
+        )
+    }
+
+    fn reboot(&mut self) {
+        self.ctl = Self::boot(&self.cfg, &self.eye, &self.encoder, &self.clock);
+        // A frame half received is lost with the UART's state; the frame counter restarts.
+        self.decoder = FrameDecoder::new();
+        self.frame_seq = 0;
+        self.link_up = false;
+        self.event(LineEvent::Rebooted);
     }
 
     fn run(mut self, stop: &AtomicBool) {
@@ -315,7 +367,14 @@ impl Sim {
     fn tick(&mut self) {
         let elapsed = self.started.elapsed();
         let travelled = elapsed.as_secs_f64() * f64::from(self.cfg.belt_mm_per_s);
-        while let Ok(len) = self.place.try_recv() {
+        while let Ok(command) = self.commands.try_recv() {
+            let len = match command {
+                Command::Place(len) => len,
+                Command::Reboot => {
+                    self.reboot();
+                    continue;
+                }
+            };
             // Parcels are loaded one behind the other, never on top of each other.
             let behind_last = self
                 .parcels
@@ -387,8 +446,19 @@ impl Sim {
                         self.event(LineEvent::LinkUp);
                     }
                     match frame.msg {
-                        ToController::Decision { seq, verdict } => {
-                            self.event(LineEvent::DecisionReceived { seq, verdict });
+                        ToController::Decision {
+                            epoch,
+                            seq,
+                            verdict,
+                        } => {
+                            self.event(LineEvent::DecisionReceived {
+                                epoch,
+                                seq,
+                                verdict,
+                            });
+                        }
+                        ToController::Epoch { epoch } => {
+                            self.event(LineEvent::EpochAssigned { epoch });
                         }
                         ToController::Configure(c) => self.event(LineEvent::Configured(c)),
                         _ => {}
@@ -413,6 +483,9 @@ impl Sim {
             }
             ToAppliance::Fault { code } => Some(LineEvent::Fault { code }),
             ToAppliance::StackLight { light } => Some(LineEvent::StackLight { light }),
+            ToAppliance::StaleDecision { epoch, seq } => {
+                Some(LineEvent::StaleDecision { epoch, seq })
+            }
             ToAppliance::Hello { .. } | ToAppliance::Heartbeat { .. } => None,
         };
         if let Some(e) = event {
@@ -445,16 +518,16 @@ mod tests {
     #[test]
     fn a_stall_longer_than_a_parcel_delays_it_but_never_loses_it() {
         let pty = pty::Pty::open().expect("pty");
-        let (place_tx, place_rx) = mpsc::channel();
+        let (commands_tx, commands_rx) = mpsc::channel();
         let (event_tx, events) = mpsc::sync_channel(EVENT_BACKLOG);
         let mut sim = Sim::new(
             pty.master().expect("master"),
             BeltConfig::default(),
-            place_rx,
+            commands_rx,
             event_tx,
         );
         sim.tick();
-        place_tx.send(300).expect("place");
+        commands_tx.send(Command::Place(300)).expect("place");
         sim.tick();
         // The thread stalls for a second: 2 m of belt go by, the parcel far past the eye.
         sim.started = sim

@@ -6,24 +6,58 @@
 //! truncated frames; the header carries the protocol's major version and a sequence number.
 //! A frame of another major version is refused: that is the version handshake's hard edge.
 //!
+//! Protocol 2 names each parcel by its controller *epoch* and sequence number: after every
+//! hello the appliance hands the controller a fresh [`Epoch`], the controller stamps each
+//! parcel with the epoch in force when it entered, and a decision names both. Sequence
+//! numbers restart at 1 when the controller reboots; the epoch is what keeps a decision meant
+//! for parcel 7 of the last boot from deciding parcel 7 of this one.
+//!
 //! `no_std`, no allocation: the firmware uses it as is.
 #![no_std]
 #![deny(unsafe_code, missing_docs)]
 
 mod cobs;
 
+use core::num::NonZeroU32;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Protocol major version: frames of another major version are refused.
-pub const PROTOCOL_MAJOR: u8 = 1;
+pub const PROTOCOL_MAJOR: u8 = 2;
 /// Protocol minor version: additions that older peers may ignore.
-pub const PROTOCOL_MINOR: u8 = 1;
+pub const PROTOCOL_MINOR: u8 = 0;
 /// Longest encoded frame including the 0x00 delimiter.
 pub const MAX_FRAME_LEN: usize = 64;
 /// Longest frame body before COBS (header, message, CRC).
 const MAX_BODY_LEN: usize = MAX_FRAME_LEN - 2 - MAX_FRAME_LEN / 254;
 
 const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// One session between the appliance and a controller boot, named by the appliance (the
+/// board has no random source of its own). Never zero: a frame that carries a zero epoch
+/// does not decode, so "no epoch" can only be said as `Option::None`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Epoch(NonZeroU32);
+
+impl Epoch {
+    /// The epoch `n`, or `None` for zero.
+    pub const fn new(n: u32) -> Option<Epoch> {
+        match NonZeroU32::new(n) {
+            Some(n) => Some(Epoch(n)),
+            None => None,
+        }
+    }
+
+    /// Its number.
+    pub const fn get(self) -> u32 {
+        self.0.get()
+    }
+}
+
+impl core::fmt::Display for Epoch {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:08x}", self.0.get())
+    }
+}
 
 /// What the controller does with a parcel at the diverter.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +77,12 @@ pub enum FailSafeReason {
     HeartbeatLost,
     /// The tracking queue was full when the parcel entered.
     QueueFull,
+    /// The parcel entered before the appliance had given this boot an epoch, so no decision
+    /// can name it (since protocol 2).
+    NoEpoch,
+    /// The appliance gave a new epoch while the parcel was undecided: its decision, named by
+    /// the old epoch, will be refused (since protocol 2).
+    EpochChanged,
 }
 
 /// The stack light's state.
@@ -108,7 +148,11 @@ pub enum ToAppliance {
     },
     /// The photo-eye saw a new parcel.
     ParcelEntered {
-        /// The parcel's sequence number: the handle for its decision.
+        /// The epoch in force when it entered; `None` before the appliance gave one since
+        /// boot (the parcel is then diverted, [`FailSafeReason::NoEpoch`]).
+        epoch: Option<Epoch>,
+        /// The parcel's sequence number within this boot: with the epoch, the handle for its
+        /// decision.
         seq: u32,
         /// Encoder count at its leading edge.
         encoder: u32,
@@ -154,6 +198,14 @@ pub enum ToAppliance {
         /// The lamps lit.
         light: StackLight,
     },
+    /// A decision named an epoch other than the one in force, and was ignored (since
+    /// protocol 2): the appliance is deciding parcels of an earlier session or boot.
+    StaleDecision {
+        /// The epoch the decision named.
+        epoch: Epoch,
+        /// The sequence number it named.
+        seq: u32,
+    },
 }
 
 /// Appliance → controller.
@@ -166,8 +218,17 @@ pub enum ToController {
         /// [`PROTOCOL_MINOR`] of the appliance.
         protocol_minor: u8,
     },
+    /// The epoch for the parcels that enter from now on, sent after every
+    /// [`ToAppliance::Hello`] (since protocol 2). Decisions naming any other epoch are
+    /// ignored from then on.
+    Epoch {
+        /// Fresh for every hello.
+        epoch: Epoch,
+    },
     /// The verdict for one parcel.
     Decision {
+        /// Epoch from [`ToAppliance::ParcelEntered`].
+        epoch: Epoch,
         /// Sequence number from [`ToAppliance::ParcelEntered`].
         seq: u32,
         /// Pass or divert.

@@ -16,17 +16,26 @@ fn config() -> ControllerConfig {
     }
 }
 
+fn epoch(n: u32) -> Epoch {
+    Epoch::new(n).expect("non-zero")
+}
+
 fn to_controller() -> Vec<ToController> {
     std::vec![
         ToController::Hello {
-            protocol_major: 1,
+            protocol_major: PROTOCOL_MAJOR,
             protocol_minor: 0
         },
+        ToController::Epoch {
+            epoch: epoch(u32::MAX)
+        },
         ToController::Decision {
+            epoch: epoch(u32::MAX),
             seq: u32::MAX,
             verdict: Verdict::Divert
         },
         ToController::Decision {
+            epoch: epoch(1),
             seq: 7,
             verdict: Verdict::Pass
         },
@@ -42,12 +51,19 @@ fn to_appliance() -> Vec<ToAppliance> {
     std::vec![
         ToAppliance::Hello {
             firmware: [0, 1, 0],
-            protocol_major: 1,
+            protocol_major: PROTOCOL_MAJOR,
             protocol_minor: 0
         },
         ToAppliance::ParcelEntered {
-            seq: 1,
+            epoch: Some(epoch(u32::MAX)),
+            seq: u32::MAX,
             encoder: u32::MAX,
+            uptime_ms: u32::MAX
+        },
+        ToAppliance::ParcelEntered {
+            epoch: None,
+            seq: 1,
+            encoder: 0,
             uptime_ms: 5
         },
         ToAppliance::ParcelDiverted { seq: 1, encoder: 4 },
@@ -60,8 +76,20 @@ fn to_appliance() -> Vec<ToAppliance> {
             uptime_ms: 1,
             belt_mm_per_s: 2000
         },
+        ToAppliance::FailSafeDivert {
+            seq: 4,
+            reason: FailSafeReason::NoEpoch
+        },
+        ToAppliance::FailSafeDivert {
+            seq: 5,
+            reason: FailSafeReason::EpochChanged
+        },
         ToAppliance::Fault {
             code: FaultCode::QueueOverflow
+        },
+        ToAppliance::StaleDecision {
+            epoch: epoch(u32::MAX),
+            seq: u32::MAX
         },
     ]
 }
@@ -80,7 +108,9 @@ fn decode_all<M: DeserializeOwned>(bytes: &[u8]) -> Vec<Result<Frame<M>, FrameEr
 #[test]
 fn every_message_round_trips() {
     for (i, m) in to_controller().into_iter().enumerate() {
-        let got = decode_all::<ToController>(&encode(i as u16, &m));
+        let bytes = encode(i as u16, &m);
+        assert!(bytes.len() <= MAX_FRAME_LEN);
+        let got = decode_all::<ToController>(&bytes);
         assert_eq!(
             got,
             std::vec![Ok(Frame {
@@ -113,6 +143,7 @@ fn every_message_round_trips() {
 #[test]
 fn a_corrupted_frame_is_rejected_and_the_next_one_decodes() {
     let m = ToController::Decision {
+        epoch: epoch(0x5eed),
         seq: 42,
         verdict: Verdict::Pass,
     };
@@ -131,7 +162,7 @@ fn a_corrupted_frame_is_rejected_and_the_next_one_decodes() {
     assert_eq!(
         got[1],
         Ok(Frame {
-            version: 1,
+            version: PROTOCOL_MAJOR,
             seq: 2,
             msg: m
         })
@@ -141,6 +172,7 @@ fn a_corrupted_frame_is_rejected_and_the_next_one_decodes() {
 #[test]
 fn a_truncated_frame_is_rejected() {
     let m = ToAppliance::ParcelEntered {
+        epoch: Some(epoch(3)),
         seq: 9,
         encoder: 1000,
         uptime_ms: 10,
@@ -173,26 +205,76 @@ fn an_overlong_frame_is_dropped_and_counted() {
     assert_eq!(d.stats().frames, 1);
 }
 
+/// A frame built by hand from a header and a message body, with a valid checksum: what a
+/// peer of any protocol generation puts on the wire.
+fn raw_frame(version: u8, message: &[u8]) -> Vec<u8> {
+    let mut body = [0u8; 48];
+    let h = postcard::to_slice(&Header { version, seq: 0 }, &mut body)
+        .expect("fits")
+        .len();
+    body[h..h + message.len()].copy_from_slice(message);
+    let n = h + message.len();
+    let crc = CRC32C.checksum(&body[..n]);
+    body[n..n + 4].copy_from_slice(&crc.to_le_bytes());
+    let mut out = [0u8; 64];
+    let len = cobs::encode(&body[..n + 4], &mut out).expect("fits");
+    let mut bytes = out[..len].to_vec();
+    bytes.push(0);
+    bytes
+}
+
 #[test]
 fn another_major_version_is_refused() {
-    // Hand-build a frame with version 2 and a valid checksum.
-    let mut body = [0u8; 32];
-    let h = postcard::to_slice(&Header { version: 2, seq: 0 }, &mut body)
-        .expect("fits")
-        .len();
-    let m = postcard::to_slice(&ToController::Heartbeat { uptime_ms: 1 }, &mut body[h..])
-        .expect("fits")
-        .len();
-    let crc = CRC32C.checksum(&body[..h + m]);
-    body[h + m..h + m + 4].copy_from_slice(&crc.to_le_bytes());
-    let mut out = [0u8; 64];
-    let n = cobs::encode(&body[..h + m + 4], &mut out).expect("fits");
-    let mut bytes = out[..n].to_vec();
-    bytes.push(0);
+    for version in [1, PROTOCOL_MAJOR + 1] {
+        let mut msg = [0u8; 16];
+        let m = postcard::to_slice(&ToController::Heartbeat { uptime_ms: 1 }, &mut msg)
+            .expect("fits")
+            .len();
+        assert_eq!(
+            decode_all::<ToController>(&raw_frame(version, &msg[..m])),
+            std::vec![Err(FrameError::Version { got: version })]
+        );
+    }
+}
+
+#[test]
+fn a_protocol_1_decision_without_an_epoch_is_refused_by_version() {
+    // Protocol 1's `Decision { seq: 7, verdict: Pass }`: variant 1, varint 7, variant 0.
+    // Under protocol 2 those bytes would read as another message; the header's version is
+    // what keeps a decision without an epoch from ever reaching the controller's logic.
+    let v1_decision = [1u8, 7, 0];
     assert_eq!(
-        decode_all::<ToController>(&bytes),
-        std::vec![Err(FrameError::Version { got: 2 })]
+        decode_all::<ToController>(&raw_frame(1, &v1_decision)),
+        std::vec![Err(FrameError::Version { got: 1 })]
     );
+}
+
+#[test]
+fn a_zero_epoch_does_not_decode() {
+    let mut msg = [0u8; 16];
+    // `ToController::Epoch { epoch }` with the epoch's varint forced to zero.
+    let m = postcard::to_slice(&ToController::Epoch { epoch: epoch(1) }, &mut msg)
+        .expect("fits")
+        .len();
+    assert_eq!(&msg[..m], &[1, 1], "variant 1, varint 1");
+    msg[1] = 0;
+    assert_eq!(
+        decode_all::<ToController>(&raw_frame(PROTOCOL_MAJOR, &msg[..m])),
+        std::vec![Err(FrameError::Decode)]
+    );
+    // The same for a decision and a parcel's entry.
+    let decision = [2u8, 0, 7, 0];
+    assert_eq!(
+        decode_all::<ToController>(&raw_frame(PROTOCOL_MAJOR, &decision)),
+        std::vec![Err(FrameError::Decode)]
+    );
+    let entered = [1u8, 1, 0, 7, 0, 0];
+    assert_eq!(
+        decode_all::<ToAppliance>(&raw_frame(PROTOCOL_MAJOR, &entered)),
+        std::vec![Err(FrameError::Decode)]
+    );
+    assert_eq!(Epoch::new(0), None);
+    assert_eq!(Epoch::new(9).map(Epoch::get), Some(9));
 }
 
 proptest! {
@@ -209,19 +291,19 @@ proptest! {
         garbage in proptest::collection::vec(any::<u8>(), 0..300),
         seq in any::<u32>(),
     ) {
-        let m = ToController::Decision { seq, verdict: Verdict::Divert };
+        let m = ToController::Decision { epoch: epoch(seq | 1), seq, verdict: Verdict::Divert };
         let mut bytes = garbage;
         bytes.push(0);
         bytes.extend(encode(5, &m));
         let got = decode_all::<ToController>(&bytes);
-        prop_assert_eq!(got.last().cloned(), Some(Ok(Frame { version: 1, seq: 5, msg: m })));
+        prop_assert_eq!(got.last().cloned(), Some(Ok(Frame { version: PROTOCOL_MAJOR, seq: 5, msg: m })));
     }
 
     #[test]
     fn corrupting_a_stream_loses_at_most_the_frames_hit(
         flips in proptest::collection::vec((0usize..400, 1u8..=255), 1..4),
     ) {
-        let msgs: Vec<ToAppliance> = (0..20).map(|i| ToAppliance::ParcelEntered { seq: i, encoder: i * 100, uptime_ms: i }).collect();
+        let msgs: Vec<ToAppliance> = (0..20).map(|i| ToAppliance::ParcelEntered { epoch: Epoch::new(i), seq: i, encoder: i * 100, uptime_ms: i }).collect();
         let frames: Vec<Vec<u8>> = msgs.iter().enumerate().map(|(i, m)| encode(i as u16, m)).collect();
         let mut bytes: Vec<u8> = frames.concat();
         let mut hit = std::collections::BTreeSet::new();

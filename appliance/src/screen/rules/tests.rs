@@ -36,6 +36,7 @@ fn parcel(
     Parcel {
         line_id: "L1".into(),
         seq: 1,
+        epoch: None,
         entered_at: SystemTime::now(),
         waybill: Some(Waybill {
             waybill: WaybillNo::parse("SF1234567890").expect("valid"),
