@@ -163,7 +163,7 @@ fn no_name_id_number_or_phone_the_demo_generated_reaches_its_logs() {
     // identity into the store) with everything logged down to debug.
     let (parcels, seed) = (60u64, 4u64);
     let out = Command::new(env!("CARGO_BIN_EXE_screenline"))
-        .args(["demo", "--json", "--console", "127.0.0.1:0", "--rate", "6"])
+        .args(["demo", "--json", "--console", "127.0.0.1:0", "--rate", "5"])
         .args([
             "--parcels",
             &parcels.to_string(),

@@ -87,9 +87,68 @@ pub struct Console {
     pub intra_threads: usize,
     /// Who may reach the console, and through what.
     pub guard: Guard,
-    /// Password checks running (argon2 takes 19 MiB each): bounded, so memory stays flat
-    /// whatever arrives.
-    pub password_checks: tokio::sync::Semaphore,
+    /// Where passwords are checked: a bounded few at once, so memory stays flat whatever
+    /// arrives.
+    pub password_checks: PasswordChecks,
+}
+
+type PasswordJob = Box<dyn FnOnce() + Send>;
+
+/// [`PASSWORD_CHECKS`] threads of their own that run argon2 (19 MiB each while it runs),
+/// behind a semaphore that a login waits on for at most [`PASSWORD_CHECK_WAIT`]. Own threads
+/// rather than the blocking pool: the allocator keeps freed argon2 memory per thread, and
+/// the pool may use many.
+pub struct PasswordChecks {
+    permits: tokio::sync::Semaphore,
+    jobs: std::sync::mpsc::Sender<PasswordJob>,
+}
+
+impl Default for PasswordChecks {
+    fn default() -> Self {
+        let (jobs, rx) = std::sync::mpsc::channel::<PasswordJob>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..PASSWORD_CHECKS {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-check-{i}"))
+                .spawn(move || loop {
+                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    match job {
+                        Ok(job) => job(),
+                        // The console is gone.
+                        Err(_) => return,
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password-check thread");
+            }
+        }
+        PasswordChecks {
+            permits: tokio::sync::Semaphore::new(PASSWORD_CHECKS),
+            jobs,
+        }
+    }
+}
+
+impl PasswordChecks {
+    /// Runs `check` on a password-check thread once one is free within
+    /// [`PASSWORD_CHECK_WAIT`]; `None` if none was (or the threads are gone).
+    async fn run<T: Send + 'static>(
+        &self,
+        check: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let _permit = tokio::time::timeout(PASSWORD_CHECK_WAIT, self.permits.acquire())
+            .await
+            .ok()?
+            .ok()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = tx.send(check());
+            }))
+            .ok()?;
+        rx.await.ok()
+    }
 }
 
 /// Password checks that may run at once.
@@ -201,7 +260,7 @@ impl Console {
             ort_dylib_path: config.model.ort_dylib_path.clone(),
             intra_threads: config.model.intra_threads,
             guard: Guard::new(&config.console, Some(config.console.listen)),
-            password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS),
+            password_checks: PasswordChecks::default(),
         }
         .with_watchlist_alarm()
     }
@@ -237,7 +296,7 @@ impl Console {
             ort_dylib_path: None,
             intra_threads: 1,
             guard: Guard::new(&crate::config::ConsoleConfig::default(), None),
-            password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS),
+            password_checks: PasswordChecks::default(),
         }
     }
 }
@@ -504,6 +563,32 @@ fn login_refused(
     r
 }
 
+/// A login told to come back after `wait`: `why` is `throttled` (too many tries) or `busy`
+/// (no password check free in time).
+fn slowed(
+    c: &Console,
+    lang: Lang,
+    next: &str,
+    client: IpAddr,
+    why: &str,
+    wait: Duration,
+) -> Response {
+    c.telemetry.incr(&format!("console.logins_{why}"));
+    tracing::warn!(peer = %client, why, "console login slowed down");
+    let message = if why == "busy" {
+        "login.busy"
+    } else {
+        "login.locked"
+    };
+    login_refused(
+        lang,
+        next,
+        StatusCode::TOO_MANY_REQUESTS,
+        message,
+        Some(wait),
+    )
+}
+
 /// A login: the name's length checked, the throttle decided (atomically, before any
 /// password is checked), then argon2 run for at most [`PASSWORD_CHECKS`] logins at once.
 async fn login(
@@ -523,40 +608,20 @@ async fn login(
     }
     let attempt = match c.limiter.begin(client, &user) {
         Ok(a) => a,
-        Err(wait) => {
-            c.telemetry.incr("console.logins_throttled");
-            tracing::warn!(peer = %client, "console login throttled");
-            return login_refused(
-                lang,
-                &next,
-                StatusCode::TOO_MANY_REQUESTS,
-                "login.locked",
-                Some(wait),
-            );
-        }
-    };
-    let permit = match tokio::time::timeout(PASSWORD_CHECK_WAIT, c.password_checks.acquire()).await
-    {
-        Ok(Ok(p)) => p,
-        _ => {
-            c.limiter.abandoned(attempt);
-            c.telemetry.incr("console.logins_busy");
-            tracing::warn!(peer = %client, "console login refused: password checks busy");
-            return login_refused(
-                lang,
-                &next,
-                StatusCode::TOO_MANY_REQUESTS,
-                "login.busy",
-                Some(Duration::from_secs(1)),
-            );
-        }
+        Err(wait) => return slowed(&c, lang, &next, client, "throttled", wait),
     };
     let users = c.clone();
     let (name, password) = (user.clone(), f.password);
-    let verified = tokio::task::spawn_blocking(move || users.users.verify(&name, &password)).await;
-    drop(permit);
+    let Some(verified) = c
+        .password_checks
+        .run(move || users.users.verify(&name, &password))
+        .await
+    else {
+        c.limiter.abandoned(attempt);
+        return slowed(&c, lang, &next, client, "busy", Duration::from_secs(1));
+    };
     match verified {
-        Ok(Ok(Some(role))) => {
+        Ok(Some(role)) => {
             c.limiter.succeeded(attempt);
             let token = c.sessions.start(&user, role);
             c.telemetry.incr("console.logins");
@@ -576,7 +641,7 @@ async fn login(
             r
         }
         other => {
-            if let Ok(Err(e)) = &other {
+            if let Err(e) = &other {
                 c.telemetry.incr("console.user_file_errors");
                 tracing::error!(error = %e, "cannot read the console users");
             }
