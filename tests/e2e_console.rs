@@ -134,3 +134,446 @@ fn an_operator_confirms_a_live_flagged_parcel_and_the_audit_shows_it() {
         "demo stops cleanly on Ctrl-C"
     );
 }
+
+/// The demo started for an attack: its console's port, its process id, and the operator's
+/// password (printed in its banner).
+struct Target {
+    demo: Appliance,
+    port: u16,
+    operator_pw: String,
+}
+
+fn target(dir: &TempDir) -> Target {
+    let port = free_port();
+    let mut demo = Appliance::demo(
+        dir.path(),
+        &[
+            "--rate",
+            "1",
+            "--seed",
+            "5",
+            "--console",
+            &format!("127.0.0.1:{port}"),
+        ],
+    );
+    let operator_pw = demo.wait_log(Duration::from_secs(60), "login", |text| {
+        text.split("operator / ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .map(str::to_owned)
+    });
+    Target {
+        demo,
+        port,
+        operator_pw,
+    }
+}
+
+impl Target {
+    fn stop(mut self) {
+        assert!(
+            self.demo.interrupt(Duration::from_secs(30)),
+            "demo stops cleanly"
+        );
+    }
+}
+
+/// One HTTP/1.1 exchange from source address `from` (any 127.0.0.x on Linux loopback):
+/// the status, the headers (lower-case names) and the body.
+async fn http(
+    from: std::net::Ipv4Addr,
+    port: u16,
+    request: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::from((from, 0)))
+        .expect("bind the source address");
+    let mut s = socket
+        .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .expect("connect");
+    s.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("answer");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn login_request(port: u16, user: &str, password: &str) -> String {
+    let body = format!("user={user}&password={password}&next=/");
+    format!(
+        "POST /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Peak resident memory of a process so far (VmHWM), in MB.
+fn peak_mb(pid: u32) -> f64 {
+    let kib: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    kib as f64 / 1024.0
+}
+
+/// Logs `user` in from `from`, coming back when told to (Retry-After), until it works or
+/// `bound` has passed; how long it took.
+async fn login_within(
+    from: std::net::Ipv4Addr,
+    port: u16,
+    password: &str,
+    bound: Duration,
+) -> Duration {
+    let start = std::time::Instant::now();
+    loop {
+        let (status, headers, body) =
+            http(from, port, &login_request(port, "operator", password)).await;
+        if status == 303 {
+            return start.elapsed();
+        }
+        assert_eq!(
+            status, 429,
+            "only a wait may stand between the user and the console: {body}"
+        );
+        let wait: u64 = header(&headers, "retry-after")
+            .and_then(|v| v.parse().ok())
+            .expect("a 429 says when to come back");
+        assert!(
+            start.elapsed() + Duration::from_secs(wait) <= bound,
+            "told to wait {wait} s more after {:?}: more than {bound:?} in all",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
+}
+
+/// Concurrent wrong passwords, one from each of `sources` for the name `name(i)`: how many were answered 401 (checked) and
+/// 429 (throttled); every answer is one of the two.
+async fn burst(
+    port: u16,
+    sources: &[std::net::Ipv4Addr],
+    name: fn(usize) -> String,
+) -> (usize, usize) {
+    let tasks: Vec<_> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, from)| {
+            let req = login_request(port, &name(i), &format!("wrong-guess-{i:04}"));
+            let from = *from;
+            tokio::spawn(async move { http(from, port, &req).await.0 })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.expect("request task"));
+    }
+    assert!(
+        codes.iter().all(|c| *c == 401 || *c == 429),
+        "every guess is refused: {codes:?}"
+    );
+    (
+        codes.iter().filter(|c| **c == 401).count(),
+        codes.iter().filter(|c| **c == 429).count(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn login_bursts_keep_memory_flat_and_never_keep_the_user_out() {
+    let dir = TempDir::new("console-burst");
+    let t = target(&dir);
+    let pid = t.demo.proc.0.id();
+    let home = std::net::Ipv4Addr::new(127, 0, 0, 1);
+    // The operator has logged in from the station before.
+    login_within(home, t.port, &t.operator_pw, Duration::from_secs(5)).await;
+    let before = peak_mb(pid);
+
+    // 200 at once from one address: only the free few are checked at all.
+    let one = vec![std::net::Ipv4Addr::new(127, 0, 0, 2); 200];
+    let start = std::time::Instant::now();
+    let (checked, throttled) = burst(t.port, &one, |_| "operator".into()).await;
+    let lasted = start.elapsed().as_secs_f64();
+    let after_one = peak_mb(pid);
+    println!("one address: {checked} checked, {throttled} throttled in {lasted:.1} s; peak RSS {before:.0} → {after_one:.0} MB");
+    // 3 free, then waits of 1, 2, 4 … s: in a burst of d seconds, 3 + log2(d + 1) at most.
+    let allowed = 3 + (lasted + 1.0).log2().floor() as usize;
+    assert!(
+        checked <= allowed,
+        "{checked} of 200 guesses from one address were checked in {lasted:.1} s"
+    );
+    assert!(after_one < 300.0, "peak RSS {after_one:.0} MB");
+    let took = login_within(home, t.port, &t.operator_pw, Duration::from_secs(10)).await;
+    println!("the operator got in {took:?} after the one-address burst");
+
+    // 200 at once from 200 addresses: the name takes a few guesses, whatever the spread.
+    let many: Vec<_> = (10..210)
+        .map(|i| std::net::Ipv4Addr::new(127, 0, 0, i))
+        .collect();
+    let start = std::time::Instant::now();
+    let (checked, throttled) = burst(t.port, &many, |_| "operator".into()).await;
+    let lasted = start.elapsed().as_secs_f64();
+    let after_many = peak_mb(pid);
+    println!(
+        "200 addresses: {checked} checked, {throttled} throttled in {lasted:.1} s; peak RSS {after_many:.0} MB"
+    );
+    // The name's 5 guesses (less what the first burst took), and one more per 12 s.
+    let allowed = 5 + (lasted / 12.0).ceil() as usize;
+    assert!(
+        checked <= allowed,
+        "{checked} of 200 spread guesses were checked in {lasted:.1} s"
+    );
+    assert!(after_many < 300.0, "peak RSS {after_many:.0} MB");
+    // The operator at the station gets straight in; at a new address, after a bounded wait.
+    let took = login_within(home, t.port, &t.operator_pw, Duration::from_secs(10)).await;
+    println!("the operator got in {took:?} at the station after the spread burst");
+    let new_place = std::net::Ipv4Addr::new(127, 0, 0, 250);
+    let took = login_within(new_place, t.port, &t.operator_pw, Duration::from_secs(40)).await;
+    println!("the operator got in {took:?} from a new address after the spread burst");
+
+    // The most password checks an attacker can force: 200 names (each with guesses left)
+    // from 200 fresh addresses. They queue for the few checks; memory stays where it was.
+    let fresh: Vec<_> = (10..210)
+        .map(|i| std::net::Ipv4Addr::new(127, 0, 1, i))
+        .collect();
+    let (checked, throttled) = burst(t.port, &fresh, |i| format!("guess-{i}")).await;
+    let after_names = peak_mb(pid);
+    println!("200 names from 200 addresses: {checked} checked, {throttled} refused; peak RSS {after_names:.0} MB");
+    assert!(after_names < 300.0, "peak RSS {after_names:.0} MB");
+    t.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_stream_ends_at_logout_and_a_rebound_host_gets_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TempDir::new("console-stream");
+    let t = target(&dir);
+    let home = std::net::Ipv4Addr::new(127, 0, 0, 1);
+    let port = t.port;
+    let (status, headers, _) =
+        http(home, port, &login_request(port, "operator", &t.operator_pw)).await;
+    assert_eq!(status, 303);
+    let cookie = header(&headers, "set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("session cookie")
+        .to_owned();
+    let get = |path: &str, host: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let (_, _, page) = http(home, port, &get("/", &format!("127.0.0.1:{port}"))).await;
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("csrf token")
+        .to_owned();
+
+    // A page on another site whose name now points here: refused, session or not.
+    let (status, _, _) = http(
+        home,
+        port,
+        &get("/api/status", &format!("evil.example:{port}")),
+    )
+    .await;
+    assert_eq!(status, 421);
+
+    // The stream delivers while the session lives…
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    stream
+        .write_all(get("/events", &format!("127.0.0.1:{port}")).as_bytes())
+        .await
+        .expect("send");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !String::from_utf8_lossy(&seen).contains("event: status") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no event on the stream"
+        );
+        let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf))
+            .await
+            .expect("the stream answers")
+            .expect("read");
+        assert!(n > 0, "the stream ended while the session lived");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // …and ends within seconds of the logout.
+    let body = format!("csrf={csrf}");
+    let logout = format!(
+        "POST /logout HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, _, _) = http(home, port, &logout).await;
+    assert_eq!(status, 303);
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut after = Vec::new();
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return after,
+                Ok(n) => after.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let after = ended.expect("the stream must end within seconds of the logout");
+    let text = String::from_utf8_lossy(&after);
+    // At most what was on its way at the logout, then the end of the chunked body.
+    assert!(
+        text.matches("event: ").count() <= 3,
+        "the stream kept delivering after the logout: {text}"
+    );
+    t.stop();
+}
+
+#[test]
+fn open_redirects_stay_on_the_console_in_a_browser() {
+    let dir = TempDir::new("console-redirect");
+    let shots = artefacts_dir("e2e_console_redirect");
+    let t = target(&dir);
+    let base = format!("http://127.0.0.1:{}", t.port);
+    let host = format!("127.0.0.1:{}", t.port);
+    let browser = Browser::launch(&shots);
+    let mut page = browser.page();
+    let long = Duration::from_secs(30);
+    let here = format!("location.host === '{host}' && document.readyState === 'complete'");
+    // The language switch, with the targets that once left the site.
+    for back in [
+        "/%09/evil.example/x",
+        "/%0a/evil.example/x",
+        "/%5Cevil.example/x",
+        "//evil.example/x",
+    ] {
+        page.goto(&format!("{base}/lang?to=en&back={back}"));
+        page.wait_for(
+            &here,
+            long,
+            &format!("to stay on the console after back={back}"),
+        );
+        let url = page.url();
+        assert!(
+            url.starts_with(&base) && !url.contains("evil"),
+            "{back} → {url}"
+        );
+    }
+    // The login form's next.
+    page.goto(&format!("{base}/login?next=/%09/evil.example/x"));
+    page.fill("#user", "operator");
+    page.fill("#password", &t.operator_pw);
+    page.click("form.login button");
+    page.wait_for(
+        &format!("{here} && location.pathname !== '/login'"),
+        long,
+        "logged in, on the console",
+    );
+    let url = page.url();
+    assert!(url.starts_with(&base) && !url.contains("evil"), "{url}");
+    page.screenshot("after-login");
+    drop(page);
+    drop(browser);
+    t.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_list_kept_from_before_still_matches_other_spellings_and_asks_to_be_sent_again() {
+    use screenline_emulator::pty::Pty;
+    use screenline_emulator::{BeltConfig, LineEmulator};
+    let dir = TempDir::new("console-legacy-watchlist");
+    let port = free_port();
+    let _broker = start_mosquitto(dir.path(), port);
+    let root = "screenline/v1/T1/a1";
+    let status = Sub::start(dir.path(), port, &format!("{root}/status"));
+    let reports = Sub::start(dir.path(), port, &format!("{root}/reports/flagged"));
+    // What an older version kept: the phone hashed as the regulator wrote it, no mark.
+    let data = dir.path().join("data");
+    {
+        let store = screenline::store::Store::open(&data).expect("store");
+        let raw = store.hasher().hash("13800138000");
+        let kept: screenline::store::regulator::HashedWatchlist = serde_json::from_value(
+            serde_json::json!({"version": "old-1", "id_keys": [], "phone_keys": [raw], "customer_keys": []}),
+        )
+        .expect("an old kept list");
+        store.save_watchlist(&kept).expect("keep it");
+    }
+    let reader = Pty::open().expect("reader pty");
+    let controller = Pty::open().expect("controller pty");
+    let emulator = LineEmulator::start(controller.master().expect("master"), BeltConfig::default())
+        .expect("emulator");
+    let xray = dir.path().join("xray");
+    std::fs::create_dir_all(&xray).expect("xray dir");
+    let config = line_config(
+        &data,
+        port,
+        reader.slave_path(),
+        controller.slave_path(),
+        &xray,
+    );
+    let console_port: u16 = config
+        .split("listen = \"127.0.0.1:")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .and_then(|p| p.parse().ok())
+        .expect("console port");
+    let mut app = Appliance::start(dir.path(), &config);
+    // The alarm, in the retained status and on the console.
+    let msgs = status.wait_for(
+        Duration::from_secs(30),
+        "the watch-list alarm in the status",
+        |m| {
+            m.iter().any(|(_, p)| {
+                serde_json::from_str::<serde_json::Value>(p).is_ok_and(|v| {
+                    v["state"] == "online"
+                        && v["links"]["watchlist"]["up"] == false
+                        && v["links"]["watchlist"]["detail"]
+                            .as_str()
+                            .is_some_and(|d| d.contains("send the list again"))
+                })
+            })
+        },
+    );
+    assert!(!msgs.is_empty());
+    assert_eq!(
+        metric(console_port, "screenline_link_up{link=\"watchlist\"}"),
+        Some(0),
+        "the console shows the alarm"
+    );
+    // It still matches: the listed phone written the way waybills write it.
+    let mut reader_master = reader.master().expect("reader master");
+    let record = valid_waybill("SF3000000000001").replace("13800138000", "+86 138-0013-8000");
+    send_record(&mut reader_master, &record);
+    emulator.place_parcel(400);
+    let msgs = reports.wait_for(Duration::from_secs(30), "the flagged report", |m| {
+        !m.is_empty()
+    });
+    assert!(msgs[0].1.contains("watchlisted_sender"), "{}", msgs[0].1);
+    assert!(
+        app.interrupt(Duration::from_secs(15)),
+        "clean exit\n{}",
+        app.log_text()
+    );
+    emulator.shutdown();
+}

@@ -156,3 +156,53 @@ fn the_signed_command_the_demo_prints_is_verified_and_applied() {
         "demo stops cleanly on Ctrl-C"
     );
 }
+
+#[test]
+fn no_name_id_number_or_phone_the_demo_generated_reaches_its_logs() {
+    // A whole showcase run (every rule fires, flagged and manual parcels carry full
+    // identity into the store) with everything logged down to debug.
+    let (parcels, seed) = (60u64, 4u64);
+    let out = Command::new(env!("CARGO_BIN_EXE_screenline"))
+        .args(["demo", "--json", "--console", "127.0.0.1:0", "--rate", "5"])
+        .args([
+            "--parcels",
+            &parcels.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ])
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("screenline demo runs");
+    assert!(out.status.success(), "demo failed");
+    let logs = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        logs.lines().count() > 100 && logs.contains("DEBUG"),
+        "debug logging must be on for this test to mean anything"
+    );
+    // Each line fed up to `parcels`; regenerate a few more than were decided.
+    let identities = screenline::demo::traffic::identities(
+        screenline::demo::traffic::Mix::Showcase,
+        seed,
+        1,
+        parcels + 20,
+    );
+    assert!(identities.len() > 100, "{}", identities.len());
+    let leaks: Vec<(&String, &str)> = identities
+        .iter()
+        .filter_map(|x| {
+            logs.lines()
+                .find(|l| l.contains(x.as_str()))
+                .map(|l| (x, l))
+        })
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "{} generated identities in the logs, e.g. {:#?}",
+        leaks.len(),
+        &leaks[..leaks.len().min(5)]
+    );
+}

@@ -507,7 +507,7 @@ fn waybill_check_reads_a_capture_in_both_framings() {
     assert_eq!(out.len(), 10, "{out:#?}");
     assert_eq!(out[0]["waybill"], "SF1000000000001");
     assert_eq!(out[0]["findings"], serde_json::json!([]));
-    assert_eq!(out[0]["sender"]["id_number"], "110***********002X");
+    assert_eq!(out[0]["sender"]["id_number"], "11**************2X");
     assert_eq!(out[0]["recipient"]["name"], "李*");
     assert!(
         out[1]["findings"][0]["en"]

@@ -127,7 +127,12 @@ impl Appliance {
             tracing::info!(version = %kept.version, "the regulator's watch-list replaces the configured file's");
             rules.watchlist = crate::screen::rules::Watchlist::from_hashes(&kept);
         }
-        if !rules.watchlist.is_empty() {
+        // A kept list hashed before normalisation still matches, but the regulator must send
+        // it again: an alarm on the console and in the status until a new list arrives.
+        if let Some(alarm) = rules.watchlist.resend_alarm() {
+            tracing::warn!(version = %rules.watchlist.version, "{alarm}");
+            telemetry.link("watchlist", false, alarm);
+        } else if !rules.watchlist.is_empty() {
             telemetry.link(
                 "watchlist",
                 true,

@@ -281,12 +281,48 @@ pub struct ConsoleConfig {
     /// Address to serve on. Default: 127.0.0.1:8080.
     #[serde(default = "default_console")]
     pub listen: SocketAddr,
+    /// Host names (or addresses) the console answers to; any other `Host` header is refused,
+    /// so that a web page cannot reach the console through DNS rebinding. Default: the
+    /// listen address, `localhost` and `127.0.0.1` (and, listening on every address, any
+    /// address literal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Reverse proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed (the
+    /// client's address is then the last one in `X-Forwarded-For` that is not a proxy).
+    /// Default: none — the headers are ignored and the peer's address is the client's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// A bearer token `/metrics` requires from anything but loopback (at least 16
+    /// characters). Default: none — `/metrics` answers loopback only.
+    #[serde(default, skip_serializing)]
+    pub metrics_token: Option<String>,
 }
 
 impl Default for ConsoleConfig {
     fn default() -> Self {
         ConsoleConfig {
             listen: default_console(),
+            allowed_hosts: None,
+            trusted_proxies: Vec::new(),
+            metrics_token: None,
+        }
+    }
+}
+
+impl ConsoleConfig {
+    fn problems(&self, p: &mut Vec<String>) {
+        for h in self.allowed_hosts.iter().flatten() {
+            let ok = !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b));
+            if !ok {
+                p.push(format!("console.allowed_hosts: {h:?} is not a host name or address; give names like \"screenline.local\" or addresses like \"10.0.0.5\", without port or scheme"));
+            }
+        }
+        if let Some(t) = &self.metrics_token {
+            if t.chars().count() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                p.push("console.metrics_token: use at least 16 characters and no spaces (e.g. the output of `openssl rand -hex 16`)".into());
+            }
         }
     }
 }
@@ -601,6 +637,7 @@ impl Config {
         if !id_ok(&self.appliance_id) {
             p.push(format!("appliance_id = {:?}: use letters, digits, - and _ (it becomes an MQTT topic level)", self.appliance_id));
         }
+        self.console.problems(&mut p);
         let m = &self.mqtt;
         match parse_broker_url(&m.url) {
             Err(e) => p.push(format!("mqtt.url: {e}")),

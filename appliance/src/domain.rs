@@ -423,23 +423,23 @@ impl Scores {
     }
 }
 
-/// Masks personal data for anything but the store: keeps the first character of a name,
-/// and the first three and last four characters of a number.
+/// The most characters [`mask`] ever shows of a value.
+pub const MASK_SHOWN_MAX: usize = 4;
+
+/// Masks personal data — ID numbers of every type, phones, names — for anything but the
+/// store: the one masking the appliance has. It shows at most [`MASK_SHOWN_MAX`] characters
+/// and never more than half of the value (rounded down), split between its start and its
+/// end (the start gets the odd one, so a two-character name keeps its surname).
 pub fn mask(value: &str) -> String {
     let chars: Vec<char> = value.chars().collect();
     let n = chars.len();
-    if n == 0 {
-        return String::new();
-    }
-    let digits = chars.iter().filter(|c| c.is_ascii_digit()).count();
-    if digits * 2 >= n && n > 7 {
-        let head: String = chars[..3].iter().collect();
-        let tail: String = chars[n - 4..].iter().collect();
-        format!("{head}{}{tail}", "*".repeat(n - 7))
-    } else {
-        let head: String = chars[..1].iter().collect();
-        format!("{head}{}", "*".repeat((n - 1).clamp(1, 8)))
-    }
+    let shown = (n / 2).min(MASK_SHOWN_MAX);
+    let head = shown.div_ceil(2);
+    let tail = shown - head;
+    let mut out: String = chars[..head].iter().collect();
+    out.extend(std::iter::repeat_n('*', n - shown));
+    out.extend(&chars[n - tail..]);
+    out
 }
 
 #[cfg(test)]
@@ -479,10 +479,24 @@ mod tests {
     }
 
     #[test]
-    fn masking_hides_the_middle() {
-        assert_eq!(mask("11010519491231002X"), "110***********002X");
-        assert_eq!(mask("13800138000"), "138****8000");
+    fn masking_shows_at_most_four_characters_and_never_half() {
+        // The examples the contract was broken with, and every ID type's shape.
+        assert_eq!(mask("11010519491231002X"), "11**************2X");
+        assert_eq!(mask("12345678"), "12****78");
+        assert_eq!(mask("E12345678"), "E1*****78");
+        assert_eq!(mask("H12345678"), "H1*****78");
+        assert_eq!(mask("USA123456789012"), "US***********12");
+        assert_eq!(mask("13800138000"), "13*******00");
         assert_eq!(mask("张三"), "张*");
+        assert_eq!(mask("欧阳娜娜"), "欧**娜");
+        assert_eq!(mask("X"), "*");
         assert_eq!(mask(""), "");
+        for n in 0..40 {
+            let v: String = (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            let m = mask(&v);
+            let shown = m.chars().filter(|c| *c != '*').count();
+            assert_eq!(m.chars().count(), n, "{m}");
+            assert!(shown <= MASK_SHOWN_MAX && shown * 2 <= n, "{v} -> {m}");
+        }
     }
 }

@@ -89,8 +89,8 @@ pub fn recent(min: Level, text: &str, limit: usize) -> Vec<LogLine> {
         .collect()
 }
 
-/// Masks runs of 7 or more digits (with a trailing X, as resident IDs have), keeping the
-/// first 3 and last 2 characters.
+/// Masks runs of 7 or more digits (with a trailing X, as resident IDs have) through
+/// [`crate::domain::mask`], the one masking the appliance has.
 pub fn mask_numbers(s: &str) -> String {
     let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len());
@@ -105,9 +105,9 @@ pub fn mask_numbers(s: &str) -> String {
         }
         let run = i - start;
         if run >= 7 {
-            out.extend(&chars[start..start + 3]);
-            out.extend(std::iter::repeat_n('*', run - 5));
-            out.extend(&chars[i - 2..i]);
+            out.push_str(&crate::domain::mask(
+                &chars[start..i].iter().collect::<String>(),
+            ));
         } else if run > 0 {
             out.extend(&chars[start..i]);
         } else {
@@ -126,11 +126,11 @@ mod tests {
     fn identity_numbers_and_phones_are_masked() {
         assert_eq!(
             mask_numbers("id 11010519491231002X phone 13800138000 seq 42 at 2026"),
-            "id 110*************2X phone 138******00 seq 42 at 2026"
+            "id 11**************2X phone 13*******00 seq 42 at 2026"
         );
         assert_eq!(
             mask_numbers("waybill SF1234567890123"),
-            "waybill SF123********23"
+            "waybill SF12*********23"
         );
         assert_eq!(
             mask_numbers("端口 /dev/ttyUSB0 出错"),
@@ -154,7 +154,7 @@ mod tests {
             "{got:?}"
         );
         assert_eq!(got[1].level, "WARN");
-        assert!(got[1].text.contains("phone=138******00"), "{got:?}");
+        assert!(got[1].text.contains("phone=13*******00"), "{got:?}");
         assert_eq!(recent(Level::WARN, "for unit test", 10).len(), 1);
     }
 }

@@ -23,6 +23,7 @@
 //!   `store` alarm and the `sink.held` gauge showed them waiting.
 
 use crate::domain::{mask, Decision, Reason, ReasonCode};
+use crate::line::waybill::{normalise_id, normalise_phone};
 use crate::line::xray::XrayPolicy;
 use crate::report::payload;
 use crate::screen::Screened;
@@ -398,7 +399,11 @@ fn build_commit(
         if keep_identity {
             serde_json::to_value(snd).unwrap_or_default()
         } else {
-            json!({"id_key": store.hasher().hash(&snd.id_number), "phone_key": store.hasher().hash(&snd.phone)})
+            // Normalised as the watch-list and the split-shipment ledger hash them.
+            json!({
+                "id_key": store.hasher().hash(&normalise_id(&snd.id_number)),
+                "phone_key": store.hasher().hash(&normalise_phone(&snd.phone)),
+            })
         }
     });
     let report = if s.decision == Decision::Flag {

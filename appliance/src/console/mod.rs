@@ -6,6 +6,12 @@
 //! (`/healthz`, `/readyz`, `/metrics`) answers without a session; technician pages answer an
 //! operator with 403. Every form that changes something carries the session's CSRF token,
 //! and every change is audited in the store. Identity is always masked here.
+//!
+//! Against a hostile network: a `Host` the console does not go by is refused (DNS
+//! rebinding); `X-Forwarded-*` is believed only from a configured proxy; redirects go to
+//! local paths only; password checks run a bounded number at a time behind an atomic
+//! throttle (see [`auth::LoginLimiter`]); a session ends the moment its user is removed, and
+//! the live stream with it; `/metrics` answers loopback, or a bearer token.
 
 pub mod auth;
 pub mod i18n;
@@ -24,7 +30,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use i18n::{t, Lang};
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,6 +89,156 @@ pub struct Console {
     pub stages: Option<Arc<crate::supervise::Stages>>,
     /// Cancelled when the appliance stops: live streams end with it.
     pub shutdown: CancellationToken,
+    /// Who may reach the console, and through what.
+    pub guard: Guard,
+    /// Where passwords are checked: a bounded few at once, so memory stays flat whatever
+    /// arrives.
+    pub password_checks: PasswordChecks,
+}
+
+type PasswordJob = Box<dyn FnOnce() + Send>;
+
+/// [`PASSWORD_CHECKS`] threads of their own that run argon2 (19 MiB each while it runs),
+/// behind a semaphore that a login waits on for at most [`PASSWORD_CHECK_WAIT`]. Own threads
+/// rather than the blocking pool: the allocator keeps freed argon2 memory per thread, and
+/// the pool may use many.
+pub struct PasswordChecks {
+    permits: tokio::sync::Semaphore,
+    jobs: std::sync::mpsc::Sender<PasswordJob>,
+}
+
+impl Default for PasswordChecks {
+    fn default() -> Self {
+        let (jobs, rx) = std::sync::mpsc::channel::<PasswordJob>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..PASSWORD_CHECKS {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-check-{i}"))
+                .spawn(move || loop {
+                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    match job {
+                        Ok(job) => job(),
+                        // The console is gone.
+                        Err(_) => return,
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password-check thread");
+            }
+        }
+        PasswordChecks {
+            permits: tokio::sync::Semaphore::new(PASSWORD_CHECKS),
+            jobs,
+        }
+    }
+}
+
+impl PasswordChecks {
+    /// Runs `check` on a password-check thread once one is free within
+    /// [`PASSWORD_CHECK_WAIT`]; `None` if none was (or the threads are gone).
+    async fn run<T: Send + 'static>(
+        &self,
+        check: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let _permit = tokio::time::timeout(PASSWORD_CHECK_WAIT, self.permits.acquire())
+            .await
+            .ok()?
+            .ok()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = tx.send(check());
+            }))
+            .ok()?;
+        rx.await.ok()
+    }
+}
+
+/// Password checks that may run at once.
+pub const PASSWORD_CHECKS: usize = 2;
+/// How long a login waits for a password check to be free before it is told to come back.
+pub const PASSWORD_CHECK_WAIT: Duration = Duration::from_secs(2);
+
+/// The console's network-facing settings (`[console]`).
+#[derive(Debug, Clone, Default)]
+pub struct Guard {
+    /// Lower-case host names and address literals the console answers to.
+    allowed_hosts: Vec<String>,
+    /// Listening on every address: any address literal is a host of ours.
+    any_address: bool,
+    trusted_proxies: Vec<IpAddr>,
+    metrics_token: Option<String>,
+}
+
+impl Guard {
+    /// The guard a console listening on `listen` (unknown in safe mode) with `config` keeps.
+    pub fn new(config: &crate::config::ConsoleConfig, listen: Option<SocketAddr>) -> Guard {
+        let allowed_hosts = match &config.allowed_hosts {
+            Some(hosts) => hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            None => {
+                let mut v = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+                v.extend(listen.map(|l| l.ip().to_string()));
+                v
+            }
+        };
+        Guard {
+            allowed_hosts,
+            any_address: listen.is_none_or(|l| l.ip().is_unspecified()),
+            trusted_proxies: config.trusted_proxies.clone(),
+            metrics_token: config.metrics_token.clone(),
+        }
+    }
+
+    /// Whether a `Host` header names this console.
+    fn host_allowed(&self, host: &str) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        // Strip the port: `[::1]:8080`, `127.0.0.1:8080`, `name:8080`.
+        let name = match host.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or(""),
+            None => host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h),
+        };
+        if name.is_empty() {
+            return false;
+        }
+        let literal = name.parse::<IpAddr>().ok();
+        self.allowed_hosts.iter().any(|a| {
+            a.trim_start_matches('[').trim_end_matches(']') == name
+                || literal.is_some_and(|l| a.parse::<IpAddr>().ok() == Some(l))
+        }) || (self.any_address && literal.is_some())
+    }
+
+    /// The client's address: the peer's, or, from a trusted proxy, the last address in
+    /// `X-Forwarded-For` that is not itself a trusted proxy.
+    fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.trusted_proxies.contains(&peer) {
+            return peer;
+        }
+        let forwarded: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        for hop in forwarded.iter().rev() {
+            match hop.parse::<IpAddr>() {
+                Ok(ip) if self.trusted_proxies.contains(&ip) => continue,
+                Ok(ip) => return ip,
+                // A hop we cannot read was written by someone we do not trust.
+                Err(_) => return peer,
+            }
+        }
+        peer
+    }
+
+    /// Whether the client reached us over HTTPS (as a trusted proxy says).
+    fn https(&self, peer: IpAddr, headers: &HeaderMap) -> bool {
+        self.trusted_proxies.contains(&peer)
+            && headers
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes() == b"https")
+    }
 }
 
 impl Console {
@@ -111,6 +267,8 @@ impl Console {
             intra_threads: config.model.intra_threads,
             stages: Some(stages),
             shutdown,
+            guard: Guard::new(&config.console, Some(config.console.listen)),
+            password_checks: PasswordChecks::default(),
         }
     }
 
@@ -136,6 +294,8 @@ impl Console {
             intra_threads: 1,
             stages: None,
             shutdown,
+            guard: Guard::new(&crate::config::ConsoleConfig::default(), None),
+            password_checks: PasswordChecks::default(),
         }
     }
 }
@@ -161,10 +321,18 @@ fn lang(headers: &HeaderMap) -> Lang {
     Lang::from_cookie(cookie(headers, LANG_COOKIE))
 }
 
-/// A local path to go back to (never another site).
+/// A local path to go back to (never another site): a path that starts with a single `/`
+/// and holds no control character (browsers drop tabs and newlines, so `/\t/evil.example`
+/// would be `//evil.example`) and no backslash (read as `/`); anything else is `/`.
 fn local_path(p: Option<&str>) -> String {
     match p {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_owned(),
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p.chars().any(|c| c == '\\' || c.is_control()) =>
+        {
+            p.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
@@ -174,7 +342,7 @@ impl Console {
     /// the login page (pages) or 401 (API), or 403 for too small a role.
     fn ctx(&self, headers: &HeaderMap, role: Role, path: &str) -> Result<Ctx, Box<Response>> {
         let lang = lang(headers);
-        let session = cookie(headers, SESSION_COOKIE).and_then(|tok| self.sessions.get(tok));
+        let session = cookie(headers, SESSION_COOKIE).and_then(|tok| self.session(tok, true));
         match session {
             None if path.starts_with("/api/") || path == "/events" => Err(Box::new(
                 (StatusCode::UNAUTHORIZED, t(lang, "login.expired")).into_response(),
@@ -190,6 +358,28 @@ impl Console {
                     .into_response(),
             )),
             Some(session) => Ok(Ctx { session, lang }),
+        }
+    }
+
+    /// The session of a token while it lives and its user still exists with its role;
+    /// `touch` counts this as the user being active.
+    fn session(&self, token: &str, touch: bool) -> Option<Session> {
+        let s = if touch {
+            self.sessions.get(token)
+        } else {
+            self.sessions.peek(token)
+        }?;
+        match self.users.role(&s.user) {
+            Ok(Some(role)) if role == s.role => Some(s),
+            other => {
+                if let Err(e) = &other {
+                    self.telemetry.incr("console.user_file_errors");
+                    tracing::error!(error = %e, "cannot read the console users");
+                }
+                tracing::info!(user = %s.user, "session ended: its user was removed or changed");
+                self.sessions.end(token);
+                None
+            }
         }
     }
 
@@ -217,7 +407,12 @@ fn urlencode(s: &str) -> String {
 /// The console's routes.
 pub fn router(console: Arc<Console>) -> Router {
     Router::new()
-        .route("/login", get(login_page).post(login))
+        .route(
+            "/login",
+            get(login_page)
+                .post(login)
+                .layer(axum::extract::DefaultBodyLimit::max(LOGIN_BODY_MAX)),
+        )
         .route("/logout", post(logout))
         .route("/lang", get(switch_lang))
         .route("/static/console.js", get(script))
@@ -240,8 +435,42 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/config/validate", post(config_validate))
         .route("/logs", get(logs_page))
         .route("/audit", get(audit_page))
+        .layer(axum::middleware::from_fn_with_state(
+            console.clone(),
+            check_host,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(console)
+}
+
+/// The largest login form accepted (a name of [`auth::MAX_NAME_BYTES`], a password, `next`).
+const LOGIN_BODY_MAX: usize = 8 * 1024;
+
+/// Refuses a request whose `Host` is not one the console goes by: a page on another site
+/// whose name was re-pointed at this address (DNS rebinding) gets nothing.
+async fn check_host(
+    State(c): State<Arc<Console>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if host.is_some_and(|h| c.guard.host_allowed(h)) {
+        return next.run(req).await;
+    }
+    c.telemetry.incr("console.bad_hosts");
+    tracing::warn!(
+        host = %host.unwrap_or("").chars().take(80).collect::<String>().escape_default(),
+        "console request for another host refused (set console.allowed_hosts if this is ours)"
+    );
+    (
+        StatusCode::MISDIRECTED_REQUEST,
+        "this console does not answer to that host name; a technician can add it to console.allowed_hosts",
+    )
+        .into_response()
 }
 
 async fn security_headers(mut r: Response) -> Response {
@@ -310,6 +539,57 @@ struct LoginForm {
     next: Option<String>,
 }
 
+/// The login page again with a message and a status; `retry` for a throttled attempt.
+fn login_refused(
+    lang: Lang,
+    next: &str,
+    status: StatusCode,
+    message: &str,
+    retry: Option<Duration>,
+) -> Response {
+    let mut r = (
+        status,
+        Html(pages::login(lang, next, Some(t(lang, message)))),
+    )
+        .into_response();
+    if let Some(wait) = retry {
+        // Whole seconds, rounded up: coming back on time is never too early.
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    r
+}
+
+/// A login told to come back after `wait`: `why` is `throttled` (too many tries) or `busy`
+/// (no password check free in time).
+fn slowed(
+    c: &Console,
+    lang: Lang,
+    next: &str,
+    client: IpAddr,
+    why: &str,
+    wait: Duration,
+) -> Response {
+    c.telemetry.incr(&format!("console.logins_{why}"));
+    tracing::warn!(peer = %client, why, "console login slowed down");
+    let message = if why == "busy" {
+        "login.busy"
+    } else {
+        "login.locked"
+    };
+    login_refused(
+        lang,
+        next,
+        StatusCode::TOO_MANY_REQUESTS,
+        message,
+        Some(wait),
+    )
+}
+
+/// A login: the name's length checked, the throttle decided (atomically, before any
+/// password is checked), then argon2 run for at most [`PASSWORD_CHECKS`] logins at once.
 async fn login(
     State(c): State<Arc<Console>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -319,33 +599,35 @@ async fn login(
     let lang = lang(&headers);
     let next = local_path(f.next.as_deref());
     let user = f.user.trim().to_owned();
-    if let Some(wait) = c.limiter.wait(peer.ip(), &user) {
-        c.telemetry.incr("console.logins_throttled");
-        tracing::warn!(peer = %peer.ip(), "console login throttled");
-        let mut r = (
-            StatusCode::TOO_MANY_REQUESTS,
-            Html(pages::login(lang, &next, Some(t(lang, "login.locked")))),
-        )
-            .into_response();
-        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return r;
+    let client = c.guard.client(peer.ip(), &headers);
+    if user.len() > auth::MAX_NAME_BYTES {
+        // Nothing of it is kept, logged or audited.
+        c.telemetry.incr("console.bad_requests");
+        return login_refused(lang, &next, StatusCode::BAD_REQUEST, "login.failed", None);
     }
+    let attempt = match c.limiter.begin(client, &user) {
+        Ok(a) => a,
+        Err(wait) => return slowed(&c, lang, &next, client, "throttled", wait),
+    };
     let users = c.clone();
     let (name, password) = (user.clone(), f.password);
-    let verified = tokio::task::spawn_blocking(move || users.users.verify(&name, &password)).await;
+    let Some(verified) = c
+        .password_checks
+        .run(move || users.users.verify(&name, &password))
+        .await
+    else {
+        c.limiter.abandoned(attempt);
+        return slowed(&c, lang, &next, client, "busy", Duration::from_secs(1));
+    };
     match verified {
-        Ok(Ok(Some(role))) => {
-            c.limiter.succeeded(&user);
+        Ok(Some(role)) => {
+            c.limiter.succeeded(attempt);
             let token = c.sessions.start(&user, role);
             c.telemetry.incr("console.logins");
             tracing::info!(user = %user, role = role.key(), "console login");
             c.audit(&format!("user:{user}"), "login", &user, role.key())
                 .await;
-            let secure = headers
-                .get("x-forwarded-proto")
-                .is_some_and(|v| v.as_bytes() == b"https");
+            let secure = c.guard.https(peer.ip(), &headers);
             let cookie = format!(
                 "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
                 auth::ABSOLUTE.as_secs(),
@@ -358,20 +640,16 @@ async fn login(
             r
         }
         other => {
-            if let Ok(Err(e)) = &other {
+            if let Err(e) = &other {
                 c.telemetry.incr("console.user_file_errors");
                 tracing::error!(error = %e, "cannot read the console users");
             }
-            c.limiter.failed(peer.ip(), &user);
+            c.limiter.failed(attempt);
             c.telemetry.incr("console.login_failures");
-            tracing::warn!(peer = %peer.ip(), "console login failed");
-            c.audit(&format!("ip:{}", peer.ip()), "login_failed", &user, "")
+            tracing::warn!(peer = %client, "console login failed");
+            c.audit(&format!("ip:{client}"), "login_failed", &user, "")
                 .await;
-            (
-                StatusCode::UNAUTHORIZED,
-                Html(pages::login(lang, &next, Some(t(lang, "login.failed")))),
-            )
-                .into_response()
+            login_refused(lang, &next, StatusCode::UNAUTHORIZED, "login.failed", None)
         }
     }
 }
@@ -486,8 +764,39 @@ async fn readyz(State(c): State<Arc<Console>>) -> Response {
     (status, body).into_response()
 }
 
-/// Prometheus text format: every counter, link state, backlog and decision latency.
-async fn metrics(State(c): State<Arc<Console>>) -> Response {
+/// Prometheus text format: every counter, link state, backlog and decision latency. Open to
+/// loopback; from elsewhere only with `Authorization: Bearer <console.metrics_token>`.
+async fn metrics(
+    State(c): State<Arc<Console>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !c.guard.client(peer.ip(), &headers).is_loopback() {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let ok = match (&c.guard.metrics_token, given) {
+            (Some(want), Some(given)) => {
+                given.len() == want.len()
+                    && given
+                        .bytes()
+                        .zip(want.bytes())
+                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                        == 0
+            }
+            _ => false,
+        };
+        if !ok {
+            c.telemetry.incr("console.metrics_refused");
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "/metrics answers loopback, or a bearer token set as console.metrics_token",
+            )
+                .into_response();
+        }
+    }
     let mut out = String::new();
     let name = |s: &str| -> String {
         s.chars()
@@ -616,7 +925,8 @@ async fn parcel_image(
             (
                 [
                     (header::CONTENT_TYPE, mime),
-                    (header::CACHE_CONTROL, "private, max-age=3600"),
+                    // Never kept in a shared PC's browser cache.
+                    (header::CACHE_CONTROL, "no-store"),
                 ],
                 bytes,
             )
@@ -727,33 +1037,39 @@ async fn search_page(
 }
 
 /// Live updates: a `parcel` event per decided parcel, an `outcome` event when the line
-/// controller reports what it did with one, a `status` event every second.
+/// controller reports what it did with one, a `status` event every second. The stream ends
+/// at the first tick after its session does (logout, expiry, its user removed).
 async fn events(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     let ctx = viewer!(c, headers, Role::Operator, "/events");
     let lang = ctx.lang;
+    let token = cookie(&headers, SESSION_COOKIE).unwrap_or("").to_owned();
     let parcels = c.telemetry.subscribe();
     let tick = tokio::time::interval(Duration::from_secs(1));
     let stream = futures_util::stream::unfold(
         (parcels, tick, c.clone()),
-        move |(mut parcels, mut tick, c)| async move {
-            let event = tokio::select! {
-                // The appliance stops: the stream ends, so the server can.
-                _ = c.shutdown.cancelled() => return None,
-                p = parcels.recv() => match p {
-                    Ok(Live::Parcel(p)) => Event::default().event("parcel").json_data(&p).ok(),
-                    Ok(o @ Live::Outcome { .. }) => Event::default().event("outcome").json_data(&o).ok(),
-                    // A slow browser skips parcels; the next status carries the counts.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                },
-                _ = tick.tick() => {
-                    let mut s = status(&c);
-                    s["badges"] = pages::links_badges(lang, &c).into();
-                    Event::default().event("status").json_data(s).ok()
-                }
-            };
-            let event = event.unwrap_or_else(|| Event::default().comment("skipped"));
-            Some((Ok::<_, std::convert::Infallible>(event), (parcels, tick, c)))
+        move |(mut parcels, mut tick, c)| {
+            let token = token.clone();
+            async move {
+                let event = tokio::select! {
+                    // The appliance stops: the stream ends, so the server can.
+                    _ = c.shutdown.cancelled() => return None,
+                    p = parcels.recv() => match p {
+                        Ok(Live::Parcel(p)) => Event::default().event("parcel").json_data(&p).ok(),
+                        Ok(o @ Live::Outcome { .. }) => Event::default().event("outcome").json_data(&o).ok(),
+                        // A slow browser skips parcels; the next status carries the counts.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    },
+                    _ = tick.tick() => {
+                        c.session(&token, false)?;
+                        let mut s = status(&c);
+                        s["badges"] = pages::links_badges(lang, &c).into();
+                        Event::default().event("status").json_data(s).ok()
+                    }
+                };
+                let event = event.unwrap_or_else(|| Event::default().comment("skipped"));
+                Some((Ok::<_, std::convert::Infallible>(event), (parcels, tick, c)))
+            }
         },
     );
     Sse::new(stream)

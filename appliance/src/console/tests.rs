@@ -26,11 +26,16 @@ const RECORD: &str = "0001763856000000-L1-7";
 const ID_NUMBER: &str = "11010519491231002X";
 
 async fn fixture(tag: &str) -> Fixture {
+    fixture_with(tag, "").await
+}
+
+/// A fixture whose configuration has `console` as its `[console]` table's keys.
+async fn fixture_with(tag: &str, console: &str) -> Fixture {
     let dir = std::env::temp_dir().join(format!("sl-console-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let config = crate::config::Config::parse(
         &format!(
-            "site_id = \"T1\"\nappliance_id = \"a1\"\ndata_dir = \"{}\"\n[[lines]]\nid = \"L1\"\nreader_port = \"/dev/null\"\ncontroller_port = \"/dev/null\"\nxray_dir = \"/tmp\"\n",
+            "site_id = \"T1\"\nappliance_id = \"a1\"\ndata_dir = \"{}\"\n[console]\n{console}\n[[lines]]\nid = \"L1\"\nreader_port = \"/dev/null\"\ncontroller_port = \"/dev/null\"\nxray_dir = \"/tmp\"\n",
             dir.display()
         ),
         std::path::Path::new("t.toml"),
@@ -103,7 +108,28 @@ impl Fixture {
         cookie: Option<&str>,
         form: Option<&str>,
     ) -> Reply {
+        self.send_as(&self.app, method, path, cookie, form, &[])
+            .await
+    }
+
+    /// A request through `app` (another peer address, say) with more headers; the `Host`
+    /// is the console's own unless one is given.
+    async fn send_as(
+        &self,
+        app: &Router,
+        method: &str,
+        path: &str,
+        cookie: Option<&str>,
+        form: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut req = Request::builder().method(method).uri(path);
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req = req.header(header::HOST, "127.0.0.1:8080");
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         if let Some(c) = cookie {
             req = req.header(header::COOKIE, c);
         }
@@ -113,7 +139,7 @@ impl Fixture {
         let req = req
             .body(Body::from(form.unwrap_or("").to_owned()))
             .expect("request");
-        let res = self.app.clone().oneshot(req).await.expect("response");
+        let res = app.clone().oneshot(req).await.expect("response");
         let status = res.status();
         let headers = res.headers().clone();
         let bytes = axum::body::to_bytes(res.into_body(), 8 << 20)
@@ -260,39 +286,241 @@ async fn login_failures_are_refused_throttled_and_audited() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.body.contains("用户名或密码错误"), "{}", r.body);
     assert!(!r.headers.contains_key(header::SET_COOKIE));
-    for _ in 1..auth::MAX_FAILURES {
-        f.send("POST", "/login", None, Some(bad)).await;
+    for _ in 1..auth::FREE_FAILURES {
+        assert_eq!(
+            f.send("POST", "/login", None, Some(bad)).await.status,
+            StatusCode::UNAUTHORIZED
+        );
     }
-    // Locked now, even with the right password.
+    // Slowed down now, even with the right password: told when to come back.
+    let good = "user=op&password=operator+password&next=/";
+    let r = f.send("POST", "/login", None, Some(good)).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = r.headers[header::RETRY_AFTER]
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!(retry >= 1 && retry <= auth::MAX_DELAY.as_secs(), "{retry}");
+    // Forwarded-for headers from a peer that is not a trusted proxy change nothing.
     let r = f
-        .send(
+        .send_as(
+            &f.app,
             "POST",
             "/login",
             None,
-            Some("user=op&password=operator+password&next=/"),
+            Some(good),
+            &[("x-forwarded-for", "10.9.9.9")],
         )
         .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    assert!(r.headers.contains_key(header::RETRY_AFTER));
     let store = f.console.store.as_ref().expect("store");
     let failed = store
         .read(|s| s.audit_log(100, |e| e.action == "login_failed"))
         .await
         .expect("audit");
-    assert_eq!(failed.len(), auth::MAX_FAILURES);
+    assert_eq!(failed.len(), auth::FREE_FAILURES as usize);
     assert_eq!(failed[0].actor, "ip:127.0.0.1");
-    assert_eq!(f.console.telemetry.get("console.logins_throttled"), 1);
-    // A next that leaves the site is ignored.
-    let f2 = fixture("next").await;
-    let r = f2
+    assert_eq!(f.console.telemetry.get("console.logins_throttled"), 2);
+    // After the wait the right password gets in: a delay, not a lockout.
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    let r = f.send("POST", "/login", None, Some(good)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+}
+
+#[tokio::test]
+async fn overlong_names_are_refused_before_anything_is_kept() {
+    let f = fixture("longname").await;
+    let name = "a".repeat(auth::MAX_NAME_BYTES + 1);
+    let r = f
         .send(
             "POST",
             "/login",
             None,
-            Some("user=op&password=operator+password&next=//evil.example/"),
+            Some(&format!("user={name}&password=whatever+it+is")),
         )
         .await;
-    assert_eq!(r.headers[header::LOCATION], "/");
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let store = f.console.store.as_ref().expect("store");
+    let probe = name[..40].to_owned();
+    assert!(store
+        .read(move |s| s.audit_log(100, |e| e.target.contains(&probe)))
+        .await
+        .expect("audit")
+        .is_empty());
+    assert_eq!(f.console.telemetry.get("console.login_failures"), 0);
+    // A body far over the login form's size is refused unread.
+    let huge = format!("user={}&password=x", "b".repeat(2 << 20));
+    let r = f.send("POST", "/login", None, Some(&huge)).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+/// Every way of writing a target that leaves the site, and local ones that must survive.
+const OFFSITE: &[&str] = &[
+    "/%09/evil.example/x",
+    "/%0a/evil.example/x",
+    "/%0d%0a/evil.example/x",
+    "//evil.example/x",
+    "/%5Cevil.example/x",
+    "%5C%5Cevil.example",
+    "https://evil.example/",
+    "evil.example",
+    "/%00/evil.example",
+    "/%7F/evil.example",
+    "",
+];
+
+#[tokio::test]
+async fn redirects_never_leave_the_site() {
+    let f = fixture("redirect").await;
+    for back in OFFSITE {
+        let r = f.get(&format!("/lang?to=en&back={back}"), None).await;
+        assert_eq!(r.headers[header::LOCATION], "/", "back={back}");
+        let r = f
+            .send(
+                "POST",
+                "/login",
+                None,
+                Some(&format!("user=op&password=operator+password&next={back}")),
+            )
+            .await;
+        assert_eq!(r.headers[header::LOCATION], "/", "next={back}");
+    }
+    let r = f.get("/lang?to=en&back=/flagged%3Fx%3D1", None).await;
+    assert_eq!(r.headers[header::LOCATION], "/flagged?x=1");
+}
+
+#[tokio::test]
+async fn images_are_never_cached_and_sessions_end_with_their_user() {
+    let f = fixture("session").await;
+    let (op, _) = f.login("op", "operator password").await;
+    let img = f
+        .get("/parcel/0001763856000000-L1-7/image", Some(&op))
+        .await;
+    assert_eq!(img.status, StatusCode::OK);
+    assert_eq!(img.headers[header::CACHE_CONTROL], "no-store");
+    assert!(f.console.users.remove("op").expect("remove"));
+    let r = f.get("/", Some(&op)).await;
+    assert_eq!(
+        r.status,
+        StatusCode::SEE_OTHER,
+        "a removed user's session ends"
+    );
+    assert_eq!(
+        f.get("/api/status", Some(&op)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // Given another role, the old session ends too.
+    let (tech, _) = f.login("tech", "technician password").await;
+    f.console
+        .users
+        .set("tech", Role::Operator, "technician password")
+        .expect("demote");
+    assert_eq!(
+        f.get("/devices", Some(&tech)).await.status,
+        StatusCode::SEE_OTHER
+    );
+}
+
+#[tokio::test]
+async fn other_host_names_are_refused() {
+    let f = fixture("hosts").await;
+    for host in ["127.0.0.1:8080", "localhost:8080", "LOCALHOST", "127.0.0.1"] {
+        let r = f
+            .send_as(&f.app, "GET", "/login", None, None, &[("host", host)])
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{host}");
+    }
+    // A rebound name, an address the console does not listen on, junk.
+    for host in [
+        "evil.example",
+        "evil.example:8080",
+        "10.0.0.7:8080",
+        "127.0.0.1.evil.example",
+        "",
+    ] {
+        let r = f
+            .send_as(&f.app, "GET", "/login", None, None, &[("host", host)])
+            .await;
+        assert_eq!(r.status, StatusCode::MISDIRECTED_REQUEST, "{host:?}");
+    }
+    // A configured name is answered.
+    let g = fixture_with("hosts2", "allowed_hosts = [\"screenline.site-7.local\"]").await;
+    let r = g
+        .send_as(
+            &g.app,
+            "GET",
+            "/login",
+            None,
+            None,
+            &[("host", "screenline.site-7.local:8080")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metrics_answer_loopback_or_a_token() {
+    let token = "0123456789abcdef0123";
+    let f = fixture_with("metrics", &format!("metrics_token = \"{token}\"")).await;
+    let remote =
+        router(f.console.clone()).layer(MockConnectInfo(SocketAddr::from(([10, 0, 0, 9], 5000))));
+    assert_eq!(f.get("/metrics", None).await.status, StatusCode::OK);
+    let right = format!("Bearer {token}");
+    for (authorization, want) in [
+        (None, StatusCode::UNAUTHORIZED),
+        (
+            Some("Bearer 0123456789abcdef0124"),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (Some(token), StatusCode::UNAUTHORIZED),
+        (Some(right.as_str()), StatusCode::OK),
+    ] {
+        let headers: Vec<(&str, &str)> = authorization
+            .map(|a| ("authorization", a))
+            .into_iter()
+            .collect();
+        let r = f
+            .send_as(&remote, "GET", "/metrics", None, None, &headers)
+            .await;
+        assert_eq!(r.status, want, "{authorization:?}");
+        if want == StatusCode::OK {
+            assert!(r.body.contains("screenline_"), "{}", r.body);
+        }
+    }
+    // The token never shows on the configuration page.
+    let (tech, _) = f.login("tech", "technician password").await;
+    assert!(!f.get("/config", Some(&tech)).await.body.contains(token));
+}
+
+#[test]
+fn forwarded_addresses_are_believed_from_trusted_proxies_only() {
+    let config = crate::config::ConsoleConfig {
+        trusted_proxies: vec!["10.0.0.1".parse().expect("ip")],
+        ..Default::default()
+    };
+    let g = Guard::new(&config, Some(SocketAddr::from(([127, 0, 0, 1], 8080))));
+    let mut h = HeaderMap::new();
+    h.insert(
+        "x-forwarded-for",
+        HeaderValue::from_static("6.6.6.6, 192.0.2.7, 10.0.0.1"),
+    );
+    h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    let proxy: IpAddr = "10.0.0.1".parse().expect("ip");
+    let stranger: IpAddr = "192.0.2.50".parse().expect("ip");
+    // The last hop the proxy saw, not what the client wrote first.
+    assert_eq!(
+        g.client(proxy, &h),
+        "192.0.2.7".parse::<IpAddr>().expect("ip")
+    );
+    assert!(g.https(proxy, &h));
+    assert_eq!(g.client(stranger, &h), stranger);
+    assert!(!g.https(stranger, &h));
+    h.insert(
+        "x-forwarded-for",
+        HeaderValue::from_static("not-an-address"),
+    );
+    assert_eq!(g.client(proxy, &h), proxy);
 }
 
 #[tokio::test]
@@ -305,7 +533,7 @@ async fn an_operator_confirms_a_flagged_parcel_and_it_is_audited() {
     let page = f.get(&format!("/parcel/{RECORD}"), Some(&op)).await;
     assert!(page.body.contains("疑似侵权假冒商品"));
     assert!(page.body.contains("运动鞋") && page.body.contains("0.91"));
-    assert!(!page.body.contains(ID_NUMBER) && page.body.contains("110***********002X"));
+    assert!(!page.body.contains(ID_NUMBER) && page.body.contains("11**************2X"));
     assert!(!page.body.contains("SF<script>") && page.body.contains("SF&lt;script&gt;1"));
     // A wrong CSRF token is refused and changes nothing.
     let path = format!("/parcel/{RECORD}/review");

@@ -179,6 +179,7 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
         },
         console: ConsoleConfig {
             listen: opts.console,
+            ..ConsoleConfig::default()
         },
         rules: RulesConfig {
             watchlist_file: Some(watchlist),

@@ -170,6 +170,44 @@ pub fn watchlist(seed: u64) -> serde_json::Value {
     json!({"version": "demo-1", "id_numbers": [id], "phones": [phone], "agreement_customers": ["C-WATCH-01"]})
 }
 
+impl SimParcel {
+    /// The personal data its waybill carries — names, ID number, phones — as written.
+    pub fn identities(&self) -> Vec<String> {
+        let Some(v) = self
+            .reader_record
+            .as_deref()
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+        else {
+            return Vec::new();
+        };
+        [
+            &v["sender"]["name"],
+            &v["sender"]["id_number"],
+            &v["sender"]["phone"],
+            &v["recipient"]["name"],
+            &v["recipient"]["phone"],
+        ]
+        .into_iter()
+        .filter_map(|x| x.as_str().map(str::to_owned))
+        .collect()
+    }
+}
+
+/// Every name, ID number and phone the traffic of `lines` lines writes on the waybills of
+/// their first `parcels` parcels each: what a run of `screenline demo --seed` generates,
+/// regenerated, so that a test can look for any of them where none may be.
+pub fn identities(
+    mix: Mix,
+    seed: u64,
+    lines: usize,
+    parcels: u64,
+) -> std::collections::BTreeSet<String> {
+    (0..lines)
+        .flat_map(|line| (0..parcels).map(move |n| parcel(mix, seed, line, n)))
+        .flat_map(|p| p.identities())
+        .collect()
+}
+
 /// One simulated parcel of line `line`, number `n`.
 pub fn parcel(mix: Mix, seed: u64, line: usize, n: u64) -> SimParcel {
     let mut rng = ChaCha8Rng::seed_from_u64(
@@ -270,6 +308,22 @@ mod tests {
             let id = resident_id(&mut rng, "110105");
             assert_eq!(check_resident_id(&id, (2026, 1, 1)), Ok(()), "{id}");
         }
+    }
+
+    #[test]
+    fn the_identities_of_a_run_are_those_on_its_waybills() {
+        let all = identities(Mix::Showcase, 3, 1, 40);
+        let (id, phone) = watchlisted_sender(3);
+        assert!(
+            all.contains(&id) && all.contains(&phone),
+            "the watch-listed sender"
+        );
+        let p = parcel(Mix::Showcase, 3, 0, 0);
+        for x in p.identities() {
+            assert!(all.contains(&x));
+        }
+        // Names, ID numbers and phones of senders and recipients.
+        assert!(all.len() > 100, "{}", all.len());
     }
 
     #[test]

@@ -506,16 +506,54 @@ pub fn check_other_id(id_type: IdType, id: &str) -> Result<(), (&'static str, &'
 /// area code (010 and 02x take 3 digits, others 4), a 7–8 digit number not starting with 0 or
 /// 1, and an optional extension; spaces and hyphens between groups are allowed.
 pub fn is_mainland_phone(p: &str) -> bool {
-    let p = p.trim();
+    read_phone(p).valid
+}
+
+/// The one canonical form of a phone number, which watch-lists and split-shipment keys hash:
+/// digits only (full-width digits folded, separators dropped); a mainland mobile number
+/// reduced to its 11 digits (no +86, 0086 or 86); a landline with its area code and trunk 0
+/// (`+86 10 6234 5678` and `010-6234-5678` are both `01062345678`), an extension after `#`.
+/// Anything else keeps its digits, so two spellings of one number still meet.
+pub fn normalise_phone(p: &str) -> String {
+    read_phone(p).canonical
+}
+
+/// An identity number as watch-lists and split-shipment keys hash it: full-width characters
+/// folded, spaces and hyphens dropped, letters upper-cased (`11010519491231002x` is the same
+/// person as `110105 19491231 002X`).
+pub fn normalise_id(id: &str) -> String {
+    fold_width(id)
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+/// Full-width ASCII (as Chinese input methods type it) as plain ASCII.
+fn fold_width(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+            '\u{3000}' => ' ',
+            _ => c,
+        })
+        .collect()
+}
+
+struct PhoneRead {
+    /// Whether it is a mainland phone in one of the accepted spellings.
+    valid: bool,
+    canonical: String,
+}
+
+fn read_phone(p: &str) -> PhoneRead {
+    let folded = fold_width(p);
+    let p = folded.trim();
     let (main, ext) = match p.split_once(['#', '转']) {
         Some((m, e)) => (m.trim(), Some(e.trim())),
         None => (p, None),
     };
-    if let Some(e) = ext {
-        if !(1..=6).contains(&e.len()) || !all_digits(e.as_bytes()) {
-            return false;
-        }
-    }
+    let ext_ok = ext.is_none_or(|e| (1..=6).contains(&e.len()) && all_digits(e.as_bytes()));
     let (international, main) = match main
         .strip_prefix("+86")
         .or_else(|| main.strip_prefix("0086"))
@@ -524,26 +562,60 @@ pub fn is_mainland_phone(p: &str) -> bool {
         None => (false, main),
     };
     let mut digits: Vec<u8> = Vec::with_capacity(16);
-    for c in main.bytes() {
+    // Only spaces and hyphens are accepted spellings; brackets and dots are still read
+    // through, so that the canonical form is the same.
+    let mut plain = true;
+    for c in main.chars() {
         match c {
-            b'0'..=b'9' => digits.push(c),
-            b' ' | b'-' => {}
-            _ => return false,
+            '0'..='9' => digits.push(c as u8),
+            ' ' | '-' => {}
+            _ => plain = false,
         }
     }
-    if digits.len() == 11 && digits[0] == b'1' && (b'3'..=b'9').contains(&digits[1]) {
-        return ext.is_none();
+    let ext_digits: String = ext
+        .unwrap_or("")
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    let mobile = |d: &[u8]| d.len() == 11 && d[0] == b'1' && (b'3'..=b'9').contains(&d[1]);
+    let text = |d: &[u8]| String::from_utf8_lossy(d).into_owned();
+    if mobile(&digits) {
+        return PhoneRead {
+            valid: plain && ext.is_none(),
+            canonical: text(&digits),
+        };
     }
-    if international || digits.first() != Some(&b'0') || digits.len() < 3 {
-        return false;
+    // `86 138…` without its plus: still the mobile number.
+    if !international && digits.starts_with(b"86") && mobile(&digits[2..]) {
+        return PhoneRead {
+            valid: false,
+            canonical: text(&digits[2..]),
+        };
     }
-    let area = if matches!(digits[1], b'1' | b'2') {
-        3
-    } else {
-        4
-    };
-    let rest = &digits[area.min(digits.len())..];
-    (7..=8).contains(&rest.len()) && !matches!(rest.first(), Some(b'0' | b'1'))
+    let valid = plain
+        && ext_ok
+        && !international
+        && digits.first() == Some(&b'0')
+        && digits.len() >= 3
+        && {
+            let area = if matches!(digits[1], b'1' | b'2') {
+                3
+            } else {
+                4
+            };
+            let rest = &digits[area.min(digits.len())..];
+            (7..=8).contains(&rest.len()) && !matches!(rest.first(), Some(b'0' | b'1'))
+        };
+    // A landline dialled from abroad drops its trunk 0; put it back.
+    if international && !digits.is_empty() && digits[0] != b'0' {
+        digits.insert(0, b'0');
+    }
+    let mut canonical = text(&digits);
+    if !ext_digits.is_empty() {
+        canonical.push('#');
+        canonical.push_str(&ext_digits);
+    }
+    PhoneRead { valid, canonical }
 }
 
 /// Why a resident ID number fails GB 11643.
@@ -828,6 +900,38 @@ mod tests {
                 field.trim_end_matches(')').to_owned()
             })
             .collect()
+    }
+
+    #[test]
+    fn phones_and_ids_have_one_canonical_form() {
+        for spelling in [
+            "13800138000",
+            "+86 138-0013-8000",
+            "138 0013 8000",
+            "+8613800138000",
+            "0086 138 0013 8000",
+            "86 13800138000",
+            "(+86) 138.0013.8000",
+            "１３８００１３８０００",
+        ] {
+            assert_eq!(normalise_phone(spelling), "13800138000", "{spelling}");
+        }
+        for spelling in [
+            "010-62345678",
+            "010 6234 5678",
+            "+86 10 62345678",
+            "(010)62345678",
+        ] {
+            assert_eq!(normalise_phone(spelling), "01062345678", "{spelling}");
+        }
+        assert_eq!(normalise_phone("0571-88886666转123"), "057188886666#123");
+        assert_ne!(
+            normalise_phone("13800138001"),
+            normalise_phone("13800138000")
+        );
+        assert_eq!(normalise_id(" 11010519491231002x "), "11010519491231002X");
+        assert_eq!(normalise_id("110105 19491231 002X"), "11010519491231002X");
+        assert_eq!(normalise_id("ｅ１２３４５６７８"), "E12345678");
     }
 
     #[test]

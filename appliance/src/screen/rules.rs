@@ -8,6 +8,7 @@
 //! so the window survives restarts).
 
 use crate::domain::{Category, Decision, Lang, Parcel, Reason, ReasonCode, Scores};
+use crate::line::waybill::{normalise_id, normalise_phone};
 use crate::store::regulator::HashedWatchlist;
 use crate::store::KeyedHasher;
 use serde::{Deserialize, Serialize};
@@ -192,7 +193,14 @@ pub struct Watchlist {
     ids: HashSet<String>,
     phones: HashSet<String>,
     customers: HashSet<String>,
+    /// Hashed raw, before normalisation (a list kept from an older version): matched both
+    /// ways until the regulator sends it again.
+    legacy: bool,
 }
+
+/// The normalisation a hashed watch-list's values went through (recorded with the list the
+/// store keeps): 1 = [`normalise_phone`] and [`normalise_id`]; 0 (absent) = trimmed only.
+pub const WATCHLIST_NORMALISATION: u32 = 1;
 
 /// The watch-list file (and the regulator's command payload), as plain values.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -213,21 +221,59 @@ impl Watchlist {
         Watchlist::from_hashes(&Watchlist::hash(&file, hasher))
     }
 
-    /// The list as the store keeps it: keyed hashes of the trimmed values, sorted, never
-    /// the plain values.
+    /// The list as the store keeps it: keyed hashes of the normalised values (one form per
+    /// phone or ID number, however it was written), sorted, never the plain values.
     pub fn hash(file: &WatchlistFile, hasher: &KeyedHasher) -> HashedWatchlist {
-        let h = |v: &[String]| -> Vec<String> {
-            let mut out: Vec<String> = v.iter().map(|x| hasher.hash(x.trim())).collect();
+        let h = |v: &[String], norm: fn(&str) -> String| -> Vec<String> {
+            let mut out: Vec<String> = v
+                .iter()
+                .map(|x| norm(x))
+                .filter(|x| !x.is_empty())
+                .map(|x| hasher.hash(&x))
+                .collect();
             out.sort_unstable();
             out.dedup();
             out
         };
         HashedWatchlist {
             version: file.version.clone(),
-            id_keys: h(&file.id_numbers),
-            phone_keys: h(&file.phones),
-            customer_keys: h(&file.agreement_customers),
+            id_keys: h(&file.id_numbers, normalise_id),
+            phone_keys: h(&file.phones, normalise_phone),
+            customer_keys: h(&file.agreement_customers, |c| c.trim().to_owned()),
+            normalisation: WATCHLIST_NORMALISATION,
         }
+    }
+
+    /// Whether this list was hashed before values were normalised, and must be sent again.
+    pub fn is_legacy(&self) -> bool {
+        self.legacy
+    }
+
+    /// What the console and the status say about a kept list hashed before normalisation
+    /// (`None` for a current one).
+    pub fn resend_alarm(&self) -> Option<String> {
+        self.legacy.then(|| {
+            format!(
+                "watch-list version {} was kept from before phones and ID numbers were normalised: it still matches as written, but other spellings of a listed number are missed — ask the regulator to send the list again",
+                self.version
+            )
+        })
+    }
+
+    /// Whether a value, normalised by `norm`, is in `keys` — for a legacy list also as
+    /// written (trimmed), as it was matched before.
+    fn holds(
+        &self,
+        keys: &HashSet<String>,
+        value: &str,
+        norm: fn(&str) -> String,
+        hasher: &KeyedHasher,
+    ) -> bool {
+        let n = norm(value);
+        (!n.is_empty() && keys.contains(&hasher.hash(&n)))
+            || (self.legacy
+                && !value.trim().is_empty()
+                && keys.contains(&hasher.hash(value.trim())))
     }
 
     /// The list the regulator last pushed, as the store keeps it (hashes only).
@@ -238,6 +284,7 @@ impl Watchlist {
             ids: set(&kept.id_keys),
             phones: set(&kept.phone_keys),
             customers: set(&kept.customer_keys),
+            legacy: kept.normalisation < WATCHLIST_NORMALISATION,
         }
     }
 
@@ -462,15 +509,15 @@ impl RuleSet {
         let wl = &self.watchlist;
         let mut hits: Vec<(&str, &str)> = Vec::new();
         if let Some(s) = &w.sender {
-            if !s.id_number.is_empty() && wl.ids.contains(&self.hasher.hash(s.id_number.trim())) {
+            if wl.holds(&wl.ids, &s.id_number, normalise_id, &self.hasher) {
                 hits.push(("证件号码", "ID number"));
             }
-            if !s.phone.is_empty() && wl.phones.contains(&self.hasher.hash(s.phone.trim())) {
+            if wl.holds(&wl.phones, &s.phone, normalise_phone, &self.hasher) {
                 hits.push(("电话", "phone"));
             }
         }
         if let Some(c) = &w.agreement_customer {
-            if wl.customers.contains(&self.hasher.hash(c.trim())) {
+            if wl.holds(&wl.customers, c, |c| c.trim().to_owned(), &self.hasher) {
                 hits.push(("协议客户", "agreement customer"));
             }
         }
@@ -532,12 +579,12 @@ impl RuleSet {
             .waybill
             .as_ref()
             .and_then(|w| w.sender.as_ref())
-            .map(|s| s.id_number.trim())
+            .map(|s| normalise_id(&s.id_number))
             .filter(|id| !id.is_empty());
         let (Some(id), Some(c)) = (identity, category) else {
             return;
         };
-        let key = self.hasher.hash(id);
+        let key = self.hasher.hash(&id);
         let n = self
             .ledger
             .record(&key, c, parcel.entered_at, self.settings.split_window);

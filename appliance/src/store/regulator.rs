@@ -30,6 +30,11 @@ pub struct HashedWatchlist {
     pub id_keys: Vec<String>,
     pub phone_keys: Vec<String>,
     pub customer_keys: Vec<String>,
+    /// How the values were normalised before hashing (see
+    /// `screen::rules::WATCHLIST_NORMALISATION`); absent (0) in a list kept by an older
+    /// version, which hashed them as written.
+    #[serde(default)]
+    pub normalisation: u32,
 }
 
 impl Store {

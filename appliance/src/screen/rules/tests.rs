@@ -131,6 +131,83 @@ fn watch_list_hits_by_id_phone_or_customer() {
         .contains("agreement customer"));
 }
 
+/// Whether the watch-list rule flags a parcel of this ID number and phone.
+fn watchlisted(r: &mut RuleSet, id: &str, phone: &str) -> bool {
+    let s = scores(Category::Electronics, 0.97, 0.02);
+    let p = parcel(id, phone, "耳机", "electronics", 399.0, 1);
+    codes(&r.apply(&p, Some(&s), HALF, vec![]).1).contains(&ReasonCode::WatchlistedSender)
+}
+
+#[test]
+fn the_watch_list_matches_every_spelling_of_a_listed_number() {
+    let mut r = rules();
+    // On the list as 13700137000 and 11010519491231002X; the waybill writes them otherwise.
+    for phone in [
+        "+86 137-0013-7000",
+        "137 0013 7000",
+        "0086 13700137000",
+        "+8613700137000",
+    ] {
+        assert!(watchlisted(&mut r, CLEAN_ID, phone), "{phone}");
+    }
+    assert!(watchlisted(&mut r, "11010519491231002x", "13800138000"));
+    assert!(watchlisted(&mut r, " 110105 19491231 002X", "13800138000"));
+    assert!(!watchlisted(&mut r, CLEAN_ID, "+86 137-0013-7001"));
+    // And a list written in another spelling matches the plain one.
+    r.watchlist = Watchlist::from_file(
+        WatchlistFile {
+            version: "w2".into(),
+            id_numbers: vec!["11010519491231002x".into()],
+            phones: vec!["+86 138-0013-8000".into(), "010-62345678".into()],
+            agreement_customers: vec![],
+        },
+        &r.hasher,
+    );
+    assert!(watchlisted(&mut r, "11010519491231002X", "13900139000"));
+    assert!(watchlisted(&mut r, CLEAN_ID, "13800138000"));
+    assert!(watchlisted(&mut r, CLEAN_ID, "+86 10 6234 5678"));
+}
+
+#[test]
+fn a_list_kept_from_before_normalisation_matches_as_before_and_asks_to_be_sent_again() {
+    let mut r = rules();
+    // What an older version kept: hashes of the values as written, no normalisation mark.
+    let raw = |v: &[&str]| v.iter().map(|x| r.hasher.hash(x)).collect::<Vec<_>>();
+    let old = serde_json::json!({
+        "version": "w0",
+        "id_keys": raw(&["11010519491231002x"]),
+        "phone_keys": raw(&["137 0013 7000"]),
+        "customer_keys": [],
+    });
+    let kept: HashedWatchlist = serde_json::from_value(old).expect("an old kept list reads");
+    r.watchlist = Watchlist::from_hashes(&kept);
+    assert!(r.watchlist.is_legacy());
+    let alarm = r.watchlist.resend_alarm().expect("an alarm");
+    assert!(
+        alarm.contains("w0") && alarm.contains("send the list again"),
+        "{alarm}"
+    );
+    // As written, as before; and the normalised spelling where the old one was canonical.
+    assert!(watchlisted(&mut r, "11010519491231002x", "13800138000"));
+    assert!(watchlisted(&mut r, CLEAN_ID, "137 0013 7000"));
+    // A freshly sent list is current and raises nothing.
+    let fresh = Watchlist::hash(
+        &WatchlistFile {
+            version: "w1".into(),
+            id_numbers: vec![],
+            phones: vec!["13700137000".into()],
+            agreement_customers: vec![],
+        },
+        &r.hasher,
+    );
+    assert_eq!(fresh.normalisation, WATCHLIST_NORMALISATION);
+    let back: HashedWatchlist =
+        serde_json::from_slice(&serde_json::to_vec(&fresh).expect("json")).expect("back");
+    r.watchlist = Watchlist::from_hashes(&back);
+    assert!(!r.watchlist.is_legacy() && r.watchlist.resend_alarm().is_none());
+    assert!(watchlisted(&mut r, CLEAN_ID, "+86 137 0013 7000"));
+}
+
 #[test]
 fn the_watch_list_keeps_no_plain_identity() {
     let r = rules();
