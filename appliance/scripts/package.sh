@@ -22,19 +22,24 @@ export CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=symbols
 
 arches=("$@")
 [ ${#arches[@]} -gt 0 ] || arches=(amd64 arm64)
+triples=()
 for deb_arch in "${arches[@]}"; do
   case "$deb_arch" in
     amd64) cpu=x86_64 ;;
     arm64) cpu=aarch64 ;;
     *) echo "package: unknown architecture $deb_arch (amd64 or arm64)" >&2; exit 2 ;;
   esac
-  triple=$cpu-unknown-linux-gnu
-  start=$SECONDS
+  triples+=("$cpu-unknown-linux-gnu")
   # ONNX Runtime beside the binary, where the Cargo.toml assets take it from.
-  appliance/scripts/install-onnxruntime.sh "target/$triple/release/onnxruntime" "$cpu" >&2
-  cargo zigbuild --release --locked -p screenline --bin screenline --target "$triple.2.28"
-  cargo deb --no-build --no-strip --locked -p screenline --target "$triple" \
-    --output "target/debian/" >/dev/null
-  echo "package: $deb_arch built in $((SECONDS - start)) s" >&2
+  appliance/scripts/install-onnxruntime.sh "target/$cpu-unknown-linux-gnu/release/onnxruntime" "$cpu" >&2
+done
+
+# Both architectures in one cargo run: build scripts and proc macros are built once.
+start=$SECONDS
+cargo zigbuild --release --locked -p screenline --bin screenline $(printf -- '--target %s.2.28 ' "${triples[@]}")
+echo "package: release build of ${arches[*]} in $((SECONDS - start)) s" >&2
+
+for triple in "${triples[@]}"; do
+  cargo deb --no-build --no-strip --locked -p screenline --target "$triple" --output target/debian/ >/dev/null
 done
 ls -l target/debian/*.deb
