@@ -101,8 +101,8 @@ verdict() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["decisi
 # --- 2. ARM64 under qemu-user --------------------------------------------------------------
 step "ARM64 binary under qemu-user"
 # An ARM64 Debian 12 userland for the dynamic loader and libc (debootstrap's first stage:
-# unpacked, never configured), the package unpacked on top. qemu-user's -L makes every
-# absolute path look there first, so the binary finds /usr/lib/screenline as installed.
+# unpacked, never configured), the package unpacked on top, and qemu-user (static) run inside
+# it with chroot: every path is the installed one and no binfmt_misc registration is needed.
 arm=$work/arm64-root
 if [ ! -f "$cache/arm64-$SUITE.tgz" ]; then
   rm -rf "$work/arm64-tarball" && mkdir -p "$work/arm64-tarball"
@@ -113,11 +113,13 @@ rm -rf "$arm" && mkdir -p "$arm"
 debootstrap --arch=arm64 --variant=minbase --foreign --include=libstdc++6 \
   --unpack-tarball="$cache/arm64-$SUITE.tgz" "$SUITE" "$arm" "$MIRROR" >>"$work/debootstrap-arm64.log"
 dpkg-deb -x "$deb_arm64" "$arm"
+cp "$(command -v qemu-aarch64-static)" "$arm/usr/bin/"
 cp -r "$parcel" "$arm/parcel"
-qarm() { QEMU_LD_PREFIX=$arm qemu-aarch64-static "$arm/usr/bin/screenline" "$@"; }
+# No ORT_DYLIB_PATH and a HOME without a per-user ONNX Runtime: the packaged one must be found.
+qarm() { env -u ORT_DYLIB_PATH HOME=/nonexistent chroot "$arm" /usr/bin/qemu-aarch64-static /usr/bin/screenline "$@"; }
 qarm --version | grep -q "^screenline $version" || fail "ARM64 --version: $(qarm --version 2>&1)"
-(cd / && qarm config check /usr/share/doc/screenline/examples/screenline.toml) || fail "ARM64 config check of the example"
-arm_out=$(cd / && env -u ORT_DYLIB_PATH HOME=/nonexistent qarm screen --waybill /parcel/waybill.json --image /parcel/scan.png) ||
+qarm config check /usr/share/doc/screenline/examples/screenline.toml || fail "ARM64 config check of the example"
+arm_out=$(qarm screen --waybill /parcel/waybill.json --image /parcel/scan.png) ||
   fail "ARM64 screen"
 x86_out=$(env -u ORT_DYLIB_PATH HOME=/nonexistent ORT_DYLIB_PATH="$x86/usr/lib/screenline/libonnxruntime.so.1.31.1" \
   "$x86/usr/bin/screenline" screen --waybill "$parcel/waybill.json" --image "$parcel/scan.png" --model "$x86/usr/share/screenline/models/screenline-ref-0.1")
@@ -144,19 +146,21 @@ cp "$deb_amd64" "$dbroot/tmp/screenline.deb"
 cp -r "$parcel" "$dbroot/tmp/parcel" && chmod -R a+rX "$dbroot/tmp/parcel"
 chroot "$dbroot" dpkg -i /tmp/screenline.deb || fail "dpkg -i"
 chroot "$dbroot" getent passwd screenline >/dev/null || fail "no screenline user after install"
-[ -d "$dbroot/var/lib/screenline" ] && [ "$(stat -c %U "$dbroot/var/lib/screenline")" = screenline ] ||
+[ "$(chroot "$dbroot" stat -c %U /var/lib/screenline)" = screenline ] ||
   fail "/var/lib/screenline missing or not the service's"
 [ -L "$dbroot/etc/systemd/system/multi-user.target.wants/screenline.service" ] || fail "the service is not enabled"
 grep -qx /etc/screenline/screenline.toml "$dbroot/var/lib/dpkg/info/screenline.conffiles" || fail "the configuration is no conffile"
 ok "installed: user, data folder, service enabled, conffile"
 
-chroot "$dbroot" systemd-analyze verify /usr/lib/systemd/system/screenline.service || fail "systemd-analyze verify"
+# --man=no: the minimal root has no man-db to look the Documentation= page up with.
+chroot "$dbroot" systemd-analyze verify --man=no /usr/lib/systemd/system/screenline.service || fail "systemd-analyze verify"
+[ -f "$dbroot/usr/share/man/man1/screenline.1.gz" ] || fail "no man page"
 ok "systemd-analyze verify accepts the unit"
 chroot "$dbroot" screenline config check /usr/share/doc/screenline/examples/screenline.toml || fail "config check of the example"
 ok "the example passes config check"
 
 # As the service's user, with no setting at all: ONNX Runtime and the model are found.
-out=$(chroot "$dbroot" runuser -u screenline -- env -u ORT_DYLIB_PATH \
+out=$(chroot --userspec=screenline:screenline "$dbroot" env -u ORT_DYLIB_PATH HOME=/var/lib/screenline \
   screenline screen --waybill /tmp/parcel/waybill.json --image /tmp/parcel/scan.png) || fail "screen as the service's user"
 [ "$(echo "$out" | verdict)" = "$(echo "$x86_out" | verdict)" ] || fail "the installed package decides differently: $out"
 ok "the service's user screens a parcel: $(echo "$out" | verdict)"
@@ -169,7 +173,7 @@ exec_start=$(sed -n 's/^ExecStart=//p' "$dbroot/usr/lib/systemd/system/screenlin
 unshare --net bash -c '
   set -euo pipefail
   ip link set lo up
-  chroot "$1" runuser -u screenline -- $2 >"$3/safe-mode.log" 2>&1 &
+  chroot --userspec=screenline:screenline "$1" $2 >"$3/safe-mode.log" 2>&1 &
   app=$!
   for _ in $(seq 1 300); do
     if body=$(curl -fsS http://127.0.0.1:8080/healthz 2>/dev/null); then break; fi
@@ -190,7 +194,8 @@ step "boot the root with systemd; the hardened unit screens a parcel"
 # whose /dev/pts is its own. Same profile settings as package.sh, so its build reuses the deps.
 export CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=symbols
 cargo zigbuild --release --locked -p screenline-emulator --bin screenline-line-sim \
-  --target x86_64-unknown-linux-gnu.2.28 2>&1 | tail -1
+  --target x86_64-unknown-linux-gnu.2.28 >"$work/line-sim-build.log" 2>&1 ||
+  { cat "$work/line-sim-build.log"; fail "building screenline-line-sim"; }
 install -m 755 target/x86_64-unknown-linux-gnu/release/screenline-line-sim "$dbroot/usr/local/bin/"
 
 # A broker on the host (the container shares its network): the status proves the hardened

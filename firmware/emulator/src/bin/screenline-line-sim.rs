@@ -54,7 +54,9 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    let need = |v: Option<_>, name: &str| v.ok_or(format!("{name} is required"));
+    fn need<T>(v: Option<T>, name: &str) -> Result<T, String> {
+        v.ok_or(format!("{name} is required"))
+    }
     Ok(Args {
         links: need(links, "--links")?,
         line: need(line, "--line")?,
