@@ -159,7 +159,10 @@ fn broker_restarts_lose_no_report() {
     println!("broker restarted {restarts} times");
     assert!(restarts >= 3, "the run was too short to test anything");
     finish(d, Duration::from_secs(10));
-    assert_all_delivered(&sub, &data, 1000);
+    // How many of the 1600 are flagged depends on the machine: on a loaded one more decisions
+    // come late, and a late parcel is manual, not flagged. The invariant is that every one
+    // stored is delivered; a few hundred across the restarts are plenty to test it.
+    assert_all_delivered(&sub, &data, 200);
 }
 
 #[test]

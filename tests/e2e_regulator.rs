@@ -170,8 +170,26 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
     };
     refused("wl-00000001", 1, "replay");
     refused("wl-00000002", 0, "stale");
-    refused("wl-00000003", 0, "unsigned");
-    refused("th-00000004", 0, "bad_signature");
+    // Unverified commands are anyone's: their answers name no nonce and echo nothing they
+    // said, only the length and SHA-256 of what came.
+    let refused_unverified = |raw: &str, command: &str, why: &str| {
+        let hash = hex::encode(Sha256::digest(raw.as_bytes()));
+        let r = answers
+            .iter()
+            .find(|v| v["message"].as_str().is_some_and(|m| m.contains(&hash)))
+            .unwrap_or_else(|| panic!("no answer naming {hash}: {answers:#?}"));
+        assert_eq!(r["ok"], false, "{r}");
+        assert_eq!(r["nonce"], Value::Null, "{r}");
+        assert_eq!(r["command"], command, "{r}");
+        let m = r["message"].as_str().unwrap_or_default();
+        assert!(
+            m.contains(why) && m.contains(&format!("{} bytes", raw.len())),
+            "{r}"
+        );
+        assert!(!m.contains("wl-00000003") && !m.contains("evil"), "{r}");
+    };
+    refused_unverified(&unsigned, "watchlist", "unsigned");
+    refused_unverified(&forged, "thresholds", "bad_signature");
 
     // A parcel of genuine goods from the watch-listed sender: flagged for the sender alone.
     let mut reader_tx = reader.master().expect("reader master");
@@ -800,4 +818,320 @@ fn a_command_signed_with_the_openssl_cli_as_the_readme_shows_verifies() {
     let tampered = envelope.replace("0.65", "0.99");
     let (_, refused) = verifier.verify(tampered.as_bytes(), "thresholds", SystemTime::now());
     assert_eq!(refused.map_err(|e| e.key()), Err("bad_signature"));
+}
+
+/// A flagged dual-energy parcel: the report hashes exactly the two files the X-ray machine
+/// wrote, the store archives exactly those bytes, and the evidence command sends them —
+/// every SHA-256 agrees, and nothing was re-encoded on the way.
+#[test]
+fn a_dual_energy_reports_hashes_are_those_of_what_is_archived_and_sent_as_evidence() {
+    let dir = TempDir::new("regulator-pair");
+    let port = free_port();
+    let _broker = start_mosquitto(dir.path(), port);
+    let results = Sub::start(dir.path(), port, &format!("{ROOT}/cmd-result"));
+    let reports = Sub::start(dir.path(), port, &format!("{ROOT}/reports/flagged"));
+    let status = Sub::start(dir.path(), port, &format!("{ROOT}/status"));
+    let evidence = Sub::start(dir.path(), port, &format!("{ROOT}/evidence/+"));
+    let regulator = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let public_b64 =
+        base64::engine::general_purpose::STANDARD.encode(regulator.verifying_key().to_bytes());
+    let line = Line::start(dir.path());
+    let data = dir.path().join("data");
+    let config =
+        line.config(&data, port) + &format!("[regulator]\npublic_key = \"{public_b64}\"\n");
+    let _app = Appliance::start(dir.path(), &config);
+    status.wait_for(Duration::from_secs(30), "status online", |m| {
+        m.iter().any(|(_, p)| p.contains("\"state\":\"online\""))
+    });
+    // The sender is watch-listed: the parcel is flagged whatever the model says.
+    let watchlist = json!({"version": "pair-1", "id_numbers": ["11010519491231002X"]});
+    let signed = sign_envelope(
+        &regulator,
+        &payload("watchlist", SystemTime::now(), "wl-00000011", watchlist),
+    );
+    publish(port, &format!("{ROOT}/cmd/watchlist"), &signed);
+    results.wait_for(Duration::from_secs(10), "the watch-list's answer", |m| {
+        result_for(m, "wl-00000011").is_some_and(|v| v["ok"] == true)
+    });
+
+    let waybill = "SF4000000000001";
+    let mut tx = line.reader.master().expect("reader master");
+    send_record(&mut tx, &valid_waybill(waybill));
+    line.emulator.place_parcel(400);
+    std::thread::sleep(Duration::from_millis(300));
+    let scan = xraygen::render(
+        xraygen::ParcelSpec {
+            category: 5,
+            counterfeit: false,
+        },
+        77,
+    );
+    let mut written = Vec::new();
+    for (half, img) in [("high", &scan.high), ("low", &scan.low)] {
+        let tmp = line.xray.join(format!(".pair-1.{half}.png.part"));
+        img.save_with_format(&tmp, image::ImageFormat::Png)
+            .expect("save");
+        written.push(hex::encode(Sha256::digest(
+            std::fs::read(&tmp).expect("read"),
+        )));
+        std::fs::rename(&tmp, line.xray.join(format!("pair-1.{half}.png"))).expect("rename");
+    }
+    let msgs = reports.wait_for(Duration::from_secs(30), "the flagged report", |m| {
+        !m.is_empty()
+    });
+    let report: Value = serde_json::from_str(&msgs[0].1).expect("report JSON");
+    let schemas = Schemas::load();
+    schemas.validate("report", &report);
+    let ev_hashes = (
+        report["evidence"]["image_sha256"]
+            .as_str()
+            .map(str::to_owned),
+        report["evidence"]["low_energy_sha256"]
+            .as_str()
+            .map(str::to_owned),
+    );
+    assert_eq!(
+        ev_hashes,
+        (Some(written[0].clone()), Some(written[1].clone())),
+        "the report hashes the files as written: {report}"
+    );
+    // What is archived is those files, byte for byte.
+    let archived: Vec<String> = ["high", "low"]
+        .iter()
+        .map(|half| {
+            let file = std::fs::read_dir(data.join("images"))
+                .expect("images")
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.to_string_lossy().ends_with(&format!(".{half}.png")))
+                .unwrap_or_else(|| panic!("no archived {half} half"));
+            hex::encode(Sha256::digest(std::fs::read(file).expect("archived")))
+        })
+        .collect();
+    assert_eq!(archived, written, "archived as written");
+
+    let report_id = report["report_id"].as_str().expect("report id");
+    let ask = sign_envelope(
+        &regulator,
+        &payload(
+            "evidence",
+            SystemTime::now(),
+            "ev-00000012",
+            json!({"report_id": report_id}),
+        ),
+    );
+    publish(port, &format!("{ROOT}/cmd/evidence"), &ask);
+    let ev = evidence.wait_for(Duration::from_secs(10), "the evidence", |m| !m.is_empty());
+    let ev: Value = serde_json::from_str(&ev[0].1).expect("evidence JSON");
+    schemas.validate("evidence", &ev);
+    let decoded = |v: &Value| {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(v["image_base64"].as_str().expect("image"))
+            .expect("base64");
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            v["image_sha256"],
+            "{v}"
+        );
+        hex::encode(Sha256::digest(&bytes))
+    };
+    assert_eq!(
+        vec![decoded(&ev), decoded(&ev["low_energy"])],
+        written,
+        "the evidence sends the files the report hashed"
+    );
+    assert_eq!(ev["format"], "png");
+    assert_eq!(ev["low_energy"]["format"], "png");
+}
+
+/// The size of a folder's files, in bytes.
+fn folder_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => folder_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Anyone who can publish on the broker floods the command topics — escape-heavy messages up
+/// to the packet limit, forged signatures over large payloads, thousands of small ones — and
+/// none of it drops the feed's connection, takes the status offline, or grows the database
+/// by 1 MB. The broker is set up as the deployment guide says (packets over 8 MiB refused).
+#[test]
+fn a_command_flood_neither_drops_the_link_nor_fills_the_disk() {
+    let dir = TempDir::new("cmd-flood");
+    let port = free_port();
+    let _broker = start_mosquitto_as_deployed(dir.path(), port);
+    let status = Sub::start(dir.path(), port, &format!("{ROOT}/status"));
+    let results = Sub::start(dir.path(), port, &format!("{ROOT}/cmd-result"));
+    let regulator = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let public_b64 =
+        base64::engine::general_purpose::STANDARD.encode(regulator.verifying_key().as_bytes());
+    let data = dir.path().join("data");
+    let mut rig = common::rig::Rig::start_with(
+        dir.path(),
+        &data,
+        port,
+        &[],
+        &format!("[regulator]\npublic_key = \"{public_b64}\"\n"),
+    );
+    status.wait_for(Duration::from_secs(30), "status online", |m| {
+        m.iter().any(|(_, p)| p.contains("\"state\":\"online\""))
+    });
+    let console = rig.console;
+    // Let start-up writes settle before measuring the database.
+    std::thread::sleep(Duration::from_secs(2));
+    let db_before = folder_bytes(&data.join("db"));
+
+    // Escape-heavy: quotes, backslashes and control characters, which JSON escaping would
+    // blow up six-fold were any of it echoed.
+    const LIMIT: usize = 8 << 20;
+    let nasty: String = "\"\\\u{1}\u{7f}<&>".repeat((LIMIT - 4096) >> 3);
+    let impostor = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let mut messages: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..6 {
+        // Not even JSON, just under the limit.
+        messages.push((format!("{ROOT}/cmd/watchlist"), nasty.clone().into_bytes()));
+        // A well-formed envelope, as large as fits, signed by someone else.
+        let forged = (1..)
+            .map(|k| {
+                let ids = &nasty[..nasty.len() * 3 / 8 / k];
+                let body = json!({"version": format!("v{i}"), "id_numbers": [ids]});
+                sign_envelope(
+                    &impostor,
+                    &payload(
+                        "watchlist",
+                        SystemTime::now(),
+                        &format!("flood-{i:08}"),
+                        body,
+                    ),
+                )
+            })
+            .find(|m| m.len() + 256 < LIMIT)
+            .expect("an envelope under the limit");
+        messages.push((format!("{ROOT}/cmd/watchlist"), forged.into_bytes()));
+    }
+    for i in 0..3000 {
+        let topic = if i % 3 == 0 {
+            format!("{ROOT}/cmd/{}", "x".repeat(i % 200))
+        } else {
+            format!("{ROOT}/cmd/thresholds")
+        };
+        messages.push((topic, nasty.as_bytes()[..1024 + i % 512].to_vec()));
+    }
+    let sent = messages.len() as u64;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut opts = rumqttc::MqttOptions::new("flooder", "127.0.0.1", port);
+        opts.set_max_packet_size(16 << 20, 16 << 20)
+            .set_inflight(100)
+            .set_keep_alive(Duration::from_secs(30));
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 64);
+        let pump = tokio::spawn(async move {
+            let mut acked = 0u64;
+            while acked < sent {
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => acked += 1,
+                    Ok(_) => {}
+                    Err(e) => panic!("the flooder lost its broker: {e}"),
+                }
+            }
+        });
+        for (topic, body) in messages {
+            client
+                .publish(topic, rumqttc::QoS::AtLeastOnce, false, body)
+                .await
+                .expect("publish");
+        }
+        tokio::time::timeout(Duration::from_secs(300), pump)
+            .await
+            .expect("the broker took the flood")
+            .expect("pump");
+    });
+    // Every message that reached the appliance is refused, by the worker or as busy (the
+    // broker itself drops what exceeds its queue for a slow subscriber): wait until the
+    // count stops moving.
+    let refused = || metric(console, "screenline_cmd_refused").unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let (mut last, mut since) = (refused(), Instant::now());
+    while since.elapsed() < Duration::from_secs(5) {
+        assert!(
+            Instant::now() < deadline,
+            "refusals never settled\n{}",
+            rig.app.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let now = refused();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    let refused = last;
+    assert!(
+        refused >= 100 && refused <= sent,
+        "{refused} of {sent} refused"
+    );
+    assert_eq!(metric(console, "screenline_cmd_accepted").unwrap_or(0), 0);
+    assert_eq!(
+        metric(console, "screenline_feed_connection_errors").unwrap_or(0),
+        0,
+        "the feed's connection dropped\n{}",
+        rig.app.log_text()
+    );
+    assert!(
+        !status.messages().iter().any(|(_, p)| p.contains("offline")),
+        "the status went offline: {:?}",
+        status.messages()
+    );
+    // Answers echo nothing of what came.
+    let answers = results.messages();
+    assert!(!answers.is_empty());
+    assert!(
+        answers
+            .iter()
+            .all(|(_, p)| p.len() < 1024 && !p.contains("flood-")),
+        "{:?}",
+        &answers[..3.min(answers.len())]
+    );
+    let db_after = folder_bytes(&data.join("db"));
+    println!(
+        "command flood: {sent} messages ({} MB) sent, {refused} reached the appliance and were refused, {} answers; database {} → {} bytes ({:+} bytes); busy refusals {:?}",
+        (12 * nasty.len() + 3000 * 1300) >> 20,
+        answers.len(),
+        db_before,
+        db_after,
+        db_after as i64 - db_before as i64,
+        metric(console, "screenline_cmd_refused_busy"),
+    );
+    assert!(
+        db_after < db_before + (1 << 20),
+        "the database grew from {db_before} to {db_after} bytes"
+    );
+    assert!(rig.app.interrupt(Duration::from_secs(30)), "clean stop");
+    // The refusals are in the audit log, sampled: a few entries, not thousands.
+    let store = screenline::store::Store::open(&data).expect("store");
+    let audit = store
+        .audit_log(usize::MAX, |e| e.action.starts_with("cmd."))
+        .expect("audit");
+    assert!(
+        !audit.is_empty() && audit.len() <= 20,
+        "{} audit entries",
+        audit.len()
+    );
+    assert!(audit.iter().all(|e| e.detail.len() < 1024));
+    assert_eq!(
+        store
+            .durable_counters()
+            .expect("counters")
+            .get("cmd.refused")
+            .copied(),
+        Some(refused),
+        "every refusal counted in the store"
+    );
 }

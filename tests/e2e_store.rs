@@ -74,18 +74,18 @@ fn a_damaged_store_is_set_aside_the_line_goes_on_and_its_reports_are_recovered()
     let data = dir.path().join("data");
     let ids: Vec<String> = (0..30).map(|i| format!("recovered-{i:02}")).collect();
     {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
         let store = screenline::store::Store::open(&data).expect("store");
         for (i, id) in ids.iter().enumerate() {
             let key = format!("{:013}-L9-{i}", 1_764_000_000_000u64 + i as u64);
             let record = json!({"record_id": key, "decision": "flag", "report_id": id});
             let payload = serde_json::to_vec(&json!({"report_id": id})).expect("json");
-            rt.block_on(store.commit(
-                key.as_bytes(),
-                &record,
-                Some((id.as_str(), "reports/flagged", &payload)),
-            ))
-            .expect("commit");
+            store
+                .commit(
+                    key.as_bytes(),
+                    &record,
+                    Some((id.as_str(), "reports/flagged", &payload)),
+                )
+                .expect("commit");
         }
     }
     std::fs::write(

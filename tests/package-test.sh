@@ -238,7 +238,12 @@ done
 [ -n "$leader" ] || fail "the container did not start: $(cat "$work/nspawn.log")"
 in_ct() { nsenter -t "$leader" -a "$@"; }
 cleanup_cmds+=("nsenter -t $leader -a journalctl -b --no-pager >'$work/container-journal.txt' 2>&1")
-state=$(timeout 120 nsenter -t "$leader" -a systemctl is-system-running --wait || true)
+state=""
+for _ in $(seq 1 240); do
+  state=$(timeout -k 5 10 nsenter -t "$leader" -a systemctl is-system-running 2>/dev/null || true)
+  case "$state" in running | degraded) break ;; esac
+  sleep 0.5
+done
 echo "  container: $state"
 
 gid=$(chroot "$dbroot" getent group screenline | cut -d: -f3)

@@ -15,8 +15,10 @@
 use screenline::config::Config;
 use screenline::screen::rules::RuleSet;
 use screenline::screen::{model, Screener};
+use screenline::store::owner::StoreHandle;
 use screenline::store::retention::Retention;
 use screenline::store::{compact, Commit, Store};
+use screenline::supervise::Stages;
 use screenline::telemetry::Telemetry;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -64,25 +66,31 @@ fn temp(tag: &str) -> PathBuf {
 }
 
 /// Commits `items` in groups of `group`; returns the seconds taken.
+/// Each group is one durable write through the store thread, as the sink commits.
 async fn commit_all(
-    store: &Store,
+    store: &StoreHandle,
     items: &[(String, serde_json::Value, Vec<u8>)],
     group: usize,
 ) -> anyhow::Result<f64> {
     let t = Instant::now();
     for chunk in items.chunks(group) {
-        let commits: Vec<Commit<'_>> = chunk
+        let commits: Vec<Commit> = chunk
             .iter()
             .map(|(id, rec, rep)| Commit {
-                key: id.as_bytes(),
-                record: rec,
-                report: Some((id.as_str(), "reports/flagged", rep.as_slice())),
-                waybill: rec["waybill"].as_str(),
+                key: id.clone(),
+                record: rec.clone(),
+                report: Some((id.clone(), "reports/flagged".into(), rep.clone())),
+                waybill: rec["waybill"].as_str().map(str::to_owned),
+                counts: vec!["parcels.decided".into(), "parcels.flag".into()],
             })
             .collect();
-        store.commit_batch(&commits).await?;
+        store.write(move |s| s.commit_counted(&commits)).await?;
     }
     Ok(t.elapsed().as_secs_f64())
+}
+
+fn open(dir: &Path) -> anyhow::Result<StoreHandle> {
+    Ok(StoreHandle::start(Store::open(dir)?, dir)?)
 }
 
 struct Broker(Child);
@@ -127,7 +135,7 @@ fn start_broker(dir: &Path) -> anyhow::Result<(Broker, u16)> {
 }
 
 /// Runs the real feed over `store` until its outbox is empty; returns the seconds taken.
-async fn drain(store: Arc<Store>, data: &Path, port: u16) -> anyhow::Result<f64> {
+async fn drain(store: StoreHandle, data: &Path, port: u16) -> anyhow::Result<f64> {
     let config = Config::parse(
         &format!(
             r#"
@@ -154,7 +162,9 @@ xray_dir = "/nonexistent"
         screener(&config, &store)?,
         wake.clone(),
         telemetry,
-    )?;
+        Arc::new(Stages::default()).stage("feed"),
+    )
+    .await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let t = Instant::now();
     let task = tokio::spawn(feed.run(shutdown.clone()));
@@ -193,15 +203,17 @@ fn main() -> anyhow::Result<()> {
         // 1. Durable commits.
         let items: Vec<_> = (0..backlog.max(single)).map(record).collect();
         let dir = temp("single");
-        let store = Store::open(&dir)?;
+        let store = open(&dir)?;
         let one = commit_all(&store, &items[..single], 1).await?;
         drop(store);
+        settle().await;
         let _ = std::fs::remove_dir_all(&dir);
         let dir = temp("group");
-        let store = Store::open(&dir)?;
+        let store = open(&dir)?;
         let n_group = single.max(20_000).min(items.len());
         let grouped = commit_all(&store, &items[..n_group], GROUP).await?;
         drop(store);
+        settle().await;
         let _ = std::fs::remove_dir_all(&dir);
         let (r1, rg) = (single as f64 / one, n_group as f64 / grouped);
         println!("\ndurable commits (record + report in the outbox, flushed)");
@@ -215,20 +227,17 @@ fn main() -> anyhow::Result<()> {
         std::fs::create_dir_all(&dir)?;
         let (_broker, port) = start_broker(&dir)?;
         let data = dir.join("data");
-        let store = Arc::new(Store::open(&data)?);
-        let empty = store_size(&store)?;
+        let store = open(&data)?;
+        let empty = store_size(&store).await?;
         let fill = commit_all(&store, &items[..backlog], GROUP).await?;
-        let filled = store_size(&store)?;
+        let filled = store_size(&store).await?;
         let secs = drain(store.clone(), &data, port).await?;
-        store.flush().await?;
-        let drained = store_size(&store)?;
+        let drained = store_size(&store).await?;
         commit_all(&store, &items[..backlog].iter().map(|(id, r, p)| (format!("{id}-b"), r.clone(), p.clone())).collect::<Vec<_>>(), GROUP).await?;
         let secs2 = drain(store.clone(), &data, port).await?;
-        store.flush().await?;
-        let drained2 = store_size(&store)?;
+        let drained2 = store_size(&store).await?;
         drop(store);
-        // Let sled's flusher thread release the lock.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        settle().await;
         let c = compact::compact(&data)?;
         println!("\nbacklog of {backlog} reports drained by the real feed to Mosquitto on 127.0.0.1:{port} (window 32)");
         println!("{:<24} {:>9} {:>12}", "", "seconds", "reports/s");
@@ -245,7 +254,7 @@ fn main() -> anyhow::Result<()> {
         // acknowledged, and deleted by the retention sweep — to see whether sled's files level
         // off or grow with every cycle.
         let dir = temp("soak");
-        let store = Store::open(&dir)?;
+        let store = open(&dir)?;
         let cycle = 20_000.min(items.len());
         print!("\nsoak, {cycle} records + reports in, acked and deleted per cycle; sled MB after each:");
         for c in 0..8 {
@@ -254,23 +263,32 @@ fn main() -> anyhow::Result<()> {
                 .map(|(id, r, p)| (format!("{id}-{c}"), r.clone(), p.clone()))
                 .collect();
             commit_all(&store, &batch, GROUP).await?;
-            for (id, _, _) in &batch {
-                store.ack(id.as_bytes())?;
-            }
+            let ids: Vec<String> = batch.iter().map(|(id, _, _)| id.clone()).collect();
+            store
+                .write(move |s| {
+                    for id in &ids {
+                        s.ack(id.as_bytes())?;
+                    }
+                    Ok(())
+                })
+                .await?;
             // The real retention sweep, its clock 31 days after these parcels.
             let later = std::time::UNIX_EPOCH
                 + Duration::from_millis(1_764_000_000_000)
                 + Duration::from_secs(31 * 86_400);
-            let swept = store.sweep(
-                later,
-                &Retention {
-                    keep_for: Duration::from_secs(30 * 86_400),
-                    budget_bytes: None,
-                },
-            )?;
+            let swept = store
+                .write(move |s| {
+                    s.sweep(
+                        later,
+                        &Retention {
+                            keep_for: Duration::from_secs(30 * 86_400),
+                            budget_bytes: None,
+                        },
+                    )
+                })
+                .await?;
             anyhow::ensure!(swept.expired_records == cycle, "sweep deleted {}", swept.expired_records);
-            store.flush().await?;
-            print!(" {:.0}", mb(store_size(&store)?));
+            print!(" {:.0}", mb(store_size(&store).await?));
         }
         println!();
         drop(store);
@@ -279,12 +297,17 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-fn store_size(store: &Store) -> anyhow::Result<u64> {
-    Ok(store.db_size()?)
+async fn store_size(store: &StoreHandle) -> anyhow::Result<u64> {
+    Ok(store.read(|s| s.db_size()).await?)
+}
+
+/// Lets a dropped store thread finish its last flush and release the folder's lock.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
 /// The screening stage the feed applies regulator commands to: the real model and rules.
-fn screener(config: &Config, store: &Store) -> anyhow::Result<Arc<Screener>> {
+fn screener(config: &Config, store: &StoreHandle) -> anyhow::Result<Arc<Screener>> {
     let dir = model::default_model_dir().ok_or_else(|| anyhow::anyhow!("no bundled model"))?;
     let env = model::init_runtime(config.model.ort_dylib_path.as_deref())?;
     let model = model::Model::load(&dir, &env, 1)?;

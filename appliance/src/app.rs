@@ -1,22 +1,23 @@
-//! The appliance assembled: sources → join → screen → decide/divert/store → report, with the
-//! console beside it. Stages are tasks (screening a thread) joined by bounded channels, and
-//! every task listens to one shutdown token.
+//! The appliance assembled: sources → join → screen → decide/store/divert ([`crate::sink`])
+//! → report, with the console beside it. Stages are tasks and threads joined by bounded
+//! channels; every one listens to one shutdown token, and every one is supervised
+//! ([`crate::supervise`]): a stage that ends while the appliance runs stops the appliance
+//! with an error, so that systemd restarts it.
 
 use crate::config::Config;
-use crate::domain::{mask, Decision};
-use crate::report::{payload, Feed};
+use crate::report::Feed;
 use crate::screen::rules::RuleSet;
-use crate::screen::{self, model, Screened};
+use crate::screen::{self, model};
+use crate::sink::Sink;
+use crate::store::owner::StoreHandle;
 use crate::store::Store;
-use crate::telemetry::{ParcelSummary, Telemetry};
+use crate::supervise::{sd_notify, StageSet, Stages};
+use crate::telemetry::Telemetry;
 use anyhow::Context;
-use screenline_protocol::ToController;
-use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, Notify};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Parcels waiting for screening, across all lines.
@@ -28,12 +29,15 @@ pub struct Appliance {
     pub telemetry: Arc<Telemetry>,
     /// Where the console listens.
     pub console_addr: std::net::SocketAddr,
-    store: Arc<Store>,
-    tasks: JoinSet<()>,
-    feed: tokio::task::JoinHandle<()>,
-    screening: Option<std::thread::JoinHandle<()>>,
+    /// Every stage's health.
+    pub stages: Arc<Stages>,
+    store: StoreHandle,
+    set: StageSet,
     shutdown: CancellationToken,
 }
+
+/// How long the stages get to end once asked to stop.
+const STOP_WITHIN: Duration = Duration::from_secs(20);
 
 impl Appliance {
     /// Starts every stage for `config`.
@@ -75,7 +79,11 @@ impl Appliance {
         } else {
             Store::open(&config.data_dir)?
         };
-        let store = Arc::new(store);
+        let stages = Arc::new(Stages::default());
+        let mut set = StageSet::default();
+        let (store, owner) = StoreHandle::new(store, &config.data_dir, stages.stage("store"));
+        set.spawn_thread("store", owner)
+            .context("starting the store thread")?;
         if !telemetry.links().contains_key("store") {
             let aside = crate::store::recover::set_aside_folders(&config.data_dir)
                 .into_iter()
@@ -98,7 +106,8 @@ impl Appliance {
         telemetry.set("feed.backlog", store.outbox_len() as u64);
         // Counts go on from where the store left them, across restarts and crashes.
         for (name, n) in store
-            .durable_counters()
+            .read(|s| s.durable_counters())
+            .await
             .context("reading the store's counters")?
         {
             telemetry.add(&name, n);
@@ -111,7 +120,8 @@ impl Appliance {
         .context("loading the screening rules")?;
         // The list the regulator pushed last is newer than the configured file.
         if let Some(kept) = store
-            .saved_watchlist()
+            .read(|s| s.saved_watchlist())
+            .await
             .context("reading the regulator's watch-list from the store")?
         {
             tracing::info!(version = %kept.version, "the regulator's watch-list replaces the configured file's");
@@ -130,13 +140,13 @@ impl Appliance {
         }
 
         let shutdown = CancellationToken::new();
-        let mut tasks = JoinSet::new();
         let (parcel_tx, parcel_rx) = mpsc::channel(SCREEN_QUEUE);
         let (screened_tx, screened_rx) = mpsc::channel(SCREEN_QUEUE);
         let mut controllers = HashMap::new();
         for line in &config.lines {
             let cmds = crate::line::spawn(
-                &mut tasks,
+                &mut set,
+                &stages,
                 line,
                 &config.data_dir,
                 parcel_tx.clone(),
@@ -147,8 +157,15 @@ impl Appliance {
         }
         drop(parcel_tx);
         let screener = screen::Screener::new(model, rules);
-        let screening = screen::spawn(screener.clone(), parcel_rx, screened_tx, telemetry.clone())
-            .context("starting the screening thread")?;
+        screen::spawn(
+            &mut set,
+            &stages,
+            screener.clone(),
+            parcel_rx,
+            screened_tx,
+            telemetry.clone(),
+        )
+        .context("starting the screening threads")?;
 
         let wake = Arc::new(Notify::new());
         let deadlines = config
@@ -164,7 +181,8 @@ impl Appliance {
                 (l.id.clone(), p)
             })
             .collect();
-        tasks.spawn(
+        set.spawn(
+            "sink",
             Sink {
                 controllers,
                 deadlines,
@@ -174,24 +192,31 @@ impl Appliance {
                 telemetry: telemetry.clone(),
                 site_id: config.site_id.clone(),
                 appliance_id: config.appliance_id.clone(),
+                stage: stages.stage("sink"),
             }
             .run(screened_rx),
         );
-        tasks.spawn(sweeper(
-            store.clone(),
-            crate::store::retention::Retention::from_config(&config.store),
-            Duration::from_secs(config.store.sweep_interval_s),
-            telemetry.clone(),
-            shutdown.clone(),
-        ));
+        set.spawn(
+            "sweeper",
+            sweeper(
+                store.clone(),
+                crate::store::retention::Retention::from_config(&config.store),
+                Duration::from_secs(config.store.sweep_interval_s),
+                telemetry.clone(),
+                stages.stage("sweeper"),
+                shutdown.clone(),
+            ),
+        );
         let feed = Feed::new(
             &config,
             store.clone(),
             screener.clone(),
             wake,
             telemetry.clone(),
-        )?;
-        let feed = tokio::spawn(feed.run(shutdown.clone()));
+            stages.stage("feed"),
+        )
+        .await?;
+        set.spawn("feed", feed.run(shutdown.clone()));
 
         let listener = tokio::net::TcpListener::bind(config.console.listen)
             .await
@@ -208,22 +233,53 @@ impl Appliance {
             &config,
             model_dir,
             screener.clone(),
-        );
-        tasks.spawn(crate::console::serve(
-            listener,
-            Arc::new(console),
+            stages.clone(),
             shutdown.clone(),
-        ));
+        );
+        set.spawn(
+            "console",
+            crate::console::serve(listener, Arc::new(console), shutdown.clone()),
+        );
+        set.spawn(
+            "watchdog",
+            stages.clone().watchdog(telemetry.clone(), shutdown.clone()),
+        );
         tracing::info!(console = %console_addr, lines = config.lines.len(), "appliance running");
         Ok(Appliance {
             telemetry,
             console_addr,
+            stages,
             store,
-            tasks,
-            feed,
-            screening: Some(screening),
+            set,
             shutdown,
         })
+    }
+
+    /// Runs until `stop` resolves (a clean stop: `Ok`) or a stage ends on its own, which
+    /// stops the appliance with an error naming the stage. Tells systemd when it is ready
+    /// and when it stops.
+    pub async fn run_until(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        sd_notify::notify("READY=1");
+        let ended = tokio::select! {
+            () = stop => None,
+            end = self.set.next_end() => end,
+        };
+        sd_notify::notify("STOPPING=1");
+        let outcome = match ended {
+            None => Ok(()),
+            Some((stage, why)) => {
+                let why = why.unwrap_or_else(|| "ended".into());
+                tracing::error!(stage = %stage, why = %why, "a stage ended while the appliance ran: stopping");
+                Err(anyhow::anyhow!(
+                    "stage {stage} ended while the appliance ran ({why}); the appliance stops so that it can be restarted"
+                ))
+            }
+        };
+        self.stop().await;
+        outcome
     }
 
     /// Reports not yet acknowledged by the broker.
@@ -231,16 +287,27 @@ impl Appliance {
         self.store.outbox_len()
     }
 
-    /// Stops every stage: sources first, then the feed says `stopped`, then the store flushes.
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        while self.tasks.join_next().await.is_some() {}
-        let _ = self.feed.await;
-        if let Some(t) = self.screening.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
-        if let Err(e) = self.store.flush().await {
-            tracing::error!(error = %e, "final flush failed");
+    /// Stops every stage: the sources end, the channels drain (the sink stores what is
+    /// screened), the feed says `stopped`, and the store thread flushes once the last handle
+    /// is gone. A stage that does not end within [`STOP_WITHIN`] is left behind and named.
+    pub async fn stop(self) {
+        let Appliance {
+            mut set,
+            shutdown,
+            store,
+            ..
+        } = self;
+        shutdown.cancel();
+        drop(store);
+        let all = async {
+            while let Some((stage, why)) = set.next_end().await {
+                if let Some(why) = why {
+                    tracing::error!(stage = %stage, why = %why, "stage failed while stopping");
+                }
+            }
+        };
+        if tokio::time::timeout(STOP_WITHIN, all).await.is_err() {
+            tracing::error!("some stages did not stop in time");
         }
         tracing::info!("appliance stopped");
     }
@@ -251,10 +318,11 @@ impl Appliance {
 /// the budget with nothing left that may go) and `retention` (records past retention held
 /// for their unsent reports).
 async fn sweeper(
-    store: Arc<Store>,
+    store: StoreHandle,
     retention: crate::store::retention::Retention,
     every: Duration,
     telemetry: Arc<Telemetry>,
+    stage: crate::supervise::Stage,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -264,19 +332,22 @@ async fn sweeper(
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let (s, r) = (store.clone(), retention.clone());
-        let swept = tokio::task::spawn_blocking(move || s.sweep(SystemTime::now(), &r)).await;
-        let sweep = match swept {
-            Ok(Ok(sweep)) => sweep,
-            Ok(Err(e)) => {
-                telemetry.incr("store.sweep_errors");
-                tracing::error!(error = %e, "retention sweep failed");
-                continue;
+        let sweep = {
+            let _working = stage.work();
+            let before = SystemTime::now()
+                .checked_sub(retention.keep_for)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            match store.write(move |s| s.prune_audit(before, AUDIT_MAX)).await {
+                Ok(n) => telemetry.add("store.audit_pruned", n as u64),
+                Err(e) => tracing::error!(error = %e, "audit log not pruned"),
             }
-            Err(e) => {
-                telemetry.incr("store.sweep_errors");
-                tracing::error!(error = %e, "retention sweep panicked");
-                continue;
+            match sweep(&store, &retention).await {
+                Ok(sweep) => sweep,
+                Err(e) => {
+                    telemetry.incr("store.sweep_errors");
+                    tracing::error!(error = %e, "retention sweep failed");
+                    continue;
+                }
             }
         };
         telemetry.add("store.expired_records", sweep.expired_records as u64);
@@ -317,283 +388,28 @@ async fn sweeper(
     }
 }
 
-/// Decide, divert, store, report: the stage after screening.
-struct Sink {
-    controllers: HashMap<String, mpsc::Sender<ToController>>,
-    deadlines: HashMap<String, Duration>,
-    xray: HashMap<String, crate::line::xray::XrayPolicy>,
-    store: Arc<Store>,
-    wake: Arc<Notify>,
-    telemetry: Arc<Telemetry>,
-    site_id: String,
-    appliance_id: String,
-}
+/// Most audit entries kept (about 300 B each): past it the oldest go, whatever floods in.
+const AUDIT_MAX: usize = 200_000;
 
-/// Most parcels committed in one group (one transaction, one flush).
-const GROUP_MAX: usize = 64;
+/// Records looked at per step of a sweep: one store job, short enough that records of the
+/// line are committed between two steps.
+const SWEEP_STEP: usize = 512;
 
-impl Sink {
-    /// Takes every screened parcel already waiting (up to [`GROUP_MAX`]), commits their
-    /// records and reports in one transaction and one flush, and only then sends their
-    /// decisions: the durability point documented in `store/mod.rs`. A group costs one flush
-    /// however many parcels it holds, so a burst (several lines at once, a slow disk) is
-    /// absorbed instead of queueing one flush per parcel; a lone parcel waits for no one.
-    async fn run(self, mut screened: mpsc::Receiver<Screened>) {
-        let Sink {
-            controllers,
-            deadlines,
-            xray,
-            store,
-            wake,
-            telemetry,
-            site_id,
-            appliance_id,
-        } = self;
-        let mut group: Vec<Screened> = Vec::with_capacity(GROUP_MAX);
-        while let Some(first) = screened.recv().await {
-            group.clear();
-            group.push(first);
-            while group.len() < GROUP_MAX {
-                match screened.try_recv() {
-                    Ok(s) => group.push(s),
-                    Err(_) => break,
-                }
-            }
-            let mut prepared = Vec::with_capacity(group.len());
-            for s in group.iter_mut() {
-                let line = s.parcel.line_id.clone();
-                // Past the decision point the controller has diverted the parcel already: say
-                // so, and never record as cleared a parcel that went to the inspection lane.
-                let age = SystemTime::now()
-                    .duration_since(s.parcel.entered_at)
-                    .unwrap_or_default();
-                if let Some(late_by) = deadlines.get(&line).and_then(|d| age.checked_sub(*d)) {
-                    telemetry.incr("decisions.late");
-                    s.reasons.push(crate::screen::rules::decision_late(late_by));
-                    if s.decision == Decision::Clear {
-                        s.decision = Decision::Manual;
-                    }
-                }
-                match prepare(
-                    s,
-                    &store,
-                    xray.get(&line),
-                    &site_id,
-                    &appliance_id,
-                    &telemetry,
-                ) {
-                    Ok(p) => prepared.push(Some(p)),
-                    Err(e) => {
-                        telemetry.incr("store.errors");
-                        tracing::error!(line = %line, seq = s.parcel.seq, error = %e, "record not stored");
-                        prepared.push(None);
-                    }
-                }
-                // Archiving an image is blocking file work: let the line tasks run between
-                // two parcels of a large group, as they did between two flushes before.
-                tokio::task::yield_now().await;
-            }
-            // Stored (and reports in the outbox) before the decisions act on the belt: a
-            // crash in between can then divert a parcel without a record, never the reverse —
-            // a flagged parcel diverted whose report was lost.
-            let commits: Vec<crate::store::Commit<'_>> =
-                prepared.iter().flatten().map(Prepared::commit).collect();
-            let mut counts = std::collections::BTreeMap::new();
-            for name in group.iter().flat_map(decided_counters) {
-                *counts.entry(name).or_insert(0u64) += 1;
-            }
-            let stored = match store.commit_counted(&commits, &counts).await {
-                Ok(()) => {
-                    telemetry.incr("store.groups");
-                    telemetry.add("store.committed", commits.len() as u64);
-                    true
-                }
-                Err(e) => {
-                    telemetry.add("store.errors", commits.len() as u64);
-                    tracing::error!(parcels = commits.len(), error = %e, "group of records not stored");
-                    false
-                }
-            };
-            drop(commits);
-            for (s, p) in group.iter().zip(prepared) {
-                let line = &s.parcel.line_id;
-                let decision = ToController::Decision {
-                    seq: s.parcel.seq,
-                    verdict: s.decision.verdict(),
-                };
-                if let Some(tx) = controllers.get(line) {
-                    if tx.try_send(decision).is_err() {
-                        telemetry.incr("sink.decisions_not_sent");
-                        tracing::warn!(line = %line, seq = s.parcel.seq, "controller queue full; the controller will divert fail-safe");
-                    }
-                }
-                if let Some(scan) = &s.parcel.scan {
-                    telemetry.observe(
-                        "decision_latency_us",
-                        scan.completed.elapsed().as_micros() as u64,
-                    );
-                }
-                if let (true, Some(p)) = (stored, p) {
-                    announce(s, p, &telemetry);
-                }
-            }
-            for (name, n) in counts {
-                telemetry.add(&name, n);
-            }
-            wake.notify_one();
+/// One sweep, in steps that are jobs on the store thread.
+async fn sweep(
+    store: &StoreHandle,
+    retention: &crate::store::retention::Retention,
+) -> Result<crate::store::retention::Sweep, crate::store::StoreError> {
+    let now = SystemTime::now();
+    let mut progress = crate::store::retention::SweepProgress::default();
+    loop {
+        let (r, mut p) = (retention.clone(), progress);
+        let (done, p) = store
+            .write(move |s| Ok((s.sweep_step(now, &r, &mut p, SWEEP_STEP)?, p)))
+            .await?;
+        progress = p;
+        if done {
+            return Ok(progress.sweep);
         }
     }
-}
-
-/// The counters a decided parcel adds to: the console's and the regulator's statistics
-/// (`report/stats.rs`), kept in the store with the parcel's record.
-fn decided_counters(s: &Screened) -> Vec<String> {
-    let mut names = vec![
-        "parcels.decided".to_owned(),
-        format!("parcels.{}", s.decision.key()),
-    ];
-    names.extend(
-        s.reasons
-            .iter()
-            .map(|r| format!("reasons.{}", r.code.key())),
-    );
-    if s.decision == Decision::Flag {
-        names.extend(
-            s.reasons
-                .iter()
-                .map(|r| format!("flagged.reason.{}", r.code.key())),
-        );
-        if let Some((c, _)) = s.scores.as_ref().and_then(|x| x.top()) {
-            names.push(format!("flagged.category.{}", c.key()));
-        }
-    }
-    names
-}
-
-/// A parcel's record, ready to commit.
-struct Prepared {
-    record_id: String,
-    record: serde_json::Value,
-    report: Option<(String, Vec<u8>)>,
-    waybill: Option<String>,
-}
-
-impl Prepared {
-    fn commit(&self) -> crate::store::Commit<'_> {
-        crate::store::Commit {
-            key: self.record_id.as_bytes(),
-            record: &self.record,
-            report: self
-                .report
-                .as_ref()
-                .map(|(id, body)| (id.as_str(), "reports/flagged", body.as_slice())),
-            waybill: self.waybill.as_deref(),
-        }
-    }
-}
-
-/// Archives a parcel's image and builds its record (and a flagged parcel's report).
-fn prepare(
-    s: &Screened,
-    store: &Store,
-    xray: Option<&crate::line::xray::XrayPolicy>,
-    site_id: &str,
-    appliance_id: &str,
-    telemetry: &Telemetry,
-) -> anyhow::Result<Prepared> {
-    let entered_ms = s
-        .parcel
-        .entered_at
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let record_id = format!("{entered_ms:013}-{}-{}", s.parcel.line_id, s.parcel.seq);
-    let wb = s.parcel.waybill.as_ref();
-    let image_path = match (&s.parcel.scan, xray) {
-        (Some(scan), Some(policy)) => {
-            let unreadable = s.evidence.is_none().then(|| {
-                s.reasons
-                    .iter()
-                    .find(|r| r.code == crate::domain::ReasonCode::ImageUnreadable)
-                    .map_or("unknown", |r| r.en.as_str())
-            });
-            policy.after_screening(
-                &s.parcel.line_id,
-                scan,
-                &record_id,
-                unreadable,
-                store,
-                telemetry,
-            )?
-        }
-        _ => None,
-    };
-    // Real-name data is kept in full only where the regulator may need it; for cleared
-    // parcels, only keyed hashes (what split-shipment detection matches on).
-    let keep_identity = s.decision != Decision::Clear;
-    let sender = wb.and_then(|w| w.sender.as_ref()).map(|snd| {
-        if keep_identity {
-            serde_json::to_value(snd).unwrap_or_default()
-        } else {
-            json!({"id_key": store.hasher().hash(&snd.id_number), "phone_key": store.hasher().hash(&snd.phone)})
-        }
-    });
-    let report = if s.decision == Decision::Flag {
-        let report_id = payload::report_id(
-            site_id,
-            &s.parcel.line_id,
-            wb.map_or("", |w| w.waybill.as_str()),
-            s.parcel.scan.as_ref().map_or("", |x| x.scan_id.as_str()),
-        );
-        let body = payload::flagged_report(s, &report_id, site_id, appliance_id);
-        Some((report_id, serde_json::to_vec(&body)?))
-    } else {
-        None
-    };
-    let record = json!({
-        "record_id": record_id,
-        "line_id": s.parcel.line_id,
-        "seq": s.parcel.seq,
-        "entered_at": crate::time_fmt::format(s.parcel.entered_at),
-        "screened_at": crate::time_fmt::format(s.screened_at),
-        "waybill": wb.map(|w| w.waybill.as_str()),
-        "declared": wb.and_then(|w| w.declared.as_ref()),
-        "sender": sender,
-        "recipient": if keep_identity { wb.and_then(|w| w.recipient.as_ref()).map(|r| serde_json::to_value(r).unwrap_or_default()) } else { None },
-        "decision": s.decision.key(),
-        "reasons": s.reasons,
-        "scores": s.scores,
-        "model": s.model,
-        "image": image_path.as_ref().map(|p| p.display().to_string()),
-        "image_sha256": s.evidence.as_ref().map(|e| e.sha256.clone()),
-        "report_id": report.as_ref().map(|r| r.0.clone()),
-    });
-    Ok(Prepared {
-        record_id,
-        record,
-        report,
-        waybill: wb.map(|w| w.waybill.to_string()),
-    })
-}
-
-/// Shows a stored parcel on the console.
-fn announce(s: &Screened, p: Prepared, telemetry: &Telemetry) {
-    let record_id = p.record_id;
-    let wb = s.parcel.waybill.as_ref();
-    let top = s.scores.as_ref().and_then(|x| x.top());
-    telemetry.push_parcel(ParcelSummary {
-        record_id,
-        line_id: s.parcel.line_id.clone(),
-        seq: s.parcel.seq,
-        waybill: wb.map(|w| w.waybill.to_string()),
-        decision: s.decision,
-        reasons: s.reasons.clone(),
-        category: top.map(|(c, _)| c.key().to_owned()),
-        counterfeit: s.scores.as_ref().map(|x| x.counterfeit),
-        sender: wb
-            .and_then(|w| w.sender.as_ref())
-            .map(|snd| format!("{} {}", mask(&snd.name), mask(&snd.id_number))),
-        decided_at: SystemTime::now(),
-        outcome: None,
-    });
 }

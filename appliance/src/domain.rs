@@ -303,11 +303,13 @@ pub enum ReasonCode {
     ImageUnreadable,
     ScreeningFailed,
     DecisionLate,
+    /// The record could not be stored, so no pass was sent (`sink.rs`).
+    StoreFailed,
 }
 
 impl ReasonCode {
     /// Every code.
-    pub const ALL: [ReasonCode; 12] = [
+    pub const ALL: [ReasonCode; 13] = [
         ReasonCode::RealNameMissing,
         ReasonCode::RealNameInvalid,
         ReasonCode::WatchlistedSender,
@@ -320,6 +322,7 @@ impl ReasonCode {
         ReasonCode::ImageUnreadable,
         ReasonCode::ScreeningFailed,
         ReasonCode::DecisionLate,
+        ReasonCode::StoreFailed,
     ];
 
     /// The code as it appears on the wire.
@@ -337,6 +340,7 @@ impl ReasonCode {
             ReasonCode::ImageUnreadable => "image_unreadable",
             ReasonCode::ScreeningFailed => "screening_failed",
             ReasonCode::DecisionLate => "decision_late",
+            ReasonCode::StoreFailed => "store_failed",
         }
     }
 }

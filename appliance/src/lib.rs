@@ -15,6 +15,8 @@ pub mod line;
 pub mod logbuf;
 pub mod report;
 pub mod screen;
+pub mod sink;
 pub mod store;
+pub mod supervise;
 pub mod telemetry;
 pub mod time_fmt;

@@ -535,12 +535,31 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         Err(e) => return safe_mode(&path, e).await,
     };
     let appliance = screenline::app::Appliance::start(config).await?;
-    tokio::signal::ctrl_c()
+    appliance
+        .run_until(async {
+            stop_signal().await;
+            tracing::info!("stopping");
+        })
         .await
-        .context("waiting for Ctrl-C")?;
-    tracing::info!("stopping");
-    appliance.stop().await;
-    Ok(())
+}
+
+/// Resolves at SIGINT (Ctrl-C) or SIGTERM (systemd's stop).
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
 }
 
 /// With an invalid configuration nothing touches the line: the controllers hear no heartbeat
@@ -575,16 +594,44 @@ async fn safe_mode(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("safe-mode console on {listen}"))?;
-    let console = screenline::console::Console::safe_mode(telemetry, data_dir, e.to_string());
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(screenline::console::serve(
+    let console = screenline::console::Console::safe_mode(
+        telemetry,
+        data_dir,
+        e.to_string(),
+        shutdown.clone(),
+    );
+    let mut server = tokio::spawn(screenline::console::serve(
         listener,
         std::sync::Arc::new(console),
         shutdown.clone(),
     ));
-    tokio::signal::ctrl_c().await?;
-    shutdown.cancel();
-    let _ = server.await;
+    // Up and serving: systemd may count the start done, and the watchdog is fed while the
+    // console lives (in safe mode it is the whole appliance).
+    screenline::supervise::sd_notify::notify("READY=1");
+    let ping = screenline::supervise::sd_notify::watchdog_interval().map(|w| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(w / 3);
+            loop {
+                tick.tick().await;
+                screenline::supervise::sd_notify::notify("WATCHDOG=1");
+            }
+        })
+    });
+    let server_ended = tokio::select! {
+        () = stop_signal() => false,
+        _ = &mut server => true,
+    };
+    screenline::supervise::sd_notify::notify("STOPPING=1");
+    if let Some(p) = ping {
+        p.abort();
+    }
+    if server_ended {
+        tracing::error!("the safe-mode console ended");
+    } else {
+        shutdown.cancel();
+        let _ = server.await;
+    }
     bail!("the configuration is invalid: {e}")
 }
 
@@ -775,7 +822,7 @@ fn screen(
         "reasons": s.reasons,
         "scores": s.scores,
         "model": s.model,
-        "image_sha256": s.evidence.as_ref().map(|e| e.sha256.clone()),
+        "image_sha256": s.evidence.as_ref().map(|e| e.image.sha256.clone()),
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod http;
+pub mod rig;
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -71,16 +73,22 @@ fn mosquitto_bin() -> PathBuf {
 
 /// A real Mosquitto broker on `port`, anonymous, loopback only.
 pub fn start_mosquitto(dir: &Path, port: u16) -> Proc {
-    start_broker(dir, port, false)
+    start_broker(dir, port, false, "")
 }
 
 /// A Mosquitto that keeps sessions and queued messages on disk in `dir` across restarts
 /// (stopped with SIGTERM, it saves them), so that a durable subscriber misses nothing.
 pub fn start_mosquitto_persistent(dir: &Path, port: u16) -> Proc {
-    start_broker(dir, port, true)
+    start_broker(dir, port, true, "")
 }
 
-fn start_broker(dir: &Path, port: u16, persistent: bool) -> Proc {
+/// A Mosquitto configured as docs/INSTALL.md tells a site to: it refuses packets over the
+/// appliance's own limit (8 MiB), which rumqttc would otherwise take as a broken link.
+pub fn start_mosquitto_as_deployed(dir: &Path, port: u16) -> Proc {
+    start_broker(dir, port, false, "max_packet_size 8388608\n")
+}
+
+fn start_broker(dir: &Path, port: u16, persistent: bool, extra: &str) -> Proc {
     let conf = dir.join(format!("mosquitto-{port}.conf"));
     let persistence = if persistent {
         // Started as root, Mosquitto drops to its own user: its state folder must be
@@ -98,7 +106,7 @@ fn start_broker(dir: &Path, port: u16, persistent: bool) -> Proc {
     };
     std::fs::write(
         &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}"),
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}{extra}"),
     )
     .expect("mosquitto config");
     let child = Command::new(mosquitto_bin())
@@ -289,6 +297,11 @@ pub struct Appliance {
 
 impl Appliance {
     pub fn start(dir: &Path, config: &str) -> Appliance {
+        Appliance::start_with_env(dir, config, &[])
+    }
+
+    /// [`Appliance::start`] with extra environment variables.
+    pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Appliance {
         let conf = dir.join("screenline.toml");
         std::fs::write(&conf, config).expect("config");
         let log = dir.join("screenline.log");
@@ -298,6 +311,7 @@ impl Appliance {
             .arg("--config")
             .arg(&conf)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
@@ -398,6 +412,18 @@ pub fn line_config(
     controller: &Path,
     xray: &Path,
 ) -> String {
+    line_config_on(data, broker_port, reader, controller, xray, free_port())
+}
+
+/// [`line_config`] with the console on `console`.
+pub fn line_config_on(
+    data: &Path,
+    broker_port: u16,
+    reader: &Path,
+    controller: &Path,
+    xray: &Path,
+    console: u16,
+) -> String {
     format!(
         r#"
 site_id = "T1"
@@ -417,7 +443,6 @@ xray_dir = "{xray}"
 eye_to_gate_mm = 5000
 "#,
         data = data.display(),
-        console = free_port(),
         reader = reader.display(),
         controller = controller.display(),
         xray = xray.display(),

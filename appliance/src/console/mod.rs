@@ -11,8 +11,8 @@ pub mod auth;
 pub mod i18n;
 mod pages;
 
+use crate::store::owner::StoreHandle;
 use crate::store::review::Finding;
-use crate::store::Store;
 use crate::telemetry::{Live, ParcelSummary, Telemetry};
 use auth::{LoginLimiter, Role, Session, Sessions, Users};
 use axum::extract::rejection::FormRejection;
@@ -62,7 +62,7 @@ macro_rules! viewer {
 pub struct Console {
     pub telemetry: Arc<Telemetry>,
     /// None in safe mode (no valid configuration, nothing running).
-    pub store: Option<Arc<Store>>,
+    pub store: Option<StoreHandle>,
     pub users: Users,
     pub sessions: Sessions,
     pub limiter: LoginLimiter,
@@ -79,16 +79,22 @@ pub struct Console {
     /// way the running one was loaded.
     pub ort_dylib_path: Option<PathBuf>,
     pub intra_threads: usize,
+    /// The pipeline's stages, whose health `/healthz` reports; None in safe mode.
+    pub stages: Option<Arc<crate::supervise::Stages>>,
+    /// Cancelled when the appliance stops: live streams end with it.
+    pub shutdown: CancellationToken,
 }
 
 impl Console {
     /// The console of a running appliance.
     pub fn new(
         telemetry: Arc<Telemetry>,
-        store: Arc<Store>,
+        store: StoreHandle,
         config: &crate::config::Config,
         model_dir: PathBuf,
         screener: Arc<crate::screen::Screener>,
+        stages: Arc<crate::supervise::Stages>,
+        shutdown: CancellationToken,
     ) -> Console {
         Console {
             telemetry,
@@ -103,11 +109,18 @@ impl Console {
             screener: Some(screener),
             ort_dylib_path: config.model.ort_dylib_path.clone(),
             intra_threads: config.model.intra_threads,
+            stages: Some(stages),
+            shutdown,
         }
     }
 
     /// The console alone, showing why the configuration was refused.
-    pub fn safe_mode(telemetry: Arc<Telemetry>, data_dir: PathBuf, why: String) -> Console {
+    pub fn safe_mode(
+        telemetry: Arc<Telemetry>,
+        data_dir: PathBuf,
+        why: String,
+        shutdown: CancellationToken,
+    ) -> Console {
         Console {
             telemetry,
             store: None,
@@ -121,6 +134,8 @@ impl Console {
             screener: None,
             ort_dylib_path: None,
             intra_threads: 1,
+            stages: None,
+            shutdown,
         }
     }
 }
@@ -206,7 +221,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/logout", post(logout))
         .route("/lang", get(switch_lang))
         .route("/static/console.js", get(script))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/", get(line_page))
@@ -437,6 +452,21 @@ async fn switch_lang(Query(q): Query<LangQuery>) -> Response {
     r
 }
 
+/// Liveness, from the stages' own state (`supervise.rs`): 503 naming every stalled stage.
+/// In safe mode nothing runs but the console, which is alive if it answers.
+async fn healthz(State(c): State<Arc<Console>>) -> Response {
+    let stalled = c
+        .stages
+        .as_ref()
+        .map(|s| s.stalled(std::time::Instant::now()))
+        .unwrap_or_default();
+    if stalled.is_empty() {
+        return (StatusCode::OK, "ok\n").into_response();
+    }
+    let body: String = stalled.iter().map(|s| format!("{s}\n")).collect();
+    (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+}
+
 async fn readyz(State(c): State<Arc<Console>>) -> Response {
     let checks = [
         ("configuration", c.safe_mode.is_none()),
@@ -503,17 +533,19 @@ async fn flagged_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Resp
     let ctx = viewer!(c, headers, Role::Operator, "/flagged");
     let waiting = match &c.store {
         Some(store) => store
-            .latest_records(200, 20_000, |r| r["decision"] != "clear")
-            .map(|rs| {
-                rs.into_iter()
+            .read(|store| {
+                let rs = store.latest_records(200, 20_000, |r| r["decision"] != "clear")?;
+                Ok(rs
+                    .into_iter()
                     .filter(|r| {
                         store
                             .reviews(r["record_id"].as_str().unwrap_or(""))
                             .map(|v| v.is_empty())
                             .unwrap_or(true)
                     })
-                    .collect()
+                    .collect())
             })
+            .await
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "cannot read records for the flagged queue");
                 Vec::new()
@@ -523,14 +555,19 @@ async fn flagged_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Resp
     Html(pages::flagged(&ctx, &waiting)).into_response()
 }
 
-fn record_and_reviews(
+async fn record_and_reviews(
     c: &Console,
     id: &str,
 ) -> Option<(serde_json::Value, Vec<crate::store::review::Review>)> {
     let store = c.store.as_ref()?;
-    let record = store.record(id.as_bytes()).ok()??;
-    let reviews = store.reviews(id).unwrap_or_default();
-    Some((record, reviews))
+    let id = id.to_owned();
+    store
+        .read(move |s| {
+            Ok(s.record(id.as_bytes())?
+                .map(|r| (r, s.reviews(&id).unwrap_or_default())))
+        })
+        .await
+        .ok()?
 }
 
 #[derive(Deserialize)]
@@ -545,7 +582,7 @@ async fn parcel_page(
     Query(q): Query<SavedQuery>,
 ) -> Response {
     let ctx = viewer!(c, headers, Role::Operator, &format!("/parcel/{id}"));
-    match record_and_reviews(&c, &id) {
+    match record_and_reviews(&c, &id).await {
         Some((record, reviews)) => {
             Html(pages::parcel(&ctx, &record, &reviews, q.saved.is_some())).into_response()
         }
@@ -563,7 +600,7 @@ async fn parcel_image(
     Path(id): Path<String>,
 ) -> Response {
     let _ctx = viewer!(c, headers, Role::Operator, "/api/image");
-    let Some((record, _)) = record_and_reviews(&c, &id) else {
+    let Some((record, _)) = record_and_reviews(&c, &id).await else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let Some(path) = record["image"].as_str().map(PathBuf::from) else {
@@ -623,16 +660,24 @@ async fn review(
     let Some(store) = &c.store else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
+    let counter = format!("reviews.{}", finding.key());
+    let (rid, user, note, name) = (
+        id.clone(),
+        ctx.session.user.clone(),
+        f.note.clone(),
+        counter.clone(),
+    );
+    // The review and its count in one durable write.
     match store
-        .review(&id, finding, &ctx.session.user, f.note.as_deref())
+        .write(move |s| {
+            let r = s.review(&rid, finding, &user, note.as_deref())?;
+            s.count(&name)?;
+            Ok(r)
+        })
         .await
     {
         Ok(r) => {
-            let counter = format!("reviews.{}", finding.key());
             c.telemetry.incr(&counter);
-            if let Err(e) = store.count(&counter).await {
-                tracing::error!(error = %e, "review not counted in the store");
-            }
             tracing::info!(record = %id, finding = finding.key(), user = %ctx.session.user, "operator review");
             c.audit(
                 &format!("user:{}", ctx.session.user),
@@ -669,7 +714,13 @@ async fn search_page(
     let ctx = viewer!(c, headers, Role::Operator, "/search");
     let query = q.waybill.unwrap_or_default().trim().to_owned();
     let found = match (&c.store, query.is_empty()) {
-        (Some(store), false) => store.find_by_waybill(&query, 100).unwrap_or_default(),
+        (Some(store), false) => {
+            let q = query.clone();
+            store
+                .read(move |s| s.find_by_waybill(&q, 100))
+                .await
+                .unwrap_or_default()
+        }
         _ => Vec::new(),
     };
     Html(pages::search(&ctx, &query, &found)).into_response()
@@ -686,6 +737,8 @@ async fn events(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
         (parcels, tick, c.clone()),
         move |(mut parcels, mut tick, c)| async move {
             let event = tokio::select! {
+                // The appliance stops: the stream ends, so the server can.
+                _ = c.shutdown.cancelled() => return None,
                 p = parcels.recv() => match p {
                     Ok(Live::Parcel(p)) => Event::default().event("parcel").json_data(&p).ok(),
                     Ok(o @ Live::Outcome { .. }) => Event::default().event("outcome").json_data(&o).ok(),
@@ -883,14 +936,20 @@ async fn audit_page(
     let ctx = viewer!(c, headers, Role::Technician, "/audit");
     let text = q.q.unwrap_or_default();
     let entries = match &c.store {
-        Some(store) => store
-            .audit_log(300, |e| {
-                text.is_empty()
-                    || [&e.actor, &e.action, &e.target, &e.detail]
-                        .iter()
-                        .any(|f| f.contains(text.as_str()))
-            })
-            .unwrap_or_default(),
+        Some(store) => {
+            let text = text.clone();
+            store
+                .read(move |s| {
+                    s.audit_log(300, |e| {
+                        text.is_empty()
+                            || [&e.actor, &e.action, &e.target, &e.detail]
+                                .iter()
+                                .any(|f| f.contains(text.as_str()))
+                    })
+                })
+                .await
+                .unwrap_or_default()
+        }
         None => Vec::new(),
     };
     Html(pages::audit(&ctx, &text, &entries)).into_response()

@@ -3,6 +3,7 @@
 
 use super::auth::Role;
 use super::*;
+use crate::store::Store;
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::Request;
@@ -35,7 +36,7 @@ async fn fixture(tag: &str) -> Fixture {
         std::path::Path::new("t.toml"),
     )
     .expect("config");
-    let store = Arc::new(Store::open(&dir).expect("store"));
+    let store = Store::open(&dir).expect("store");
     let image = dir.join("images").join(format!("{RECORD}.png"));
     image::RgbImage::from_pixel(8, 8, image::Rgb([200, 120, 40]))
         .save(&image)
@@ -52,9 +53,9 @@ async fn fixture(tag: &str) -> Fixture {
     });
     store
         .commit(RECORD.as_bytes(), &record, None)
-        .await
         .expect("commit");
     store.index_waybill("SF<script>1", RECORD).expect("index");
+    let store = crate::store::owner::StoreHandle::start(store, &dir).expect("store thread");
     let telemetry = Arc::new(Telemetry::default());
     // The real model and rules: the Model page shows and swaps what the line screens with.
     let model_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/screenline-ref-0.1");
@@ -72,6 +73,8 @@ async fn fixture(tag: &str) -> Fixture {
         &config,
         model_dir,
         crate::screen::Screener::new(model, rules),
+        Arc::new(crate::supervise::Stages::default()),
+        tokio_util::sync::CancellationToken::new(),
     ));
     console
         .users
@@ -273,7 +276,8 @@ async fn login_failures_are_refused_throttled_and_audited() {
     assert!(r.headers.contains_key(header::RETRY_AFTER));
     let store = f.console.store.as_ref().expect("store");
     let failed = store
-        .audit_log(100, |e| e.action == "login_failed")
+        .read(|s| s.audit_log(100, |e| e.action == "login_failed"))
+        .await
         .expect("audit");
     assert_eq!(failed.len(), auth::MAX_FAILURES);
     assert_eq!(failed[0].actor, "ip:127.0.0.1");
@@ -315,7 +319,11 @@ async fn an_operator_confirms_a_flagged_parcel_and_it_is_audited() {
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let store = f.console.store.as_ref().expect("store");
-    assert!(store.reviews(RECORD).expect("reviews").is_empty());
+    assert!(store
+        .read(|s| s.reviews(RECORD))
+        .await
+        .expect("reviews")
+        .is_empty());
     let r = f
         .send(
             "POST",
@@ -327,14 +335,15 @@ async fn an_operator_confirms_a_flagged_parcel_and_it_is_audited() {
         )
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
-    let reviews = store.reviews(RECORD).expect("reviews");
+    let reviews = store.read(|s| s.reviews(RECORD)).await.expect("reviews");
     assert_eq!(reviews.len(), 1);
     assert_eq!(
         (reviews[0].by.as_str(), reviews[0].note.as_deref()),
         ("op", Some("6 pairs of fake shoes"))
     );
     let audit = store
-        .audit_log(10, |e| e.action == "review.confirmed")
+        .read(|s| s.audit_log(10, |e| e.action == "review.confirmed"))
+        .await
         .expect("audit");
     assert_eq!(
         (audit[0].actor.as_str(), audit[0].target.as_str()),
@@ -544,7 +553,8 @@ async fn a_technician_swaps_the_model_and_it_is_audited() {
 
     let store = f.console.store.as_ref().expect("store");
     let swaps = store
-        .audit_log(100, |e| e.action.starts_with("model.swap"))
+        .read(|s| s.audit_log(100, |e| e.action.starts_with("model.swap")))
+        .await
         .expect("audit");
     assert_eq!(swaps.len(), 2, "{swaps:?}");
     let ok = swaps

@@ -7,6 +7,7 @@
 //! reader never clears a parcel.
 
 pub mod controller;
+pub mod dropfile;
 pub mod invariants;
 pub mod join;
 pub mod quarantine;
@@ -22,7 +23,6 @@ use screenline_protocol::ToController;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use waybill::ReadRecord;
 
@@ -44,7 +44,8 @@ pub enum LineInput {
 /// Starts one line's sources and its join. Parcels go to `parcels`; decisions for the line
 /// controller are taken from the returned sender.
 pub fn spawn(
-    tasks: &mut JoinSet<()>,
+    set: &mut crate::supervise::StageSet,
+    stages: &Arc<crate::supervise::Stages>,
     line: &LineConfig,
     data_dir: &std::path::Path,
     parcels: mpsc::Sender<Parcel>,
@@ -62,13 +63,16 @@ pub fn spawn(
             telemetry.clone(),
             shutdown.clone(),
         );
-        tasks.spawn(reader::run(
-            line.id.clone(),
-            link,
-            line.reader_framing,
-            input_tx.clone(),
-            telemetry.clone(),
-        ));
+        set.spawn(
+            format!("{}.reader", line.id),
+            reader::run(
+                line.id.clone(),
+                link,
+                line.reader_framing,
+                input_tx.clone(),
+                telemetry.clone(),
+            ),
+        );
     }
     {
         let (id, out) = (line.id.clone(), input_tx.clone());
@@ -81,7 +85,7 @@ pub fn spawn(
             shutdown.clone(),
         );
         let telemetry = telemetry.clone();
-        tasks.spawn(async move {
+        set.spawn(format!("{id}.controller"), async move {
             while let Some(port) = link.open().await {
                 let r = tokio::select! {
                     r = controller::session(&id, port, geometry, &mut cmd_rx, &out, &telemetry) => r,
@@ -92,30 +96,38 @@ pub fn spawn(
         });
     }
     let policy = xray::XrayPolicy::for_line(line, data_dir);
-    tasks.spawn(xray::watch(
-        line.id.clone(),
-        line.xray_dir.clone(),
-        policy.clone(),
-        input_tx,
-        telemetry.clone(),
-        shutdown.clone(),
-    ));
-    tasks.spawn(run_join(
-        join::Joiner::new(
+    set.spawn(
+        format!("{}.xray", line.id),
+        xray::watch(
             line.id.clone(),
-            join::JoinTiming {
-                window: Duration::from_millis(line.join_window_ms),
-                read_window: Duration::from_millis(line.read_window_ms),
-                image_delay: Duration::from_millis(line.image_delay_ms),
-                image_window: Duration::from_millis(line.image_window_ms),
-            },
+            line.xray_dir.clone(),
+            policy.clone(),
+            input_tx,
+            telemetry.clone(),
+            shutdown.clone(),
         ),
-        input_rx,
-        policy,
-        parcels,
-        telemetry,
-        shutdown,
-    ));
+    );
+    let join_stage = stages.stage(format!("{}.join", line.id));
+    set.spawn(
+        format!("{}.join", line.id),
+        run_join(
+            join::Joiner::new(
+                line.id.clone(),
+                join::JoinTiming {
+                    window: Duration::from_millis(line.join_window_ms),
+                    read_window: Duration::from_millis(line.read_window_ms),
+                    image_delay: Duration::from_millis(line.image_delay_ms),
+                    image_window: Duration::from_millis(line.image_window_ms),
+                },
+            ),
+            input_rx,
+            policy,
+            parcels,
+            telemetry,
+            join_stage,
+            shutdown,
+        ),
+    );
     cmd_tx
 }
 
@@ -125,6 +137,7 @@ async fn run_join(
     policy: xray::XrayPolicy,
     parcels: mpsc::Sender<Parcel>,
     telemetry: Arc<Telemetry>,
+    stage: crate::supervise::Stage,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -141,6 +154,7 @@ async fn run_join(
             },
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
+        let working = stage.work();
         let left = joiner.poll(Instant::now());
         for note in joiner.take_notes() {
             telemetry.incr(note.counter());
@@ -148,6 +162,7 @@ async fn run_join(
         for (scan, why) in joiner.take_orphans() {
             policy.orphaned(joiner.line_id(), &scan, why, &telemetry);
         }
+        drop(working);
         for parcel in left {
             telemetry.incr("join.parcels");
             telemetry.incr(join::outcome(&parcel).counter());

@@ -18,11 +18,12 @@
 //! counted and ignored, never a reason to lose the image. Without a sidecar waybill, a scan
 //! id that is a waybill number (`SF1234567890123`) or ends in one (`0815_SF1234567890123`) names it.
 
-use super::quarantine::quarantine_files;
+use super::dropfile::{entry_id, open_regular, read_regular, remove_if_same, DropError, FileId};
+use super::quarantine::{quarantine_files, Refused};
 use super::LineInput;
 use crate::config::{LineConfig, XrayAfter};
 use crate::domain::{WaybillNo, XrayScan};
-use crate::screen::{MAX_DECODE_ALLOC, MAX_IMAGE_BYTES, MAX_PIXELS_SIDE};
+use crate::screen::{Evidence, MAX_DECODE_ALLOC, MAX_IMAGE_BYTES, MAX_PIXELS_SIDE};
 use crate::telemetry::Telemetry;
 use image::{ColorType, ImageDecoder, ImageFormat};
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -38,10 +39,13 @@ use tokio_util::sync::CancellationToken;
 const RESCAN: Duration = Duration::from_millis(250);
 
 /// Image extensions the X-ray machine writes.
-const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "tif", "tiff"];
+pub const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "tif", "tiff"];
 
 /// Most pixels one image may have (a decompression bomb declares far more).
 pub const MAX_PIXELS: u64 = 40_000_000;
+
+/// Largest sidecar taken: `captured_at` and a waybill number fit in a few hundred bytes.
+pub const MAX_SIDECAR_BYTES: u64 = 4096;
 
 /// What a line does with its X-ray files besides screening them.
 #[derive(Debug, Clone)]
@@ -52,6 +56,9 @@ pub struct XrayPolicy {
     pub after: XrayAfter,
     /// How long the first half of a dual-energy pair waits for the other.
     pub pair_wait: Duration,
+    /// How long a sidecar waits for its image (the line's join window); after that it is
+    /// quarantined, so that a scan id used again never picks up a stale waybill.
+    pub sidecar_wait: Duration,
 }
 
 impl XrayPolicy {
@@ -61,61 +68,57 @@ impl XrayPolicy {
             quarantine_dir: line.quarantine_dir(data_dir),
             after: line.xray_after,
             pair_wait: Duration::from_millis(line.pair_wait_ms),
+            sidecar_wait: Duration::from_millis(line.join_window_ms),
         }
     }
 
-    /// Disposes of a scan's files once its parcel is decided: the image (or both halves)
-    /// archived into the store under `record_id`, or deleted; the sidecar removed (its
-    /// content lives on in the record). `unreadable` is the decoder's complaint when the
-    /// pixels could not be read: then the files go to quarantine instead. Returns where the
-    /// image was archived.
+    /// Disposes of a scan's files once its parcel is decided. `loaded` is the evidence
+    /// screening read (each file's bytes, read once through a checked descriptor), or the
+    /// decoder's complaint when the pixels could not be read — then the files go to
+    /// quarantine. Otherwise the image (or both halves) is archived into the store under
+    /// `record_id` from those very bytes — what the report hashed is what is kept — or
+    /// deleted; either way a drop-folder name is removed only while it still is the file
+    /// that was read. Returns where the image (the high-energy half of a pair) was archived.
     pub fn after_screening(
         &self,
         line_id: &str,
         scan: &XrayScan,
         record_id: &str,
-        unreadable: Option<&str>,
-        store: &crate::store::Store,
+        loaded: Result<&Evidence, &str>,
+        images: &std::path::Path,
         telemetry: &Telemetry,
     ) -> Result<Option<PathBuf>, crate::store::StoreError> {
-        let files = scan_files(scan);
-        let kept = if let Some(why) = unreadable {
-            quarantine_files(
-                line_id,
-                &self.quarantine_dir,
-                &files,
-                "unreadable",
-                &format!("the image could not be decoded: {why}"),
-                telemetry,
-            );
-            None
-        } else {
-            match self.after {
-                XrayAfter::Delete => {
-                    for f in &files {
-                        std::fs::remove_file(f)?;
-                    }
-                    telemetry.incr("xray.deleted");
-                    None
-                }
-                XrayAfter::Keep => {
-                    let names = match scan.low_energy {
-                        None => vec![record_id.to_owned()],
-                        Some(_) => vec![format!("{record_id}.high"), format!("{record_id}.low")],
-                    };
-                    let mut first = None;
-                    for (f, name) in files.iter().zip(names) {
-                        let bytes = std::fs::read(f)?;
-                        let dest = store.keep_image(&name, f, &bytes)?;
-                        first.get_or_insert(dest);
-                    }
-                    telemetry.incr("xray.archived");
-                    first
-                }
+        let evidence = match loaded {
+            Ok(e) => e,
+            Err(why) => {
+                let files: Vec<Refused<'_>> = scan_files(scan).map(Refused::path).collect();
+                quarantine_files(
+                    line_id,
+                    &self.quarantine_dir,
+                    &files,
+                    MAX_IMAGE_BYTES,
+                    "unreadable",
+                    &format!("the image could not be decoded: {why}"),
+                    telemetry,
+                );
+                return Ok(None);
             }
         };
-        if let Some(dir) = scan.path.parent() {
-            let _ = std::fs::remove_file(dir.join(format!("{}.json", scan.scan_id)));
+        let kept = match self.after {
+            XrayAfter::Delete => {
+                telemetry.incr("xray.deleted");
+                None
+            }
+            XrayAfter::Keep => {
+                let first = archive(images, record_id, scan, evidence)?;
+                telemetry.incr("xray.archived");
+                Some(first)
+            }
+        };
+        for (path, file) in scan_files(scan).zip(evidence.files()) {
+            if !remove_if_same(path, &file.id)? {
+                tracing::info!(line = line_id, file = %path.display(), "X-ray file replaced since it was read: left for the intake");
+            }
         }
         Ok(kept)
     }
@@ -138,10 +141,12 @@ impl XrayPolicy {
                 "no parcel entered the line near the time of this image, and no parcel's waybill matched it",
             ),
         };
+        let files: Vec<Refused<'_>> = scan_files(scan).map(Refused::path).collect();
         quarantine_files(
             line_id,
             &self.quarantine_dir,
-            &scan_files(scan),
+            &files,
+            MAX_IMAGE_BYTES,
             kind,
             reason,
             telemetry,
@@ -149,10 +154,35 @@ impl XrayPolicy {
     }
 }
 
-fn scan_files(scan: &XrayScan) -> Vec<&Path> {
-    std::iter::once(scan.path.as_path())
-        .chain(scan.low_energy.as_deref())
-        .collect()
+/// Archives a screened scan into the store's images folder from the bytes screening read:
+/// `<record_id>.<ext>`, or `<record_id>.high.<ext>` + `<record_id>.low.<ext>` for a pair,
+/// each written durably (synced, then renamed into place). Returns the first file's path.
+pub fn archive(
+    images_dir: &Path,
+    record_id: &str,
+    scan: &XrayScan,
+    evidence: &Evidence,
+) -> std::io::Result<PathBuf> {
+    let pair = evidence.low_energy.is_some();
+    let mut first = None;
+    for ((path, file), part) in scan_files(scan).zip(evidence.files()).zip(["high", "low"]) {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map_or_else(|| "img".to_owned(), str::to_ascii_lowercase);
+        let name = if pair {
+            format!("{record_id}.{part}.{ext}")
+        } else {
+            format!("{record_id}.{ext}")
+        };
+        let dest = super::dropfile::write_replacing(images_dir, &name, &file.bytes)?;
+        first.get_or_insert(dest);
+    }
+    first.ok_or_else(|| std::io::Error::other("a scan without files"))
+}
+
+fn scan_files(scan: &XrayScan) -> impl Iterator<Item = &Path> {
+    std::iter::once(scan.path.as_path()).chain(scan.low_energy.as_deref())
 }
 
 #[derive(Deserialize)]
@@ -163,19 +193,28 @@ struct Sidecar {
     waybill: Option<String>,
 }
 
-/// Whether a path is an image the machine may drop (not a temporary or a sidecar).
-pub fn is_image(path: &Path) -> bool {
-    let hidden = path
-        .file_name()
+/// Whether a name is not a temporary (hidden) file.
+fn visible(path: &Path) -> bool {
+    path.file_name()
         .and_then(|n| n.to_str())
-        .is_none_or(|n| n.starts_with('.'));
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase());
-    !hidden && ext.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
+        .is_some_and(|n| !n.starts_with('.'))
 }
 
+fn has_extension(path: &Path, exts: &[&str]) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| exts.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
+/// Whether a path is an image the machine may drop (not a temporary or a sidecar).
+pub fn is_image(path: &Path) -> bool {
+    visible(path) && has_extension(path, &IMAGE_EXTENSIONS)
+}
+
+/// Whether a path is a sidecar `<scan-id>.json`.
+pub fn is_sidecar(path: &Path) -> bool {
+    visible(path) && has_extension(path, &["json"])
+}
 /// Which part of a scan a file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
@@ -228,23 +267,22 @@ pub struct Probe {
     pub colour: ColorType,
 }
 
-/// Reads a file's header — format, dimensions, colour type — without decoding the pixels,
-/// and checks it against the limits and what `part` must be.
+/// Opens a dropped image through a checked descriptor ([`open_regular`]) and probes its
+/// header ([`probe_file`]).
 pub fn probe(path: &Path, part: Part) -> Result<Probe, Refusal> {
-    let len = std::fs::metadata(path)
-        .map_err(|e| refuse("unreadable", format!("cannot read the file: {e}")))?
-        .len();
-    if len > MAX_IMAGE_BYTES {
-        return Err(refuse(
-            "too_large",
-            format!("{len} bytes, over the {MAX_IMAGE_BYTES}-byte limit"),
-        ));
-    }
+    let (file, id) =
+        open_regular(path, MAX_IMAGE_BYTES).map_err(|e| refuse(e.kind(), e.to_string()))?;
+    probe_file(file, id.size(), part)
+}
+
+/// Reads an opened file's header — format, dimensions, colour type — through its descriptor,
+/// without decoding the pixels, and checks it against the limits and what `part` must be.
+pub fn probe_file(file: std::fs::File, len: u64, part: Part) -> Result<Probe, Refusal> {
     if len == 0 {
         return Err(refuse("unreadable", "the file is empty".into()));
     }
-    let reader = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
+    let reader = image::ImageReader::new(std::io::BufReader::new(file))
+        .with_guessed_format()
         .map_err(|e| refuse("unreadable", format!("cannot read the file: {e}")))?;
     match reader.format() {
         Some(ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Tiff) => {}
@@ -306,33 +344,65 @@ struct HalfPair {
     since: Instant,
 }
 
-/// The watcher's state between events: which files were taken, which halves wait.
+/// The watcher's state between events: which files were taken, which halves and sidecars
+/// wait.
 struct Intake {
     line_id: String,
     policy: XrayPolicy,
     telemetry: Arc<Telemetry>,
-    taken: HashSet<PathBuf>,
+    /// Each name taken, with which file it was: the same name seen again as another file
+    /// (another inode, size or modification time) is a new scan.
+    taken: HashMap<PathBuf, FileId>,
     pairs: HashMap<String, HalfPair>,
+    /// Sidecars in the folder, with when each was first seen (by this appliance's clock:
+    /// the machine's modification times are not trusted).
+    sidecars: HashMap<PathBuf, (FileId, Instant)>,
 }
 
 impl Intake {
+    fn new(line_id: String, policy: XrayPolicy, telemetry: Arc<Telemetry>) -> Intake {
+        Intake {
+            line_id,
+            policy,
+            telemetry,
+            taken: HashMap::new(),
+            pairs: HashMap::new(),
+            sidecars: HashMap::new(),
+        }
+    }
+
     /// Takes one complete file; returns a scan when it completes one.
     fn take(&mut self, path: PathBuf) -> Option<XrayScan> {
         let (scan_id, part) = classify(&path)?;
-        if self.taken.contains(&path) || !path.is_file() {
+        let seen = entry_id(&path).ok().flatten()?;
+        if self.taken.get(&path) == Some(&seen) {
             return None;
         }
-        self.taken.insert(path.clone());
+        self.taken.insert(path.clone(), seen);
         self.telemetry.incr("xray.files");
-        let probe = match probe(&path, part) {
+        let (file, id) = match open_regular(&path, MAX_IMAGE_BYTES) {
+            Ok(f) => f,
+            Err(e) if e.is_gone() => return None,
+            Err(e) => {
+                // A link, a FIFO, a giant: nothing of it is read or kept.
+                self.refuse_unread(&path, seen, &e);
+                return None;
+            }
+        };
+        if id != seen {
+            // Replaced between the look and the open: the next event or rescan takes it.
+            self.taken.remove(&path);
+            return None;
+        }
+        let probe = match probe_file(file, id.size(), part) {
             Ok(p) => p,
             Err(r) => {
-                self.quarantine(&[&path], r);
+                self.quarantine(&[Refused::path(&path)], r);
                 return None;
             }
         };
         if part == Part::Single {
-            return Some(scan_for(&scan_id, path, None, &self.telemetry));
+            return Some(self.scan_for(&scan_id, path, None));
         }
         let half = self
             .pairs
@@ -357,7 +427,7 @@ impl Intake {
         if let Some((old, _)) = replaced {
             // The same half twice under two spellings (a.high.png and a.high.tif).
             self.quarantine(
-                &[&old],
+                &[Refused::path(&old)],
                 refuse(
                     "mismatched_pair",
                     "another file for the same half of this pair arrived".into(),
@@ -368,7 +438,7 @@ impl Intake {
         self.pairs.remove(&scan_id);
         if hd != ld {
             self.quarantine(
-                &[&high, &low],
+                &[Refused::path(&high), Refused::path(&low)],
                 refuse(
                     "mismatched_pair",
                     format!(
@@ -379,7 +449,27 @@ impl Intake {
             );
             return None;
         }
-        Some(scan_for(&scan_id, high, Some(low), &self.telemetry))
+        Some(self.scan_for(&scan_id, high, Some(low)))
+    }
+
+    /// Refuses a name that could not be opened as a regular file of its own within the
+    /// limit: a reason, a counter, a log line; the name leaves the folder, nothing is read.
+    fn refuse_unread(&self, path: &Path, seen: FileId, e: &DropError) {
+        self.quarantine(
+            &[Refused {
+                path,
+                seen: Some(seen),
+                bytes: None,
+            }],
+            refuse(e.kind(), e.to_string()),
+        );
+    }
+
+    /// Forgets taken names no longer in the folder (screened, quarantined, deleted), so the
+    /// map stays small and a file later dropped under such a name is a new scan even if it
+    /// got the old one's inode number, size and (coarse) modification time.
+    fn forget_missing(&mut self, present: &HashSet<PathBuf>) {
+        self.taken.retain(|p, _| present.contains(p));
     }
 
     /// Quarantines halves whose partner did not come in time.
@@ -398,7 +488,7 @@ impl Intake {
             for (half, missing) in [(h.high, "low"), (h.low, "high")] {
                 if let Some((path, _)) = half {
                     self.quarantine(
-                        &[&path],
+                        &[Refused::path(&path)],
                         refuse(
                             "lone_half",
                             format!(
@@ -412,15 +502,121 @@ impl Intake {
         }
     }
 
-    fn quarantine(&self, files: &[&Path], r: Refusal) {
+    /// Notes the sidecars a rescan found and quarantines those whose image has not come
+    /// within `sidecar_wait` of their first sighting (a sidecar taken with its image has
+    /// left the folder by then).
+    fn sweep_sidecars(&mut self, found: Vec<(PathBuf, FileId)>, now: Instant) {
+        let mut still = HashMap::with_capacity(found.len());
+        for (path, id) in found {
+            let since = match self.sidecars.get(&path) {
+                Some((was, since)) if *was == id => *since,
+                _ => now,
+            };
+            still.insert(path, (id, since));
+        }
+        self.sidecars = still;
+        let wait = self.policy.sidecar_wait;
+        let stale: Vec<(PathBuf, FileId)> = self
+            .sidecars
+            .iter()
+            .filter(|(_, (_, since))| now >= *since + wait)
+            .map(|(p, (id, _))| (p.clone(), *id))
+            .collect();
+        for (path, id) in stale {
+            self.sidecars.remove(&path);
+            self.telemetry
+                .incr_line(&self.line_id, "xray.orphan_sidecars");
+            let (bytes, why) = match read_regular(&path, MAX_SIDECAR_BYTES) {
+                Ok((b, read)) if read == id => (Some(b), None),
+                Ok(_) => continue, // rewritten since the rescan: a new sidecar
+                Err(e) if e.is_gone() => continue,
+                Err(e) => (None, Some(e)),
+            };
+            self.quarantine(
+                &[Refused {
+                    path: &path,
+                    seen: Some(id),
+                    bytes: bytes.as_deref(),
+                }],
+                refuse(
+                    "orphan_sidecar",
+                    match why {
+                        None => format!(
+                            "no image of this scan id arrived within {} ms (the join window) of this sidecar",
+                            wait.as_millis()
+                        ),
+                        Some(e) => format!("a sidecar that cannot be taken: {e}"),
+                    },
+                ),
+            );
+        }
+    }
+
+    fn quarantine(&self, files: &[Refused<'_>], r: Refusal) {
         quarantine_files(
             &self.line_id,
             &self.policy.quarantine_dir,
             files,
+            MAX_IMAGE_BYTES,
             r.kind,
             &r.reason,
             &self.telemetry,
         );
+    }
+
+    /// The scan for a complete image (or pair), with what its sidecar says: the sidecar is
+    /// read through a checked descriptor (a link, a FIFO or anything over
+    /// [`MAX_SIDECAR_BYTES`] is refused unread and quarantined), then leaves the folder —
+    /// its content lives on in the scan and the parcel's record.
+    fn scan_for(&mut self, scan_id: &str, path: PathBuf, low_energy: Option<PathBuf>) -> XrayScan {
+        let sidecar = path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(format!("{scan_id}.json"));
+        let mut scan = XrayScan {
+            scan_id: scan_id.to_owned(),
+            path,
+            completed: Instant::now(),
+            low_energy,
+            waybill: waybill_in_name(scan_id),
+            captured_at: SystemTime::now(),
+        };
+        self.sidecars.remove(&sidecar);
+        let telemetry = self.telemetry.clone();
+        let bad = |what: &str, e: &dyn std::fmt::Display| {
+            telemetry.incr_line(&self.line_id, "xray.bad_sidecars");
+            tracing::warn!(line = %self.line_id, file = %sidecar.display(), error = %e, "sidecar {what}");
+        };
+        let (bytes, id) = match read_regular(&sidecar, MAX_SIDECAR_BYTES) {
+            Ok(read) => read,
+            Err(e) if e.is_gone() => return scan,
+            Err(e) => {
+                bad("refused", &e);
+                if let Ok(Some(seen)) = entry_id(&sidecar) {
+                    self.refuse_unread(&sidecar, seen, &e);
+                }
+                return scan;
+            }
+        };
+        match serde_json::from_slice::<Sidecar>(&bytes) {
+            Ok(s) => {
+                match s.captured_at.as_deref().map(crate::time_fmt::parse) {
+                    Some(Ok(t)) => scan.captured_at = t,
+                    Some(Err(e)) => bad("captured_at ignored", &e),
+                    None => {}
+                }
+                match s.waybill.as_deref().map(WaybillNo::parse) {
+                    Some(Ok(w)) => scan.waybill = Some(w),
+                    Some(Err(e)) => bad("waybill ignored", &e),
+                    None => {}
+                }
+            }
+            Err(e) => bad("ignored", &e),
+        }
+        if let Err(e) = remove_if_same(&sidecar, &id) {
+            tracing::warn!(line = %self.line_id, file = %sidecar.display(), error = %e, "cannot remove a taken sidecar");
+        }
+        scan
     }
 }
 
@@ -472,49 +668,49 @@ pub async fn watch(
             None
         }
     };
-    let mut intake = Intake {
-        line_id: line_id.clone(),
-        policy,
-        telemetry: telemetry.clone(),
-        taken: HashSet::new(),
-        pairs: HashMap::new(),
-    };
+    let mut intake = Intake::new(line_id.clone(), policy, telemetry.clone());
     let mut sizes: HashMap<PathBuf, u64> = HashMap::new();
     let mut rescan = tokio::time::interval(RESCAN);
     loop {
-        let ready: Vec<PathBuf> = tokio::select! {
+        let (ready, sidecars) = tokio::select! {
             _ = shutdown.cancelled() => return,
-            Some(p) = events.recv() => vec![p],
+            Some(p) = events.recv() => (vec![p], None),
             _ = rescan.tick() => {
-                intake.expire_pairs(Instant::now());
-                match stable_files(&dir, &mut sizes) {
-                    Ok(files) => {
+                match list_folder(&dir, &mut sizes) {
+                    Ok((files, sidecars)) => {
                         telemetry.link(&link, true, format!("watching {}", dir.display()));
-                        files
+                        let present: HashSet<PathBuf> =
+                            sizes.keys().chain(&files).cloned().collect();
+                        (files, Some((sidecars, present)))
                     }
                     Err(e) => {
                         telemetry.link(&link, false, format!("cannot read {}: {e}", dir.display()));
-                        Vec::new()
+                        (Vec::new(), None)
                     }
                 }
             },
         };
-        for path in ready {
-            // Probing reads the file: off the async workers.
-            let (back, scan) = match tokio::task::spawn_blocking(move || {
-                let scan = intake.take(path);
-                (intake, scan)
-            })
-            .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "X-ray intake failed");
-                    return;
-                }
-            };
-            intake = back;
-            let Some(scan) = scan else { continue };
+        // Probing and quarantining read files: off the async workers.
+        let (back, scans) = match tokio::task::spawn_blocking(move || {
+            if let Some((found, present)) = sidecars {
+                let now = Instant::now();
+                intake.forget_missing(&present);
+                intake.expire_pairs(now);
+                intake.sweep_sidecars(found, now);
+            }
+            let scans: Vec<XrayScan> = ready.into_iter().filter_map(|p| intake.take(p)).collect();
+            (intake, scans)
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "X-ray intake failed");
+                return;
+            }
+        };
+        intake = back;
+        for scan in scans {
             telemetry.incr_line(&line_id, "xray.images");
             telemetry.seen(&link);
             if out
@@ -525,31 +721,46 @@ pub async fn watch(
                 return;
             }
         }
-        // Forget files that are gone (archived, deleted, quarantined), so the set stays small.
-        if intake.taken.len() > 256 {
-            intake.taken.retain(|p| p.exists());
-        }
     }
 }
 
-/// Files whose size did not change since the previous rescan.
-fn stable_files(dir: &Path, sizes: &mut HashMap<PathBuf, u64>) -> std::io::Result<Vec<PathBuf>> {
+/// One rescan of the folder: the images whose size did not change since the previous
+/// rescan, and any name that is no regular file (refused at once, whatever its size); and
+/// the sidecars there, each with what it is (not following links).
+#[allow(clippy::type_complexity)]
+fn list_folder(
+    dir: &Path,
+    sizes: &mut HashMap<PathBuf, u64>,
+) -> std::io::Result<(Vec<PathBuf>, Vec<(PathBuf, FileId)>)> {
     let mut now = HashMap::new();
     let mut stable = Vec::new();
+    let mut sidecars = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
+        if is_sidecar(&path) {
+            if let Ok(Some(id)) = entry_id(&path) {
+                sidecars.push((path, id));
+            }
+            continue;
+        }
         if !is_image(&path) {
             continue;
         }
-        let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        // DirEntry::metadata does not follow links.
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.file_type().is_file() {
+            stable.push(path);
+            continue;
+        }
+        let len = meta.len();
         if len > 0 && sizes.get(&path) == Some(&len) {
             stable.push(path.clone());
         }
         now.insert(path, len);
     }
     *sizes = now;
-    Ok(stable)
+    Ok((stable, sidecars))
 }
 
 /// The waybill a scan id names: the whole id, or its part after the last `_`, when that is
@@ -567,59 +778,11 @@ pub fn waybill_in_name(scan_id: &str) -> Option<WaybillNo> {
     WaybillNo::parse(candidate).ok()
 }
 
-fn scan_for(
-    scan_id: &str,
-    path: PathBuf,
-    low_energy: Option<PathBuf>,
-    telemetry: &Telemetry,
-) -> XrayScan {
-    let sidecar = path
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(format!("{scan_id}.json"));
-    let mut scan = XrayScan {
-        scan_id: scan_id.to_owned(),
-        path,
-        completed: Instant::now(),
-        low_energy,
-        waybill: waybill_in_name(scan_id),
-        captured_at: SystemTime::now(),
-    };
-    match std::fs::read(&sidecar) {
-        Ok(bytes) => match serde_json::from_slice::<Sidecar>(&bytes) {
-            Ok(s) => {
-                match s.captured_at.as_deref().map(crate::time_fmt::parse) {
-                    Some(Ok(t)) => scan.captured_at = t,
-                    Some(Err(e)) => {
-                        telemetry.incr("xray.bad_sidecars");
-                        tracing::warn!(file = %sidecar.display(), error = %e, "sidecar captured_at ignored");
-                    }
-                    None => {}
-                }
-                match s.waybill.as_deref().map(WaybillNo::parse) {
-                    Some(Ok(w)) => scan.waybill = Some(w),
-                    Some(Err(e)) => {
-                        telemetry.incr("xray.bad_sidecars");
-                        tracing::warn!(file = %sidecar.display(), error = %e, "sidecar waybill ignored");
-                    }
-                    None => {}
-                }
-            }
-            Err(e) => {
-                telemetry.incr("xray.bad_sidecars");
-                tracing::warn!(file = %sidecar.display(), error = %e, "sidecar ignored");
-            }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(file = %sidecar.display(), error = %e, "sidecar unreadable"),
-    }
-    scan
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use image::{ImageBuffer, Luma, Rgb, RgbImage};
+    use sha2::Digest;
 
     struct Dir(PathBuf);
     impl Dir {
@@ -691,17 +854,16 @@ mod tests {
     }
 
     fn intake(dir: &Dir) -> Intake {
-        Intake {
-            line_id: "L1".into(),
-            policy: XrayPolicy {
+        Intake::new(
+            "L1".into(),
+            XrayPolicy {
                 quarantine_dir: dir.quarantine(),
                 after: XrayAfter::Keep,
                 pair_wait: Duration::from_millis(100),
+                sidecar_wait: Duration::from_millis(300),
             },
-            telemetry: Arc::new(Telemetry::default()),
-            taken: HashSet::new(),
-            pairs: HashMap::new(),
-        }
+            Arc::new(Telemetry::default()),
+        )
     }
 
     fn reason(dir: &Dir, name: &str) -> String {
@@ -767,7 +929,7 @@ mod tests {
             Some("SF1234567890123")
         );
         // And the pair decodes into the pseudo-colour image the model sees.
-        let (_, img) = crate::screen::load_scan(&scan).expect("decodes");
+        let (_, _, img) = crate::screen::load_scan(&scan).expect("decodes");
         assert_eq!(img.dimensions(), (40, 30));
         assert!(!dir.quarantine().exists(), "nothing quarantined");
     }
@@ -808,7 +970,8 @@ mod tests {
             "{}",
             reason(&dir, "junk.png")
         );
-        assert!(reason(&dir, "text.jpg").contains("bad image header"));
+        // Read through the descriptor, the format comes from the bytes, not the name.
+        assert!(reason(&dir, "text.jpg").contains("unknown signature"));
         assert!(reason(&dir, "empty.tif").contains("empty"));
         assert!(reason(&dir, "grey.png").contains("must be 8-bit RGB"));
         assert!(reason(&dir, "rgb.high.png").contains("16-bit grey"));
@@ -853,16 +1016,32 @@ mod tests {
                 .expect("a pair")
         };
         let (k, x, u) = (take("k"), take("x"), take("u"));
+        // The sidecars were taken with their images.
+        assert!(!d.join("k.json").exists());
+        let evidence = |scan: &XrayScan| {
+            let (image, low_energy, _) = crate::screen::load_scan(scan).expect("loads");
+            Evidence {
+                image,
+                low_energy,
+                thumbnail_jpeg: None,
+            }
+        };
+        let (ke, xe) = (evidence(&k), evidence(&x));
         let mut policy = intake.policy.clone();
         let kept = policy
-            .after_screening("L1", &k, "rec-1", None, &store, &t)
+            .after_screening("L1", &k, "rec-1", Ok(&ke), store.images_dir(), &t)
             .expect("kept")
             .expect("a path");
         assert_eq!(kept, dir.0.join("data/images/rec-1.high.png"));
-        assert!(dir.0.join("data/images/rec-1.low.png").exists());
+        // What is archived is exactly what screening read and hashed.
+        for (f, part) in ke.files().zip(["high", "low"]) {
+            let archived = std::fs::read(dir.0.join(format!("data/images/rec-1.{part}.png")))
+                .expect("archived");
+            assert_eq!(hex::encode(sha2::Sha256::digest(&archived)), f.sha256);
+        }
         policy.after = XrayAfter::Delete;
         let none = policy
-            .after_screening("L1", &x, "rec-2", None, &store, &t)
+            .after_screening("L1", &x, "rec-2", Ok(&xe), store.images_dir(), &t)
             .expect("deleted");
         assert_eq!(none, None);
         policy
@@ -870,8 +1049,8 @@ mod tests {
                 "L1",
                 &u,
                 "rec-3",
-                Some("unexpected end of file"),
-                &store,
+                Err("unexpected end of file"),
+                store.images_dir(),
                 &t,
             )
             .expect("quarantined");
@@ -983,5 +1162,145 @@ mod tests {
         assert!(telemetry.link_up("L1.xray"));
         shutdown.cancel();
         task.await.expect("watcher");
+    }
+
+    fn png_bytes(seed: u8) -> Vec<u8> {
+        let mut png = Vec::new();
+        RgbImage::from_fn(20, 20, |x, y| Rgb([x as u8, y as u8, seed]))
+            .write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
+            .expect("png");
+        png
+    }
+
+    /// Writes a file as the machine does: under a temporary name, renamed into place.
+    fn drop_file(d: &Path, name: &str, bytes: &[u8]) {
+        let tmp = d.join(format!(".{name}.part"));
+        std::fs::write(&tmp, bytes).expect("write");
+        std::fs::rename(&tmp, d.join(name)).expect("rename");
+    }
+
+    #[test]
+    fn links_fifos_and_giants_named_like_scans_are_refused_unread() {
+        let dir = Dir::new("links");
+        let d = dir.drop_dir();
+        let mut intake = intake(&dir);
+        let secret = dir.0.join("secret.txt");
+        std::fs::write(&secret, b"password=hunter2").expect("secret");
+        std::os::unix::fs::symlink(&secret, d.join("SF1000000000001.png")).expect("link");
+        std::os::unix::fs::symlink("/dev/zero", d.join("zero.png")).expect("link");
+        nix::unistd::mkfifo(&d.join("fifo.png"), nix::sys::stat::Mode::S_IRWXU).expect("fifo");
+        let giant = std::fs::File::create(d.join("giant.png")).expect("create");
+        giant.set_len(1_500_000_000).expect("sparse");
+        std::fs::hard_link(&secret, d.join("hard.png")).expect("hard link");
+        for name in [
+            "SF1000000000001.png",
+            "zero.png",
+            "fifo.png",
+            "giant.png",
+            "hard.png",
+        ] {
+            assert!(intake.take(d.join(name)).is_none(), "{name} refused");
+            let why = reason(&dir, name);
+            assert!(why.contains("content not kept"), "{name}: {why}");
+        }
+        assert!(reason(&dir, "SF1000000000001.png").contains("symbolic link"));
+        assert!(reason(&dir, "fifo.png").contains("a FIFO"));
+        assert!(reason(&dir, "giant.png").contains("1500000000 bytes"));
+        assert!(reason(&dir, "hard.png").contains("hard link"));
+        // Nothing of any target was copied: the quarantine holds reason files only.
+        for e in std::fs::read_dir(dir.quarantine()).expect("q") {
+            let name = e.expect("entry").file_name().to_string_lossy().into_owned();
+            assert!(name.ends_with(".reason.txt"), "{name} kept");
+        }
+        assert_eq!(std::fs::read(&secret).expect("target"), b"password=hunter2");
+        assert_eq!(
+            std::fs::read_dir(&d).expect("drop").count(),
+            0,
+            "the names are gone"
+        );
+        let t = &intake.telemetry;
+        assert_eq!(t.get("xray.quarantined.symlink"), 2);
+        assert_eq!(t.get("xray.quarantined.not_regular"), 2);
+        assert_eq!(t.get("xray.quarantined.too_large"), 1);
+    }
+
+    #[test]
+    fn a_reused_name_is_a_new_file() {
+        let dir = Dir::new("reuse");
+        let d = dir.drop_dir();
+        let mut intake = intake(&dir);
+        drop_file(&d, "s.png", &png_bytes(1));
+        assert!(intake.take(d.join("s.png")).is_some());
+        assert!(
+            intake.take(d.join("s.png")).is_none(),
+            "the same file, once"
+        );
+        // Screened and gone (a rescan notices), then the machine uses the scan id again.
+        std::fs::remove_file(d.join("s.png")).expect("remove");
+        intake.forget_missing(&HashSet::new());
+        drop_file(&d, "s.png", &png_bytes(2));
+        let again = intake.take(d.join("s.png")).expect("taken again");
+        let (image, _, _) = crate::screen::load_scan(&again).expect("loads");
+        assert_eq!(image.bytes, png_bytes(2));
+        // Even renamed over the old one while it was still there.
+        drop_file(&d, "s.png", &png_bytes(3));
+        assert!(
+            intake.take(d.join("s.png")).is_some(),
+            "a new file under the name"
+        );
+    }
+
+    #[test]
+    fn bad_sidecars_are_refused_unread_and_never_stall_the_image() {
+        let dir = Dir::new("sidecars");
+        let d = dir.drop_dir();
+        let mut intake = intake(&dir);
+        let secret = dir.0.join("secret.json");
+        std::fs::write(&secret, r#"{"waybill":"SF6666666666666"}"#).expect("secret");
+        nix::unistd::mkfifo(&d.join("a.json"), nix::sys::stat::Mode::S_IRWXU).expect("fifo");
+        let sparse = std::fs::File::create(d.join("b.json")).expect("create");
+        sparse.set_len(1_500_000_000).expect("sparse");
+        std::os::unix::fs::symlink(&secret, d.join("c.json")).expect("link");
+        for id in ["a", "b", "c"] {
+            drop_file(&d, &format!("{id}.png"), &png_bytes(4));
+            // Taken at once (a FIFO opened without O_NONBLOCK would block here for ever).
+            let scan = intake.take(d.join(format!("{id}.png"))).expect("the image");
+            assert_eq!(scan.waybill, None, "{id}: nothing read through the sidecar");
+            assert!(reason(&dir, &format!("{id}.json")).contains("content not kept"));
+        }
+        assert!(reason(&dir, "b.json").contains("over the 4096-byte limit"));
+        assert_eq!(intake.telemetry.get("xray.bad_sidecars"), 3);
+        assert_eq!(
+            std::fs::read_dir(dir.quarantine()).expect("q").count(),
+            3,
+            "reasons only"
+        );
+    }
+
+    #[test]
+    fn a_sidecar_whose_image_never_came_is_quarantined_after_the_window() {
+        let dir = Dir::new("orphan-sidecar");
+        let d = dir.drop_dir();
+        let mut intake = intake(&dir);
+        drop_file(&d, "s7.json", br#"{"waybill":"SF7777777777777"}"#);
+        let mut sizes = HashMap::new();
+        let t0 = Instant::now();
+        let (_, found) = list_folder(&d, &mut sizes).expect("list");
+        intake.sweep_sidecars(found, t0);
+        let (_, found) = list_folder(&d, &mut sizes).expect("list");
+        intake.sweep_sidecars(found, t0 + Duration::from_millis(299));
+        assert!(d.join("s7.json").exists(), "waits out the window");
+        let (_, found) = list_folder(&d, &mut sizes).expect("list");
+        intake.sweep_sidecars(found, t0 + Duration::from_millis(300));
+        assert!(!d.join("s7.json").exists());
+        assert!(reason(&dir, "s7.json").contains("no image of this scan id arrived"));
+        assert_eq!(
+            std::fs::read(dir.quarantine().join("s7.json")).expect("kept"),
+            br#"{"waybill":"SF7777777777777"}"#
+        );
+        assert_eq!(intake.telemetry.get("xray.quarantined.orphan_sidecar"), 1);
+        // The scan id used again later picks up no stale waybill.
+        drop_file(&d, "s7.png", &png_bytes(5));
+        assert_eq!(intake.take(d.join("s7.png")).expect("image").waybill, None);
     }
 }

@@ -167,11 +167,14 @@ struct Payload {
     body: Value,
 }
 
-/// What a command says about itself before it is trusted: echoed in the answer.
+/// What a command says about itself, for the answer: the command (only a known name) and,
+/// once the signature verified, the nonce. Nothing an unverified sender wrote is echoed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Claimed {
     pub nonce: Option<String>,
     pub command: Option<String>,
+    /// Whether the signature verified: the payload is the regulator's own words.
+    pub signed: bool,
 }
 
 /// A command whose signature, target, age and topic were checked. The nonce is still to be
@@ -201,7 +204,8 @@ impl Verifier {
     ) -> (Claimed, Result<Verified, Refusal>) {
         let mut claimed = Claimed {
             nonce: None,
-            command: Some(topic_command.to_owned()),
+            command: Command::from_key(topic_command).map(|c| c.key().to_owned()),
+            signed: false,
         };
         let env: Envelope = match serde_json::from_slice(raw) {
             Ok(e) => e,
@@ -209,7 +213,8 @@ impl Verifier {
                 return (
                     claimed,
                     Err(Refusal::Malformed(format!(
-                        "not a {CMD_SCHEMA} envelope: {e}"
+                        "not a {CMD_SCHEMA} envelope: {}",
+                        without_values(&e)
                     ))),
                 )
             }
@@ -217,18 +222,30 @@ impl Verifier {
         if env.schema != CMD_SCHEMA {
             return (
                 claimed,
-                Err(Refusal::Malformed(format!(
-                    "schema {:?}, expected {CMD_SCHEMA:?}",
-                    env.schema
-                ))),
+                Err(Refusal::Malformed(format!("schema is not {CMD_SCHEMA:?}"))),
             );
         }
         let payload: Payload = match serde_json::from_str(&env.payload) {
             Ok(p) => p,
-            Err(e) => return (claimed, Err(Refusal::Malformed(format!("payload: {e}")))),
+            Err(e) => {
+                return (
+                    claimed,
+                    Err(Refusal::Malformed(format!(
+                        "payload: {}",
+                        without_values(&e)
+                    ))),
+                )
+            }
         };
-        claimed.nonce = Some(payload.nonce.clone());
+        let nonce = payload.nonce.clone();
         let result = self.check(&env, payload, topic_command, now);
+        claimed.signed = !matches!(
+            result,
+            Err(Refusal::NoKey | Refusal::Unsigned | Refusal::BadSignature)
+        );
+        if claimed.signed {
+            claimed.nonce = Some(nonce);
+        }
         (claimed, result)
     }
 
@@ -298,10 +315,48 @@ impl Verifier {
     }
 }
 
+/// What a serde error expected, without the value it found: `expected a string`, `missing
+/// field `ids``. The value may be personal data (an ID number in the wrong place) or an
+/// attacker's bulk, and never travels on in our words.
+fn expectation(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    let msg = msg.split(" at line ").next().unwrap_or_default();
+    if msg.starts_with("missing field") {
+        msg.to_owned()
+    } else if let Some((_, expected)) = msg.split_once(", expected ") {
+        format!("expected {expected}")
+    } else {
+        "invalid value".to_owned()
+    }
+}
+
+/// A parse error of unverified input: where, and what was expected; never what was found.
+pub fn without_values(e: &serde_json::Error) -> String {
+    match e.classify() {
+        serde_json::error::Category::Data => {
+            format!(
+                "{} (line {}, column {})",
+                expectation(e),
+                e.line(),
+                e.column()
+            )
+        }
+        _ => format!("not valid JSON (line {}, column {})", e.line(), e.column()),
+    }
+}
+
+/// Reads a signed command's body as `T`; an error names the field and what it should be,
+/// never the value.
+fn body<T: serde::de::DeserializeOwned>(what: &str, body: &Value) -> Result<T, Refusal> {
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let field = e.path().to_string();
+        Refusal::BadBody(format!("{what}: {field}: {}", expectation(e.inner())))
+    })
+}
+
 /// The `watchlist` body: the watch-list file format.
-pub fn watchlist_body(body: &Value) -> Result<WatchlistFile, Refusal> {
-    let file: WatchlistFile = serde_json::from_value(body.clone())
-        .map_err(|e| Refusal::BadBody(format!("watch-list: {e}")))?;
+pub fn watchlist_body(body_value: &Value) -> Result<WatchlistFile, Refusal> {
+    let file: WatchlistFile = body("watch-list", body_value)?;
     if file.version.trim().is_empty() {
         return Err(Refusal::BadBody("watch-list: empty version".into()));
     }
@@ -325,29 +380,29 @@ pub fn thresholds_body(body: &Value) -> Result<BTreeMap<Category, f32>, Refusal>
         let t = v
             .as_f64()
             .filter(|t| (0.0..=1.0).contains(t))
-            .ok_or_else(|| Refusal::BadBody(format!("thresholds: {k} = {v}: must be 0 to 1")))?;
+            .ok_or_else(|| {
+                Refusal::BadBody(format!("thresholds: {k}: expected a number from 0 to 1"))
+            })?;
         out.insert(cat, t as f32);
     }
     Ok(out)
 }
 
 /// The `evidence` body: `{"report_id": "rpt-…"}`.
-pub fn evidence_body(body: &Value) -> Result<String, Refusal> {
+pub fn evidence_body(body_value: &Value) -> Result<String, Refusal> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct B {
         report_id: String,
     }
-    let b: B = serde_json::from_value(body.clone())
-        .map_err(|e| Refusal::BadBody(format!("evidence: {e}")))?;
+    let b: B = body("evidence", body_value)?;
     let ok = b.report_id.len() <= 64
         && b.report_id.starts_with("rpt-")
         && b.report_id[4..].bytes().all(|c| c.is_ascii_hexdigit());
     if !ok {
-        return Err(Refusal::BadBody(format!(
-            "evidence: {:?} is not a report id (rpt- and hex)",
-            b.report_id
-        )));
+        return Err(Refusal::BadBody(
+            "evidence: report_id: expected a report id (rpt- and hex digits, at most 64)".into(),
+        ));
     }
     Ok(b.report_id)
 }
@@ -370,18 +425,70 @@ pub fn result(claimed: &Claimed, ok: bool, message: &str) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-/// The `screenline.evidence.v1` payload: the full stored image.
-pub fn evidence_payload(report_id: &str, record_id: &str, format: &str, image: &[u8]) -> Vec<u8> {
+/// One archived evidence file, read for the regulator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceFile {
+    /// The file's extension (png, tif, ...).
+    pub format: String,
+    /// Its bytes, exactly as archived.
+    pub bytes: Vec<u8>,
+}
+
+impl EvidenceFile {
+    fn read(path: &std::path::Path) -> Option<EvidenceFile> {
+        // Through a checked descriptor, like the drop folder: a link is never followed.
+        let (bytes, _) =
+            crate::line::dropfile::read_regular(path, crate::screen::MAX_IMAGE_BYTES).ok()?;
+        let format = path.extension()?.to_str()?.to_ascii_lowercase();
+        Some(EvidenceFile { format, bytes })
+    }
+}
+
+/// Reads a report's archived evidence, as the record names it: the image, and when that is
+/// the high-energy half of a pair (`<record>.high.<ext>`), the low-energy half beside it
+/// (`<record>.low.<ext>`) — the files whose hashes the report gave. `None` when a file is
+/// missing (evicted, deleted) or is not a regular file.
+pub fn read_evidence(image: &std::path::Path) -> Option<(EvidenceFile, Option<EvidenceFile>)> {
+    let first = EvidenceFile::read(image)?;
+    let name = image.file_name()?.to_str()?;
+    let Some(stem) = name
+        .strip_suffix(&format!(".{}", first.format))
+        .and_then(|n| n.strip_suffix(".high"))
+    else {
+        return Some((first, None));
+    };
+    let low = crate::line::xray::IMAGE_EXTENSIONS
+        .iter()
+        .find_map(|ext| EvidenceFile::read(&image.with_file_name(format!("{stem}.low.{ext}"))))?;
+    Some((first, Some(low)))
+}
+
+/// The `screenline.evidence.v1` payload: the stored image (the high-energy half of a pair)
+/// and, for a pair, the low-energy half, each with the SHA-256 the report gave for it.
+pub fn evidence_payload(
+    report_id: &str,
+    record_id: &str,
+    image: &EvidenceFile,
+    low_energy: Option<&EvidenceFile>,
+) -> Vec<u8> {
     use sha2::{Digest, Sha256};
-    serde_json::to_vec(&json!({
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut body = json!({
         "schema": "screenline.evidence.v1",
         "report_id": report_id,
         "record_id": record_id,
-        "format": format,
-        "image_sha256": hex::encode(Sha256::digest(image)),
-        "image_base64": base64::engine::general_purpose::STANDARD.encode(image),
-    }))
-    .unwrap_or_default()
+        "format": image.format,
+        "image_sha256": hex::encode(Sha256::digest(&image.bytes)),
+        "image_base64": b64(&image.bytes),
+    });
+    if let Some(low) = low_energy {
+        body["low_energy"] = json!({
+            "format": low.format,
+            "image_sha256": hex::encode(Sha256::digest(&low.bytes)),
+            "image_base64": b64(&low.bytes),
+        });
+    }
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 /// Signs a payload as the regulator does: the envelope for `payload_json` (tests, docs).

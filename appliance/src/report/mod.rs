@@ -10,21 +10,25 @@
 //! and after every ConnAck re-sends everything still in the outbox. At most `window`
 //! publishes are outstanding, well below rumqttc's packet-id space.
 
+pub mod commander;
 pub mod commands;
 pub mod payload;
 pub mod stats;
 
 use crate::config::{parse_broker_url, Config};
 use crate::screen::Screener;
-use crate::store::Store;
+use crate::store::owner::StoreHandle;
+use crate::supervise::Stage;
 use crate::telemetry::Telemetry;
-use commands::{Command, Refusal, Verified, Verifier};
+use commander::{Answer, Commander};
+use commands::Verifier;
 use rand::Rng;
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-use tokio::sync::Notify;
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
@@ -32,13 +36,26 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// How long a clean shutdown waits for the broker to take the `stopped` status.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
-/// Largest message the feed sends or takes (an evidence image, base64, must fit).
+/// Largest message the feed sends or takes: an evidence image (base64) must fit, and so
+/// must the largest real watch-list (a few MB). rumqttc drops the connection on a larger
+/// incoming packet, so the broker must refuse larger ones itself (Mosquitto's
+/// `max_packet_size`; docs/INSTALL.md).
 const MAX_PACKET: usize = 8 << 20;
 /// Records looked through for a report that is not in the report index.
 const EVIDENCE_SCAN: usize = 200_000;
+/// Command answers and evidence waiting to be published; past this, answers to unverified
+/// commands are dropped (counted), so a flood cannot grow the feed's memory.
+const CONTROL_MAX: usize = 64;
 /// Publishes other than reports (status, stats, command answers, evidence) that may be
 /// outstanding besides the report window.
 const CONTROL_ROOM: usize = 16;
+
+/// The event loop's side of the command worker.
+struct Commands {
+    queue: mpsc::Sender<(String, Vec<u8>)>,
+    /// Commands refused because the queue was full, not yet sampled into the store.
+    busy: Arc<AtomicU64>,
+}
 
 #[derive(Debug, Clone)]
 enum InFlight {
@@ -58,22 +75,25 @@ pub struct Feed {
     opts: MqttOptions,
     window: usize,
     stats_period: Duration,
-    store: Arc<Store>,
+    store: StoreHandle,
     screener: Arc<Screener>,
     verifier: Verifier,
     wake: Arc<Notify>,
     telemetry: Arc<Telemetry>,
+    /// Busy while one event of the broker link is handled.
+    stage: Stage,
 }
 
 impl Feed {
     /// A feed for `config`, draining `store`; `wake` is notified when the outbox grows;
     /// regulator commands change `screener`'s watch-list and thresholds.
-    pub fn new(
+    pub async fn new(
         config: &Config,
-        store: Arc<Store>,
+        store: StoreHandle,
         screener: Arc<Screener>,
         wake: Arc<Notify>,
         telemetry: Arc<Telemetry>,
+        stage: Stage,
     ) -> anyhow::Result<Feed> {
         let addr = parse_broker_url(&config.mqtt.url).map_err(anyhow::Error::msg)?;
         let root = config.topic_root();
@@ -94,7 +114,7 @@ impl Feed {
             None => None,
         };
         // The regulator's thresholds outlive a restart (they are no personal data).
-        let saved = store.saved_thresholds()?;
+        let saved = store.read(|s| s.saved_thresholds()).await?;
         if !saved.is_empty() {
             let t = saved
                 .iter()
@@ -136,6 +156,7 @@ impl Feed {
             },
             wake,
             telemetry,
+            stage,
         })
     }
 
@@ -156,14 +177,47 @@ impl Feed {
             self.telemetry.clone(),
             shutdown.clone(),
         ));
-        self.connect_loop(&shutdown).await;
+        let (queue_tx, queue_rx) = mpsc::channel(commander::QUEUE);
+        let (answers_tx, mut answers) = mpsc::channel(commander::QUEUE);
+        let busy = Arc::new(AtomicU64::new(0));
+        let worker = tokio::spawn(
+            Commander::new(
+                self.root.clone(),
+                self.verifier.clone(),
+                self.store.clone(),
+                self.screener.clone(),
+                self.telemetry.clone(),
+            )
+            .run(queue_rx, answers_tx, busy.clone()),
+        );
+        let commands = Commands {
+            queue: queue_tx,
+            busy,
+        };
+        self.connect_loop(&shutdown, &commands, &mut answers).await;
+        drop(commands);
+        // The worker finishes the command in hand and writes what it has sampled.
+        drop(answers);
+        if let Err(e) = worker.await {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
         let _ = stats.await;
     }
 
-    async fn connect_loop(&self, shutdown: &CancellationToken) {
+    async fn connect_loop(
+        &self,
+        shutdown: &CancellationToken,
+        commands: &Commands,
+        answers: &mut mpsc::Receiver<Answer>,
+    ) {
         let mut backoff = BACKOFF_MIN;
         loop {
-            let Some(error) = self.connection(shutdown, &mut backoff).await else {
+            let Some(error) = self
+                .connection(shutdown, &mut backoff, commands, answers)
+                .await
+            else {
                 return;
             };
             self.telemetry.incr("feed.connection_errors");
@@ -183,6 +237,8 @@ impl Feed {
         &self,
         shutdown: &CancellationToken,
         backoff: &mut Duration,
+        commands: &Commands,
+        answers: &mut mpsc::Receiver<Answer>,
     ) -> Option<String> {
         let (client, mut eventloop) =
             AsyncClient::new(self.opts.clone(), self.window * 2 + CONTROL_ROOM * 2);
@@ -216,12 +272,14 @@ impl Feed {
                     control.pop_front();
                     queued.push_back(InFlight::Control);
                 }
+                let _working = self.stage.work();
                 self.top_up(
                     &client,
                     &mut queued,
                     &mut outstanding,
                     &mut outstanding_stats,
-                );
+                )
+                .await;
             }
             tokio::select! {
                 ev = eventloop.poll() => match ev.inspect(|e| self.heard(e)) {
@@ -250,7 +308,8 @@ impl Feed {
                     Ok(Event::Incoming(Packet::PubAck(ack))) => match inflight.remove(&ack.pkid) {
                         Some(InFlight::Report(key)) => {
                             outstanding.remove(&key);
-                            match self.store.ack(&key) {
+                            let k = key.clone();
+                            match self.store.update(move |s| s.ack(&k)).await {
                                 Ok(true) => self.telemetry.incr("feed.reports_acked"),
                                 Ok(false) => {}
                                 Err(e) => tracing::error!(error = %e, "cannot clear an acknowledged report; it will be sent again"),
@@ -258,7 +317,8 @@ impl Feed {
                         }
                         Some(InFlight::Stats(key)) => {
                             outstanding_stats.remove(&key);
-                            match self.store.ack_stats(&key) {
+                            let k = key.clone();
+                            match self.store.update(move |s| s.ack_stats(&k)).await {
                                 Ok(true) => self.telemetry.incr("feed.stats_acked"),
                                 Ok(false) => {}
                                 Err(e) => tracing::error!(error = %e, "cannot clear acknowledged statistics; they will be sent again"),
@@ -271,8 +331,24 @@ impl Feed {
                     },
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         if let Some(name) = p.topic.strip_prefix(&cmd_prefix) {
-                            let name = name.to_owned();
-                            control.extend(self.command(&name, &p.payload).await);
+                            // The topic level is the sender's choice: no valid command name is
+                            // longer, and only a known one is ever echoed.
+                            let name: String = name.chars().take(32).collect();
+                            if commands.queue.try_send((name.clone(), p.payload.to_vec())).is_err() {
+                                self.telemetry.incr("cmd.refused");
+                                self.telemetry.incr("cmd.refused.busy");
+                                commands.busy.fetch_add(1, Ordering::Relaxed);
+                                if control.len() < CONTROL_MAX {
+                                    let claimed = commands::Claimed {
+                                        command: commands::Command::from_key(&name).map(|c| c.key().to_owned()),
+                                        ..Default::default()
+                                    };
+                                    control.push_back((
+                                        format!("{}/cmd-result", self.root),
+                                        commands::result(&claimed, false, commander::BUSY),
+                                    ));
+                                }
+                            }
                         }
                     }
                     Ok(Event::Outgoing(Outgoing::Disconnect)) if stopping => return None,
@@ -282,6 +358,18 @@ impl Feed {
                         return None;
                     }
                     Err(e) => return Some(e.to_string()),
+                },
+                answer = answers.recv() => match answer {
+                    Some(a) => {
+                        for m in a.publish {
+                            if a.verified || control.len() < CONTROL_MAX {
+                                control.push_back(m);
+                            } else {
+                                self.telemetry.incr("cmd.answers_dropped");
+                            }
+                        }
+                    }
+                    None => panic!("the command worker ended while the feed ran"),
                 },
                 _ = self.wake.notified(), if connected && !stopping => {}
                 _ = link_check.tick(), if connected && !stopping => {
@@ -315,14 +403,6 @@ impl Feed {
         }
     }
 
-    /// Counts a command's outcome, in telemetry and durably for the statistics.
-    async fn count(&self, name: &str) {
-        self.telemetry.incr(name);
-        if let Err(e) = self.store.count(name).await {
-            tracing::error!(error = %e, counter = name, "not counted in the store");
-        }
-    }
-
     /// Notes the broker as heard from when it sent something.
     fn heard(&self, ev: &Event) {
         if let Event::Incoming(_) = ev {
@@ -332,7 +412,7 @@ impl Feed {
 
     /// Hands rumqttc the next outbox entries, up to the window; statistics only when no
     /// flagged report is waiting to be sent.
-    fn top_up(
+    async fn top_up(
         &self,
         client: &AsyncClient,
         queued: &mut VecDeque<InFlight>,
@@ -345,7 +425,12 @@ impl Feed {
         if room == 0 {
             return;
         }
-        let batch = match self.store.outbox_batch(room, |k| outstanding.contains(k)) {
+        let skip = outstanding.clone();
+        let batch = match self
+            .store
+            .read(move |s| s.outbox_batch(room, |k| skip.contains(k)))
+            .await
+        {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the outbox");
@@ -353,9 +438,11 @@ impl Feed {
             }
         };
         if batch.is_empty() {
+            let skip = outstanding_stats.clone();
             let stats = match self
                 .store
-                .stats_batch(room, |k| outstanding_stats.contains(k))
+                .read(move |s| s.stats_batch(room, |k| skip.contains(k)))
+                .await
             {
                 Ok(b) => b,
                 Err(e) => {
@@ -379,7 +466,8 @@ impl Feed {
         for (q, suffix) in batch {
             let topic = format!("{}/{}", self.root, suffix);
             // For evidence requests: which record this report came from.
-            if let Err(e) = self.store.index_report(&q.report_id, &q.key) {
+            let (id, key) = (q.report_id.clone(), q.key.clone());
+            if let Err(e) = self.store.update(move |s| s.index_report(&id, &key)).await {
                 tracing::warn!(error = %e, report = %q.report_id, "report not indexed; evidence for it will be refused");
             }
             match client.try_publish(topic, QoS::AtLeastOnce, false, q.payload) {
@@ -391,141 +479,6 @@ impl Feed {
                     tracing::debug!(error = %e, "publish queue full; will retry");
                     break;
                 }
-            }
-        }
-    }
-
-    /// Verifies, applies, audits and answers one regulator command; returns what to publish
-    /// (the answer, and the evidence for an accepted `evidence` command).
-    async fn command(&self, name: &str, raw: &[u8]) -> Vec<(String, Vec<u8>)> {
-        let now = SystemTime::now();
-        let (claimed, verified) = self.verifier.verify(raw, name, now);
-        let verified_ok = verified.is_ok();
-        let outcome = match verified {
-            Err(r) => Err(r),
-            Ok(v) => {
-                let forget = now.checked_sub(self.verifier.max_age).unwrap_or(now);
-                match self.store.claim_nonce(&v.nonce, v.issued_at, forget).await {
-                    Ok(true) => self.apply(v).await,
-                    Ok(false) => Err(Refusal::Replay(v.nonce)),
-                    Err(e) => Err(Refusal::Store(e.to_string())),
-                }
-            }
-        };
-        let mut out = Vec::new();
-        let (ok, message) = match outcome {
-            Ok((message, extra)) => {
-                self.count("cmd.accepted").await;
-                tracing::info!(command = %name, nonce = ?claimed.nonce, "regulator command applied: {message}");
-                out.extend(extra);
-                (true, message)
-            }
-            Err(r) => {
-                self.count("cmd.refused").await;
-                self.telemetry.incr(&format!("cmd.refused.{}", r.key()));
-                tracing::warn!(command = %name, nonce = ?claimed.nonce, why = r.key(), "regulator command refused: {r}");
-                (false, format!("refused ({}): {r}", r.key()))
-            }
-        };
-        // Only a verified signature makes the sender the regulator.
-        let actor = if verified_ok {
-            "regulator"
-        } else {
-            "unverified"
-        };
-        let action = format!("cmd.{}", commands::audit_name(name));
-        let target = claimed.nonce.as_deref().unwrap_or("-");
-        if let Err(e) = self.store.audit(actor, &action, target, &message).await {
-            self.telemetry.incr("cmd.audit_errors");
-            tracing::error!(error = %e, "regulator command not audited");
-        }
-        out.insert(
-            0,
-            (
-                format!("{}/cmd-result", self.root),
-                commands::result(&claimed, ok, &message),
-            ),
-        );
-        out
-    }
-
-    /// Acts on a verified command whose nonce is claimed: the message for the answer and
-    /// anything else to publish.
-    async fn apply(&self, v: Verified) -> Result<(String, Option<(String, Vec<u8>)>), Refusal> {
-        match v.command {
-            Command::Watchlist => {
-                let file = commands::watchlist_body(&v.body)?;
-                let hashed = crate::screen::rules::Watchlist::hash(&file, self.store.hasher());
-                self.store
-                    .save_watchlist(&hashed)
-                    .await
-                    .map_err(|e| Refusal::Store(e.to_string()))?;
-                // The list kept and the list applied are one: what a restart re-applies.
-                let list = crate::screen::rules::Watchlist::from_hashes(&hashed);
-                let (version, entries) = (list.version.clone(), list.len());
-                let old = self.screener.set_watchlist(list);
-                self.telemetry.link(
-                    "watchlist",
-                    true,
-                    format!("version {version} ({entries} entries)"),
-                );
-                Ok((
-                    format!("watch-list version {version} applied ({entries} entries; was version {old:?})"),
-                    None,
-                ))
-            }
-            Command::Thresholds => {
-                let t = commands::thresholds_body(&v.body)?;
-                let keyed = t.iter().map(|(c, x)| (c.key().to_owned(), *x)).collect();
-                self.store
-                    .save_thresholds(&keyed)
-                    .await
-                    .map_err(|e| Refusal::Store(e.to_string()))?;
-                self.screener.set_thresholds(&t);
-                let list: Vec<String> = t.iter().map(|(c, x)| format!("{c}={x}")).collect();
-                Ok((format!("thresholds set: {}", list.join(", ")), None))
-            }
-            Command::Evidence => {
-                let report_id = commands::evidence_body(&v.body)?;
-                let missing = || Refusal::NoEvidence(report_id.clone());
-                let record = match self
-                    .store
-                    .record_for_report(&report_id)
-                    .map_err(|e| Refusal::Store(e.to_string()))?
-                {
-                    Some(r) => r,
-                    // Reports sent before the index existed: look through the latest records,
-                    // off the event loop's thread.
-                    None => {
-                        let (store, id) = (self.store.clone(), report_id.clone());
-                        tokio::task::spawn_blocking(move || {
-                            store
-                                .latest_records(1, EVIDENCE_SCAN, |r| r["report_id"] == id.as_str())
-                        })
-                        .await
-                        .map_err(|e| Refusal::Store(e.to_string()))?
-                        .map_err(|e| Refusal::Store(e.to_string()))?
-                        .pop()
-                        .ok_or_else(missing)?
-                    }
-                };
-                let path = record["image"].as_str().ok_or_else(missing)?;
-                let path = std::path::PathBuf::from(path);
-                let image = tokio::fs::read(&path).await.map_err(|_| missing())?;
-                // base64 grows by a third; leave room for the JSON around it.
-                if image.len() / 3 * 4 + 4096 > MAX_PACKET {
-                    return Err(Refusal::TooLarge(image.len()));
-                }
-                let format = path.extension().and_then(|e| e.to_str()).unwrap_or("bin");
-                let record_id = record["record_id"].as_str().unwrap_or("");
-                let body = commands::evidence_payload(&report_id, record_id, format, &image);
-                Ok((
-                    format!(
-                        "image of {report_id} ({} bytes) published on evidence/{report_id}",
-                        image.len()
-                    ),
-                    Some((format!("{}/evidence/{report_id}", self.root), body)),
-                ))
             }
         }
     }

@@ -27,10 +27,26 @@ pub fn status(state: &str, telemetry: &Telemetry) -> Vec<u8> {
 }
 
 /// The stable id of a report: the same site, line, waybill and scan always give the same id,
-/// so that a consumer recognises a redelivery.
-pub fn report_id(site_id: &str, line_id: &str, waybill: &str, scan_id: &str) -> String {
+/// so that a consumer recognises a redelivery. Without a read, the parcel's entry time
+/// (ms since the epoch) stands in for the waybill: an X-ray machine that reuses scan ids
+/// then still gives two unread parcels two ids.
+pub fn report_id(
+    site_id: &str,
+    line_id: &str,
+    waybill: Option<&str>,
+    entered_ms: u64,
+    scan_id: &str,
+) -> String {
+    let unread;
+    let who = match waybill {
+        Some(w) => w,
+        None => {
+            unread = format!("entered:{entered_ms}");
+            &unread
+        }
+    };
     let mut h = Sha256::new();
-    for part in [site_id, line_id, waybill, scan_id] {
+    for part in [site_id, line_id, who, scan_id] {
         h.update(part.as_bytes());
         h.update([0u8]);
     }
@@ -63,11 +79,16 @@ pub fn flagged_report(s: &Screened, report_id: &str, site_id: &str, appliance_id
     let wb = s.parcel.waybill.as_ref();
     let scores = s.scores.as_ref().map(|sc| json!(sc));
     let evidence = s.evidence.as_ref().map(|e| {
-        json!({
-            "image_sha256": e.sha256,
+        let mut ev = json!({
+            "image_sha256": e.image.sha256,
             "thumbnail_jpeg": e.thumbnail_jpeg.as_ref()
                 .map(|t| base64::engine::general_purpose::STANDARD.encode(t)),
-        })
+        });
+        // A dual-energy pair: `image_sha256` is the high-energy file's, this the low one's.
+        if let Some(low) = &e.low_energy {
+            ev["low_energy_sha256"] = json!(low.sha256);
+        }
+        ev
     });
     json!({
         "schema": "screenline.report.v1",
@@ -94,10 +115,29 @@ pub fn flagged_report(s: &Screened, report_id: &str, site_id: &str, appliance_id
 mod tests {
     #[test]
     fn report_ids_are_stable_and_distinct() {
-        let a = super::report_id("SZ01", "L1", "SF12345678", "scan-1");
-        assert_eq!(a, super::report_id("SZ01", "L1", "SF12345678", "scan-1"));
-        assert_ne!(a, super::report_id("SZ01", "L1", "SF12345678", "scan-2"));
-        assert_ne!(a, super::report_id("SZ01", "L11", "SF12345678", "scan-"));
+        let a = super::report_id("SZ01", "L1", Some("SF12345678"), 1, "scan-1");
+        assert_eq!(
+            a,
+            super::report_id("SZ01", "L1", Some("SF12345678"), 2, "scan-1")
+        );
+        assert_ne!(
+            a,
+            super::report_id("SZ01", "L1", Some("SF12345678"), 1, "scan-2")
+        );
+        assert_ne!(
+            a,
+            super::report_id("SZ01", "L11", Some("SF12345678"), 1, "scan-")
+        );
+        // No read and a reused scan id: the entry time tells the parcels apart.
+        let unread = super::report_id("SZ01", "L1", None, 1_000, "scan-1");
+        assert_eq!(
+            unread,
+            super::report_id("SZ01", "L1", None, 1_000, "scan-1")
+        );
+        assert_ne!(
+            unread,
+            super::report_id("SZ01", "L1", None, 2_000, "scan-1")
+        );
         assert!(a.starts_with("rpt-") && a.len() == 36);
     }
 }

@@ -9,7 +9,7 @@
 //! queued period ended: after a crash the next period starts there and misses nothing.
 
 use crate::store::counters::{is_durable, StatsMark};
-use crate::store::Store;
+use crate::store::owner::StoreHandle;
 use crate::telemetry::Telemetry;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -85,14 +85,14 @@ pub async fn run(
     period: Duration,
     site_id: String,
     appliance_id: String,
-    store: Arc<Store>,
+    store: StoreHandle,
     wake: Arc<Notify>,
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
 ) {
     // The last queued period's end, kept in the store: after a restart, or a crash, the
     // next period starts exactly there, and the counters (kept too) count all it holds.
-    let (mut from, mut before) = match store.stats_mark() {
+    let (mut from, mut before) = match store.read(|s| s.stats_mark()).await {
         Ok(Some(mark)) => (mark.at(), mark.counters),
         Ok(None) => (SystemTime::now(), durable(&telemetry.counters())),
         Err(e) => {
@@ -112,25 +112,31 @@ pub async fn run(
         let after = durable(&telemetry.counters());
         let body = stats_payload(&site_id, &appliance_id, from, to, &before, &after);
         match serde_json::to_vec(&body) {
-            Ok(bytes) => match store.queue_stats(to, &bytes).await {
-                Ok(()) => {
-                    telemetry.incr("feed.stats_queued");
-                    wake.notify_one();
-                    let mark = StatsMark {
-                        at_ms: to
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_millis() as u64),
-                        counters: after.clone(),
-                    };
-                    if let Err(e) = store.set_stats_mark(&mark).await {
-                        tracing::error!(error = %e, "statistics mark not kept; after a restart this period may be sent again");
+            Ok(bytes) => {
+                // The period and the mark where the next one starts, in one durable write.
+                let mark = StatsMark {
+                    at_ms: to
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                    counters: after.clone(),
+                };
+                match store
+                    .write(move |s| {
+                        s.queue_stats(to, &bytes)?;
+                        s.set_stats_mark(&mark)
+                    })
+                    .await
+                {
+                    Ok(()) => {
+                        telemetry.incr("feed.stats_queued");
+                        wake.notify_one();
+                    }
+                    Err(e) => {
+                        telemetry.incr("feed.stats_errors");
+                        tracing::error!(error = %e, "statistics not queued; the next period carries on");
                     }
                 }
-                Err(e) => {
-                    telemetry.incr("feed.stats_errors");
-                    tracing::error!(error = %e, "statistics not queued; the next period carries on");
-                }
-            },
+            }
             Err(e) => tracing::error!(error = %e, "statistics not encoded"),
         }
         if last {
@@ -181,7 +187,7 @@ mod tests {
     async fn after_a_crash_the_next_period_starts_at_the_last_mark_and_misses_nothing() {
         let dir = std::env::temp_dir().join(format!("sl-stats-mark-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let store = Arc::new(Store::open(&dir).expect("open"));
+        let store = crate::store::Store::open(&dir).expect("open");
         // Before the crash: a period queued up to `mark`, with 5 parcels decided by then; 3
         // more decided (and kept) before the process died.
         let mark_at = SystemTime::now() - Duration::from_secs(600);
@@ -192,15 +198,16 @@ mod tests {
                 .as_millis() as u64,
             counters: [("parcels.decided".to_owned(), 5)].into_iter().collect(),
         };
-        store.set_stats_mark(&mark).await.expect("mark");
+        store.set_stats_mark(&mark).expect("mark");
         for _ in 0..8 {
-            store.count("parcels.decided").await.expect("count");
+            store.count("parcels.decided").expect("count");
         }
         // After the restart: counters come back from the store, as Appliance::start does.
         let telemetry = Arc::new(Telemetry::default());
         for (k, v) in store.durable_counters().expect("counters") {
             telemetry.add(&k, v);
         }
+        let store = StoreHandle::start(store, &dir).expect("store thread");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run(
             Duration::from_secs(3600),
@@ -214,12 +221,19 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         shutdown.cancel();
         task.await.expect("stats task");
-        let queued = store.stats_batch(10, |_| false).expect("queued");
+        let queued = store
+            .read(|s| s.stats_batch(10, |_| false))
+            .await
+            .expect("queued");
         assert_eq!(queued.len(), 1);
         let v: Value = serde_json::from_slice(&queued[0].1).expect("json");
         assert_eq!(v["from"], json!(crate::time_fmt::format(mark.at())), "{v}");
         assert_eq!(v["parcels"]["screened"], 3, "{v}");
-        let next = store.stats_mark().expect("read").expect("mark");
+        let next = store
+            .read(|s| s.stats_mark())
+            .await
+            .expect("read")
+            .expect("mark");
         assert_eq!(next.counters["parcels.decided"], 8);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);

@@ -28,15 +28,47 @@ pub const MAX_PIXELS_SIDE: u32 = 8192;
 /// Bytes the decoder may allocate.
 pub const MAX_DECODE_ALLOC: u64 = 512 * 1024 * 1024;
 
-/// The evidence kept for a screened image.
+/// One file of a scan as screening read it: once, through a checked descriptor
+/// ([`crate::line::dropfile::read_regular`]). These bytes are what is decoded, hashed,
+/// archived and sent as evidence.
+#[derive(Debug, Clone)]
+pub struct ScanFile {
+    /// The file's bytes.
+    pub bytes: Vec<u8>,
+    /// SHA-256 of the bytes, hex.
+    pub sha256: String,
+    /// Which file it was, so that the drop folder's name is removed only while it is.
+    pub id: crate::line::dropfile::FileId,
+}
+
+impl ScanFile {
+    /// Reads a dropped image file once, within [`MAX_IMAGE_BYTES`], and hashes it.
+    pub fn read(path: &std::path::Path) -> Result<ScanFile, String> {
+        let (bytes, id) = crate::line::dropfile::read_regular(path, MAX_IMAGE_BYTES)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        Ok(ScanFile { bytes, sha256, id })
+    }
+}
+
+/// The evidence kept for a screened image: the files exactly as the X-ray machine wrote
+/// them (the report carries their hashes; the store archives these bytes; the regulator's
+/// `evidence` command sends the archived files).
 #[derive(Debug, Clone)]
 pub struct Evidence {
-    /// The image file's bytes, to keep in the store.
-    pub bytes: Vec<u8>,
-    /// SHA-256 of the bytes.
-    pub sha256: String,
+    /// The one pseudo-colour image, or the high-energy half of a dual-energy pair.
+    pub image: ScanFile,
+    /// The low-energy half of a dual-energy pair.
+    pub low_energy: Option<ScanFile>,
     /// A small JPEG for reports (made for flagged parcels only).
     pub thumbnail_jpeg: Option<Vec<u8>>,
+}
+
+impl Evidence {
+    /// The files in order: the image (or high half), then the low half.
+    pub fn files(&self) -> impl Iterator<Item = &ScanFile> {
+        std::iter::once(&self.image).chain(self.low_energy.as_ref())
+    }
 }
 
 /// A screened parcel: what was decided, why, and on what evidence.
@@ -97,48 +129,32 @@ pub fn decode_pair(high: &[u8], low: &[u8]) -> Result<image::RgbImage, String> {
     Ok(xraygen::pseudo_colour(&h, &l))
 }
 
-/// Reads and decodes a scan from disk: one image, or a pair rendered to pseudo-colour.
-/// Returns the evidence bytes (the file itself, or the rendered pair as PNG) and the image.
-pub fn load_scan(scan: &crate::domain::XrayScan) -> Result<(Vec<u8>, image::RgbImage), String> {
+/// Reads a scan's files — each once, through a checked descriptor — hashes and decodes
+/// them: one image, or a pair rendered to pseudo-colour for the model. Nothing is encoded
+/// here: the evidence is the files as read.
+pub fn load_scan(
+    scan: &crate::domain::XrayScan,
+) -> Result<(ScanFile, Option<ScanFile>, image::RgbImage), String> {
+    let image = ScanFile::read(&scan.path)?;
     match &scan.low_energy {
         None => {
-            let bytes = read_limited(&scan.path)?;
-            let rgb = decode_image(&bytes)?;
-            Ok((bytes, rgb))
+            let rgb = decode_image(&image.bytes)?;
+            Ok((image, None, rgb))
         }
         Some(low) => {
-            let rgb = decode_pair(&read_limited(&scan.path)?, &read_limited(low)?)?;
-            // Evidence only: fast compression, since it is on the decision's critical path
-            // (the default level made a pair ~10x a bare decode in benches/ingest.rs).
-            let mut png = Vec::new();
-            let encoder = image::codecs::png::PngEncoder::new_with_quality(
-                &mut png,
-                image::codecs::png::CompressionType::Fast,
-                image::codecs::png::FilterType::Adaptive,
-            );
-            rgb.write_with_encoder(encoder)
-                .map_err(|e| format!("cannot encode the rendered pair: {e}"))?;
-            Ok((png, rgb))
+            let low = ScanFile::read(low)?;
+            let rgb = decode_pair(&image.bytes, &low.bytes)?;
+            Ok((image, Some(low), rgb))
         }
     }
 }
 
-/// A parcel's image as loaded: none, unreadable (why), or the evidence bytes, their
-/// SHA-256 and the image.
-type Loaded = Option<Result<(Vec<u8>, String, image::RgbImage), String>>;
-
-/// Reads, decodes and hashes a scan: everything about an image that needs no model.
-fn load_hashed(
-    scan: &crate::domain::XrayScan,
-) -> Result<(Vec<u8>, String, image::RgbImage), String> {
-    let (bytes, rgb) = load_scan(scan)?;
-    let sha256 = hex::encode(Sha256::digest(&bytes));
-    Ok((bytes, sha256, rgb))
-}
+/// A parcel's image as loaded: none, unreadable (why), or its files and the image.
+type Loaded = Option<Result<(ScanFile, Option<ScanFile>, image::RgbImage), String>>;
 
 /// Screens one parcel: the same path for the line and for `screenline screen`.
 pub fn screen_parcel(model: &mut Model, rules: &mut rules::RuleSet, parcel: Parcel) -> Screened {
-    let loaded = parcel.scan.as_ref().map(load_hashed);
+    let loaded = parcel.scan.as_ref().map(load_scan);
     let scores = match &loaded {
         Some(Ok((_, _, rgb))) => Some(model.infer(rgb).map_err(|e| e.to_string())),
         _ => None,
@@ -162,6 +178,7 @@ pub fn screen_parcels(
 
 /// A parcel with its image read and decoded: the half of screening that needs no model,
 /// so that the stage can do it on another thread (see [`spawn`]).
+#[derive(Clone)]
 pub struct LoadedParcel {
     parcel: Parcel,
     loaded: Loaded,
@@ -169,7 +186,7 @@ pub struct LoadedParcel {
 
 /// Reads, decodes and hashes a parcel's image (if it has one), with the line's limits.
 pub fn load(parcel: Parcel) -> LoadedParcel {
-    let loaded = parcel.scan.as_ref().map(load_hashed);
+    let loaded = parcel.scan.as_ref().map(load_scan);
     LoadedParcel { parcel, loaded }
 }
 
@@ -216,13 +233,22 @@ fn decide(
     loaded: Loaded,
     scored: Option<Result<Scores, String>>,
 ) -> Screened {
+    if let Some(wb) = &crate::supervise::Faults::get().panic_waybill {
+        if parcel
+            .waybill
+            .as_ref()
+            .is_some_and(|w| w.waybill.as_str() == wb)
+        {
+            panic!("test fault: screening panics on this parcel");
+        }
+    }
     let mut evidence = None;
     let mut scores = None;
     let mut problems: Vec<Reason> = Vec::new();
     match loaded {
         None => {}
         Some(Err(e)) => problems.push(rules::image_unreadable(&e)),
-        Some(Ok((bytes, sha256, rgb))) => {
+        Some(Ok((image, low_energy, rgb))) => {
             match scored {
                 Some(Ok(s)) => scores = Some(s),
                 Some(Err(e)) => problems.push(Reason::new(
@@ -236,7 +262,7 @@ fn decide(
                     "the classifier gave no result".to_owned(),
                 )),
             }
-            evidence = Some((bytes, sha256, rgb));
+            evidence = Some((image, low_energy, rgb));
         }
     }
     let overrides = rules.settings.thresholds.clone();
@@ -247,12 +273,12 @@ fn decide(
             .unwrap_or_else(|| model.threshold(c))
     };
     let (decision, reasons) = rules.apply(&parcel, scores.as_ref(), &threshold, problems);
-    let evidence = evidence.map(|(bytes, sha256, rgb)| Evidence {
+    let evidence = evidence.map(|(image, low_energy, rgb)| Evidence {
         thumbnail_jpeg: (decision == Decision::Flag)
             .then(|| thumbnail(&rgb))
             .flatten(),
-        bytes,
-        sha256,
+        image,
+        low_energy,
     });
     Screened {
         parcel,
@@ -349,10 +375,50 @@ impl Screener {
     }
 
     /// Screens parcels whose images were loaded already (by [`load`], on another thread).
+    ///
+    /// A panic while screening (a decoder, the runtime, a rule) is caught: the batch is
+    /// screened again parcel by parcel, and the parcel that panics alone goes to manual
+    /// inspection with `screening_failed`; the others are screened as usual.
     pub fn screen_loaded(&self, parcels: Vec<LoadedParcel>) -> Vec<Screened> {
-        let mut model = lock(&self.model);
-        let mut rules = lock(&self.rules);
-        screen_loaded(&mut model, &mut rules, parcels)
+        let run = |parcels: Vec<LoadedParcel>| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut model = lock(&self.model);
+                let mut rules = lock(&self.rules);
+                screen_loaded(&mut model, &mut rules, parcels)
+            }))
+        };
+        let copies = parcels.clone();
+        match run(parcels) {
+            Ok(screened) => screened,
+            Err(_) => copies
+                .into_iter()
+                .map(|p| {
+                    let parcel = p.parcel.clone();
+                    match run(vec![p]) {
+                        Ok(mut one) if one.len() == 1 => one.remove(0),
+                        _ => self.failed(parcel),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// The result for a parcel whose screening panicked.
+    fn failed(&self, parcel: Parcel) -> Screened {
+        tracing::error!(line = %parcel.line_id, seq = parcel.seq, "screening this parcel panicked: manual inspection");
+        Screened {
+            parcel,
+            decision: Decision::Manual,
+            reasons: vec![Reason::new(
+                ReasonCode::ScreeningFailed,
+                "筛查此包裹时程序出错，转人工".to_owned(),
+                "screening this parcel failed with an internal error; manual inspection".to_owned(),
+            )],
+            scores: None,
+            model: self.model_info(),
+            evidence: None,
+            screened_at: SystemTime::now(),
+        }
     }
 
     /// The running model.
@@ -400,53 +466,87 @@ pub const SCREEN_BATCH: usize = 8;
 /// [`SCREEN_BATCH`], never waiting for more) and screens it with one inference; a lone
 /// parcel goes at once, alone. Parcels leave in the order they came.
 pub fn spawn(
+    set: &mut crate::supervise::StageSet,
+    stages: &Arc<crate::supervise::Stages>,
+    screener: Arc<Screener>,
+    parcels: mpsc::Receiver<crate::domain::Parcel>,
+    screened: mpsc::Sender<Screened>,
+    telemetry: Arc<Telemetry>,
+) -> std::io::Result<()> {
+    let (decode, screen) = stage_threads(
+        (stages.stage("decode"), stages.stage("screening")),
+        screener,
+        parcels,
+        screened,
+        telemetry,
+    );
+    set.spawn_thread("screening-decode", decode)?;
+    set.spawn_thread("screening", screen)
+}
+
+/// The two threads' bodies: decode, then model and rules (see [`spawn`]).
+fn stage_threads(
+    (decode_stage, screen_stage): (crate::supervise::Stage, crate::supervise::Stage),
     screener: Arc<Screener>,
     mut parcels: mpsc::Receiver<crate::domain::Parcel>,
     screened: mpsc::Sender<Screened>,
     telemetry: Arc<Telemetry>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+) -> (
+    impl FnOnce() + Send + 'static,
+    impl FnOnce() + Send + 'static,
+) {
     let (loaded_tx, loaded_rx) =
         std::sync::mpsc::sync_channel::<(std::time::Instant, LoadedParcel)>(SCREEN_BATCH);
-    let decoder = std::thread::Builder::new()
-        .name("screening-decode".into())
-        .spawn(move || {
-            while let Some(parcel) = parcels.blocking_recv() {
-                let started = std::time::Instant::now();
-                if loaded_tx.send((started, load(parcel))).is_err() {
+    let decode = move || {
+        while let Some(parcel) = parcels.blocking_recv() {
+            let started = std::time::Instant::now();
+            let loaded = {
+                let _working = decode_stage.work();
+                crate::supervise::Faults::strike_blocking("decode");
+                let copy = parcel.clone();
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(parcel)))
+                    .unwrap_or_else(|_| {
+                        tracing::error!(line = %copy.line_id, seq = copy.seq, "decoding this parcel's image panicked");
+                        LoadedParcel {
+                            parcel: copy,
+                            loaded: Some(Err("the decoder failed with an internal error".into())),
+                        }
+                    })
+            };
+            if loaded_tx.send((started, loaded)).is_err() {
+                return;
+            }
+        }
+    };
+    let screen = move || {
+        while let Ok(first) = loaded_rx.recv() {
+            let _working = screen_stage.work();
+            crate::supervise::Faults::strike_blocking("screening");
+            let mut batch = vec![first];
+            while batch.len() < SCREEN_BATCH {
+                match loaded_rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            telemetry.set("screen.last_batch", batch.len() as u64);
+            let oldest = batch[0].0;
+            let results = screener.screen_loaded(batch.into_iter().map(|(_, p)| p).collect());
+            telemetry.set(
+                "screen.last_latency_us",
+                u64::try_from(oldest.elapsed().as_micros()).unwrap_or(u64::MAX),
+            );
+            if results.iter().any(|s| s.scores.is_some()) {
+                telemetry.seen("model");
+            }
+            for s in results {
+                if screened.blocking_send(s).is_err() {
                     return;
                 }
             }
-        })?;
-    std::thread::Builder::new()
-        .name("screening".into())
-        .spawn(move || {
-            while let Ok(first) = loaded_rx.recv() {
-                let mut batch = vec![first];
-                while batch.len() < SCREEN_BATCH {
-                    match loaded_rx.try_recv() {
-                        Ok(p) => batch.push(p),
-                        Err(_) => break,
-                    }
-                }
-                telemetry.set("screen.last_batch", batch.len() as u64);
-                let oldest = batch[0].0;
-                let results = screener.screen_loaded(batch.into_iter().map(|(_, p)| p).collect());
-                telemetry.set(
-                    "screen.last_latency_us",
-                    u64::try_from(oldest.elapsed().as_micros()).unwrap_or(u64::MAX),
-                );
-                if results.iter().any(|s| s.scores.is_some()) {
-                    telemetry.seen("model");
-                }
-                for s in results {
-                    if screened.blocking_send(s).is_err() {
-                        return;
-                    }
-                }
-            }
-            // The parcel channel closed and the decoder drained it.
-            let _ = decoder.join();
-        })
+        }
+    };
+    (decode, screen)
 }
 
 /// Screens `parcels` through the stage as the line runs it ([`spawn`]) and returns the
@@ -455,9 +555,15 @@ pub fn run_stage(screener: Arc<Screener>, parcels: Vec<Parcel>) -> Vec<Screened>
     let n = parcels.len();
     let (tx, rx) = mpsc::channel(64);
     let (out_tx, mut out_rx) = mpsc::channel(64);
-    let Ok(handle) = spawn(screener, rx, out_tx, Arc::new(Telemetry::default())) else {
-        return Vec::new();
-    };
+    let stages = Arc::new(crate::supervise::Stages::default());
+    let (decode, screen) = stage_threads(
+        (stages.stage("decode"), stages.stage("screening")),
+        screener,
+        rx,
+        out_tx,
+        Arc::new(Telemetry::default()),
+    );
+    let threads = [std::thread::spawn(decode), std::thread::spawn(screen)];
     let feeder = std::thread::spawn(move || {
         for p in parcels {
             if tx.blocking_send(p).is_err() {
@@ -470,7 +576,9 @@ pub fn run_stage(screener: Arc<Screener>, parcels: Vec<Parcel>) -> Vec<Screened>
         out.push(s);
     }
     let _ = feeder.join();
-    let _ = handle.join();
+    for t in threads {
+        let _ = t.join();
+    }
     out
 }
 

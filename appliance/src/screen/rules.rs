@@ -45,9 +45,8 @@ impl Default for Policy {
                         // A low declared value alone is weak evidence: it is recorded and
                         // shown with the other reasons, and counted.
                         ValueImplausible => Action::Count,
-                        NoRead | NoImage | ImageUnreadable | ScreeningFailed | DecisionLate => {
-                            Action::Manual
-                        }
+                        NoRead | NoImage | ImageUnreadable | ScreeningFailed | DecisionLate
+                        | StoreFailed => Action::Manual,
                     };
                     (c, a)
                 })

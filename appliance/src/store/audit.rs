@@ -23,7 +23,7 @@ pub struct AuditEntry {
 
 impl Store {
     /// Appends an entry, durably.
-    pub async fn audit(
+    pub fn audit(
         &self,
         actor: &str,
         action: &str,
@@ -46,8 +46,33 @@ impl Store {
         let key = format!("{nanos:032}-{:016x}", self.db.generate_id()?);
         self.audit
             .insert(key.as_bytes(), serde_json::to_vec(&entry)?)?;
-        self.db.flush_async().await?;
         Ok(())
+    }
+
+    /// Deletes entries older than `before` and, beyond the newest `max_entries`, the oldest
+    /// ones: the audit log lives as long as the records (retention) and never grows past
+    /// its cap however much arrives. Returns how many went.
+    pub fn prune_audit(&self, before: SystemTime, max_entries: usize) -> Result<usize, StoreError> {
+        let cutoff = format!(
+            "{:032}",
+            before
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        );
+        let mut gone = 0;
+        for key in self.audit.range(..cutoff.as_bytes()).keys() {
+            self.audit.remove(key?)?;
+            gone += 1;
+        }
+        let len = self.audit.len();
+        if len > max_entries {
+            for key in self.audit.iter().keys().take(len - max_entries) {
+                self.audit.remove(key?)?;
+                gone += 1;
+            }
+        }
+        Ok(gone)
     }
 
     /// Up to `limit` entries, newest first, for which `keep` holds.
@@ -83,12 +108,10 @@ mod tests {
             for i in 0..5 {
                 store
                     .audit("user:li", "review.confirmed", &format!("r{i}"), "")
-                    .await
                     .expect("audit");
             }
             store
                 .audit("regulator", "cmd.watchlist", "c1", "version 7")
-                .await
                 .expect("audit");
         }
         let store = Store::open(&dir).expect("reopen");
@@ -98,6 +121,20 @@ mod tests {
         assert_eq!(all[1].target, "r4");
         assert_eq!(all[5].target, "r0");
         let reviews = store.audit_log(2, |e| e.actor == "user:li").expect("log");
+        // Retention by age, then the cap: the newest stay.
+        assert_eq!(
+            store.prune_audit(SystemTime::UNIX_EPOCH, 4).expect("prune"),
+            2
+        );
+        let left = store.audit_log(100, |_| true).expect("log");
+        assert_eq!(left.len(), 4);
+        assert_eq!(left[0].action, "cmd.watchlist");
+        assert_eq!(
+            store
+                .prune_audit(SystemTime::now() + std::time::Duration::from_secs(1), 100)
+                .expect("prune"),
+            4
+        );
         assert_eq!(
             reviews
                 .iter()

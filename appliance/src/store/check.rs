@@ -272,7 +272,6 @@ mod tests {
             let r = json!({"record_id": "r1", "decision": "flag", "report_id": "rep1"});
             store
                 .commit(b"r1", &r, Some(("rep1", "reports/flagged", b"{}")))
-                .await
                 .expect("commit");
             store
                 .commit(
@@ -280,7 +279,6 @@ mod tests {
                     &json!({"record_id": "r2", "decision": "clear"}),
                     None,
                 )
-                .await
                 .expect("commit");
         }
         let report = check(&dir).expect("check");
@@ -319,7 +317,6 @@ mod tests {
                         "image": img.display().to_string()}),
                     Some(("rep-other", "reports/flagged", b"{}")),
                 )
-                .await
                 .expect("commit");
             store
                 .commit(
@@ -327,7 +324,6 @@ mod tests {
                     &json!({"record_id": "r5", "decision": "clear", "image": "/nowhere/r5.png"}),
                     None,
                 )
-                .await
                 .expect("commit");
             std::fs::write(store.images_dir().join("r9.high.png"), b"png").expect("orphan");
             store.flush_blocking().expect("flush");

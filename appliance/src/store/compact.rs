@@ -119,7 +119,6 @@ mod tests {
                         &rec,
                         Some(("r", "reports/flagged", &payload)),
                     )
-                    .await
                     .expect("commit");
                 if i % 3 != 0 {
                     store.ack(key.as_bytes()).expect("ack");

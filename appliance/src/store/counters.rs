@@ -27,13 +27,21 @@ fn read(v: Option<sled::IVec>) -> u64 {
         .map_or(0, u64::from_be_bytes)
 }
 
-/// Adds `counts` inside a transaction.
-pub(super) fn add(
+/// Adds `delta` (negative: takes away, never below zero) inside a transaction.
+pub(super) fn apply(
     tree: &TransactionalTree,
-    counts: &BTreeMap<String, u64>,
+    delta: &BTreeMap<&str, i64>,
 ) -> Result<(), ConflictableTransactionError<()>> {
-    for (name, n) in counts {
-        let now = read(tree.get(name.as_bytes())?).saturating_add(*n);
+    for (name, n) in delta {
+        if *n == 0 {
+            continue;
+        }
+        let was = read(tree.get(name.as_bytes())?);
+        let now = if *n > 0 {
+            was.saturating_add(n.unsigned_abs())
+        } else {
+            was.saturating_sub(n.unsigned_abs())
+        };
         tree.insert(name.as_bytes(), &now.to_be_bytes())?;
     }
     Ok(())
@@ -65,27 +73,30 @@ impl Store {
         Ok(out)
     }
 
-    /// Adds one to a kept counter, durably (reviews, regulator commands: a few an hour).
-    pub async fn count(&self, name: &str) -> Result<(), StoreError> {
+    /// Adds one to a kept counter (reviews, regulator commands: a few an hour).
+    pub fn count(&self, name: &str) -> Result<(), StoreError> {
+        self.count_by(name, 1)
+    }
+
+    /// Adds `n` to a kept counter.
+    pub fn count_by(&self, name: &str, n: u64) -> Result<(), StoreError> {
         self.db.open_tree(COUNTERS)?.update_and_fetch(name, |v| {
             Some(
                 read(v.map(sled::IVec::from))
-                    .saturating_add(1)
+                    .saturating_add(n)
                     .to_be_bytes()
                     .to_vec(),
             )
         })?;
-        self.db.flush_async().await?;
         Ok(())
     }
 
     /// Sets the statistics mark (after the period's message is queued: a crash in between
     /// sends that period twice, never loses it).
-    pub async fn set_stats_mark(&self, mark: &StatsMark) -> Result<(), StoreError> {
+    pub fn set_stats_mark(&self, mark: &StatsMark) -> Result<(), StoreError> {
         self.db
             .open_tree(STATS_MARK)?
             .insert("mark", serde_json::to_vec(mark)?)?;
-        self.db.flush_async().await?;
         Ok(())
     }
 
@@ -111,41 +122,39 @@ mod tests {
         {
             let store = Store::open(&dir).expect("open");
             let record = json!({"record_id": "r1", "decision": "flag"});
-            let counts: BTreeMap<String, u64> = [("parcels.decided", 2), ("parcels.flag", 1)]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect();
-            let commit = Commit {
-                key: b"0000000000001-L1-1",
-                record: &record,
+            let commit = |key: &str, counts: &[&str]| Commit {
+                key: key.to_owned(),
+                record: record.clone(),
                 report: None,
                 waybill: None,
+                counts: counts.iter().map(|c| (*c).to_owned()).collect(),
             };
             store
-                .commit_counted(&[commit], &counts)
-                .await
+                .commit_counted(&[
+                    commit("0000000000001-L1-1", &["parcels.decided", "parcels.flag"]),
+                    commit("0000000000002-L1-2", &["parcels.decided", "parcels.flag"]),
+                ])
                 .expect("commit");
+            // Committed again (a retry after a failed flush), now as a manual parcel: its
+            // counts move, they do not add up.
             store
-                .commit_counted(
-                    &[Commit {
-                        key: b"0000000000002-L1-2",
-                        ..commit
-                    }],
-                    &counts,
-                )
-                .await
-                .expect("commit");
-            store.count("reviews.confirmed").await.expect("count");
+                .commit_counted(&[commit(
+                    "0000000000002-L1-2",
+                    &["parcels.decided", "parcels.manual"],
+                )])
+                .expect("commit again");
+            store.count("reviews.confirmed").expect("count");
             let mark = StatsMark {
                 at_ms: 1_795_600_000_000,
                 counters: store.durable_counters().expect("read"),
             };
-            store.set_stats_mark(&mark).await.expect("mark");
+            store.set_stats_mark(&mark).expect("mark");
         }
         let store = Store::open(&dir).expect("reopen");
         let c = store.durable_counters().expect("read");
-        assert_eq!(c["parcels.decided"], 4);
-        assert_eq!(c["parcels.flag"], 2);
+        assert_eq!(c["parcels.decided"], 2);
+        assert_eq!(c["parcels.flag"], 1);
+        assert_eq!(c["parcels.manual"], 1);
         assert_eq!(c["reviews.confirmed"], 1);
         let mark = store.stats_mark().expect("read").expect("a mark");
         assert_eq!(mark.counters, c);

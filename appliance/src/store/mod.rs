@@ -37,13 +37,15 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
 use thiserror::Error;
 
 pub mod audit;
 pub mod check;
 pub mod compact;
 pub mod counters;
+pub mod owner;
 pub mod query;
 pub mod recover;
 pub mod regulator;
@@ -77,6 +79,15 @@ pub enum StoreError {
     Encode(#[from] serde_json::Error),
     #[error("no record {0} in the store")]
     NotFound(String),
+    /// The flush after a write failed: the write is not durable and counts as not done.
+    #[error("store: flush failed: {0}")]
+    Flush(String),
+    /// The store thread could not run the job (the database is closed after a fault).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store thread has ended (shutdown, or it died).
+    #[error("the store thread has ended")]
+    Gone,
 }
 
 /// The store layout this screenline writes. 1: the walking skeleton's (no version key).
@@ -151,6 +162,9 @@ impl std::fmt::Debug for KeyedHasher {
 /// by this however large the backlog grows: the rest waits on disk.
 pub const CACHE_BYTES: u64 = 16 << 20;
 
+/// Per record key, the counters its commit added (see [`Store::commit_counted`]).
+pub(crate) const COUNTED: &str = "counted";
+
 /// The appliance's store.
 pub struct Store {
     db: sled::Db,
@@ -163,20 +177,27 @@ pub struct Store {
     by_waybill: sled::Tree,
     images: PathBuf,
     hasher: KeyedHasher,
-    /// Outbox length, kept here because sled's `len()` walks the whole tree.
-    backlog: AtomicUsize,
+    /// Outbox length, kept here because sled's `len()` walks the whole tree; shared with
+    /// the [`owner::StoreHandle`]s, which read it without a job.
+    backlog: Arc<AtomicUsize>,
+    /// Parcels recorded in the split-shipment ledger since its last sweep.
+    ledger_since_sweep: Arc<AtomicU32>,
 }
 
-/// One record of a group commit ([`Store::commit_batch`]).
-#[derive(Debug, Clone, Copy)]
-pub struct Commit<'a> {
+/// One record of a group commit ([`Store::commit_counted`]), owned: it travels to the store
+/// thread.
+#[derive(Debug, Clone)]
+pub struct Commit {
     /// The record's key (its record id).
-    pub key: &'a [u8],
-    pub record: &'a serde_json::Value,
+    pub key: String,
+    pub record: serde_json::Value,
     /// A flagged record's report: (report id, topic suffix, payload).
-    pub report: Option<(&'a str, &'a str, &'a [u8])>,
+    pub report: Option<(String, String, Vec<u8>)>,
     /// The waybill to index the record under, if it has one.
-    pub waybill: Option<&'a str>,
+    pub waybill: Option<String>,
+    /// The counters this record adds to (`parcels.decided`, `reasons.…`): added in the same
+    /// transaction, once per record key however often the record is committed.
+    pub counts: Vec<String>,
 }
 
 /// Whether an error from sled's open means the files are unreadable (so that moving them
@@ -294,7 +315,7 @@ impl Store {
         db.flush()?;
         let images = data_dir.join("images");
         std::fs::create_dir_all(&images)?;
-        let backlog = AtomicUsize::new(outbox.len());
+        let backlog = Arc::new(AtomicUsize::new(outbox.len()));
         Ok(Store {
             db,
             records,
@@ -307,13 +328,17 @@ impl Store {
             images,
             hasher: KeyedHasher::new(hash_key),
             backlog,
+            ledger_since_sweep: Arc::default(),
         })
     }
 
     fn open_db(db_path: &Path) -> Result<(sled::Db, [sled::Tree; 7]), sled::Error> {
+        // No background flusher: only the store thread flushes (`owner.rs`), never beside
+        // a transaction on another thread.
         let db = sled::Config::new()
             .path(db_path)
             .cache_capacity(CACHE_BYTES)
+            .flush_every_ms(None)
             .open()?;
         let trees = [
             db.open_tree("records")?,
@@ -353,65 +378,84 @@ impl Store {
     pub fn split_ledger(&self) -> SledLedger {
         SledLedger {
             tree: self.split.clone(),
-            since_sweep: 0,
+            since_sweep: self.ledger_since_sweep.clone(),
         }
     }
 
-    /// Stores a record and, if there is one, its report, atomically and durably (a group
-    /// of one: see [`Store::commit_batch`]).
-    pub async fn commit(
+    /// Writes one record and, if there is one, its report ([`Store::commit_counted`] of a
+    /// group of one, counting nothing).
+    pub fn commit(
         &self,
         record_key: &[u8],
         record: &serde_json::Value,
         report: Option<(&str, &str, &[u8])>,
     ) -> Result<(), StoreError> {
-        self.commit_batch(&[Commit {
-            key: record_key,
-            record,
-            report,
+        self.commit_counted(&[Commit {
+            key: String::from_utf8_lossy(record_key).into_owned(),
+            record: record.clone(),
+            report: report
+                .map(|(id, topic, body)| (id.to_owned(), topic.to_owned(), body.to_vec())),
             waybill: None,
+            counts: Vec::new(),
         }])
-        .await
     }
 
-    /// Stores a group of records with their reports and waybill index entries in one
-    /// transaction and one flush: the durability point (module docs). When it returns `Ok`,
-    /// every one of them survives a `kill -9`; when it fails, none was written.
-    pub async fn commit_batch(&self, batch: &[Commit<'_>]) -> Result<(), StoreError> {
-        self.commit_counted(batch, &BTreeMap::new()).await
-    }
-
-    /// [`Store::commit_batch`], adding `counts` to the store's counters in the same
-    /// transaction: what the regulator's statistics count is exactly what was stored.
-    pub async fn commit_counted(
-        &self,
-        batch: &[Commit<'_>],
-        counts: &BTreeMap<String, u64>,
-    ) -> Result<(), StoreError> {
+    /// Writes a group of records with their reports, waybill index entries and counters in
+    /// one transaction. Durable once the store thread's flush after it returns (`owner.rs`):
+    /// the sink waits for that before any decision of the group reaches a controller.
+    ///
+    /// Idempotent by record key: a record committed again (the sink retrying a group whose
+    /// flush failed, which a later flush may have written after all) replaces the earlier
+    /// one, its counters are moved from what the earlier one counted to what this one
+    /// counts, and its report is queued once.
+    pub fn commit_counted(&self, batch: &[Commit]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
         let counters = self.db.open_tree(counters::COUNTERS)?;
+        let counted = self.db.open_tree(COUNTED)?;
         let mut encoded = Vec::with_capacity(batch.len());
         for c in batch {
-            let entry = match c.report {
+            let entry = match &c.report {
                 Some((report_id, topic_suffix, payload)) => {
                     Some(serde_json::to_vec(&OutboxEntry {
-                        report_id: report_id.to_owned(),
-                        topic_suffix: topic_suffix.to_owned(),
-                        payload: payload.to_vec(),
+                        report_id: report_id.clone(),
+                        topic_suffix: topic_suffix.clone(),
+                        payload: payload.clone(),
                     })?)
                 }
                 None => None,
             };
-            let index = c.waybill.map(|w| [w.as_bytes(), b"\0", c.key].concat());
-            encoded.push((c.key, serde_json::to_vec(c.record)?, entry, index));
+            let index = c
+                .waybill
+                .as_ref()
+                .map(|w| [w.as_bytes(), b"\0", c.key.as_bytes()].concat());
+            encoded.push((
+                c.key.as_bytes(),
+                serde_json::to_vec(&c.record)?,
+                entry,
+                index,
+                c.counts.join("\n"),
+            ));
         }
-        let added = (&self.records, &self.outbox, &self.by_waybill, &counters)
-            .transaction(|(records, outbox, by_waybill, counters)| {
-                counters::add(counters, counts)?;
+        let added = (
+            &self.records,
+            &self.outbox,
+            &self.by_waybill,
+            &counters,
+            &counted,
+        )
+            .transaction(|(records, outbox, by_waybill, counters, counted)| {
                 let mut added = 0usize;
-                for (key, record, entry, index) in &encoded {
+                let mut delta: BTreeMap<&str, i64> = BTreeMap::new();
+                let mut before = Vec::new();
+                for (key, record, entry, index, counts) in &encoded {
+                    if let Some(old) = counted.insert(*key, counts.as_bytes())? {
+                        before.push(old);
+                    }
+                    for name in counts.split('\n').filter(|n| !n.is_empty()) {
+                        *delta.entry(name).or_default() += 1;
+                    }
                     records.insert(*key, record.as_slice())?;
                     if let Some(e) = entry {
                         if outbox.insert(*key, e.as_slice())?.is_none() {
@@ -422,6 +466,16 @@ impl Store {
                         by_waybill.insert(i.as_slice(), &[])?;
                     }
                 }
+                for old in &before {
+                    for name in std::str::from_utf8(old)
+                        .unwrap_or_default()
+                        .split('\n')
+                        .filter(|n| !n.is_empty())
+                    {
+                        *delta.entry(name).or_default() -= 1;
+                    }
+                }
+                counters::apply(counters, &delta)?;
                 Ok::<usize, ConflictableTransactionError<()>>(added)
             })
             .map_err(|e| match e {
@@ -431,7 +485,6 @@ impl Store {
                 }
             })?;
         self.backlog.fetch_add(added, Ordering::Relaxed);
-        self.db.flush_async().await?;
         Ok(())
     }
 
@@ -484,23 +537,11 @@ impl Store {
         Ok(was_there)
     }
 
-    /// Moves an image file into the store's image folder, named by record.
-    pub fn keep_image(
-        &self,
-        record_id: &str,
-        src: &Path,
-        bytes: &[u8],
-    ) -> Result<PathBuf, StoreError> {
-        let ext = src.extension().and_then(|e| e.to_str()).unwrap_or("img");
-        let dest = self.images.join(format!("{record_id}.{ext}"));
-        if std::fs::rename(src, &dest).is_err() {
-            // Another filesystem: write our copy, then remove the original.
-            std::fs::write(&dest, bytes)?;
-            std::fs::remove_file(src)?;
-        }
-        // The sidecar's content lives on in the record.
-        let _ = std::fs::remove_file(src.with_extension("json"));
-        Ok(dest)
+    /// Counts the outbox into `shared` and keeps counting there (a store reopened by the
+    /// store thread goes on with the handles' counter).
+    pub(crate) fn adopt_backlog(&mut self, shared: Arc<AtomicUsize>) {
+        shared.store(self.outbox.len(), Ordering::Relaxed);
+        self.backlog = shared;
     }
 
     /// A record by key.
@@ -521,11 +562,15 @@ impl Store {
         self.db.flush()?;
         Ok(())
     }
+}
 
-    /// Flushes everything (shutdown).
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
+impl Drop for Store {
+    /// What was written is flushed when the store closes (the store thread flushes after
+    /// every job round already; this covers offline commands and tests).
+    fn drop(&mut self) {
+        if let Err(e) = self.db.flush() {
+            tracing::error!(error = %e, "the store's final flush failed");
+        }
     }
 }
 
@@ -547,7 +592,7 @@ fn migrate_schema(meta: &sled::Tree, from: u32) -> Result<(), StoreError> {
 /// most the parcels in its window and a periodic sweep drops identities gone quiet.
 pub struct SledLedger {
     tree: sled::Tree,
-    since_sweep: u32,
+    since_sweep: Arc<AtomicU32>,
 }
 
 /// Parcels recorded between two sweeps of the split-shipment ledger.
@@ -587,9 +632,8 @@ impl crate::screen::rules::SplitLedger for SledLedger {
                 tracing::error!(error = %e, "split-shipment ledger not updated");
             }
         }
-        self.since_sweep += 1;
-        if self.since_sweep >= SWEEP_EVERY {
-            self.since_sweep = 0;
+        if self.since_sweep.fetch_add(1, Ordering::Relaxed) + 1 >= SWEEP_EVERY {
+            self.since_sweep.store(0, Ordering::Relaxed);
             self.sweep(oldest);
         }
         n
@@ -637,19 +681,14 @@ mod tests {
                     &rec,
                     Some(("rpt-a", "reports/flagged", b"{}")),
                 )
-                .await
                 .expect("commit");
-            store
-                .commit(b"0002-L1-2", &rec, None)
-                .await
-                .expect("commit");
+            store.commit(b"0002-L1-2", &rec, None).expect("commit");
             store
                 .commit(
                     b"0003-L1-3",
                     &rec,
                     Some(("rpt-b", "reports/flagged", b"{}")),
                 )
-                .await
                 .expect("commit");
             assert_eq!(store.outbox_len(), 2);
             let batch = store

@@ -73,7 +73,7 @@ mod tests {
             ("0003-L2-1", "SF100", "manual"),
         ] {
             let r = json!({"record_id": id, "waybill": wb, "decision": decision});
-            store.commit(id.as_bytes(), &r, None).await.expect("commit");
+            store.commit(id.as_bytes(), &r, None).expect("commit");
             store.index_waybill(wb, id).expect("index");
         }
         let found = store.find_by_waybill("SF100", 10).expect("search");

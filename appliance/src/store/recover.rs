@@ -261,7 +261,6 @@ mod tests {
                     &rec,
                     Some((rid.as_str(), "reports/flagged", b"{}")),
                 )
-                .await
                 .expect("commit");
         }
     }
@@ -344,7 +343,6 @@ mod tests {
         let rec = json!({"record_id": "x", "decision": "clear"});
         store
             .commit(b"x", &rec, None)
-            .await
             .expect("the fresh store takes records");
         let _ = std::fs::remove_dir_all(&dir);
     }

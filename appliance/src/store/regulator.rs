@@ -36,7 +36,7 @@ impl Store {
     /// Claims a command's nonce, durably: `true` the first time, `false` for a replay. Nonces
     /// of commands issued before `forget_before` are dropped — such commands are refused as
     /// stale anyway.
-    pub async fn claim_nonce(
+    pub fn claim_nonce(
         &self,
         nonce: &str,
         issued_at: SystemTime,
@@ -59,7 +59,6 @@ impl Store {
             )?
             .is_ok();
         // Claimed on disk before the command acts: a replay after a crash is still refused.
-        self.db.flush_async().await?;
         Ok(fresh)
     }
 
@@ -68,6 +67,14 @@ impl Store {
         self.db
             .open_tree(REPORT_INDEX)?
             .insert(report_id.as_bytes(), record_key)?;
+        Ok(())
+    }
+
+    /// Forgets which record a report came from (the record leaves the store).
+    pub(crate) fn forget_report(&self, report_id: &str) -> Result<(), StoreError> {
+        self.db
+            .open_tree(REPORT_INDEX)?
+            .remove(report_id.as_bytes())?;
         Ok(())
     }
 
@@ -83,12 +90,11 @@ impl Store {
     }
 
     /// Queues a statistics message, durably, under a time-ordered key.
-    pub async fn queue_stats(&self, at: SystemTime, payload: &[u8]) -> Result<(), StoreError> {
+    pub fn queue_stats(&self, at: SystemTime, payload: &[u8]) -> Result<(), StoreError> {
         let key = format!("{:013}-{:016x}", millis(at), self.db.generate_id()?);
         self.db
             .open_tree(STATS_OUTBOX)?
             .insert(key.as_bytes(), payload)?;
-        self.db.flush_async().await?;
         Ok(())
     }
 
@@ -124,17 +130,16 @@ impl Store {
     }
 
     /// Keeps the regulator's latest watch-list (hashed), durably.
-    pub async fn save_watchlist(&self, list: &HashedWatchlist) -> Result<(), StoreError> {
+    pub fn save_watchlist(&self, list: &HashedWatchlist) -> Result<(), StoreError> {
         self.db
             .open_tree(REGULATOR)?
             .insert("watchlist", serde_json::to_vec(list)?)?;
-        self.db.flush_async().await?;
         Ok(())
     }
 
     /// Adds the regulator's thresholds to those kept (a later command for a category
     /// replaces the earlier one), durably; returns all kept.
-    pub async fn save_thresholds(
+    pub fn save_thresholds(
         &self,
         add: &std::collections::BTreeMap<String, f32>,
     ) -> Result<std::collections::BTreeMap<String, f32>, StoreError> {
@@ -143,7 +148,6 @@ impl Store {
         self.db
             .open_tree(REGULATOR)?
             .insert("thresholds", serde_json::to_vec(&all)?)?;
-        self.db.flush_async().await?;
         Ok(all)
     }
 
@@ -180,35 +184,21 @@ mod tests {
         let long_ago = now - Duration::from_secs(3600);
         {
             let store = Store::open(&dir).expect("open");
-            assert!(store
-                .claim_nonce("n-1", now, long_ago)
-                .await
-                .expect("claim"));
-            assert!(!store
-                .claim_nonce("n-1", now, long_ago)
-                .await
-                .expect("again"));
-            assert!(store
-                .claim_nonce("n-old", long_ago, long_ago)
-                .await
-                .expect("old"));
-            store.queue_stats(now, b"{\"a\":1}").await.expect("stats");
+            assert!(store.claim_nonce("n-1", now, long_ago).expect("claim"));
+            assert!(!store.claim_nonce("n-1", now, long_ago).expect("again"));
+            assert!(store.claim_nonce("n-old", long_ago, long_ago).expect("old"));
+            store.queue_stats(now, b"{\"a\":1}").expect("stats");
             store
                 .queue_stats(now + Duration::from_millis(1), b"{\"a\":2}")
-                .await
                 .expect("stats");
             store.index_report("rpt-00", b"0001-L1-1").expect("index");
         }
         let store = Store::open(&dir).expect("reopen");
-        assert!(!store
-            .claim_nonce("n-1", now, long_ago)
-            .await
-            .expect("replay"));
+        assert!(!store.claim_nonce("n-1", now, long_ago).expect("replay"));
         // Claiming prunes what was issued before `forget_before`.
-        assert!(store.claim_nonce("n-2", now, now).await.expect("claim"));
+        assert!(store.claim_nonce("n-2", now, now).expect("claim"));
         assert!(store
             .claim_nonce("n-old", long_ago, long_ago)
-            .await
             .expect("forgotten, so new"));
         let batch = store.stats_batch(10, |_| false).expect("batch");
         assert_eq!(batch.len(), 2);
@@ -217,10 +207,10 @@ mod tests {
         assert_eq!(store.stats_backlog().expect("len"), 1);
         assert_eq!(store.record_for_report("rpt-00").expect("lookup"), None);
         let t = |k: &str, v: f32| std::collections::BTreeMap::from([(k.to_owned(), v)]);
-        store.save_thresholds(&t("food", 0.5)).await.expect("save");
-        let all = store.save_thresholds(&t("ppe", 0.7)).await.expect("save");
+        store.save_thresholds(&t("food", 0.5)).expect("save");
+        let all = store.save_thresholds(&t("ppe", 0.7)).expect("save");
         assert_eq!(all.len(), 2);
-        store.save_thresholds(&t("food", 0.6)).await.expect("save");
+        store.save_thresholds(&t("food", 0.6)).expect("save");
         assert_eq!(store.saved_thresholds().expect("read")["food"], 0.6);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -126,109 +126,194 @@ impl Store {
     }
 
     /// Deletes what retention lets go and, over the budget, what the budget may take
-    /// (module docs). `now` is the sweep's clock.
+    /// (module docs), all at once. `now` is the sweep's clock. The appliance sweeps in steps
+    /// instead ([`Store::sweep_step`]), so that other store jobs run in between.
     pub fn sweep(&self, now: SystemTime, r: &Retention) -> Result<Sweep, StoreError> {
-        let mut out = Sweep {
-            budget_bytes: r.budget_bytes,
-            ..Sweep::default()
-        };
-        let cutoff = millis(now).saturating_sub(r.keep_for.as_millis() as u64);
-        for item in self.records.iter() {
-            let (k, v) = item?;
-            // Keys without a time cannot be dated: never deleted for age.
-            let Some(t) = key_millis(&k) else { continue };
-            if t >= cutoff {
-                break;
-            }
-            if self.outbox.contains_key(&k)? {
-                out.held_unsent += 1;
-                continue;
-            }
-            let record: serde_json::Value =
-                serde_json::from_slice(&v).unwrap_or(serde_json::Value::Null);
-            for f in Store::image_files(&record) {
-                if std::fs::remove_file(&f).is_ok() {
-                    out.expired_images += 1;
-                }
-            }
-            let mut prefix = k.to_vec();
-            prefix.push(0);
-            for review in self.reviews.scan_prefix(&prefix).keys() {
-                self.reviews.remove(review?)?;
-            }
-            if let Some(w) = record["waybill"].as_str() {
-                self.by_waybill.remove([w.as_bytes(), b"\0", &k].concat())?;
-            }
-            self.records.remove(&k)?;
-            out.expired_records += 1;
-        }
-        out.used_bytes = self.disk_usage()?;
-        if let Some(budget) = r.budget_bytes {
-            if out.used_bytes > budget {
-                self.evict(now, budget, &mut out)?;
-            }
-        }
-        self.db.flush()?;
-        Ok(out)
+        let mut p = SweepProgress::default();
+        while !self.sweep_step(now, r, &mut p, usize::MAX)? {}
+        Ok(p.sweep)
     }
 
-    /// The budget's two passes over cleared records, oldest first.
-    fn evict(&self, now: SystemTime, budget: u64, out: &mut Sweep) -> Result<(), StoreError> {
-        let at = crate::time_fmt::format(now);
-        for pass in [Pass::Images, Pass::Slim] {
-            for item in self.records.iter() {
-                if out.used_bytes <= budget {
-                    return Ok(());
+    /// Does at most `max` records' worth of a sweep; `true` once the sweep is complete (its
+    /// figures in `p.sweep`).
+    pub fn sweep_step(
+        &self,
+        now: SystemTime,
+        r: &Retention,
+        p: &mut SweepProgress,
+        max: usize,
+    ) -> Result<bool, StoreError> {
+        p.sweep.budget_bytes = r.budget_bytes;
+        let range = |from: &Option<Vec<u8>>| match from {
+            Some(k) => self.records.range(k.clone()..),
+            None => self.records.range::<&[u8], _>(..),
+        };
+        let resume_after = |k: &[u8]| {
+            let mut next = k.to_vec();
+            next.push(0);
+            Some(next)
+        };
+        match p.phase {
+            Phase::Expire => {
+                let cutoff = millis(now).saturating_sub(r.keep_for.as_millis() as u64);
+                for (visited, item) in range(&p.from).enumerate() {
+                    let (k, v) = item?;
+                    if visited == max {
+                        p.from = Some(k.to_vec());
+                        return Ok(false);
+                    }
+                    // Keys without a time cannot be dated: never deleted for age.
+                    let Some(t) = key_millis(&k) else { continue };
+                    if t >= cutoff {
+                        break;
+                    }
+                    self.expire(&k, &v, &mut p.sweep)?;
                 }
-                let (k, v) = item?;
-                let Ok(mut record) = serde_json::from_slice::<serde_json::Value>(&v) else {
-                    continue;
+                p.phase = Phase::Measure;
+                p.from = None;
+                Ok(false)
+            }
+            Phase::Measure => {
+                p.sweep.used_bytes = self.disk_usage()?;
+                p.phase = match r.budget_bytes {
+                    Some(budget) if p.sweep.used_bytes > budget => Phase::Evict(Pass::Images),
+                    _ => Phase::Done,
                 };
-                if record["decision"] != "clear" {
-                    continue;
-                }
-                match pass {
-                    Pass::Images => {
-                        let files = Store::image_files(&record);
-                        if files.is_empty() {
-                            continue;
-                        }
-                        for f in files {
-                            let len = file_len(&f);
-                            if std::fs::remove_file(&f).is_ok() {
-                                out.evicted_images += 1;
-                                out.used_bytes = out.used_bytes.saturating_sub(len);
-                            }
-                        }
-                        record["image"] = serde_json::Value::Null;
-                        record["image_evicted"] =
-                            serde_json::json!({"at": at, "why": "disk_budget"});
+                Ok(p.phase == Phase::Done)
+            }
+            Phase::Evict(pass) => {
+                let budget = r.budget_bytes.unwrap_or(u64::MAX);
+                let at = crate::time_fmt::format(now);
+                for (visited, item) in range(&p.from).enumerate() {
+                    if p.sweep.used_bytes <= budget {
+                        p.phase = Phase::Done;
+                        return Ok(true);
                     }
+                    let (k, v) = item?;
+                    if visited == max {
+                        p.from = Some(k.to_vec());
+                        return Ok(false);
+                    }
+                    self.evict_one(pass, &k, &v, &at, &mut p.sweep)?;
+                    p.from = resume_after(&k);
+                }
+                p.from = None;
+                p.phase = match pass {
+                    Pass::Images => Phase::Evict(Pass::Slim),
                     Pass::Slim => {
-                        if record["slimmed"] == true {
-                            continue;
-                        }
-                        if let Some(o) = record.as_object_mut() {
-                            o.remove("scores");
-                            o.remove("model");
-                            o.insert("slimmed".into(), true.into());
-                        }
-                        out.slimmed_records += 1;
+                        p.sweep.over_budget_bytes = p.sweep.used_bytes.saturating_sub(budget);
+                        Phase::Done
                     }
-                }
-                let bytes = serde_json::to_vec(&record)?;
-                out.used_bytes = out
-                    .used_bytes
-                    .saturating_sub((v.len() as u64).saturating_sub(bytes.len() as u64));
-                self.records.insert(&k, bytes)?;
+                };
+                Ok(p.phase == Phase::Done)
+            }
+            Phase::Done => Ok(true),
+        }
+    }
+
+    /// Deletes one record past retention with its images, reviews and index entries, unless
+    /// its report still waits for the broker.
+    fn expire(&self, k: &[u8], v: &[u8], out: &mut Sweep) -> Result<(), StoreError> {
+        if self.outbox.contains_key(k)? {
+            out.held_unsent += 1;
+            return Ok(());
+        }
+        let record: serde_json::Value =
+            serde_json::from_slice(v).unwrap_or(serde_json::Value::Null);
+        for f in Store::image_files(&record) {
+            if std::fs::remove_file(&f).is_ok() {
+                out.expired_images += 1;
             }
         }
-        out.over_budget_bytes = out.used_bytes.saturating_sub(budget);
+        let mut prefix = k.to_vec();
+        prefix.push(0);
+        for review in self.reviews.scan_prefix(&prefix).keys() {
+            self.reviews.remove(review?)?;
+        }
+        if let Some(w) = record["waybill"].as_str() {
+            self.by_waybill.remove([w.as_bytes(), b"\0", k].concat())?;
+        }
+        if let Some(report_id) = record["report_id"].as_str() {
+            self.forget_report(report_id)?;
+        }
+        self.db.open_tree(super::COUNTED)?.remove(k)?;
+        self.records.remove(k)?;
+        out.expired_records += 1;
+        Ok(())
+    }
+
+    /// One pass of the budget over one record: only cleared records give anything up.
+    fn evict_one(
+        &self,
+        pass: Pass,
+        k: &[u8],
+        v: &[u8],
+        at: &str,
+        out: &mut Sweep,
+    ) -> Result<(), StoreError> {
+        let Ok(mut record) = serde_json::from_slice::<serde_json::Value>(v) else {
+            return Ok(());
+        };
+        if record["decision"] != "clear" {
+            return Ok(());
+        }
+        match pass {
+            Pass::Images => {
+                let files = Store::image_files(&record);
+                if files.is_empty() {
+                    return Ok(());
+                }
+                for f in files {
+                    let len = file_len(&f);
+                    if std::fs::remove_file(&f).is_ok() {
+                        out.evicted_images += 1;
+                        out.used_bytes = out.used_bytes.saturating_sub(len);
+                    }
+                }
+                record["image"] = serde_json::Value::Null;
+                record["image_evicted"] = serde_json::json!({"at": at, "why": "disk_budget"});
+            }
+            Pass::Slim => {
+                if record["slimmed"] == true {
+                    return Ok(());
+                }
+                if let Some(o) = record.as_object_mut() {
+                    o.remove("scores");
+                    o.remove("model");
+                    o.insert("slimmed".into(), true.into());
+                }
+                out.slimmed_records += 1;
+            }
+        }
+        let bytes = serde_json::to_vec(&record)?;
+        out.used_bytes = out
+            .used_bytes
+            .saturating_sub((v.len() as u64).saturating_sub(bytes.len() as u64));
+        self.records.insert(k, bytes)?;
         Ok(())
     }
 }
 
-#[derive(Clone, Copy)]
+/// Where a sweep done in steps has got to ([`Store::sweep_step`]).
+#[derive(Debug, Clone, Default)]
+pub struct SweepProgress {
+    phase: Phase,
+    /// The record key to go on from.
+    from: Option<Vec<u8>>,
+    /// What the sweep did so far.
+    pub sweep: Sweep,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Phase {
+    #[default]
+    Expire,
+    Measure,
+    Evict(Pass),
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pass {
     Images,
     Slim,
@@ -280,13 +365,13 @@ mod tests {
         let rid = format!("rep-{seq}");
         let report = (decision == "flag").then_some((rid.as_str(), "reports/flagged", &b"{}"[..]));
         store
-            .commit_batch(&[super::super::Commit {
-                key: id.as_bytes(),
-                record: &record,
-                report,
-                waybill: Some(&format!("SF{seq}")),
+            .commit_counted(&[super::super::Commit {
+                key: id.clone(),
+                record,
+                report: report.map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_vec())),
+                waybill: Some(format!("SF{seq}")),
+                counts: Vec::new(),
             }])
-            .await
             .expect("commit");
         if acked && report.is_some() {
             store.ack(id.as_bytes()).expect("ack");
@@ -317,7 +402,6 @@ mod tests {
                 "op",
                 None,
             )
-            .await
             .expect("review");
         let r = Retention {
             keep_for: Duration::from_secs(30 * 86_400),

@@ -48,7 +48,7 @@ pub const MAX_NOTE_CHARS: usize = 500;
 
 impl Store {
     /// Records `finding` by `by` against the decision of record `record_id`, durably.
-    pub async fn review(
+    pub fn review(
         &self,
         record_id: &str,
         finding: Finding,
@@ -76,7 +76,6 @@ impl Store {
         let key = format!("{record_id}\u{0}{nanos:032}");
         self.reviews
             .insert(key.as_bytes(), serde_json::to_vec(&review)?)?;
-        self.db.flush_async().await?;
         Ok(review)
     }
 
@@ -102,7 +101,7 @@ mod tests {
         {
             let store = Store::open(&dir).expect("open");
             let record = json!({"record_id": "r1", "decision": "flag"});
-            store.commit(b"r1", &record, None).await.expect("commit");
+            store.commit(b"r1", &record, None).expect("commit");
             let r = store
                 .review(
                     "r1",
@@ -110,16 +109,14 @@ mod tests {
                     "op1",
                     Some("  40 pairs of branded shoes  "),
                 )
-                .await
                 .expect("review");
             assert_eq!(r.decision, "flag");
             assert_eq!(r.note.as_deref(), Some("40 pairs of branded shoes"));
             store
                 .review("r1", Finding::Cleared, "tech1", Some(""))
-                .await
                 .expect("second review");
             assert!(matches!(
-                store.review("nope", Finding::Cleared, "op1", None).await,
+                store.review("nope", Finding::Cleared, "op1", None),
                 Err(StoreError::NotFound(_))
             ));
             // The decision itself is untouched.

@@ -295,6 +295,7 @@ fn policy_table_covers_every_reason() {
         (ImageUnreadable, Decision::Manual),
         (ScreeningFailed, Decision::Manual),
         (DecisionLate, Decision::Manual),
+        (StoreFailed, Decision::Manual),
     ];
     assert_eq!(
         table.len(),
