@@ -102,8 +102,13 @@ pub struct ModelInfo {
     pub sha256: String,
 }
 
+/// Where the Debian package installs ONNX Runtime (the library of its own version).
+pub const PACKAGED_RUNTIME_DIR: &str = "/usr/lib/screenline";
+
 /// Where ONNX Runtime is looked for: the config key, then ORT_DYLIB_PATH, then the path the
-/// setup script installs to.
+/// setup script installs to, then the library the Debian package installs
+/// (`/usr/lib/screenline/libonnxruntime.so.<ORT_VERSION>`), so that a packaged appliance
+/// needs no setting. With none of them present, the setup script's path (for the error).
 pub fn runtime_path(configured: Option<&Path>) -> PathBuf {
     if let Some(p) = configured {
         return p.to_owned();
@@ -115,7 +120,12 @@ pub fn runtime_path(configured: Option<&Path>) -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
         .unwrap_or_else(|| PathBuf::from("/usr/local/share"));
-    data.join("screenline/onnxruntime/libonnxruntime.so")
+    let installed = data.join("screenline/onnxruntime/libonnxruntime.so");
+    let packaged = Path::new(PACKAGED_RUNTIME_DIR).join(format!("libonnxruntime.so.{ORT_VERSION}"));
+    if !installed.exists() && packaged.exists() {
+        return packaged;
+    }
+    installed
 }
 
 /// Loads ONNX Runtime once per process. A missing or wrong library is an error that names
