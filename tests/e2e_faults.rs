@@ -53,20 +53,6 @@ fn read_store(data: &std::path::Path) -> Stored {
     Stored { records, counters }
 }
 
-fn store_check(data: &std::path::Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_screenline"))
-        .args(["store", "check", "--data"])
-        .arg(data)
-        .output()
-        .expect("store check");
-    assert!(
-        out.status.success(),
-        "store check failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Runs 16 parcels through one line (every fourth without a scan, so that some records go
 /// to the database without an image to archive); `fault` breaks the store after the 4th and
 /// returns what mends it, which runs 5 s later. Then checks the sink's contract.
@@ -275,16 +261,20 @@ fn a_full_data_partition_loses_nothing_and_passes_nothing_unstored() {
     });
 }
 
+/// A broker and one line whose appliance runs with `env`.
+fn line_with(dir: &TempDir, env: &[(&str, &str)]) -> (Proc, std::path::PathBuf, Rig) {
+    let port = free_port();
+    let broker = start_mosquitto(dir.path(), port);
+    let data = dir.path().join("data");
+    let rig = Rig::start(dir.path(), &data, port, env);
+    (broker, data, rig)
+}
+
 #[test]
 fn a_panic_while_screening_one_parcel_sends_it_to_manual_and_the_next_are_screened() {
     let dir = TempDir::new("fault-panic");
-    let port = free_port();
-    let _broker = start_mosquitto(dir.path(), port);
-    let data = dir.path().join("data");
-    let mut rig = Rig::start(
-        dir.path(),
-        &data,
-        port,
+    let (_broker, data, mut rig) = line_with(
+        &dir,
         &[("SCREENLINE_TEST_FAULTS", "panic_waybill=SFPANIC00000002")],
     );
     for i in 1..=4 {
@@ -326,15 +316,7 @@ fn a_panic_while_screening_one_parcel_sends_it_to_manual_and_the_next_are_screen
 #[test]
 fn a_stage_that_dies_stops_the_appliance_with_an_error() {
     let dir = TempDir::new("fault-die");
-    let port = free_port();
-    let _broker = start_mosquitto(dir.path(), port);
-    let data = dir.path().join("data");
-    let mut rig = Rig::start(
-        dir.path(),
-        &data,
-        port,
-        &[("SCREENLINE_TEST_FAULTS", "die=sink")],
-    );
+    let (_broker, _data, mut rig) = line_with(&dir, &[("SCREENLINE_TEST_FAULTS", "die=sink")]);
     rig.parcel("SFDIE000000001", false, 300);
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
@@ -356,9 +338,6 @@ fn a_stage_that_dies_stops_the_appliance_with_an_error() {
 #[test]
 fn a_hung_stage_stops_the_watchdog_and_healthz_names_it() {
     let dir = TempDir::new("fault-hang");
-    let port = free_port();
-    let _broker = start_mosquitto(dir.path(), port);
-    let data = dir.path().join("data");
     let sock_path = dir.path().join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("notify socket");
     sock.set_read_timeout(Some(Duration::from_millis(200)))
@@ -378,10 +357,8 @@ fn a_hung_stage_stops_the_watchdog_and_healthz_names_it() {
         })
     };
     let socket = sock_path.display().to_string();
-    let mut rig = Rig::start(
-        dir.path(),
-        &data,
-        port,
+    let (_broker, _data, mut rig) = line_with(
+        &dir,
         &[
             ("SCREENLINE_TEST_FAULTS", "hang=sink"),
             ("NOTIFY_SOCKET", socket.as_str()),

@@ -118,20 +118,6 @@ fn assert_all_delivered(sub: &Sub, data: &Path, at_least: usize) {
     );
 }
 
-fn store_check(data: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_screenline"))
-        .args(["store", "check", "--data"])
-        .arg(data)
-        .output()
-        .expect("store check");
-    assert!(
-        out.status.success(),
-        "store check: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn broker_restarts_lose_no_report() {
     let _serial = one_at_a_time();

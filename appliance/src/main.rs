@@ -627,12 +627,14 @@ async fn safe_mode(
         p.abort();
     }
     if server_ended {
-        tracing::error!("the safe-mode console ended");
-    } else {
-        shutdown.cancel();
-        let _ = server.await;
+        bail!("the safe-mode console ended; the configuration is invalid: {e}")
     }
-    bail!("the configuration is invalid: {e}")
+    // Stopped as asked (systemctl stop, Ctrl-C): a clean exit, so systemd does not count a
+    // stop in safe mode as a failure. The errors were shown while it ran.
+    shutdown.cancel();
+    let _ = server.await;
+    tracing::info!("safe mode stopped");
+    Ok(())
 }
 
 fn user_add(

@@ -127,6 +127,21 @@ fn start_broker(dir: &Path, port: u16, persistent: bool, extra: &str) -> Proc {
     Proc(child)
 }
 
+/// `screenline store check` of a stopped appliance's data folder must pass.
+pub fn store_check(data: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_screenline"))
+        .args(["store", "check", "--data"])
+        .arg(data)
+        .output()
+        .expect("store check");
+    assert!(
+        out.status.success(),
+        "store check failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Stops a process with SIGTERM and waits for it (a broker saves its state).
 pub fn terminate(p: &mut Proc) {
     let _ = Command::new("kill")
