@@ -403,6 +403,10 @@ mod tests {
                 None,
             )
             .expect("review");
+        // The feed indexed the sent report (for evidence requests).
+        store
+            .index_report("rep-2", old_flag_sent.as_bytes())
+            .expect("index");
         let r = Retention {
             keep_for: Duration::from_secs(30 * 86_400),
             budget_bytes: None,
@@ -413,6 +417,14 @@ mod tests {
             (2, 2, 1),
             "{s:?}"
         );
+        // Its report index entry left with the record.
+        assert!(store
+            .db
+            .open_tree("report_index")
+            .expect("tree")
+            .get("rep-2")
+            .expect("read")
+            .is_none());
         assert!(!exists(&store, &old_clear) && !image_exists(store.images_dir(), &old_clear));
         assert!(!exists(&store, &old_flag_sent));
         assert!(store.reviews(&old_flag_sent).expect("reviews").is_empty());
@@ -429,6 +441,15 @@ mod tests {
         let s = store.sweep(now(), &r).expect("sweep");
         assert_eq!((s.expired_records, s.held_unsent), (1, 0));
         assert!(s.retention_alarm().is_none());
+        // A sweep in steps of one record does what one sweep does.
+        let again = put(&store, 40, 5, "clear", 4, true).await;
+        let mut p = SweepProgress::default();
+        let mut steps = 0;
+        while !store.sweep_step(now(), &r, &mut p, 1).expect("step") {
+            steps += 1;
+        }
+        assert_eq!(p.sweep.expired_records, 1, "{:?}", p.sweep);
+        assert!(steps >= 2 && !exists(&store, &again));
         // A day later the 29-day-old one is 30 days old and goes too.
         let s = store
             .sweep(now() + Duration::from_millis(DAY + 1), &r)
