@@ -27,8 +27,6 @@ pub const STALL_AFTER: Duration = Duration::from_secs(20);
 struct StageState {
     /// When the piece of work in hand began; `None` while idle.
     busy_since: Option<Instant>,
-    /// Pieces of work done.
-    done: u64,
     stall_after: Duration,
 }
 
@@ -75,7 +73,6 @@ impl Stages {
                 name.to_string(),
                 StageState {
                     busy_since: None,
-                    done: 0,
                     stall_after,
                 },
             )
@@ -99,11 +96,6 @@ impl Stages {
                 })
                 .collect()
         })
-    }
-
-    /// Every stage with the pieces of work it has done (the console's view).
-    pub fn done(&self) -> BTreeMap<String, u64> {
-        self.with(|m| m.iter().map(|(k, s)| (k.clone(), s.done)).collect())
     }
 
     /// Pings systemd's watchdog while no stage has stalled, until `shutdown`. Without a
@@ -181,7 +173,6 @@ impl Drop for Working<'_> {
         self.stage.stages.with(|m| {
             if let Some(s) = m.get_mut(&*self.stage.name) {
                 s.busy_since = None;
-                s.done += 1;
             }
         });
     }
@@ -399,7 +390,6 @@ mod tests {
         assert!(stages
             .stalled(Instant::now() + Duration::from_secs(60))
             .is_empty());
-        assert_eq!(stages.done()["sink"], 1);
     }
 
     #[test]

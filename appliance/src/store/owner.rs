@@ -181,12 +181,6 @@ impl StoreHandle {
         self.write(move |s| s.count(&name)).await
     }
 
-    /// A record by key.
-    pub async fn record(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        let key = key.to_owned();
-        self.read(move |s| s.record(key.as_bytes())).await
-    }
-
     /// The split-shipment ledger, kept in the store and updated through this thread.
     pub fn split_ledger(&self) -> OwnedLedger {
         OwnedLedger {
