@@ -35,18 +35,13 @@ fn read_store(data: &std::path::Path) -> Stored {
     let records = all
         .iter()
         .map(|r| {
-            let seq = r["seq"].as_u64().expect("seq") as u32;
-            let decision = r["decision"].as_str().expect("decision").to_owned();
-            let reasons = r["reasons"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x["code"].as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let report = r["report_id"].as_str().map(str::to_owned);
-            (seq, decision, reasons, report)
+            let reasons = r.reasons.iter().map(|x| x.code.key().to_owned()).collect();
+            (
+                r.seq,
+                r.decision.key().to_owned(),
+                reasons,
+                r.report_id.clone(),
+            )
         })
         .collect();
     let counters = store.durable_counters().expect("counters");

@@ -65,15 +65,12 @@ fn stored_report_ids(data: &Path) -> HashSet<String> {
     let store = screenline::store::Store::open(data).expect("open the store");
     assert_eq!(store.outbox_len(), 0, "the outbox drained");
     store
-        .latest_records(usize::MAX, usize::MAX, |r| r["decision"] == "flag")
-        .expect("records")
-        .iter()
-        .map(|r| {
-            r["report_id"]
-                .as_str()
-                .expect("a flagged record has a report id")
-                .to_owned()
+        .latest_records(usize::MAX, usize::MAX, |r| {
+            r.decision == screenline::domain::Decision::Flag
         })
+        .expect("records")
+        .into_iter()
+        .map(|r| r.report_id.expect("a flagged record has a report id"))
         .collect()
 }
 

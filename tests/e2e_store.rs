@@ -10,6 +10,8 @@
 mod common;
 
 use common::*;
+use screenline::domain::Decision;
+use screenline::record::Record;
 use serde_json::json;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -77,7 +79,8 @@ fn a_damaged_store_is_set_aside_the_line_goes_on_and_its_reports_are_recovered()
         let store = screenline::store::Store::open(&data).expect("store");
         for (i, id) in ids.iter().enumerate() {
             let key = format!("{:013}-L9-{i}", 1_764_000_000_000u64 + i as u64);
-            let record = json!({"record_id": key, "decision": "flag", "report_id": id});
+            let mut record = Record::example(&key, Decision::Flag);
+            record.report_id = Some(id.clone());
             let payload = serde_json::to_vec(&json!({"report_id": id})).expect("json");
             store
                 .commit(

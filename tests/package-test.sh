@@ -10,7 +10,9 @@
 #      service's command line comes up in safe mode on the shipped conffile and serves /healthz;
 #   4. that root booted with systemd (systemd-nspawn): the real, hardened unit on a filled-in
 #      configuration screens a parcel from a simulated line (screenline-line-sim: the firmware
-#      emulator on pseudo-terminals) and an X-ray drop folder.
+#      emulator on pseudo-terminals) and an X-ray drop folder, and flags it while the broker is
+#      down; the package is upgraded to the next revision (N -> N+1) with the report still in
+#      the outbox, and once the broker is back the regulator's subscriber receives it.
 # Each step prints its time. Must run as root (debootstrap, chroot, nspawn).
 #
 #   tests/package-test.sh
@@ -205,13 +207,34 @@ cargo zigbuild --release --locked -p screenline-emulator --bin screenline-line-s
 install -m 755 target/x86_64-unknown-linux-gnu/release/screenline-line-sim "$dbroot/usr/local/bin/"
 
 # A broker on the host (the container shares its network): the status proves the hardened
-# service reaches the network.
+# service reaches the network. It keeps its sessions on disk, and the regulator's subscriber is
+# a durable one (QoS 1, fixed client id): what is published while the subscriber is away waits
+# for it, so the broker can be stopped and started again without losing a report.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mosquitto -p "$port" >"$work/mosquitto.log" 2>&1 &
-cleanup_cmds+=("kill $! 2>/dev/null")
-for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-mosquitto_sub -p "$port" -t 'screenline/v1/T1/a1/#' -v >"$work/feed.txt" 2>&1 &
-cleanup_cmds+=("kill $! 2>/dev/null")
+rm -rf "$work/mosquitto-state" && mkdir -m 777 "$work/mosquitto-state"
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\n' \
+  "$port" "$work/mosquitto-state" >"$work/mosquitto.conf"
+broker=""
+start_broker() {
+  mosquitto -c "$work/mosquitto.conf" >>"$work/mosquitto.log" 2>&1 &
+  broker=$!
+  cleanup_cmds+=("kill $broker 2>/dev/null")
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+}
+subscriber=""
+subscribe() {
+  mosquitto_sub -p "$port" -i regulator -c -q 1 -t 'screenline/v1/T1/a1/#' -v >>"$work/feed.txt" 2>&1 &
+  subscriber=$!
+  cleanup_cmds+=("kill $subscriber 2>/dev/null")
+}
+# Stops the subscriber (its session stays), then the broker, which saves the session on SIGTERM.
+stop_broker() {
+  kill "$subscriber" && wait "$subscriber" || true
+  kill "$broker" && wait "$broker" || true
+}
+: >"$work/feed.txt"
+start_broker
+subscribe
 
 # The site's values, as a technician fills them in; pseudo-terminals stand for the USB-serial
 # devices, so a drop-in lets the unit open them (DeviceAllow=char-pts) — nothing else changes.
@@ -233,8 +256,14 @@ chroot "$dbroot" install -d -o screenline -g screenline -m 2770 /var/spool/scree
 mkdir -p "$dbroot/etc/systemd/system/screenline.service.d"
 printf '[Service]\nDeviceAllow=char-pts rw\n' >"$dbroot/etc/systemd/system/screenline.service.d/test-pty.conf"
 
-# The booted container mounts a fresh /tmp: the parcel goes where the boot leaves it.
-rm -rf "$dbroot/srv/parcel" && cp -r "$parcel" "$dbroot/srv/parcel" && chmod -R a+rX "$dbroot/srv/parcel"
+# The booted container mounts a fresh /tmp: the parcel goes where the boot leaves it. This
+# parcel's waybill declares other goods than the scan shows, so it is flagged and reported.
+rm -rf "$dbroot/srv/parcel" && cp -r "$parcel" "$dbroot/srv/parcel"
+other=food
+[ "$category" = food ] && other=electronics
+sed -i "s/\"category\":\"$category\"/\"category\":\"$other\"/" "$dbroot/srv/parcel/waybill.json"
+grep -q "\"category\":\"$other\"" "$dbroot/srv/parcel/waybill.json" || fail "the flagged parcel's waybill"
+chmod -R a+rX "$dbroot/srv/parcel"
 systemd-nspawn --register=no --keep-unit --console=passive -D "$dbroot" --boot >"$work/nspawn.log" 2>&1 &
 nspawn=$!
 # A container asked to stop powers off; one that does not within 10 s is killed, so a
@@ -258,23 +287,60 @@ for _ in $(seq 1 240); do
 done
 echo "  container: $state"
 
+for _ in $(seq 1 300); do grep -q '"state":"online"' "$work/feed.txt" && break; sleep 0.1; done
+grep -q '"state":"online"' "$work/feed.txt" || fail "no online status at the broker: $(cat "$work/feed.txt")"
+ok "the hardened service reached the broker"
+# The regulator's broker goes down: the flagged parcel's report can only wait in the outbox.
+stop_broker
+
 gid=$(chroot "$dbroot" getent group screenline | cut -d: -f3)
 in_ct mkdir -p /run/screenline-sim
 in_ct /usr/local/bin/screenline-line-sim --links /run/screenline-sim --line L1 --group "$gid" \
   --record /srv/parcel/waybill.json --image /srv/parcel/scan.png --waybill SF1000000000001 \
   --xray-dir /var/spool/screenline/xray/L1 --timeout-s 120 | tee "$work/line-sim.txt" ||
   { in_ct journalctl -u screenline --no-pager | tail -40; fail "no parcel screened by the service"; }
-grep -q '^decision ' "$work/line-sim.txt" || fail "the appliance sent no decision"
+grep -q "^decision Divert" "$work/line-sim.txt" || fail "the appliance did not divert the flagged parcel"
 active=$(in_ct systemctl is-active screenline || true)
 restarts=$(in_ct systemctl show -p NRestarts --value screenline)
 main_user=$(in_ct systemctl show -p User --value screenline)
 echo "  screenline.service: $active, $restarts restarts, user $main_user"
 [ "$active" = active ] || { in_ct journalctl -u screenline --no-pager | tail -40; fail "the service is $active"; }
 [ "$restarts" = 0 ] || fail "the service restarted $restarts times"
+ok "the hardened unit screened and flagged a parcel from the simulated line ($(grep '^decision' "$work/line-sim.txt"))"
+
+# --- N -> N+1 with a report waiting in the outbox ----------------------------------------------
+# The next revision of the package: the same release build (one per CI run), so this proves
+# the package's upgrade path (maintainer scripts, conffile, data kept, service restarted)
+# rather than a change of binary; the store's schema migration has tests of its own.
+step "upgrade to the next revision with the broker down; the queued report is delivered"
+next=$work/next
+rm -rf "$next" && mkdir -p "$next"
+cargo deb --no-build --no-strip --locked -p screenline --target x86_64-unknown-linux-gnu \
+  --deb-revision 2 --output "$next/" >/dev/null || fail "building revision 2"
+deb_next=$(ls "$next"/screenline_"$version"-2_amd64.deb)
+cp "$deb_next" "$dbroot/srv/screenline-next.deb"
+pid_before=$(in_ct systemctl show -p MainPID --value screenline)
+in_ct dpkg -i /srv/screenline-next.deb >"$work/upgrade.log" 2>&1 || { cat "$work/upgrade.log"; fail "dpkg -i of revision 2"; }
+installed=$(in_ct dpkg-query -W -f '${Version}' screenline)
+[ "$installed" = "$version-2" ] || fail "after the upgrade dpkg has $installed"
+grep -q '^site_id = "T1"' "$dbroot/etc/screenline/screenline.toml" || fail "the upgrade lost the site's configuration"
+for _ in $(seq 1 100); do
+  [ "$(in_ct systemctl is-active screenline || true)" = active ] && break
+  sleep 0.1
+done
+pid_after=$(in_ct systemctl show -p MainPID --value screenline)
+[ "$(in_ct systemctl is-active screenline || true)" = active ] || { in_ct journalctl -u screenline --no-pager | tail -40; fail "not active after the upgrade"; }
+[ "$pid_after" != "$pid_before" ] || fail "the upgrade did not restart the service (pid $pid_before)"
+ok "upgraded $version-1 -> $installed: configuration kept, service restarted (pid $pid_before -> $pid_after)"
+
+# The broker is back: the new revision delivers what the old one queued.
+start_broker
+subscribe
+for _ in $(seq 1 600); do grep -q '/reports/flagged .*SF1000000000001' "$work/feed.txt" && break; sleep 0.1; done
+grep -q '/reports/flagged .*SF1000000000001' "$work/feed.txt" ||
+  { in_ct journalctl -u screenline --no-pager | tail -40; fail "the report queued before the upgrade never reached the regulator"; }
+ok "the report queued by revision 1 reached the regulator's subscriber through revision 2"
 in_ct journalctl -u screenline --no-pager >"$work/service-journal.txt"
-for _ in $(seq 1 100); do grep -q '"state":"online"' "$work/feed.txt" && break; sleep 0.1; done
-grep -q '"state":"online"' "$work/feed.txt" || fail "no online status at the broker: $(cat "$work/feed.txt")"
-ok "the hardened unit screened a parcel from the simulated line ($(grep '^decision' "$work/line-sim.txt")) and reached the broker"
 in_ct systemctl stop screenline
 # SIGTERM asks nspawn to power the container off; the cleanup kills it if it does not.
 kill "$nspawn" 2>/dev/null || true

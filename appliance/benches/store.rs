@@ -13,6 +13,7 @@
 //! (default 100 000), `SCREENLINE_BENCH_SINGLE` the one-at-a-time records (default 2 000).
 
 use screenline::config::Config;
+use screenline::record::Record;
 use screenline::screen::rules::RuleSet;
 use screenline::screen::{model, Screener};
 use screenline::store::owner::StoreHandle;
@@ -36,18 +37,18 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 /// A record and report shaped like the appliance's (sizes of a flagged parcel's).
-fn record(i: usize) -> (String, serde_json::Value, Vec<u8>) {
+fn record(i: usize) -> (String, Record, Vec<u8>) {
     let id = format!("{:013}-L{}-{i}", 1_764_000_000_000u64 + i as u64, i % 4);
     let record = json!({
         "record_id": id, "line_id": format!("L{}", i % 4), "seq": i,
         "entered_at": "2026-11-25T16:00:00.000Z", "screened_at": "2026-11-25T16:00:00.300Z",
-        "waybill": format!("SF{:013}", i), "declared": {"goods": "运动鞋 sports shoes", "value": 120.0, "quantity": 2},
-        "sender": {"name": "张三", "id_type": "resident", "id_number": "11010519491231002X", "phone": "13800138000"},
+        "waybill": format!("SF{:013}", i), "declared": {"goods": "运动鞋 sports shoes", "category": "apparel_footwear", "value_cny": 120.0, "quantity": 2},
+        "sender": {"name": "张三", "id_type": "resident_id", "id_number": "11010519491231002X", "phone": "13800138000", "address": "北京市朝阳区某某路 1 号"},
         "recipient": {"name": "李四", "phone": "13900139000", "address": "广东省深圳市南山区科技园 1 号"},
         "decision": "flag",
         "reasons": [{"code": "counterfeit_suspected", "zh": "疑似假冒商品", "en": "suspected counterfeit (score 0.93, apparel_footwear)"}],
-        "scores": {"counterfeit": 0.93, "categories": {"apparel_footwear": 0.91, "bags_leather": 0.04, "cosmetics": 0.02, "electronics": 0.01, "other": 0.02}},
-        "model": "screenline-ref 0.1", "image": null,
+        "scores": {"counterfeit": 0.93, "category": {"apparel_footwear": 0.91, "bags_leather": 0.04, "cosmetics": 0.02, "electronics": 0.01, "other": 0.02}},
+        "model": {"name": "screenline-ref", "version": "0.1.0", "sha256": "00"}, "image": null,
         "image_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
         "report_id": format!("SZ01-L1-{i:016x}"),
     });
@@ -56,6 +57,7 @@ fn record(i: usize) -> (String, serde_json::Value, Vec<u8>) {
         "record": record, "thumbnail_jpeg_b64": "A".repeat(1500),
     }))
     .unwrap_or_default();
+    let record = serde_json::from_value(record).expect("a record");
     (id, record, report)
 }
 
@@ -69,7 +71,7 @@ fn temp(tag: &str) -> PathBuf {
 /// Each group is one durable write through the store thread, as the sink commits.
 async fn commit_all(
     store: &StoreHandle,
-    items: &[(String, serde_json::Value, Vec<u8>)],
+    items: &[(String, Record, Vec<u8>)],
     group: usize,
 ) -> anyhow::Result<f64> {
     let t = Instant::now();
@@ -80,7 +82,7 @@ async fn commit_all(
                 key: id.clone(),
                 record: rec.clone(),
                 report: Some((id.clone(), "reports/flagged".into(), rep.clone())),
-                waybill: rec["waybill"].as_str().map(str::to_owned),
+                waybill: rec.waybill.as_ref().map(|w| w.to_string()),
                 counts: vec!["parcels.decided".into(), "parcels.flag".into()],
             })
             .collect();

@@ -191,6 +191,13 @@ pub struct Sender {
     pub address: String,
 }
 
+impl Sender {
+    /// Name and ID number, masked ([`mask`]): how a sender is shown to people.
+    pub fn masked(&self) -> String {
+        format!("{} {}", mask(&self.name), mask(&self.id_number))
+    }
+}
+
 /// The recipient as read from the waybill.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -366,6 +373,14 @@ impl Reason {
             en: en.into(),
         }
     }
+}
+
+/// Name, version and hash, as every decision and report carries them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
 }
 
 /// The model's view of one image.

@@ -509,10 +509,23 @@ fn model_eval(
         eval::plot_confusion(&report, path)?;
     }
     if json {
-        let mut value = serde_json::to_value(&report).context("encoding the report")?;
-        value["model"] = serde_json::to_value(model.info()).context("encoding the report")?;
-        value["dataset"] = dataset.display().to_string().into();
-        println!("{value}");
+        /// The report, with what was evaluated on what.
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            #[serde(flatten)]
+            report: &'a eval::Report,
+            model: &'a screenline::domain::ModelInfo,
+            dataset: String,
+        }
+        let out = Out {
+            report: &report,
+            model: model.info(),
+            dataset: dataset.display().to_string(),
+        };
+        println!(
+            "{}",
+            serde_json::to_string(&out).context("encoding the report")?
+        );
     } else {
         let info = model.info();
         println!(
@@ -571,22 +584,28 @@ async fn safe_mode(
     e: screenline::config::ConfigError,
 ) -> anyhow::Result<()> {
     tracing::error!(error = %e, "configuration invalid: safe mode, console only");
-    let raw: Option<toml::Table> = std::fs::read_to_string(path)
+    /// What safe mode needs of a file that is otherwise invalid: where to listen, where the
+    /// store is. Each falls back to its default where even it cannot be read.
+    #[derive(serde::Deserialize, Default)]
+    struct Salvage {
+        #[serde(default)]
+        console: SalvageConsole,
+        data_dir: Option<PathBuf>,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct SalvageConsole {
+        listen: Option<SocketAddr>,
+    }
+    let salvage: Salvage = std::fs::read_to_string(path)
         .ok()
-        .and_then(|t| t.parse().ok());
-    let listen = raw
-        .as_ref()
-        .and_then(|t| {
-            t.get("console")?
-                .get("listen")?
-                .as_str()?
-                .parse::<SocketAddr>()
-                .ok()
-        })
+        .and_then(|t| toml::from_str(&t).ok())
+        .unwrap_or_default();
+    let listen = salvage
+        .console
+        .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let data_dir = raw
-        .as_ref()
-        .and_then(|t| t.get("data_dir")?.as_str().map(PathBuf::from))
+    let data_dir = salvage
+        .data_dir
         .unwrap_or_else(|| PathBuf::from(screenline::config::DEFAULT_DATA_DIR));
     eprintln!("error: {e}\nStarting the console in safe mode on {listen}; the lines divert every parcel until the configuration is fixed.");
     let telemetry = std::sync::Arc::new(screenline::telemetry::Telemetry::default());

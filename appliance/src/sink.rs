@@ -22,9 +22,10 @@
 //!   diverted to manual inspection, and the crash restarts the appliance; the console's
 //!   `store` alarm and the `sink.held` gauge showed them waiting.
 
-use crate::domain::{mask, Decision, Reason, ReasonCode};
+use crate::domain::{Decision, Reason, ReasonCode};
 use crate::line::waybill::{normalise_id, normalise_phone};
 use crate::line::xray::XrayPolicy;
+use crate::record::{Record, StoredSender};
 use crate::report::payload;
 use crate::screen::Screened;
 use crate::store::owner::StoreHandle;
@@ -32,7 +33,6 @@ use crate::store::Commit;
 use crate::supervise::{Faults, Stage};
 use crate::telemetry::{ParcelSummary, Telemetry};
 use screenline_protocol::ToController;
-use serde_json::json;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -316,9 +316,7 @@ impl Sink {
             reasons: s.reasons.clone(),
             category: top.map(|(c, _)| c.key().to_owned()),
             counterfeit: s.scores.as_ref().map(|x| x.counterfeit),
-            sender: wb
-                .and_then(|w| w.sender.as_ref())
-                .map(|snd| format!("{} {}", mask(&snd.name), mask(&snd.id_number))),
+            sender: wb.and_then(|w| w.sender.as_ref()).map(|snd| snd.masked()),
             decided_at: SystemTime::now(),
             outcome: None,
         });
@@ -397,16 +395,16 @@ fn build_commit(
     let keep_identity = s.decision != Decision::Clear;
     let sender = wb.and_then(|w| w.sender.as_ref()).map(|snd| {
         if keep_identity {
-            serde_json::to_value(snd).unwrap_or_default()
+            StoredSender::Full(snd.clone())
         } else {
             // Normalised as the watch-list and the split-shipment ledger hash them.
-            json!({
-                "id_key": store.hasher().hash(&normalise_id(&snd.id_number)),
-                "phone_key": store.hasher().hash(&normalise_phone(&snd.phone)),
-            })
+            StoredSender::Keys {
+                id_key: store.hasher().hash(&normalise_id(&snd.id_number)),
+                phone_key: store.hasher().hash(&normalise_phone(&snd.phone)),
+            }
         }
     });
-    let report = if s.decision == Decision::Flag {
+    let report = (s.decision == Decision::Flag).then(|| {
         let report_id = payload::report_id(
             site_id,
             &s.parcel.line_id,
@@ -415,33 +413,35 @@ fn build_commit(
             s.parcel.scan.as_ref().map_or("", |x| x.scan_id.as_str()),
         );
         let body = payload::flagged_report(s, &report_id, site_id, appliance_id);
-        Some((
-            report_id,
-            "reports/flagged".to_owned(),
-            serde_json::to_vec(&body)?,
-        ))
-    } else {
-        None
-    };
-    let record = json!({
-        "record_id": record_id,
-        "line_id": s.parcel.line_id,
-        "seq": s.parcel.seq,
-        "entered_at": crate::time_fmt::format(s.parcel.entered_at),
-        "screened_at": crate::time_fmt::format(s.screened_at),
-        "waybill": wb.map(|w| w.waybill.as_str()),
-        "declared": wb.and_then(|w| w.declared.as_ref()),
-        "sender": sender,
-        "recipient": if keep_identity { wb.and_then(|w| w.recipient.as_ref()).map(|r| serde_json::to_value(r).unwrap_or_default()) } else { None },
-        "decision": s.decision.key(),
-        "reasons": s.reasons,
-        "scores": s.scores,
-        "model": s.model,
-        "image": image_path.as_ref().map(|p| p.display().to_string()),
-        "image_sha256": s.evidence.as_ref().map(|e| e.image.sha256.clone()),
-        "low_energy_sha256": s.evidence.as_ref().and_then(|e| e.low_energy.as_ref()).map(|f| f.sha256.clone()),
-        "report_id": report.as_ref().map(|r| r.0.clone()),
+        (report_id, "reports/flagged".to_owned(), body.to_vec())
     });
+    let record = Record {
+        record_id: record_id.clone(),
+        line_id: s.parcel.line_id.clone(),
+        seq: s.parcel.seq,
+        entered_at: s.parcel.entered_at,
+        screened_at: s.screened_at,
+        waybill: wb.map(|w| w.waybill.clone()),
+        declared: wb.and_then(|w| w.declared.clone()),
+        sender,
+        recipient: wb
+            .and_then(|w| w.recipient.clone())
+            .filter(|_| keep_identity),
+        decision: s.decision,
+        reasons: s.reasons.clone(),
+        scores: s.scores.clone(),
+        model: Some(s.model.clone()),
+        image: image_path,
+        image_sha256: s.evidence.as_ref().map(|e| e.image.sha256.clone()),
+        low_energy_sha256: s
+            .evidence
+            .as_ref()
+            .and_then(|e| e.low_energy.as_ref())
+            .map(|f| f.sha256.clone()),
+        report_id: report.as_ref().map(|r| r.0.clone()),
+        image_evicted: None,
+        slimmed: false,
+    };
     Ok(Commit {
         key: record_id,
         record,

@@ -17,8 +17,11 @@ pub mod auth;
 pub mod i18n;
 mod pages;
 
+use crate::domain::Decision;
+use crate::record::Record;
 use crate::store::owner::StoreHandle;
 use crate::store::review::Finding;
+use crate::telemetry::LinkState;
 use crate::telemetry::{Live, ParcelSummary, Telemetry};
 use auth::{LoginLimiter, Role, Session, Sessions, Users};
 use axum::extract::rejection::FormRejection;
@@ -30,6 +33,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use i18n::{t, Lang};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -843,12 +847,12 @@ async fn flagged_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Resp
     let waiting = match &c.store {
         Some(store) => store
             .read(|store| {
-                let rs = store.latest_records(200, 20_000, |r| r["decision"] != "clear")?;
+                let rs = store.latest_records(200, 20_000, |r| r.decision != Decision::Clear)?;
                 Ok(rs
                     .into_iter()
                     .filter(|r| {
                         store
-                            .reviews(r["record_id"].as_str().unwrap_or(""))
+                            .reviews(&r.record_id)
                             .map(|v| v.is_empty())
                             .unwrap_or(true)
                     })
@@ -867,7 +871,7 @@ async fn flagged_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Resp
 async fn record_and_reviews(
     c: &Console,
     id: &str,
-) -> Option<(serde_json::Value, Vec<crate::store::review::Review>)> {
+) -> Option<(Record, Vec<crate::store::review::Review>)> {
     let store = c.store.as_ref()?;
     let id = id.to_owned();
     store
@@ -912,7 +916,7 @@ async fn parcel_image(
     let Some((record, _)) = record_and_reviews(&c, &id).await else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let Some(path) = record["image"].as_str().map(PathBuf::from) else {
+    let Some(path) = record.image else {
         return StatusCode::NOT_FOUND.into_response();
     };
     match tokio::fs::read(&path).await {
@@ -993,7 +997,7 @@ async fn review(
                 &format!("user:{}", ctx.session.user),
                 &format!("review.{}", finding.key()),
                 &id,
-                &format!("decision {}", r.decision),
+                &format!("decision {}", r.decision.key()),
             )
             .await;
             Redirect::to(&format!("/parcel/{id}?saved=1")).into_response()
@@ -1062,8 +1066,7 @@ async fn events(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
                     },
                     _ = tick.tick() => {
                         c.session(&token, false)?;
-                        let mut s = status(&c);
-                        s["badges"] = pages::links_badges(lang, &c).into();
+                        let s = Status { badges: Some(pages::links_badges(lang, &c)), ..status(&c) };
                         Event::default().event("status").json_data(s).ok()
                     }
                 };
@@ -1077,13 +1080,26 @@ async fn events(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
-fn status(c: &Console) -> serde_json::Value {
-    serde_json::json!({
-        "links": c.telemetry.links(),
-        "stack_lights": c.telemetry.lights(),
-        "counters": c.telemetry.counters(),
-        "backlog": c.store.as_ref().map(|s| s.outbox_len()),
-    })
+/// The line's state for `/api/status` and the live stream.
+#[derive(serde::Serialize)]
+struct Status {
+    links: BTreeMap<String, LinkState>,
+    stack_lights: BTreeMap<String, String>,
+    counters: BTreeMap<String, u64>,
+    backlog: Option<usize>,
+    /// The links' badges, rendered (live stream only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    badges: Option<String>,
+}
+
+fn status(c: &Console) -> Status {
+    Status {
+        links: c.telemetry.links(),
+        stack_lights: c.telemetry.lights(),
+        counters: c.telemetry.counters(),
+        backlog: c.store.as_ref().map(|s| s.outbox_len()),
+        badges: None,
+    }
 }
 
 async fn api_parcels(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {

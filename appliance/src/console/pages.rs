@@ -4,8 +4,9 @@
 use super::auth::{Role, Session};
 use super::i18n::{t, Lang};
 use super::{Console, Ctx};
-use crate::domain::{mask, Category};
+use crate::domain::{Category, Decision, Reason};
 use crate::logbuf::LogLine;
+use crate::record::{Record, StoredSender};
 use crate::store::audit::AuditEntry;
 use crate::store::review::Review;
 use axum::response::Html;
@@ -211,41 +212,28 @@ pub fn login(lang: Lang, next: &str, error: Option<&str>) -> String {
     .0
 }
 
-fn decision_cell(lang: Lang, d: &str) -> String {
-    let key = match d {
-        "flag" | "manual" | "clear" => d,
-        _ => "manual",
-    };
+fn decision_cell(lang: Lang, d: Decision) -> String {
+    let key = d.key();
     format!(
         "<span class=\"{key}\">{}</span>",
         t(lang, &format!("decision.{key}"))
     )
 }
 
-fn reasons_html(lang: Lang, reasons: &Value) -> String {
-    let list: Vec<String> = reasons
-        .as_array()
-        .map(|rs| {
-            rs.iter()
-                .map(|r| {
-                    let words = match lang {
-                        Lang::Zh => r["zh"].as_str(),
-                        Lang::En => r["en"].as_str(),
-                    };
-                    format!(
-                        "<div data-code=\"{}\">{}</div>",
-                        esc(r["code"].as_str().unwrap_or("")),
-                        esc(words.unwrap_or(""))
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    if list.is_empty() {
-        "—".into()
-    } else {
-        list.concat()
+fn reasons_html(lang: Lang, reasons: &[Reason]) -> String {
+    if reasons.is_empty() {
+        return "—".into();
     }
+    reasons
+        .iter()
+        .map(|r| {
+            let words = match lang {
+                Lang::Zh => &r.zh,
+                Lang::En => &r.en,
+            };
+            format!("<div data-code=\"{}\">{}</div>", r.code.key(), esc(words))
+        })
+        .collect()
 }
 
 fn category_label(lang: Lang, key: Option<&str>) -> String {
@@ -308,7 +296,6 @@ pub fn line(ctx: &Ctx, c: &Console) -> Html<String> {
         t(lang, "col.diverter"),
     );
     for p in c.telemetry.recent().iter().take(100) {
-        let reasons = serde_json::to_value(&p.reasons).unwrap_or_default();
         let _ = write!(
             body,
             "<tr data-record=\"{}\"><td>{}</td><td>{} #{}</td><td><a href=\"/parcel/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -319,8 +306,8 @@ pub fn line(ctx: &Ctx, c: &Console) -> Html<String> {
             esc(&p.record_id),
             esc(p.waybill.as_deref().unwrap_or("—")),
             esc(p.sender.as_deref().unwrap_or("—")),
-            decision_cell(lang, p.decision.key()),
-            reasons_html(lang, &reasons),
+            decision_cell(lang, p.decision),
+            reasons_html(lang, &p.reasons),
             esc(&category_label(lang, p.category.as_deref())),
             p.counterfeit.map_or("—".into(), |s| format!("{s:.2}")),
             outcome_cell(lang, p.outcome.as_deref()),
@@ -372,16 +359,24 @@ pub fn links_badges(lang: Lang, c: &Console) -> String {
     out
 }
 
-fn masked_sender(record: &Value) -> String {
-    let s = &record["sender"];
-    match (s["name"].as_str(), s["id_number"].as_str()) {
-        (Some(name), Some(id)) => format!("{} {}", mask(name), mask(id)),
+/// A record's sender, masked; a cleared record keeps none to show.
+fn masked_sender(record: &Record) -> String {
+    match &record.sender {
+        Some(StoredSender::Full(s)) => s.masked(),
         _ => "—".into(),
     }
 }
 
+/// The seconds of an RFC 3339 time (`HH:MM:SS`).
+fn clock(t: std::time::SystemTime) -> String {
+    crate::time_fmt::format(t)
+        .get(11..19)
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The queue of flagged and manual parcels not yet reviewed.
-pub fn flagged(ctx: &Ctx, waiting: &[Value]) -> Html<String> {
+pub fn flagged(ctx: &Ctx, waiting: &[Record]) -> Html<String> {
     let lang = ctx.lang;
     let mut body = format!(
         "<h2>{}</h2><p class=\"muted\">{}</p><table><thead><tr><th></th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody id=\"rows\" data-live=\"suspects\">",
@@ -395,8 +390,8 @@ pub fn flagged(ctx: &Ctx, waiting: &[Value]) -> Html<String> {
         t(lang, "col.line"),
     );
     for r in waiting {
-        let id = r["record_id"].as_str().unwrap_or("");
-        let thumb = if r["image"].is_string() {
+        let id = &r.record_id;
+        let thumb = if r.image.is_some() {
             format!(
                 "<img class=\"thumb\" src=\"/parcel/{}/image\" alt=\"\">",
                 esc(id)
@@ -407,12 +402,12 @@ pub fn flagged(ctx: &Ctx, waiting: &[Value]) -> Html<String> {
         let _ = write!(
             body,
             "<tr data-record=\"{id}\"><td><a href=\"/parcel/{id}\">{thumb}</a></td><td>{}</td><td><a href=\"/parcel/{id}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(r["screened_at"].as_str().and_then(|s| s.get(11..19)).unwrap_or("")),
-            esc(r["waybill"].as_str().unwrap_or("—")),
-            decision_cell(lang, r["decision"].as_str().unwrap_or("")),
-            reasons_html(lang, &r["reasons"]),
+            clock(r.screened_at),
+            esc(r.waybill.as_ref().map_or("—", |w| w.as_str())),
+            decision_cell(lang, r.decision),
+            reasons_html(lang, &r.reasons),
             esc(&masked_sender(r)),
-            esc(r["line_id"].as_str().unwrap_or("")),
+            esc(&r.line_id),
             id = esc(id),
         );
     }
@@ -435,10 +430,10 @@ fn bar(p: f64, class: &str) -> String {
 }
 
 /// One parcel: image, reasons, scores, declared goods, masked sender, reviews, review form.
-pub fn parcel(ctx: &Ctx, r: &Value, reviews: &[Review], saved: bool) -> Html<String> {
+pub fn parcel(ctx: &Ctx, r: &Record, reviews: &[Review], saved: bool) -> Html<String> {
     let lang = ctx.lang;
-    let id = r["record_id"].as_str().unwrap_or("");
-    let image = if r["image"].is_string() {
+    let id = &r.record_id;
+    let image = if r.image.is_some() {
         format!(
             "<div class=\"xraybox\"><img class=\"xray\" id=\"xray\" src=\"/parcel/{}/image\" alt=\"{}\" title=\"{}\"></div>",
             esc(id),
@@ -449,44 +444,36 @@ pub fn parcel(ctx: &Ctx, r: &Value, reviews: &[Review], saved: bool) -> Html<Str
         format!("<p class=\"muted\">{}</p>", t(lang, "image.none"))
     };
     let mut scores = String::new();
-    if let Some(cats) = r["scores"]["category"].as_object() {
-        let mut v: Vec<(&String, f64)> = cats
-            .iter()
-            .map(|(k, p)| (k, p.as_f64().unwrap_or(0.0)))
-            .collect();
+    if let Some(sc) = &r.scores {
+        let mut v = sc.category.clone();
         v.sort_by(|a, b| b.1.total_cmp(&a.1));
-        for (k, p) in v.into_iter().take(4) {
+        for (c, p) in v.into_iter().take(4) {
             let _ = write!(
                 scores,
                 "<tr><td>{}</td><td>{}</td></tr>",
-                esc(&category_label(lang, Some(k))),
-                bar(p, "")
+                esc(c.label(lang.domain())),
+                bar(f64::from(p), "")
             );
         }
-    }
-    if let Some(cf) = r["scores"]["counterfeit"].as_f64() {
         let _ = write!(
             scores,
             "<tr><td>{}</td><td>{}</td></tr>",
             t(lang, "counterfeit"),
-            bar(cf, "cf")
+            bar(f64::from(sc.counterfeit), "cf")
         );
     }
-    let d = &r["declared"];
-    let declared = if d.is_object() {
+    let declared = r.declared.as_ref().map_or_else(String::new, |d| {
         format!(
             "<tr><td>{}</td><td>{} · {}</td></tr><tr><td>{}</td><td>¥{:.2}</td></tr><tr><td>{}</td><td>{}</td></tr>",
             t(lang, "declared"),
-            esc(d["goods"].as_str().unwrap_or("")),
-            esc(&category_label(lang, d["category"].as_str())),
+            esc(&d.goods),
+            esc(&category_label(lang, Some(&d.category))),
             t(lang, "value"),
-            d["value_cny"].as_f64().unwrap_or(0.0),
+            d.value_cny,
             t(lang, "quantity"),
-            d["quantity"].as_u64().unwrap_or(0),
+            d.quantity,
         )
-    } else {
-        String::new()
-    };
+    });
     let mut history = String::new();
     for rv in reviews {
         let _ = write!(
@@ -527,21 +514,20 @@ pub fn parcel(ctx: &Ctx, r: &Value, reviews: &[Review], saved: bool) -> Html<Str
 <button class="secondary" name="finding" value="cleared" id="clear">{clear}</button></p></form></div>
 </div></div>"#,
         parcel = t(lang, "parcel"),
-        waybill = esc(r["waybill"].as_str().unwrap_or("—")),
-        line = esc(r["line_id"].as_str().unwrap_or("")),
-        seq = r["seq"].as_u64().unwrap_or(0),
-        time = esc(r["screened_at"].as_str().unwrap_or("")),
+        waybill = esc(r.waybill.as_ref().map_or("—", |w| w.as_str())),
+        line = esc(&r.line_id),
+        seq = r.seq,
+        time = crate::time_fmt::format(r.screened_at),
         decision_w = t(lang, "col.decision"),
-        decision = decision_cell(lang, r["decision"].as_str().unwrap_or("")),
-        reasons = reasons_html(lang, &r["reasons"]),
+        decision = decision_cell(lang, r.decision),
+        reasons = reasons_html(lang, &r.reasons),
         sender_w = t(lang, "col.sender"),
         sender = esc(&masked_sender(r)),
         model_w = t(lang, "model"),
-        model = esc(&format!(
-            "{} {}",
-            r["model"]["name"].as_str().unwrap_or(""),
-            r["model"]["version"].as_str().unwrap_or("")
-        )),
+        model = esc(&r
+            .model
+            .as_ref()
+            .map_or_else(String::new, |m| format!("{} {}", m.name, m.version))),
         scores_w = t(lang, "scores"),
         reviews_w = t(lang, "reviews"),
         id = esc(id),
@@ -553,7 +539,7 @@ pub fn parcel(ctx: &Ctx, r: &Value, reviews: &[Review], saved: bool) -> Html<Str
     page(ctx, "parcel", "/flagged", &body)
 }
 
-pub fn search(ctx: &Ctx, query: &str, found: &[Value]) -> Html<String> {
+pub fn search(ctx: &Ctx, query: &str, found: &[Record]) -> Html<String> {
     let lang = ctx.lang;
     let mut body = format!(
         "<h2>{}</h2><form method=\"get\" action=\"/search\"><input type=\"search\" name=\"waybill\" value=\"{}\" placeholder=\"{}\" autofocus> <button>{}</button></form><br>",
@@ -576,15 +562,15 @@ pub fn search(ctx: &Ctx, query: &str, found: &[Value]) -> Html<String> {
                 t(lang, "col.reasons")
             );
             for r in found {
-                let id = esc(r["record_id"].as_str().unwrap_or(""));
+                let id = esc(&r.record_id);
                 let _ = write!(
                     body,
                     "<tr><td>{}</td><td><a href=\"/parcel/{id}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    esc(r["screened_at"].as_str().unwrap_or("")),
-                    esc(r["waybill"].as_str().unwrap_or("")),
-                    esc(r["line_id"].as_str().unwrap_or("")),
-                    decision_cell(lang, r["decision"].as_str().unwrap_or("")),
-                    reasons_html(lang, &r["reasons"])
+                    crate::time_fmt::format(r.screened_at),
+                    esc(r.waybill.as_ref().map_or("", |w| w.as_str())),
+                    esc(&r.line_id),
+                    decision_cell(lang, r.decision),
+                    reasons_html(lang, &r.reasons)
                 );
             }
             body.push_str("</tbody></table>");
@@ -750,12 +736,13 @@ pub fn model(
     let manifest = model_dir
         .as_ref()
         .and_then(|d| std::fs::read_to_string(d.join("manifest.json")).ok())
-        .and_then(|s| serde_json::from_str::<Value>(&s).ok());
+        .and_then(|s| serde_json::from_str::<crate::screen::model::Manifest>(&s).ok());
     if let Some(m) = &manifest {
-        let labels: Vec<String> = m["labels"]
-            .as_array()
-            .map(|l| l.iter().map(|k| category_label(lang, k.as_str())).collect())
-            .unwrap_or_default();
+        let labels: Vec<String> = m
+            .labels
+            .iter()
+            .map(|k| category_label(lang, Some(k)))
+            .collect();
         let _ = write!(
             body,
             "<div class=\"panel\"><table><tr><td>{}</td><td>{}</td></tr></table></div>",

@@ -173,23 +173,31 @@ pub fn watchlist(seed: u64) -> serde_json::Value {
 impl SimParcel {
     /// The personal data its waybill carries — names, ID number, phones — as written.
     pub fn identities(&self) -> Vec<String> {
-        let Some(v) = self
+        /// The people on a reader record, however incomplete it is.
+        #[derive(serde::Deserialize)]
+        struct People {
+            sender: Option<Person>,
+            recipient: Option<Person>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Person {
+            name: Option<String>,
+            id_number: Option<String>,
+            phone: Option<String>,
+        }
+        let Some(people) = self
             .reader_record
             .as_deref()
-            .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+            .and_then(|r| serde_json::from_str::<People>(r).ok())
         else {
             return Vec::new();
         };
-        [
-            &v["sender"]["name"],
-            &v["sender"]["id_number"],
-            &v["sender"]["phone"],
-            &v["recipient"]["name"],
-            &v["recipient"]["phone"],
-        ]
-        .into_iter()
-        .filter_map(|x| x.as_str().map(str::to_owned))
-        .collect()
+        [people.sender, people.recipient]
+            .into_iter()
+            .flatten()
+            .flat_map(|p| [p.name, p.id_number, p.phone])
+            .flatten()
+            .collect()
     }
 }
 

@@ -283,13 +283,15 @@ impl Commander {
                         // Reports sent before the index existed: look through the latest
                         // records.
                         None => Ok(s
-                            .latest_records(1, EVIDENCE_SCAN, |r| r["report_id"] == id.as_str())?
+                            .latest_records(1, EVIDENCE_SCAN, |r| {
+                                r.report_id.as_deref() == Some(id.as_str())
+                            })?
                             .pop()),
                     })
                     .await
                     .map_err(|e| Refusal::Store(e.to_string()))?
                     .ok_or_else(missing)?;
-                let path = std::path::PathBuf::from(record["image"].as_str().ok_or_else(missing)?);
+                let path = record.image.clone().ok_or_else(missing)?;
                 let (image, low) =
                     tokio::task::spawn_blocking(move || commands::read_evidence(&path))
                         .await
@@ -300,8 +302,8 @@ impl Commander {
                 if size / 3 * 4 + 4096 > MAX_PACKET {
                     return Err(Refusal::TooLarge(size));
                 }
-                let record_id = record["record_id"].as_str().unwrap_or("");
-                let body = commands::evidence_payload(&report_id, record_id, &image, low.as_ref());
+                let body =
+                    commands::evidence_payload(&report_id, &record.record_id, &image, low.as_ref());
                 Ok((
                     format!(
                         "image of {report_id} ({size} bytes) published on evidence/{report_id}"

@@ -23,7 +23,7 @@ use crate::domain::Category;
 use crate::screen::rules::WatchlistFile;
 use base64::Engine;
 use ed25519_dalek::{Signature, VerifyingKey};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -472,23 +472,38 @@ pub fn evidence_payload(
     low_energy: Option<&EvidenceFile>,
 ) -> Vec<u8> {
     use sha2::{Digest, Sha256};
-    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    let mut body = json!({
-        "schema": "screenline.evidence.v1",
-        "report_id": report_id,
-        "record_id": record_id,
-        "format": image.format,
-        "image_sha256": hex::encode(Sha256::digest(&image.bytes)),
-        "image_base64": b64(&image.bytes),
-    });
-    if let Some(low) = low_energy {
-        body["low_energy"] = json!({
-            "format": low.format,
-            "image_sha256": hex::encode(Sha256::digest(&low.bytes)),
-            "image_base64": b64(&low.bytes),
-        });
+    /// One image of `screenline.evidence.v1`.
+    #[derive(Serialize)]
+    struct Image<'a> {
+        format: &'a str,
+        image_sha256: String,
+        image_base64: String,
     }
-    serde_json::to_vec(&body).unwrap_or_default()
+    #[derive(Serialize)]
+    struct Evidence<'a> {
+        schema: &'static str,
+        report_id: &'a str,
+        record_id: &'a str,
+        #[serde(flatten)]
+        image: Image<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        low_energy: Option<Image<'a>>,
+    }
+    fn image_of(f: &EvidenceFile) -> Image<'_> {
+        Image {
+            format: &f.format,
+            image_sha256: hex::encode(Sha256::digest(&f.bytes)),
+            image_base64: base64::engine::general_purpose::STANDARD.encode(&f.bytes),
+        }
+    }
+    serde_json::to_vec(&Evidence {
+        schema: "screenline.evidence.v1",
+        report_id,
+        record_id,
+        image: image_of(image),
+        low_energy: low_energy.map(image_of),
+    })
+    .unwrap_or_default()
 }
 
 /// Signs a payload as the regulator does: the envelope for `payload_json` (tests, docs).

@@ -1,29 +1,50 @@
-//! The feed's JSON payloads, each with its `schema` field: the status and the flagged report.
+//! The feed's JSON payloads, each with its `schema` field: the status and the flagged report
+//! (whose type is [`crate::record::FlaggedReport`]).
 
-use crate::domain::{Decision, Reason, Recipient, Sender};
+use crate::domain::Decision;
+use crate::record::{FlaggedReport, ReportEvidence};
 use crate::screen::Screened;
-use crate::telemetry::Telemetry;
-use base64::Engine;
-use serde_json::{json, Value};
+use crate::telemetry::{LinkState, Telemetry};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 /// `…/status`: availability and the health of every link.
 pub fn status(state: &str, telemetry: &Telemetry) -> Vec<u8> {
-    let links: serde_json::Map<String, Value> = telemetry
-        .links()
-        .into_iter()
-        .map(|(name, l)| (name, json!({"up": l.up, "detail": l.detail})))
-        .collect();
-    let v = json!({
-        "schema": "screenline.status.v1",
-        "state": state,
-        "at": crate::time_fmt::format(SystemTime::now()),
-        "version": env!("CARGO_PKG_VERSION"),
-        "links": links,
-        "backlog": telemetry.get("feed.backlog"),
-    });
-    serde_json::to_vec(&v).unwrap_or_default()
+    /// `screenline.status.v1`.
+    #[derive(Serialize)]
+    struct Status<'a> {
+        schema: &'static str,
+        state: &'a str,
+        #[serde(with = "crate::time_fmt::rfc3339")]
+        at: SystemTime,
+        version: &'static str,
+        links: BTreeMap<String, Link>,
+        backlog: u64,
+    }
+    /// A link as the contract shows it (no more: `since` stays on the appliance).
+    #[derive(Serialize)]
+    struct Link {
+        up: bool,
+        detail: String,
+    }
+    serde_json::to_vec(&Status {
+        schema: "screenline.status.v1",
+        state,
+        at: SystemTime::now(),
+        version: env!("CARGO_PKG_VERSION"),
+        links: telemetry
+            .links()
+            .into_iter()
+            .map(|(name, l)| {
+                let LinkState { up, detail, .. } = l;
+                (name, Link { up, detail })
+            })
+            .collect(),
+        backlog: telemetry.get("feed.backlog"),
+    })
+    .unwrap_or_default()
 }
 
 /// The stable id of a report: the same site, line, waybill and scan always give the same id,
@@ -53,62 +74,42 @@ pub fn report_id(
     format!("rpt-{}", &hex::encode(h.finalize())[..32])
 }
 
-fn reasons_json(reasons: &[Reason]) -> Value {
-    Value::Array(
-        reasons
-            .iter()
-            .map(|r| json!({"code": r.code.key(), "zh": r.zh, "en": r.en}))
-            .collect(),
-    )
-}
-
-fn sender_json(s: &Sender) -> Value {
-    json!({
-        "name": s.name, "id_type": s.id_type, "id_number": s.id_number,
-        "phone": s.phone, "address": s.address,
-    })
-}
-
-fn recipient_json(r: &Recipient) -> Value {
-    json!({"name": r.name, "phone": r.phone, "address": r.address})
-}
-
 /// The `screenline.report.v1` payload for a flagged parcel.
-pub fn flagged_report(s: &Screened, report_id: &str, site_id: &str, appliance_id: &str) -> Value {
+pub fn flagged_report(
+    s: &Screened,
+    report_id: &str,
+    site_id: &str,
+    appliance_id: &str,
+) -> FlaggedReport {
     debug_assert_eq!(s.decision, Decision::Flag);
     let wb = s.parcel.waybill.as_ref();
-    let scores = s.scores.as_ref().map(|sc| json!(sc));
-    let evidence = s.evidence.as_ref().map(|e| {
-        let mut ev = json!({
-            "image_sha256": e.image.sha256,
-            "thumbnail_jpeg": e.thumbnail_jpeg.as_ref()
-                .map(|t| base64::engine::general_purpose::STANDARD.encode(t)),
-        });
-        // A dual-energy pair: `image_sha256` is the high-energy file's, this the low one's.
-        if let Some(low) = &e.low_energy {
-            ev["low_energy_sha256"] = json!(low.sha256);
-        }
-        ev
-    });
-    json!({
-        "schema": "screenline.report.v1",
-        "report_id": report_id,
-        "site_id": site_id,
-        "appliance_id": appliance_id,
-        "line_id": s.parcel.line_id,
-        "waybill": wb.map(|w| w.waybill.as_str()),
-        "scanned_at": crate::time_fmt::format(
-            s.parcel.scan.as_ref().map_or(s.parcel.entered_at, |x| x.captured_at)),
-        "decision": s.decision.key(),
-        "reasons": reasons_json(&s.reasons),
-        "scores": scores,
-        "model": {"name": s.model.name, "version": s.model.version, "sha256": s.model.sha256},
-        "declared": wb.and_then(|w| w.declared.as_ref()),
-        "sender": wb.and_then(|w| w.sender.as_ref()).map(sender_json),
-        "recipient": wb.and_then(|w| w.recipient.as_ref()).map(recipient_json),
-        "agreement_customer": wb.and_then(|w| w.agreement_customer.as_deref()),
-        "evidence": evidence,
-    })
+    FlaggedReport {
+        schema: FlaggedReport::SCHEMA.to_owned(),
+        report_id: report_id.to_owned(),
+        site_id: site_id.to_owned(),
+        appliance_id: appliance_id.to_owned(),
+        line_id: s.parcel.line_id.clone(),
+        waybill: wb.map(|w| w.waybill.clone()),
+        scanned_at: s
+            .parcel
+            .scan
+            .as_ref()
+            .map_or(s.parcel.entered_at, |x| x.captured_at),
+        decision: s.decision,
+        reasons: s.reasons.clone(),
+        scores: s.scores.clone(),
+        model: s.model.clone(),
+        declared: wb.and_then(|w| w.declared.clone()),
+        sender: wb.and_then(|w| w.sender.clone()),
+        recipient: wb.and_then(|w| w.recipient.clone()),
+        agreement_customer: wb.and_then(|w| w.agreement_customer.clone()),
+        // A dual-energy pair: `image_sha256` is the high-energy file's.
+        evidence: s.evidence.as_ref().map(|e| ReportEvidence {
+            image_sha256: e.image.sha256.clone(),
+            thumbnail_jpeg: e.thumbnail_jpeg.clone(),
+            low_energy_sha256: e.low_energy.as_ref().map(|l| l.sha256.clone()),
+        }),
+    }
 }
 
 #[cfg(test)]

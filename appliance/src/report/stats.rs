@@ -11,7 +11,7 @@
 use crate::store::counters::{is_durable, StatsMark};
 use crate::store::owner::StoreHandle;
 use crate::telemetry::Telemetry;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -26,7 +26,7 @@ pub fn stats_payload(
     to: SystemTime,
     before: &BTreeMap<String, u64>,
     after: &BTreeMap<String, u64>,
-) -> Value {
+) -> StatsPayload {
     let delta = |name: &str| -> u64 {
         after
             .get(name)
@@ -34,41 +34,85 @@ pub fn stats_payload(
             .unwrap_or(0)
             .saturating_sub(before.get(name).copied().unwrap_or(0))
     };
-    let by_prefix = |prefix: &str| -> Map<String, Value> {
+    let by_prefix = |prefix: &str| -> BTreeMap<String, u64> {
         after
             .keys()
             .filter_map(|k| k.strip_prefix(prefix).map(|rest| (k, rest)))
             .filter_map(|(k, rest)| {
                 let d = delta(k);
-                (d > 0).then(|| (rest.to_owned(), json!(d)))
+                (d > 0).then(|| (rest.to_owned(), d))
             })
             .collect()
     };
-    json!({
-        "schema": "screenline.stats.v1",
-        "site_id": site_id,
-        "appliance_id": appliance_id,
-        "from": crate::time_fmt::format(from),
-        "to": crate::time_fmt::format(to),
-        "parcels": {
-            "screened": delta("parcels.decided"),
-            "cleared": delta("parcels.clear"),
-            "flagged": delta("parcels.flag"),
-            "manual": delta("parcels.manual"),
-            "no_read": delta("reasons.no_read"),
-            "no_image": delta("reasons.no_image"),
+    StatsPayload {
+        schema: "screenline.stats.v1".to_owned(),
+        site_id: site_id.to_owned(),
+        appliance_id: appliance_id.to_owned(),
+        from,
+        to,
+        parcels: ParcelCounts {
+            screened: delta("parcels.decided"),
+            cleared: delta("parcels.clear"),
+            flagged: delta("parcels.flag"),
+            manual: delta("parcels.manual"),
+            no_read: delta("reasons.no_read"),
+            no_image: delta("reasons.no_image"),
         },
-        "flagged_by_reason": by_prefix("flagged.reason."),
-        "flagged_by_category": by_prefix("flagged.category."),
-        "reviews": {
-            "confirmed": delta("reviews.confirmed"),
-            "cleared": delta("reviews.cleared"),
+        flagged_by_reason: by_prefix("flagged.reason."),
+        flagged_by_category: by_prefix("flagged.category."),
+        reviews: ReviewCounts {
+            confirmed: delta("reviews.confirmed"),
+            cleared: delta("reviews.cleared"),
         },
-        "commands": {
-            "accepted": delta("cmd.accepted"),
-            "refused": delta("cmd.refused"),
+        commands: CommandCounts {
+            accepted: delta("cmd.accepted"),
+            refused: delta("cmd.refused"),
         },
-    })
+    }
+}
+
+/// `screenline.stats.v1`: what one period screened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsPayload {
+    pub schema: String,
+    pub site_id: String,
+    pub appliance_id: String,
+    #[serde(with = "crate::time_fmt::rfc3339")]
+    pub from: SystemTime,
+    #[serde(with = "crate::time_fmt::rfc3339")]
+    pub to: SystemTime,
+    pub parcels: ParcelCounts,
+    /// Flagged parcels per reason key (reasons that occurred only).
+    pub flagged_by_reason: BTreeMap<String, u64>,
+    /// Flagged parcels per category key (categories that occurred only).
+    pub flagged_by_category: BTreeMap<String, u64>,
+    pub reviews: ReviewCounts,
+    pub commands: CommandCounts,
+}
+
+/// Parcels of a period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParcelCounts {
+    pub screened: u64,
+    pub cleared: u64,
+    pub flagged: u64,
+    pub manual: u64,
+    pub no_read: u64,
+    pub no_image: u64,
+}
+
+/// Operators' reviews of a period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewCounts {
+    pub confirmed: u64,
+    pub cleared: u64,
+}
+
+/// The regulator's commands of a period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandCounts {
+    pub accepted: u64,
+    pub refused: u64,
 }
 
 /// The counters statistics are made of (those the store keeps).
@@ -171,16 +215,19 @@ mod tests {
         after.insert("reviews.confirmed".into(), 1);
         let now = SystemTime::now();
         let v = stats_payload("S", "A", now, now, &before, &after);
-        assert_eq!(v["parcels"]["screened"], 5);
-        assert_eq!(v["parcels"]["flagged"], 2);
-        assert_eq!(v["parcels"]["cleared"], 3);
-        assert_eq!(v["parcels"]["manual"], 0);
+        let p = &v.parcels;
+        assert_eq!((p.screened, p.flagged, p.cleared, p.manual), (5, 2, 3, 0));
+        let by =
+            |m: &BTreeMap<String, u64>| m.iter().map(|(k, n)| (k.clone(), *n)).collect::<Vec<_>>();
         assert_eq!(
-            v["flagged_by_reason"],
-            json!({"counterfeit_suspected": 1, "watchlisted_sender": 1})
+            by(&v.flagged_by_reason),
+            [
+                ("counterfeit_suspected".to_owned(), 1),
+                ("watchlisted_sender".to_owned(), 1)
+            ]
         );
-        assert_eq!(v["flagged_by_category"], json!({"electronics": 2}));
-        assert_eq!(v["reviews"]["confirmed"], 1);
+        assert_eq!(by(&v.flagged_by_category), [("electronics".to_owned(), 2)]);
+        assert_eq!(v.reviews.confirmed, 1);
     }
 
     #[tokio::test]
@@ -226,9 +273,13 @@ mod tests {
             .await
             .expect("queued");
         assert_eq!(queued.len(), 1);
-        let v: Value = serde_json::from_slice(&queued[0].1).expect("json");
-        assert_eq!(v["from"], json!(crate::time_fmt::format(mark.at())), "{v}");
-        assert_eq!(v["parcels"]["screened"], 3, "{v}");
+        let v: StatsPayload = serde_json::from_slice(&queued[0].1).expect("a stats payload");
+        assert_eq!(
+            crate::time_fmt::format(v.from),
+            crate::time_fmt::format(mark.at()),
+            "{v:?}"
+        );
+        assert_eq!(v.parcels.screened, 3, "{v:?}");
         let next = store
             .read(|s| s.stats_mark())
             .await

@@ -94,13 +94,7 @@ pub struct Manifest {
     pub thresholds: Thresholds,
 }
 
-/// Name, version and hash, as every decision and report carries them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelInfo {
-    pub name: String,
-    pub version: String,
-    pub sha256: String,
-}
+pub use crate::domain::ModelInfo;
 
 /// Where the Debian package installs ONNX Runtime (the library of its own version).
 pub const PACKAGED_RUNTIME_DIR: &str = "/usr/lib/screenline";

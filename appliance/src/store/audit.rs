@@ -81,17 +81,7 @@ impl Store {
         limit: usize,
         keep: impl Fn(&AuditEntry) -> bool,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.audit.iter().rev() {
-            let entry: AuditEntry = serde_json::from_slice(&item?.1)?;
-            if keep(&entry) {
-                out.push(entry);
-                if out.len() == limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
+        super::query::newest_first(&self.audit, limit, usize::MAX, keep)
     }
 }
 

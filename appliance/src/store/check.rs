@@ -2,6 +2,8 @@
 //! reports what is wrong and how to recover.
 
 use super::{recover, OutboxEntry, Store, StoreError, SCHEMA_VERSION};
+use crate::domain::Decision;
+use crate::record::Record;
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -91,32 +93,32 @@ pub fn check(data_dir: &Path) -> Result<CheckReport, StoreError> {
         let (k, v) = item?;
         r.records += 1;
         let key = String::from_utf8_lossy(&k).into_owned();
-        let record: serde_json::Value = match serde_json::from_slice(&v) {
+        let record = match Record::from_slice(&v) {
             Ok(x) => x,
             Err(e) => {
                 r.problem(
-                    format!("record {key} is not readable JSON: {e}"),
+                    format!("record {key} is not readable: {e}"),
                     ADVICE_UNREADABLE,
                 );
                 continue;
             }
         };
-        if record["record_id"].as_str() != Some(key.as_str()) {
+        if record.record_id != key {
             r.problem(
-                format!("record {key} names itself {}", record["record_id"]),
+                format!("record {key} names itself {:?}", record.record_id),
                 ADVICE_UNREADABLE,
             );
         }
-        if record["decision"] == "flag" {
+        if record.decision == Decision::Flag {
             r.flagged += 1;
-            if record["report_id"].as_str().is_none() {
+            if record.report_id.is_none() {
                 flagged_without_report += 1;
             }
         }
-        if record["image_evicted"].is_object() {
+        if record.image_evicted.is_some() {
             r.images_evicted += 1;
         }
-        for image in Store::image_files(&record) {
+        for image in record.image_files() {
             if image.exists() {
                 r.images += 1;
             } else {
@@ -165,13 +167,21 @@ pub fn check(data_dir: &Path) -> Result<CheckReport, StoreError> {
                 );
                 continue;
             }
-            Some(v) => serde_json::from_slice::<serde_json::Value>(&v).unwrap_or_default(),
+            // An unreadable record was named above.
+            Some(v) => match Record::from_slice(&v) {
+                Ok(record) => record,
+                Err(_) => continue,
+            },
         };
-        if record["decision"] != "flag" || record["report_id"] != entry.report_id.as_str() {
+        if record.decision != Decision::Flag
+            || record.report_id.as_deref() != Some(entry.report_id.as_str())
+        {
             r.problem(
                 format!(
                     "report {} waits in the outbox for record {key}, which is {} with report id {}",
-                    entry.report_id, record["decision"], record["report_id"]
+                    entry.report_id,
+                    record.decision.key(),
+                    record.report_id.as_deref().unwrap_or("none")
                 ),
                 ADVICE_OUTBOX,
             );
@@ -261,7 +271,15 @@ pub fn check(data_dir: &Path) -> Result<CheckReport, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::domain::Decision;
+    use crate::record::Record;
+
+    fn rec(id: &str, decision: Decision, report_id: Option<&str>, image: Option<&str>) -> Record {
+        let mut r = Record::example(id, decision);
+        r.report_id = report_id.map(str::to_owned);
+        r.image = image.map(Into::into);
+        r
+    }
 
     #[tokio::test]
     async fn a_sound_store_is_clean_and_damage_is_named() {
@@ -269,16 +287,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         {
             let store = Store::open(&dir).expect("open");
-            let r = json!({"record_id": "r1", "decision": "flag", "report_id": "rep1"});
+            let r = rec("r1", Decision::Flag, Some("rep1"), None);
             store
                 .commit(b"r1", &r, Some(("rep1", "reports/flagged", b"{}")))
                 .expect("commit");
             store
-                .commit(
-                    b"r2",
-                    &json!({"record_id": "r2", "decision": "clear"}),
-                    None,
-                )
+                .commit(b"r2", &rec("r2", Decision::Clear, None, None), None)
                 .expect("commit");
         }
         let report = check(&dir).expect("check");
@@ -313,15 +327,14 @@ mod tests {
             store
                 .commit(
                     b"r4",
-                    &json!({"record_id": "r4", "decision": "flag", "report_id": "rep4",
-                        "image": img.display().to_string()}),
+                    &rec("r4", Decision::Flag, Some("rep4"), img.to_str()),
                     Some(("rep-other", "reports/flagged", b"{}")),
                 )
                 .expect("commit");
             store
                 .commit(
                     b"r5",
-                    &json!({"record_id": "r5", "decision": "clear", "image": "/nowhere/r5.png"}),
+                    &rec("r5", Decision::Clear, None, Some("/nowhere/r5.png")),
                     None,
                 )
                 .expect("commit");
@@ -340,7 +353,7 @@ mod tests {
         assert!(report.notes[0].contains("belong to no record (e.g. r9.high.png)"));
         for expected in [
             "rep1 waits in the outbox",
-            "rep-other waits in the outbox for record r4, which is \"flag\" with report id \"rep4\"",
+            "rep-other waits in the outbox for record r4, which is flag with report id rep4",
             "r5 names image /nowhere/r5.png, which is missing",
             "store recover --data",
         ] {

@@ -98,7 +98,6 @@ pub fn compact(data_dir: &Path) -> Result<Compacted, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[tokio::test]
     async fn compaction_keeps_every_entry_and_an_interrupted_one_is_finished() {
@@ -112,7 +111,7 @@ mod tests {
             let payload = vec![b'x'; 2000];
             for i in 0..3000u32 {
                 let key = format!("{:013}-L1-{i}", 1_700_000_000_000u64 + u64::from(i));
-                let rec = json!({"record_id": key, "decision": "flag"});
+                let rec = crate::record::Record::example(&key, crate::domain::Decision::Flag);
                 store
                     .commit(
                         key.as_bytes(),

@@ -113,7 +113,6 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::Commit;
-    use serde_json::json;
 
     #[tokio::test]
     async fn counts_are_committed_with_their_records_and_survive_a_reopen() {
@@ -121,7 +120,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         {
             let store = Store::open(&dir).expect("open");
-            let record = json!({"record_id": "r1", "decision": "flag"});
+            let record = crate::record::Record::example("r1", crate::domain::Decision::Flag);
             let commit = |key: &str, counts: &[&str]| Commit {
                 key: key.to_owned(),
                 record: record.clone(),

@@ -30,6 +30,7 @@
 //! migrates older stores forward and refuses a newer one (a downgraded binary would
 //! misread it). See [`SCHEMA_VERSION`].
 
+use crate::record::Record;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -190,7 +191,7 @@ pub struct Store {
 pub struct Commit {
     /// The record's key (its record id).
     pub key: String,
-    pub record: serde_json::Value,
+    pub record: Record,
     /// A flagged record's report: (report id, topic suffix, payload).
     pub report: Option<(String, String, Vec<u8>)>,
     /// The waybill to index the record under, if it has one.
@@ -387,7 +388,7 @@ impl Store {
     pub fn commit(
         &self,
         record_key: &[u8],
-        record: &serde_json::Value,
+        record: &Record,
         report: Option<(&str, &str, &[u8])>,
     ) -> Result<(), StoreError> {
         self.commit_counted(&[Commit {
@@ -432,7 +433,7 @@ impl Store {
                 .map(|w| [w.as_bytes(), b"\0", c.key.as_bytes()].concat());
             encoded.push((
                 c.key.as_bytes(),
-                serde_json::to_vec(&c.record)?,
+                c.record.to_vec(),
                 entry,
                 index,
                 c.counts.join("\n"),
@@ -545,9 +546,9 @@ impl Store {
     }
 
     /// A record by key.
-    pub fn record(&self, key: &[u8]) -> Result<Option<serde_json::Value>, StoreError> {
+    pub fn record(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
         Ok(match self.records.get(key)? {
-            Some(v) => Some(serde_json::from_slice(&v)?),
+            Some(v) => Some(Record::from_slice(&v)?),
             None => None,
         })
     }
@@ -674,7 +675,7 @@ mod tests {
         let dir = temp();
         {
             let store = Store::open(&dir).expect("open");
-            let rec = serde_json::json!({"decision": "flag"});
+            let rec = Record::example("0001-L1-1", crate::domain::Decision::Flag);
             store
                 .commit(
                     b"0001-L1-1",
@@ -705,8 +706,8 @@ mod tests {
             store
                 .record(b"0002-L1-2")
                 .expect("read")
-                .map(|v| v["decision"].clone()),
-            Some("flag".into())
+                .map(|r| r.decision),
+            Some(crate::domain::Decision::Flag)
         );
         let h = store.hasher().hash("11010519491231002X");
         assert_eq!(
@@ -725,7 +726,8 @@ mod tests {
             let store = Store::open(&dir).expect("open");
             assert_eq!(store.schema_version().expect("version"), SCHEMA_VERSION);
             // Make it look like a walking-skeleton store: data, no version key.
-            store.records.insert("r1", &b"{}"[..]).expect("insert");
+            let r1 = Record::example("r1", crate::domain::Decision::Clear);
+            store.records.insert("r1", r1.to_vec()).expect("insert");
             store.meta.remove("schema_version").expect("remove");
             store.flush_blocking().expect("flush");
         }

@@ -236,7 +236,6 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
     use std::time::Duration;
 
     fn temp(tag: &str) -> PathBuf {
@@ -253,7 +252,8 @@ mod tests {
         let store = Store::open(dir).expect("open");
         for i in 0..20u32 {
             let key = format!("{:013}-L1-{i}", 1_700_000_000_000u64 + u64::from(i));
-            let rec = json!({"record_id": key, "decision": "flag", "report_id": format!("rep{i}")});
+            let mut rec = crate::record::Record::example(&key, crate::domain::Decision::Flag);
+            rec.report_id = Some(format!("rep{i}"));
             let rid = format!("rep{i}");
             store
                 .commit(
@@ -340,7 +340,7 @@ mod tests {
             }
             None => assert!(store.outbox_len() <= 20),
         }
-        let rec = json!({"record_id": "x", "decision": "clear"});
+        let rec = crate::record::Record::example("x", crate::domain::Decision::Clear);
         store
             .commit(b"x", &rec, None)
             .expect("the fresh store takes records");

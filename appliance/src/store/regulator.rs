@@ -87,7 +87,7 @@ impl Store {
     pub fn record_for_report(
         &self,
         report_id: &str,
-    ) -> Result<Option<serde_json::Value>, StoreError> {
+    ) -> Result<Option<crate::record::Record>, StoreError> {
         match self.db.open_tree(REPORT_INDEX)?.get(report_id.as_bytes())? {
             Some(key) => self.record(&key),
             None => Ok(None),

@@ -17,8 +17,9 @@
 //! are what the budget really buys back (a kept X-ray is some 100 kB, a record about 1 kB).
 
 use super::{Store, StoreError};
+use crate::domain::Decision;
+use crate::record::{Eviction, Record};
 use serde::Serialize;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 /// What a sweep is asked to keep.
@@ -100,22 +101,6 @@ fn file_len(p: &std::path::Path) -> u64 {
 }
 
 impl Store {
-    /// The image files of a record: the one it names and, for a dual-energy pair, the
-    /// `.low` half beside its `.high` one.
-    pub(crate) fn image_files(record: &serde_json::Value) -> Vec<PathBuf> {
-        let Some(image) = record["image"].as_str() else {
-            return Vec::new();
-        };
-        let first = PathBuf::from(image);
-        let mut files = vec![first.clone()];
-        if let Some(name) = first.file_name().and_then(|n| n.to_str()) {
-            if let Some(i) = name.rfind(".high.") {
-                files.push(first.with_file_name(format!("{}.low.{}", &name[..i], &name[i + 6..])));
-            }
-        }
-        files
-    }
-
     /// What the store uses on disk: the database's files and the kept images.
     pub fn disk_usage(&self) -> Result<u64, StoreError> {
         let mut total = self.db.size_on_disk()?;
@@ -218,9 +203,9 @@ impl Store {
             out.held_unsent += 1;
             return Ok(());
         }
-        let record: serde_json::Value =
-            serde_json::from_slice(v).unwrap_or(serde_json::Value::Null);
-        for f in Store::image_files(&record) {
+        // A record that cannot be read still goes; so does what its key alone names.
+        let record = Record::from_slice(v).ok();
+        for f in record.iter().flat_map(Record::image_files) {
             if std::fs::remove_file(&f).is_ok() {
                 out.expired_images += 1;
             }
@@ -230,10 +215,11 @@ impl Store {
         for review in self.reviews.scan_prefix(&prefix).keys() {
             self.reviews.remove(review?)?;
         }
-        if let Some(w) = record["waybill"].as_str() {
-            self.by_waybill.remove([w.as_bytes(), b"\0", k].concat())?;
+        if let Some(w) = record.as_ref().and_then(|r| r.waybill.as_ref()) {
+            self.by_waybill
+                .remove([w.as_str().as_bytes(), b"\0", k].concat())?;
         }
-        if let Some(report_id) = record["report_id"].as_str() {
+        if let Some(report_id) = record.as_ref().and_then(|r| r.report_id.as_deref()) {
             self.forget_report(report_id)?;
         }
         self.db.open_tree(super::COUNTED)?.remove(k)?;
@@ -251,15 +237,15 @@ impl Store {
         at: &str,
         out: &mut Sweep,
     ) -> Result<(), StoreError> {
-        let Ok(mut record) = serde_json::from_slice::<serde_json::Value>(v) else {
+        let Ok(mut record) = Record::from_slice(v) else {
             return Ok(());
         };
-        if record["decision"] != "clear" {
+        if record.decision != Decision::Clear {
             return Ok(());
         }
         match pass {
             Pass::Images => {
-                let files = Store::image_files(&record);
+                let files = record.image_files();
                 if files.is_empty() {
                     return Ok(());
                 }
@@ -270,22 +256,23 @@ impl Store {
                         out.used_bytes = out.used_bytes.saturating_sub(len);
                     }
                 }
-                record["image"] = serde_json::Value::Null;
-                record["image_evicted"] = serde_json::json!({"at": at, "why": "disk_budget"});
+                record.image = None;
+                record.image_evicted = Some(Eviction {
+                    at: at.to_owned(),
+                    why: "disk_budget".to_owned(),
+                });
             }
             Pass::Slim => {
-                if record["slimmed"] == true {
+                if record.slimmed {
                     return Ok(());
                 }
-                if let Some(o) = record.as_object_mut() {
-                    o.remove("scores");
-                    o.remove("model");
-                    o.insert("slimmed".into(), true.into());
-                }
+                record.scores = None;
+                record.model = None;
+                record.slimmed = true;
                 out.slimmed_records += 1;
             }
         }
-        let bytes = serde_json::to_vec(&record)?;
+        let bytes = record.to_vec();
         out.used_bytes = out
             .used_bytes
             .saturating_sub((v.len() as u64).saturating_sub(bytes.len() as u64));
@@ -323,7 +310,7 @@ enum Pass {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     const DAY: u64 = 86_400_000;
     /// The fake clock: 2026-01-31 in ms.
@@ -359,9 +346,23 @@ mod tests {
             std::fs::write(&p, vec![7u8; image_kb * 1024]).expect("image");
             p.display().to_string()
         });
-        let record = json!({"record_id": id, "decision": decision, "waybill": format!("SF{seq}"),
-            "image": image, "scores": {"counterfeit": 0.1}, "model": "ref 0.1",
-            "report_id": (decision == "flag").then(|| format!("rep-{seq}"))});
+        let mut record = Record::example(
+            &id,
+            serde_json::from_value(json!(decision)).expect("a decision"),
+        );
+        record.waybill =
+            Some(crate::domain::WaybillNo::parse(&format!("SF{seq:06}")).expect("waybill"));
+        record.image = image.map(PathBuf::from);
+        record.scores = Some(crate::domain::Scores {
+            category: Vec::new(),
+            counterfeit: 0.1,
+        });
+        record.model = Some(crate::domain::ModelInfo {
+            name: "ref".into(),
+            version: "0.1".into(),
+            sha256: String::new(),
+        });
+        record.report_id = (decision == "flag").then(|| format!("rep-{seq}"));
         let rid = format!("rep-{seq}");
         let report = (decision == "flag").then_some((rid.as_str(), "reports/flagged", &b"{}"[..]));
         store
@@ -369,7 +370,7 @@ mod tests {
                 key: id.clone(),
                 record,
                 report: report.map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_vec())),
-                waybill: Some(format!("SF{seq}")),
+                waybill: Some(format!("SF{seq:06}")),
                 counts: Vec::new(),
             }])
             .expect("commit");
@@ -428,7 +429,10 @@ mod tests {
         assert!(!exists(&store, &old_clear) && !image_exists(store.images_dir(), &old_clear));
         assert!(!exists(&store, &old_flag_sent));
         assert!(store.reviews(&old_flag_sent).expect("reviews").is_empty());
-        assert!(store.find_by_waybill("SF2", 10).expect("search").is_empty());
+        assert!(store
+            .find_by_waybill("SF000002", 10)
+            .expect("search")
+            .is_empty());
         assert!(
             exists(&store, &old_flag_unsent),
             "its report has not left yet"
@@ -495,9 +499,12 @@ mod tests {
             .record(c1.as_bytes())
             .expect("read")
             .expect("record stays");
-        assert_eq!(r1["image"], serde_json::Value::Null);
-        assert_eq!(r1["image_evicted"]["why"], "disk_budget");
-        assert_eq!(r1["decision"], "clear");
+        assert_eq!(r1.image, None);
+        assert_eq!(
+            r1.image_evicted.map(|e| e.why).as_deref(),
+            Some("disk_budget")
+        );
+        assert_eq!(r1.decision, Decision::Clear);
         assert!(s.budget_alarm().is_none());
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
@@ -531,13 +538,11 @@ mod tests {
         assert!(exists(&store, &f1) && exists(&store, &m2) && exists(&store, &c3));
         assert_eq!(store.outbox_len(), 1, "the unsent report stays");
         let c = store.record(c3.as_bytes()).expect("read").expect("record");
-        assert_eq!(
-            (c["slimmed"].clone(), c["scores"].clone()),
-            (json!(true), json!(null))
-        );
+        assert!(c.slimmed && c.scores.is_none() && c.model.is_none());
         let f = store.record(f1.as_bytes()).expect("read").expect("record");
         assert_eq!(
-            f["scores"]["counterfeit"], 0.1,
+            f.scores.map(|x| x.counterfeit),
+            Some(0.1),
             "a flagged record is never slimmed"
         );
         drop(store);
@@ -545,16 +550,7 @@ mod tests {
     }
 
     #[test]
-    fn dual_energy_pairs_are_deleted_together() {
-        let r = json!({"image": "/d/images/0001-L1-1.high.png"});
-        assert_eq!(
-            Store::image_files(&r),
-            [
-                PathBuf::from("/d/images/0001-L1-1.high.png"),
-                PathBuf::from("/d/images/0001-L1-1.low.png")
-            ]
-        );
-        assert!(Store::image_files(&json!({"image": null})).is_empty());
+    fn keys_tell_their_age() {
         assert_eq!(key_millis(b"1769817600000-L1-4"), Some(NOW_MS));
         assert_eq!(key_millis(b"r1"), None);
     }

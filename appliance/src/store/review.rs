@@ -3,6 +3,7 @@
 //! never rewritten; each review is kept beside it, oldest first, with who made it and when.
 
 use super::{Store, StoreError};
+use crate::domain::Decision;
 use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
 
@@ -31,8 +32,8 @@ impl Finding {
 pub struct Review {
     /// The record (decision) reviewed.
     pub record_id: String,
-    /// The decision as it stood when reviewed (`flag`, `manual` or `clear`).
-    pub decision: String,
+    /// The decision as it stood when reviewed.
+    pub decision: Decision,
     pub finding: Finding,
     /// The console user.
     pub by: String,
@@ -61,7 +62,7 @@ impl Store {
         let now = SystemTime::now();
         let review = Review {
             record_id: record_id.to_owned(),
-            decision: record["decision"].as_str().unwrap_or("unknown").to_owned(),
+            decision: record.decision,
             finding,
             by: by.to_owned(),
             at: crate::time_fmt::format(now),
@@ -92,7 +93,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::record::Record;
 
     #[tokio::test]
     async fn reviews_are_kept_against_the_decision_across_reopen() {
@@ -100,7 +101,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         {
             let store = Store::open(&dir).expect("open");
-            let record = json!({"record_id": "r1", "decision": "flag"});
+            let record = Record::example("r1", Decision::Flag);
             store.commit(b"r1", &record, None).expect("commit");
             let r = store
                 .review(
@@ -110,7 +111,7 @@ mod tests {
                     Some("  40 pairs of branded shoes  "),
                 )
                 .expect("review");
-            assert_eq!(r.decision, "flag");
+            assert_eq!(r.decision, Decision::Flag);
             assert_eq!(r.note.as_deref(), Some("40 pairs of branded shoes"));
             store
                 .review("r1", Finding::Cleared, "tech1", Some(""))
