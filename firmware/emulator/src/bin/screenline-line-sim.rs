@@ -135,10 +135,17 @@ fn run(args: &Args) -> Result<u8, String> {
     let deadline = Instant::now() + args.timeout;
     let _ = std::io::stdout().flush();
 
+    // The controller says hello twice: at boot, and in answer to the appliance's hello when
+    // it opens the port. The appliance gives an epoch for each, and a parcel that enters
+    // before the second would be diverted fail-safe when it comes (the epoch changed).
+    let mut epochs = 0;
     wait_for(&events, deadline, |e| {
-        (*e == LineEvent::LinkUp).then_some(())
+        if matches!(e, LineEvent::EpochAssigned { .. }) {
+            epochs += 1;
+        }
+        (epochs == 2).then_some(())
     })
-    .ok_or("the appliance never talked to the line controller")?;
+    .ok_or("the appliance never gave the line controller its epoch")?;
     let mut reader_tx = reader.master().map_err(|e| format!("reader: {e}"))?;
     reader_tx
         .write_all(format!("{}\r\n", record.trim()).as_bytes())
