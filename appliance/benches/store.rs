@@ -159,7 +159,7 @@ xray_dir = "/nonexistent"
     let telemetry = Arc::new(Telemetry::default());
     let wake = Arc::new(tokio::sync::Notify::new());
     let feed = screenline::report::Feed::new(
-        &config,
+        &config.feed(),
         store.clone(),
         screener(&config, &store)?,
         wake.clone(),

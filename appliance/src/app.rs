@@ -213,7 +213,7 @@ impl Appliance {
             ),
         );
         let feed = Feed::new(
-            &config,
+            &config.feed(),
             store.clone(),
             screener.clone(),
             wake,

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod domain;
 pub mod line;
 pub mod logbuf;
+pub mod problems;
 pub mod record;
 pub mod report;
 pub mod screen;

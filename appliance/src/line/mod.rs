@@ -6,6 +6,7 @@
 //! down, parcels still leave the join (as `no_read`) and so go to manual inspection: a dead
 //! reader never clears a parcel.
 
+pub mod config;
 pub mod controller;
 pub mod dropfile;
 pub mod invariants;
@@ -16,9 +17,9 @@ pub mod serial;
 pub mod waybill;
 pub mod xray;
 
-use crate::config::LineConfig;
 use crate::domain::{Parcel, XrayScan};
 use crate::telemetry::Telemetry;
+use config::LineConfig;
 use screenline_protocol::ToController;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

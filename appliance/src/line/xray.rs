@@ -18,10 +18,10 @@
 //! counted and ignored, never a reason to lose the image. Without a sidecar waybill, a scan
 //! id that is a waybill number (`SF1234567890123`) or ends in one (`0815_SF1234567890123`) names it.
 
+use super::config::{LineConfig, XrayAfter};
 use super::dropfile::{entry_id, open_regular, read_regular, remove_if_same, DropError, FileId};
 use super::quarantine::{quarantine_files, Refused};
 use super::LineInput;
-use crate::config::{LineConfig, XrayAfter};
 use crate::domain::{WaybillNo, XrayScan};
 use crate::screen::{Evidence, MAX_DECODE_ALLOC, MAX_IMAGE_BYTES, MAX_PIXELS_SIDE};
 use crate::telemetry::Telemetry;

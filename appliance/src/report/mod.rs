@@ -12,16 +12,17 @@
 
 pub mod commander;
 pub mod commands;
+pub mod config;
 pub mod payload;
 pub mod stats;
 
-use crate::config::{parse_broker_url, Config};
 use crate::screen::Screener;
 use crate::store::owner::StoreHandle;
 use crate::supervise::Stage;
 use crate::telemetry::Telemetry;
 use commander::{Answer, Commander};
 use commands::Verifier;
+use config::{parse_broker_url, FeedConfig};
 use rand::Rng;
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -88,7 +89,7 @@ impl Feed {
     /// A feed for `config`, draining `store`; `wake` is notified when the outbox grows;
     /// regulator commands change `screener`'s watch-list and thresholds.
     pub async fn new(
-        config: &Config,
+        config: &FeedConfig,
         store: StoreHandle,
         screener: Arc<Screener>,
         wake: Arc<Notify>,

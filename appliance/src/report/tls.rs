@@ -3,7 +3,7 @@
 //! CA), and the appliance's client certificate from `mqtt.client_cert_file` and
 //! `mqtt.client_key_file`.
 
-use crate::config::MqttConfig;
+use super::config::MqttConfig;
 use anyhow::{bail, Context};
 use std::path::Path;
 use std::sync::Arc;

@@ -5,6 +5,7 @@
 //! [`screen_loaded`] runs the model — blocking, and needing `&mut` on the session — and the
 //! rules, batching parcels that queued together), fed and drained by bounded channels.
 
+pub mod config;
 pub mod eval;
 pub mod model;
 pub mod rules;
@@ -636,7 +637,7 @@ mod tests {
         let mut model = Model::load(&default_model_dir().expect("model"), &env, 1).expect("load");
         let rules = || {
             RuleSet::load(
-                &crate::config::RulesConfig::default(),
+                &config::RulesConfig::default(),
                 crate::store::KeyedHasher::random(),
                 Box::new(MemoryLedger::default()),
             )

@@ -309,6 +309,10 @@ impl Watchlist {
     }
 }
 
+/// Most timestamps a ledger keeps per identity and category: the largest
+/// `split_min_parcels` it can count to.
+pub const LEDGER_KEEP: usize = 256;
+
 /// The split-shipment history: parcels per sender identity and category over time.
 pub trait SplitLedger: Send {
     /// Records a parcel of `identity` (a keyed hash) and `category` at `at`, forgets what is
@@ -366,7 +370,7 @@ impl Default for RuleSettings {
 
 impl RuleSettings {
     /// The settings a configuration asks for.
-    pub fn from_config(c: &crate::config::RulesConfig) -> RuleSettings {
+    pub fn from_config(c: &super::config::RulesConfig) -> RuleSettings {
         RuleSettings {
             policy: Policy::with_overrides(&c.policy),
             priority: match &c.priority_categories {
@@ -394,7 +398,7 @@ pub struct RuleSet {
 impl RuleSet {
     /// Rules as a configuration asks for, with the given hasher and ledger.
     pub fn load(
-        c: &crate::config::RulesConfig,
+        c: &super::config::RulesConfig,
         hasher: KeyedHasher,
         ledger: Box<dyn SplitLedger>,
     ) -> Result<RuleSet, RuleDataError> {

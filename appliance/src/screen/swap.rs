@@ -166,7 +166,7 @@ mod tests {
             init_runtime(None).expect("ONNX Runtime (appliance/scripts/install-onnxruntime.sh)");
         let model = Model::load(&default_model_dir().expect("model"), &env, 1).expect("load");
         let rules = RuleSet::load(
-            &crate::config::RulesConfig::default(),
+            &crate::screen::config::RulesConfig::default(),
             crate::store::KeyedHasher::random(),
             Box::new(MemoryLedger::default()),
         )

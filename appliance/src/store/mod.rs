@@ -45,6 +45,7 @@ use thiserror::Error;
 pub mod audit;
 pub mod check;
 pub mod compact;
+pub mod config;
 pub mod counters;
 pub mod owner;
 pub mod query;
@@ -598,9 +599,7 @@ pub struct SledLedger {
 
 /// Parcels recorded between two sweeps of the split-shipment ledger.
 const SWEEP_EVERY: u32 = 1000;
-/// Most timestamps kept per identity and category: the largest `split_min_parcels` the
-/// ledger can count to.
-pub const LEDGER_KEEP: usize = 256;
+use crate::screen::rules::LEDGER_KEEP;
 
 fn millis(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH)

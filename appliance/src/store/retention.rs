@@ -33,7 +33,7 @@ pub struct Retention {
 
 impl Retention {
     /// The retention the configuration asks for.
-    pub fn from_config(c: &crate::config::StoreConfig) -> Retention {
+    pub fn from_config(c: &super::config::StoreConfig) -> Retention {
         Retention {
             keep_for: Duration::from_secs(u64::from(c.retention_days) * 86_400),
             budget_bytes: c.disk_budget_mb.map(|mb| mb.saturating_mul(1 << 20)),

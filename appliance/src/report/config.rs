@@ -1,0 +1,274 @@
+//! The regulator feed's configuration (`[mqtt]`, `[regulator]`): the broker, TLS, the
+//! feed's window and statistics period, the regulator's command key, with their defaults and
+//! checks.
+
+use crate::problems::Problems;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The regulator feed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `mqtt://HOST:PORT` (plain TCP, which must be chosen explicitly). Default: mqtt://127.0.0.1:1883.
+    #[serde(default = "default_broker")]
+    pub url: String,
+    /// Client id. Default: screenline-{site_id}-{appliance_id}.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Keep-alive in seconds. Default: 15.
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_s: u64,
+    /// Reports in flight at once; kept well below rumqttc's packet-id space. Default: 32.
+    #[serde(default = "default_window")]
+    pub window: usize,
+    /// Seconds between two statistics messages on `…/stats`. Default: 3600.
+    #[serde(default = "default_stats_period")]
+    pub stats_period_s: u64,
+    /// With `mqtts://`: the CA certificate(s) (PEM) the broker's certificate must chain to.
+    /// Default: none, which an `mqtts://` url refuses.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// With `mqtts://`: this appliance's client certificate chain (PEM). Default: none.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// With `mqtts://`: the client certificate's private key (PEM, PKCS#8 or RSA or SEC1).
+    /// Default: none.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+}
+
+/// The regulator's signed commands (see README, "Regulator feed").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegulatorConfig {
+    /// The regulator's Ed25519 public key: the 32 raw bytes, base64. Default: none, and then
+    /// every command is refused.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// Oldest command accepted, in seconds since its `issued_at`. Default: 300.
+    #[serde(default = "default_cmd_max_age")]
+    pub max_age_s: u64,
+    /// How far ahead of the appliance's clock a command's `issued_at` may be, in seconds.
+    /// Default: 60.
+    #[serde(default = "default_cmd_max_future")]
+    pub max_future_s: u64,
+}
+
+impl Default for RegulatorConfig {
+    fn default() -> Self {
+        RegulatorConfig {
+            public_key: None,
+            max_age_s: default_cmd_max_age(),
+            max_future_s: default_cmd_max_future(),
+        }
+    }
+}
+
+fn default_cmd_max_age() -> u64 {
+    300
+}
+fn default_cmd_max_future() -> u64 {
+    60
+}
+fn default_stats_period() -> u64 {
+    3600
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            url: default_broker(),
+            client_id: None,
+            keep_alive_s: default_keep_alive(),
+            window: default_window(),
+            stats_period_s: default_stats_period(),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+        }
+    }
+}
+
+fn default_keep_alive() -> u64 {
+    15
+}
+fn default_window() -> usize {
+    32
+}
+/// The largest `mqtt.window`: rumqttc's in-flight limit is set to twice this plus room for
+/// status, stats and command answers, far below its 16-bit packet-id space.
+pub const MAX_WINDOW: usize = 100;
+fn default_broker() -> String {
+    "mqtt://127.0.0.1:1883".into()
+}
+
+/// A broker address taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddr {
+    pub host: String,
+    pub port: u16,
+    /// `mqtts://`: TLS.
+    pub tls: bool,
+}
+
+/// Parses `mqtt://HOST[:PORT]` (plain TCP, port 1883 by default) or `mqtts://HOST[:PORT]`
+/// (TLS, port 8883 by default).
+pub fn parse_broker_url(url: &str) -> Result<BrokerAddr, String> {
+    let (rest, tls, default_port) = if let Some(r) = url.strip_prefix("mqtts://") {
+        (r, true, 8883)
+    } else if let Some(r) = url.strip_prefix("mqtt://") {
+        (r, false, 1883)
+    } else {
+        return Err(format!(
+            "broker url {url:?} must start with mqtts:// (TLS) or mqtt:// (plain TCP)"
+        ));
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| format!("broker url {url:?}: port {p:?} is not a number 1-65535"))?,
+        ),
+        _ => (rest, default_port),
+    };
+    if host.is_empty() {
+        return Err(format!("broker url {url:?} has no host"));
+    }
+    Ok(BrokerAddr {
+        host: host.trim_start_matches('[').trim_end_matches(']').into(),
+        port,
+        tls,
+    })
+}
+
+/// What the feed needs of the whole configuration: the appliance's ids and its sections.
+#[derive(Debug, Clone)]
+pub struct FeedConfig {
+    pub site_id: String,
+    pub appliance_id: String,
+    pub mqtt: MqttConfig,
+    pub regulator: RegulatorConfig,
+}
+
+impl FeedConfig {
+    /// The MQTT client id.
+    pub fn client_id(&self) -> String {
+        self.mqtt
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("screenline-{}-{}", self.site_id, self.appliance_id))
+    }
+
+    /// `screenline/v1/{site_id}/{appliance_id}`.
+    pub fn topic_root(&self) -> String {
+        format!("screenline/v1/{}/{}", self.site_id, self.appliance_id)
+    }
+}
+
+impl MqttConfig {
+    /// Checks `[mqtt]`.
+    pub fn problems(&self, p: &mut Problems) {
+        let m = self;
+        match parse_broker_url(&m.url) {
+            Err(e) => p.push("url", format_args!(": {e}")),
+            Ok(a) if a.tls => {
+                if m.ca_file.is_none() {
+                    p.push("ca_file", format_args!(": {:?} is TLS; set ca_file to the PEM file of the CA that signed the broker's certificate", m.url));
+                }
+                if m.client_cert_file.is_some() != m.client_key_file.is_some() {
+                    p.push("client_cert_file", " and mqtt.client_key_file: set both (a client certificate and its private key, PEM) or neither");
+                }
+                for (key, f) in [
+                    ("ca_file", &m.ca_file),
+                    ("client_cert_file", &m.client_cert_file),
+                    ("client_key_file", &m.client_key_file),
+                ] {
+                    if let Some(f) = f {
+                        if !f.is_file() {
+                            p.push(
+                                key,
+                                format_args!(" = {f:?}: no such file; give the path of a PEM file"),
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(_) => {
+                for (key, f) in [
+                    ("ca_file", &m.ca_file),
+                    ("client_cert_file", &m.client_cert_file),
+                    ("client_key_file", &m.client_key_file),
+                ] {
+                    if f.is_some() {
+                        p.push(key, format_args!(" is set but mqtt.url {:?} is plain TCP; use mqtts://HOST:PORT for TLS, or remove {key}", m.url));
+                    }
+                }
+            }
+        }
+        // rumqttc's packet ids run 1..=inflight; the feed keeps its own window (plus a
+        // few status, stats and command answers) well below that (see PITFALLS.md).
+        if !(1..=MAX_WINDOW).contains(&m.window) {
+            p.push(
+                "window",
+                format_args!(" = {}: must be 1 to {MAX_WINDOW}", m.window),
+            );
+        }
+        if !(1..=86_400).contains(&m.stats_period_s) {
+            p.push(
+                "stats_period_s",
+                format_args!(" = {}: must be 1 to 86400 (one day)", m.stats_period_s),
+            );
+        }
+    }
+}
+
+impl RegulatorConfig {
+    /// Checks `[regulator]`.
+    pub fn problems(&self, p: &mut Problems) {
+        if let Some(k) = &self.public_key {
+            if let Err(e) = crate::report::commands::parse_public_key(k) {
+                p.push("public_key", format_args!(": {e}; give the regulator's Ed25519 public key as base64 of its 32 raw bytes (see README)"));
+            }
+        }
+        if !(10..=86_400).contains(&self.max_age_s) {
+            p.push(
+                "max_age_s",
+                format_args!(" = {}: must be 10 to 86400", self.max_age_s),
+            );
+        }
+        if self.max_future_s > 3600 {
+            p.push(
+                "max_future_s",
+                format_args!(" = {}: must be at most 3600", self.max_future_s),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(
+            parse_broker_url("mqtt://127.0.0.1:1884"),
+            Ok(BrokerAddr {
+                host: "127.0.0.1".into(),
+                port: 1884,
+                tls: false,
+            })
+        );
+        assert_eq!(
+            parse_broker_url("mqtts://broker.example"),
+            Ok(BrokerAddr {
+                host: "broker.example".into(),
+                port: 8883,
+                tls: true,
+            })
+        );
+        assert!(parse_broker_url("mqtt://h:99999").is_err());
+        assert!(parse_broker_url("http://h").is_err());
+    }
+}
