@@ -152,10 +152,20 @@ pub fn terminate(p: &mut Proc) {
 
 /// The resident set size of a process, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS")
+}
+
+/// The peak resident memory of a process so far (VmHWM), in KiB.
+pub fn peak_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmHWM")
+}
+
+/// A KiB figure `field` of `/proc/<pid>/status`; 0 when the process is gone.
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
@@ -169,7 +179,7 @@ pub fn http_get(port: u16, path: &str) -> String {
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
     );
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
@@ -210,10 +220,7 @@ impl Sub {
         let probe_topic = topic.replace(['#', '+'], "probe");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let _ = Command::new("mosquitto_pub")
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
-                .args(["-t", &probe_topic, "-m", PROBE])
-                .status();
+            let _ = mosquitto_pub(port, &probe_topic, PROBE, &[]);
             let wait = Instant::now() + Duration::from_millis(500);
             while Instant::now() < wait {
                 if std::fs::read_to_string(&sub.out).is_ok_and(|t| t.contains(PROBE)) {
@@ -233,17 +240,8 @@ impl Sub {
         let out = dir.join(format!("sub-{}.txt", rand_suffix()));
         let file = std::fs::File::create(&out).expect("sub output");
         let child = Command::new("mosquitto_sub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-q",
-                "1",
-                "-v",
-                "-t",
-                topic,
-            ])
+            .args(client_args(port))
+            .args(["-v", "-t", topic])
             .args(extra)
             .stdout(file)
             .stderr(Stdio::null())
@@ -302,6 +300,27 @@ impl Drop for Sub {
     fn drop(&mut self) {
         let _ = self.proc.0.kill();
     }
+}
+
+/// A Mosquitto client's arguments for the test broker on `port`: loopback, QoS 1.
+fn client_args(port: u16) -> [String; 6] {
+    ["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"].map(str::to_owned)
+}
+
+/// `mosquitto_pub` of `message` on `topic` to the broker on `port`, with more arguments
+/// `extra` (TLS files, say); what it did.
+pub fn mosquitto_pub(
+    port: u16,
+    topic: &str,
+    message: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    Command::new("mosquitto_pub")
+        .args(client_args(port))
+        .args(["-t", topic, "-m", message])
+        .args(extra)
+        .output()
+        .expect("mosquitto_pub must be installed: run tests/setup.sh")
 }
 
 /// The real `screenline` binary, started with a config file, its log kept in `dir`.
