@@ -495,12 +495,11 @@ fn open_redirects_stay_on_the_console_in_a_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_list_kept_from_before_still_matches_other_spellings_and_asks_to_be_sent_again() {
     use common::rig::Rig;
-    let dir = TempDir::new("console-legacy-watchlist");
-    let port = free_port();
-    let _broker = start_mosquitto(dir.path(), port);
+    let site = Site::start("console-legacy-watchlist");
+    let (dir, port) = (&site.dir, site.port);
     let root = "screenline/v1/T1/a1";
-    let status = Sub::start(dir.path(), port, &format!("{root}/status"));
-    let reports = Sub::start(dir.path(), port, &format!("{root}/reports/flagged"));
+    let status = site.sub(&format!("{root}/status"));
+    let reports = site.sub(&format!("{root}/reports/flagged"));
     // What an older version kept: the phone hashed as the regulator wrote it, no mark.
     let data = dir.path().join("data");
     {

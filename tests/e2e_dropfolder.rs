@@ -52,9 +52,8 @@ fn wait_metric(app: &mut Appliance, console: u16, name: &str, at_least: u64) {
 
 #[test]
 fn hostile_names_in_the_drop_folder_are_refused_and_the_intake_runs_on() {
-    let dir = TempDir::new("dropfolder");
-    let port = free_port();
-    let _broker = start_mosquitto(dir.path(), port);
+    let site = Site::start("dropfolder");
+    let (dir, port) = (&site.dir, site.port);
     let xray = dir.path().join("xray");
     std::fs::create_dir_all(&xray).expect("xray dir");
     let data = dir.path().join("data");

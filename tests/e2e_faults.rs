@@ -424,9 +424,8 @@ fn a_hung_stage_stops_the_watchdog_and_healthz_names_it() {
 /// second.
 #[test]
 fn failed_logins_and_reviews_under_load_never_stall_the_line() {
-    let dir = TempDir::new("login-burst");
-    let port = free_port();
-    let _broker = start_mosquitto(dir.path(), port);
+    let site = Site::start("login-burst");
+    let (dir, port) = (&site.dir, site.port);
     let console = free_port();
     let data = dir.path().join("data");
     let broker = format!("mqtt://127.0.0.1:{port}");

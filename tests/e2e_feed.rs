@@ -154,10 +154,9 @@ fn broker_restarts_lose_no_report() {
 #[test]
 fn sigkill_at_random_moments_loses_no_report() {
     let _serial = one_at_a_time();
-    let dir = TempDir::new("feed-kills");
-    let port = free_port();
-    let _broker = start_mosquitto(dir.path(), port);
-    let sub = Sub::start(dir.path(), port, TOPIC);
+    let site = Site::start("feed-kills");
+    let (dir, port) = (&site.dir, site.port);
+    let sub = site.sub(TOPIC);
     let data = dir.path().join("data");
     let mut rng = rand::thread_rng();
     for cycle in 0..20u32 {

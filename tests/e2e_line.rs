@@ -13,15 +13,12 @@ use std::time::Duration;
 
 #[test]
 fn one_flagged_and_one_cleared_parcel_from_reader_to_regulator() {
-    let dir = TempDir::new("e2e");
-    let port = free_port();
-    let _broker = start_mosquitto(dir.path(), port);
-    let reports = Sub::start(dir.path(), port, "screenline/v1/T1/a1/reports/flagged");
-    let status = Sub::start(dir.path(), port, "screenline/v1/T1/a1/status");
+    let site = Site::start("e2e");
+    let (dir, port) = (&site.dir, site.port);
+    let reports = site.sub("screenline/v1/T1/a1/reports/flagged");
+    let status = site.sub("screenline/v1/T1/a1/status");
     let mut rig = Rig::start(dir.path(), &dir.path().join("data"), port, &[]);
-    status.wait_for(Duration::from_secs(30), "status online", |m| {
-        m.iter().any(|(_, p)| p.contains("\"state\":\"online\""))
-    });
+    status.wait_state(Duration::from_secs(30), "online");
 
     // Parcel 1: valid real-name data, counterfeit goods → flagged and diverted.
     rig.line.parcel("SF1000000000001", true, 11);
@@ -88,9 +85,7 @@ fn one_flagged_and_one_cleared_parcel_from_reader_to_regulator() {
         "clean exit on Ctrl-C\n{}",
         rig.app.log_text()
     );
-    status.wait_for(Duration::from_secs(10), "status stopped", |m| {
-        m.iter().any(|(_, p)| p.contains("\"state\":\"stopped\""))
-    });
+    status.wait_state(Duration::from_secs(10), "stopped");
     rig.line.shutdown();
 }
 
@@ -177,10 +172,9 @@ fn status_shows(payload: &str, name: &str, up: bool) -> bool {
 
 #[test]
 fn an_unplugged_reader_sends_parcels_to_manual_and_is_reopened_when_replugged() {
-    let dir = TempDir::new("unplug");
-    let port = free_port();
-    let _broker = start_mosquitto(dir.path(), port);
-    let status = Sub::start(dir.path(), port, "screenline/v1/T1/a1/status");
+    let site = Site::start("unplug");
+    let (dir, port) = (&site.dir, site.port);
+    let status = site.sub("screenline/v1/T1/a1/status");
     // The reader by a stable name, as udev gives it: /dev/screenline/L1-reader.
     let line = Line::start_with(
         dir.path(),

@@ -58,31 +58,58 @@ fn result_for(results: &[(String, String)], nonce: &str) -> Option<Value> {
         .find(|v| v["nonce"] == nonce)
 }
 
+/// A regulator's new signing key, and the configuration that names its public half.
+fn new_regulator() -> (SigningKey, String) {
+    let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let public_b64 =
+        base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
+    (key, format!("[regulator]\npublic_key = \"{public_b64}\"\n"))
+}
+
+/// The regulator's side of the feed: a subscriber on each topic it reads.
+struct Feed {
+    results: Sub,
+    reports: Sub,
+    status: Sub,
+    stats: Sub,
+    evidence: Sub,
+}
+
+impl Feed {
+    fn subscribe(site: &Site) -> Feed {
+        let sub = |topic: &str| site.sub(&format!("{ROOT}/{topic}"));
+        Feed {
+            results: sub("cmd-result"),
+            reports: sub("reports/flagged"),
+            status: sub("status"),
+            stats: sub("stats"),
+            evidence: sub("evidence/+"),
+        }
+    }
+}
+
 #[test]
 fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
-    let dir = TempDir::new("regulator");
-    let port = free_port();
-    let _broker = start_mosquitto(dir.path(), port);
-    let results = Sub::start(dir.path(), port, &format!("{ROOT}/cmd-result"));
-    let reports = Sub::start(dir.path(), port, &format!("{ROOT}/reports/flagged"));
-    let status = Sub::start(dir.path(), port, &format!("{ROOT}/status"));
-    let stats = Sub::start(dir.path(), port, &format!("{ROOT}/stats"));
-    let evidence = Sub::start(dir.path(), port, &format!("{ROOT}/evidence/+"));
+    let site = Site::start("regulator");
+    let (dir, port) = (&site.dir, site.port);
+    let Feed {
+        results,
+        reports,
+        status,
+        stats,
+        evidence,
+    } = Feed::subscribe(&site);
 
-    let regulator = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    let public_b64 =
-        base64::engine::general_purpose::STANDARD.encode(regulator.verifying_key().to_bytes());
+    let (regulator, regulator_config) = new_regulator();
 
     let mut line = Line::start(dir.path());
     let data = dir.path().join("data");
     let config = line
         .config(&data, port)
         .replace("keep_alive_s = 5", "keep_alive_s = 5\nstats_period_s = 2")
-        + &format!("[regulator]\npublic_key = \"{public_b64}\"\n");
+        + &regulator_config;
     let mut app = Appliance::start(dir.path(), &config);
-    status.wait_for(Duration::from_secs(30), "status online", |m| {
-        m.iter().any(|(_, p)| p.contains("\"state\":\"online\""))
-    });
+    status.wait_state(Duration::from_secs(30), "online");
 
     // A signed watch-list naming the sender of valid_waybill(), then the same message again
     // (a replay), a stale one, an unsigned one, and one signed by someone else.
@@ -723,24 +750,21 @@ fn a_command_signed_with_the_openssl_cli_as_the_readme_shows_verifies() {
 /// every SHA-256 agrees, and nothing was re-encoded on the way.
 #[test]
 fn a_dual_energy_reports_hashes_are_those_of_what_is_archived_and_sent_as_evidence() {
-    let dir = TempDir::new("regulator-pair");
-    let port = free_port();
-    let _broker = start_mosquitto(dir.path(), port);
-    let results = Sub::start(dir.path(), port, &format!("{ROOT}/cmd-result"));
-    let reports = Sub::start(dir.path(), port, &format!("{ROOT}/reports/flagged"));
-    let status = Sub::start(dir.path(), port, &format!("{ROOT}/status"));
-    let evidence = Sub::start(dir.path(), port, &format!("{ROOT}/evidence/+"));
-    let regulator = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    let public_b64 =
-        base64::engine::general_purpose::STANDARD.encode(regulator.verifying_key().to_bytes());
+    let site = Site::start("regulator-pair");
+    let (dir, port) = (&site.dir, site.port);
+    let Feed {
+        results,
+        reports,
+        status,
+        evidence,
+        ..
+    } = Feed::subscribe(&site);
+    let (regulator, regulator_config) = new_regulator();
     let mut line = Line::start(dir.path());
     let data = dir.path().join("data");
-    let config =
-        line.config(&data, port) + &format!("[regulator]\npublic_key = \"{public_b64}\"\n");
+    let config = line.config(&data, port) + &regulator_config;
     let _app = Appliance::start(dir.path(), &config);
-    status.wait_for(Duration::from_secs(30), "status online", |m| {
-        m.iter().any(|(_, p)| p.contains("\"state\":\"online\""))
-    });
+    status.wait_state(Duration::from_secs(30), "online");
     // The sender is watch-listed: the parcel is flagged whatever the model says.
     let watchlist = json!({"version": "pair-1", "id_numbers": ["11010519491231002X"]});
     let signed = sign_envelope(
@@ -850,20 +874,10 @@ fn a_command_flood_neither_drops_the_link_nor_fills_the_disk() {
     let _broker = start_mosquitto_as_deployed(dir.path(), port);
     let status = Sub::start(dir.path(), port, &format!("{ROOT}/status"));
     let results = Sub::start(dir.path(), port, &format!("{ROOT}/cmd-result"));
-    let regulator = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    let public_b64 =
-        base64::engine::general_purpose::STANDARD.encode(regulator.verifying_key().as_bytes());
+    let (_, regulator_config) = new_regulator();
     let data = dir.path().join("data");
-    let mut rig = common::rig::Rig::start_with(
-        dir.path(),
-        &data,
-        port,
-        &[],
-        &format!("[regulator]\npublic_key = \"{public_b64}\"\n"),
-    );
-    status.wait_for(Duration::from_secs(30), "status online", |m| {
-        m.iter().any(|(_, p)| p.contains("\"state\":\"online\""))
-    });
+    let mut rig = common::rig::Rig::start_with(dir.path(), &data, port, &[], &regulator_config);
+    status.wait_state(Duration::from_secs(30), "online");
     let console = rig.console;
     // Let start-up writes settle before measuring the database.
     std::thread::sleep(Duration::from_secs(2));

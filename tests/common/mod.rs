@@ -44,6 +44,31 @@ impl Drop for TempDir {
     }
 }
 
+/// A test's temporary folder with a real Mosquitto on a free port; the broker is stopped
+/// before the folder is removed.
+pub struct Site {
+    _broker: Proc,
+    pub port: u16,
+    pub dir: TempDir,
+}
+
+impl Site {
+    pub fn start(tag: &str) -> Site {
+        let dir = TempDir::new(tag);
+        let port = free_port();
+        Site {
+            _broker: start_mosquitto(dir.path(), port),
+            port,
+            dir,
+        }
+    }
+
+    /// A subscriber on `topic` at this site's broker.
+    pub fn sub(&self, topic: &str) -> Sub {
+        Sub::start(self.dir.path(), self.port, topic)
+    }
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -264,6 +289,15 @@ impl Sub {
             .filter(|(_, p)| *p != PROBE)
             .map(|(t, p)| (t.to_owned(), p.to_owned()))
             .collect()
+    }
+
+    /// Waits until a status message here says the appliance is in `state` ("online",
+    /// "stopped"), or panics after `timeout`.
+    pub fn wait_state(&self, timeout: Duration, state: &str) -> Vec<(String, String)> {
+        let said = format!("\"state\":\"{state}\"");
+        self.wait_for(timeout, &format!("status {state}"), |m| {
+            m.iter().any(|(_, p)| p.contains(&said))
+        })
     }
 
     /// Waits until `pred` holds for the messages, or panics after `timeout`.
