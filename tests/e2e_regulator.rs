@@ -453,16 +453,7 @@ fn a_draining_backlog_sends_every_flagged_report_before_any_statistics() {
 
 /// `openssl` with `args` in `dir`; panics with its output on failure.
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl must be installed");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new("openssl").current_dir(dir).args(args));
 }
 
 /// A CA, a broker certificate for 127.0.0.1 and a client certificate, PEM, in `dir`.

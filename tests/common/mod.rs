@@ -154,17 +154,25 @@ fn start_broker(dir: &Path, port: u16, persistent: bool, extra: &str) -> Proc {
 
 /// `screenline store check` of a stopped appliance's data folder must pass.
 pub fn store_check(data: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_screenline"))
-        .args(["store", "check", "--data"])
-        .arg(data)
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_screenline"))
+            .args(["store", "check", "--data"])
+            .arg(data),
+    );
+}
+
+/// Runs `cmd` to its end; it must succeed, or the test fails with what it printed.
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd
         .output()
-        .expect("store check");
+        .unwrap_or_else(|e| panic!("{cmd:?} did not start: {e}"));
     assert!(
         out.status.success(),
-        "store check failed:\n{}{}",
+        "{cmd:?} failed:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    out
 }
 
 /// Stops a process with SIGTERM and waits for it (a broker saves its state).
@@ -434,15 +442,29 @@ impl Appliance {
     pub fn interrupt(&mut self, timeout: Duration) -> bool {
         let pid = self.proc.0.id().to_string();
         let _ = Command::new("kill").args(["-INT", &pid]).status();
+        self.wait_exit(timeout).is_some_and(|s| s.success())
+    }
+
+    /// Waits for the process to exit; how it did, or `None` if it still runs after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.proc.0.try_wait() {
-                return status.success();
+                return Some(status);
             }
             if Instant::now() > deadline {
-                return false;
+                return None;
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for a run that ends by itself (a demo of so many parcels); it must exit 0
+    /// within `timeout`.
+    pub fn finish(mut self, timeout: Duration) {
+        match self.wait_exit(timeout) {
+            Some(status) => assert!(status.success(), "failed: {}", self.log_text()),
+            None => panic!("did not finish in {timeout:?}: {}", self.log_text()),
         }
     }
 
