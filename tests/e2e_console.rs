@@ -229,13 +229,7 @@ fn login_request(port: u16, user: &str, password: &str) -> String {
 
 /// Peak resident memory of a process so far (VmHWM), in MB.
 fn peak_mb(pid: u32) -> f64 {
-    let kib: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    kib as f64 / 1024.0
+    peak_kib(pid) as f64 / 1024.0
 }
 
 /// Logs `user` in from `from`, coming back when told to (Retry-After), until it works or
@@ -500,14 +494,12 @@ fn open_redirects_stay_on_the_console_in_a_browser() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_list_kept_from_before_still_matches_other_spellings_and_asks_to_be_sent_again() {
-    use screenline_emulator::pty::Pty;
-    use screenline_emulator::{BeltConfig, LineEmulator};
-    let dir = TempDir::new("console-legacy-watchlist");
-    let port = free_port();
-    let _broker = start_mosquitto(dir.path(), port);
+    use common::rig::Rig;
+    let site = Site::start("console-legacy-watchlist");
+    let (dir, port) = (&site.dir, site.port);
     let root = "screenline/v1/T1/a1";
-    let status = Sub::start(dir.path(), port, &format!("{root}/status"));
-    let reports = Sub::start(dir.path(), port, &format!("{root}/reports/flagged"));
+    let status = site.sub(&format!("{root}/status"));
+    let reports = site.sub(&format!("{root}/reports/flagged"));
     // What an older version kept: the phone hashed as the regulator wrote it, no mark.
     let data = dir.path().join("data");
     {
@@ -519,26 +511,8 @@ async fn a_watch_list_kept_from_before_still_matches_other_spellings_and_asks_to
         .expect("an old kept list");
         store.save_watchlist(&kept).expect("keep it");
     }
-    let reader = Pty::open().expect("reader pty");
-    let controller = Pty::open().expect("controller pty");
-    let emulator = LineEmulator::start(controller.master().expect("master"), BeltConfig::default())
-        .expect("emulator");
-    let xray = dir.path().join("xray");
-    std::fs::create_dir_all(&xray).expect("xray dir");
-    let config = line_config(
-        &data,
-        port,
-        reader.slave_path(),
-        controller.slave_path(),
-        &xray,
-    );
-    let console_port: u16 = config
-        .split("listen = \"127.0.0.1:")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .and_then(|p| p.parse().ok())
-        .expect("console port");
-    let mut app = Appliance::start(dir.path(), &config);
+    let mut rig = Rig::start(dir.path(), &data, port, &[]);
+    let console_port = rig.console;
     // The alarm, in the retained status and on the console.
     let msgs = status.wait_for(
         Duration::from_secs(30),
@@ -562,18 +536,17 @@ async fn a_watch_list_kept_from_before_still_matches_other_spellings_and_asks_to
         "the console shows the alarm"
     );
     // It still matches: the listed phone written the way waybills write it.
-    let mut reader_master = reader.master().expect("reader master");
     let record = valid_waybill("SF3000000000001").replace("13800138000", "+86 138-0013-8000");
-    send_record(&mut reader_master, &record);
-    emulator.place_parcel(400);
+    rig.line.read(&record);
+    rig.line.place(400);
     let msgs = reports.wait_for(Duration::from_secs(30), "the flagged report", |m| {
         !m.is_empty()
     });
     assert!(msgs[0].1.contains("watchlisted_sender"), "{}", msgs[0].1);
     assert!(
-        app.interrupt(Duration::from_secs(15)),
+        rig.app.interrupt(Duration::from_secs(15)),
         "clean exit\n{}",
-        app.log_text()
+        rig.app.log_text()
     );
-    emulator.shutdown();
+    rig.line.shutdown();
 }

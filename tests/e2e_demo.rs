@@ -11,9 +11,8 @@ use std::time::Duration;
 
 #[test]
 fn demo_with_an_external_broker_delivers_every_flagged_report() {
-    let dir = TempDir::new("demo");
-    let port = free_port();
-    let _broker = start_mosquitto(dir.path(), port);
+    let site = Site::start("demo");
+    let (dir, port) = (&site.dir, site.port);
     let reports = Sub::start(
         dir.path(),
         port,
@@ -116,10 +115,9 @@ fn realistic_traffic_flags_about_what_published_pilots_see() {
 #[test]
 fn the_signed_command_the_demo_prints_is_verified_and_applied() {
     // What a visitor does: copy the `regulate` line of the banner into a shell.
-    let dir = TempDir::new("demo-regulate");
-    let port = free_port();
-    let _broker = start_mosquitto(dir.path(), port);
-    let results = Sub::start(dir.path(), port, "screenline/v1/DEMO/demo-01/cmd-result");
+    let site = Site::start("demo-regulate");
+    let (dir, port) = (&site.dir, site.port);
+    let results = site.sub("screenline/v1/DEMO/demo-01/cmd-result");
     let broker = format!("mqtt://127.0.0.1:{port}");
     let mut demo = Appliance::demo(
         dir.path(),

@@ -32,16 +32,6 @@ fn drop_file(xray: &Path, name: &str, bytes: &[u8]) {
     std::fs::rename(&tmp, xray.join(name)).expect("rename");
 }
 
-/// Peak resident memory of a process (VmHWM), in KiB.
-fn peak_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Waits until the console's counter `name` reaches `at_least`.
 fn wait_metric(app: &mut Appliance, console: u16, name: &str, at_least: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -62,26 +52,22 @@ fn wait_metric(app: &mut Appliance, console: u16, name: &str, at_least: u64) {
 
 #[test]
 fn hostile_names_in_the_drop_folder_are_refused_and_the_intake_runs_on() {
-    let dir = TempDir::new("dropfolder");
-    let port = free_port();
-    let _broker = start_mosquitto(dir.path(), port);
+    let site = Site::start("dropfolder");
+    let (dir, port) = (&site.dir, site.port);
     let xray = dir.path().join("xray");
     std::fs::create_dir_all(&xray).expect("xray dir");
     let data = dir.path().join("data");
     // No line controller or reader answers: the intake is what is under attack here, and
     // images no parcel claims go to quarantine as orphans.
-    let config = line_config(
+    let console = free_port();
+    let config = line_config_on(
         &data,
         port,
         &dir.path().join("no-reader"),
         &dir.path().join("no-controller"),
         &xray,
+        console,
     );
-    let console: u16 = config
-        .split("listen = \"127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split('"').next()?.parse().ok())
-        .expect("console port");
     let mut app = Appliance::start(dir.path(), &config);
     app.wait_log(Duration::from_secs(30), "the console", |l| {
         (!http_get(console, "/metrics").is_empty()).then(|| l.to_owned())

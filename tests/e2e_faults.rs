@@ -91,9 +91,9 @@ fn parcels_through_a_store_fault(
         // Every fourth parcel has no scan: its record goes to the database alone.
         let waybill = format!("SF{tag}{i:08}");
         if i % 4 == 3 {
-            rig.parcel_unscanned(&waybill);
+            rig.line.parcel_unscanned(&waybill);
         } else {
-            rig.parcel(&waybill, i % 2 == 0, 100 + i as u64);
+            rig.line.parcel(&waybill, i % 2 == 0, 100 + i as u64);
         }
         std::thread::sleep(Duration::from_millis(400));
     }
@@ -125,7 +125,7 @@ fn parcels_through_a_store_fault(
         "clean stop\n{}",
         rig.app.log_text()
     );
-    let decided: HashSet<u32> = rig.decided().into_iter().collect();
+    let decided: HashSet<u32> = rig.line.decided().into_iter().collect();
     let stored = read_store(data);
 
     // Every parcel has its record: nothing was forgotten.
@@ -154,9 +154,9 @@ fn parcels_through_a_store_fault(
             );
             assert_ne!(decision, "clear", "parcel {seq}");
             assert!(
-                rig.seen.contains(&LineEvent::Diverted { seq: *seq }),
+                rig.line.seen.contains(&LineEvent::Diverted { seq: *seq }),
                 "parcel {seq} not diverted: {:?}",
-                rig.seen
+                rig.line.seen
             );
         } else {
             assert!(
@@ -273,7 +273,7 @@ fn a_panic_while_screening_one_parcel_sends_it_to_manual_and_the_next_are_screen
         &[("SCREENLINE_TEST_FAULTS", "panic_waybill=SFPANIC00000002")],
     );
     for i in 1..=4 {
-        rig.parcel(&format!("SFPANIC{i:08}"), false, 200 + i);
+        rig.line.parcel(&format!("SFPANIC{i:08}"), false, 200 + i);
         std::thread::sleep(Duration::from_millis(400));
     }
     rig.wait_left(4, Duration::from_secs(90));
@@ -298,9 +298,9 @@ fn a_panic_while_screening_one_parcel_sends_it_to_manual_and_the_next_are_screen
         assert_eq!(r.1, "clear", "parcel {seq} screened as usual: {r:?}");
     }
     assert!(
-        rig.seen.contains(&LineEvent::Passed { seq: 3 }),
+        rig.line.seen.contains(&LineEvent::Passed { seq: 3 }),
         "{:?}",
-        rig.seen
+        rig.line.seen
     );
     assert!(
         rig.app.log_text().contains("panicked"),
@@ -312,7 +312,7 @@ fn a_panic_while_screening_one_parcel_sends_it_to_manual_and_the_next_are_screen
 fn a_stage_that_dies_stops_the_appliance_with_an_error() {
     let dir = TempDir::new("fault-die");
     let (_broker, _data, mut rig) = line_with(&dir, &[("SCREENLINE_TEST_FAULTS", "die=sink")]);
-    rig.parcel("SFDIE000000001", false, 300);
+    rig.line.parcel("SFDIE000000001", false, 300);
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Ok(Some(status)) = rig.app.proc.0.try_wait() {
@@ -384,7 +384,7 @@ fn a_hung_stage_stops_the_watchdog_and_healthz_names_it() {
     );
     assert_eq!(http_get(rig.console, "/healthz").trim(), "ok");
     // A parcel reaches the sink, which hangs inside it.
-    rig.parcel("SFHANG00000001", false, 400);
+    rig.line.parcel("SFHANG00000001", false, 400);
     let deadline = Instant::now() + Duration::from_secs(90);
     let named = loop {
         let body = http_get(rig.console, "/healthz");
@@ -419,9 +419,8 @@ fn a_hung_stage_stops_the_watchdog_and_healthz_names_it() {
 /// second.
 #[test]
 fn failed_logins_and_reviews_under_load_never_stall_the_line() {
-    let dir = TempDir::new("login-burst");
-    let port = free_port();
-    let _broker = start_mosquitto(dir.path(), port);
+    let site = Site::start("login-burst");
+    let (dir, port) = (&site.dir, site.port);
     let console = free_port();
     let data = dir.path().join("data");
     let broker = format!("mqtt://127.0.0.1:{port}");

@@ -43,23 +43,6 @@ fn demo(dir: &Path, broker: u16, data: &Path, args: &[&str]) -> Appliance {
     Appliance::demo(dir, &all)
 }
 
-/// Waits for the demo to exit by itself; asserts it exited 0.
-fn finish(mut d: Appliance, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(Some(status)) = d.proc.0.try_wait() {
-            assert!(status.success(), "demo failed: {}", d.log_text());
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "demo did not finish in {timeout:?}: {}",
-            d.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The report ids of every flagged record in the store.
 fn stored_report_ids(data: &Path) -> HashSet<String> {
     let store = screenline::store::Store::open(data).expect("open the store");
@@ -141,7 +124,7 @@ fn broker_restarts_lose_no_report() {
     }
     println!("broker restarted {restarts} times");
     assert!(restarts >= 3, "the run was too short to test anything");
-    finish(d, Duration::from_secs(10));
+    d.finish(Duration::from_secs(10));
     // How many of the 1600 are flagged depends on the machine: on a loaded one more decisions
     // come late, and a late parcel is manual, not flagged. The invariant is that every one
     // stored is delivered; a few hundred across the restarts are plenty to test it.
@@ -151,10 +134,9 @@ fn broker_restarts_lose_no_report() {
 #[test]
 fn sigkill_at_random_moments_loses_no_report() {
     let _serial = one_at_a_time();
-    let dir = TempDir::new("feed-kills");
-    let port = free_port();
-    let _broker = start_mosquitto(dir.path(), port);
-    let sub = Sub::start(dir.path(), port, TOPIC);
+    let site = Site::start("feed-kills");
+    let (dir, port) = (&site.dir, site.port);
+    let sub = site.sub(TOPIC);
     let data = dir.path().join("data");
     let mut rng = rand::thread_rng();
     for cycle in 0..20u32 {
@@ -179,7 +161,7 @@ fn sigkill_at_random_moments_loses_no_report() {
         &data,
         &["--parcels", "1", "--seed", "999"],
     );
-    finish(d, Duration::from_secs(120));
+    d.finish(Duration::from_secs(120));
     store_check(&data);
     assert_all_delivered(&sub, &data, 20);
 }
@@ -277,7 +259,7 @@ fn a_backlog_waits_on_disk_and_drains_when_the_broker_comes() {
     let _broker = start_mosquitto_persistent(dir.path(), port);
     let sub = Sub::durable(dir.path(), port, TOPIC, "regulator-backlog");
     let drained = Instant::now();
-    finish(d, Duration::from_secs(120));
+    d.finish(Duration::from_secs(120));
     println!("backlog of {} drained in {:?}", last.0, drained.elapsed());
     assert_all_delivered(&sub, &data, 400);
 }

@@ -5,126 +5,37 @@
 
 mod common;
 
+use common::rig::{Line, Rig};
 use common::*;
-use screenline::demo::write_scan;
-use screenline_emulator::pty::Pty;
-use screenline_emulator::{BeltConfig, LineEmulator, LineEvent};
+use screenline_emulator::{BeltConfig, LineEvent};
 use screenline_protocol::{StackLight, Verdict};
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
-
-/// Waits for line events until `pred` holds for everything seen; returns them.
-fn wait_events(
-    rx: &Receiver<LineEvent>,
-    seen: &mut Vec<LineEvent>,
-    timeout: Duration,
-    what: &str,
-    pred: impl Fn(&[LineEvent]) -> bool,
-) {
-    let deadline = Instant::now() + timeout;
-    while !pred(seen) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "timed out waiting for {what}; saw {seen:?}"
-        );
-        if let Ok(ev) = rx.recv_timeout(left.min(Duration::from_millis(100))) {
-            seen.push(ev);
-        }
-    }
-}
-
-/// Whether the controller received a decision `verdict` for parcel `seq`.
-fn decided(seen: &[LineEvent], seq: u32, verdict: Verdict) -> bool {
-    seen.iter().any(|e| {
-        matches!(e, LineEvent::DecisionReceived { seq: s, verdict: v, .. } if *s == seq && *v == verdict)
-    })
-}
-
-fn electronics(counterfeit: bool) -> xraygen::ParcelSpec {
-    xraygen::ParcelSpec {
-        category: 5,
-        counterfeit,
-    }
-}
+use std::time::Duration;
 
 #[test]
 fn one_flagged_and_one_cleared_parcel_from_reader_to_regulator() {
-    let dir = TempDir::new("e2e");
-    let port = free_port();
-    let _broker = start_mosquitto(dir.path(), port);
-    let reports = Sub::start(dir.path(), port, "screenline/v1/T1/a1/reports/flagged");
-    let status = Sub::start(dir.path(), port, "screenline/v1/T1/a1/status");
+    let site = Site::start("e2e");
+    let (dir, port) = (&site.dir, site.port);
+    let reports = site.sub("screenline/v1/T1/a1/reports/flagged");
+    let status = site.sub("screenline/v1/T1/a1/status");
+    let mut rig = Rig::start(dir.path(), &dir.path().join("data"), port, &[]);
+    status.wait_state(Duration::from_secs(30), "online");
 
-    let reader = Pty::open().expect("reader pty");
-    let controller = Pty::open().expect("controller pty");
-    let mut emulator =
-        LineEmulator::start(controller.master().expect("master"), BeltConfig::default())
-            .expect("emulator");
-    let events = emulator.take_events().expect("events");
-    let xray = dir.path().join("xray");
-    std::fs::create_dir_all(&xray).expect("xray dir");
-    let mut app = Appliance::start(
-        dir.path(),
-        &line_config(
-            &dir.path().join("data"),
-            port,
-            reader.slave_path(),
-            controller.slave_path(),
-            &xray,
-        ),
-    );
-    let mut seen = Vec::new();
-    wait_events(
-        &events,
-        &mut seen,
-        Duration::from_secs(30),
-        "the appliance's first message to the controller",
-        |s| s.contains(&LineEvent::LinkUp),
-    );
-    status.wait_for(Duration::from_secs(30), "status online", |m| {
-        m.iter().any(|(_, p)| p.contains("\"state\":\"online\""))
-    });
-
-    let mut reader_tx = reader.master().expect("reader master");
     // Parcel 1: valid real-name data, counterfeit goods → flagged and diverted.
-    send_record(&mut reader_tx, &valid_waybill("SF1000000000001"));
-    emulator.place_parcel(400);
-    std::thread::sleep(Duration::from_millis(300));
-    write_scan(&xray, "scan-0001", "SF1000000000001", electronics(true), 11).expect("scan 1");
+    rig.line.parcel("SF1000000000001", true, 11);
     std::thread::sleep(Duration::from_millis(700));
     // Parcel 2: valid real-name data, genuine goods → cleared and passed.
-    send_record(&mut reader_tx, &valid_waybill("SF1000000000002"));
-    emulator.place_parcel(400);
-    std::thread::sleep(Duration::from_millis(300));
-    write_scan(
-        &xray,
-        "scan-0002",
-        "SF1000000000002",
-        electronics(false),
-        12,
-    )
-    .expect("scan 2");
+    rig.line.parcel("SF1000000000002", false, 12);
 
-    wait_events(
-        &events,
-        &mut seen,
-        Duration::from_secs(30),
-        "both parcels to leave the belt",
-        |s| {
-            s.iter()
-                .filter(|e| matches!(e, LineEvent::Diverted { .. } | LineEvent::Passed { .. }))
-                .count()
-                >= 2
-        },
-    );
+    rig.wait_left(2, Duration::from_secs(30));
+    let (line, app) = (&rig.line, &rig.app);
+    let seen = &line.seen;
     assert!(
-        decided(&seen, 1, Verdict::Divert),
+        line.decided_as(1, Verdict::Divert),
         "{seen:?}\n{}",
         app.log_text()
     );
     assert!(
-        decided(&seen, 2, Verdict::Pass),
+        line.decided_as(2, Verdict::Pass),
         "{seen:?}\n{}",
         app.log_text()
     );
@@ -170,53 +81,25 @@ fn one_flagged_and_one_cleared_parcel_from_reader_to_regulator() {
         .is_some_and(|id| id.starts_with("rpt-")));
 
     assert!(
-        app.interrupt(Duration::from_secs(15)),
+        rig.app.interrupt(Duration::from_secs(15)),
         "clean exit on Ctrl-C\n{}",
-        app.log_text()
+        rig.app.log_text()
     );
-    status.wait_for(Duration::from_secs(10), "status stopped", |m| {
-        m.iter().any(|(_, p)| p.contains("\"state\":\"stopped\""))
-    });
-    emulator.shutdown();
+    status.wait_state(Duration::from_secs(10), "stopped");
+    rig.line.shutdown();
 }
 
 #[test]
 fn bad_input_and_a_down_broker_send_parcels_to_manual_without_crashing() {
     let dir = TempDir::new("bad");
     let port = free_port();
-    let reader = Pty::open().expect("reader pty");
-    let controller = Pty::open().expect("controller pty");
-    let mut emulator =
-        LineEmulator::start(controller.master().expect("master"), BeltConfig::default())
-            .expect("emulator");
-    let events = emulator.take_events().expect("events");
-    let xray = dir.path().join("xray");
-    std::fs::create_dir_all(&xray).expect("xray dir");
     // No broker yet: the appliance must run the line regardless.
-    let mut app = Appliance::start(
-        dir.path(),
-        &line_config(
-            &dir.path().join("data"),
-            port,
-            reader.slave_path(),
-            controller.slave_path(),
-            &xray,
-        ),
-    );
-    let mut seen = Vec::new();
-    wait_events(
-        &events,
-        &mut seen,
-        Duration::from_secs(30),
-        "link up",
-        |s| s.contains(&LineEvent::LinkUp),
-    );
+    let mut rig = Rig::start(dir.path(), &dir.path().join("data"), port, &[]);
+    let xray = rig.line.xray.clone();
 
-    let mut reader_tx = reader.master().expect("reader master");
     // A malformed record: counted and logged, and the parcel has no read → manual.
-    send_record(&mut reader_tx, "{\"waybill\": this is not json");
-    emulator.place_parcel(400);
-    std::thread::sleep(Duration::from_millis(300));
+    rig.line.read("{\"waybill\": this is not json");
+    rig.line.place(400);
     std::fs::write(
         xray.join("scan-bad1.png"),
         b"\x89PNG\r\n\x1a\nnot really a png",
@@ -224,9 +107,7 @@ fn bad_input_and_a_down_broker_send_parcels_to_manual_without_crashing() {
     .expect("bad image");
     std::thread::sleep(Duration::from_millis(700));
     // A good read with an unreadable image → manual.
-    send_record(&mut reader_tx, &valid_waybill("SF2000000000002"));
-    emulator.place_parcel(400);
-    std::thread::sleep(Duration::from_millis(300));
+    rig.line.parcel_unscanned("SF2000000000002");
     std::fs::write(
         xray.join("scan-bad2.json"),
         r#"{"waybill":"SF2000000000002"}"#,
@@ -234,24 +115,19 @@ fn bad_input_and_a_down_broker_send_parcels_to_manual_without_crashing() {
     .expect("sidecar");
     std::fs::write(xray.join("scan-bad2.png"), b"truncated").expect("bad image");
 
-    wait_events(
-        &events,
-        &mut seen,
-        Duration::from_secs(30),
-        "both parcels diverted",
-        |s| {
-            s.iter()
-                .filter(|e| matches!(e, LineEvent::Diverted { .. }))
-                .count()
-                >= 2
-        },
-    );
-    assert!(decided(&seen, 1, Verdict::Divert), "{seen:?}");
-    assert!(decided(&seen, 2, Verdict::Divert), "{seen:?}");
+    rig.wait(Duration::from_secs(30), "both parcels diverted", |s| {
+        s.iter()
+            .filter(|e| matches!(e, LineEvent::Diverted { .. }))
+            .count()
+            >= 2
+    });
+    let seen = &rig.line.seen;
+    assert!(rig.line.decided_as(1, Verdict::Divert), "{seen:?}");
+    assert!(rig.line.decided_as(2, Verdict::Divert), "{seen:?}");
     assert!(
-        app.is_running(),
+        rig.app.is_running(),
         "the appliance survived\n{}",
-        app.log_text()
+        rig.app.log_text()
     );
     // Both bad images were quarantined with a reason, and the drop folder is clean.
     let quarantine = dir.path().join("data/quarantine/L1");
@@ -264,7 +140,7 @@ fn bad_input_and_a_down_broker_send_parcels_to_manual_without_crashing() {
         );
     }
     assert!(!xray.join("scan-bad1.png").exists() && !xray.join("scan-bad2.png").exists());
-    let log = app.log_text();
+    let log = rig.app.log_text();
     assert!(log.contains("waybill record dropped"), "{log}");
     assert!(log.contains("X-ray file quarantined"), "{log}");
     assert!(
@@ -281,11 +157,11 @@ fn bad_input_and_a_down_broker_send_parcels_to_manual_without_crashing() {
         |m| m.iter().any(|(_, p)| p.contains("\"state\":\"online\"")),
     );
     assert!(
-        app.interrupt(Duration::from_secs(15)),
+        rig.app.interrupt(Duration::from_secs(15)),
         "clean exit\n{}",
-        app.log_text()
+        rig.app.log_text()
     );
-    emulator.shutdown();
+    rig.line.shutdown();
 }
 
 /// Whether a `…/status` payload shows link `name` in state `up`.
@@ -296,135 +172,77 @@ fn status_shows(payload: &str, name: &str, up: bool) -> bool {
 
 #[test]
 fn an_unplugged_reader_sends_parcels_to_manual_and_is_reopened_when_replugged() {
-    let dir = TempDir::new("unplug");
-    let port = free_port();
-    let _broker = start_mosquitto(dir.path(), port);
-    let status = Sub::start(dir.path(), port, "screenline/v1/T1/a1/status");
+    let site = Site::start("unplug");
+    let (dir, port) = (&site.dir, site.port);
+    let status = site.sub("screenline/v1/T1/a1/status");
     // The reader by a stable name, as udev gives it: /dev/screenline/L1-reader.
-    let name = dir.path().join("L1-reader");
-    let reader = Pty::open().expect("reader pty");
-    std::os::unix::fs::symlink(reader.slave_path(), &name).expect("symlink");
-    let controller = Pty::open().expect("controller pty");
-    let mut emulator =
-        LineEmulator::start(controller.master().expect("master"), BeltConfig::default())
-            .expect("emulator");
-    let events = emulator.take_events().expect("events");
-    let xray = dir.path().join("xray");
-    std::fs::create_dir_all(&xray).expect("xray dir");
-    let data = dir.path().join("data");
-    let mut app = Appliance::start(
+    let line = Line::start_with(
         dir.path(),
-        &line_config(&data, port, &name, controller.slave_path(), &xray),
+        BeltConfig::default(),
+        Some(dir.path().join("L1-reader")),
     );
-    let mut seen = Vec::new();
-    wait_events(
-        &events,
-        &mut seen,
-        Duration::from_secs(30),
-        "link up",
-        |s| s.contains(&LineEvent::LinkUp),
-    );
+    let data = dir.path().join("data");
+    let mut rig = Rig::on(line, dir.path(), &data, port, &[], |c| c);
     status.wait_for(
         Duration::from_secs(30),
         "the reader up in the status",
         |m| m.iter().any(|(_, p)| status_shows(p, "L1.reader", true)),
     );
     // The appliance set the belt's geometry and lit the line green.
-    wait_events(
-        &events,
-        &mut seen,
-        Duration::from_secs(10),
-        "geometry and a green light",
-        |s| {
-            s.iter().any(|e| {
-                matches!(e, LineEvent::Configured(c) if c.eye_to_gate_counts == 5000 && c.gate_width_counts == 400)
-            }) && s.last_light() == Some(StackLight::Green)
-        },
-    );
+    rig.wait(Duration::from_secs(10), "geometry and a green light", |s| {
+        s.iter().any(|e| {
+            matches!(e, LineEvent::Configured(c) if c.eye_to_gate_counts == 5000 && c.gate_width_counts == 400)
+        }) && s.last_light() == Some(StackLight::Green)
+    });
 
     // Unplug: the device and its udev name vanish.
-    reader.hang_up();
-    std::fs::remove_file(&name).expect("unlink");
+    rig.line.unplug_reader();
     status.wait_for(
         Duration::from_secs(15),
         "the reader down in the status",
         |m| m.iter().any(|(_, p)| status_shows(p, "L1.reader", false)),
     );
     // Every parcel goes to manual now, and the line's stack light says so.
-    wait_events(
-        &events,
-        &mut seen,
-        Duration::from_secs(10),
-        "an amber light",
-        |s| s.last_light() == Some(StackLight::Amber),
-    );
+    rig.wait(Duration::from_secs(10), "an amber light", |s| {
+        s.last_light() == Some(StackLight::Amber)
+    });
 
     // A parcel while the reader is down, with a dual-energy image that even names its
     // waybill: without a read it is never cleared — it goes to manual inspection.
-    emulator.place_parcel(400);
-    std::thread::sleep(Duration::from_millis(300));
-    let scan = xraygen::render(electronics(false), 21);
+    rig.line.place(400);
     std::fs::write(
-        xray.join("scan-0001.json"),
+        rig.line.xray.join("scan-0001.json"),
         r#"{"waybill":"SF1000000000001"}"#,
     )
     .expect("sidecar");
-    for (half, img) in [("high", &scan.high), ("low", &scan.low)] {
-        let tmp = xray.join(format!(".scan-0001.{half}.png.part"));
-        img.save_with_format(&tmp, image::ImageFormat::Png)
-            .expect("save");
-        std::fs::rename(&tmp, xray.join(format!("scan-0001.{half}.png"))).expect("rename");
-    }
-    wait_events(
-        &events,
-        &mut seen,
-        Duration::from_secs(30),
-        "parcel 1 diverted",
-        |s| s.contains(&LineEvent::Diverted { seq: 1 }),
-    );
+    rig.line.dual_scan("scan-0001", 21);
+    rig.wait(Duration::from_secs(30), "parcel 1 diverted", |s| {
+        s.contains(&LineEvent::Diverted { seq: 1 })
+    });
     assert!(
-        decided(&seen, 1, Verdict::Divert),
-        "{seen:?}\n{}",
-        app.log_text()
+        rig.line.decided_as(1, Verdict::Divert),
+        "{:?}\n{}",
+        rig.line.seen,
+        rig.app.log_text()
     );
 
     // Replug: a new device node behind the same name; the link comes back by itself.
-    let reader = Pty::open().expect("reader pty");
-    std::os::unix::fs::symlink(reader.slave_path(), &name).expect("symlink");
+    rig.line.replug_reader();
     let up_again = status.messages().len();
     status.wait_for(Duration::from_secs(15), "the reader up again", |m| {
         m[up_again.min(m.len())..]
             .iter()
             .any(|(_, p)| status_shows(p, "L1.reader", true))
     });
-    wait_events(
-        &events,
-        &mut seen,
-        Duration::from_secs(10),
-        "green again",
-        |s| s.last_light() == Some(StackLight::Green),
-    );
-    let mut reader_tx = reader.master().expect("reader master");
-    send_record(&mut reader_tx, &valid_waybill("SF1000000000002"));
-    emulator.place_parcel(400);
-    std::thread::sleep(Duration::from_millis(300));
-    write_scan(
-        &xray,
-        "scan-0002",
-        "SF1000000000002",
-        electronics(false),
-        22,
-    )
-    .expect("scan 2");
-    wait_events(
-        &events,
-        &mut seen,
-        Duration::from_secs(30),
-        "parcel 2 passed",
-        |s| s.contains(&LineEvent::Passed { seq: 2 }),
-    );
+    rig.wait(Duration::from_secs(10), "green again", |s| {
+        s.last_light() == Some(StackLight::Green)
+    });
+    rig.line.parcel("SF1000000000002", false, 22);
+    rig.wait(Duration::from_secs(30), "parcel 2 passed", |s| {
+        s.contains(&LineEvent::Passed { seq: 2 })
+    });
 
-    let log = app.log_text();
+    let log = rig.app.log_text();
     assert!(log.contains("waybill reader disconnected"), "{log}");
     assert!(log.contains("L1.reader"), "{log}");
     // The pair was screened and archived, both halves; the drop folder is empty.
@@ -440,9 +258,13 @@ fn an_unplugged_reader_sends_parcels_to_manual_and_is_reopened_when_replugged() 
         kept.iter().any(|n| n.ends_with("-L1-1.low.png")),
         "{kept:?}"
     );
-    assert_eq!(std::fs::read_dir(&xray).expect("xray").count(), 0);
-    assert!(app.interrupt(Duration::from_secs(15)), "{}", app.log_text());
-    emulator.shutdown();
+    assert_eq!(std::fs::read_dir(&rig.line.xray).expect("xray").count(), 0);
+    assert!(
+        rig.app.interrupt(Duration::from_secs(15)),
+        "{}",
+        rig.app.log_text()
+    );
+    rig.line.shutdown();
 }
 
 /// Runs `screenline waybill check` over `capture` (a file, or stdin with `--framing`).
@@ -596,50 +418,30 @@ fn last_epoch(events: &[LineEvent]) -> Option<screenline_protocol::Epoch> {
 fn a_controller_reboot_with_decisions_to_come_passes_no_parcel_of_the_new_boot() {
     let dir = TempDir::new("reboot");
     let port = free_port();
-    let reader = Pty::open().expect("reader pty");
-    let controller = Pty::open().expect("controller pty");
     // A slow belt: 10 s from the photo-eye to the gate, so that a parcel of the new boot is
     // still undecided on the belt when the decisions for the last boot's parcels come.
     let belt = BeltConfig {
         belt_mm_per_s: 500,
         ..BeltConfig::default()
     };
-    let mut emulator =
-        LineEmulator::start(controller.master().expect("master"), belt).expect("emulator");
-    let events = emulator.take_events().expect("events");
-    let xray = dir.path().join("xray");
-    std::fs::create_dir_all(&xray).expect("xray dir");
+    let line = Line::start_with(dir.path(), belt, None);
     // Parcels wait up to 6 s for their read and image, and are decided within 9 s (the
     // decision point is at 9.4 s on this belt).
-    let config = line_config(
-        &dir.path().join("data"),
-        port,
-        reader.slave_path(),
-        controller.slave_path(),
-        &xray,
-    )
-    .replace(
-        "[lines.controller]",
-        "join_window_ms = 6000\ndecision_deadline_ms = 9000\n[lines.controller]",
-    );
-    let mut app = Appliance::start(dir.path(), &config);
-    let mut seen = Vec::new();
-    wait_events(
-        &events,
-        &mut seen,
-        Duration::from_secs(30),
-        "an epoch and a green light",
-        |s| last_epoch(s).is_some() && s.last_light() == Some(StackLight::Green),
-    );
+    let mut rig = Rig::on(line, dir.path(), &dir.path().join("data"), port, &[], |c| {
+        c.replace(
+            "[lines.controller]",
+            "join_window_ms = 6000\ndecision_deadline_ms = 9000\n[lines.controller]",
+        )
+    });
+    rig.wait(Duration::from_secs(30), "an epoch and a green light", |s| {
+        last_epoch(s).is_some() && s.last_light() == Some(StackLight::Green)
+    });
 
     // Two parcels with good reads enter; their clean images are still to come.
-    let mut reader_tx = reader.master().expect("reader master");
     for (seq, waybill) in [(1, "SF3000000000001"), (2, "SF3000000000002")] {
-        send_record(&mut reader_tx, &valid_waybill(waybill));
-        emulator.place_parcel(100);
-        wait_events(
-            &events,
-            &mut seen,
+        rig.line.read(&valid_waybill(waybill));
+        rig.line.emulator.place_parcel(100);
+        rig.wait(
             Duration::from_secs(10),
             "a parcel of the first boot entering",
             |s| s.contains(&LineEvent::Entered { seq }),
@@ -648,27 +450,19 @@ fn a_controller_reboot_with_decisions_to_come_passes_no_parcel_of_the_new_boot()
         // that the new boot does not see it enter again.
         std::thread::sleep(Duration::from_millis(400));
     }
-    let old_epoch = last_epoch(&seen).expect("an epoch");
+    let old_epoch = last_epoch(&rig.line.seen).expect("an epoch");
 
     // The controller reboots: its sequence numbers start at 1 again.
-    emulator.reboot();
-    wait_events(
-        &events,
-        &mut seen,
-        Duration::from_secs(10),
-        "the new boot's epoch",
-        |s| {
-            s.iter()
-                .position(|e| *e == LineEvent::Rebooted)
-                .is_some_and(|at| last_epoch(&s[at..]).is_some())
-        },
-    );
+    rig.line.emulator.reboot();
+    rig.wait(Duration::from_secs(10), "the new boot's epoch", |s| {
+        s.iter()
+            .position(|e| *e == LineEvent::Rebooted)
+            .is_some_and(|at| last_epoch(&s[at..]).is_some())
+    });
     // Two parcels of the new boot, with no read: they are to go to manual inspection.
     for seq in [1, 2] {
-        emulator.place_parcel(100);
-        wait_events(
-            &events,
-            &mut seen,
+        rig.line.emulator.place_parcel(100);
+        rig.wait(
             Duration::from_secs(10),
             "a parcel of the new boot entering",
             |s| {
@@ -682,30 +476,16 @@ fn a_controller_reboot_with_decisions_to_come_passes_no_parcel_of_the_new_boot()
     // Now the images of the last boot's parcels 1 and 2 complete: they are cleared, and
     // their decisions — pass, for sequence numbers 1 and 2 — are made while parcels 1 and 2
     // of the new boot are undecided on the belt.
-    write_scan(
-        &xray,
-        "scan-0001",
-        "SF3000000000001",
-        electronics(false),
-        31,
-    )
-    .expect("scan 1");
-    write_scan(
-        &xray,
-        "scan-0002",
-        "SF3000000000002",
-        electronics(false),
-        32,
-    )
-    .expect("scan 2");
+    rig.line.scan("scan-0001", "SF3000000000001", false, 31);
+    rig.line.scan("scan-0002", "SF3000000000002", false, 32);
 
-    let rebooted_at = seen
+    let rebooted_at = rig
+        .line
+        .seen
         .iter()
         .rposition(|e| *e == LineEvent::Rebooted)
         .expect("rebooted");
-    wait_events(
-        &events,
-        &mut seen,
+    rig.wait(
         Duration::from_secs(40),
         "both parcels of the new boot to leave the belt",
         |s| {
@@ -717,7 +497,7 @@ fn a_controller_reboot_with_decisions_to_come_passes_no_parcel_of_the_new_boot()
             })
         },
     );
-    let new_boot = &seen[rebooted_at..];
+    let new_boot = &rig.line.seen[rebooted_at..];
     let new_epoch = last_epoch(new_boot).expect("the new epoch");
     assert_ne!(new_epoch, old_epoch);
     assert!(
@@ -725,7 +505,7 @@ fn a_controller_reboot_with_decisions_to_come_passes_no_parcel_of_the_new_boot()
             .iter()
             .any(|e| matches!(e, LineEvent::Passed { .. })),
         "a parcel of the new boot passed: {new_boot:?}\n{}",
-        app.log_text()
+        rig.app.log_text()
     );
     assert!(
         new_boot.iter().all(|e| match e {
@@ -736,7 +516,7 @@ fn a_controller_reboot_with_decisions_to_come_passes_no_parcel_of_the_new_boot()
     );
     // The decisions for the last boot's parcels were made, and were passes: the appliance
     // dropped them rather than send them to the new boot.
-    let log = app.log_text();
+    let log = rig.app.log_text();
     let dropped: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("decision dropped"))
@@ -746,6 +526,10 @@ fn a_controller_reboot_with_decisions_to_come_passes_no_parcel_of_the_new_boot()
         dropped.iter().any(|l| l.contains("Pass")),
         "the old parcels were cleared, so a pass was withheld: {dropped:?}"
     );
-    assert!(app.interrupt(Duration::from_secs(15)), "{}", app.log_text());
-    emulator.shutdown();
+    assert!(
+        rig.app.interrupt(Duration::from_secs(15)),
+        "{}",
+        rig.app.log_text()
+    );
+    rig.line.shutdown();
 }

@@ -16,12 +16,10 @@
 mod common;
 
 use base64::Engine;
+use common::rig::Line;
 use common::*;
 use ed25519_dalek::SigningKey;
-use screenline::demo::write_scan;
 use screenline::report::commands::sign_envelope;
-use screenline_emulator::pty::Pty;
-use screenline_emulator::{BeltConfig, LineEmulator};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -31,23 +29,12 @@ use std::time::{Duration, Instant, SystemTime};
 const ROOT: &str = "screenline/v1/T1/a1";
 
 fn publish(port: u16, topic: &str, message: &str) {
-    let ok = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-            "-m",
-            message,
-        ])
-        .status()
-        .expect("mosquitto_pub must be installed: run tests/setup.sh")
-        .success();
-    assert!(ok, "mosquitto_pub failed");
+    let out = mosquitto_pub(port, topic, message, &[]);
+    assert!(
+        out.status.success(),
+        "mosquitto_pub failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn payload(command: &str, issued_at: SystemTime, nonce: &str, body: Value) -> String {
@@ -71,41 +58,58 @@ fn result_for(results: &[(String, String)], nonce: &str) -> Option<Value> {
         .find(|v| v["nonce"] == nonce)
 }
 
+/// A regulator's new signing key, and the configuration that names its public half.
+fn new_regulator() -> (SigningKey, String) {
+    let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let public_b64 =
+        base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
+    (key, format!("[regulator]\npublic_key = \"{public_b64}\"\n"))
+}
+
+/// The regulator's side of the feed: a subscriber on each topic it reads.
+struct Feed {
+    results: Sub,
+    reports: Sub,
+    status: Sub,
+    stats: Sub,
+    evidence: Sub,
+}
+
+impl Feed {
+    fn subscribe(site: &Site) -> Feed {
+        let sub = |topic: &str| site.sub(&format!("{ROOT}/{topic}"));
+        Feed {
+            results: sub("cmd-result"),
+            reports: sub("reports/flagged"),
+            status: sub("status"),
+            stats: sub("stats"),
+            evidence: sub("evidence/+"),
+        }
+    }
+}
+
 #[test]
 fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
-    let dir = TempDir::new("regulator");
-    let port = free_port();
-    let _broker = start_mosquitto(dir.path(), port);
-    let results = Sub::start(dir.path(), port, &format!("{ROOT}/cmd-result"));
-    let reports = Sub::start(dir.path(), port, &format!("{ROOT}/reports/flagged"));
-    let status = Sub::start(dir.path(), port, &format!("{ROOT}/status"));
-    let stats = Sub::start(dir.path(), port, &format!("{ROOT}/stats"));
-    let evidence = Sub::start(dir.path(), port, &format!("{ROOT}/evidence/+"));
+    let site = Site::start("regulator");
+    let (dir, port) = (&site.dir, site.port);
+    let Feed {
+        results,
+        reports,
+        status,
+        stats,
+        evidence,
+    } = Feed::subscribe(&site);
 
-    let regulator = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    let public_b64 =
-        base64::engine::general_purpose::STANDARD.encode(regulator.verifying_key().to_bytes());
+    let (regulator, regulator_config) = new_regulator();
 
-    let reader = Pty::open().expect("reader pty");
-    let controller = Pty::open().expect("controller pty");
-    let emulator = LineEmulator::start(controller.master().expect("master"), BeltConfig::default())
-        .expect("emulator");
-    let xray = dir.path().join("xray");
-    std::fs::create_dir_all(&xray).expect("xray dir");
+    let mut line = Line::start(dir.path());
     let data = dir.path().join("data");
-    let config = line_config(
-        &data,
-        port,
-        reader.slave_path(),
-        controller.slave_path(),
-        &xray,
-    )
-    .replace("keep_alive_s = 5", "keep_alive_s = 5\nstats_period_s = 2")
-        + &format!("[regulator]\npublic_key = \"{public_b64}\"\n");
+    let config = line
+        .config(&data, port)
+        .replace("keep_alive_s = 5", "keep_alive_s = 5\nstats_period_s = 2")
+        + &regulator_config;
     let mut app = Appliance::start(dir.path(), &config);
-    status.wait_for(Duration::from_secs(30), "status online", |m| {
-        m.iter().any(|(_, p)| p.contains("\"state\":\"online\""))
-    });
+    status.wait_state(Duration::from_secs(30), "online");
 
     // A signed watch-list naming the sender of valid_waybill(), then the same message again
     // (a replay), a stale one, an unsigned one, and one signed by someone else.
@@ -192,8 +196,7 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
     refused_unverified(&forged, "thresholds", "bad_signature");
 
     // A parcel of genuine goods from the watch-listed sender: flagged for the sender alone.
-    let mut reader_tx = reader.master().expect("reader master");
-    genuine_parcel(&mut reader_tx, &emulator, &xray, 1);
+    genuine_parcel(&mut line, 1);
     let msgs = reports.wait_for(Duration::from_secs(20), "the flagged report", |m| {
         !m.is_empty()
     });
@@ -336,7 +339,7 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
     status.wait_for(Duration::from_secs(30), "status online again", |m| {
         online(m) > before
     });
-    genuine_parcel(&mut reader_tx, &emulator, &xray, 2);
+    genuine_parcel(&mut line, 2);
     let msgs = reports.wait_for(Duration::from_secs(20), "the second report", |m| {
         m.iter().any(|(_, p)| p.contains("SF2000000000002"))
     });
@@ -359,7 +362,7 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
         "clean exit\n{}",
         app.log_text()
     );
-    emulator.shutdown();
+    line.shutdown();
     let store = screenline::store::Store::open(&data).expect("store");
     let audit = store
         .audit_log(100, |e| e.action.starts_with("cmd."))
@@ -380,81 +383,14 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
 
 /// Parcel `n` of genuine electronics from valid_waybill()'s (watch-listed) sender: its read,
 /// the photo-eye, and its image.
-fn genuine_parcel(reader: &mut std::fs::File, emulator: &LineEmulator, xray: &Path, n: u32) {
-    let waybill = format!("SF20000000000{n:02}");
-    send_record(reader, &valid_waybill(&waybill));
-    emulator.place_parcel(400);
-    std::thread::sleep(Duration::from_millis(300));
-    let spec = xraygen::ParcelSpec {
-        category: 5,
-        counterfeit: false,
-    };
-    write_scan(
-        xray,
-        &format!("scan-{n:04}"),
-        &waybill,
-        spec,
-        20 + u64::from(n),
-    )
-    .expect("scan");
+fn genuine_parcel(line: &mut Line, n: u32) {
+    line.parcel(&format!("SF20000000000{n:02}"), false, 20 + u64::from(n));
 }
 
-/// One simulated line on pseudo-terminals: reader, controller (firmware emulator), drop folder.
-struct Line {
-    reader: Pty,
-    controller: Pty,
-    emulator: LineEmulator,
-    xray: std::path::PathBuf,
-}
-
-impl Line {
-    fn start(dir: &Path) -> Line {
-        let reader = Pty::open().expect("reader pty");
-        let controller = Pty::open().expect("controller pty");
-        let emulator =
-            LineEmulator::start(controller.master().expect("master"), BeltConfig::default())
-                .expect("emulator");
-        let xray = dir.join("xray");
-        std::fs::create_dir_all(&xray).expect("xray dir");
-        Line {
-            reader,
-            controller,
-            emulator,
-            xray,
-        }
-    }
-
-    fn config(&self, data: &Path, port: u16) -> String {
-        line_config(
-            data,
-            port,
-            self.reader.slave_path(),
-            self.controller.slave_path(),
-            &self.xray,
-        )
-    }
-
-    /// A counterfeit parcel with valid real-name data: flagged.
-    fn counterfeit_parcel(&self, n: u32) {
-        let waybill = format!("SF30000000{n:05}");
-        let mut tx = self.reader.master().expect("reader master");
-        send_record(&mut tx, &valid_waybill(&waybill));
-        self.emulator.place_parcel(400);
-        std::thread::sleep(Duration::from_millis(300));
-        let spec = xraygen::ParcelSpec {
-            category: 5,
-            counterfeit: true,
-        };
-        write_scan(
-            &self.xray,
-            &format!("scan-{n:04}"),
-            &waybill,
-            spec,
-            100 + u64::from(n),
-        )
-        .expect("scan");
-        std::thread::sleep(Duration::from_millis(700));
-    }
+/// Parcel `n`, counterfeit, with valid real-name data: flagged.
+fn counterfeit_parcel(line: &mut Line, n: u32) {
+    line.parcel(&format!("SF30000000{n:05}"), true, 100 + u64::from(n));
+    std::thread::sleep(Duration::from_millis(700));
 }
 
 #[test]
@@ -466,14 +402,14 @@ fn a_draining_backlog_sends_every_flagged_report_before_any_statistics() {
     let sub = Sub::durable(dir.path(), port, &format!("{ROOT}/#"), "backlog-watcher");
     terminate(&mut broker);
 
-    let line = Line::start(dir.path());
+    let mut line = Line::start(dir.path());
     let config = line
         .config(&dir.path().join("data"), port)
         .replace("keep_alive_s = 5", "keep_alive_s = 5\nstats_period_s = 1");
     let mut app = Appliance::start(dir.path(), &config);
     std::thread::sleep(Duration::from_secs(2));
     for n in 1..=3 {
-        line.counterfeit_parcel(n);
+        counterfeit_parcel(&mut line, n);
     }
     // Statistics periods pass while the reports wait.
     std::thread::sleep(Duration::from_secs(2));
@@ -512,21 +448,12 @@ fn a_draining_backlog_sends_every_flagged_report_before_any_statistics() {
         "clean exit\n{}",
         app.log_text()
     );
-    line.emulator.shutdown();
+    line.shutdown();
 }
 
 /// `openssl` with `args` in `dir`; panics with its output on failure.
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl must be installed");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new("openssl").current_dir(dir).args(args));
 }
 
 /// A CA, a broker certificate for 127.0.0.1 and a client certificate, PEM, in `dir`.
@@ -654,7 +581,7 @@ fn the_feed_works_over_tls_with_client_certificates() {
     );
     std::thread::sleep(Duration::from_millis(200));
 
-    let line = Line::start(dir.path());
+    let mut line = Line::start(dir.path());
     let config = line
         .config(&dir.path().join("data"), port)
         .replace("mqtt://", "mqtts://")
@@ -671,7 +598,7 @@ fn the_feed_works_over_tls_with_client_certificates() {
             .iter()
             .any(|(t, v)| t.ends_with("/status") && v["state"] == "online")
     });
-    line.counterfeit_parcel(1);
+    counterfeit_parcel(&mut line, 1);
     let msgs = sub.wait_for(Duration::from_secs(30), "a report over TLS", |m| {
         m.iter().any(|(t, _)| t.ends_with("/reports/flagged"))
     });
@@ -683,29 +610,18 @@ fn the_feed_works_over_tls_with_client_certificates() {
     assert_eq!(report["decision"], "flag");
     assert_eq!(report["waybill"], "SF3000000000001");
     // A client without a certificate is turned away by the broker.
-    let anon = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            "x",
-            "-m",
-            "y",
-        ])
-        .arg("--cafile")
-        .arg(certs.join("ca.pem"))
-        .stderr(Stdio::null())
-        .status()
-        .expect("mosquitto_pub");
-    assert!(!anon.success(), "the broker requires client certificates");
+    let ca = certs.join("ca.pem");
+    let anon = mosquitto_pub(port, "x", "y", &["--cafile", &ca.to_string_lossy()]);
+    assert!(
+        !anon.status.success(),
+        "the broker requires client certificates"
+    );
     assert!(
         app.interrupt(Duration::from_secs(15)),
         "clean exit\n{}",
         app.log_text()
     );
-    line.emulator.shutdown();
+    line.shutdown();
 }
 
 /// The JSON Schemas in docs/schemas, compiled, and the AsyncAPI document that names them.
@@ -825,24 +741,21 @@ fn a_command_signed_with_the_openssl_cli_as_the_readme_shows_verifies() {
 /// every SHA-256 agrees, and nothing was re-encoded on the way.
 #[test]
 fn a_dual_energy_reports_hashes_are_those_of_what_is_archived_and_sent_as_evidence() {
-    let dir = TempDir::new("regulator-pair");
-    let port = free_port();
-    let _broker = start_mosquitto(dir.path(), port);
-    let results = Sub::start(dir.path(), port, &format!("{ROOT}/cmd-result"));
-    let reports = Sub::start(dir.path(), port, &format!("{ROOT}/reports/flagged"));
-    let status = Sub::start(dir.path(), port, &format!("{ROOT}/status"));
-    let evidence = Sub::start(dir.path(), port, &format!("{ROOT}/evidence/+"));
-    let regulator = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    let public_b64 =
-        base64::engine::general_purpose::STANDARD.encode(regulator.verifying_key().to_bytes());
-    let line = Line::start(dir.path());
+    let site = Site::start("regulator-pair");
+    let (dir, port) = (&site.dir, site.port);
+    let Feed {
+        results,
+        reports,
+        status,
+        evidence,
+        ..
+    } = Feed::subscribe(&site);
+    let (regulator, regulator_config) = new_regulator();
+    let mut line = Line::start(dir.path());
     let data = dir.path().join("data");
-    let config =
-        line.config(&data, port) + &format!("[regulator]\npublic_key = \"{public_b64}\"\n");
+    let config = line.config(&data, port) + &regulator_config;
     let _app = Appliance::start(dir.path(), &config);
-    status.wait_for(Duration::from_secs(30), "status online", |m| {
-        m.iter().any(|(_, p)| p.contains("\"state\":\"online\""))
-    });
+    status.wait_state(Duration::from_secs(30), "online");
     // The sender is watch-listed: the parcel is flagged whatever the model says.
     let watchlist = json!({"version": "pair-1", "id_numbers": ["11010519491231002X"]});
     let signed = sign_envelope(
@@ -855,27 +768,9 @@ fn a_dual_energy_reports_hashes_are_those_of_what_is_archived_and_sent_as_eviden
     });
 
     let waybill = "SF4000000000001";
-    let mut tx = line.reader.master().expect("reader master");
-    send_record(&mut tx, &valid_waybill(waybill));
-    line.emulator.place_parcel(400);
-    std::thread::sleep(Duration::from_millis(300));
-    let scan = xraygen::render(
-        xraygen::ParcelSpec {
-            category: 5,
-            counterfeit: false,
-        },
-        77,
-    );
-    let mut written = Vec::new();
-    for (half, img) in [("high", &scan.high), ("low", &scan.low)] {
-        let tmp = line.xray.join(format!(".pair-1.{half}.png.part"));
-        img.save_with_format(&tmp, image::ImageFormat::Png)
-            .expect("save");
-        written.push(hex::encode(Sha256::digest(
-            std::fs::read(&tmp).expect("read"),
-        )));
-        std::fs::rename(&tmp, line.xray.join(format!("pair-1.{half}.png"))).expect("rename");
-    }
+    line.read(&valid_waybill(waybill));
+    line.place(400);
+    let written = line.dual_scan("pair-1", 77);
     let msgs = reports.wait_for(Duration::from_secs(30), "the flagged report", |m| {
         !m.is_empty()
     });
@@ -970,20 +865,10 @@ fn a_command_flood_neither_drops_the_link_nor_fills_the_disk() {
     let _broker = start_mosquitto_as_deployed(dir.path(), port);
     let status = Sub::start(dir.path(), port, &format!("{ROOT}/status"));
     let results = Sub::start(dir.path(), port, &format!("{ROOT}/cmd-result"));
-    let regulator = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    let public_b64 =
-        base64::engine::general_purpose::STANDARD.encode(regulator.verifying_key().as_bytes());
+    let (_, regulator_config) = new_regulator();
     let data = dir.path().join("data");
-    let mut rig = common::rig::Rig::start_with(
-        dir.path(),
-        &data,
-        port,
-        &[],
-        &format!("[regulator]\npublic_key = \"{public_b64}\"\n"),
-    );
-    status.wait_for(Duration::from_secs(30), "status online", |m| {
-        m.iter().any(|(_, p)| p.contains("\"state\":\"online\""))
-    });
+    let mut rig = common::rig::Rig::start_with(dir.path(), &data, port, &[], &regulator_config);
+    status.wait_state(Duration::from_secs(30), "online");
     let console = rig.console;
     // Let start-up writes settle before measuring the database.
     std::thread::sleep(Duration::from_secs(2));

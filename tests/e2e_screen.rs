@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::TempDir;
+use common::{run_ok, TempDir};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,17 +42,12 @@ impl Bench {
     fn new() -> Bench {
         let dir = TempDir::new("screen");
         let data = dir.path().join("dataset");
-        let out = Command::new(env!("CARGO_BIN_EXE_screenline"))
-            .args([
-                "dataset", "generate", "--count", "48", "--seed", "20261123", "--out",
-            ])
-            .arg(&data)
-            .output()
-            .expect("run screenline");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new(env!("CARGO_BIN_EXE_screenline"))
+                .args([
+                    "dataset", "generate", "--count", "48", "--seed", "20261123", "--out",
+                ])
+                .arg(&data),
         );
         let labels = std::fs::read_to_string(data.join("labels.csv")).expect("labels");
         let images = labels

@@ -14,8 +14,8 @@ use screenline::domain::Decision;
 use screenline::record::Record;
 use serde_json::json;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 const ROOT: &str = "screenline/v1/DEMO/demo-01";
 
@@ -38,34 +38,11 @@ fn text(o: &Output) -> String {
 
 /// Runs `screenline demo --wave --parcels N` to its end; asserts it exited 0.
 fn demo(dir: &Path, port: u16, data: &Path, parcels: u32) {
-    let log = dir.join(format!("demo-{}.log", free_port()));
-    let mut child = Proc(
-        Command::new(env!("CARGO_BIN_EXE_screenline"))
-            .args(["demo", "--wave", "--console", "127.0.0.1:0", "--parcels"])
-            .arg(parcels.to_string())
-            .arg("--broker")
-            .arg(format!("mqtt://127.0.0.1:{port}"))
-            .arg("--data")
-            .arg(data)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("screenline demo"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Ok(Some(status)) = child.0.try_wait() {
-            assert!(
-                status.success(),
-                "demo failed: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            return;
-        }
-        assert!(Instant::now() < deadline, "demo did not finish");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (parcels, broker) = (parcels.to_string(), format!("mqtt://127.0.0.1:{port}"));
+    let data = data.to_string_lossy();
+    let args = ["--wave", "--console", "127.0.0.1:0", "--parcels", &parcels];
+    let args = [&args[..], &["--broker", &broker, "--data", &data]].concat();
+    Appliance::demo(dir, &args).finish(Duration::from_secs(90));
 }
 
 #[test]

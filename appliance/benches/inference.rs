@@ -245,19 +245,19 @@ fn main() -> anyhow::Result<()> {
         "{:<44} {:>10} {:>9} {:>9}",
         "path", "images/s", "p50 ms", "p99 ms"
     );
-    println!(
-        "{:<44} {:>10.0} {:>9.3} {:>9.3}",
-        "bare Session::run, batch 1",
-        bare_t,
-        ms(percentile(&bare_lat, 0.5)),
-        ms(percentile(&bare_lat, 0.99))
-    );
-    println!(
-        "{:<44} {:>10.0} {:>9.3} {:>9.3}",
+    // One row: the path, its throughput, and its latency's median and 99th percentile.
+    let row = |path: &str, per_s: f64, lat: &[Duration]| {
+        println!(
+            "{path:<44} {per_s:>10.0} {:>9.3} {:>9.3}",
+            ms(percentile(lat, 0.5)),
+            ms(percentile(lat, 0.99))
+        );
+    };
+    row("bare Session::run, batch 1", bare_t, &bare_lat);
+    row(
         "screen stage (decode+preprocess+run+rules)",
         stage_t,
-        ms(percentile(&stage_lat, 0.5)),
-        ms(percentile(&stage_lat, 0.99))
+        &stage_lat,
     );
     println!(
         "ratio stage / bare at batch 1: {:.3} (target >= 0.85); {} of {} parcels flagged",

@@ -44,6 +44,31 @@ impl Drop for TempDir {
     }
 }
 
+/// A test's temporary folder with a real Mosquitto on a free port; the broker is stopped
+/// before the folder is removed.
+pub struct Site {
+    _broker: Proc,
+    pub port: u16,
+    pub dir: TempDir,
+}
+
+impl Site {
+    pub fn start(tag: &str) -> Site {
+        let dir = TempDir::new(tag);
+        let port = free_port();
+        Site {
+            _broker: start_mosquitto(dir.path(), port),
+            port,
+            dir,
+        }
+    }
+
+    /// A subscriber on `topic` at this site's broker.
+    pub fn sub(&self, topic: &str) -> Sub {
+        Sub::start(self.dir.path(), self.port, topic)
+    }
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -129,17 +154,25 @@ fn start_broker(dir: &Path, port: u16, persistent: bool, extra: &str) -> Proc {
 
 /// `screenline store check` of a stopped appliance's data folder must pass.
 pub fn store_check(data: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_screenline"))
-        .args(["store", "check", "--data"])
-        .arg(data)
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_screenline"))
+            .args(["store", "check", "--data"])
+            .arg(data),
+    );
+}
+
+/// Runs `cmd` to its end; it must succeed, or the test fails with what it printed.
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd
         .output()
-        .expect("store check");
+        .unwrap_or_else(|e| panic!("{cmd:?} did not start: {e}"));
     assert!(
         out.status.success(),
-        "store check failed:\n{}{}",
+        "{cmd:?} failed:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    out
 }
 
 /// Stops a process with SIGTERM and waits for it (a broker saves its state).
@@ -152,10 +185,20 @@ pub fn terminate(p: &mut Proc) {
 
 /// The resident set size of a process, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS")
+}
+
+/// The peak resident memory of a process so far (VmHWM), in KiB.
+pub fn peak_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmHWM")
+}
+
+/// A KiB figure `field` of `/proc/<pid>/status`; 0 when the process is gone.
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
@@ -169,7 +212,7 @@ pub fn http_get(port: u16, path: &str) -> String {
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
     );
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
@@ -210,10 +253,7 @@ impl Sub {
         let probe_topic = topic.replace(['#', '+'], "probe");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let _ = Command::new("mosquitto_pub")
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
-                .args(["-t", &probe_topic, "-m", PROBE])
-                .status();
+            let _ = mosquitto_pub(port, &probe_topic, PROBE, &[]);
             let wait = Instant::now() + Duration::from_millis(500);
             while Instant::now() < wait {
                 if std::fs::read_to_string(&sub.out).is_ok_and(|t| t.contains(PROBE)) {
@@ -233,17 +273,8 @@ impl Sub {
         let out = dir.join(format!("sub-{}.txt", rand_suffix()));
         let file = std::fs::File::create(&out).expect("sub output");
         let child = Command::new("mosquitto_sub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-q",
-                "1",
-                "-v",
-                "-t",
-                topic,
-            ])
+            .args(client_args(port))
+            .args(["-v", "-t", topic])
             .args(extra)
             .stdout(file)
             .stderr(Stdio::null())
@@ -266,6 +297,15 @@ impl Sub {
             .filter(|(_, p)| *p != PROBE)
             .map(|(t, p)| (t.to_owned(), p.to_owned()))
             .collect()
+    }
+
+    /// Waits until a status message here says the appliance is in `state` ("online",
+    /// "stopped"), or panics after `timeout`.
+    pub fn wait_state(&self, timeout: Duration, state: &str) -> Vec<(String, String)> {
+        let said = format!("\"state\":\"{state}\"");
+        self.wait_for(timeout, &format!("status {state}"), |m| {
+            m.iter().any(|(_, p)| p.contains(&said))
+        })
     }
 
     /// Waits until `pred` holds for the messages, or panics after `timeout`.
@@ -302,6 +342,27 @@ impl Drop for Sub {
     fn drop(&mut self) {
         let _ = self.proc.0.kill();
     }
+}
+
+/// A Mosquitto client's arguments for the test broker on `port`: loopback, QoS 1.
+fn client_args(port: u16) -> [String; 6] {
+    ["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"].map(str::to_owned)
+}
+
+/// `mosquitto_pub` of `message` on `topic` to the broker on `port`, with more arguments
+/// `extra` (TLS files, say); what it did.
+pub fn mosquitto_pub(
+    port: u16,
+    topic: &str,
+    message: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    Command::new("mosquitto_pub")
+        .args(client_args(port))
+        .args(["-t", topic, "-m", message])
+        .args(extra)
+        .output()
+        .expect("mosquitto_pub must be installed: run tests/setup.sh")
 }
 
 /// The real `screenline` binary, started with a config file, its log kept in `dir`.
@@ -381,15 +442,29 @@ impl Appliance {
     pub fn interrupt(&mut self, timeout: Duration) -> bool {
         let pid = self.proc.0.id().to_string();
         let _ = Command::new("kill").args(["-INT", &pid]).status();
+        self.wait_exit(timeout).is_some_and(|s| s.success())
+    }
+
+    /// Waits for the process to exit; how it did, or `None` if it still runs after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.proc.0.try_wait() {
-                return status.success();
+                return Some(status);
             }
             if Instant::now() > deadline {
-                return false;
+                return None;
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for a run that ends by itself (a demo of so many parcels); it must exit 0
+    /// within `timeout`.
+    pub fn finish(mut self, timeout: Duration) {
+        match self.wait_exit(timeout) {
+            Some(status) => assert!(status.success(), "failed: {}", self.log_text()),
+            None => panic!("did not finish in {timeout:?}: {}", self.log_text()),
         }
     }
 

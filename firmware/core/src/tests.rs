@@ -68,6 +68,13 @@ const E2: Epoch = match Epoch::new(0x2222_2222) {
 
 type Ctl<const Q: usize> = Controller<Wire, Wire, Wire, Wire, Wire, Counter, Counter, Q>;
 
+/// A controller on [`CONFIG`], reporting firmware 0.1.0, on the given pins and counters.
+macro_rules! controller {
+    ($eye:expr, $gate:expr, $light:expr, $enc:expr, $clock:expr) => {
+        Controller::new($eye, $gate, $light, $enc, $clock, CONFIG, [0, 1, 0])
+    };
+}
+
 /// A belt moving 1 count per ms, with the controller polled every count.
 struct Belt<const Q: usize> {
     ctl: Ctl<Q>,
@@ -91,6 +98,13 @@ impl<const Q: usize> Belt<Q> {
         b
     }
 
+    /// A line as [`Belt::new`] from count 0, the belt run 10 counts.
+    fn running() -> Self {
+        let mut b = Self::new(0);
+        b.run(10);
+        b
+    }
+
     /// A line whose appliance has said hello but given no epoch yet.
     fn booted(start: u32) -> Self {
         let (eye, gate, green, amber, red) = (
@@ -103,19 +117,12 @@ impl<const Q: usize> Belt<Q> {
         let enc = Counter::default();
         enc.0.set(start);
         let clock = Counter::default();
-        let ctl = Controller::new(
-            eye.clone(),
-            gate.clone(),
-            StackLightPins {
-                green: green.clone(),
-                amber: amber.clone(),
-                red,
-            },
-            enc.clone(),
-            clock.clone(),
-            CONFIG,
-            [0, 1, 0],
-        );
+        let light = StackLightPins {
+            green: green.clone(),
+            amber: amber.clone(),
+            red,
+        };
+        let ctl = controller!(eye.clone(), gate.clone(), light, enc.clone(), clock.clone());
         let mut b = Belt {
             ctl,
             eye,
@@ -128,10 +135,7 @@ impl<const Q: usize> Belt<Q> {
             heartbeats: true,
             gate_high_at: Vec::new(),
         };
-        b.appliance(ToController::Hello {
-            protocol_major: PROTOCOL_MAJOR,
-            protocol_minor: 0,
-        });
+        b.appliance(hello());
         b
     }
 
@@ -166,58 +170,77 @@ impl<const Q: usize> Belt<Q> {
     }
 
     fn entered(&self) -> Vec<u32> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                ToAppliance::ParcelEntered { seq, .. } => Some(*seq),
-                _ => None,
-            })
-            .collect()
+        pick(&self.events, |e| match e {
+            ToAppliance::ParcelEntered { seq, .. } => Some(*seq),
+            _ => None,
+        })
     }
     fn diverted(&self) -> Vec<u32> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                ToAppliance::ParcelDiverted { seq, .. } => Some(*seq),
-                _ => None,
-            })
-            .collect()
+        diverted(&self.events)
     }
     fn passed(&self) -> Vec<u32> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                ToAppliance::ParcelPassed { seq, .. } => Some(*seq),
-                _ => None,
-            })
-            .collect()
+        passed(&self.events)
     }
     fn entered_epochs(&self) -> Vec<(Option<Epoch>, u32)> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                ToAppliance::ParcelEntered { epoch, seq, .. } => Some((*epoch, *seq)),
-                _ => None,
-            })
-            .collect()
+        entered_epochs(&self.events)
     }
     fn stale(&self) -> Vec<(Epoch, u32)> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                ToAppliance::StaleDecision { epoch, seq } => Some((*epoch, *seq)),
-                _ => None,
-            })
-            .collect()
+        pick(&self.events, |e| match e {
+            ToAppliance::StaleDecision { epoch, seq } => Some((*epoch, *seq)),
+            _ => None,
+        })
     }
     fn fail_safe(&self) -> Vec<(u32, FailSafeReason)> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                ToAppliance::FailSafeDivert { seq, reason } => Some((*seq, *reason)),
-                _ => None,
-            })
-            .collect()
+        pick(&self.events, |e| match e {
+            ToAppliance::FailSafeDivert { seq, reason } => Some((*seq, *reason)),
+            _ => None,
+        })
+    }
+}
+
+/// What `f` picks out of each of `events`, in order.
+fn pick<T>(events: &[ToAppliance], f: impl Fn(&ToAppliance) -> Option<T>) -> Vec<T> {
+    events.iter().filter_map(f).collect()
+}
+
+/// The parcels diverted, in order.
+fn diverted(events: &[ToAppliance]) -> Vec<u32> {
+    pick(events, |e| match e {
+        ToAppliance::ParcelDiverted { seq, .. } => Some(*seq),
+        _ => None,
+    })
+}
+
+/// The parcels passed, in order.
+fn passed(events: &[ToAppliance]) -> Vec<u32> {
+    pick(events, |e| match e {
+        ToAppliance::ParcelPassed { seq, .. } => Some(*seq),
+        _ => None,
+    })
+}
+
+/// The epoch and sequence number of each parcel that entered, in order.
+fn entered_epochs(events: &[ToAppliance]) -> Vec<(Option<Epoch>, u32)> {
+    pick(events, |e| match e {
+        ToAppliance::ParcelEntered { epoch, seq, .. } => Some((*epoch, *seq)),
+        _ => None,
+    })
+}
+
+/// The appliance's decision on parcel `seq` of `epoch`.
+fn decision(epoch: Epoch, seq: u32, verdict: Verdict) -> ToController {
+    ToController::Decision {
+        epoch,
+        seq,
+        verdict,
+    }
+}
+
+/// The appliance's hello, at this protocol.
+fn hello() -> ToController {
+    ToController::Hello {
+        protocol_major: PROTOCOL_MAJOR,
+        protocol_minor: 0,
     }
 }
 
@@ -243,15 +266,10 @@ fn hello_at_boot_and_on_request() {
 
 #[test]
 fn a_parcel_decided_pass_passes_and_the_gate_stays_low() {
-    let mut b = Belt::<4>::new(0);
-    b.run(10);
+    let mut b = Belt::<4>::running();
     b.parcel(300);
     assert_eq!(b.entered(), [1]);
-    b.appliance(ToController::Decision {
-        epoch: E1,
-        seq: 1,
-        verdict: Verdict::Pass,
-    });
+    b.appliance(decision(E1, 1, Verdict::Pass));
     b.run(1000);
     assert_eq!(b.passed(), [1]);
     assert!(
@@ -265,14 +283,9 @@ fn a_parcel_decided_pass_passes_and_the_gate_stays_low() {
 
 #[test]
 fn a_parcel_decided_divert_is_diverted_exactly_at_the_gate_for_the_gate_width() {
-    let mut b = Belt::<4>::new(0);
-    b.run(10);
+    let mut b = Belt::<4>::running();
     let entry = b.parcel(300) + CONFIG.debounce_counts;
-    b.appliance(ToController::Decision {
-        epoch: E1,
-        seq: 1,
-        verdict: Verdict::Divert,
-    });
+    b.appliance(decision(E1, 1, Verdict::Divert));
     // Entry is where the level first changed, so the debounce does not shift the timing.
     let entry = entry - CONFIG.debounce_counts;
     b.run(1200);
@@ -289,16 +302,11 @@ fn a_parcel_decided_divert_is_diverted_exactly_at_the_gate_for_the_gate_width() 
 
 #[test]
 fn a_late_decision_means_fail_safe_divert_and_is_ignored_when_it_comes() {
-    let mut b = Belt::<4>::new(0);
-    b.run(10);
+    let mut b = Belt::<4>::running();
     b.parcel(300);
     b.run(700); // past the decision point (900 counts after entry)
     assert_eq!(b.fail_safe(), [(1, FailSafeReason::DecisionLate)]);
-    b.appliance(ToController::Decision {
-        epoch: E1,
-        seq: 1,
-        verdict: Verdict::Pass,
-    });
+    b.appliance(decision(E1, 1, Verdict::Pass));
     b.run(300);
     assert_eq!(b.diverted(), [1]);
     assert!(b.passed().is_empty());
@@ -306,38 +314,20 @@ fn a_late_decision_means_fail_safe_divert_and_is_ignored_when_it_comes() {
 
 #[test]
 fn decisions_are_idempotent_and_unknown_ones_ignored() {
-    let mut b = Belt::<4>::new(0);
-    b.run(10);
+    let mut b = Belt::<4>::running();
     b.parcel(300);
-    b.appliance(ToController::Decision {
-        epoch: E1,
-        seq: 1,
-        verdict: Verdict::Pass,
-    });
-    b.appliance(ToController::Decision {
-        epoch: E1,
-        seq: 1,
-        verdict: Verdict::Divert,
-    });
-    b.appliance(ToController::Decision {
-        epoch: E1,
-        seq: 99,
-        verdict: Verdict::Divert,
-    });
+    b.appliance(decision(E1, 1, Verdict::Pass));
+    b.appliance(decision(E1, 1, Verdict::Divert));
+    b.appliance(decision(E1, 99, Verdict::Divert));
     b.run(1000);
     assert_eq!(b.passed(), [1]);
 }
 
 #[test]
 fn heartbeat_loss_diverts_everything_and_recovery_restores_passing() {
-    let mut b = Belt::<4>::new(0);
-    b.run(10);
+    let mut b = Belt::<4>::running();
     b.parcel(200);
-    b.appliance(ToController::Decision {
-        epoch: E1,
-        seq: 1,
-        verdict: Verdict::Pass,
-    });
+    b.appliance(decision(E1, 1, Verdict::Pass));
     b.heartbeats = false;
     b.run(600);
     assert!(!b.ctl.appliance_alive());
@@ -363,11 +353,7 @@ fn heartbeat_loss_diverts_everything_and_recovery_restores_passing() {
     b.run(200);
     assert!(b.ctl.appliance_alive() && b.green.0.get());
     b.parcel(200);
-    b.appliance(ToController::Decision {
-        epoch: E1,
-        seq: 3,
-        verdict: Verdict::Pass,
-    });
+    b.appliance(decision(E1, 3, Verdict::Pass));
     b.run(1000);
     assert_eq!(b.passed(), [3]);
 }
@@ -376,19 +362,12 @@ fn heartbeat_loss_diverts_everything_and_recovery_restores_passing() {
 fn before_the_appliance_speaks_every_parcel_is_diverted() {
     let (eye, gate) = (Wire::default(), Wire::default());
     let enc = Counter::default();
-    let mut ctl: Ctl<4> = Controller::new(
-        eye.clone(),
-        gate.clone(),
-        StackLightPins {
-            green: Wire::default(),
-            amber: Wire::default(),
-            red: Wire::default(),
-        },
-        enc.clone(),
-        enc.clone(),
-        CONFIG,
-        [0, 1, 0],
-    );
+    let light = StackLightPins {
+        green: Wire::default(),
+        amber: Wire::default(),
+        red: Wire::default(),
+    };
+    let mut ctl: Ctl<4> = controller!(eye.clone(), gate.clone(), light, enc.clone(), enc.clone());
     let mut events = Vec::new();
     for i in 0..1500u32 {
         enc.0.set(i);
@@ -399,28 +378,17 @@ fn before_the_appliance_speaks_every_parcel_is_diverted() {
         seq: 1,
         reason: FailSafeReason::HeartbeatLost
     }));
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, ToAppliance::ParcelDiverted { seq: 1, .. })));
+    assert!(diverted(&events).contains(&1));
 }
 
 #[test]
 fn two_parcels_closer_than_the_gate_width_both_go_to_the_reject_lane() {
-    let mut b = Belt::<4>::new(0);
-    b.run(10);
+    let mut b = Belt::<4>::running();
     b.parcel(100);
     b.run(50); // gap of 50 counts, less than the 200-count gate width
     b.parcel(100);
-    b.appliance(ToController::Decision {
-        epoch: E1,
-        seq: 1,
-        verdict: Verdict::Divert,
-    });
-    b.appliance(ToController::Decision {
-        epoch: E1,
-        seq: 2,
-        verdict: Verdict::Pass,
-    });
+    b.appliance(decision(E1, 1, Verdict::Divert));
+    b.appliance(decision(E1, 2, Verdict::Pass));
     b.run(1300);
     assert_eq!(
         b.diverted(),
@@ -432,8 +400,7 @@ fn two_parcels_closer_than_the_gate_width_both_go_to_the_reject_lane() {
 
 #[test]
 fn photo_eye_chatter_shorter_than_the_debounce_is_ignored() {
-    let mut b = Belt::<4>::new(0);
-    b.run(10);
+    let mut b = Belt::<4>::running();
     for _ in 0..5 {
         b.parcel(3);
         b.run(3);
@@ -445,8 +412,7 @@ fn photo_eye_chatter_shorter_than_the_debounce_is_ignored() {
 
 #[test]
 fn a_photo_eye_blocked_for_longer_than_any_parcel_is_a_fault() {
-    let mut b = Belt::<4>::new(0);
-    b.run(10);
+    let mut b = Belt::<4>::running();
     b.parcel(CONFIG.eye_to_gate_counts + 50);
     let faults = b
         .events
@@ -466,11 +432,7 @@ fn encoder_wrap_around_mid_parcel_keeps_the_timing() {
     let mut b = Belt::<4>::new(start);
     b.run(10);
     let entry = b.parcel(300);
-    b.appliance(ToController::Decision {
-        epoch: E1,
-        seq: 1,
-        verdict: Verdict::Divert,
-    });
+    b.appliance(decision(E1, 1, Verdict::Divert));
     b.run(1200);
     assert_eq!(b.diverted(), [1]);
     assert_eq!(
@@ -493,16 +455,8 @@ fn a_full_queue_holds_the_gate_over_the_untracked_parcel() {
     assert!(b.events.contains(&ToAppliance::Fault {
         code: FaultCode::QueueOverflow
     }));
-    b.appliance(ToController::Decision {
-        epoch: E1,
-        seq: 1,
-        verdict: Verdict::Pass,
-    });
-    b.appliance(ToController::Decision {
-        epoch: E1,
-        seq: 2,
-        verdict: Verdict::Pass,
-    });
+    b.appliance(decision(E1, 1, Verdict::Pass));
+    b.appliance(decision(E1, 2, Verdict::Pass));
     let third_entry = 10 + 200;
     b.run(1400);
     assert_eq!(b.passed(), [1, 2]);
@@ -523,11 +477,7 @@ fn configuration_by_message_takes_effect() {
     assert_eq!(b.ctl.config().eye_to_gate_counts, 400);
     b.run(10);
     b.parcel(100);
-    b.appliance(ToController::Decision {
-        epoch: E1,
-        seq: 1,
-        verdict: Verdict::Divert,
-    });
+    b.appliance(decision(E1, 1, Verdict::Divert));
     b.run(400);
     assert_eq!(b.diverted(), [1]);
 }
@@ -552,18 +502,17 @@ fn mock_pin(states: &[embedded_hal_mock::eh1::digital::State]) -> MockPin {
 fn firing_once_on_mocks() -> (MockCtl, Wire, Counter) {
     use embedded_hal_mock::eh1::digital::State::{High as H, Low as L};
     let (eye, enc) = (Wire::default(), Counter::default());
-    let ctl = Controller::new(
+    let light = StackLightPins {
+        green: mock_pin(&[L, H]),
+        amber: mock_pin(&[H, L]),
+        red: mock_pin(&[L, L]),
+    };
+    let ctl = controller!(
         eye.clone(),
         mock_pin(&[L, H, L]),
-        StackLightPins {
-            green: mock_pin(&[L, H]),
-            amber: mock_pin(&[H, L]),
-            red: mock_pin(&[L, L]),
-        },
+        light,
         enc.clone(),
-        enc.clone(),
-        CONFIG,
-        [0, 1, 0],
+        enc.clone()
     );
     (ctl, eye, enc)
 }
@@ -581,14 +530,7 @@ fn gate_pin_transactions_on_a_mock() {
             ctl.handle(&ToController::Heartbeat { uptime_ms: i }, &mut sink);
         }
         if i == 50 {
-            ctl.handle(
-                &ToController::Decision {
-                    epoch: E1,
-                    seq: 1,
-                    verdict: Verdict::Divert,
-                },
-                &mut sink,
-            );
+            ctl.handle(&decision(E1, 1, Verdict::Divert), &mut sink);
         }
         ctl.poll(&mut sink);
     }
@@ -626,14 +568,12 @@ fn heartbeat_loss_and_recovery_on_mock_pins_and_reported_lights() {
     let green = lamp(&[L, H, L, H, L]);
     let amber = lamp(&[H, L, H, L, L]);
     let red = lamp(&[L, L, L, L, H]);
-    let mut ctl: Controller<Mock, Mock, Mock, Mock, Mock, Counter, Counter, 4> = Controller::new(
+    let mut ctl: Controller<Mock, Mock, Mock, Mock, Mock, Counter, Counter, 4> = controller!(
         eye,
         gate,
         StackLightPins { green, amber, red },
         enc.clone(),
-        enc.clone(),
-        CONFIG,
-        [0, 1, 0],
+        enc.clone()
     );
     let mut lights = Vec::new();
     let mut sink = |e: ToAppliance| {
@@ -682,13 +622,9 @@ fn heartbeat_loss_and_recovery_on_mock_pins_and_reported_lights() {
 
 #[test]
 fn the_light_is_reported_again_when_the_appliance_says_hello() {
-    let mut b = Belt::<4>::new(0);
-    b.run(10);
+    let mut b = Belt::<4>::running();
     b.events.clear();
-    b.appliance(ToController::Hello {
-        protocol_major: PROTOCOL_MAJOR,
-        protocol_minor: 0,
-    });
+    b.appliance(hello());
     assert!(
         b.events.contains(&ToAppliance::StackLight {
             light: StackLight::Green
@@ -696,14 +632,6 @@ fn the_light_is_reported_again_when_the_appliance_says_hello() {
         "{:?}",
         b.events
     );
-}
-
-fn decision(epoch: Epoch, seq: u32, verdict: Verdict) -> ToController {
-    ToController::Decision {
-        epoch,
-        seq,
-        verdict,
-    }
 }
 
 #[test]
@@ -725,10 +653,7 @@ fn a_decision_of_the_last_boot_never_decides_a_parcel_of_this_one_on_mock_pins()
         let mut msgs = Vec::new();
         match i {
             5 => {
-                msgs.push(ToController::Hello {
-                    protocol_major: PROTOCOL_MAJOR,
-                    protocol_minor: 0,
-                });
+                msgs.push(hello());
                 msgs.push(ToController::Epoch { epoch: E2 });
             }
             // The decision queued before the reboot arrives: it names parcel 1, of E1.
@@ -747,14 +672,7 @@ fn a_decision_of_the_last_boot_never_decides_a_parcel_of_this_one_on_mock_pins()
             gate_high_at.push(i);
         }
     }
-    let entered: Vec<_> = events
-        .iter()
-        .filter_map(|e| match e {
-            ToAppliance::ParcelEntered { epoch, seq, .. } => Some((*epoch, *seq)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(entered, [(Some(E2), 1), (Some(E2), 2)]);
+    assert_eq!(entered_epochs(&events), [(Some(E2), 1), (Some(E2), 2)]);
     assert!(events.contains(&ToAppliance::StaleDecision { epoch: E1, seq: 1 }));
     assert!(events.contains(&ToAppliance::StaleDecision { epoch: E1, seq: 2 }));
     assert_eq!(ctl.stale_decisions(), 2);
@@ -762,18 +680,9 @@ fn a_decision_of_the_last_boot_never_decides_a_parcel_of_this_one_on_mock_pins()
         seq: 1,
         reason: FailSafeReason::DecisionLate
     }));
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, ToAppliance::ParcelDiverted { seq: 1, .. })));
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, ToAppliance::ParcelPassed { seq: 2, .. })));
-    assert!(
-        !events
-            .iter()
-            .any(|e| matches!(e, ToAppliance::ParcelPassed { seq: 1, .. })),
-        "{events:?}"
-    );
+    assert!(diverted(&events).contains(&1));
+    assert!(passed(&events).contains(&2));
+    assert!(!passed(&events).contains(&1), "{events:?}");
     assert_eq!(
         (gate_high_at.first(), gate_high_at.len() as u32),
         (
@@ -808,8 +717,7 @@ fn a_parcel_that_entered_before_the_epoch_is_diverted_and_cannot_be_decided() {
 
 #[test]
 fn a_new_epoch_commits_the_undecided_parcels_of_the_old_one_to_divert() {
-    let mut b = Belt::<4>::new(0);
-    b.run(10);
+    let mut b = Belt::<4>::running();
     b.parcel(100);
     b.run(50);
     b.parcel(100);
@@ -818,10 +726,7 @@ fn a_new_epoch_commits_the_undecided_parcels_of_the_old_one_to_divert() {
     b.appliance(ToController::Epoch { epoch: E1 });
     assert!(b.fail_safe().is_empty(), "{:?}", b.events);
     // The appliance reconnects: hello, and a new epoch.
-    b.appliance(ToController::Hello {
-        protocol_major: PROTOCOL_MAJOR,
-        protocol_minor: 0,
-    });
+    b.appliance(hello());
     b.appliance(ToController::Epoch { epoch: E2 });
     assert_eq!(b.fail_safe(), [(2, FailSafeReason::EpochChanged)]);
     b.appliance(decision(E1, 2, Verdict::Pass));

@@ -177,21 +177,28 @@ fn connected() -> Connected {
     }
 }
 
+impl Connected {
+    /// Waits until every one of `want` has been seen.
+    fn wait(&mut self, want: &[LineEvent]) {
+        wait_for(&self.events, &mut self.seen, want);
+    }
+
+    /// A parcel on the belt; waits until it has entered as `seq`.
+    fn enter(&mut self, seq: u32) {
+        self.emu.place_parcel(200);
+        self.wait(&[LineEvent::Entered { seq }]);
+    }
+}
+
 #[test]
 fn the_appliance_decides_and_the_line_obeys() {
     let mut l = connected();
     let e1 = l.epoch;
-    l.emu.place_parcel(200);
-    wait_for(&l.events, &mut l.seen, &[LineEvent::Entered { seq: 1 }]);
-    l.emu.place_parcel(200);
-    wait_for(&l.events, &mut l.seen, &[LineEvent::Entered { seq: 2 }]);
+    l.enter(1);
+    l.enter(2);
     l.app.decide(e1, 1, Verdict::Pass);
     l.app.decide(e1, 2, Verdict::Divert);
-    wait_for(
-        &l.events,
-        &mut l.seen,
-        &[LineEvent::Passed { seq: 1 }, LineEvent::Diverted { seq: 2 }],
-    );
+    l.wait(&[LineEvent::Passed { seq: 1 }, LineEvent::Diverted { seq: 2 }]);
     assert!(l.seen.contains(&LineEvent::DecisionReceived {
         epoch: e1,
         seq: 2,
@@ -214,46 +221,38 @@ fn after_a_reboot_a_decision_of_the_last_boot_is_refused_and_its_seq_diverted() 
     let e1 = l.epoch;
     // Parcel 1 of this boot leaves the belt undecided: its decision is still to come.
     l.emu.place_parcel(200);
-    wait_for(&l.events, &mut l.seen, &[LineEvent::Diverted { seq: 1 }]);
+    l.wait(&[LineEvent::Diverted { seq: 1 }]);
 
     l.emu.reboot();
     // The new boot says hello; the appliance answers with a new epoch.
     let e2 = l.app.epoch_after_hello(3);
-    wait_for(
-        &l.events,
-        &mut l.seen,
-        &[LineEvent::EpochAssigned { epoch: e2 }],
-    );
+    l.wait(&[LineEvent::EpochAssigned { epoch: e2 }]);
     let boot = l
         .seen
         .iter()
         .position(|e| *e == LineEvent::Rebooted)
         .expect("rebooted");
-    let mut this_boot = l.seen.split_off(boot);
-    l.emu.place_parcel(200);
-    wait_for(&l.events, &mut this_boot, &[LineEvent::Entered { seq: 1 }]);
+    // From here on, what is seen is this boot's alone.
+    l.seen.drain(..boot);
+    l.enter(1);
     // The decision meant for parcel 1 of the last boot arrives now.
     l.app.decide(e1, 1, Verdict::Pass);
-    wait_for(
-        &l.events,
-        &mut this_boot,
-        &[
-            LineEvent::StaleDecision { epoch: e1, seq: 1 },
-            LineEvent::FailSafe {
-                seq: 1,
-                reason: FailSafeReason::DecisionLate,
-            },
-            LineEvent::Diverted { seq: 1 },
-        ],
-    );
+    l.wait(&[
+        LineEvent::StaleDecision { epoch: e1, seq: 1 },
+        LineEvent::FailSafe {
+            seq: 1,
+            reason: FailSafeReason::DecisionLate,
+        },
+        LineEvent::Diverted { seq: 1 },
+    ]);
     // A decision of this boot's epoch is obeyed.
-    l.emu.place_parcel(200);
-    wait_for(&l.events, &mut this_boot, &[LineEvent::Entered { seq: 2 }]);
+    l.enter(2);
     l.app.decide(e2, 2, Verdict::Pass);
-    wait_for(&l.events, &mut this_boot, &[LineEvent::Passed { seq: 2 }]);
+    l.wait(&[LineEvent::Passed { seq: 2 }]);
     assert!(
-        !this_boot.contains(&LineEvent::Passed { seq: 1 }),
-        "{this_boot:?}"
+        !l.seen.contains(&LineEvent::Passed { seq: 1 }),
+        "{:?}",
+        l.seen
     );
     drop(l.app);
     l.emu.shutdown();

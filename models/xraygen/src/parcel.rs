@@ -34,10 +34,15 @@ pub(crate) fn pack(cv: &mut Canvas, spec: ParcelSpec, rng: &mut ChaCha8Rng) {
 
     let (iw, ih) = (bw - 16.0, bh - 16.0);
     let category = spec.category.min(crate::CATEGORY_KEYS.len() - 1);
+    let room = Room {
+        carton: &carton,
+        iw,
+        ih,
+    };
     if spec.counterfeit {
-        bulk_grid(cv, &carton, iw, ih, category, rng);
+        bulk_grid(cv, room, category, rng);
     } else {
-        retail(cv, &carton, iw, ih, category, rng);
+        retail(cv, room, category, rng);
     }
 
     for _ in 0..rng.gen_range(0..=3) {
@@ -50,15 +55,18 @@ pub(crate) fn pack(cv: &mut Canvas, spec: ParcelSpec, rng: &mut ChaCha8Rng) {
     }
 }
 
-/// Genuine: 1–3 items, each in its own retail box with inserts.
-fn retail(
-    cv: &mut Canvas,
-    carton: &Frame,
+/// The room for the goods inside the carton's walls: the carton's frame and the room's
+/// inner width and height.
+#[derive(Clone, Copy)]
+struct Room<'a> {
+    carton: &'a Frame,
     iw: f32,
     ih: f32,
-    category: usize,
-    rng: &mut ChaCha8Rng,
-) {
+}
+
+/// Genuine: 1–3 items, each in its own retail box with inserts.
+fn retail(cv: &mut Canvas, room: Room, category: usize, rng: &mut ChaCha8Rng) {
+    let Room { carton, iw, ih } = room;
     let n = rng.gen_range(1..=3);
     let along_u = iw >= ih;
     let (len, wid) = if along_u { (iw, ih) } else { (ih, iw) };
@@ -117,14 +125,8 @@ fn retail_box(cv: &mut Canvas, f: &Frame, w: f32, h: f32, category: usize, rng: 
 }
 
 /// Counterfeit: 6–12 identical items in a tight, aligned grid, no packaging.
-fn bulk_grid(
-    cv: &mut Canvas,
-    carton: &Frame,
-    iw: f32,
-    ih: f32,
-    category: usize,
-    rng: &mut ChaCha8Rng,
-) {
+fn bulk_grid(cv: &mut Canvas, room: Room, category: usize, rng: &mut ChaCha8Rng) {
+    let Room { carton, iw, ih } = room;
     let count: usize = rng.gen_range(6..=12);
     let (gw, gh) = (
         iw * rng.gen_range(0.84..0.98),

@@ -22,27 +22,22 @@ pub(crate) struct Material {
     pub(crate) mu_low: f32,
 }
 
+impl Material {
+    /// A material attenuating `mu_high` per mm at the high energy and `mu_low` at the low.
+    const fn new(mu_high: f32, mu_low: f32) -> Material {
+        Material { mu_high, mu_low }
+    }
+}
+
 /// Low-Z matter (Z ≈ 6–8): paper, cardboard, plastics, food, liquids, textiles. Ratio ≈ 1.6.
-pub(crate) const ORGANIC: Material = Material {
-    mu_high: 0.010,
-    mu_low: 0.016,
-};
+pub(crate) const ORGANIC: Material = Material::new(0.010, 0.016);
 /// Denser low-Z matter: pressed tablets, rubber with fillers. Still reads as organic.
-pub(crate) const DENSE_ORGANIC: Material = Material {
-    mu_high: 0.020,
-    mu_low: 0.034,
-};
+pub(crate) const DENSE_ORGANIC: Material = Material::new(0.020, 0.034);
 /// Inorganic / mixed matter (Z ≈ 10–17): glass, ceramics, aluminium, salts, circuit boards.
 /// Ratio ≈ 2.3.
-pub(crate) const MIXED: Material = Material {
-    mu_high: 0.030,
-    mu_low: 0.070,
-};
+pub(crate) const MIXED: Material = Material::new(0.030, 0.070);
 /// Metals (Z > 20): steel, copper, brass. Ratio ≈ 3.
-pub(crate) const METAL: Material = Material {
-    mu_high: 0.150,
-    mu_low: 0.450,
-};
+pub(crate) const METAL: Material = Material::new(0.150, 0.450);
 
 /// Photons per pixel reaching an empty detector at each energy; sets the noise level.
 const PHOTONS_HIGH: f32 = 20_000.0;
