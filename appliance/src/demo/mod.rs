@@ -301,7 +301,11 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
         if let Some(n) = target {
-            let done = count("parcels.decided") >= n && appliance.backlog() == 0;
+            // The outbox empties on the store thread before the feed counts the ack: wait
+            // for both, or the summary can read one acknowledgement short.
+            let done = count("parcels.decided") >= n
+                && appliance.backlog() == 0
+                && count("feed.reports_acked") >= count("parcels.flag");
             if done {
                 break Ok(());
             }
