@@ -505,7 +505,7 @@ async fn a_watch_list_kept_from_before_still_matches_other_spellings_and_asks_to
     {
         let store = screenline::store::Store::open(&data).expect("store");
         let raw = store.hasher().hash("13800138000");
-        let kept: screenline::store::regulator::HashedWatchlist = serde_json::from_value(
+        let kept: screenline::screen::rules::HashedWatchlist = serde_json::from_value(
             serde_json::json!({"version": "old-1", "id_keys": [], "phone_keys": [raw], "customer_keys": []}),
         )
         .expect("an old kept list");

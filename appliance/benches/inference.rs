@@ -22,7 +22,7 @@ use screenline::domain::{Parcel, XrayScan};
 use screenline::line::invariants::TODAY;
 use screenline::line::waybill::parse_record;
 use screenline::screen::model::{default_model_dir, init_runtime, new_session, Model};
-use screenline::screen::rules::{MemoryLedger, RuleSet};
+use screenline::screen::rules::MemoryLedger;
 use screenline::screen::Screener;
 use screenline::store::KeyedHasher;
 use sha2::Digest;
@@ -149,7 +149,7 @@ fn main() -> anyhow::Result<()> {
     };
     let parts = breakdown(&mut model)?;
 
-    let rules = RuleSet::load(
+    let rules = screenline::screen::load_rules(
         &RulesConfig::default(),
         KeyedHasher::random(),
         Box::new(MemoryLedger::default()),

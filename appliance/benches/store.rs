@@ -14,7 +14,6 @@
 
 use screenline::config::Config;
 use screenline::record::Record;
-use screenline::screen::rules::RuleSet;
 use screenline::screen::{model, Screener};
 use screenline::store::owner::StoreHandle;
 use screenline::store::retention::Retention;
@@ -313,7 +312,7 @@ fn screener(config: &Config, store: &StoreHandle) -> anyhow::Result<Arc<Screener
     let dir = model::default_model_dir().ok_or_else(|| anyhow::anyhow!("no bundled model"))?;
     let env = model::init_runtime(config.model.ort_dylib_path.as_deref())?;
     let model = model::Model::load(&dir, &env, 1)?;
-    let rules = RuleSet::load(
+    let rules = screenline::screen::load_rules(
         &config.rules,
         store.hasher().clone(),
         Box::new(store.split_ledger()),

@@ -6,7 +6,6 @@
 
 use crate::config::Config;
 use crate::report::Feed;
-use crate::screen::rules::RuleSet;
 use crate::screen::{self, model};
 use crate::sink::Sink;
 use crate::store::owner::StoreHandle;
@@ -112,7 +111,7 @@ impl Appliance {
         {
             telemetry.add(&name, n);
         }
-        let mut rules = RuleSet::load(
+        let mut rules = crate::screen::load_rules(
             &config.rules,
             store.hasher().clone(),
             Box::new(store.split_ledger()),

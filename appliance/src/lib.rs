@@ -10,15 +10,15 @@ pub mod app;
 pub mod config;
 pub mod console;
 pub mod demo;
-pub mod domain;
 pub mod line;
 pub mod logbuf;
-pub mod problems;
-pub mod record;
 pub mod report;
 pub mod screen;
 pub mod sink;
 pub mod store;
 pub mod supervise;
 pub mod telemetry;
-pub mod time_fmt;
+
+// The domain, as pure code (its own crate: no I/O), under the names the appliance has
+// always used.
+pub use screenline_core::{domain, keys, problems, record, time_fmt};

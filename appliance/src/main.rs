@@ -765,18 +765,18 @@ fn screen(
 ) -> anyhow::Result<()> {
     use screenline::domain::{Parcel, XrayScan};
     use screenline::screen::model::{default_model_dir, init_runtime, Model};
-    use screenline::screen::rules::{MemoryLedger, RuleSet};
+    use screenline::screen::rules::MemoryLedger;
     use screenline::store::{KeyedHasher, Store};
     let config = config.map(|c| Config::load(&c)).transpose()?;
     let rules_config = config.as_ref().map(|c| c.rules.clone()).unwrap_or_default();
     let store = data.map(|d| Store::open(&d)).transpose()?;
     let mut rules = match &store {
-        Some(s) => RuleSet::load(
+        Some(s) => screenline::screen::load_rules(
             &rules_config,
             s.hasher().clone(),
             Box::new(s.split_ledger()),
         ),
-        None => RuleSet::load(
+        None => screenline::screen::load_rules(
             &rules_config,
             KeyedHasher::random(),
             Box::new(MemoryLedger::default()),

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use screenline::line::invariants::controller_stream;
+use screenline_core::invariants::controller_stream;
 
 fuzz_target!(|data: &[u8]| {
     let (flip, bytes) = match data {

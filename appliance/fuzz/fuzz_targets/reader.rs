@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use screenline::line::invariants::reader_stream;
-use screenline::line::waybill::Framing;
+use screenline_core::invariants::reader_stream;
+use screenline_core::waybill::Framing;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, bytes)) = data.split_first() else {

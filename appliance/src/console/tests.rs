@@ -76,7 +76,7 @@ async fn fixture_with(tag: &str, console: &str) -> Fixture {
     let model_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/screenline-ref-0.1");
     let env = crate::screen::model::init_runtime(None).expect("ONNX Runtime");
     let model = crate::screen::model::Model::load(&model_dir, &env, 1).expect("model");
-    let rules = crate::screen::rules::RuleSet::load(
+    let rules = crate::screen::load_rules(
         &config.rules,
         store.hasher().clone(),
         Box::new(crate::screen::rules::MemoryLedger::default()),

@@ -9,13 +9,12 @@
 pub mod config;
 pub mod controller;
 pub mod dropfile;
-pub mod invariants;
-pub mod join;
 pub mod quarantine;
 pub mod reader;
 pub mod serial;
-pub mod waybill;
 pub mod xray;
+
+pub use screenline_core::{invariants, join, waybill};
 
 use crate::domain::{Parcel, XrayScan};
 use crate::telemetry::Telemetry;

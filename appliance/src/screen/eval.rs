@@ -580,6 +580,15 @@ pub fn plot_confusion(r: &Report, path: &Path) -> Result<(), EvalError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_generator_labels_with_the_domain_s_category_keys() {
+        let keys: Vec<&str> = crate::domain::Category::ALL
+            .iter()
+            .map(|c| c.key())
+            .collect();
+        assert_eq!(keys, xraygen::CATEGORY_KEYS);
+    }
+
     fn approx(a: Option<f64>, b: f64) -> bool {
         a.is_some_and(|a| (a - b).abs() < 1e-12)
     }

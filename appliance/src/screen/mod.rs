@@ -8,8 +8,36 @@
 pub mod config;
 pub mod eval;
 pub mod model;
-pub mod rules;
 pub mod swap;
+
+pub use screenline_core::rules;
+
+/// The rules a configuration asks for: its rule files read, then parsed and checked
+/// ([`rules::RuleSet::new`]), with the given hasher and split-shipment ledger.
+pub fn load_rules(
+    c: &config::RulesConfig,
+    hasher: crate::keys::KeyedHasher,
+    ledger: Box<dyn rules::SplitLedger>,
+) -> Result<rules::RuleSet, rules::RuleDataError> {
+    let read = |path: &Option<std::path::PathBuf>| {
+        path.as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .map(|text| (text, p.display().to_string()))
+                    .map_err(|source| rules::RuleDataError::Read {
+                        path: p.clone(),
+                        source,
+                    })
+            })
+            .transpose()
+    };
+    let sources = rules::RuleSources {
+        dictionary: read(&c.dictionary_file)?,
+        value_floors: read(&c.value_floors_file)?,
+        watchlist: read(&c.watchlist_file)?,
+    };
+    rules::RuleSet::new(c, sources, hasher, ledger)
+}
 
 use crate::domain::{Category, Decision, Parcel, Reason, ReasonCode, Scores};
 use crate::telemetry::Telemetry;
@@ -588,7 +616,7 @@ mod tests {
     use super::*;
     use crate::domain::XrayScan;
     use model::{default_model_dir, init_runtime};
-    use rules::{MemoryLedger, RuleSet};
+    use rules::MemoryLedger;
     use std::path::PathBuf;
 
     fn parcel(seq: u32, path: Option<PathBuf>) -> Parcel {
@@ -636,7 +664,7 @@ mod tests {
         let env = init_runtime(None).expect("ONNX Runtime");
         let mut model = Model::load(&default_model_dir().expect("model"), &env, 1).expect("load");
         let rules = || {
-            RuleSet::load(
+            crate::screen::load_rules(
                 &config::RulesConfig::default(),
                 crate::store::KeyedHasher::random(),
                 Box::new(MemoryLedger::default()),

@@ -132,7 +132,7 @@ pub fn swap(
 mod tests {
     use super::*;
     use crate::screen::model::{default_model_dir, init_runtime};
-    use crate::screen::rules::{MemoryLedger, RuleSet};
+    use crate::screen::rules::MemoryLedger;
     use serde_json::Value;
 
     /// A copy of the committed model in a fresh folder, with `edit` applied to its manifest.
@@ -165,7 +165,7 @@ mod tests {
         let env =
             init_runtime(None).expect("ONNX Runtime (appliance/scripts/install-onnxruntime.sh)");
         let model = Model::load(&default_model_dir().expect("model"), &env, 1).expect("load");
-        let rules = RuleSet::load(
+        let rules = crate::screen::load_rules(
             &crate::screen::config::RulesConfig::default(),
             crate::store::KeyedHasher::random(),
             Box::new(MemoryLedger::default()),

@@ -31,9 +31,7 @@
 //! misread it). See [`SCHEMA_VERSION`].
 
 use crate::record::Record;
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::collections::BTreeMap;
@@ -127,38 +125,7 @@ mod serde_bytes_b64 {
     }
 }
 
-/// HMAC-SHA-256 with the store's secret key: personal data that must be matched later
-/// (split shipments, watch-lists) without being kept.
-#[derive(Clone)]
-pub struct KeyedHasher {
-    key: Vec<u8>,
-}
-
-impl KeyedHasher {
-    /// A hasher with this key.
-    pub fn new(key: Vec<u8>) -> KeyedHasher {
-        KeyedHasher { key }
-    }
-
-    /// A hasher with a fresh random key (offline screening).
-    pub fn random() -> KeyedHasher {
-        KeyedHasher::new(rand::random::<[u8; 32]>().to_vec())
-    }
-
-    /// The keyed hash of `value`, hex.
-    pub fn hash(&self, value: &str) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        mac.update(value.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
-    }
-}
-
-impl std::fmt::Debug for KeyedHasher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("KeyedHasher(…)")
-    }
-}
+pub use screenline_core::keys::KeyedHasher;
 
 /// sled's page cache (its default is 1 GiB). What the appliance holds in memory stays bounded
 /// by this however large the backlog grows: the rest waits on disk.

@@ -7,7 +7,7 @@
 //! the store's layout is unchanged for everything else.
 
 use super::{Store, StoreError};
-use serde::{Deserialize, Serialize};
+use screenline_core::rules::HashedWatchlist;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const NONCES: &str = "cmd_nonces";
@@ -22,20 +22,6 @@ fn millis(t: SystemTime) -> u64 {
 
 /// A queued statistics message: its key (for the acknowledgement) and its payload.
 pub type QueuedStats = (Vec<u8>, Vec<u8>);
-
-/// The regulator's watch-list as kept on disk: keyed hashes only, never the plain values.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HashedWatchlist {
-    pub version: String,
-    pub id_keys: Vec<String>,
-    pub phone_keys: Vec<String>,
-    pub customer_keys: Vec<String>,
-    /// How the values were normalised before hashing (see
-    /// `screen::rules::WATCHLIST_NORMALISATION`); absent (0) in a list kept by an older
-    /// version, which hashed them as written.
-    #[serde(default)]
-    pub normalisation: u32,
-}
 
 impl Store {
     /// Claims a command's nonce, durably: `true` the first time, `false` for a replay. Nonces

@@ -8,12 +8,10 @@
 //! so the window survives restarts).
 
 use crate::domain::{Category, Decision, Lang, Parcel, Reason, ReasonCode, Scores};
-use crate::line::waybill::{normalise_id, normalise_phone};
-use crate::store::regulator::HashedWatchlist;
-use crate::store::KeyedHasher;
+use crate::keys::KeyedHasher;
+use crate::waybill::{normalise_id, normalise_phone};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 use thiserror::Error;
 
@@ -95,13 +93,6 @@ pub enum RuleDataError {
     Invalid { what: String, why: String },
 }
 
-fn read(path: &Path) -> Result<String, RuleDataError> {
-    std::fs::read_to_string(path).map_err(|source| RuleDataError::Read {
-        path: path.to_owned(),
-        source,
-    })
-}
-
 fn category(key: &str, what: &str) -> Result<Category, RuleDataError> {
     Category::from_key(key).ok_or_else(|| RuleDataError::Invalid {
         what: what.to_owned(),
@@ -117,9 +108,9 @@ pub struct GoodsDictionary {
 }
 
 /// The dictionary shipped with the appliance.
-pub const DEFAULT_DICTIONARY: &str = include_str!("../../data/goods_dictionary.toml");
+pub const DEFAULT_DICTIONARY: &str = include_str!("../data/goods_dictionary.toml");
 /// The value floors shipped with the appliance.
-pub const DEFAULT_VALUE_FLOORS: &str = include_str!("../../data/value_floors.toml");
+pub const DEFAULT_VALUE_FLOORS: &str = include_str!("../data/value_floors.toml");
 
 impl GoodsDictionary {
     /// Parses a dictionary file's text.
@@ -288,11 +279,11 @@ impl Watchlist {
         }
     }
 
-    /// Loads a watch-list file (JSON).
-    pub fn load(path: &Path, hasher: &KeyedHasher) -> Result<Watchlist, RuleDataError> {
+    /// Parses a watch-list file's text (JSON); `what` names it in errors.
+    pub fn parse(text: &str, what: &str, hasher: &KeyedHasher) -> Result<Watchlist, RuleDataError> {
         let file: WatchlistFile =
-            serde_json::from_str(&read(path)?).map_err(|e| RuleDataError::Invalid {
-                what: path.display().to_string(),
+            serde_json::from_str(text).map_err(|e| RuleDataError::Invalid {
+                what: what.to_owned(),
                 why: e.to_string(),
             })?;
         Ok(Watchlist::from_file(file, hasher))
@@ -312,6 +303,20 @@ impl Watchlist {
 /// Most timestamps a ledger keeps per identity and category: the largest
 /// `split_min_parcels` it can count to.
 pub const LEDGER_KEEP: usize = 256;
+
+/// The regulator's watch-list as kept on disk: keyed hashes only, never the plain values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HashedWatchlist {
+    pub version: String,
+    pub id_keys: Vec<String>,
+    pub phone_keys: Vec<String>,
+    pub customer_keys: Vec<String>,
+    /// How the values were normalised before hashing (see
+    /// `screen::rules::WATCHLIST_NORMALISATION`); absent (0) in a list kept by an older
+    /// version, which hashed them as written.
+    #[serde(default)]
+    pub normalisation: u32,
+}
 
 /// The split-shipment history: parcels per sender identity and category over time.
 pub trait SplitLedger: Send {
@@ -370,7 +375,7 @@ impl Default for RuleSettings {
 
 impl RuleSettings {
     /// The settings a configuration asks for.
-    pub fn from_config(c: &super::config::RulesConfig) -> RuleSettings {
+    pub fn from_config(c: &config::RulesConfig) -> RuleSettings {
         RuleSettings {
             policy: Policy::with_overrides(&c.policy),
             priority: match &c.priority_categories {
@@ -385,6 +390,15 @@ impl RuleSettings {
     }
 }
 
+/// The texts of a configuration's rule files, each with where it came from: `None` for the
+/// shipped dictionary and value floors, and for no watch-list.
+#[derive(Debug, Default)]
+pub struct RuleSources {
+    pub dictionary: Option<(String, String)>,
+    pub value_floors: Option<(String, String)>,
+    pub watchlist: Option<(String, String)>,
+}
+
 /// Everything the rules need, owned by the screening stage.
 pub struct RuleSet {
     pub settings: RuleSettings,
@@ -396,24 +410,23 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
-    /// Rules as a configuration asks for, with the given hasher and ledger.
-    pub fn load(
-        c: &super::config::RulesConfig,
+    /// Rules as a configuration asks for, from the texts of its files (read by the caller:
+    /// this crate does no I/O), with the given hasher and ledger.
+    pub fn new(
+        c: &config::RulesConfig,
+        sources: RuleSources,
         hasher: KeyedHasher,
         ledger: Box<dyn SplitLedger>,
     ) -> Result<RuleSet, RuleDataError> {
-        let text = |p: &Option<std::path::PathBuf>,
-                    default: &str|
-         -> Result<(String, String), RuleDataError> {
-            match p {
-                Some(p) => Ok((read(p)?, p.display().to_string())),
-                None => Ok((default.to_owned(), "built-in".to_owned())),
-            }
-        };
-        let (d, dname) = text(&c.dictionary_file, DEFAULT_DICTIONARY)?;
-        let (f, fname) = text(&c.value_floors_file, DEFAULT_VALUE_FLOORS)?;
-        let watchlist = match &c.watchlist_file {
-            Some(p) => Watchlist::load(p, &hasher)?,
+        let builtin = |text: &str| (text.to_owned(), "built-in".to_owned());
+        let (d, dname) = sources
+            .dictionary
+            .unwrap_or_else(|| builtin(DEFAULT_DICTIONARY));
+        let (f, fname) = sources
+            .value_floors
+            .unwrap_or_else(|| builtin(DEFAULT_VALUE_FLOORS));
+        let watchlist = match &sources.watchlist {
+            Some((text, what)) => Watchlist::parse(text, what, &hasher)?,
             None => Watchlist::default(),
         };
         Ok(RuleSet {
@@ -627,6 +640,8 @@ pub fn decision_late(late_by: Duration) -> Reason {
         format!("the decision was {ms} ms late; the line controller sent the parcel to manual inspection"),
     )
 }
+
+pub mod config;
 
 #[cfg(test)]
 mod tests;

@@ -24,7 +24,7 @@
 //! Pure logic over explicit instants: no I/O, no clock, so that every sequence is testable.
 
 use crate::domain::{Parcel, WaybillNo, XrayScan};
-use crate::line::waybill::ReadRecord;
+use crate::waybill::ReadRecord;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -344,7 +344,7 @@ impl Joiner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::line::waybill::parse_record;
+    use crate::waybill::parse_record;
     use std::path::PathBuf;
 
     const TIMING: JoinTiming = JoinTiming {

@@ -1,14 +1,15 @@
 //! Every rule on crafted parcels, and the policy as a table.
 
 use super::*;
-use crate::config::RulesConfig;
 use crate::domain::{Declared, IdType, Parcel, Sender, Waybill, WaybillNo, XrayScan};
+use crate::rules::config::RulesConfig;
 use std::path::PathBuf;
 use std::time::Instant;
 
 fn rules() -> RuleSet {
-    let mut r = RuleSet::load(
+    let mut r = RuleSet::new(
         &RulesConfig::default(),
+        RuleSources::default(),
         KeyedHasher::new(b"test key".to_vec()),
         Box::new(MemoryLedger::default()),
     )
@@ -406,21 +407,17 @@ fn policy_table_covers_every_reason() {
 
 #[test]
 fn policy_overrides_come_from_the_configuration() {
-    let c: crate::config::Config = toml::from_str(
+    let c: RulesConfig = toml::from_str(
         r#"
-site_id = "S"
-appliance_id = "A"
-lines = []
-[rules]
 split_min_parcels = 3
 priority_categories = ["electronics", "cosmetics"]
-[rules.policy]
+[policy]
 value_implausible = "flag"
 no_read = "count"
 "#,
     )
     .expect("parses");
-    let s = RuleSettings::from_config(&c.rules);
+    let s = RuleSettings::from_config(&c);
     assert_eq!(s.split_min_parcels, 3);
     assert_eq!(s.priority.len(), 2);
     assert_eq!(s.policy.action(ReasonCode::ValueImplausible), Action::Flag);

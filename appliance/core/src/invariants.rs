@@ -4,8 +4,8 @@
 //! exceeds the limit; and after any garbage the stream resynchronises on the next delimiter.
 //! A check returns a description of the broken promise, so the caller decides how to fail.
 
-use super::waybill::{parse_record, Framed, Framer, Framing, MAX_RECORD};
 use crate::domain::WaybillNo;
+use crate::waybill::{parse_record, Framed, Framer, Framing, MAX_RECORD};
 use screenline_protocol::{encode_frame, FrameDecoder, ToAppliance, MAX_FRAME_LEN};
 
 /// The date the fuzzers check resident IDs against: fixed, so a failure replays.

@@ -478,10 +478,9 @@ mod tests {
     }
 
     #[test]
-    fn category_keys_round_trip_and_match_the_generator() {
-        for (i, c) in Category::ALL.iter().enumerate() {
-            assert_eq!(Category::from_key(c.key()), Some(*c));
-            assert_eq!(xraygen::CATEGORY_KEYS[i], c.key());
+    fn category_keys_round_trip() {
+        for c in Category::ALL {
+            assert_eq!(Category::from_key(c.key()), Some(c));
         }
     }
 
