@@ -113,8 +113,8 @@ fn main() -> anyhow::Result<()> {
     );
     let mut tensors: Vec<f32> = Vec::with_capacity(n * plane);
     for (path, _) in &rows {
-        let rgb =
-            screenline::screen::decode_image(&std::fs::read(path)?).map_err(anyhow::Error::msg)?;
+        let rgb = screenline::line::image::decode_image(&std::fs::read(path)?)
+            .map_err(anyhow::Error::msg)?;
         tensors.extend(model.preprocess(&rgb)?);
     }
     let mut run_bare = |first: usize, batch: usize| -> anyhow::Result<f32> {
@@ -133,7 +133,7 @@ fn main() -> anyhow::Result<()> {
             let bytes = std::fs::read(path)?;
             t[0] += s.elapsed();
             let s = Instant::now();
-            let rgb = screenline::screen::decode_image(&bytes).map_err(anyhow::Error::msg)?;
+            let rgb = screenline::line::image::decode_image(&bytes).map_err(anyhow::Error::msg)?;
             t[1] += s.elapsed();
             let s = Instant::now();
             std::hint::black_box(sha2::Sha256::digest(&bytes));

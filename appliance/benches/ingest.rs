@@ -102,7 +102,7 @@ fn ingest_all(scans: &[(PathBuf, Option<PathBuf>)]) -> u64 {
             waybill: None,
             captured_at: SystemTime::now(),
         };
-        let (_, _, rgb) = screenline::screen::load_scan(&scan).expect("decodes");
+        let (_, _, rgb) = screenline::line::image::load_scan(&scan).expect("decodes");
         pixels += u64::from(rgb.width()) * u64::from(rgb.height());
     }
     pixels

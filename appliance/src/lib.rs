@@ -13,11 +13,14 @@ pub mod demo;
 pub mod line;
 pub mod logbuf;
 pub mod report;
+pub mod safe_mode;
 pub mod screen;
 pub mod sink;
 pub mod store;
 pub mod supervise;
 pub mod telemetry;
+#[cfg(test)]
+mod testutil;
 
 // The domain, as pure code (its own crate: no I/O), under the names the appliance has
 // always used.

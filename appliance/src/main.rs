@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use screenline::config::Config;
-use screenline::line::waybill::{parse_record, today, Framed, Framer, Framing};
+use screenline::line::waybill::{today, Framing};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -363,7 +363,12 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             model,
             config,
             data,
-        } => screen(waybill, image, model, config, data),
+        } => {
+            let verdict =
+                screenline::screen::offline::screen_files(waybill, image, model, config, data)?;
+            println!("{}", serde_json::to_string_pretty(&verdict)?);
+            Ok(())
+        }
         Command::Store {
             command: StoreCommand::Check { data, json },
         } => {
@@ -545,115 +550,15 @@ fn model_eval(
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = match Config::load(&path) {
         Ok(c) => c,
-        Err(e) => return safe_mode(&path, e).await,
+        Err(e) => return screenline::safe_mode::run(&path, e).await,
     };
     let appliance = screenline::app::Appliance::start(config).await?;
     appliance
         .run_until(async {
-            stop_signal().await;
+            screenline::supervise::stop_signal().await;
             tracing::info!("stopping");
         })
         .await
-}
-
-/// Resolves at SIGINT (Ctrl-C) or SIGTERM (systemd's stop).
-async fn stop_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
-}
-
-/// With an invalid configuration nothing touches the line: the controllers hear no heartbeat
-/// and divert every parcel to manual inspection, while the console shows what to fix. It
-/// listens where the file asks if that much can be read, else on 127.0.0.1:8080, and takes
-/// its users from the data folder the file names, else the default one.
-async fn safe_mode(
-    path: &std::path::Path,
-    e: screenline::config::ConfigError,
-) -> anyhow::Result<()> {
-    tracing::error!(error = %e, "configuration invalid: safe mode, console only");
-    /// What safe mode needs of a file that is otherwise invalid: where to listen, where the
-    /// store is. Each falls back to its default where even it cannot be read.
-    #[derive(serde::Deserialize, Default)]
-    struct Salvage {
-        #[serde(default)]
-        console: SalvageConsole,
-        data_dir: Option<PathBuf>,
-    }
-    #[derive(serde::Deserialize, Default)]
-    struct SalvageConsole {
-        listen: Option<SocketAddr>,
-    }
-    let salvage: Salvage = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| toml::from_str(&t).ok())
-        .unwrap_or_default();
-    let listen = salvage
-        .console
-        .listen
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let data_dir = salvage
-        .data_dir
-        .unwrap_or_else(|| PathBuf::from(screenline::config::DEFAULT_DATA_DIR));
-    eprintln!("error: {e}\nStarting the console in safe mode on {listen}; the lines divert every parcel until the configuration is fixed.");
-    let telemetry = std::sync::Arc::new(screenline::telemetry::Telemetry::default());
-    telemetry.link("config", false, e.to_string());
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("safe-mode console on {listen}"))?;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let console = screenline::console::Console::safe_mode(
-        telemetry,
-        data_dir,
-        e.to_string(),
-        shutdown.clone(),
-    );
-    let mut server = tokio::spawn(screenline::console::serve(
-        listener,
-        std::sync::Arc::new(console),
-        shutdown.clone(),
-    ));
-    // Up and serving: systemd may count the start done, and the watchdog is fed while the
-    // console lives (in safe mode it is the whole appliance).
-    screenline::supervise::sd_notify::notify("READY=1");
-    let ping = screenline::supervise::sd_notify::watchdog_interval().map(|w| {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(w / 3);
-            loop {
-                tick.tick().await;
-                screenline::supervise::sd_notify::notify("WATCHDOG=1");
-            }
-        })
-    });
-    let server_ended = tokio::select! {
-        () = stop_signal() => false,
-        _ = &mut server => true,
-    };
-    screenline::supervise::sd_notify::notify("STOPPING=1");
-    if let Some(p) = ping {
-        p.abort();
-    }
-    if server_ended {
-        bail!("the safe-mode console ended; the configuration is invalid: {e}")
-    }
-    // Stopped as asked (systemctl stop, Ctrl-C): a clean exit, so systemd does not count a
-    // stop in safe mode as a failure. The errors were shown while it ran.
-    shutdown.cancel();
-    let _ = server.await;
-    tracing::info!("safe mode stopped");
-    Ok(())
 }
 
 fn user_add(
@@ -720,132 +625,8 @@ fn waybill_check(file: Option<PathBuf>, framing: FramingArg) -> anyhow::Result<(
         FramingArg::Line => Framing::Line,
         FramingArg::StxEtx => Framing::StxEtx,
     };
-    let mut framer = Framer::new(framing);
-    let mut items = framer.push(&bytes);
-    items.extend(framer.finish_input());
-    for (n, item) in items.into_iter().enumerate() {
-        let line = match item {
-            Framed::Dropped(e) => serde_json::json!({"record": n + 1, "error": e.to_string()}),
-            Framed::Record(text) => match parse_record(&text, today()) {
-                Err(e) => serde_json::json!({"record": n + 1, "error": e.to_string()}),
-                Ok(r) => {
-                    let w = &r.waybill;
-                    serde_json::json!({
-                        "record": n + 1,
-                        "waybill": w.waybill,
-                        "sender": w.sender.as_ref().map(|s| serde_json::json!({
-                            "name": screenline::domain::mask(&s.name),
-                            "id_type": s.id_type,
-                            "id_number": screenline::domain::mask(&s.id_number),
-                            "phone": screenline::domain::mask(&s.phone),
-                        })),
-                        "recipient": w.recipient.as_ref().map(|r| serde_json::json!({
-                            "name": screenline::domain::mask(&r.name),
-                            "phone": screenline::domain::mask(&r.phone),
-                        })),
-                        "declared": w.declared,
-                        "weight_g": w.weight_g,
-                        "agreement_customer": w.agreement_customer,
-                        "findings": r.findings,
-                    })
-                }
-            },
-        };
-        println!("{line}");
+    for checked in screenline::line::waybill::check(&bytes, framing, today()) {
+        println!("{}", serde_json::to_string(&checked)?);
     }
-    Ok(())
-}
-
-fn screen(
-    waybill: Option<PathBuf>,
-    image: Option<PathBuf>,
-    model: Option<PathBuf>,
-    config: Option<PathBuf>,
-    data: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    use screenline::domain::{Parcel, XrayScan};
-    use screenline::screen::model::{default_model_dir, init_runtime, Model};
-    use screenline::screen::rules::MemoryLedger;
-    use screenline::store::{KeyedHasher, Store};
-    let config = config.map(|c| Config::load(&c)).transpose()?;
-    let rules_config = config.as_ref().map(|c| c.rules.clone()).unwrap_or_default();
-    let store = data.map(|d| Store::open(&d)).transpose()?;
-    let mut rules = match &store {
-        Some(s) => screenline::screen::load_rules(
-            &rules_config,
-            s.hasher().clone(),
-            Box::new(s.split_ledger()),
-        ),
-        None => screenline::screen::load_rules(
-            &rules_config,
-            KeyedHasher::random(),
-            Box::new(MemoryLedger::default()),
-        ),
-    }
-    .context("loading the rules")?;
-    let model = model.or_else(|| config.as_ref().and_then(|c| c.model.dir.clone()));
-    let record = match &waybill {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            Some(
-                parse_record(&text, today())
-                    .with_context(|| format!("{} is not a waybill record", path.display()))?,
-            )
-        }
-        None => None,
-    };
-    if let Some(image) = &image {
-        if !image.is_file() {
-            bail!("{} is not a file", image.display());
-        }
-    }
-    let dir = match model {
-        Some(d) => d,
-        None => default_model_dir().context("no model folder found: pass --model DIR")?,
-    };
-    let env = init_runtime(
-        config
-            .as_ref()
-            .and_then(|c| c.model.ort_dylib_path.as_deref()),
-    )?;
-    let mut model = Model::load(&dir, &env, 1)?;
-    let now = std::time::SystemTime::now();
-    let (waybill, findings) = match record {
-        Some(r) => (Some(r.waybill), r.findings),
-        None => (None, Vec::new()),
-    };
-    let parcel = Parcel {
-        line_id: "offline".into(),
-        seq: 0,
-        epoch: None,
-        entered_at: now,
-        scan: image.map(|image| XrayScan {
-            scan_id: image
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("scan")
-                .into(),
-            path: image,
-            completed: std::time::Instant::now(),
-            low_energy: None,
-            waybill: waybill.as_ref().map(|w| w.waybill.clone()),
-            captured_at: now,
-        }),
-        waybill,
-        findings,
-    };
-    let s = screenline::screen::screen_parcel(&mut model, &mut rules, parcel);
-    if let Some(store) = &store {
-        store.flush_blocking()?;
-    }
-    let out = serde_json::json!({
-        "decision": s.decision,
-        "reasons": s.reasons,
-        "scores": s.scores,
-        "model": s.model,
-        "image_sha256": s.evidence.as_ref().map(|e| e.image.sha256.clone()),
-    });
-    println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

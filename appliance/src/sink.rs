@@ -29,7 +29,7 @@ use crate::record::{Record, StoredSender};
 use crate::report::payload;
 use crate::screen::Screened;
 use crate::store::owner::StoreHandle;
-use crate::store::Commit;
+use crate::store::{images, Commit};
 use crate::supervise::{Faults, Stage};
 use crate::telemetry::{ParcelSummary, Telemetry};
 use screenline_protocol::ToController;
@@ -279,14 +279,23 @@ impl Sink {
                             .find(|r| r.code == ReasonCode::ImageUnreadable)
                             .map_or("unknown", |r| r.en.as_str())
                     });
-                    policy.after_screening(
-                        &s.parcel.line_id,
-                        scan,
-                        &record_id,
-                        loaded,
-                        self.store.images_dir(),
-                        &self.telemetry,
-                    )?
+                    // Archived first, from the bytes screening read; only then does the
+                    // scan leave the drop folder.
+                    let kept = match loaded {
+                        Ok(evidence) if policy.keeps_images() => {
+                            let first = images::archive(
+                                self.store.images_dir(),
+                                &record_id,
+                                evidence,
+                                &XrayPolicy::extensions(scan),
+                            )?;
+                            self.telemetry.incr("xray.archived");
+                            Some(first)
+                        }
+                        _ => None,
+                    };
+                    policy.after_screening(&s.parcel.line_id, scan, loaded, &self.telemetry)?;
+                    kept
                 }
                 _ => None,
             };

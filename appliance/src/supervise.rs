@@ -394,7 +394,7 @@ mod tests {
 
     #[test]
     fn sd_notify_sends_one_datagram_to_the_socket() {
-        let dir = std::env::temp_dir().join(format!("sl-notify-{}", std::process::id()));
+        let dir = crate::testutil::temp_dir("notify");
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("notify.sock");
         let _ = std::fs::remove_file(&path);
@@ -407,5 +407,24 @@ mod tests {
         let n = rx.recv(&mut buf).expect("recv");
         assert_eq!(&buf[..n], b"READY=1");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Resolves at SIGINT (Ctrl-C) or SIGTERM (systemd's stop).
+pub async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
     }
 }

@@ -6,8 +6,8 @@
 //! while resynchronising on the next delimiter. Real-name problems are not errors of the
 //! appliance: they become findings that go with the parcel.
 
-use crate::domain::{IdType, Reason, ReasonCode, Waybill, WaybillNo};
-use serde::Deserialize;
+use crate::domain::{mask, Declared, IdType, Reason, ReasonCode, Waybill, WaybillNo};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// The longest record the reader may send.
@@ -706,6 +706,97 @@ pub fn today() -> (u32, u32, u32) {
         u8::from(d.month()).into(),
         d.day().into(),
     )
+}
+
+/// One record of `screenline waybill check`: what the reader's bytes gave, identity masked.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Checked {
+    /// The framing or the payload was refused.
+    Refused {
+        /// Its number in the input, from 1.
+        record: usize,
+        /// Why.
+        error: String,
+    },
+    /// A waybill, with what the real-name checks found.
+    Read {
+        /// Its number in the input, from 1.
+        record: usize,
+        waybill: WaybillNo,
+        sender: Option<MaskedSender>,
+        recipient: Option<MaskedRecipient>,
+        declared: Option<Declared>,
+        weight_g: Option<u32>,
+        agreement_customer: Option<String>,
+        findings: Vec<Reason>,
+    },
+}
+
+/// A sender as a person may see it: every identifying value masked.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MaskedSender {
+    pub name: String,
+    pub id_type: IdType,
+    pub id_number: String,
+    pub phone: String,
+}
+
+/// A recipient as a person may see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MaskedRecipient {
+    pub name: String,
+    pub phone: String,
+}
+
+/// Frames `bytes` as the reader would and parses every record, as of `today`.
+pub fn check(bytes: &[u8], framing: Framing, today: (u32, u32, u32)) -> Vec<Checked> {
+    let mut framer = Framer::new(framing);
+    let mut items = framer.push(bytes);
+    items.extend(framer.finish_input());
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(n, item)| {
+            let record = n + 1;
+            let text = match item {
+                Framed::Dropped(e) => {
+                    return Checked::Refused {
+                        record,
+                        error: e.to_string(),
+                    }
+                }
+                Framed::Record(text) => text,
+            };
+            match parse_record(&text, today) {
+                Err(e) => Checked::Refused {
+                    record,
+                    error: e.to_string(),
+                },
+                Ok(r) => {
+                    let w = r.waybill;
+                    Checked::Read {
+                        record,
+                        waybill: w.waybill,
+                        sender: w.sender.map(|s| MaskedSender {
+                            name: mask(&s.name),
+                            id_type: s.id_type,
+                            id_number: mask(&s.id_number),
+                            phone: mask(&s.phone),
+                        }),
+                        recipient: w.recipient.map(|r| MaskedRecipient {
+                            name: mask(&r.name),
+                            phone: mask(&r.phone),
+                        }),
+                        declared: w.declared,
+                        weight_g: w.weight_g,
+                        agreement_customer: w.agreement_customer,
+                        findings: r.findings,
+                    }
+                }
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

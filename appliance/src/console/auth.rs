@@ -552,8 +552,7 @@ mod tests {
 
     #[test]
     fn users_are_added_hashed_and_verified() {
-        let dir = std::env::temp_dir().join(format!("sl-users-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::testutil::temp_dir("users");
         let users = Users::in_data_dir(&dir);
         assert!(!users.any().expect("no file yet is no users"));
         users
@@ -686,8 +685,7 @@ mod tests {
 
     #[test]
     fn removed_users_are_gone() {
-        let dir = std::env::temp_dir().join(format!("sl-users-rm-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::testutil::temp_dir("users-rm");
         let users = Users::in_data_dir(&dir);
         users
             .add("li.wei", Role::Operator, "correct horse battery")

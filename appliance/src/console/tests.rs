@@ -32,8 +32,7 @@ async fn fixture(tag: &str) -> Fixture {
 
 /// A fixture whose configuration has `console` as its `[console]` table's keys.
 async fn fixture_with(tag: &str, console: &str) -> Fixture {
-    let dir = std::env::temp_dir().join(format!("sl-console-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = crate::testutil::temp_dir(&format!("console-{tag}"));
     let config = crate::config::Config::parse(
         &format!(
             "site_id = \"T1\"\nappliance_id = \"a1\"\ndata_dir = \"{}\"\n[console]\n{console}\n[[lines]]\nid = \"L1\"\nreader_port = \"/dev/null\"\ncontroller_port = \"/dev/null\"\nxray_dir = \"/tmp\"\n",

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod controller;
 pub mod dropfile;
+pub mod image;
 pub mod quarantine;
 pub mod reader;
 pub mod serial;

@@ -124,8 +124,7 @@ mod tests {
 
     #[test]
     fn copies_the_file_writes_the_reason_and_never_overwrites() {
-        let base = std::env::temp_dir().join(format!("sl-quarantine-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
+        let base = crate::testutil::temp_dir("quarantine");
         let (drop, q) = (base.join("drop"), base.join("q"));
         std::fs::create_dir_all(&drop).expect("dir");
         for round in 0..2 {
@@ -148,8 +147,7 @@ mod tests {
 
     #[test]
     fn a_link_is_removed_and_its_target_never_copied() {
-        let base = std::env::temp_dir().join(format!("sl-quarantine-link-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
+        let base = crate::testutil::temp_dir("quarantine-link");
         let (drop, q) = (base.join("drop"), base.join("q"));
         std::fs::create_dir_all(&drop).expect("dir");
         let secret = base.join("secret.txt");

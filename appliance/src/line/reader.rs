@@ -113,9 +113,7 @@ mod tests {
     /// down, is reopened with backoff once the device is back, and reads flow again.
     #[tokio::test]
     async fn an_unplugged_reader_is_reopened_when_it_comes_back() {
-        let dir = std::env::temp_dir().join(format!("sl-reader-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
+        let dir = crate::testutil::temp_dir("reader");
         let name = dir.join("L1-reader");
         let telemetry = Arc::new(Telemetry::default());
         let shutdown = CancellationToken::new();

@@ -20,10 +20,10 @@
 
 use super::config::{LineConfig, XrayAfter};
 use super::dropfile::{entry_id, open_regular, read_regular, remove_if_same, DropError, FileId};
+use super::image::{limits, Evidence, MAX_IMAGE_BYTES, MAX_PIXELS_SIDE};
 use super::quarantine::{quarantine_files, Refused};
 use super::LineInput;
 use crate::domain::{WaybillNo, XrayScan};
-use crate::screen::{Evidence, MAX_DECODE_ALLOC, MAX_IMAGE_BYTES, MAX_PIXELS_SIDE};
 use crate::telemetry::Telemetry;
 use image::{ColorType, ImageDecoder, ImageFormat};
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -72,22 +72,24 @@ impl XrayPolicy {
         }
     }
 
-    /// Disposes of a scan's files once its parcel is decided. `loaded` is the evidence
-    /// screening read (each file's bytes, read once through a checked descriptor), or the
-    /// decoder's complaint when the pixels could not be read — then the files go to
-    /// quarantine. Otherwise the image (or both halves) is archived into the store under
-    /// `record_id` from those very bytes — what the report hashed is what is kept — or
-    /// deleted; either way a drop-folder name is removed only while it still is the file
-    /// that was read. Returns where the image (the high-energy half of a pair) was archived.
+    /// Whether a screened scan is archived into the store (`xray_after = "keep"`) before
+    /// [`XrayPolicy::after_screening`] takes it out of the drop folder.
+    pub fn keeps_images(&self) -> bool {
+        self.after == XrayAfter::Keep
+    }
+
+    /// Disposes of a scan's files once its parcel is decided (and, with `keep`, archived by
+    /// the store from the bytes screening read). `loaded` is that evidence, or the decoder's
+    /// complaint when the pixels could not be read — then the files go to quarantine.
+    /// Otherwise a drop-folder name is removed only while it still is the file that was
+    /// read.
     pub fn after_screening(
         &self,
         line_id: &str,
         scan: &XrayScan,
-        record_id: &str,
         loaded: Result<&Evidence, &str>,
-        images: &std::path::Path,
         telemetry: &Telemetry,
-    ) -> Result<Option<PathBuf>, crate::store::StoreError> {
+    ) -> std::io::Result<()> {
         let evidence = match loaded {
             Ok(e) => e,
             Err(why) => {
@@ -101,26 +103,30 @@ impl XrayPolicy {
                     &format!("the image could not be decoded: {why}"),
                     telemetry,
                 );
-                return Ok(None);
+                return Ok(());
             }
         };
-        let kept = match self.after {
-            XrayAfter::Delete => {
-                telemetry.incr("xray.deleted");
-                None
-            }
-            XrayAfter::Keep => {
-                let first = archive(images, record_id, scan, evidence)?;
-                telemetry.incr("xray.archived");
-                Some(first)
-            }
-        };
+        if !self.keeps_images() {
+            telemetry.incr("xray.deleted");
+        }
         for (path, file) in scan_files(scan).zip(evidence.files()) {
             if !remove_if_same(path, &file.id)? {
                 tracing::info!(line = line_id, file = %path.display(), "X-ray file replaced since it was read: left for the intake");
             }
         }
-        Ok(kept)
+        Ok(())
+    }
+
+    /// The extensions of a scan's files, in the evidence's order (image or high half, then
+    /// low half), lower-case: what the store archives them under.
+    pub fn extensions(scan: &XrayScan) -> Vec<String> {
+        scan_files(scan)
+            .map(|p| {
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .map_or_else(|| "img".to_owned(), str::to_ascii_lowercase)
+            })
+            .collect()
     }
 
     /// Quarantines the files of a scan the join gave to no parcel (`why` is the join's note).
@@ -152,33 +158,6 @@ impl XrayPolicy {
             telemetry,
         );
     }
-}
-
-/// Archives a screened scan into the store's images folder from the bytes screening read:
-/// `<record_id>.<ext>`, or `<record_id>.high.<ext>` + `<record_id>.low.<ext>` for a pair,
-/// each written durably (synced, then renamed into place). Returns the first file's path.
-pub fn archive(
-    images_dir: &Path,
-    record_id: &str,
-    scan: &XrayScan,
-    evidence: &Evidence,
-) -> std::io::Result<PathBuf> {
-    let pair = evidence.low_energy.is_some();
-    let mut first = None;
-    for ((path, file), part) in scan_files(scan).zip(evidence.files()).zip(["high", "low"]) {
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map_or_else(|| "img".to_owned(), str::to_ascii_lowercase);
-        let name = if pair {
-            format!("{record_id}.{part}.{ext}")
-        } else {
-            format!("{record_id}.{ext}")
-        };
-        let dest = super::dropfile::write_replacing(images_dir, &name, &file.bytes)?;
-        first.get_or_insert(dest);
-    }
-    first.ok_or_else(|| std::io::Error::other("a scan without files"))
 }
 
 fn scan_files(scan: &XrayScan) -> impl Iterator<Item = &Path> {
@@ -299,10 +278,6 @@ pub fn probe_file(file: std::fs::File, len: u64, part: Part) -> Result<Probe, Re
             ))
         }
     }
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_PIXELS_SIDE);
-    limits.max_image_height = Some(MAX_PIXELS_SIDE);
-    limits.max_alloc = Some(MAX_DECODE_ALLOC);
     let mut decoder = reader
         .into_decoder()
         .map_err(|e| refuse("unreadable", format!("bad image header: {e}")))?;
@@ -317,7 +292,7 @@ pub fn probe_file(file: std::fs::File, len: u64, part: Part) -> Result<Probe, Re
         ));
     }
     decoder
-        .set_limits(limits)
+        .set_limits(limits())
         .map_err(|e| refuse("too_many_pixels", format!("over the decoding limits: {e}")))?;
     let colour = decoder.color_type();
     let ok = match part {
@@ -787,8 +762,7 @@ mod tests {
     struct Dir(PathBuf);
     impl Dir {
         fn new(tag: &str) -> Dir {
-            let d = std::env::temp_dir().join(format!("sl-xray-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&d);
+            let d = crate::testutil::temp_dir(&format!("xray-{tag}"));
             std::fs::create_dir_all(d.join("drop")).expect("dir");
             Dir(d)
         }
@@ -929,7 +903,7 @@ mod tests {
             Some("SF1234567890123")
         );
         // And the pair decodes into the pseudo-colour image the model sees.
-        let (_, _, img) = crate::screen::load_scan(&scan).expect("decodes");
+        let (_, _, img) = crate::line::image::load_scan(&scan).expect("decodes");
         assert_eq!(img.dimensions(), (40, 30));
         assert!(!dir.quarantine().exists(), "nothing quarantined");
     }
@@ -997,7 +971,8 @@ mod tests {
     fn after_screening_archives_deletes_or_quarantines() {
         let dir = Dir::new("after");
         let d = dir.drop_dir();
-        let store = crate::store::Store::open(&dir.0.join("data")).expect("store");
+        let images = dir.0.join("data/images");
+        std::fs::create_dir_all(&images).expect("images");
         let mut intake = intake(&dir);
         let t = intake.telemetry.clone();
         for id in ["k", "x", "u"] {
@@ -1019,7 +994,7 @@ mod tests {
         // The sidecars were taken with their images.
         assert!(!d.join("k.json").exists());
         let evidence = |scan: &XrayScan| {
-            let (image, low_energy, _) = crate::screen::load_scan(scan).expect("loads");
+            let (image, low_energy, _) = crate::line::image::load_scan(scan).expect("loads");
             Evidence {
                 image,
                 low_energy,
@@ -1028,10 +1003,14 @@ mod tests {
         };
         let (ke, xe) = (evidence(&k), evidence(&x));
         let mut policy = intake.policy.clone();
-        let kept = policy
-            .after_screening("L1", &k, "rec-1", Ok(&ke), store.images_dir(), &t)
-            .expect("kept")
-            .expect("a path");
+        // As the sink does: the store archives what screening read, then the scan leaves.
+        assert!(policy.keeps_images());
+        let kept =
+            crate::store::images::archive(&images, "rec-1", &ke, &XrayPolicy::extensions(&k))
+                .expect("archived");
+        policy
+            .after_screening("L1", &k, Ok(&ke), &t)
+            .expect("taken out of the drop folder");
         assert_eq!(kept, dir.0.join("data/images/rec-1.high.png"));
         // What is archived is exactly what screening read and hashed.
         for (f, part) in ke.files().zip(["high", "low"]) {
@@ -1040,19 +1019,12 @@ mod tests {
             assert_eq!(hex::encode(sha2::Sha256::digest(&archived)), f.sha256);
         }
         policy.after = XrayAfter::Delete;
-        let none = policy
-            .after_screening("L1", &x, "rec-2", Ok(&xe), store.images_dir(), &t)
-            .expect("deleted");
-        assert_eq!(none, None);
+        assert!(!policy.keeps_images());
         policy
-            .after_screening(
-                "L1",
-                &u,
-                "rec-3",
-                Err("unexpected end of file"),
-                store.images_dir(),
-                &t,
-            )
+            .after_screening("L1", &x, Ok(&xe), &t)
+            .expect("deleted");
+        policy
+            .after_screening("L1", &u, Err("unexpected end of file"), &t)
             .expect("quarantined");
         assert!(reason(&dir, "u.high.png").contains("unexpected end of file"));
         assert!(dir.quarantine().join("u.low.png").exists());
@@ -1061,7 +1033,8 @@ mod tests {
             0,
             "nothing left behind"
         );
-        assert_eq!((t.get("xray.archived"), t.get("xray.deleted")), (1, 1));
+        assert_eq!(t.get("xray.deleted"), 1);
+        assert_eq!(std::fs::read_dir(&images).expect("images").count(), 2);
         assert_eq!(t.get("xray.quarantined.unreadable"), 2);
     }
 
@@ -1113,7 +1086,7 @@ mod tests {
         drop(partial);
         let scan = next_image(&mut rx).await;
         assert_eq!(scan.scan_id, "s2");
-        crate::screen::load_scan(&scan).expect("complete when taken");
+        crate::line::image::load_scan(&scan).expect("complete when taken");
         shutdown.cancel();
         task.await.expect("watcher");
     }
@@ -1240,7 +1213,7 @@ mod tests {
         intake.forget_missing(&HashSet::new());
         drop_file(&d, "s.png", &png_bytes(2));
         let again = intake.take(d.join("s.png")).expect("taken again");
-        let (image, _, _) = crate::screen::load_scan(&again).expect("loads");
+        let (image, _, _) = crate::line::image::load_scan(&again).expect("loads");
         assert_eq!(image.bytes, png_bytes(2));
         // Even renamed over the old one while it was still there.
         drop_file(&d, "s.png", &png_bytes(3));

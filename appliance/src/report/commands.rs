@@ -438,7 +438,7 @@ impl EvidenceFile {
     fn read(path: &std::path::Path) -> Option<EvidenceFile> {
         // Through a checked descriptor, like the drop folder: a link is never followed.
         let (bytes, _) =
-            crate::line::dropfile::read_regular(path, crate::screen::MAX_IMAGE_BYTES).ok()?;
+            crate::line::dropfile::read_regular(path, crate::line::image::MAX_IMAGE_BYTES).ok()?;
         let format = path.extension()?.to_str()?.to_ascii_lowercase();
         Some(EvidenceFile { format, bytes })
     }

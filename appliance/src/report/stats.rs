@@ -232,8 +232,7 @@ mod tests {
 
     #[tokio::test]
     async fn after_a_crash_the_next_period_starts_at_the_last_mark_and_misses_nothing() {
-        let dir = std::env::temp_dir().join(format!("sl-stats-mark-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::testutil::temp_dir("stats-mark");
         let store = crate::store::Store::open(&dir).expect("open");
         // Before the crash: a period queued up to `mark`, with 5 parcels decided by then; 3
         // more decided (and kept) before the process died.

@@ -81,8 +81,7 @@ mod tests {
 
     #[test]
     fn unusable_files_are_named_with_their_key() {
-        let dir = std::env::temp_dir().join(format!("sl-tls-{}", rand::random::<u32>()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let dir = crate::testutil::temp_dir("tls");
         let junk = dir.join("junk.pem");
         std::fs::write(&junk, "not a certificate\n").expect("write");
         let mut m = MqttConfig {

@@ -9,6 +9,7 @@
 
 use super::model::{Model, ModelError};
 use crate::domain::Category;
+use crate::line::image::{decode_image, decode_pair, ScanFile};
 use serde::Serialize;
 use std::path::{Component, Path, PathBuf};
 use thiserror::Error;
@@ -224,11 +225,13 @@ pub fn evaluate(
             image: s.image.clone(),
             why,
         };
+        // Each file once, through a checked descriptor, within the drop folder's limit.
+        let read = |p: &Path| ScanFile::read(p).map(|f| f.bytes);
         let rgb = match &s.low {
-            None => super::decode_image(&super::read_limited(&s.path).map_err(image_err)?),
-            Some(low) => super::decode_pair(
-                &super::read_limited(&s.path).map_err(image_err)?,
-                &super::read_limited(low).map_err(image_err)?,
+            None => decode_image(&read(&s.path).map_err(image_err)?),
+            Some(low) => decode_pair(
+                &read(&s.path).map_err(image_err)?,
+                &read(low).map_err(image_err)?,
             ),
         }
         .map_err(image_err)?;
@@ -732,7 +735,7 @@ mod tests {
     #[test]
     fn evaluate_reads_singles_and_pairs() {
         use crate::screen::model::{default_model_dir, init_runtime};
-        let dir = std::env::temp_dir().join(format!("sl-eval-pairs-{}", std::process::id()));
+        let dir = crate::testutil::temp_dir("eval-pairs");
         std::fs::create_dir_all(&dir).unwrap();
         let mut csv = String::from("image,category,counterfeit\n");
         for (i, (cat, cf)) in [(5usize, false), (12, true)].into_iter().enumerate() {

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod eval;
 pub mod model;
+pub mod offline;
 pub mod swap;
 
 pub use screenline_core::rules;
@@ -40,65 +41,14 @@ pub fn load_rules(
 }
 
 use crate::domain::{Category, Decision, Parcel, Reason, ReasonCode, Scores};
+use crate::line::image::load_scan;
+pub use crate::line::image::{Evidence, ScanFile};
 use crate::telemetry::Telemetry;
-use image::ImageReader;
 use model::{Model, ModelInfo};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::sync::mpsc;
-
-/// Largest image file accepted from the drop folder.
-pub const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
-/// Largest decoded image, against decompression bombs.
-pub const MAX_PIXELS_SIDE: u32 = 8192;
-/// Bytes the decoder may allocate.
-pub const MAX_DECODE_ALLOC: u64 = 512 * 1024 * 1024;
-
-/// One file of a scan as screening read it: once, through a checked descriptor
-/// ([`crate::line::dropfile::read_regular`]). These bytes are what is decoded, hashed,
-/// archived and sent as evidence.
-#[derive(Debug, Clone)]
-pub struct ScanFile {
-    /// The file's bytes.
-    pub bytes: Vec<u8>,
-    /// SHA-256 of the bytes, hex.
-    pub sha256: String,
-    /// Which file it was, so that the drop folder's name is removed only while it is.
-    pub id: crate::line::dropfile::FileId,
-}
-
-impl ScanFile {
-    /// Reads a dropped image file once, within [`MAX_IMAGE_BYTES`], and hashes it.
-    pub fn read(path: &std::path::Path) -> Result<ScanFile, String> {
-        let (bytes, id) = crate::line::dropfile::read_regular(path, MAX_IMAGE_BYTES)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
-        Ok(ScanFile { bytes, sha256, id })
-    }
-}
-
-/// The evidence kept for a screened image: the files exactly as the X-ray machine wrote
-/// them (the report carries their hashes; the store archives these bytes; the regulator's
-/// `evidence` command sends the archived files).
-#[derive(Debug, Clone)]
-pub struct Evidence {
-    /// The one pseudo-colour image, or the high-energy half of a dual-energy pair.
-    pub image: ScanFile,
-    /// The low-energy half of a dual-energy pair.
-    pub low_energy: Option<ScanFile>,
-    /// A small JPEG for reports (made for flagged parcels only).
-    pub thumbnail_jpeg: Option<Vec<u8>>,
-}
-
-impl Evidence {
-    /// The files in order: the image (or high half), then the low half.
-    pub fn files(&self) -> impl Iterator<Item = &ScanFile> {
-        std::iter::once(&self.image).chain(self.low_energy.as_ref())
-    }
-}
 
 /// A screened parcel: what was decided, why, and on what evidence.
 #[derive(Debug, Clone)]
@@ -110,72 +60,6 @@ pub struct Screened {
     pub model: ModelInfo,
     pub evidence: Option<Evidence>,
     pub screened_at: SystemTime,
-}
-
-/// Decodes an image with limits against oversized and malicious files.
-pub fn decode_image(bytes: &[u8]) -> Result<image::RgbImage, String> {
-    Ok(decode_limited(bytes)?.to_rgb8())
-}
-
-fn decode_limited(bytes: &[u8]) -> Result<image::DynamicImage, String> {
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| format!("cannot tell the image format: {e}"))?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_PIXELS_SIDE);
-    limits.max_image_height = Some(MAX_PIXELS_SIDE);
-    limits.max_alloc = Some(MAX_DECODE_ALLOC);
-    reader.limits(limits);
-    reader.decode().map_err(|e| e.to_string())
-}
-
-/// A 16-bit grey channel of a dual-energy scan.
-pub type Energy = image::ImageBuffer<image::Luma<u16>, Vec<u16>>;
-
-/// Decodes a dual-energy pair (16-bit grey, same size) with the same limits as
-/// [`decode_image`] and renders the pseudo-colour image the model was trained on.
-pub fn decode_pair(high: &[u8], low: &[u8]) -> Result<image::RgbImage, String> {
-    let grey = |bytes: &[u8], which: &str| -> Result<Energy, String> {
-        let img = decode_limited(bytes).map_err(|e| format!("{which}-energy image: {e}"))?;
-        if !matches!(img.color(), image::ColorType::L16 | image::ColorType::L8) {
-            return Err(format!(
-                "{which}-energy image is {:?}, not grey (16-bit expected)",
-                img.color()
-            ));
-        }
-        Ok(img.to_luma16())
-    };
-    let (h, l) = (grey(high, "high")?, grey(low, "low")?);
-    if h.dimensions() != l.dimensions() {
-        return Err(format!(
-            "the pair's halves differ in size: high {}x{}, low {}x{}",
-            h.width(),
-            h.height(),
-            l.width(),
-            l.height()
-        ));
-    }
-    Ok(xraygen::pseudo_colour(&h, &l))
-}
-
-/// Reads a scan's files — each once, through a checked descriptor — hashes and decodes
-/// them: one image, or a pair rendered to pseudo-colour for the model. Nothing is encoded
-/// here: the evidence is the files as read.
-pub fn load_scan(
-    scan: &crate::domain::XrayScan,
-) -> Result<(ScanFile, Option<ScanFile>, image::RgbImage), String> {
-    let image = ScanFile::read(&scan.path)?;
-    match &scan.low_energy {
-        None => {
-            let rgb = decode_image(&image.bytes)?;
-            Ok((image, None, rgb))
-        }
-        Some(low) => {
-            let low = ScanFile::read(low)?;
-            let rgb = decode_pair(&image.bytes, &low.bytes)?;
-            Ok((image, Some(low), rgb))
-        }
-    }
 }
 
 /// A parcel's image as loaded: none, unreadable (why), or its files and the image.
@@ -318,18 +202,6 @@ fn decide(
         evidence,
         screened_at: SystemTime::now(),
     }
-}
-
-pub fn read_limited(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.len() > MAX_IMAGE_BYTES {
-        return Err(format!(
-            "{} is {} bytes, over the {MAX_IMAGE_BYTES}-byte limit",
-            path.display(),
-            meta.len()
-        ));
-    }
-    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// A JPEG of at most 128 pixels on its longer side, for flagged parcels' reports.
@@ -642,8 +514,7 @@ mod tests {
     /// broken image and a parcel without image among them.
     #[test]
     fn a_batch_screens_like_parcels_one_by_one() {
-        let dir = std::env::temp_dir().join(format!("sl-batch-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let dir = crate::testutil::temp_dir("batch");
         let mut paths = Vec::new();
         for i in 0..6u64 {
             let spec = xraygen::ParcelSpec {
@@ -666,7 +537,7 @@ mod tests {
         let rules = || {
             crate::screen::load_rules(
                 &config::RulesConfig::default(),
-                crate::store::KeyedHasher::random(),
+                crate::keys::KeyedHasher::random(),
                 Box::new(MemoryLedger::default()),
             )
             .expect("rules")

@@ -141,9 +141,7 @@ mod tests {
     impl Candidate {
         fn new(tag: &str, edit: impl FnOnce(&mut Value)) -> Candidate {
             let src = default_model_dir().expect("the committed model");
-            let dir = std::env::temp_dir().join(format!("sl-swap-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).expect("temp dir");
+            let dir = crate::testutil::temp_dir(&format!("swap-{tag}"));
             for f in ["model.onnx", "README.md"] {
                 std::fs::copy(src.join(f), dir.join(f)).expect("copy");
             }
@@ -167,7 +165,7 @@ mod tests {
         let model = Model::load(&default_model_dir().expect("model"), &env, 1).expect("load");
         let rules = crate::screen::load_rules(
             &crate::screen::config::RulesConfig::default(),
-            crate::store::KeyedHasher::random(),
+            crate::keys::KeyedHasher::random(),
             Box::new(MemoryLedger::default()),
         )
         .expect("rules");

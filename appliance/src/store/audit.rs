@@ -91,8 +91,7 @@ mod tests {
 
     #[tokio::test]
     async fn entries_come_back_newest_first_and_survive_reopen() {
-        let dir = std::env::temp_dir().join(format!("sl-audit-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::testutil::temp_dir("audit");
         {
             let store = Store::open(&dir).expect("open");
             for i in 0..5 {

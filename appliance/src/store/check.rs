@@ -283,8 +283,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sound_store_is_clean_and_damage_is_named() {
-        let dir = std::env::temp_dir().join(format!("sl-check-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::testutil::temp_dir("check");
         {
             let store = Store::open(&dir).expect("open");
             let r = rec("r1", Decision::Flag, Some("rep1"), None);

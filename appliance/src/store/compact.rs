@@ -101,11 +101,7 @@ mod tests {
 
     #[tokio::test]
     async fn compaction_keeps_every_entry_and_an_interrupted_one_is_finished() {
-        let dir = std::env::temp_dir().join(format!(
-            "sl-compact-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
+        let dir = crate::testutil::temp_dir("compact");
         {
             let store = Store::open(&dir).expect("open");
             let payload = vec![b'x'; 2000];

@@ -116,8 +116,7 @@ mod tests {
 
     #[tokio::test]
     async fn counts_are_committed_with_their_records_and_survive_a_reopen() {
-        let dir = std::env::temp_dir().join(format!("sl-counters-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::testutil::temp_dir("counters");
         {
             let store = Store::open(&dir).expect("open");
             let record = crate::record::Record::example("r1", crate::domain::Decision::Flag);

@@ -45,6 +45,7 @@ pub mod check;
 pub mod compact;
 pub mod config;
 pub mod counters;
+pub mod images;
 pub mod owner;
 pub mod query;
 pub mod recover;
@@ -566,14 +567,14 @@ pub struct SledLedger {
 
 /// Parcels recorded between two sweeps of the split-shipment ledger.
 const SWEEP_EVERY: u32 = 1000;
-use crate::screen::rules::LEDGER_KEEP;
+use screenline_core::rules::LEDGER_KEEP;
 
 fn millis(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-impl crate::screen::rules::SplitLedger for SledLedger {
+impl screenline_core::rules::SplitLedger for SledLedger {
     fn record(
         &mut self,
         identity: &str,
@@ -626,19 +627,9 @@ impl SledLedger {
 mod tests {
     use super::*;
 
-    fn temp() -> PathBuf {
-        let p = std::env::temp_dir().join(format!(
-            "screenline-store-{}-{}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir_all(&p).expect("temp");
-        p
-    }
-
     #[tokio::test]
     async fn reports_stay_in_the_outbox_until_acknowledged_across_reopen() {
-        let dir = temp();
+        let dir = crate::testutil::temp_dir("store");
         {
             let store = Store::open(&dir).expect("open");
             let rec = Record::example("0001-L1-1", crate::domain::Decision::Flag);
@@ -687,7 +678,7 @@ mod tests {
 
     #[test]
     fn the_schema_version_is_stamped_migrated_and_a_newer_one_refused() {
-        let dir = temp();
+        let dir = crate::testutil::temp_dir("store");
         {
             let store = Store::open(&dir).expect("open");
             assert_eq!(store.schema_version().expect("version"), SCHEMA_VERSION);

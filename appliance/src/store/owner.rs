@@ -315,7 +315,7 @@ pub struct OwnedLedger {
     store: StoreHandle,
 }
 
-impl crate::screen::rules::SplitLedger for OwnedLedger {
+impl screenline_core::rules::SplitLedger for OwnedLedger {
     fn record(
         &mut self,
         identity: &str,

@@ -78,8 +78,7 @@ mod tests {
 
     #[tokio::test]
     async fn waybill_search_finds_by_prefix_newest_first() {
-        let dir = std::env::temp_dir().join(format!("sl-query-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::testutil::temp_dir("query");
         let store = Store::open(&dir).expect("open");
         for (id, wb, decision) in [
             ("0001-L1-1", "SF100000", Decision::Clear),

@@ -238,16 +238,6 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn temp(tag: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!(
-            "sl-{tag}-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&p).expect("temp");
-        p
-    }
-
     async fn fill(dir: &Path) {
         let store = Store::open(dir).expect("open");
         for i in 0..20u32 {
@@ -267,7 +257,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_store_with_garbled_settings_is_set_aside_and_its_reports_recovered() {
-        let dir = temp("aside");
+        let dir = crate::testutil::temp_dir("aside");
         fill(&dir).await;
         // Garble sled's settings file: every open of it now fails.
         std::fs::write(
@@ -315,7 +305,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_store_with_garbage_data_files_is_set_aside_and_the_line_goes_on() {
-        let dir = temp("garble");
+        let dir = crate::testutil::temp_dir("garble");
         fill(&dir).await;
         // Truncate and garble every data file sled wrote.
         let db = dir.join("db");
@@ -349,7 +339,7 @@ mod tests {
 
     #[test]
     fn a_store_in_use_is_not_set_aside() {
-        let dir = temp("inuse");
+        let dir = crate::testutil::temp_dir("inuse");
         let _held = Store::open(&dir).expect("open");
         let e = open_or_set_aside(&dir, SystemTime::now())
             .err()

@@ -166,11 +166,7 @@ mod tests {
 
     #[tokio::test]
     async fn nonces_are_claimed_once_across_reopen_and_forgotten_when_old() {
-        let dir = std::env::temp_dir().join(format!(
-            "sl-regulator-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
+        let dir = crate::testutil::temp_dir("regulator");
         let now = SystemTime::now();
         let long_ago = now - Duration::from_secs(3600);
         {

@@ -320,16 +320,6 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_millis(NOW_MS)
     }
 
-    fn temp() -> PathBuf {
-        let p = std::env::temp_dir().join(format!(
-            "sl-retention-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&p).expect("temp");
-        p
-    }
-
     /// A record entered `age_days` ago with an image of `image_kb` kB (0: none); a flagged
     /// one with its report in the outbox unless `acked`.
     async fn put(
@@ -390,7 +380,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_and_images_past_retention_go_except_unsent_reports() {
-        let dir = temp();
+        let dir = crate::testutil::temp_dir("retention");
         let store = Store::open(&dir).expect("open");
         let old_clear = put(&store, 40, 1, "clear", 4, true).await;
         let old_flag_sent = put(&store, 31, 2, "flag", 4, true).await;
@@ -466,7 +456,7 @@ mod tests {
 
     #[tokio::test]
     async fn over_the_budget_cleared_images_go_oldest_first_and_flagged_data_stays() {
-        let dir = temp();
+        let dir = crate::testutil::temp_dir("retention");
         let store = Store::open(&dir).expect("open");
         let c1 = put(&store, 10, 1, "clear", 200, true).await;
         let f2 = put(&store, 9, 2, "flag", 200, false).await;
@@ -512,7 +502,7 @@ mod tests {
 
     #[tokio::test]
     async fn with_only_flagged_data_left_the_budget_raises_an_alarm_and_deletes_nothing() {
-        let dir = temp();
+        let dir = crate::testutil::temp_dir("retention");
         let store = Store::open(&dir).expect("open");
         let f1 = put(&store, 5, 1, "flag", 100, false).await;
         let m2 = put(&store, 4, 2, "manual", 100, true).await;

@@ -97,8 +97,7 @@ mod tests {
 
     #[tokio::test]
     async fn reviews_are_kept_against_the_decision_across_reopen() {
-        let dir = std::env::temp_dir().join(format!("sl-review-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::testutil::temp_dir("review");
         {
             let store = Store::open(&dir).expect("open");
             let record = Record::example("r1", Decision::Flag);
