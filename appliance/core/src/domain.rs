@@ -13,21 +13,37 @@ use std::time::SystemTime;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
+    /// `agri_inputs`, 农资: seeds, fertilisers, pesticides.
     AgriInputs,
+    /// `food`, 食品: food, tea, milk powder and infant formula, health supplements.
     Food,
+    /// `medicine`, 药品: medicines, Western and traditional.
     Medicine,
+    /// `cosmetics`, 化妆品: make-up, skincare, perfume.
     Cosmetics,
+    /// `medical_devices`, 医疗器械: blood-pressure monitors, thermometers, glucose meters.
     MedicalDevices,
+    /// `electronics`, 电子产品: phones, earphones, chargers.
     Electronics,
+    /// `auto_parts`, 汽车配件: brake pads, spark plugs, filters.
     AutoParts,
+    /// `decoration`, 装饰装修材料: wallpaper, tiles, paint.
     Decoration,
+    /// `explosive_precursors`, 易制爆化学品: chemicals that can be made into explosives.
     ExplosivePrecursors,
+    /// `childrens_products`, 儿童用品: toys, children's clothing, strollers.
     ChildrensProducts,
+    /// `apparel_footwear`, 服装鞋帽: clothing, shoes, hats.
     ApparelFootwear,
+    /// `bags_leather`, 箱包皮具: bags, luggage, wallets, leather goods.
     BagsLeather,
+    /// `tobacco`, 烟草制品: cigarettes, cigars, e-cigarettes.
     Tobacco,
+    /// `ppe`, 防护用品: masks, protective clothing, gloves.
     Ppe,
+    /// `publications`, 出版物: books, magazines, discs.
     Publications,
+    /// `other`, 其他: goods in none of the categories above (daily necessities, sundries).
     Other,
 }
 
@@ -172,11 +188,20 @@ impl fmt::Display for WaybillNo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IdType {
+    /// `resident_id`, 居民身份证: 18 characters checked against GB 11643 (a real birth date,
+    /// the ISO 7064 MOD 11-2 check character).
     ResidentId,
+    /// `passport`, 护照: 1–2 letters and 7–8 digits.
     Passport,
+    /// `hk_macao_permit`, 港澳居民来往内地通行证: H or M and 8 or 10 digits.
     HkMacaoPermit,
+    /// `taiwan_permit`, 台湾居民来往大陆通行证: 8 digits, or 10 digits and letters (old card).
     TaiwanPermit,
+    /// `foreign_permanent_resident`, 外国人永久居留身份证: 3 letters and 12 digits (old card),
+    /// or 18 characters starting with 9.
     ForeignPermanentResident,
+    /// `other`: any other document; its number need only be present. Also what a sender
+    /// without an `id_type` is read as, with a `real_name_invalid` finding.
     Other,
 }
 
@@ -184,10 +209,18 @@ pub enum IdType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sender {
+    /// The sender's name as written; empty when the waybill omitted it (a
+    /// `real_name_invalid` finding says so).
     pub name: String,
+    /// The identity document the number belongs to; decides which check the number gets.
     pub id_type: IdType,
+    /// The document's number as written, not normalised (matching and hashing use
+    /// [`normalise_id`](crate::waybill::normalise_id)); empty when omitted, with a finding.
     pub id_number: String,
+    /// A mainland mobile or landline number as written; may be empty, and is checked
+    /// ([`is_mainland_phone`](crate::waybill::is_mainland_phone)) only when present.
     pub phone: String,
+    /// The sender's address, free text, not checked; empty when omitted.
     pub address: String,
 }
 
@@ -202,8 +235,12 @@ impl Sender {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipient {
+    /// The recipient's name as written, not checked.
     pub name: String,
+    /// A mainland mobile or landline number as written; checked only when not empty (a
+    /// malformed one is a `real_name_invalid` finding on `recipient.phone`).
     pub phone: String,
+    /// The delivery address, free text, not checked.
     pub address: String,
 }
 
@@ -211,24 +248,43 @@ pub struct Recipient {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Declared {
+    /// The goods in the sender's words (e.g. `运动鞋`); blank is a finding. The goods
+    /// dictionary reads a category from it when `category` names none.
     pub goods: String,
+    /// The declared category as written: a category key, or words the goods dictionary maps
+    /// to one (e.g. `apparel`); compared with what the X-ray image shows.
     pub category: String,
+    /// The declared value of the whole parcel in CNY (元); more than 0 and at most
+    /// [`MAX_DECLARED_CNY`](crate::waybill::MAX_DECLARED_CNY), else a finding. Below the
+    /// category's floor × `quantity` it is `value_implausible`.
     pub value_cny: f64,
+    /// How many items; 1 to [`MAX_QUANTITY`](crate::waybill::MAX_QUANTITY), else a finding.
     pub quantity: u32,
 }
 
 /// One waybill as the reader delivered it, parsed but not yet judged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Waybill {
+    /// The waybill number: what the join matches an X-ray scan's waybill against, and part
+    /// of a report's id.
     pub waybill: WaybillNo,
+    /// The sender's real-name data; `None` when the code carries none (a bare number, or
+    /// JSON without `sender`), which is `real_name_missing` unless a well-formed agreement
+    /// customer code stands in for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender: Option<Sender>,
+    /// The recipient, when the code carries one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipient: Option<Recipient>,
+    /// What the sender declared, when the code carries it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub declared: Option<Declared>,
+    /// The parcel's weight in grams, as the waybill states it; no rule reads it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_g: Option<u32>,
+    /// The code of a contract customer (协议客户), whose parcels may carry no individual
+    /// sender, as written; a malformed one is kept, with a `real_name_invalid` finding
+    /// ([`is_agreement_code`](crate::waybill::is_agreement_code)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agreement_customer: Option<String>,
 }
@@ -253,6 +309,7 @@ pub struct XrayScan {
 /// A parcel joined from the line's sources, ready to be screened.
 #[derive(Debug, Clone)]
 pub struct Parcel {
+    /// The configured id of the line the parcel came down.
     pub line_id: String,
     /// The line controller's sequence number: the handle the decision is sent back with.
     pub seq: u32,
@@ -260,10 +317,15 @@ pub struct Parcel {
     /// when it entered before the controller had one (it diverts such a parcel itself, and
     /// no decision can name it) or did not come from a controller.
     pub epoch: Option<screenline_protocol::Epoch>,
+    /// When the appliance heard the controller's parcel-entered message (its own clock):
+    /// the parcel's time in its record, its report id without a read, and the split-shipment
+    /// ledger, and where the decision deadline is counted from.
     pub entered_at: SystemTime,
+    /// The waybill read joined to the parcel; `None` is `no_read`.
     pub waybill: Option<Waybill>,
     /// Real-name findings made while reading the waybill.
     pub findings: Vec<Reason>,
+    /// The X-ray scan joined to the parcel; `None` is `no_image`.
     pub scan: Option<XrayScan>,
 }
 
@@ -302,17 +364,36 @@ impl Decision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum ReasonCode {
+    /// The waybill carries no sender real-name data and names no agreement customer.
     RealNameMissing,
+    /// A waybill field fails its check: the sender's name, ID type or number (GB 11643 or
+    /// the document's shape), a phone, the declared goods, value or quantity, or the
+    /// agreement-customer code. The words name the field, never its value.
     RealNameInvalid,
+    /// The sender's ID number or phone, or the agreement customer, is on the regulator's
+    /// watch-list.
     WatchlistedSender,
+    /// The model, at least `mismatch_confidence` sure, sees a category other than the
+    /// declared one.
     DeclaredMismatch,
+    /// The counterfeit score reaches the threshold of the category the model sees, and
+    /// that category is a priority one.
     CounterfeitSuspected,
+    /// One sender identity sent `split_min_parcels` or more parcels of one category within
+    /// the window (蚂蚁搬家).
     SplitShipment,
+    /// The declared value is below the category's floor × quantity (count-only by default).
     ValueImplausible,
+    /// No waybill read was joined to the parcel within the window.
     NoRead,
+    /// No X-ray image was joined to the parcel.
     NoImage,
+    /// An image was joined but could not be decoded (corrupt, truncated, oversized).
     ImageUnreadable,
+    /// The classifier failed, gave no result, or screening the parcel panicked.
     ScreeningFailed,
+    /// The decision came after the parcel's decision point: the controller had already
+    /// diverted it, so a clear becomes manual.
     DecisionLate,
     /// The record could not be stored, so no pass was sent (`sink.rs`).
     StoreFailed,
@@ -359,8 +440,11 @@ impl ReasonCode {
 /// A reason with its plain words in both languages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reason {
+    /// What was found; the policy maps it to an action.
     pub code: ReasonCode,
+    /// The plain words in Simplified Chinese, for the operator's screen and the reports.
     pub zh: String,
+    /// The plain words in English.
     pub en: String,
 }
 
@@ -378,8 +462,11 @@ impl Reason {
 /// Name, version and hash, as every decision and report carries them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
+    /// The model's name, from its manifest.
     pub name: String,
+    /// The model's version, from its manifest.
     pub version: String,
+    /// SHA-256 of the `.onnx` file, lower-case hex, verified against the manifest on load.
     pub sha256: String,
 }
 

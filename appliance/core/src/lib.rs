@@ -12,8 +12,7 @@
 //! - [`invariants`]: the byte-stream decoders' invariants (the fuzz targets' and CI's).
 //!
 //! The appliance (`screenline`), its benches and its fuzz targets depend on this crate.
-#![deny(unsafe_code)]
-#![allow(missing_docs)] // TODO(#15): deny once every public item is documented
+#![deny(missing_docs, unsafe_code)]
 
 pub mod domain;
 pub mod invariants;

@@ -8,7 +8,9 @@ use std::fmt;
 /// sentence that names the key, the value and what would be valid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The key's full path in the file, by which `config` finds the problem's line.
     pub key: String,
+    /// The whole sentence, starting with the key's path.
     pub text: String,
 }
 

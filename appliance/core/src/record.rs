@@ -17,6 +17,7 @@ use std::time::SystemTime;
 pub struct Record {
     /// The record's key: entry time (ms, 13 digits), line and sequence number.
     pub record_id: String,
+    /// The configured id of the line the parcel came down.
     pub line_id: String,
     /// The parcel's sequence number on its line (0 where none was known).
     #[serde(default)]
@@ -27,12 +28,18 @@ pub struct Record {
     /// When it was decided.
     #[serde(with = "crate::time_fmt::rfc3339")]
     pub screened_at: SystemTime,
+    /// The waybill number read; `None` for a `no_read` parcel.
     pub waybill: Option<WaybillNo>,
+    /// What the sender declared, if the waybill said.
     pub declared: Option<Declared>,
+    /// The sender: in full for flagged and manual parcels, as keyed hashes for cleared ones.
     pub sender: Option<StoredSender>,
     /// Kept for flagged and manual parcels only.
     pub recipient: Option<Recipient>,
+    /// What became of the parcel: a clear that came too late, or whose first attempt to be
+    /// stored failed, is recorded as manual, since the controller diverted the parcel.
     pub decision: Decision,
+    /// Every reason found, count-only ones included.
     #[serde(default)]
     pub reasons: Vec<Reason>,
     /// `None` without a model's view (no image) and in a slimmed record.
@@ -41,7 +48,10 @@ pub struct Record {
     pub model: Option<ModelInfo>,
     /// The archived image (the high half of a pair), while it is kept.
     pub image: Option<PathBuf>,
+    /// SHA-256 (hex) of the image file as read from the drop folder (a pair's high half);
+    /// `None` without a readable image. Kept when the image itself is evicted.
     pub image_sha256: Option<String>,
+    /// SHA-256 (hex) of a dual-energy pair's low half.
     pub low_energy_sha256: Option<String>,
     /// A flagged record's report id.
     pub report_id: Option<String>,
@@ -59,8 +69,17 @@ pub struct Record {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum StoredSender {
+    /// Every field as read: a flagged or manual parcel's sender.
     Full(Sender),
-    Keys { id_key: String, phone_key: String },
+    /// A cleared parcel's sender: keyed hashes ([`KeyedHasher`](crate::keys::KeyedHasher),
+    /// hex) of the normalised values, as the watch-list and the split-shipment ledger hash them.
+    Keys {
+        /// The hash of the ID number after [`normalise_id`](crate::waybill::normalise_id).
+        id_key: String,
+        /// The hash of the phone after [`normalise_phone`](crate::waybill::normalise_phone)
+        /// (of the empty string when there was none).
+        phone_key: String,
+    },
 }
 
 /// Why and when a record's image went.
@@ -132,22 +151,38 @@ fn pair_files(first: &Path) -> Vec<PathBuf> {
 pub struct FlaggedReport {
     /// Always [`FlaggedReport::SCHEMA`].
     pub schema: String,
+    /// `rpt-` and 32 hex digits of a SHA-256 over site, line, waybill (or, without a read,
+    /// the entry time) and scan id: a redelivery carries the same id, which consumers
+    /// deduplicate on.
     pub report_id: String,
+    /// The configured site, the topic's `{site_id}` level.
     pub site_id: String,
+    /// The configured appliance, the topic's `{appliance_id}` level.
     pub appliance_id: String,
+    /// The configured id of the line the parcel came down.
     pub line_id: String,
+    /// The waybill number read; `None` when no code was read.
     pub waybill: Option<WaybillNo>,
     /// When the X-ray machine took the scan (the parcel's entry time without one).
     #[serde(with = "crate::time_fmt::rfc3339")]
     pub scanned_at: SystemTime,
+    /// Always [`Decision::Flag`]: only flagged parcels are reported.
     pub decision: Decision,
+    /// Every reason found, count-only ones included, each with its words in zh and en.
     pub reasons: Vec<Reason>,
+    /// The model's view; `None` when it had none (no image, unreadable, screening failed).
     pub scores: Option<Scores>,
+    /// The model in service when the parcel was decided.
     pub model: ModelInfo,
+    /// What the sender declared, if the waybill said.
     pub declared: Option<Declared>,
+    /// The sender's real-name data in full, unmasked: the regulator's copy.
     pub sender: Option<Sender>,
+    /// The recipient in full, unmasked.
     pub recipient: Option<Recipient>,
+    /// The contract customer's (协议客户) code, as written on the waybill.
     pub agreement_customer: Option<String>,
+    /// The image evidence; `None` when no image was read.
     pub evidence: Option<ReportEvidence>,
 }
 

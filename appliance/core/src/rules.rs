@@ -84,13 +84,23 @@ impl Policy {
 /// Rule data that could not be loaded.
 #[derive(Debug, Error)]
 pub enum RuleDataError {
+    /// A configured rule file could not be read (the appliance reads them; this crate never
+    /// does).
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file, as configured.
         path: std::path::PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// A rule file or a watch-list payload is not what it must be.
     #[error("{what}: {why}")]
-    Invalid { what: String, why: String },
+    Invalid {
+        /// Which data: a file's path, `built-in`, or the name given to the parser.
+        what: String,
+        /// What is wrong with it (a parse error, or an unknown category key, or a bad floor).
+        why: String,
+    },
 }
 
 fn category(key: &str, what: &str) -> Result<Category, RuleDataError> {
@@ -180,6 +190,8 @@ impl ValueFloors {
 /// The regulator's watch-list, held only as keyed hashes.
 #[derive(Debug, Clone, Default)]
 pub struct Watchlist {
+    /// The list's version as the regulator named it; quoted in `watchlisted_sender` reasons
+    /// and reported back when a new list replaces it. Empty for no list.
     pub version: String,
     ids: HashSet<String>,
     phones: HashSet<String>,
@@ -197,11 +209,15 @@ pub const WATCHLIST_NORMALISATION: u32 = 1;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WatchlistFile {
+    /// The regulator's name for this version of the list.
     pub version: String,
+    /// Senders' ID numbers, of any document type, in any spelling (normalised before hashing).
     #[serde(default)]
     pub id_numbers: Vec<String>,
+    /// Senders' phone numbers, in any spelling (normalised before hashing).
     #[serde(default)]
     pub phones: Vec<String>,
+    /// Agreement-customer (协议客户) codes, matched trimmed.
     #[serde(default)]
     pub agreement_customers: Vec<String>,
 }
@@ -307,13 +323,16 @@ pub const LEDGER_KEEP: usize = 256;
 /// The regulator's watch-list as kept on disk: keyed hashes only, never the plain values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HashedWatchlist {
+    /// The list's version as the regulator named it.
     pub version: String,
+    /// Keyed hashes (hex) of the normalised ID numbers.
     pub id_keys: Vec<String>,
+    /// Keyed hashes (hex) of the normalised phone numbers.
     pub phone_keys: Vec<String>,
+    /// Keyed hashes (hex) of the trimmed agreement-customer codes.
     pub customer_keys: Vec<String>,
-    /// How the values were normalised before hashing (see
-    /// `screen::rules::WATCHLIST_NORMALISATION`); absent (0) in a list kept by an older
-    /// version, which hashed them as written.
+    /// How the values were normalised before hashing (see [`WATCHLIST_NORMALISATION`]);
+    /// absent (0) in a list kept by an older version, which hashed them as written.
     #[serde(default)]
     pub normalisation: u32,
 }
@@ -347,6 +366,7 @@ impl SplitLedger for MemoryLedger {
 /// Rule settings from the configuration.
 #[derive(Debug, Clone)]
 pub struct RuleSettings {
+    /// The action for each reason code: the default with the configuration's overrides.
     pub policy: Policy,
     /// Categories the counterfeit rule applies to.
     pub priority: BTreeSet<Category>,
@@ -394,18 +414,29 @@ impl RuleSettings {
 /// shipped dictionary and value floors, and for no watch-list.
 #[derive(Debug, Default)]
 pub struct RuleSources {
+    /// The goods dictionary's TOML text and its path; `None`: [`DEFAULT_DICTIONARY`].
     pub dictionary: Option<(String, String)>,
+    /// The value floors' TOML text and its path; `None`: [`DEFAULT_VALUE_FLOORS`].
     pub value_floors: Option<(String, String)>,
+    /// The watch-list's JSON text ([`WatchlistFile`]) and its path; `None`: an empty list.
     pub watchlist: Option<(String, String)>,
 }
 
 /// Everything the rules need, owned by the screening stage.
 pub struct RuleSet {
+    /// Thresholds, windows and the policy; the regulator's threshold updates land here.
     pub settings: RuleSettings,
+    /// Reads a category from the declared category or goods words, where they name no key.
     pub dictionary: GoodsDictionary,
+    /// The lowest plausible declared value per category (`value_implausible`).
     pub floors: ValueFloors,
+    /// The regulator's watch-list (`watchlisted_sender`); replaced when a new one is pushed.
     pub watchlist: Watchlist,
+    /// Hashes identities for the watch-list and the ledger; the store's key on the appliance,
+    /// so its hashes match the ones the store keeps.
     pub hasher: KeyedHasher,
+    /// The split-shipment history (`split_shipment`): the store's on the appliance, a
+    /// [`MemoryLedger`] offline.
     pub ledger: Box<dyn SplitLedger>,
 }
 

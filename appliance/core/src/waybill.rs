@@ -225,7 +225,9 @@ struct RawSender {
 /// A parsed record: the waybill and the real-name findings it carries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadRecord {
+    /// The waybill, its fields as written (a field that fails its check is kept).
     pub waybill: Waybill,
+    /// `real_name_missing` and `real_name_invalid` findings, one per field that fails.
     pub findings: Vec<Reason>,
 }
 
