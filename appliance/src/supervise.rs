@@ -365,6 +365,25 @@ pub mod sd_notify {
     }
 }
 
+/// Resolves at SIGINT (Ctrl-C) or SIGTERM (systemd's stop).
+pub async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,24 +426,5 @@ mod tests {
         let n = rx.recv(&mut buf).expect("recv");
         assert_eq!(&buf[..n], b"READY=1");
         let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
-/// Resolves at SIGINT (Ctrl-C) or SIGTERM (systemd's stop).
-pub async fn stop_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
     }
 }

@@ -725,29 +725,50 @@ pub enum Checked {
     Read {
         /// Its number in the input, from 1.
         record: usize,
-        waybill: WaybillNo,
-        sender: Option<MaskedSender>,
-        recipient: Option<MaskedRecipient>,
-        declared: Option<Declared>,
-        weight_g: Option<u32>,
-        agreement_customer: Option<String>,
-        findings: Vec<Reason>,
+        /// What it holds.
+        #[serde(flatten)]
+        read: Box<CheckedWaybill>,
     },
+}
+
+/// A waybill as `screenline waybill check` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckedWaybill {
+    /// The waybill number.
+    pub waybill: WaybillNo,
+    /// The sender, masked; `None` when the record names none.
+    pub sender: Option<MaskedSender>,
+    /// The recipient, masked.
+    pub recipient: Option<MaskedRecipient>,
+    /// What the sender declared, as written.
+    pub declared: Option<Declared>,
+    /// The weight on the waybill, in grams.
+    pub weight_g: Option<u32>,
+    /// The agreement customer's code, as written.
+    pub agreement_customer: Option<String>,
+    /// What the real-name checks found (none: the waybill passes them).
+    pub findings: Vec<Reason>,
 }
 
 /// A sender as a person may see it: every identifying value masked.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MaskedSender {
+    /// The name, masked ([`mask`]).
     pub name: String,
+    /// The identity document's type (not personal: shown as is).
     pub id_type: IdType,
+    /// The document's number, masked.
     pub id_number: String,
+    /// The phone number, masked.
     pub phone: String,
 }
 
 /// A recipient as a person may see it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MaskedRecipient {
+    /// The name, masked.
     pub name: String,
+    /// The phone number, masked.
     pub phone: String,
 }
 
@@ -779,21 +800,23 @@ pub fn check(bytes: &[u8], framing: Framing, today: (u32, u32, u32)) -> Vec<Chec
                     let w = r.waybill;
                     Checked::Read {
                         record,
-                        waybill: w.waybill,
-                        sender: w.sender.map(|s| MaskedSender {
-                            name: mask(&s.name),
-                            id_type: s.id_type,
-                            id_number: mask(&s.id_number),
-                            phone: mask(&s.phone),
+                        read: Box::new(CheckedWaybill {
+                            waybill: w.waybill,
+                            sender: w.sender.map(|s| MaskedSender {
+                                name: mask(&s.name),
+                                id_type: s.id_type,
+                                id_number: mask(&s.id_number),
+                                phone: mask(&s.phone),
+                            }),
+                            recipient: w.recipient.map(|r| MaskedRecipient {
+                                name: mask(&r.name),
+                                phone: mask(&r.phone),
+                            }),
+                            declared: w.declared,
+                            weight_g: w.weight_g,
+                            agreement_customer: w.agreement_customer,
+                            findings: r.findings,
                         }),
-                        recipient: w.recipient.map(|r| MaskedRecipient {
-                            name: mask(&r.name),
-                            phone: mask(&r.phone),
-                        }),
-                        declared: w.declared,
-                        weight_g: w.weight_g,
-                        agreement_customer: w.agreement_customer,
-                        findings: r.findings,
                     }
                 }
             }
