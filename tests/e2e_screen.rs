@@ -11,13 +11,7 @@ use std::process::Command;
 
 /// A resident ID with a correct GB 11643 check character.
 fn resident_id(first17: &str) -> String {
-    const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    let sum: u32 = first17
-        .bytes()
-        .zip(W)
-        .map(|(b, w)| u32::from(b - b'0') * w)
-        .sum();
-    let check = b"10X98765432"[(sum % 11) as usize] as char;
+    let check = screenline::line::waybill::resident_id_check(first17).expect("17 digits");
     format!("{first17}{check}")
 }
 

@@ -45,14 +45,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// A resident ID with a correct GB 11643 check character: one sender per parcel, so no
 /// split-shipment flags colour the figures.
 fn resident_id(seq: usize) -> String {
-    const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
     let first17 = format!("11010519800101{:03}", seq % 1000);
-    let sum: u32 = first17
-        .bytes()
-        .zip(W)
-        .map(|(b, w)| u32::from(b - b'0') * w)
-        .sum();
-    format!("{first17}{}", b"10X98765432"[(sum % 11) as usize] as char)
+    let check = screenline::line::waybill::resident_id_check(&first17).unwrap_or('0');
+    format!("{first17}{check}")
 }
 
 fn parcel(seq: usize, image: &std::path::Path, category: &str) -> anyhow::Result<Parcel> {

@@ -128,13 +128,41 @@ impl fmt::Display for Category {
     }
 }
 
-/// The two languages every user-facing text comes in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The two languages every user-facing text comes in; Chinese is the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Lang {
-    /// Simplified Chinese.
+    /// Simplified Chinese (`zh-CN`).
+    #[serde(rename = "zh-CN")]
     Zh,
-    /// English.
+    /// English (`en`).
+    #[serde(rename = "en")]
     En,
+}
+
+impl Lang {
+    /// From a language tag (a cookie's, a setting's): Chinese unless English is asked for.
+    pub fn from_tag(tag: Option<&str>) -> Lang {
+        match tag {
+            Some("en") => Lang::En,
+            _ => Lang::Zh,
+        }
+    }
+
+    /// The language tag (`zh-CN`, `en`), as HTML's `lang` attribute takes it.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Lang::Zh => "zh-CN",
+            Lang::En => "en",
+        }
+    }
+
+    /// The other language (for a switch between the two).
+    pub fn other(self) -> Lang {
+        match self {
+            Lang::Zh => Lang::En,
+            Lang::En => Lang::Zh,
+        }
+    }
 }
 
 /// A waybill number: 8 to 32 characters of `A-Z 0-9`.

@@ -678,17 +678,27 @@ pub fn check_resident_id(id: &str, today: (u32, u32, u32)) -> Result<(), Residen
     {
         return Err(ResidentIdError::BirthDate);
     }
+    if resident_id_check(&id[..17]) != Some(char::from(b[17])) {
+        return Err(ResidentIdError::Checksum);
+    }
+    Ok(())
+}
+
+/// The GB 11643 check character (`0`–`9` or `X`) of a resident ID number's first 17
+/// characters; `None` unless they are 17 ASCII digits.
+pub fn resident_id_check(first17: &str) -> Option<char> {
     const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
     const CHECK: &[u8; 11] = b"10X98765432";
-    let sum: u32 = b[..17]
+    let b = first17.as_bytes();
+    if b.len() != 17 || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let sum: u32 = b
         .iter()
         .zip(WEIGHTS)
         .map(|(d, w)| u32::from(d - b'0') * w)
         .sum();
-    if CHECK[(sum % 11) as usize] != b[17] {
-        return Err(ResidentIdError::Checksum);
-    }
-    Ok(())
+    Some(char::from(CHECK[(sum % 11) as usize]))
 }
 
 fn days_in_month(y: u32, m: u32) -> u32 {

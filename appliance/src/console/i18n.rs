@@ -1,49 +1,7 @@
 //! The console's words, in zh-CN (the default) and en. Every key has both; a test checks it.
 
-use serde::Deserialize;
-
-/// The console's language, from the `sl_lang` cookie.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum Lang {
-    #[serde(rename = "zh-CN")]
-    Zh,
-    #[serde(rename = "en")]
-    En,
-}
-
-impl Lang {
-    /// From a cookie value; Chinese unless English is asked for.
-    pub fn from_cookie(v: Option<&str>) -> Lang {
-        match v {
-            Some("en") => Lang::En,
-            _ => Lang::Zh,
-        }
-    }
-
-    /// The `lang` attribute and cookie value.
-    pub fn tag(self) -> &'static str {
-        match self {
-            Lang::Zh => "zh-CN",
-            Lang::En => "en",
-        }
-    }
-
-    /// The other language (for the switch).
-    pub fn other(self) -> Lang {
-        match self {
-            Lang::Zh => Lang::En,
-            Lang::En => Lang::Zh,
-        }
-    }
-
-    /// For the domain's own labels.
-    pub fn domain(self) -> crate::domain::Lang {
-        match self {
-            Lang::Zh => crate::domain::Lang::Zh,
-            Lang::En => crate::domain::Lang::En,
-        }
-    }
-}
+/// The console's language (from the `sl_lang` cookie): the domain's two languages.
+pub use crate::domain::Lang;
 
 /// (key, zh-CN, en)
 const WORDS: &[(&str, &str, &str)] = &[

@@ -322,7 +322,7 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 fn lang(headers: &HeaderMap) -> Lang {
-    Lang::from_cookie(cookie(headers, LANG_COOKIE))
+    Lang::from_tag(cookie(headers, LANG_COOKIE))
 }
 
 /// A local path to go back to (never another site): a path that starts with a single `/`
@@ -723,7 +723,7 @@ struct LangQuery {
 }
 
 async fn switch_lang(Query(q): Query<LangQuery>) -> Response {
-    let to = Lang::from_cookie(q.to.as_deref());
+    let to = Lang::from_tag(q.to.as_deref());
     let mut r = Redirect::to(&local_path(q.back.as_deref())).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!(
         "{LANG_COOKIE}={}; Path=/; SameSite=Strict; Max-Age=31536000",

@@ -95,7 +95,7 @@ fn script_words(lang: Lang) -> String {
     words.insert("lang".into(), Value::from(lang.tag()));
     let cats: serde_json::Map<String, Value> = Category::ALL
         .iter()
-        .map(|c| (c.key().to_owned(), Value::from(c.label(lang.domain()))))
+        .map(|c| (c.key().to_owned(), Value::from(c.label(lang))))
         .collect();
     words.insert("categories".into(), Value::Object(cats));
     // JSON in a script element: `<` escaped so that no text can close it.
@@ -239,7 +239,7 @@ fn reasons_html(lang: Lang, reasons: &[Reason]) -> String {
 fn category_label(lang: Lang, key: Option<&str>) -> String {
     key.map(|k| {
         Category::from_key(k)
-            .map(|c| c.label(lang.domain()).to_owned())
+            .map(|c| c.label(lang).to_owned())
             .unwrap_or_else(|| k.to_owned())
     })
     .unwrap_or_else(|| "—".into())
@@ -451,7 +451,7 @@ pub fn parcel(ctx: &Ctx, r: &Record, reviews: &[Review], saved: bool) -> Html<St
             let _ = write!(
                 scores,
                 "<tr><td>{}</td><td>{}</td></tr>",
-                esc(c.label(lang.domain())),
+                esc(c.label(lang)),
                 bar(f64::from(p), "")
             );
         }

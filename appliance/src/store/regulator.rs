@@ -115,11 +115,6 @@ impl Store {
         Ok(self.db.open_tree(STATS_OUTBOX)?.remove(key)?.is_some())
     }
 
-    /// Statistics messages waiting for the broker.
-    pub fn stats_backlog(&self) -> Result<usize, StoreError> {
-        Ok(self.db.open_tree(STATS_OUTBOX)?.len())
-    }
-
     /// Keeps the regulator's latest watch-list (hashed), durably.
     pub fn save_watchlist(&self, list: &HashedWatchlist) -> Result<(), StoreError> {
         self.db
@@ -191,7 +186,7 @@ mod tests {
         assert_eq!(batch.len(), 2);
         assert_eq!(batch[0].1, b"{\"a\":1}");
         assert!(store.ack_stats(&batch[0].0).expect("ack"));
-        assert_eq!(store.stats_backlog().expect("len"), 1);
+        assert_eq!(store.stats_batch(10, |_| false).expect("batch").len(), 1);
         assert_eq!(store.record_for_report("rpt-00").expect("lookup"), None);
         let t = |k: &str, v: f32| std::collections::BTreeMap::from([(k.to_owned(), v)]);
         store.save_thresholds(&t("food", 0.5)).expect("save");
