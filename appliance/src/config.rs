@@ -322,6 +322,13 @@ controller_port = "/dev/screenline/L1-controller"
 xray_dir = "/var/spool/xray/L1"
 "#;
 
+    /// The problems of a configuration that must not pass, as one message.
+    fn invalid(text: &str) -> String {
+        Config::parse(text, Path::new("t.toml"))
+            .expect_err("invalid")
+            .to_string()
+    }
+
     #[test]
     fn minimal_config_gets_defaults() {
         let c = Config::parse(MINIMAL, Path::new("t.toml")).expect("valid");
@@ -395,9 +402,7 @@ xray_dir = "/var/spool/xray/L1"
     #[test]
     fn bad_values_are_explained() {
         let text = MINIMAL.replace("xr-01", "xr/01") + "[mqtt]\nurl = \"tcp://x\"\n";
-        let s = Config::parse(&text, Path::new("t.toml"))
-            .expect_err("invalid")
-            .to_string();
+        let s = invalid(&text);
         assert!(s.contains("appliance_id") && s.contains("mqtt.url"), "{s}");
     }
 
@@ -419,9 +424,7 @@ xray_dir = "/var/spool/xray/L1"
         let bad = format!(
             "{MINIMAL}[lines.controller]\neye_to_gate_mm = 200\nheartbeat_timeout_ms = 100\ngate_width_mm = 0\n"
         );
-        let s = Config::parse(&bad, Path::new("t.toml"))
-            .expect_err("invalid")
-            .to_string();
+        let s = invalid(&bad);
         for key in [
             "lines[0].controller.decision_margin_mm = 300",
             "lines[0].controller.heartbeat_timeout_ms = 100",
@@ -432,18 +435,14 @@ xray_dir = "/var/spool/xray/L1"
         let huge = format!(
             "{MINIMAL}[lines.controller]\neye_to_gate_mm = 4000000\ncounts_per_mm = 4000\n"
         );
-        let s = Config::parse(&huge, Path::new("t.toml"))
-            .expect_err("invalid")
-            .to_string();
+        let s = invalid(&huge);
         assert!(s.contains("beyond the encoder's range"), "{s}");
     }
 
     #[test]
     fn tls_and_regulator_keys_are_checked_and_explained() {
         let tls = format!("{MINIMAL}[mqtt]\nurl = \"mqtts://b:8883\"\nclient_cert_file = \"/nonexistent/c.pem\"\n");
-        let s = Config::parse(&tls, Path::new("t.toml"))
-            .expect_err("invalid")
-            .to_string();
+        let s = invalid(&tls);
         assert!(
             s.contains("mqtt.ca_file") && s.contains("client_key_file"),
             "{s}"
@@ -453,22 +452,15 @@ xray_dir = "/var/spool/xray/L1"
             "{s}"
         );
         let plain = format!("{MINIMAL}[mqtt]\nca_file = \"/etc/hostname\"\n");
-        let s = Config::parse(&plain, Path::new("t.toml"))
-            .expect_err("invalid")
-            .to_string();
+        let s = invalid(&plain);
         assert!(
             s.contains("mqtt.ca_file is set but") && s.contains("mqtts://"),
             "{s}"
         );
         let window = format!("{MINIMAL}[mqtt]\nwindow = 500\n");
-        assert!(Config::parse(&window, Path::new("t.toml"))
-            .expect_err("invalid")
-            .to_string()
-            .contains("mqtt.window = 500: must be 1 to 100"));
+        assert!(invalid(&window).contains("mqtt.window = 500: must be 1 to 100"));
         let key = format!("{MINIMAL}[regulator]\npublic_key = \"AAAA\"\n");
-        let s = Config::parse(&key, Path::new("t.toml"))
-            .expect_err("invalid")
-            .to_string();
+        let s = invalid(&key);
         assert!(
             s.contains("regulator.public_key") && s.contains("32 raw bytes"),
             "{s}"

@@ -54,6 +54,23 @@ impl Problems {
         });
     }
 
+    /// `key = value: must be LOW to HIGH` (and `why`, if any) unless `value` is in `range`.
+    pub fn range<T: PartialOrd + fmt::Display>(
+        &mut self,
+        key: &str,
+        value: T,
+        range: std::ops::RangeInclusive<T>,
+        why: &str,
+    ) {
+        if !range.contains(&value) {
+            let (low, high) = range.into_inner();
+            self.push(
+                key,
+                format_args!(" = {value}: must be {low} to {high}{why}"),
+            );
+        }
+    }
+
     /// Takes in the problems of a subsection.
     pub fn extend(&mut self, other: Problems) {
         self.found.extend(other.found);

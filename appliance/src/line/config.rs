@@ -148,18 +148,8 @@ impl LineConfig {
                 self.read_window_ms, self.image_delay_ms + self.image_window_ms, self.join_window_ms
             ));
         }
-        if !(100..=60_000).contains(&self.pair_wait_ms) {
-            p.push(
-                "pair_wait_ms",
-                format_args!(" = {}: must be 100 to 60000", self.pair_wait_ms),
-            );
-        }
-        if !(100..=10_000).contains(&self.join_window_ms) {
-            p.push(
-                "join_window_ms",
-                format_args!(" = {}: must be 100 to 10000", self.join_window_ms),
-            );
-        }
+        p.range("pair_wait_ms", self.pair_wait_ms, 100..=60_000, "");
+        p.range("join_window_ms", self.join_window_ms, 100..=10_000, "");
         if let Some(g) = &self.controller {
             let mut sub = Problems::new(&p.key("controller"));
             g.problems(&mut sub);
@@ -195,16 +185,12 @@ impl ControllerGeometry {
             );
         }
         let beat = crate::line::controller::HEARTBEAT.as_millis() as u32;
-        if !(2 * beat..=10_000).contains(&self.heartbeat_timeout_ms) {
-            p.push(
-                "heartbeat_timeout_ms",
-                format_args!(
-                    " = {}: must be {} to 10000 (the appliance beats every {beat} ms)",
-                    self.heartbeat_timeout_ms,
-                    2 * beat
-                ),
-            );
-        }
+        p.range(
+            "heartbeat_timeout_ms",
+            self.heartbeat_timeout_ms,
+            2 * beat..=10_000,
+            &format!(" (the appliance beats every {beat} ms)"),
+        );
         if self.controller_config().is_none() {
             p.push(
                 "",

@@ -208,18 +208,8 @@ impl MqttConfig {
         }
         // rumqttc's packet ids run 1..=inflight; the feed keeps its own window (plus a
         // few status, stats and command answers) well below that (see PITFALLS.md).
-        if !(1..=MAX_WINDOW).contains(&m.window) {
-            p.push(
-                "window",
-                format_args!(" = {}: must be 1 to {MAX_WINDOW}", m.window),
-            );
-        }
-        if !(1..=86_400).contains(&m.stats_period_s) {
-            p.push(
-                "stats_period_s",
-                format_args!(" = {}: must be 1 to 86400 (one day)", m.stats_period_s),
-            );
-        }
+        p.range("window", m.window, 1..=MAX_WINDOW, "");
+        p.range("stats_period_s", m.stats_period_s, 1..=86_400, " (one day)");
     }
 }
 
@@ -231,12 +221,7 @@ impl RegulatorConfig {
                 p.push("public_key", format_args!(": {e}; give the regulator's Ed25519 public key as base64 of its 32 raw bytes (see README)"));
             }
         }
-        if !(10..=86_400).contains(&self.max_age_s) {
-            p.push(
-                "max_age_s",
-                format_args!(" = {}: must be 10 to 86400", self.max_age_s),
-            );
-        }
+        p.range("max_age_s", self.max_age_s, 10..=86_400, "");
         if self.max_future_s > 3600 {
             p.push(
                 "max_future_s",

@@ -91,9 +91,7 @@ mod tests {
 
     #[tokio::test]
     async fn entries_come_back_newest_first_and_survive_reopen() {
-        let dir = crate::testutil::temp_dir("audit");
-        {
-            let store = Store::open(&dir).expect("open");
+        let (dir, store) = crate::store::testing::reopened("audit", |store| {
             for i in 0..5 {
                 store
                     .audit("user:li", "review.confirmed", &format!("r{i}"), "")
@@ -102,8 +100,7 @@ mod tests {
             store
                 .audit("regulator", "cmd.watchlist", "c1", "version 7")
                 .expect("audit");
-        }
-        let store = Store::open(&dir).expect("reopen");
+        });
         let all = store.audit_log(100, |_| true).expect("log");
         assert_eq!(all.len(), 6);
         assert_eq!(all[0].action, "cmd.watchlist");

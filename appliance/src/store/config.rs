@@ -77,11 +77,6 @@ impl StoreConfig {
                 " = 0: leave it out for no budget, or give megabytes",
             );
         }
-        if !(1..=86_400).contains(&st.sweep_interval_s) {
-            p.push(
-                "sweep_interval_s",
-                format_args!(" = {}: must be 1 to 86400", st.sweep_interval_s),
-            );
-        }
+        p.range("sweep_interval_s", st.sweep_interval_s, 1..=86_400, "");
     }
 }

@@ -116,9 +116,7 @@ mod tests {
 
     #[tokio::test]
     async fn counts_are_committed_with_their_records_and_survive_a_reopen() {
-        let dir = crate::testutil::temp_dir("counters");
-        {
-            let store = Store::open(&dir).expect("open");
+        let (dir, store) = crate::store::testing::reopened("counters", |store| {
             let record = crate::record::Record::example("r1", crate::domain::Decision::Flag);
             let commit = |key: &str, counts: &[&str]| Commit {
                 key: key.to_owned(),
@@ -147,8 +145,7 @@ mod tests {
                 counters: store.durable_counters().expect("read"),
             };
             store.set_stats_mark(&mark).expect("mark");
-        }
-        let store = Store::open(&dir).expect("reopen");
+        });
         let c = store.durable_counters().expect("read");
         assert_eq!(c["parcels.decided"], 2);
         assert_eq!(c["parcels.flag"], 1);

@@ -52,6 +52,8 @@ pub mod recover;
 pub mod regulator;
 pub mod retention;
 pub mod review;
+#[cfg(test)]
+mod testing;
 
 /// A store that could not do what was asked.
 #[derive(Debug, Error)]
@@ -629,9 +631,7 @@ mod tests {
 
     #[tokio::test]
     async fn reports_stay_in_the_outbox_until_acknowledged_across_reopen() {
-        let dir = crate::testutil::temp_dir("store");
-        {
-            let store = Store::open(&dir).expect("open");
+        let (dir, store) = crate::store::testing::reopened("store", |store| {
             let rec = Record::example("0001-L1-1", crate::domain::Decision::Flag);
             store
                 .commit(
@@ -656,8 +656,7 @@ mod tests {
             assert_eq!(batch[0].0.report_id, "rpt-b");
             assert!(store.ack(b"0001-L1-1").expect("ack"));
             assert!(!store.ack(b"0001-L1-1").expect("second ack is a no-op"));
-        }
-        let store = Store::open(&dir).expect("reopen");
+        });
         assert_eq!(store.outbox_len(), 1, "the unacknowledged report survived");
         assert_eq!(
             store

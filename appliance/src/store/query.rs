@@ -78,8 +78,7 @@ mod tests {
 
     #[tokio::test]
     async fn waybill_search_finds_by_prefix_newest_first() {
-        let dir = crate::testutil::temp_dir("query");
-        let store = Store::open(&dir).expect("open");
+        let (dir, store) = crate::store::testing::fresh("query");
         for (id, wb, decision) in [
             ("0001-L1-1", "SF100000", Decision::Clear),
             ("0002-L1-2", "SF200000", Decision::Flag),

@@ -97,9 +97,7 @@ mod tests {
 
     #[tokio::test]
     async fn reviews_are_kept_against_the_decision_across_reopen() {
-        let dir = crate::testutil::temp_dir("review");
-        {
-            let store = Store::open(&dir).expect("open");
+        let (dir, store) = crate::store::testing::reopened("review", |store| {
             let record = Record::example("r1", Decision::Flag);
             store.commit(b"r1", &record, None).expect("commit");
             let r = store
@@ -121,8 +119,7 @@ mod tests {
             ));
             // The decision itself is untouched.
             assert_eq!(store.record(b"r1").expect("read"), Some(record));
-        }
-        let store = Store::open(&dir).expect("reopen");
+        });
         let all = store.reviews("r1").expect("reviews");
         assert_eq!(all.len(), 2);
         assert_eq!(

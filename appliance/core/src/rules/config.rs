@@ -66,18 +66,13 @@ impl RulesConfig {
     /// Checks `[rules]`.
     pub fn problems(&self, p: &mut Problems) {
         let r = self;
-        if !(0.0..=1.0).contains(&r.mismatch_confidence) {
-            p.push(
-                "mismatch_confidence",
-                format_args!(" = {}: must be 0 to 1", r.mismatch_confidence),
-            );
-        }
-        if !(2..=LEDGER_KEEP).contains(&r.split_min_parcels) {
-            p.push("split_min_parcels", format_args!(
-                " = {}: must be 2 to {LEDGER_KEEP} (the split-shipment ledger keeps that many parcels per sender and category)",
-                r.split_min_parcels,
-            ));
-        }
+        p.range("mismatch_confidence", r.mismatch_confidence, 0.0..=1.0, "");
+        p.range(
+            "split_min_parcels",
+            r.split_min_parcels,
+            2..=LEDGER_KEEP,
+            " (the split-shipment ledger keeps that many parcels per sender and category)",
+        );
         if !(r.split_window_hours > 0.0 && r.split_window_hours <= 24.0 * 90.0) {
             p.push(
                 "split_window_hours",
