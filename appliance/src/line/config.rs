@@ -15,7 +15,7 @@ pub struct LineConfig {
     /// The waybill reader's serial port, e.g. /dev/screenline/L1-reader.
     pub reader_port: PathBuf,
     /// Default: 9600.
-    #[serde(default = "default_reader_baud")]
+    #[serde(default = "n32::<9600>")]
     pub reader_baud: u32,
     /// Default: line.
     #[serde(default = "default_framing")]
@@ -23,7 +23,7 @@ pub struct LineConfig {
     /// The line controller's serial port, e.g. /dev/screenline/L1-controller.
     pub controller_port: PathBuf,
     /// Default: 115200.
-    #[serde(default = "default_controller_baud")]
+    #[serde(default = "n32::<115_200>")]
     pub controller_baud: u32,
     /// The X-ray machine's drop folder.
     pub xray_dir: PathBuf,
@@ -37,31 +37,31 @@ pub struct LineConfig {
     pub xray_after: XrayAfter,
     /// How long the first half of a dual-energy pair waits for its partner before it is
     /// quarantined, in milliseconds. Default: 2000.
-    #[serde(default = "default_pair_wait")]
+    #[serde(default = "n64::<2000>")]
     pub pair_wait_ms: u64,
     /// How long after the photo-eye a waybill read or an image may still join the parcel,
     /// in milliseconds. It must leave time to screen before the parcel reaches the diverter.
     /// Default: 1500.
-    #[serde(default = "default_join_window")]
+    #[serde(default = "n64::<1500>")]
     pub join_window_ms: u64,
     /// How far from the photo-eye's event a waybill read may come, either side, in
     /// milliseconds. Keep it under half the time between two parcels (at 3 m/s and 300 mm,
     /// under 50): a read with two waiting parcels inside it joins neither. Default: 150.
-    #[serde(default = "default_read_window")]
+    #[serde(default = "n64::<150>")]
     pub read_window_ms: u64,
     /// When the X-ray machine's image usually completes after the photo-eye, in milliseconds.
     /// Default: 300.
-    #[serde(default = "default_image_delay")]
+    #[serde(default = "n64::<300>")]
     pub image_delay_ms: u64,
     /// How far from that an image without a waybill may complete and still join by time, in
     /// milliseconds. Keep it under half the time between two parcels: an image with two
     /// waiting parcels inside it joins neither (both go to manual). Default: 200.
-    #[serde(default = "default_image_window")]
+    #[serde(default = "n64::<200>")]
     pub image_window_ms: u64,
     /// How long after the photo-eye the decision must be sent: the belt time from the
     /// photo-eye to the controller's decision point. A later decision is counted and the
     /// parcel recorded as manual (the controller has diverted it already). Default: 2000.
-    #[serde(default = "default_decision_deadline")]
+    #[serde(default = "n64::<2000>")]
     pub decision_deadline_ms: u64,
     /// The belt's geometry, sent to the line controller (`Configure`) after every hello.
     /// Without it the controller keeps the geometry it has.
@@ -75,22 +75,22 @@ pub struct LineConfig {
 #[serde(deny_unknown_fields)]
 pub struct ControllerGeometry {
     /// Encoder counts per millimetre of belt. Default: 1.
-    #[serde(default = "default_counts_per_mm")]
+    #[serde(default = "n32::<1>")]
     pub counts_per_mm: u32,
     /// From the photo-eye to the diverter gate.
     pub eye_to_gate_mm: u32,
     /// How long the diverter stays energised for one parcel. Default: 400.
-    #[serde(default = "default_gate_width")]
+    #[serde(default = "n32::<400>")]
     pub gate_width_mm: u32,
     /// How far before the gate the decision must have arrived. Default: 300.
-    #[serde(default = "default_decision_margin")]
+    #[serde(default = "n32::<300>")]
     pub decision_margin_mm: u32,
     /// How long the photo-eye's level must hold to count. Default: 5.
-    #[serde(default = "default_debounce")]
+    #[serde(default = "n32::<5>")]
     pub debounce_mm: u32,
     /// Silence from the appliance after which the controller diverts everything.
     /// Default: 1000.
-    #[serde(default = "default_heartbeat_timeout")]
+    #[serde(default = "n32::<1000>")]
     pub heartbeat_timeout_ms: u32,
 }
 
@@ -203,46 +203,18 @@ impl ControllerGeometry {
     }
 }
 
-fn default_counts_per_mm() -> u32 {
-    1
-}
-fn default_gate_width() -> u32 {
-    400
-}
-fn default_decision_margin() -> u32 {
-    300
-}
-fn default_debounce() -> u32 {
-    5
-}
-fn default_heartbeat_timeout() -> u32 {
-    1000
-}
 
-fn default_reader_baud() -> u32 {
-    9600
-}
 fn default_framing() -> Framing {
     Framing::Line
 }
-fn default_controller_baud() -> u32 {
-    115_200
+
+/// A number key's default, given where the key is declared:
+/// `#[serde(default = "n64::<1500>")]`.
+fn n64<const N: u64>() -> u64 {
+    N
 }
-fn default_join_window() -> u64 {
-    1500
-}
-fn default_read_window() -> u64 {
-    150
-}
-fn default_image_delay() -> u64 {
-    300
-}
-fn default_image_window() -> u64 {
-    200
-}
-fn default_decision_deadline() -> u64 {
-    2000
-}
-fn default_pair_wait() -> u64 {
-    2000
+
+/// [`n64`] for 32-bit keys.
+fn n32<const N: u32>() -> u32 {
+    N
 }

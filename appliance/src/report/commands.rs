@@ -626,55 +626,58 @@ mod tests {
             check(&v, &env.to_string(), "watchlist"),
             Err(Refusal::BadSignature)
         );
-        // Stale and future.
-        let old = payload(
-            "watchlist",
-            now - Duration::from_secs(301),
-            "nonce-0003",
-            json!({}),
-        );
-        assert_eq!(
-            check(&v, &sign_envelope(&k, &old), "watchlist").map_err(|e| e.key()),
-            Err("stale")
-        );
-        let ahead = payload(
-            "watchlist",
-            now + Duration::from_secs(120),
-            "nonce-0004",
-            json!({}),
-        );
-        assert_eq!(
-            check(&v, &sign_envelope(&k, &ahead), "watchlist").map_err(|e| e.key()),
-            Err("future")
-        );
-        // Topic and command disagree.
-        assert_eq!(
-            check(&v, &sign_envelope(&k, &fresh), "thresholds").map_err(|e| e.key()),
-            Err("wrong_topic")
-        );
-        // Addressed to another appliance.
-        let elsewhere = fresh.replace("xr-01", "xr-02");
-        assert_eq!(
-            check(&v, &sign_envelope(&k, &elsewhere), "watchlist").map_err(|e| e.key()),
-            Err("wrong_target")
-        );
-        // Bad nonce, bad time.
-        let badnonce = payload("watchlist", now, "short", json!({}));
-        assert_eq!(
-            check(&v, &sign_envelope(&k, &badnonce), "watchlist").map_err(|e| e.key()),
-            Err("malformed")
-        );
-        let badtime = fresh.replace(&crate::time_fmt::format(now), "yesterday");
-        assert_eq!(
-            check(&v, &sign_envelope(&k, &badtime), "watchlist").map_err(|e| e.key()),
-            Err("malformed")
-        );
-        // A command we do not know.
-        let reboot = payload("reboot", now, "nonce-0005", json!({}));
-        assert_eq!(
-            check(&v, &sign_envelope(&k, &reboot), "reboot").map_err(|e| e.key()),
-            Err("unknown_command")
-        );
+        // Signed by the regulator's key, and still refused: (payload, topic, why).
+        let signed_but_refused = [
+            // Stale and future.
+            (
+                payload(
+                    "watchlist",
+                    now - Duration::from_secs(301),
+                    "nonce-0003",
+                    json!({}),
+                ),
+                "watchlist",
+                "stale",
+            ),
+            (
+                payload(
+                    "watchlist",
+                    now + Duration::from_secs(120),
+                    "nonce-0004",
+                    json!({}),
+                ),
+                "watchlist",
+                "future",
+            ),
+            // Topic and command disagree.
+            (fresh.clone(), "thresholds", "wrong_topic"),
+            // Addressed to another appliance.
+            (fresh.replace("xr-01", "xr-02"), "watchlist", "wrong_target"),
+            // Bad nonce, bad time.
+            (
+                payload("watchlist", now, "short", json!({})),
+                "watchlist",
+                "malformed",
+            ),
+            (
+                fresh.replace(&crate::time_fmt::format(now), "yesterday"),
+                "watchlist",
+                "malformed",
+            ),
+            // A command we do not know.
+            (
+                payload("reboot", now, "nonce-0005", json!({})),
+                "reboot",
+                "unknown_command",
+            ),
+        ];
+        for (body, topic, why) in signed_but_refused {
+            assert_eq!(
+                check(&v, &sign_envelope(&k, &body), topic).map_err(|e| e.key()),
+                Err(why),
+                "{topic}: {body}"
+            );
+        }
     }
 
     #[test]

@@ -413,6 +413,22 @@ impl Feed {
 
     /// Hands rumqttc the next outbox entries, up to the window; statistics only when no
     /// flagged report is waiting to be sent.
+
+    /// A read of the store; an error is logged (`what` could not be read) and gives `None`:
+    /// the next wake-up tries again.
+    async fn read_or_log<T: Send + 'static>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Option<T> {
+        match self.store.read(f).await {
+            Ok(x) => Some(x),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read {what}");
+                None
+            }
+        }
+    }
     async fn top_up(
         &self,
         client: &AsyncClient,
@@ -426,31 +442,23 @@ impl Feed {
         if room == 0 {
             return;
         }
-        let skip = outstanding.clone();
-        let batch = match self
-            .store
-            .read(move |s| s.outbox_batch(room, |k| skip.contains(k)))
+        // Reports first; statistics only when no report waits (one store job for both).
+        let (skip, skip_stats) = (outstanding.clone(), outstanding_stats.clone());
+        let Some((batch, stats)) = self
+            .read_or_log("the outboxes", move |s| {
+                let batch = s.outbox_batch(room, |k| skip.contains(k))?;
+                let stats = if batch.is_empty() {
+                    s.stats_batch(room, |k| skip_stats.contains(k))?
+                } else {
+                    Vec::new()
+                };
+                Ok((batch, stats))
+            })
             .await
-        {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the outbox");
-                return;
-            }
+        else {
+            return;
         };
         if batch.is_empty() {
-            let skip = outstanding_stats.clone();
-            let stats = match self
-                .store
-                .read(move |s| s.stats_batch(room, |k| skip.contains(k)))
-                .await
-            {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the statistics outbox");
-                    return;
-                }
-            };
             let topic = format!("{}/stats", self.root);
             for (key, body) in stats {
                 if client

@@ -102,10 +102,7 @@ impl Store {
 
     /// The statistics mark, if a period was ever queued.
     pub fn stats_mark(&self) -> Result<Option<StatsMark>, StoreError> {
-        Ok(match self.db.open_tree(STATS_MARK)?.get("mark")? {
-            Some(v) => Some(serde_json::from_slice(&v)?),
-            None => None,
-        })
+        self.get_json(STATS_MARK, "mark")
     }
 }
 

@@ -516,6 +516,18 @@ impl Store {
         self.backlog = shared;
     }
 
+    /// The JSON value kept under `key` in the tree `tree`, if there is one.
+    pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.db.open_tree(tree)?.get(key)? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+            None => Ok(None),
+        }
+    }
+
     /// A record by key.
     pub fn record(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
         Ok(match self.records.get(key)? {

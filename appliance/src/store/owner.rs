@@ -121,9 +121,7 @@ impl StoreHandle {
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (job, rx) = answered_at_once(false, f);
-        self.send(job).await?;
-        rx.await.map_err(|_| StoreError::Gone)?
+        self.ask(answered_at_once(false, f)).await
     }
 
     /// Runs `f` on the store thread and answers once what it wrote is flushed: durable.
@@ -131,9 +129,7 @@ impl StoreHandle {
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (job, rx) = durable(f);
-        self.send(job).await?;
-        rx.await.map_err(|_| StoreError::Gone)?
+        self.ask(durable(f)).await
     }
 
     /// Runs `f` on the store thread and answers before the flush that follows it (module
@@ -142,7 +138,14 @@ impl StoreHandle {
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (job, rx) = answered_at_once(true, f);
+        self.ask(answered_at_once(true, f)).await
+    }
+
+    /// Sends a job to the store thread and waits for its answer.
+    async fn ask<T>(
+        &self,
+        (job, rx): (Job, oneshot::Receiver<Result<T, StoreError>>),
+    ) -> Result<T, StoreError> {
         self.send(job).await?;
         rx.await.map_err(|_| StoreError::Gone)?
     }

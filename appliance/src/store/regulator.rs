@@ -139,18 +139,12 @@ impl Store {
 
     /// The regulator's thresholds, by category key.
     pub fn saved_thresholds(&self) -> Result<std::collections::BTreeMap<String, f32>, StoreError> {
-        Ok(match self.db.open_tree(REGULATOR)?.get("thresholds")? {
-            Some(v) => serde_json::from_slice(&v)?,
-            None => Default::default(),
-        })
+        Ok(self.get_json(REGULATOR, "thresholds")?.unwrap_or_default())
     }
 
     /// The regulator's latest watch-list, if one was received.
     pub fn saved_watchlist(&self) -> Result<Option<HashedWatchlist>, StoreError> {
-        Ok(match self.db.open_tree(REGULATOR)?.get("watchlist")? {
-            Some(v) => Some(serde_json::from_slice(&v)?),
-            None => None,
-        })
+        self.get_json(REGULATOR, "watchlist")
     }
 }
 

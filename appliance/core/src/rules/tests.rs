@@ -82,6 +82,11 @@ fn scores(top: Category, p: f32, counterfeit: f32) -> Scores {
 
 const HALF: &dyn Fn(Category) -> f32 = &|_| 0.5;
 
+/// What the rules decide for `p` with the model's view `s` and no other problems.
+fn judge(r: &mut RuleSet, p: &Parcel, s: &Scores) -> (Decision, Vec<Reason>) {
+    r.apply(p, Some(s), HALF, vec![])
+}
+
 fn codes(reasons: &[Reason]) -> Vec<ReasonCode> {
     reasons.iter().map(|r| r.code).collect()
 }
@@ -92,12 +97,7 @@ const CLEAN_ID: &str = "110105194912310011";
 fn a_clean_parcel_is_cleared() {
     let mut r = rules();
     let p = parcel(CLEAN_ID, "13800138000", "蓝牙耳机", "electronics", 399.0, 1);
-    let (d, reasons) = r.apply(
-        &p,
-        Some(&scores(Category::Electronics, 0.97, 0.02)),
-        HALF,
-        vec![],
-    );
+    let (d, reasons) = judge(&mut r, &p, &scores(Category::Electronics, 0.97, 0.02));
     assert_eq!((d, codes(&reasons)), (Decision::Clear, vec![]));
 }
 
@@ -223,24 +223,14 @@ fn the_watch_list_keeps_no_plain_identity() {
 fn declared_goods_that_the_image_contradicts_are_a_mismatch() {
     let mut r = rules();
     let p = parcel(CLEAN_ID, "13800138000", "运动鞋", "apparel", 199.0, 1);
-    let (d, reasons) = r.apply(
-        &p,
-        Some(&scores(Category::Electronics, 0.95, 0.02)),
-        HALF,
-        vec![],
-    );
+    let (d, reasons) = judge(&mut r, &p, &scores(Category::Electronics, 0.95, 0.02));
     assert_eq!(
         (d, codes(&reasons)),
         (Decision::Flag, vec![ReasonCode::DeclaredMismatch])
     );
     assert!(reasons[0].en.contains("apparel") && reasons[0].en.contains("electronics"));
     // Not when the model is unsure.
-    let (d, _) = r.apply(
-        &p,
-        Some(&scores(Category::Electronics, 0.5, 0.02)),
-        HALF,
-        vec![],
-    );
+    let (d, _) = judge(&mut r, &p, &scores(Category::Electronics, 0.5, 0.02));
     assert_eq!(d, Decision::Clear);
 }
 
@@ -264,14 +254,14 @@ fn counterfeit_over_the_threshold_of_a_priority_category() {
     let mut r = rules();
     let p = parcel(CLEAN_ID, "13800138000", "耳机", "electronics", 3990.0, 10);
     let s = scores(Category::Electronics, 0.97, 0.9);
-    let (d, reasons) = r.apply(&p, Some(&s), HALF, vec![]);
+    let (d, reasons) = judge(&mut r, &p, &s);
     assert_eq!(
         (d, codes(&reasons)),
         (Decision::Flag, vec![ReasonCode::CounterfeitSuspected])
     );
     assert!(reasons[0].zh.contains("电子产品") && reasons[0].en.contains("0.90"));
     r.settings.priority.remove(&Category::Electronics);
-    let (d, _) = r.apply(&p, Some(&s), HALF, vec![]);
+    let (d, _) = judge(&mut r, &p, &s);
     assert_eq!(
         d,
         Decision::Clear,
@@ -283,12 +273,7 @@ fn counterfeit_over_the_threshold_of_a_priority_category() {
 fn a_low_declared_value_is_counted_not_flagged() {
     let mut r = rules();
     let p = parcel(CLEAN_ID, "13800138000", "耳机", "electronics", 1.0, 1);
-    let (d, reasons) = r.apply(
-        &p,
-        Some(&scores(Category::Electronics, 0.97, 0.02)),
-        HALF,
-        vec![],
-    );
+    let (d, reasons) = judge(&mut r, &p, &scores(Category::Electronics, 0.97, 0.02));
     assert_eq!(
         (d, codes(&reasons)),
         (Decision::Clear, vec![ReasonCode::ValueImplausible])
@@ -302,7 +287,7 @@ fn the_fifth_similar_parcel_of_one_sender_is_a_split_shipment() {
     let s = scores(Category::Electronics, 0.97, 0.02);
     for i in 1..=6 {
         let p = parcel(CLEAN_ID, "13800138000", "耳机", "electronics", 399.0, 1);
-        let (d, reasons) = r.apply(&p, Some(&s), HALF, vec![]);
+        let (d, reasons) = judge(&mut r, &p, &s);
         let split = codes(&reasons).contains(&ReasonCode::SplitShipment);
         assert_eq!(split, i >= 5, "parcel {i}");
         assert_eq!(d == Decision::Flag, i >= 5);
