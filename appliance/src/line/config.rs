@@ -203,7 +203,6 @@ impl ControllerGeometry {
     }
 }
 
-
 fn default_framing() -> Framing {
     Framing::Line
 }

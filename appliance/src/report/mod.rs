@@ -413,22 +413,6 @@ impl Feed {
 
     /// Hands rumqttc the next outbox entries, up to the window; statistics only when no
     /// flagged report is waiting to be sent.
-
-    /// A read of the store; an error is logged (`what` could not be read) and gives `None`:
-    /// the next wake-up tries again.
-    async fn read_or_log<T: Send + 'static>(
-        &self,
-        what: &str,
-        f: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
-    ) -> Option<T> {
-        match self.store.read(f).await {
-            Ok(x) => Some(x),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read {what}");
-                None
-            }
-        }
-    }
     async fn top_up(
         &self,
         client: &AsyncClient,
@@ -444,8 +428,9 @@ impl Feed {
         }
         // Reports first; statistics only when no report waits (one store job for both).
         let (skip, skip_stats) = (outstanding.clone(), outstanding_stats.clone());
-        let Some((batch, stats)) = self
-            .read_or_log("the outboxes", move |s| {
+        let read = self
+            .store
+            .read(move |s| {
                 let batch = s.outbox_batch(room, |k| skip.contains(k))?;
                 let stats = if batch.is_empty() {
                     s.stats_batch(room, |k| skip_stats.contains(k))?
@@ -454,9 +439,14 @@ impl Feed {
                 };
                 Ok((batch, stats))
             })
-            .await
-        else {
-            return;
+            .await;
+        let (batch, stats) = match read {
+            Ok(x) => x,
+            Err(e) => {
+                // The next wake-up tries again.
+                tracing::error!(error = %e, "cannot read the outboxes");
+                return;
+            }
         };
         if batch.is_empty() {
             let topic = format!("{}/stats", self.root);
