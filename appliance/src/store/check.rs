@@ -146,7 +146,7 @@ pub fn check(data_dir: &Path) -> Result<CheckReport, StoreError> {
         let (k, v) = item?;
         r.outbox += 1;
         let key = String::from_utf8_lossy(&k).into_owned();
-        let entry = match serde_json::from_slice::<OutboxEntry>(&v) {
+        let entry = match OutboxEntry::decode(&v) {
             Ok(e) => e,
             Err(e) => {
                 r.problem(

@@ -31,7 +31,6 @@
 //! misread it). See [`SCHEMA_VERSION`].
 
 use crate::record::Record;
-use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::collections::BTreeMap;
@@ -46,6 +45,7 @@ pub mod compact;
 pub mod config;
 pub mod counters;
 pub mod images;
+mod outbox;
 pub mod owner;
 pub mod query;
 pub mod recover;
@@ -95,8 +95,9 @@ pub enum StoreError {
 
 /// The store layout this screenline writes. 1: the walking skeleton's (no version key).
 /// 2: records may carry `image_evicted` / `slimmed` (retention and the disk budget), and the
-/// version key exists. A store of version 1 is migrated at open.
-pub const SCHEMA_VERSION: u32 = 2;
+/// version key exists. 3: outbox entries keep the report's payload as queued instead of
+/// base64 inside JSON (`outbox.rs`). An older store is migrated at open.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// One outbox entry: its ordering key and the report's payload.
 #[derive(Debug, Clone)]
@@ -106,27 +107,7 @@ pub struct Queued {
     pub payload: Vec<u8>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct OutboxEntry {
-    report_id: String,
-    topic_suffix: String,
-    #[serde(with = "serde_bytes_b64")]
-    payload: Vec<u8>,
-}
-
-mod serde_bytes_b64 {
-    use base64::Engine;
-    use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .map_err(serde::de::Error::custom)
-    }
-}
+use outbox::OutboxEntry;
 
 pub use screenline_core::keys::KeyedHasher;
 
@@ -274,7 +255,7 @@ impl Store {
             });
         }
         if migrate && (version < SCHEMA_VERSION || fresh) {
-            migrate_schema(&meta, version)?;
+            migrate_schema(&meta, &outbox, version)?;
         }
         let hash_key = match meta.get("hash_key")? {
             Some(k) => k.to_vec(),
@@ -389,13 +370,14 @@ impl Store {
         let mut encoded = Vec::with_capacity(batch.len());
         for c in batch {
             let entry = match &c.report {
-                Some((report_id, topic_suffix, payload)) => {
-                    Some(serde_json::to_vec(&OutboxEntry {
+                Some((report_id, topic_suffix, payload)) => Some(
+                    OutboxEntry {
                         report_id: report_id.clone(),
                         topic_suffix: topic_suffix.clone(),
                         payload: payload.clone(),
-                    })?)
-                }
+                    }
+                    .encode(),
+                ),
                 None => None,
             };
             let index = c
@@ -472,7 +454,7 @@ impl Store {
             if skip(&k) {
                 continue;
             }
-            match serde_json::from_slice::<OutboxEntry>(&v) {
+            match OutboxEntry::decode(&v) {
                 Ok(e) => out.push((
                     Queued {
                         key: k.to_vec(),
@@ -560,13 +542,36 @@ impl Drop for Store {
 
 /// Brings `meta` (and whatever else a step needs) from schema `from` to [`SCHEMA_VERSION`].
 /// Each step is idempotent, so a migration cut short by a crash runs again at the next open.
-fn migrate_schema(meta: &sled::Tree, from: u32) -> Result<(), StoreError> {
+fn migrate_schema(meta: &sled::Tree, outbox: &sled::Tree, from: u32) -> Result<(), StoreError> {
     if from < SCHEMA_VERSION {
         tracing::info!(from, to = SCHEMA_VERSION, "migrating the store's schema");
     }
     // 1 → 2: no record is rewritten. Version 2 only adds fields (`image_evicted`, `slimmed`)
     // that version 1 never wrote; the version key itself is what makes an older screenline's
     // misreading impossible from now on.
+    // 2 → 3: every waiting report is rewritten in the new form, its payload unchanged. Each
+    // rewrite stands alone: a migration cut short is finished at the next open (the version
+    // is stamped last, and both forms read). An entry that cannot be read is left as it is
+    // for `store check` to name.
+    if from < 3 {
+        let mut rewritten = 0usize;
+        for item in outbox.iter() {
+            let (k, v) = item?;
+            if !OutboxEntry::is_legacy(&v) {
+                continue;
+            }
+            match OutboxEntry::decode(&v) {
+                Ok(entry) => {
+                    outbox.insert(k, entry.encode())?;
+                    rewritten += 1;
+                }
+                Err(e) => tracing::error!(error = %e, "unreadable outbox entry left as it was"),
+            }
+        }
+        if rewritten > 0 {
+            tracing::info!(rewritten, "waiting reports moved to the outbox's new form");
+        }
+    }
     meta.insert("schema_version", SCHEMA_VERSION.to_string().as_bytes())?;
     Ok(())
 }
@@ -688,6 +693,47 @@ mod tests {
     }
 
     #[test]
+    fn reports_queued_by_schema_2_leave_byte_for_byte_after_the_migration() {
+        use base64::Engine;
+        let dir = crate::testutil::temp_dir("outbox-v2");
+        // Queued by a schema-2 screenline: base64 inside JSON, one entry per report.
+        let payloads: Vec<Vec<u8>> = (0..3)
+            .map(|i| format!("{{\"report_id\":\"rpt-{i}\",\"who\":\"张三\"}}").into_bytes())
+            .collect();
+        {
+            let store = Store::open(&dir).expect("open");
+            for (i, p) in payloads.iter().enumerate() {
+                let old = serde_json::json!({
+                    "report_id": format!("rpt-{i}"),
+                    "topic_suffix": "reports/flagged",
+                    "payload": base64::engine::general_purpose::STANDARD.encode(p),
+                });
+                store
+                    .outbox
+                    .insert(format!("000{i}-L1-{i}"), old.to_string().as_bytes())
+                    .expect("insert");
+            }
+            store
+                .meta
+                .insert("schema_version", &b"2"[..])
+                .expect("stamp");
+            store.flush_blocking().expect("flush");
+        }
+        let store = Store::open(&dir).expect("open migrates");
+        assert_eq!(store.schema_version().expect("version"), SCHEMA_VERSION);
+        assert_eq!(store.outbox_len(), 3);
+        for item in store.outbox.iter() {
+            let (_, v) = item.expect("entry");
+            assert!(!OutboxEntry::is_legacy(&v), "rewritten in the new form");
+        }
+        let batch = store.outbox_batch(10, |_| false).expect("batch");
+        let sent: Vec<Vec<u8>> = batch.into_iter().map(|(q, _)| q.payload).collect();
+        assert_eq!(sent, payloads, "what reaches the broker is what was queued");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn the_schema_version_is_stamped_migrated_and_a_newer_one_refused() {
         let dir = crate::testutil::temp_dir("store");
         {
@@ -709,7 +755,7 @@ mod tests {
         }
         {
             let store = Store::open(&dir).expect("open migrates");
-            assert_eq!(store.schema_version().expect("version"), 2);
+            assert_eq!(store.schema_version().expect("version"), SCHEMA_VERSION);
             assert!(store.record(b"r1").expect("read").is_some());
             store
                 .meta

@@ -189,7 +189,7 @@ fn recover_from_copy(store: &Store, work: &Path) -> Result<Recovered, StoreError
                     break;
                 }
             };
-            if name == "outbox" && serde_json::from_slice::<OutboxEntry>(&v).is_err() {
+            if name == "outbox" && OutboxEntry::decode(&v).is_err() {
                 r.unreadable += 1;
                 r.problems.push(format!(
                     "outbox entry {} is not readable; left in the set-aside folder",
