@@ -369,17 +369,14 @@ impl Store {
         let counted = self.db.open_tree(COUNTED)?;
         let mut encoded = Vec::with_capacity(batch.len());
         for c in batch {
-            let entry = match &c.report {
-                Some((report_id, topic_suffix, payload)) => Some(
-                    OutboxEntry {
-                        report_id: report_id.clone(),
-                        topic_suffix: topic_suffix.clone(),
-                        payload: payload.clone(),
-                    }
-                    .encode(),
-                ),
-                None => None,
-            };
+            let entry = c.report.as_ref().map(|(report_id, topic_suffix, payload)| {
+                OutboxEntry {
+                    report_id: report_id.clone(),
+                    topic_suffix: topic_suffix.clone(),
+                    payload: payload.clone(),
+                }
+                .encode()
+            });
             let index = c
                 .waybill
                 .as_ref()
