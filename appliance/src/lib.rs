@@ -12,6 +12,7 @@ pub mod console;
 pub mod demo;
 pub mod line;
 pub mod logbuf;
+pub mod offline;
 pub mod report;
 pub mod safe_mode;
 pub mod screen;

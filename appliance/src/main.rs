@@ -365,7 +365,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             data,
         } => {
             let verdict =
-                screenline::screen::offline::screen_files(waybill, image, model, config, data)?;
+                screenline::offline::screen_files(waybill, image, model, config, data)?;
             println!("{}", serde_json::to_string_pretty(&verdict)?);
             Ok(())
         }

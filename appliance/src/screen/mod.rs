@@ -8,7 +8,6 @@
 pub mod config;
 pub mod eval;
 pub mod model;
-pub mod offline;
 pub mod swap;
 
 pub use screenline_core::rules;

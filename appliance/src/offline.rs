@@ -1,5 +1,5 @@
 //! `screenline screen`: one parcel screened from files, exactly as the line screens it
-//! ([`super::screen_parcel`]), for a technician checking a model or a rule, or a waybill and
+//! ([`crate::screen::screen_parcel`]), for a technician checking a model or a rule, or a waybill and
 //! image from an incident.
 
 use crate::config::Config;
@@ -102,7 +102,7 @@ pub fn screen_files(
         waybill,
         findings,
     };
-    let s = super::screen_parcel(&mut model, &mut rules, parcel);
+    let s = crate::screen::screen_parcel(&mut model, &mut rules, parcel);
     if let Some(store) = &store {
         store.flush_blocking()?;
     }
