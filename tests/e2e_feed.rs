@@ -127,8 +127,9 @@ fn broker_restarts_lose_no_report() {
     d.finish(Duration::from_secs(10));
     // How many of the 1600 are flagged depends on the machine: on a loaded one more decisions
     // come late, and a late parcel is manual, not flagged. The invariant is that every one
-    // stored is delivered; a few hundred across the restarts are plenty to test it.
-    assert_all_delivered(&sub, &data, 200);
+    // stored is delivered. A CPU-starved machine (load 10 on two cores) stored 132; fifty
+    // spread over at least three restarts still test it.
+    assert_all_delivered(&sub, &data, 50);
 }
 
 #[test]

@@ -4,4 +4,4 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 "$here/setup.sh"
 cd "$here/.."
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked --no-fail-fast "$@"

@@ -364,8 +364,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             config,
             data,
         } => {
-            let verdict =
-                screenline::offline::screen_files(waybill, image, model, config, data)?;
+            let verdict = screenline::offline::screen_files(waybill, image, model, config, data)?;
             println!("{}", serde_json::to_string_pretty(&verdict)?);
             Ok(())
         }
@@ -395,19 +394,10 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 for n in &report.notes {
                     println!("note: {n}");
                 }
-                for p in &report.problems {
-                    println!("problem: {p}");
-                }
             }
-            if report.is_clean() {
-                Ok(())
-            } else {
-                bail!(
-                    "{} problem(s) in the store. {}",
-                    report.problems.len(),
-                    report.advice()
-                )
-            }
+            fail_on_problems(&report.problems, !json, || {
+                format!("problem(s) in the store. {}", report.advice())
+            })
         }
         Command::Store {
             command: StoreCommand::Compact { data },
@@ -435,18 +425,12 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 r.already_present,
                 if r.settings_rebuilt { "; sled's settings file was rebuilt in the copy" } else { "" }
             );
-            for p in &r.problems {
-                println!("problem: {p}");
-            }
-            if r.problems.is_empty() {
-                Ok(())
-            } else {
-                bail!(
-                    "{} part(s) could not be read; they stay in {} — keep the folder for the vendor",
-                    r.problems.len(),
+            fail_on_problems(&r.problems, true, || {
+                format!(
+                    "part(s) could not be read; they stay in {} — keep the folder for the vendor",
                     from.display()
                 )
-            }
+            })
         }
         Command::User {
             command:
@@ -629,4 +613,22 @@ fn waybill_check(file: Option<PathBuf>, framing: FramingArg) -> anyhow::Result<(
         println!("{}", serde_json::to_string(&checked)?);
     }
     Ok(())
+}
+
+/// Prints each problem (when `print`), then fails with their count and `what` if there are any.
+fn fail_on_problems(
+    problems: &[String],
+    print: bool,
+    what: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if print {
+        for p in problems {
+            println!("problem: {p}");
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!("{} {}", problems.len(), what())
+    }
 }

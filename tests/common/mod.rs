@@ -442,7 +442,18 @@ impl Appliance {
     pub fn interrupt(&mut self, timeout: Duration) -> bool {
         let pid = self.proc.0.id().to_string();
         let _ = Command::new("kill").args(["-INT", &pid]).status();
-        self.wait_exit(timeout).is_some_and(|s| s.success())
+        let status = self.wait_exit(timeout);
+        let clean = status.is_some_and(|s| s.success());
+        if !clean {
+            // Shown with the failing test: how it ended (or that it still ran), and its last words.
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "after SIGINT: {status:?} within {timeout:?}; last log lines:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        clean
     }
 
     /// Waits for the process to exit; how it did, or `None` if it still runs after `timeout`.

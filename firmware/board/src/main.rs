@@ -20,7 +20,7 @@ use embedded_hal::digital::{ErrorType, OutputPin};
 use panic_halt as _;
 use screenline_controller::{Clock, Controller, EncoderCount, StackLightPins};
 use screenline_protocol::{
-    encode_frame, ControllerConfig, FailSafePolicy, FrameDecoder, ToAppliance, ToController,
+    encode_frame, ControllerConfig, FrameDecoder, ToAppliance, ToController,
     MAX_FRAME_LEN,
 };
 use stm32f4xx_hal::{
@@ -36,16 +36,8 @@ use stm32f4xx_hal::{
 /// Firmware version reported in Hello.
 const FIRMWARE: [u8; 3] = [0, 1, 0];
 
-/// Defaults until the appliance configures the line: a 1 count/mm encoder, 5 m from the
-/// photo-eye to the gate.
-const DEFAULT_CONFIG: ControllerConfig = ControllerConfig {
-    eye_to_gate_counts: 5000,
-    gate_width_counts: 400,
-    debounce_counts: 5,
-    decision_margin_counts: 300,
-    heartbeat_timeout_ms: 1000,
-    fail_safe: FailSafePolicy::DivertUndecided,
-};
+/// Defaults until the appliance configures the line.
+const DEFAULT_CONFIG: ControllerConfig = ControllerConfig::UNCONFIGURED;
 
 /// Parcels tracked between the photo-eye and the gate.
 const QUEUE: usize = 32;

@@ -134,6 +134,19 @@ pub struct ControllerConfig {
     pub fail_safe: FailSafePolicy,
 }
 
+impl ControllerConfig {
+    /// What a controller runs on until the appliance configures its line: a 1 count/mm
+    /// encoder, 5 m from the photo-eye to the gate, diverting every parcel without a verdict.
+    pub const UNCONFIGURED: ControllerConfig = ControllerConfig {
+        eye_to_gate_counts: 5000,
+        gate_width_counts: 400,
+        debounce_counts: 5,
+        decision_margin_counts: 300,
+        heartbeat_timeout_ms: 1000,
+        fail_safe: FailSafePolicy::DivertUndecided,
+    };
+}
+
 /// Controller → appliance.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ToAppliance {

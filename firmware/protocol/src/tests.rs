@@ -6,14 +6,7 @@ use proptest::prelude::*;
 use std::vec::Vec;
 
 fn config() -> ControllerConfig {
-    ControllerConfig {
-        eye_to_gate_counts: 5000,
-        gate_width_counts: 400,
-        debounce_counts: 5,
-        decision_margin_counts: 300,
-        heartbeat_timeout_ms: 1000,
-        fail_safe: FailSafePolicy::DivertUndecided,
-    }
+    ControllerConfig::UNCONFIGURED
 }
 
 fn epoch(n: u32) -> Epoch {
