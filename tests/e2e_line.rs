@@ -533,3 +533,69 @@ fn a_controller_reboot_with_decisions_to_come_passes_no_parcel_of_the_new_boot()
     );
     rig.line.shutdown();
 }
+
+/// `xray_after = "delete"` empties the drop folder, but a flagged parcel's scan is evidence
+/// that the operator and the regulator will read: it is archived all the same, byte for byte
+/// as screened; only the cleared parcel's scan is gone, its record keeping the hash.
+#[test]
+fn with_xray_after_delete_a_flagged_scan_is_still_kept() {
+    use sha2::{Digest, Sha256};
+    let site = Site::start("xray-delete");
+    let (dir, port) = (&site.dir, site.port);
+    let status = site.sub("screenline/v1/T1/a1/status");
+    let data = dir.path().join("data");
+    let mut rig = Rig::on(Line::start(dir.path()), dir.path(), &data, port, &[], |c| {
+        c.replace(
+            "[lines.controller]",
+            "xray_after = \"delete\"\n[lines.controller]",
+        )
+    });
+    status.wait_state(Duration::from_secs(30), "online");
+    rig.line.parcel("SF1000000000011", true, 11);
+    std::thread::sleep(Duration::from_millis(700));
+    rig.line.parcel("SF1000000000012", false, 12);
+    rig.wait_left(2, Duration::from_secs(30));
+    assert!(
+        rig.line.decided_as(1, Verdict::Divert),
+        "{:?}",
+        rig.line.seen
+    );
+    assert!(rig.line.decided_as(2, Verdict::Pass), "{:?}", rig.line.seen);
+    assert!(rig.app.interrupt(Duration::from_secs(30)), "clean stop");
+
+    let left: Vec<_> = std::fs::read_dir(&rig.line.xray)
+        .expect("drop folder")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "the drop folder keeps {left:?}");
+    let store = screenline::store::Store::open(&data).expect("open the store");
+    let records = store
+        .latest_records(usize::MAX, usize::MAX, |_| true)
+        .expect("records");
+    let by = |d: screenline::domain::Decision| {
+        records
+            .iter()
+            .find(|r| r.decision == d)
+            .unwrap_or_else(|| panic!("a {d:?} record among {records:?}"))
+    };
+    let flagged = by(screenline::domain::Decision::Flag);
+    let image = flagged
+        .image
+        .as_ref()
+        .expect("the flagged parcel's scan is kept");
+    let bytes = std::fs::read(image).expect("the archived scan");
+    assert_eq!(
+        flagged.image_sha256.as_deref(),
+        Some(hex::encode(Sha256::digest(&bytes)).as_str()),
+        "archived byte for byte as screened"
+    );
+    let cleared = by(screenline::domain::Decision::Clear);
+    assert_eq!(cleared.image, None, "the cleared parcel's scan is deleted");
+    assert!(cleared.image_sha256.is_some(), "its record keeps the hash");
+    let archived = std::fs::read_dir(data.join("images"))
+        .expect("images")
+        .count();
+    assert_eq!(archived, 1, "only the flagged parcel's scan is archived");
+    rig.line.shutdown();
+}

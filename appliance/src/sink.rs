@@ -280,9 +280,11 @@ impl Sink {
                             .map_or("unknown", |r| r.en.as_str())
                     });
                     // Archived first, from the bytes screening read; only then does the
-                    // scan leave the drop folder.
+                    // scan leave the drop folder. A flagged or manual parcel's scan is
+                    // evidence that an operator and the regulator will read: it is kept
+                    // whatever the line's `xray_after` says.
                     let kept = match loaded {
-                        Ok(evidence) if policy.keeps_images() => {
+                        Ok(evidence) if policy.keeps_images() || s.decision != Decision::Clear => {
                             let first = images::archive(
                                 self.store.images_dir(),
                                 &record_id,

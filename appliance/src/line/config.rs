@@ -117,7 +117,9 @@ pub enum XrayAfter {
     /// Moved into the store's image folder, named by record.
     #[default]
     Keep,
-    /// Deleted from the drop folder; the record keeps the image's SHA-256.
+    /// A cleared parcel's files are deleted from the drop folder (its record keeps the
+    /// image's SHA-256); a flagged or manual parcel's scan is archived all the same, since
+    /// the operator and the regulator must be able to read it.
     Delete,
 }
 

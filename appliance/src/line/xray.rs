@@ -72,7 +72,8 @@ impl XrayPolicy {
         }
     }
 
-    /// Whether a screened scan is archived into the store (`xray_after = "keep"`) before
+    /// Whether every screened scan, cleared ones too, is archived into the store
+    /// (`xray_after = "keep"`; flagged and manual parcels' scans always are) before
     /// [`XrayPolicy::after_screening`] takes it out of the drop folder.
     pub fn keeps_images(&self) -> bool {
         self.after == XrayAfter::Keep
