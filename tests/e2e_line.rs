@@ -341,30 +341,13 @@ fn waybill_check_reads_a_capture_in_both_framings() {
     assert_eq!(out[2]["findings"][0]["code"], "real_name_missing");
     assert_eq!(out[3]["findings"], serde_json::json!([]));
     assert_eq!(out[4]["waybill"], "SF12345678");
-    assert!(
-        out[5]["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("8 to 32")),
-        "{}",
-        out[5]
-    );
-    assert!(
-        out[6]["error"].as_str().is_some_and(|e| e.contains("JSON")),
-        "{}",
-        out[6]
-    );
-    assert!(
-        out[7]["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("UTF-8")),
-        "{}",
-        out[7]
-    );
-    assert!(
-        out[8]["error"].as_str().is_some_and(|e| e.contains("4096")),
-        "{}",
-        out[8]
-    );
+    for (i, why) in [(5, "8 to 32"), (6, "JSON"), (7, "UTF-8"), (8, "4096")] {
+        assert!(
+            out[i]["error"].as_str().is_some_and(|e| e.contains(why)),
+            "{}",
+            out[i]
+        );
+    }
     assert_eq!(
         out[9]["waybill"], "YT87654321",
         "an unterminated last line is a record"

@@ -22,7 +22,7 @@ use ed25519_dalek::SigningKey;
 use screenline::report::commands::sign_envelope;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -88,41 +88,91 @@ impl Feed {
     }
 }
 
+/// One line whose appliance hears a new regulator, started and online.
+struct Regulated {
+    /// The regulator's side of the feed.
+    feed: Feed,
+    /// The regulator's signing key.
+    regulator: SigningKey,
+    line: Line,
+    data: PathBuf,
+    /// The appliance's configuration: the line's, edited, with the regulator's key.
+    config: String,
+    app: Appliance,
+}
+
+fn regulated(site: &Site, edit: impl FnOnce(String) -> String) -> Regulated {
+    let feed = Feed::subscribe(site);
+    let (regulator, regulator_config) = new_regulator();
+    let line = Line::start(site.dir.path());
+    let data = site.dir.path().join("data");
+    let config = edit(line.config(&data, site.port)) + &regulator_config;
+    let app = Appliance::start(site.dir.path(), &config);
+    feed.status.wait_state(Duration::from_secs(30), "online");
+    Regulated {
+        feed,
+        regulator,
+        line,
+        data,
+        config,
+        app,
+    }
+}
+
+/// Sends `watchlist` signed by `regulator` as of `at` under `nonce`; waits for its answer.
+/// Returns the signed message and the answer.
+fn send_watchlist(
+    port: u16,
+    regulator: &SigningKey,
+    results: &Sub,
+    watchlist: Value,
+    at: SystemTime,
+    nonce: &str,
+) -> (String, Value) {
+    let signed = sign_envelope(regulator, &payload("watchlist", at, nonce, watchlist));
+    publish(port, &format!("{ROOT}/cmd/watchlist"), &signed);
+    let msgs = results.wait_for(Duration::from_secs(10), "the watch-list's answer", |m| {
+        result_for(m, nonce).is_some()
+    });
+    let answer = result_for(&msgs, nonce).expect("the answer");
+    (signed, answer)
+}
+
 #[test]
 fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
     let site = Site::start("regulator");
-    let (dir, port) = (&site.dir, site.port);
-    let Feed {
-        results,
-        reports,
-        status,
-        stats,
-        evidence,
-    } = Feed::subscribe(&site);
-
-    let (regulator, regulator_config) = new_regulator();
-
-    let mut line = Line::start(dir.path());
-    let data = dir.path().join("data");
-    let config = line
-        .config(&data, port)
-        .replace("keep_alive_s = 5", "keep_alive_s = 5\nstats_period_s = 2")
-        + &regulator_config;
-    let mut app = Appliance::start(dir.path(), &config);
-    status.wait_state(Duration::from_secs(30), "online");
+    let port = site.port;
+    let dir = &site.dir;
+    let Regulated {
+        feed:
+            Feed {
+                results,
+                reports,
+                status,
+                stats,
+                evidence,
+            },
+        regulator,
+        mut line,
+        data,
+        config,
+        mut app,
+    } = regulated(&site, |c| {
+        c.replace("keep_alive_s = 5", "keep_alive_s = 5\nstats_period_s = 2")
+    });
 
     // A signed watch-list naming the sender of valid_waybill(), then the same message again
     // (a replay), a stale one, an unsigned one, and one signed by someone else.
     let now = SystemTime::now();
     let watchlist = json!({"version": "2026-11-25.1", "id_numbers": ["11010519491231002X"]});
-    let signed = sign_envelope(
+    let (signed, _) = send_watchlist(
+        port,
         &regulator,
-        &payload("watchlist", now, "wl-00000001", watchlist.clone()),
+        &results,
+        watchlist.clone(),
+        now,
+        "wl-00000001",
     );
-    publish(port, &format!("{ROOT}/cmd/watchlist"), &signed);
-    results.wait_for(Duration::from_secs(10), "the watch-list's answer", |m| {
-        result_for(m, "wl-00000001").is_some()
-    });
     publish(port, &format!("{ROOT}/cmd/watchlist"), &signed);
     let stale = sign_envelope(
         &regulator,
@@ -742,30 +792,33 @@ fn a_command_signed_with_the_openssl_cli_as_the_readme_shows_verifies() {
 #[test]
 fn a_dual_energy_reports_hashes_are_those_of_what_is_archived_and_sent_as_evidence() {
     let site = Site::start("regulator-pair");
-    let (dir, port) = (&site.dir, site.port);
-    let Feed {
-        results,
-        reports,
-        status,
-        evidence,
+    let port = site.port;
+    let Regulated {
+        feed:
+            Feed {
+                results,
+                reports,
+                evidence,
+                ..
+            },
+        regulator,
+        mut line,
+        data,
+        // Bound, so that the appliance runs until the test ends.
+        app: _app,
         ..
-    } = Feed::subscribe(&site);
-    let (regulator, regulator_config) = new_regulator();
-    let mut line = Line::start(dir.path());
-    let data = dir.path().join("data");
-    let config = line.config(&data, port) + &regulator_config;
-    let _app = Appliance::start(dir.path(), &config);
-    status.wait_state(Duration::from_secs(30), "online");
+    } = regulated(&site, |c| c);
     // The sender is watch-listed: the parcel is flagged whatever the model says.
     let watchlist = json!({"version": "pair-1", "id_numbers": ["11010519491231002X"]});
-    let signed = sign_envelope(
+    let (_, answer) = send_watchlist(
+        port,
         &regulator,
-        &payload("watchlist", SystemTime::now(), "wl-00000011", watchlist),
+        &results,
+        watchlist,
+        SystemTime::now(),
+        "wl-00000011",
     );
-    publish(port, &format!("{ROOT}/cmd/watchlist"), &signed);
-    results.wait_for(Duration::from_secs(10), "the watch-list's answer", |m| {
-        result_for(m, "wl-00000011").is_some_and(|v| v["ok"] == true)
-    });
+    assert_eq!(answer["ok"], true, "{answer}");
 
     let waybill = "SF4000000000001";
     line.read(&valid_waybill(waybill));
