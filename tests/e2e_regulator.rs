@@ -88,6 +88,17 @@ impl Feed {
     }
 }
 
+/// The command `command` of `at` under `nonce`, signed by `key` as a regulator sends it.
+fn signed_command(
+    key: &SigningKey,
+    command: &str,
+    at: SystemTime,
+    nonce: &str,
+    body: Value,
+) -> String {
+    sign_envelope(key, &payload(command, at, nonce, body))
+}
+
 /// One line whose appliance hears a new regulator, started and online.
 struct Regulated {
     /// The regulator's side of the feed.
@@ -129,7 +140,7 @@ fn send_watchlist(
     at: SystemTime,
     nonce: &str,
 ) -> (String, Value) {
-    let signed = sign_envelope(regulator, &payload("watchlist", at, nonce, watchlist));
+    let signed = signed_command(regulator, "watchlist", at, nonce, watchlist);
     publish(port, &format!("{ROOT}/cmd/watchlist"), &signed);
     let msgs = results.wait_for(Duration::from_secs(10), "the watch-list's answer", |m| {
         result_for(m, nonce).is_some()
@@ -174,14 +185,12 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
         "wl-00000001",
     );
     publish(port, &format!("{ROOT}/cmd/watchlist"), &signed);
-    let stale = sign_envelope(
+    let stale = signed_command(
         &regulator,
-        &payload(
-            "watchlist",
-            now - Duration::from_secs(600),
-            "wl-00000002",
-            watchlist.clone(),
-        ),
+        "watchlist",
+        now - Duration::from_secs(600),
+        "wl-00000002",
+        watchlist.clone(),
     );
     publish(port, &format!("{ROOT}/cmd/watchlist"), &stale);
     let unsigned = json!({
@@ -191,14 +200,12 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
     .to_string();
     publish(port, &format!("{ROOT}/cmd/watchlist"), &unsigned);
     let impostor = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    let forged = sign_envelope(
+    let forged = signed_command(
         &impostor,
-        &payload(
-            "thresholds",
-            now,
-            "th-00000004",
-            json!({"electronics": 0.0}),
-        ),
+        "thresholds",
+        now,
+        "th-00000004",
+        json!({"electronics": 0.0}),
     );
     publish(port, &format!("{ROOT}/cmd/thresholds"), &forged);
     let msgs = results.wait_for(Duration::from_secs(10), "five answers", |m| m.len() >= 5);
@@ -259,24 +266,20 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
     let report_id = report["report_id"].as_str().expect("report id").to_owned();
 
     // The full image on a signed evidence request; an unknown report is refused.
-    let ask = sign_envelope(
+    let ask = signed_command(
         &regulator,
-        &payload(
-            "evidence",
-            SystemTime::now(),
-            "ev-00000005",
-            json!({"report_id": report_id}),
-        ),
+        "evidence",
+        SystemTime::now(),
+        "ev-00000005",
+        json!({"report_id": report_id}),
     );
     publish(port, &format!("{ROOT}/cmd/evidence"), &ask);
-    let unknown = sign_envelope(
+    let unknown = signed_command(
         &regulator,
-        &payload(
-            "evidence",
-            SystemTime::now(),
-            "ev-00000006",
-            json!({"report_id": "rpt-0000"}),
-        ),
+        "evidence",
+        SystemTime::now(),
+        "ev-00000006",
+        json!({"report_id": "rpt-0000"}),
     );
     publish(port, &format!("{ROOT}/cmd/evidence"), &unknown);
     let ev = evidence.wait_for(Duration::from_secs(10), "the evidence", |m| !m.is_empty());
@@ -357,14 +360,12 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
         .iter()
         .map(|c| (c.key().to_owned(), json!(0.0)))
         .collect();
-    let thresholds = sign_envelope(
+    let thresholds = signed_command(
         &regulator,
-        &payload(
-            "thresholds",
-            SystemTime::now(),
-            "th-00000007",
-            Value::Object(zero),
-        ),
+        "thresholds",
+        SystemTime::now(),
+        "th-00000007",
+        Value::Object(zero),
     );
     publish(port, &format!("{ROOT}/cmd/thresholds"), &thresholds);
     let msgs = results.wait_for(Duration::from_secs(10), "the thresholds' answer", |m| {
@@ -859,14 +860,12 @@ fn a_dual_energy_reports_hashes_are_those_of_what_is_archived_and_sent_as_eviden
     assert_eq!(archived, written, "archived as written");
 
     let report_id = report["report_id"].as_str().expect("report id");
-    let ask = sign_envelope(
+    let ask = signed_command(
         &regulator,
-        &payload(
-            "evidence",
-            SystemTime::now(),
-            "ev-00000012",
-            json!({"report_id": report_id}),
-        ),
+        "evidence",
+        SystemTime::now(),
+        "ev-00000012",
+        json!({"report_id": report_id}),
     );
     publish(port, &format!("{ROOT}/cmd/evidence"), &ask);
     let ev = evidence.wait_for(Duration::from_secs(10), "the evidence", |m| !m.is_empty());
@@ -941,14 +940,12 @@ fn a_command_flood_neither_drops_the_link_nor_fills_the_disk() {
             .map(|k| {
                 let ids = &nasty[..nasty.len() * 3 / 8 / k];
                 let body = json!({"version": format!("v{i}"), "id_numbers": [ids]});
-                sign_envelope(
+                signed_command(
                     &impostor,
-                    &payload(
-                        "watchlist",
-                        SystemTime::now(),
-                        &format!("flood-{i:08}"),
-                        body,
-                    ),
+                    "watchlist",
+                    SystemTime::now(),
+                    &format!("flood-{i:08}"),
+                    body,
                 )
             })
             .find(|m| m.len() + 256 < LIMIT)
