@@ -99,6 +99,14 @@ fn signed_command(
     sign_envelope(key, &payload(command, at, nonce, body))
 }
 
+/// The regulator asks, signed, for the evidence of `report_id`; returns what it sent.
+fn ask_evidence(port: u16, regulator: &SigningKey, nonce: &str, report_id: &str) -> String {
+    let body = json!({ "report_id": report_id });
+    let ask = signed_command(regulator, "evidence", SystemTime::now(), nonce, body);
+    publish(port, &format!("{ROOT}/cmd/evidence"), &ask);
+    ask
+}
+
 /// One line whose appliance hears a new regulator, started and online.
 struct Regulated {
     /// The regulator's side of the feed.
@@ -266,22 +274,8 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
     let report_id = report["report_id"].as_str().expect("report id").to_owned();
 
     // The full image on a signed evidence request; an unknown report is refused.
-    let ask = signed_command(
-        &regulator,
-        "evidence",
-        SystemTime::now(),
-        "ev-00000005",
-        json!({"report_id": report_id}),
-    );
-    publish(port, &format!("{ROOT}/cmd/evidence"), &ask);
-    let unknown = signed_command(
-        &regulator,
-        "evidence",
-        SystemTime::now(),
-        "ev-00000006",
-        json!({"report_id": "rpt-0000"}),
-    );
-    publish(port, &format!("{ROOT}/cmd/evidence"), &unknown);
+    let ask = ask_evidence(port, &regulator, "ev-00000005", &report_id);
+    ask_evidence(port, &regulator, "ev-00000006", "rpt-0000");
     let ev = evidence.wait_for(Duration::from_secs(10), "the evidence", |m| !m.is_empty());
     assert_eq!(ev[0].0, format!("{ROOT}/evidence/{report_id}"));
     let ev: Value = serde_json::from_str(&ev[0].1).expect("evidence JSON");
@@ -860,14 +854,7 @@ fn a_dual_energy_reports_hashes_are_those_of_what_is_archived_and_sent_as_eviden
     assert_eq!(archived, written, "archived as written");
 
     let report_id = report["report_id"].as_str().expect("report id");
-    let ask = signed_command(
-        &regulator,
-        "evidence",
-        SystemTime::now(),
-        "ev-00000012",
-        json!({"report_id": report_id}),
-    );
-    publish(port, &format!("{ROOT}/cmd/evidence"), &ask);
+    ask_evidence(port, &regulator, "ev-00000012", &report_id);
     let ev = evidence.wait_for(Duration::from_secs(10), "the evidence", |m| !m.is_empty());
     let ev: Value = serde_json::from_str(&ev[0].1).expect("evidence JSON");
     schemas.validate("evidence", &ev);
