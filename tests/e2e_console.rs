@@ -129,10 +129,7 @@ fn an_operator_confirms_a_live_flagged_parcel_and_the_audit_shows_it() {
 
     drop(page);
     drop(browser);
-    assert!(
-        demo.interrupt(Duration::from_secs(30)),
-        "demo stops cleanly on Ctrl-C"
-    );
+    demo.stop_cleanly(Duration::from_secs(30));
 }
 
 /// The demo started for an attack: its console's port, its process id, and the operator's
@@ -171,10 +168,7 @@ fn target(dir: &TempDir) -> Target {
 
 impl Target {
     fn stop(mut self) {
-        assert!(
-            self.demo.interrupt(Duration::from_secs(30)),
-            "demo stops cleanly"
-        );
+        self.demo.stop_cleanly(Duration::from_secs(30));
     }
 }
 
@@ -543,10 +537,6 @@ async fn a_watch_list_kept_from_before_still_matches_other_spellings_and_asks_to
         !m.is_empty()
     });
     assert!(msgs[0].1.contains("watchlisted_sender"), "{}", msgs[0].1);
-    assert!(
-        rig.app.interrupt(Duration::from_secs(15)),
-        "clean exit\n{}",
-        rig.app.log_text()
-    );
+    rig.app.stop_cleanly(Duration::from_secs(15));
     rig.line.shutdown();
 }

@@ -120,11 +120,7 @@ fn parcels_through_a_store_fault(
     }
     stop_watch.store(true, Ordering::Relaxed);
     let _ = watcher.join();
-    assert!(
-        rig.app.interrupt(Duration::from_secs(30)),
-        "clean stop\n{}",
-        rig.app.log_text()
-    );
+    rig.app.stop_cleanly(Duration::from_secs(30));
     let decided: HashSet<u32> = rig.line.decided().into_iter().collect();
     let stored = read_store(data);
 
@@ -278,7 +274,7 @@ fn a_panic_while_screening_one_parcel_sends_it_to_manual_and_the_next_are_screen
     }
     rig.wait_left(4, Duration::from_secs(90));
     assert!(rig.app.is_running(), "{}", rig.app.log_text());
-    assert!(rig.app.interrupt(Duration::from_secs(30)), "clean stop");
+    rig.app.stop_cleanly(Duration::from_secs(30));
     let stored = read_store(&data);
     let by_seq = |seq: u32| {
         stored
@@ -643,7 +639,7 @@ fn failed_logins_and_reviews_under_load_never_stall_the_line() {
         q(0.99),
         ms[ms.len() - 1]
     );
-    assert!(demo.interrupt(Duration::from_secs(60)), "clean stop");
+    demo.stop_cleanly(Duration::from_secs(60));
     // Every failed login that was refused is in the audit log.
     let store = screenline::store::Store::open(&data).expect("store");
     let audited = store

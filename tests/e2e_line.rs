@@ -80,11 +80,7 @@ fn one_flagged_and_one_cleared_parcel_from_reader_to_regulator() {
         .as_str()
         .is_some_and(|id| id.starts_with("rpt-")));
 
-    assert!(
-        rig.app.interrupt(Duration::from_secs(15)),
-        "clean exit on Ctrl-C\n{}",
-        rig.app.log_text()
-    );
+    rig.app.stop_cleanly(Duration::from_secs(15));
     status.wait_state(Duration::from_secs(10), "stopped");
     rig.line.shutdown();
 }
@@ -156,11 +152,7 @@ fn bad_input_and_a_down_broker_send_parcels_to_manual_without_crashing() {
         "status online after the broker came up",
         |m| m.iter().any(|(_, p)| p.contains("\"state\":\"online\"")),
     );
-    assert!(
-        rig.app.interrupt(Duration::from_secs(15)),
-        "clean exit\n{}",
-        rig.app.log_text()
-    );
+    rig.app.stop_cleanly(Duration::from_secs(15));
     rig.line.shutdown();
 }
 
@@ -259,11 +251,7 @@ fn an_unplugged_reader_sends_parcels_to_manual_and_is_reopened_when_replugged() 
         "{kept:?}"
     );
     assert_eq!(std::fs::read_dir(&rig.line.xray).expect("xray").count(), 0);
-    assert!(
-        rig.app.interrupt(Duration::from_secs(15)),
-        "{}",
-        rig.app.log_text()
-    );
+    rig.app.stop_cleanly(Duration::from_secs(15));
     rig.line.shutdown();
 }
 
@@ -509,11 +497,7 @@ fn a_controller_reboot_with_decisions_to_come_passes_no_parcel_of_the_new_boot()
         dropped.iter().any(|l| l.contains("Pass")),
         "the old parcels were cleared, so a pass was withheld: {dropped:?}"
     );
-    assert!(
-        rig.app.interrupt(Duration::from_secs(15)),
-        "{}",
-        rig.app.log_text()
-    );
+    rig.app.stop_cleanly(Duration::from_secs(15));
     rig.line.shutdown();
 }
 
@@ -544,7 +528,7 @@ fn with_xray_after_delete_a_flagged_scan_is_still_kept() {
         rig.line.seen
     );
     assert!(rig.line.decided_as(2, Verdict::Pass), "{:?}", rig.line.seen);
-    assert!(rig.app.interrupt(Duration::from_secs(30)), "clean stop");
+    rig.app.stop_cleanly(Duration::from_secs(30));
 
     let left: Vec<_> = std::fs::read_dir(&rig.line.xray)
         .expect("drop folder")

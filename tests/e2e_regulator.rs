@@ -369,11 +369,7 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
         result_for(&msgs, "th-00000007").map(|v| v["ok"].clone()),
         Some(json!(true))
     );
-    assert!(
-        app.interrupt(Duration::from_secs(15)),
-        "clean exit\n{}",
-        app.log_text()
-    );
+    app.stop_cleanly(Duration::from_secs(15));
     let online = |m: &[(String, String)]| {
         m.iter()
             .filter(|(_, p)| p.contains("\"state\":\"online\""))
@@ -402,11 +398,7 @@ fn signed_commands_are_applied_and_everything_else_is_refused_and_audited() {
         ["watchlisted_sender", "counterfeit_suspected"],
         "{second}"
     );
-    assert!(
-        app.interrupt(Duration::from_secs(15)),
-        "clean exit\n{}",
-        app.log_text()
-    );
+    app.stop_cleanly(Duration::from_secs(15));
     line.shutdown();
     let store = screenline::store::Store::open(&data).expect("store");
     let audit = store
@@ -488,11 +480,7 @@ fn a_draining_backlog_sends_every_flagged_report_before_any_statistics() {
         .filter_map(|(_, v)| v["parcels"]["flagged"].as_u64())
         .sum();
     assert!(flagged <= 3, "stats count each parcel once: {flagged}");
-    assert!(
-        app.interrupt(Duration::from_secs(15)),
-        "clean exit\n{}",
-        app.log_text()
-    );
+    app.stop_cleanly(Duration::from_secs(15));
     line.shutdown();
 }
 
@@ -661,11 +649,7 @@ fn the_feed_works_over_tls_with_client_certificates() {
         !anon.status.success(),
         "the broker requires client certificates"
     );
-    assert!(
-        app.interrupt(Duration::from_secs(15)),
-        "clean exit\n{}",
-        app.log_text()
-    );
+    app.stop_cleanly(Duration::from_secs(15));
     line.shutdown();
 }
 
@@ -1035,7 +1019,7 @@ fn a_command_flood_neither_drops_the_link_nor_fills_the_disk() {
         db_after < db_before + (1 << 20),
         "the database grew from {db_before} to {db_after} bytes"
     );
-    assert!(rig.app.interrupt(Duration::from_secs(30)), "clean stop");
+    rig.app.stop_cleanly(Duration::from_secs(30));
     // The refusals are in the audit log, sampled: a few entries, not thousands.
     let store = screenline::store::Store::open(&data).expect("store");
     let audit = store

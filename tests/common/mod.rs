@@ -437,23 +437,20 @@ impl Appliance {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-
-    /// Asks for a clean shutdown (SIGINT, as Ctrl-C) and returns whether it exited 0.
-    pub fn interrupt(&mut self, timeout: Duration) -> bool {
+    /// Stops the process as Ctrl-C does (SIGINT); it must exit 0 within `timeout`, or the
+    /// test fails with how it ended (or that it still runs) and its last log lines.
+    pub fn stop_cleanly(&mut self, timeout: Duration) {
         let pid = self.proc.0.id().to_string();
         let _ = Command::new("kill").args(["-INT", &pid]).status();
         let status = self.wait_exit(timeout);
-        let clean = status.is_some_and(|s| s.success());
-        if !clean {
-            // Shown with the failing test: how it ended (or that it still ran), and its last words.
+        if !status.is_some_and(|s| s.success()) {
             let log = self.log_text();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!(
-                "after SIGINT: {status:?} within {timeout:?}; last log lines:\n{}",
+            panic!(
+                "no clean stop after SIGINT: {status:?} within {timeout:?}; last log lines:\n{}",
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
-        clean
     }
 
     /// Waits for the process to exit; how it did, or `None` if it still runs after `timeout`.
