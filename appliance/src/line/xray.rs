@@ -841,6 +841,13 @@ mod tests {
         )
     }
 
+    /// A fresh folder, its drop folder and an intake on it.
+    fn fresh_intake(tag: &str) -> (Dir, PathBuf, Intake) {
+        let dir = Dir::new(tag);
+        let (d, intake) = (dir.drop_dir(), intake(&dir));
+        (dir, d, intake)
+    }
+
     fn reason(dir: &Dir, name: &str) -> String {
         std::fs::read_to_string(dir.quarantine().join(format!("{name}.reason.txt")))
             .unwrap_or_else(|e| panic!("no reason file for {name}: {e}"))
@@ -866,9 +873,7 @@ mod tests {
 
     #[test]
     fn takes_rgb_images_in_every_format_and_whole_pairs() {
-        let dir = Dir::new("good");
-        let d = dir.drop_dir();
-        let mut intake = intake(&dir);
+        let (dir, d, mut intake) = fresh_intake("good");
         for (name, fmt) in [
             ("p.png", ImageFormat::Png),
             ("j.jpg", ImageFormat::Jpeg),
@@ -911,9 +916,7 @@ mod tests {
 
     #[test]
     fn bad_files_go_to_quarantine_with_a_reason_and_a_counter() {
-        let dir = Dir::new("bad");
-        let d = dir.drop_dir();
-        let mut intake = intake(&dir);
+        let (dir, d, mut intake) = fresh_intake("bad");
         std::fs::write(d.join("bomb.png"), png_claiming(100_000, 100_000)).expect("write");
         std::fs::write(d.join("wide.png"), png_claiming(8000, 8000)).expect("write");
         std::fs::write(d.join("junk.png"), b"\x89PNG\r\n\x1a\nnot really").expect("write");
@@ -1155,9 +1158,7 @@ mod tests {
 
     #[test]
     fn links_fifos_and_giants_named_like_scans_are_refused_unread() {
-        let dir = Dir::new("links");
-        let d = dir.drop_dir();
-        let mut intake = intake(&dir);
+        let (dir, d, mut intake) = fresh_intake("links");
         let secret = dir.0.join("secret.txt");
         std::fs::write(&secret, b"password=hunter2").expect("secret");
         std::os::unix::fs::symlink(&secret, d.join("SF1000000000001.png")).expect("link");
@@ -1200,9 +1201,7 @@ mod tests {
 
     #[test]
     fn a_reused_name_is_a_new_file() {
-        let dir = Dir::new("reuse");
-        let d = dir.drop_dir();
-        let mut intake = intake(&dir);
+        let (dir, d, mut intake) = fresh_intake("reuse");
         drop_file(&d, "s.png", &png_bytes(1));
         assert!(intake.take(d.join("s.png")).is_some());
         assert!(
@@ -1226,9 +1225,7 @@ mod tests {
 
     #[test]
     fn bad_sidecars_are_refused_unread_and_never_stall_the_image() {
-        let dir = Dir::new("sidecars");
-        let d = dir.drop_dir();
-        let mut intake = intake(&dir);
+        let (dir, d, mut intake) = fresh_intake("sidecars");
         let secret = dir.0.join("secret.json");
         std::fs::write(&secret, r#"{"waybill":"SF6666666666666"}"#).expect("secret");
         nix::unistd::mkfifo(&d.join("a.json"), nix::sys::stat::Mode::S_IRWXU).expect("fifo");
@@ -1253,9 +1250,7 @@ mod tests {
 
     #[test]
     fn a_sidecar_whose_image_never_came_is_quarantined_after_the_window() {
-        let dir = Dir::new("orphan-sidecar");
-        let d = dir.drop_dir();
-        let mut intake = intake(&dir);
+        let (dir, d, mut intake) = fresh_intake("orphan-sidecar");
         drop_file(&d, "s7.json", br#"{"waybill":"SF7777777777777"}"#);
         let mut sizes = HashMap::new();
         let t0 = Instant::now();

@@ -57,6 +57,24 @@ impl CheckReport {
         a
     }
 
+    /// What `decoded` holds, or, when the entry `key` could not be read, `None` and a
+    /// problem that says so.
+    fn readable<T, E: std::fmt::Display>(
+        &mut self,
+        what: &str,
+        key: &str,
+        decoded: Result<T, E>,
+    ) -> Option<T> {
+        decoded
+            .map_err(|e| {
+                self.problem(
+                    format!("{what} {key} is not readable: {e}"),
+                    ADVICE_UNREADABLE,
+                )
+            })
+            .ok()
+    }
+
     fn problem(&mut self, what: String, advice: &str) {
         self.problems.push(what);
         if !self.advice.iter().any(|a| a == advice) {
@@ -93,15 +111,8 @@ pub fn check(data_dir: &Path) -> Result<CheckReport, StoreError> {
         let (k, v) = item?;
         r.records += 1;
         let key = String::from_utf8_lossy(&k).into_owned();
-        let record = match Record::from_slice(&v) {
-            Ok(x) => x,
-            Err(e) => {
-                r.problem(
-                    format!("record {key} is not readable: {e}"),
-                    ADVICE_UNREADABLE,
-                );
-                continue;
-            }
+        let Some(record) = r.readable("record", &key, Record::from_slice(&v)) else {
+            continue;
         };
         if record.record_id != key {
             r.problem(
@@ -146,15 +157,8 @@ pub fn check(data_dir: &Path) -> Result<CheckReport, StoreError> {
         let (k, v) = item?;
         r.outbox += 1;
         let key = String::from_utf8_lossy(&k).into_owned();
-        let entry = match OutboxEntry::decode(&v) {
-            Ok(e) => e,
-            Err(e) => {
-                r.problem(
-                    format!("outbox entry {key} is not readable: {e}"),
-                    ADVICE_UNREADABLE,
-                );
-                continue;
-            }
+        let Some(entry) = r.readable("outbox entry", &key, OutboxEntry::decode(&v)) else {
+            continue;
         };
         let record = match store.records.get(&k)? {
             None => {
@@ -197,30 +201,21 @@ pub fn check(data_dir: &Path) -> Result<CheckReport, StoreError> {
         let (k, v) = item?;
         r.reviews += 1;
         let key = String::from_utf8_lossy(&k).into_owned();
-        match serde_json::from_slice::<super::review::Review>(&v) {
-            Ok(rv) if store.records.get(rv.record_id.as_bytes())?.is_none() => r.problem(
-                format!("review {key} is of a record that is missing"),
-                ADVICE_UNREADABLE,
-            ),
-            Ok(_) => {}
-            Err(e) => r.problem(
-                format!("review {key} is not readable: {e}"),
-                ADVICE_UNREADABLE,
-            ),
+        let review = serde_json::from_slice::<super::review::Review>(&v);
+        if let Some(rv) = r.readable("review", &key, review) {
+            if store.records.get(rv.record_id.as_bytes())?.is_none() {
+                r.problem(
+                    format!("review {key} is of a record that is missing"),
+                    ADVICE_UNREADABLE,
+                );
+            }
         }
     }
     for item in store.audit.iter() {
         let (k, v) = item?;
         r.audit_entries += 1;
-        if let Err(e) = serde_json::from_slice::<super::audit::AuditEntry>(&v) {
-            r.problem(
-                format!(
-                    "audit entry {} is not readable: {e}",
-                    String::from_utf8_lossy(&k)
-                ),
-                ADVICE_UNREADABLE,
-            );
-        }
+        let entry = serde_json::from_slice::<super::audit::AuditEntry>(&v);
+        r.readable("audit entry", &String::from_utf8_lossy(&k), entry);
     }
     let mut orphans = BTreeSet::new();
     for entry in std::fs::read_dir(store.images_dir())?.flatten() {
