@@ -1114,7 +1114,8 @@ async fn events(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
                     // The appliance stops: the stream ends, so the server can.
                     _ = c.shutdown.cancelled() => return None,
                     p = parcels.recv() => match p {
-                        Ok(Live::Parcel(p)) => Event::default().event("parcel").json_data(&p).ok(),
+                        Ok(Live::Parcel(p)) => pages::LiveParcel::new(lang, &p)
+                            .and_then(|p| Event::default().event("parcel").json_data(&p).ok()),
                         Ok(o @ Live::Outcome { .. }) => Event::default().event("outcome").json_data(&o).ok(),
                         // A slow browser skips parcels; the next status carries the counts.
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,

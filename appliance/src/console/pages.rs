@@ -19,6 +19,7 @@ use crate::telemetry::ParcelSummary;
 use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
+use serde::Serialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -141,16 +142,12 @@ impl Layout {
 struct ScriptJson(String);
 
 impl ScriptJson {
-    /// The words the page script needs (no inline script: the CSP forbids it).
+    /// The words the page script needs (no inline script: the CSP forbids it): the live
+    /// marker's and the outcomes' (rows and badges arrive rendered).
     fn words(lang: Lang) -> ScriptJson {
         const KEYS: &[&str] = &[
-            "decision.clear",
-            "decision.flag",
-            "decision.manual",
             "disconnected",
             "live",
-            "up",
-            "down",
             "outcome.passed",
             "outcome.diverted",
             "outcome.fail-safe",
@@ -161,11 +158,6 @@ impl ScriptJson {
             .map(|k| ((*k).to_owned(), Value::from(t(lang, k))))
             .collect();
         words.insert("lang".into(), Value::from(lang.tag()));
-        let categories = Category::ALL
-            .iter()
-            .map(|c| (c.key().to_owned(), Value::from(c.label(lang))))
-            .collect();
-        words.insert("categories".into(), Value::Object(categories));
         ScriptJson(Value::Object(words).to_string().replace('<', "\\u003c"))
     }
 }
@@ -418,6 +410,9 @@ struct CounterCard {
     value: u64,
 }
 
+/// One parcel on the line page (`line_row.html`); the live stream sends it rendered.
+#[derive(Template)]
+#[template(path = "line_row.html")]
 struct LineRow<'a> {
     record_id: &'a str,
     time: String,
@@ -430,6 +425,26 @@ struct LineRow<'a> {
     category: String,
     score: String,
     outcome: OutcomeView,
+}
+
+impl<'a> LineRow<'a> {
+    fn new(lang: Lang, p: &'a ParcelSummary) -> LineRow<'a> {
+        LineRow {
+            record_id: &p.record_id,
+            time: clock(p.decided_at),
+            line_id: &p.line_id,
+            seq: p.seq,
+            waybill: p.waybill.as_deref().unwrap_or("—"),
+            sender: p.sender.as_deref().unwrap_or("—"),
+            decision: DecisionView::new(lang, p.decision),
+            reasons: reasons(lang, &p.reasons),
+            category: category_label(lang, p.category.as_deref()),
+            score: p
+                .counterfeit
+                .map_or_else(|| "—".to_owned(), |s| format!("{s:.2}")),
+            outcome: OutcomeView::new(lang, p.outcome.as_deref()),
+        }
+    }
 }
 
 /// The rows the line page starts with; the live stream adds the rest.
@@ -466,21 +481,7 @@ pub(super) fn line(
     let rows = recent
         .iter()
         .take(LINE_ROWS)
-        .map(|p| LineRow {
-            record_id: &p.record_id,
-            time: clock(p.decided_at),
-            line_id: &p.line_id,
-            seq: p.seq,
-            waybill: p.waybill.as_deref().unwrap_or("—"),
-            sender: p.sender.as_deref().unwrap_or("—"),
-            decision: DecisionView::new(lang, p.decision),
-            reasons: reasons(lang, &p.reasons),
-            category: category_label(lang, p.category.as_deref()),
-            score: p
-                .counterfeit
-                .map_or_else(|| "—".to_owned(), |s| format!("{s:.2}")),
-            outcome: OutcomeView::new(lang, p.outcome.as_deref()),
-        })
+        .map(|p| LineRow::new(lang, p))
         .collect();
     Page::of(&LinePage {
         layout: Layout::page(ctx, "nav.line", "/"),
@@ -500,6 +501,9 @@ struct FlaggedPage<'a> {
     rows: Vec<SuspectRow<'a>>,
 }
 
+/// One parcel in the flagged queue (`suspect_row.html`); the live stream sends it rendered.
+#[derive(Template)]
+#[template(path = "suspect_row.html")]
 struct SuspectRow<'a> {
     record_id: &'a str,
     has_image: bool,
@@ -531,6 +535,51 @@ pub(super) fn flagged(ctx: &Ctx, waiting: &[Record]) -> Page {
         layout: Layout::page(ctx, "nav.flagged", "/flagged"),
         rows,
     })
+}
+
+/// A decided parcel for the live stream: as the telemetry has it, with its row for the
+/// line page and, unless it was cleared, its row for the flagged queue, rendered by the
+/// same templates as the pages' own rows (the page script only inserts them).
+#[derive(Serialize)]
+pub(super) struct LiveParcel<'a> {
+    #[serde(flatten)]
+    parcel: &'a ParcelSummary,
+    row: String,
+    suspect_row: Option<String>,
+}
+
+impl<'a> LiveParcel<'a> {
+    /// `None` (and logged) if a row cannot be rendered.
+    pub(super) fn new(lang: Lang, p: &'a ParcelSummary) -> Option<LiveParcel<'a>> {
+        let rendered = || -> askama::Result<LiveParcel<'a>> {
+            let suspect_row = match p.decision {
+                Decision::Clear => None,
+                Decision::Flag | Decision::Manual => Some(
+                    SuspectRow {
+                        record_id: &p.record_id,
+                        // Whether its image was kept is the store's to say; the thumbnail
+                        // stays empty where there is none.
+                        has_image: true,
+                        time: clock(p.decided_at),
+                        waybill: p.waybill.as_deref().unwrap_or("—"),
+                        decision: DecisionView::new(lang, p.decision),
+                        reasons: reasons(lang, &p.reasons),
+                        sender: p.sender.clone().unwrap_or_else(|| "—".to_owned()),
+                        line_id: &p.line_id,
+                    }
+                    .render()?,
+                ),
+            };
+            Ok(LiveParcel {
+                parcel: p,
+                row: LineRow::new(lang, p).render()?,
+                suspect_row,
+            })
+        };
+        rendered()
+            .inspect_err(|e| tracing::error!(error = %e, "cannot render a live parcel's rows"))
+            .ok()
+    }
 }
 
 #[derive(Template)]

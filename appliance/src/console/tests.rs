@@ -878,6 +878,17 @@ async fn hostile_text_renders_escaped_on_every_page() {
         !badges.contains(HOSTILE) && badges.contains(ESCAPED),
         "{badges}"
     );
+    // And the rows the live stream sends.
+    let recent = t.recent();
+    let live = pages::LiveParcel::new(Lang::En, &recent[0]).expect("rendered");
+    let json = serde_json::to_value(&live).expect("json");
+    for row in ["row", "suspect_row"] {
+        let html = json[row].as_str().expect("a row");
+        assert!(
+            !html.contains(HOSTILE) && html.contains(ESCAPED),
+            "{row}: {html}"
+        );
+    }
 }
 
 /// A console in safe mode: the reason on the line and config pages (escaped), nothing to
@@ -964,4 +975,63 @@ async fn a_safe_mode_console_says_why_and_changes_nothing() {
     let status: serde_json::Value =
         serde_json::from_str(&f.get("/api/status", Some(&tech)).await.body).expect("json");
     assert!(status["backlog"].is_null(), "{status}");
+}
+
+/// A parcel that arrives on the live stream gets the very row the page renders for it: on
+/// the line page always, in the flagged queue unless it was cleared.
+#[tokio::test]
+async fn live_rows_are_the_pages_own_rows() {
+    let f = fixture("live-rows").await;
+    let (tech, _) = f.login("tech", "technician password").await;
+    let parcel = |record_id: &str, decision| {
+        crate::telemetry::ParcelSummary {
+        record_id: record_id.into(),
+        line_id: "L1".into(),
+        seq: 3,
+        waybill: Some("SF1763856000".into()),
+        decision,
+        reasons: serde_json::from_value(json!([
+            {"code": "counterfeit_suspected", "zh": "疑似侵权假冒商品", "en": "suspected counterfeit"}
+        ]))
+        .expect("a reason"),
+        category: Some("apparel_footwear".into()),
+        counterfeit: Some(0.91),
+        sender: Some("张* 11**************2X".into()),
+        decided_at: std::time::SystemTime::now(),
+        outcome: Some("diverted".into()),
+    }
+    };
+    let flagged = parcel("0001763856000000-L1-3", Decision::Flag);
+    f.console.telemetry.push_parcel(flagged.clone());
+    let row_of = |page: &str, id: &str| {
+        let start = page
+            .find(&format!("<tr data-record=\"{id}\""))
+            .unwrap_or_else(|| panic!("{id} in {page}"));
+        let end = start + page[start..].find("</tr>").expect("row end") + "</tr>".len();
+        page[start..end].to_owned()
+    };
+    for lang in [Lang::Zh, Lang::En] {
+        let cookie = format!("{tech}; sl_lang={}", lang.tag());
+        let live = pages::LiveParcel::new(lang, &flagged).expect("rendered");
+        let json = serde_json::to_value(&live).expect("json");
+        // The parcel's own fields, as before, and its rows.
+        assert_eq!(json["record_id"], flagged.record_id.as_str());
+        let line = f.get("/", Some(&cookie)).await.body;
+        assert_eq!(
+            json["row"].as_str(),
+            Some(row_of(&line, &flagged.record_id).as_str())
+        );
+        let suspect = json["suspect_row"]
+            .as_str()
+            .expect("a flagged parcel's row");
+        assert!(suspect.starts_with(&format!("<tr data-record=\"{}\"", flagged.record_id)));
+        assert!(suspect.contains("class=\"flag\"") && suspect.contains("11**************2X"));
+    }
+    let cleared = parcel("0001763856000000-L1-4", Decision::Clear);
+    let live = serde_json::to_value(pages::LiveParcel::new(Lang::Zh, &cleared).expect("rendered"))
+        .expect("json");
+    assert!(live["suspect_row"].is_null(), "{live}");
+    assert!(live["row"]
+        .as_str()
+        .is_some_and(|r| r.contains("class=\"clear\"")));
 }
