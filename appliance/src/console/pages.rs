@@ -2,8 +2,8 @@
 //! store's entries and a telemetry [`Snapshot`], and rendered by an askama template in
 //! `appliance/templates/` (checked when the appliance is compiled). Every page extends
 //! `base.html`; the engine escapes every value. Identity arrives masked
-//! ([`crate::domain::mask`]): a record's sender through [`Sender::masked`], a live parcel's
-//! as the telemetry holds it.
+//! ([`crate::domain::mask`]): a record's sender through
+//! [`crate::domain::Sender::masked`], a live parcel's as the telemetry holds it.
 
 use super::auth::{Role, Session};
 use super::i18n::{t, Lang};
@@ -47,7 +47,7 @@ impl IntoResponse for Page {
 
 /// What every page's frame shows (`base.html`): title, navigation, the viewer, the words
 /// the page script needs, the language switch.
-pub(super) struct Layout {
+struct Layout {
     lang: Lang,
     title: String,
     /// Empty without a session.
