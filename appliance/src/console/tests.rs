@@ -1035,3 +1035,34 @@ async fn live_rows_are_the_pages_own_rows() {
         .as_str()
         .is_some_and(|r| r.contains("class=\"clear\"")));
 }
+
+/// The templates name their words by key: every page, in both languages, finds every one
+/// (a missing key would show as `?`).
+#[tokio::test]
+async fn every_page_finds_all_its_words() {
+    let f = fixture("words").await;
+    let (tech, _) = f.login("tech", "technician password").await;
+    f.console
+        .telemetry
+        .link("L1.controller", true, "firmware 0.1.0");
+    f.console.telemetry.set_light("L1", Some("green"));
+    let missing = |body: &str| {
+        [">?<", "\"?\"", ">? ", " ?<"]
+            .iter()
+            .any(|p| body.contains(p))
+    };
+    for lang in ["zh-CN", "en"] {
+        let cookie = format!("{tech}; sl_lang={lang}");
+        for (path, _) in GET_ROUTES {
+            let r = f.get(path, Some(&cookie)).await;
+            if r.headers[header::CONTENT_TYPE]
+                .to_str()
+                .is_ok_and(|t| t.starts_with("text/html"))
+            {
+                assert!(!missing(&r.body), "{path} in {lang}: {}", r.body);
+            }
+        }
+        let login = f.get("/login", Some(&format!("sl_lang={lang}"))).await;
+        assert!(!missing(&login.body), "/login in {lang}: {}", login.body);
+    }
+}
