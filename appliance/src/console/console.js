@@ -4,41 +4,9 @@
 (function () {
   const wordsEl = document.getElementById("words");
   const W = wordsEl ? JSON.parse(wordsEl.textContent) : {};
-  const zh = W.lang === "zh-CN";
 
-  function esc(s) {
-    return String(s ?? "").replace(/[&<>"']/g, c => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
-  }
-  function decision(d) {
-    const k = ["flag", "manual", "clear"].includes(d) ? d : "manual";
-    return `<span class="${k}">${esc(W["decision." + k])}</span>`;
-  }
-  function reasons(rs) {
-    if (!rs || !rs.length) return "—";
-    return rs.map(r => `<div data-code="${esc(r.code)}">${esc(zh ? r.zh : r.en)}</div>`).join("");
-  }
-  function category(k) {
-    return k ? esc((W.categories || {})[k] || k) : "—";
-  }
-  function outcome(o) {
-    const k = ["passed", "diverted", "fail-safe"].includes(o) ? o : "pending";
-    return `<span data-outcome="${k}">${esc(W["outcome." + k])}</span>`;
-  }
-  function time(iso) { return esc(String(iso || "").slice(11, 19)); }
-
-  function lineRow(p) {
-    return `<td>${time(p.decided_at)}</td><td>${esc(p.line_id)} #${p.seq}</td>` +
-      `<td><a href="/parcel/${encodeURIComponent(p.record_id)}">${esc(p.waybill || "—")}</a></td>` +
-      `<td>${esc(p.sender || "—")}</td><td>${decision(p.decision)}</td><td>${reasons(p.reasons)}</td>` +
-      `<td>${category(p.category)}</td><td>${p.counterfeit == null ? "—" : p.counterfeit.toFixed(2)}</td>` +
-      `<td>${outcome(p.outcome)}</td>`;
-  }
-  function suspectRow(p) {
-    const href = `/parcel/${encodeURIComponent(p.record_id)}`;
-    return `<td><a href="${href}"><img class="thumb" src="${href}/image" alt=""></a></td><td>${time(p.decided_at)}</td>` +
-      `<td><a href="${href}">${esc(p.waybill || "—")}</a></td><td>${decision(p.decision)}</td>` +
-      `<td>${reasons(p.reasons)}</td><td>${esc(p.sender || "—")}</td><td>${esc(p.line_id)}</td>`;
-  }
+  // The outcomes the line controller reports; anything else is still on the belt.
+  const OUTCOMES = ["passed", "diverted", "fail-safe"];
 
   const rows = document.getElementById("rows");
   const live = document.getElementById("live");
@@ -49,11 +17,11 @@
     src.addEventListener("error", () => { live.textContent = W.disconnected; live.className = "off"; });
     src.addEventListener("parcel", ev => {
       const p = JSON.parse(ev.data);
-      if (mode === "suspects" && p.decision === "clear") return;
-      const tr = document.createElement("tr");
-      tr.dataset.record = p.record_id;
-      tr.innerHTML = mode === "suspects" ? suspectRow(p) : lineRow(p);
-      rows.prepend(tr);
+      // The row, rendered (and escaped) by the appliance with the page's own template;
+      // the flagged queue has none for a cleared parcel.
+      const row = mode === "suspects" ? p.suspect_row : p.row;
+      if (typeof row !== "string") return;
+      rows.insertAdjacentHTML("afterbegin", row);
       const empty = document.getElementById("empty");
       if (empty) empty.remove();
       while (rows.children.length > 200) rows.lastElementChild.remove();
@@ -62,7 +30,11 @@
       const o = JSON.parse(ev.data);
       const tr = rows.querySelector(`tr[data-record="${CSS.escape(o.record_id)}"]`);
       const cell = tr && tr.querySelector("[data-outcome]");
-      if (cell) cell.outerHTML = outcome(o.outcome);
+      if (cell) {
+        const k = OUTCOMES.includes(o.outcome) ? o.outcome : "pending";
+        cell.dataset.outcome = k;
+        cell.textContent = W["outcome." + k];
+      }
     });
     src.addEventListener("status", ev => {
       const s = JSON.parse(ev.data);

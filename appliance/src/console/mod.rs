@@ -16,27 +16,27 @@
 pub mod auth;
 pub mod i18n;
 mod pages;
+mod snapshot;
 
 use crate::domain::Decision;
 use crate::record::Record;
 use crate::store::owner::StoreHandle;
 use crate::store::review::Finding;
-use crate::telemetry::LinkState;
 use crate::telemetry::{Live, ParcelSummary, Telemetry};
 use auth::{LoginLimiter, Role, Session, Sessions, Users};
 use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, Form, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use i18n::{t, Lang};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use snapshot::Snapshot;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -68,36 +68,69 @@ macro_rules! viewer {
     };
 }
 
-/// What the console serves from.
+/// What the console serves from: its own parts (users, sessions, the login throttle, the
+/// network guard) and the appliance's, as far as it runs ([`Mode`]). Built by
+/// [`Console::new`] for a running appliance and [`Console::safe_mode`] for a refused
+/// configuration.
 pub struct Console {
-    pub telemetry: Arc<Telemetry>,
-    /// None in safe mode (no valid configuration, nothing running).
-    pub store: Option<StoreHandle>,
-    pub users: Users,
-    pub sessions: Sessions,
-    pub limiter: LoginLimiter,
-    /// The running configuration as TOML, for the config page.
-    pub config_toml: Option<String>,
-    /// Why the appliance runs in safe mode, if it does.
-    pub safe_mode: Option<String>,
-    pub data_dir: PathBuf,
-    /// The running model's folder; changes with a swap.
-    pub model_dir: std::sync::RwLock<Option<PathBuf>>,
-    /// The screening stage, for the model swap; None in safe mode.
-    pub screener: Option<Arc<crate::screen::Screener>>,
-    /// Where ONNX Runtime is and how many threads a model gets, to load a candidate the
-    /// way the running one was loaded.
-    pub ort_dylib_path: Option<PathBuf>,
-    pub intra_threads: usize,
-    /// The pipeline's stages, whose health `/healthz` reports; None in safe mode.
-    pub stages: Option<Arc<crate::supervise::Stages>>,
+    telemetry: Arc<Telemetry>,
+    mode: Mode,
+    users: Users,
+    sessions: Sessions,
+    limiter: LoginLimiter,
+    data_dir: PathBuf,
     /// Cancelled when the appliance stops: live streams end with it.
-    pub shutdown: CancellationToken,
+    shutdown: CancellationToken,
     /// Who may reach the console, and through what.
-    pub guard: Guard,
+    guard: Guard,
     /// Where passwords are checked: a bounded few at once, so memory stays flat whatever
     /// arrives.
-    pub password_checks: PasswordChecks,
+    password_checks: PasswordChecks,
+}
+
+/// Whether the appliance runs behind the console, or only the console does.
+enum Mode {
+    /// The pipeline runs: the console reads its store and swaps its model.
+    Running(Running),
+    /// The configuration was refused, for this reason: nothing runs but the console, and
+    /// every page that can says why.
+    Safe(String),
+}
+
+/// The parts of a running appliance the console uses.
+struct Running {
+    store: StoreHandle,
+    /// The running configuration as TOML (secrets left out), for the config page; `None`
+    /// if it could not be written out.
+    config_toml: Option<String>,
+    /// The screening stage, for the model page and the swap.
+    screener: Arc<crate::screen::Screener>,
+    /// The running model's folder; changes with a swap.
+    model_dir: RwLock<PathBuf>,
+    /// Where ONNX Runtime is and how many threads a model gets, to load a candidate the
+    /// way the running one was loaded.
+    ort_dylib_path: Option<PathBuf>,
+    intra_threads: usize,
+    /// The pipeline's stages, whose health `/healthz` reports.
+    stages: Arc<crate::supervise::Stages>,
+}
+
+impl Running {
+    /// The running model's folder.
+    fn model_dir(&self) -> PathBuf {
+        self.model_dir
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The running model for its page.
+    fn model(&self) -> pages::RunningModel {
+        pages::RunningModel {
+            info: self.screener.model_info(),
+            dir: self.model_dir(),
+        }
+    }
 }
 
 type PasswordJob = Box<dyn FnOnce() + Send>;
@@ -256,20 +289,26 @@ impl Console {
         stages: Arc<crate::supervise::Stages>,
         shutdown: CancellationToken,
     ) -> Console {
+        let config_toml = toml::to_string_pretty(config)
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "cannot show the running configuration on the console");
+            })
+            .ok();
         Console {
             telemetry,
-            store: Some(store),
+            mode: Mode::Running(Running {
+                store,
+                config_toml,
+                screener,
+                model_dir: RwLock::new(model_dir),
+                ort_dylib_path: config.model.ort_dylib_path.clone(),
+                intra_threads: config.model.intra_threads,
+                stages,
+            }),
             users: Users::in_data_dir(&config.data_dir),
             sessions: Sessions::default(),
             limiter: LoginLimiter::default(),
-            config_toml: toml::to_string_pretty(config).ok(),
-            safe_mode: None,
             data_dir: config.data_dir.clone(),
-            model_dir: std::sync::RwLock::new(Some(model_dir)),
-            screener: Some(screener),
-            ort_dylib_path: config.model.ort_dylib_path.clone(),
-            intra_threads: config.model.intra_threads,
-            stages: Some(stages),
             shutdown,
             guard: Guard::new(&config.console, Some(config.console.listen)),
             password_checks: PasswordChecks::default(),
@@ -285,21 +324,35 @@ impl Console {
     ) -> Console {
         Console {
             telemetry,
-            store: None,
+            mode: Mode::Safe(why),
             users: Users::in_data_dir(&data_dir),
             sessions: Sessions::default(),
             limiter: LoginLimiter::default(),
-            config_toml: None,
-            safe_mode: Some(why),
             data_dir,
-            model_dir: std::sync::RwLock::new(None),
-            screener: None,
-            ort_dylib_path: None,
-            intra_threads: 1,
-            stages: None,
             shutdown,
             guard: Guard::new(&crate::config::ConsoleConfig::default(), None),
             password_checks: PasswordChecks::default(),
+        }
+    }
+
+    /// The running appliance's parts; `None` in safe mode.
+    fn running(&self) -> Option<&Running> {
+        match &self.mode {
+            Mode::Running(r) => Some(r),
+            Mode::Safe(_) => None,
+        }
+    }
+
+    /// The store; `None` in safe mode.
+    fn store(&self) -> Option<&StoreHandle> {
+        self.running().map(|r| &r.store)
+    }
+
+    /// Why the appliance runs in safe mode, if it does.
+    fn safe_mode_reason(&self) -> Option<&str> {
+        match &self.mode {
+            Mode::Running(_) => None,
+            Mode::Safe(why) => Some(why),
         }
     }
 }
@@ -388,7 +441,7 @@ impl Console {
     }
 
     async fn audit(&self, actor: &str, action: &str, target: &str, detail: &str) {
-        if let Some(store) = &self.store {
+        if let Some(store) = self.store() {
             if let Err(e) = store.audit(actor, action, target, detail).await {
                 self.telemetry.incr("console.audit_errors");
                 tracing::error!(error = %e, action, "cannot write the audit log");
@@ -533,7 +586,7 @@ struct NextQuery {
 
 async fn login_page(headers: HeaderMap, Query(q): Query<NextQuery>) -> Response {
     let lang = lang(&headers);
-    Html(pages::login(lang, &local_path(q.next.as_deref()), None)).into_response()
+    pages::login(lang, &local_path(q.next.as_deref()), None).into_response()
 }
 
 #[derive(Deserialize)]
@@ -551,11 +604,7 @@ fn login_refused(
     message: &str,
     retry: Option<Duration>,
 ) -> Response {
-    let mut r = (
-        status,
-        Html(pages::login(lang, next, Some(t(lang, message)))),
-    )
-        .into_response();
+    let mut r = (status, pages::login(lang, next, Some(t(lang, message)))).into_response();
     if let Some(wait) = retry {
         // Whole seconds, rounded up: coming back on time is never too early.
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -738,9 +787,8 @@ async fn switch_lang(Query(q): Query<LangQuery>) -> Response {
 /// In safe mode nothing runs but the console, which is alive if it answers.
 async fn healthz(State(c): State<Arc<Console>>) -> Response {
     let stalled = c
-        .stages
-        .as_ref()
-        .map(|s| s.stalled(std::time::Instant::now()))
+        .running()
+        .map(|r| r.stages.stalled(std::time::Instant::now()))
         .unwrap_or_default();
     if stalled.is_empty() {
         return (StatusCode::OK, "ok\n").into_response();
@@ -751,8 +799,8 @@ async fn healthz(State(c): State<Arc<Console>>) -> Response {
 
 async fn readyz(State(c): State<Arc<Console>>) -> Response {
     let checks = [
-        ("configuration", c.safe_mode.is_none()),
-        ("store", c.store.is_some()),
+        ("configuration", c.safe_mode_reason().is_none()),
+        ("store", c.store().is_some()),
         ("model", c.telemetry.link_up("model")),
     ];
     let ready = checks.iter().all(|(_, ok)| *ok);
@@ -819,7 +867,7 @@ async fn metrics(
             u8::from(l.up)
         ));
     }
-    if let Some(store) = &c.store {
+    if let Some(store) = c.store() {
         out.push_str(&format!(
             "# TYPE screenline_outbox_backlog gauge\nscreenline_outbox_backlog {}\n",
             store.outbox_len()
@@ -839,12 +887,20 @@ async fn metrics(
 
 async fn line_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     let ctx = viewer!(c, headers, Role::Operator, "/");
-    Html(pages::line(&ctx, &c)).into_response()
+    let backlog = c.store().map_or(0, |s| s.outbox_len() as u64);
+    pages::line(
+        &ctx,
+        &Snapshot::take(&c.telemetry),
+        &snapshot::recent(&c.telemetry),
+        backlog,
+        c.safe_mode_reason(),
+    )
+    .into_response()
 }
 
 async fn flagged_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     let ctx = viewer!(c, headers, Role::Operator, "/flagged");
-    let waiting = match &c.store {
+    let waiting = match c.store() {
         Some(store) => store
             .read(|store| {
                 let rs = store.latest_records(200, 20_000, |r| r.decision != Decision::Clear)?;
@@ -865,14 +921,14 @@ async fn flagged_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Resp
             }),
         None => Vec::new(),
     };
-    Html(pages::flagged(&ctx, &waiting)).into_response()
+    pages::flagged(&ctx, &waiting).into_response()
 }
 
 async fn record_and_reviews(
     c: &Console,
     id: &str,
 ) -> Option<(Record, Vec<crate::store::review::Review>)> {
-    let store = c.store.as_ref()?;
+    let store = c.store()?;
     let id = id.to_owned();
     store
         .read(move |s| {
@@ -897,7 +953,7 @@ async fn parcel_page(
     let ctx = viewer!(c, headers, Role::Operator, &format!("/parcel/{id}"));
     match record_and_reviews(&c, &id).await {
         Some((record, reviews)) => {
-            Html(pages::parcel(&ctx, &record, &reviews, q.saved.is_some())).into_response()
+            pages::parcel(&ctx, &record, &reviews, q.saved.is_some()).into_response()
         }
         None => (
             StatusCode::NOT_FOUND,
@@ -971,7 +1027,7 @@ async fn review(
                 .into_response();
         }
     };
-    let Some(store) = &c.store else {
+    let Some(store) = c.store() else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
     let counter = format!("reviews.{}", finding.key());
@@ -1027,7 +1083,7 @@ async fn search_page(
 ) -> Response {
     let ctx = viewer!(c, headers, Role::Operator, "/search");
     let query = q.waybill.unwrap_or_default().trim().to_owned();
-    let found = match (&c.store, query.is_empty()) {
+    let found = match (c.store(), query.is_empty()) {
         (Some(store), false) => {
             let q = query.clone();
             store
@@ -1037,7 +1093,7 @@ async fn search_page(
         }
         _ => Vec::new(),
     };
-    Html(pages::search(&ctx, &query, &found)).into_response()
+    pages::search(&ctx, &query, &found).into_response()
 }
 
 /// Live updates: a `parcel` event per decided parcel, an `outcome` event when the line
@@ -1058,7 +1114,8 @@ async fn events(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
                     // The appliance stops: the stream ends, so the server can.
                     _ = c.shutdown.cancelled() => return None,
                     p = parcels.recv() => match p {
-                        Ok(Live::Parcel(p)) => Event::default().event("parcel").json_data(&p).ok(),
+                        Ok(Live::Parcel(p)) => pages::LiveParcel::new(lang, &p)
+                            .and_then(|p| Event::default().event("parcel").json_data(&p).ok()),
                         Ok(o @ Live::Outcome { .. }) => Event::default().event("outcome").json_data(&o).ok(),
                         // A slow browser skips parcels; the next status carries the counts.
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
@@ -1066,7 +1123,9 @@ async fn events(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
                     },
                     _ = tick.tick() => {
                         c.session(&token, false)?;
-                        let s = Status { badges: Some(pages::links_badges(lang, &c)), ..status(&c) };
+                        let snapshot = Snapshot::take(&c.telemetry);
+                        let badges = pages::Badges::new(lang, &snapshot).html();
+                        let s = snapshot.status(c.store().map(|s| s.outbox_len()), badges);
                         Event::default().event("status").json_data(s).ok()
                     }
                 };
@@ -1080,46 +1139,25 @@ async fn events(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
-/// The line's state for `/api/status` and the live stream.
-#[derive(serde::Serialize)]
-struct Status {
-    links: BTreeMap<String, LinkState>,
-    stack_lights: BTreeMap<String, String>,
-    counters: BTreeMap<String, u64>,
-    backlog: Option<usize>,
-    /// The links' badges, rendered (live stream only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    badges: Option<String>,
-}
-
-fn status(c: &Console) -> Status {
-    Status {
-        links: c.telemetry.links(),
-        stack_lights: c.telemetry.lights(),
-        counters: c.telemetry.counters(),
-        backlog: c.store.as_ref().map(|s| s.outbox_len()),
-        badges: None,
-    }
-}
-
 async fn api_parcels(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     let _ctx = viewer!(c, headers, Role::Operator, "/api/parcels");
-    Json::<Vec<ParcelSummary>>(c.telemetry.recent()).into_response()
+    Json::<Vec<ParcelSummary>>(snapshot::recent(&c.telemetry)).into_response()
 }
 
 async fn api_status(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     let _ctx = viewer!(c, headers, Role::Operator, "/api/status");
-    Json(status(&c)).into_response()
+    let backlog = c.store().map(|s| s.outbox_len());
+    Json(Snapshot::take(&c.telemetry).status(backlog, None)).into_response()
 }
 
 async fn devices_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     let ctx = viewer!(c, headers, Role::Technician, "/devices");
-    Html(pages::devices(&ctx, &c)).into_response()
+    pages::devices(&ctx, &Snapshot::take(&c.telemetry), &c.data_dir).into_response()
 }
 
 async fn model_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     let ctx = viewer!(c, headers, Role::Technician, "/model");
-    Html(pages::model(&ctx, &c, None)).into_response()
+    pages::model(&ctx, c.running().map(Running::model), None).into_response()
 }
 
 #[derive(Deserialize)]
@@ -1140,7 +1178,7 @@ async fn model_swap(
     if let Err(r) = check_csrf(&ctx, &f.csrf) {
         return *r;
     }
-    let Some(screener) = c.screener.clone() else {
+    let Some(running) = c.running() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             pages::message(
@@ -1151,8 +1189,9 @@ async fn model_swap(
         )
             .into_response();
     };
+    let screener = running.screener.clone();
     let dir = PathBuf::from(f.dir.trim());
-    let (ort_path, threads) = (c.ort_dylib_path.clone(), c.intra_threads);
+    let (ort_path, threads) = (running.ort_dylib_path.clone(), running.intra_threads);
     let candidate = dir.clone();
     let result = tokio::task::spawn_blocking(move || {
         let env = crate::screen::model::init_runtime(ort_path.as_deref())?;
@@ -1174,9 +1213,7 @@ async fn model_swap(
                 true,
                 format!("{} {} ({})", s.new.name, s.new.version, s.dir.display()),
             );
-            if let Ok(mut d) = c.model_dir.write() {
-                *d = Some(s.dir.clone());
-            }
+            *running.model_dir.write().unwrap_or_else(|e| e.into_inner()) = s.dir.clone();
             c.audit(
                 &actor,
                 "model.swap",
@@ -1193,22 +1230,22 @@ async fn model_swap(
                 ),
             )
             .await;
-            Ok(s.clone())
+            pages::SwapShown::Swapped(s.clone())
         }
         Err(e) => {
             c.telemetry.incr("model.swaps_refused");
             tracing::warn!(error = %e, dir = %target, "model swap refused");
             c.audit(&actor, "model.swap_refused", &target, &e.to_string())
                 .await;
-            Err(e.to_string())
+            pages::SwapShown::Refused(e.to_string())
         }
     };
-    Html(pages::model(&ctx, &c, Some((&f.dir, shown)))).into_response()
+    pages::model(&ctx, Some(running.model()), Some((&f.dir, shown))).into_response()
 }
 
 async fn config_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     let ctx = viewer!(c, headers, Role::Technician, "/config");
-    Html(pages::config(&ctx, &c, None)).into_response()
+    pages::config(&ctx, c.safe_mode_reason(), running_config(&c), None).into_response()
 }
 
 #[derive(Deserialize)]
@@ -1227,10 +1264,22 @@ async fn config_validate(
     if let Err(r) = check_csrf(&ctx, &f.csrf) {
         return *r;
     }
-    let result = crate::config::Config::parse(&f.text, std::path::Path::new("(pasted)"))
-        .map(|_| ())
-        .map_err(|e| e.to_string());
-    Html(pages::config(&ctx, &c, Some((&f.text, result)))).into_response()
+    let checked = match crate::config::Config::parse(&f.text, std::path::Path::new("(pasted)")) {
+        Ok(_) => pages::Checked::Valid,
+        Err(e) => pages::Checked::Invalid(e.to_string()),
+    };
+    pages::config(
+        &ctx,
+        c.safe_mode_reason(),
+        running_config(&c),
+        Some((&f.text, checked)),
+    )
+    .into_response()
+}
+
+/// The running configuration as TOML, if there is one to show.
+fn running_config(c: &Console) -> Option<&str> {
+    c.running().and_then(|r| r.config_toml.as_deref())
 }
 
 #[derive(Deserialize)]
@@ -1252,7 +1301,7 @@ async fn logs_page(
         .unwrap_or(tracing::Level::INFO);
     let text = q.q.unwrap_or_default();
     let lines = crate::logbuf::recent(level, &text, 500);
-    Html(pages::logs(&ctx, level, &text, &lines)).into_response()
+    pages::logs(&ctx, level, &text, &lines).into_response()
 }
 
 #[derive(Deserialize)]
@@ -1267,7 +1316,7 @@ async fn audit_page(
 ) -> Response {
     let ctx = viewer!(c, headers, Role::Technician, "/audit");
     let text = q.q.unwrap_or_default();
-    let entries = match &c.store {
+    let entries = match c.store() {
         Some(store) => {
             let text = text.clone();
             store
@@ -1284,7 +1333,7 @@ async fn audit_page(
         }
         None => Vec::new(),
     };
-    Html(pages::audit(&ctx, &text, &entries)).into_response()
+    pages::audit(&ctx, &text, &entries).into_response()
 }
 
 #[cfg(test)]

@@ -1,586 +1,775 @@
-//! The console's pages, rendered on the server. Every value from outside goes through
-//! [`esc`]; identity goes through [`crate::domain::mask`].
+//! The console's pages: one typed view per page, built here from the typed records, the
+//! store's entries and a telemetry [`Snapshot`], and rendered by an askama template in
+//! `appliance/templates/` (checked when the appliance is compiled). Every page extends
+//! `base.html`; the engine escapes every value. Identity arrives masked
+//! ([`crate::domain::mask`]): a record's sender through
+//! [`crate::domain::Sender::masked`], a live parcel's as the telemetry holds it.
 
 use super::auth::{Role, Session};
 use super::i18n::{t, Lang};
-use super::{Console, Ctx};
-use crate::domain::{Category, Decision, Reason};
+use super::snapshot::Snapshot;
+use super::Ctx;
+use crate::domain::{Category, Decision, ModelInfo, Reason};
 use crate::logbuf::LogLine;
 use crate::record::{Record, StoredSender};
+use crate::screen::swap::Swapped;
 use crate::store::audit::AuditEntry;
-use crate::store::review::Review;
-use axum::response::Html;
+use crate::store::review::{Finding, Review};
+use crate::telemetry::ParcelSummary;
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use serde::Serialize;
 use serde_json::Value;
-use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
-/// HTML-escapes text.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+/// A page as rendered, ready to answer with.
+pub(super) struct Page(askama::Result<String>);
+
+impl Page {
+    fn of(view: &impl Template) -> Page {
+        Page(view.render())
+    }
+}
+
+impl IntoResponse for Page {
+    fn into_response(self) -> Response {
+        match self.0 {
+            Ok(html) => Html(html).into_response(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot render a console page");
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
         }
     }
-    out
 }
 
-const STYLE: &str = r#"
-body{font-family:system-ui,"Noto Sans CJK SC","Noto Sans SC","Microsoft YaHei",sans-serif;margin:0;background:#f4f5f7;color:#1d2430}
-header{background:#1d2430;color:#fff;padding:8px 20px;display:flex;gap:18px;align-items:center;flex-wrap:wrap}
-header h1{font-size:17px;margin:0 12px 0 0}
-header nav a{color:#cfd6e4;text-decoration:none;padding:4px 8px;border-radius:4px}
-header nav a.on{background:#3a4558;color:#fff}
-header .me{margin-left:auto;display:flex;gap:10px;align-items:center;font-size:14px}
-header .me a,header .me button{color:#cfd6e4;background:none;border:1px solid #56627a;border-radius:4px;padding:3px 8px;cursor:pointer;font:inherit;text-decoration:none}
-main{padding:16px 20px}
-h2{font-size:18px;margin:4px 0 12px}
-.cards{display:flex;flex-wrap:wrap;gap:10px;margin-bottom:14px}
-.card{background:#fff;border-radius:6px;padding:8px 14px;min-width:110px;box-shadow:0 1px 2px #0002}
-.card b{display:block;font-size:24px}
-.badges span{display:inline-block;margin:0 8px 6px 0;padding:3px 10px;border-radius:12px;font-size:13px}
-.up{background:#d8f3dc}.down{background:#ffd6d6}
-table{border-collapse:collapse;width:100%;background:#fff;box-shadow:0 1px 2px #0002}
-th,td{text-align:left;padding:6px 8px;border-bottom:1px solid #e5e7eb;font-size:14px;vertical-align:top}
-th{background:#eef0f3}
-.flag{color:#b00020;font-weight:600}.manual{color:#a15c00;font-weight:600}.clear{color:#1b7f3b}
-small,.muted{color:#667}
-.panel{background:#fff;border-radius:6px;padding:12px 16px;box-shadow:0 1px 2px #0002;margin-bottom:14px}
-.grid{display:grid;grid-template-columns:minmax(320px,1.2fr) 1fr;gap:16px}
-.xraybox{overflow:auto;max-height:75vh;background:#111;border-radius:6px;text-align:center}
-.xray{max-width:100%;cursor:zoom-in;image-rendering:auto}
-.xray.zoomed{max-width:none;width:250%;cursor:zoom-out}
-.thumb{width:72px;height:72px;object-fit:cover;border-radius:4px;background:#111}
-.bar{background:#e5e7eb;border-radius:3px;height:10px;width:160px;display:inline-block;vertical-align:middle}
-.bar i{display:block;height:10px;border-radius:3px;background:#3b6fd8}
-.bar.cf i{background:#b00020}
-form.inline{display:inline}
-button.primary{background:#b00020;color:#fff;border:0;border-radius:5px;padding:9px 16px;font-size:15px;cursor:pointer}
-button.secondary{background:#1b7f3b;color:#fff;border:0;border-radius:5px;padding:9px 16px;font-size:15px;cursor:pointer}
-input[type=text],input[type=password],input[type=search],textarea,select{font:inherit;padding:6px 8px;border:1px solid #c5cad3;border-radius:4px}
-textarea{width:100%;box-sizing:border-box}
-.ok{background:#d8f3dc;padding:8px 12px;border-radius:5px}.err{background:#ffd6d6;padding:8px 12px;border-radius:5px;white-space:pre-wrap}
-.login{max-width:340px;margin:10vh auto;background:#fff;padding:24px;border-radius:8px;box-shadow:0 2px 8px #0002}
-.login label{display:block;margin:12px 0 4px}.login input{width:100%;box-sizing:border-box}
-.login button{margin-top:16px;width:100%}
-pre{white-space:pre-wrap;background:#fff;padding:12px;border-radius:6px;box-shadow:0 1px 2px #0002;font-size:13px}
-#live{font-size:13px;color:#9fe3b0}#live.off{color:#ffb4b4}
-.lamp{display:inline-block;width:10px;height:10px;border-radius:50%;vertical-align:middle}
-.lamp.green{background:#1fa34a}.lamp.amber{background:#f0a000}.lamp.red{background:#d0312d}.lamp.off,.lamp.unknown{background:#bbb}
-"#;
-
-/// Words the page script needs, as JSON in the page (no inline script: the CSP forbids it).
-fn script_words(lang: Lang) -> String {
-    let keys = [
-        "decision.clear",
-        "decision.flag",
-        "decision.manual",
-        "disconnected",
-        "live",
-        "up",
-        "down",
-        "outcome.passed",
-        "outcome.diverted",
-        "outcome.fail-safe",
-        "outcome.pending",
-    ];
-    let mut words = serde_json::Map::new();
-    for k in keys {
-        words.insert(k.to_owned(), Value::from(t(lang, k)));
-    }
-    words.insert("lang".into(), Value::from(lang.tag()));
-    let cats: serde_json::Map<String, Value> = Category::ALL
-        .iter()
-        .map(|c| (c.key().to_owned(), Value::from(c.label(lang))))
-        .collect();
-    words.insert("categories".into(), Value::Object(cats));
-    // JSON in a script element: `<` escaped so that no text can close it.
-    Value::Object(words).to_string().replace('<', "\\u003c")
-}
-
-fn layout(
+/// What every page's frame shows (`base.html`): title, navigation, the viewer, the words
+/// the page script needs, the language switch.
+struct Layout {
     lang: Lang,
-    session: Option<&Session>,
-    title: &str,
-    active: &str,
-    body: &str,
-) -> Html<String> {
-    let mut nav = String::new();
-    if let Some(s) = session {
-        let mut items = vec![
-            ("/", "nav.line"),
-            ("/flagged", "nav.flagged"),
-            ("/search", "nav.search"),
+    title: String,
+    /// Empty without a session.
+    nav: Vec<NavItem>,
+    me: Option<Me>,
+    words: ScriptJson,
+    /// Where the language switch comes back to (URL-encoded).
+    back: String,
+}
+
+struct NavItem {
+    href: &'static str,
+    word: &'static str,
+    on: bool,
+}
+
+struct Me {
+    user: String,
+    role: &'static str,
+    csrf: String,
+}
+
+/// Every viewer's pages, then the technician's.
+const NAV: &[(&str, &str)] = &[
+    ("/", "nav.line"),
+    ("/flagged", "nav.flagged"),
+    ("/search", "nav.search"),
+];
+const NAV_TECHNICIAN: &[(&str, &str)] = &[
+    ("/devices", "nav.devices"),
+    ("/model", "nav.model"),
+    ("/config", "nav.config"),
+    ("/logs", "nav.logs"),
+    ("/audit", "nav.audit"),
+];
+
+impl Layout {
+    /// The frame of a page titled `title`, whose navigation item is `active`.
+    fn new(lang: Lang, session: Option<&Session>, title: &str, active: &str) -> Layout {
+        let nav = match session {
+            None => Vec::new(),
+            Some(s) => {
+                let extra = if s.role == Role::Technician {
+                    NAV_TECHNICIAN
+                } else {
+                    &[]
+                };
+                NAV.iter()
+                    .chain(extra)
+                    .map(|&(href, key)| NavItem {
+                        href,
+                        word: t(lang, key),
+                        on: href == active,
+                    })
+                    .collect()
+            }
+        };
+        Layout {
+            lang,
+            title: title.to_owned(),
+            nav,
+            me: session.map(|s| Me {
+                user: s.user.clone(),
+                role: t(
+                    lang,
+                    match s.role {
+                        Role::Operator => "role.operator",
+                        Role::Technician => "role.technician",
+                    },
+                ),
+                csrf: s.csrf.clone(),
+            }),
+            words: ScriptJson::words(lang),
+            back: super::urlencode(active),
+        }
+    }
+
+    /// The frame of a logged-in viewer's page, titled by its navigation word.
+    fn page(ctx: &Ctx, title_key: &str, active: &str) -> Layout {
+        Layout::new(ctx.lang, Some(&ctx.session), t(ctx.lang, title_key), active)
+    }
+
+    /// The word for `key` in the page's language.
+    fn t(&self, key: &str) -> &'static str {
+        t(self.lang, key)
+    }
+}
+
+/// JSON for a `<script type="application/json">` element, with every `<` written `\u003c`
+/// so that no text in it can close the element. The template writes it unescaped (`|safe`):
+/// a script element's text is not HTML-decoded, so entities would corrupt the JSON.
+struct ScriptJson(String);
+
+impl ScriptJson {
+    /// The words the page script needs (no inline script: the CSP forbids it): the live
+    /// marker's and the outcomes' (rows and badges arrive rendered).
+    fn words(lang: Lang) -> ScriptJson {
+        const KEYS: &[&str] = &[
+            "disconnected",
+            "live",
+            "outcome.passed",
+            "outcome.diverted",
+            "outcome.fail-safe",
+            "outcome.pending",
         ];
-        if s.role == Role::Technician {
-            items.extend([
-                ("/devices", "nav.devices"),
-                ("/model", "nav.model"),
-                ("/config", "nav.config"),
-                ("/logs", "nav.logs"),
-                ("/audit", "nav.audit"),
-            ]);
-        }
-        nav.push_str("<nav>");
-        for (href, key) in items {
-            let on = if href == active { " class=\"on\"" } else { "" };
-            let _ = write!(nav, "<a href=\"{href}\"{on}>{}</a>", t(lang, key));
-        }
-        nav.push_str("</nav>");
+        let mut words: serde_json::Map<String, Value> = KEYS
+            .iter()
+            .map(|k| ((*k).to_owned(), Value::from(t(lang, k))))
+            .collect();
+        words.insert("lang".into(), Value::from(lang.tag()));
+        ScriptJson(Value::Object(words).to_string().replace('<', "\\u003c"))
     }
-    let me = match session {
-        Some(s) => format!(
-            "<span>{} · {}</span><form class=\"inline\" method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button>{}</button></form>",
-            esc(&s.user),
-            t(lang, &format!("role.{}", s.role.key())),
-            esc(&s.csrf),
-            t(lang, "logout")
-        ),
-        None => String::new(),
-    };
-    Html(format!(
-        r#"<!doctype html>
-<html lang="{tag}">
-<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} · {app}</title><style>{STYLE}</style>
-<script type="application/json" id="words">{words}</script>
-<script src="/static/console.js" defer></script></head>
-<body><header><h1>{app}</h1>{nav}<span id="live"></span><div class="me">{me}<a id="lang" href="/lang?to={other}&back={back}">{switch}</a></div></header>
-<main>{body}</main></body></html>"#,
-        tag = lang.tag(),
-        title = esc(title),
-        app = t(lang, "app"),
-        words = script_words(lang),
-        other = lang.other().tag(),
-        back = super::urlencode(active),
-        switch = t(lang, "switch"),
-    ))
 }
 
-/// A page of a logged-in viewer, titled by its navigation word.
-fn page(ctx: &Ctx, title_key: &str, active: &str, body: &str) -> Html<String> {
-    layout(
-        ctx.lang,
-        Some(&ctx.session),
-        t(ctx.lang, title_key),
-        active,
-        body,
-    )
-}
-
-/// A page with one message (errors, refusals).
-pub fn message(lang: Lang, session: Option<&Session>, text: &str) -> Html<String> {
-    layout(
-        lang,
-        session,
-        text,
-        "",
-        &format!(
-            "<div class=\"panel\"><p>{}</p><p><a href=\"/\">{}</a></p></div>",
-            esc(text),
-            t(lang, "nav.line")
-        ),
-    )
-}
-
-pub fn login(lang: Lang, next: &str, error: Option<&str>) -> String {
-    let error = error
-        .map(|e| format!("<p class=\"err\" id=\"login-error\">{}</p>", esc(e)))
-        .unwrap_or_default();
-    layout(
-        lang,
-        None,
-        t(lang, "login"),
-        "/login",
-        &format!(
-            r#"<form class="login" method="post" action="/login">
-<h2>{login}</h2>{error}
-<label for="user">{user}</label><input id="user" name="user" type="text" autocomplete="username" required autofocus>
-<label for="password">{password}</label><input id="password" name="password" type="password" autocomplete="current-password" required>
-<input type="hidden" name="next" value="{next}">
-<button class="secondary" type="submit">{login}</button></form>"#,
-            login = t(lang, "login"),
-            user = t(lang, "user"),
-            password = t(lang, "password"),
-            next = esc(next),
-        ),
-    )
-    .0
-}
-
-fn decision_cell(lang: Lang, d: Decision) -> String {
-    let key = d.key();
-    format!(
-        "<span class=\"{key}\">{}</span>",
-        t(lang, &format!("decision.{key}"))
-    )
-}
-
-fn reasons_html(lang: Lang, reasons: &[Reason]) -> String {
-    if reasons.is_empty() {
-        return "—".into();
+impl std::fmt::Display for ScriptJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
+}
+
+// ---- Pieces several pages share (`parts.html`).
+
+/// A decision, coloured by its class.
+struct DecisionView {
+    key: &'static str,
+    word: &'static str,
+}
+
+impl DecisionView {
+    fn new(lang: Lang, d: Decision) -> DecisionView {
+        let word = match d {
+            Decision::Clear => "decision.clear",
+            Decision::Flag => "decision.flag",
+            Decision::Manual => "decision.manual",
+        };
+        DecisionView {
+            key: d.key(),
+            word: t(lang, word),
+        }
+    }
+}
+
+/// A reason in the viewer's language, with its code for the page script and the tests.
+struct ReasonView<'a> {
+    code: &'static str,
+    words: &'a str,
+}
+
+fn reasons(lang: Lang, reasons: &[Reason]) -> Vec<ReasonView<'_>> {
     reasons
         .iter()
-        .map(|r| {
-            let words = match lang {
+        .map(|r| ReasonView {
+            code: r.code.key(),
+            words: match lang {
                 Lang::Zh => &r.zh,
                 Lang::En => &r.en,
-            };
-            format!("<div data-code=\"{}\">{}</div>", r.code.key(), esc(words))
+            },
         })
         .collect()
 }
 
-fn category_label(lang: Lang, key: Option<&str>) -> String {
-    key.map(|k| {
-        Category::from_key(k)
-            .map(|c| c.label(lang).to_owned())
-            .unwrap_or_else(|| k.to_owned())
-    })
-    .unwrap_or_else(|| "—".into())
+/// What the line controller reported it did with a parcel; `pending` until it has.
+struct OutcomeView {
+    key: &'static str,
+    word: &'static str,
 }
 
-/// The live line: counters, links, the latest parcels.
-pub fn line(ctx: &Ctx, c: &Console) -> Html<String> {
-    let lang = ctx.lang;
-    let counters = c.telemetry.counters();
-    let n = |k: &str| counters.get(k).copied().unwrap_or(0);
-    let backlog = c.store.as_ref().map_or(0, |s| s.outbox_len() as u64);
-    let mut body = String::new();
-    if let Some(why) = &c.safe_mode {
-        let _ = write!(
-            body,
-            "<p class=\"err\">{}\n\n{}</p>",
-            t(lang, "config.safe"),
-            esc(why)
-        );
-    }
-    body.push_str("<div class=\"cards\">");
-    for (key, word, v) in [
-        ("parcels.decided", "decided", n("parcels.decided")),
-        ("parcels.clear", "cleared", n("parcels.clear")),
-        ("parcels.flag", "flagged", n("parcels.flag")),
-        ("parcels.manual", "manual", n("parcels.manual")),
-        ("feed.reports_acked", "reported", n("feed.reports_acked")),
-        ("backlog", "backlog", backlog),
-        ("decisions.late", "late", n("decisions.late")),
-    ] {
-        let _ = write!(
-            body,
-            "<div class=\"card\"><small>{}</small><b data-counter=\"{key}\">{v}</b></div>",
-            t(lang, word)
-        );
-    }
-    body.push_str("</div>");
-    let _ = write!(
-        body,
-        "<div class=\"badges\" id=\"links\">{}</div>",
-        links_badges(lang, c)
-    );
-    let _ = write!(
-        body,
-        "<table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody id=\"rows\" data-live=\"all\">",
-        t(lang, "col.time"),
-        t(lang, "col.line"),
-        t(lang, "col.waybill"),
-        t(lang, "col.sender"),
-        t(lang, "col.decision"),
-        t(lang, "col.reasons"),
-        t(lang, "col.category"),
-        t(lang, "col.score"),
-        t(lang, "col.diverter"),
-    );
-    for p in c.telemetry.recent().iter().take(100) {
-        let _ = write!(
-            body,
-            "<tr data-record=\"{}\"><td>{}</td><td>{} #{}</td><td><a href=\"/parcel/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&p.record_id),
-            esc(crate::time_fmt::format(p.decided_at).get(11..19).unwrap_or("")),
-            esc(&p.line_id),
-            p.seq,
-            esc(&p.record_id),
-            esc(p.waybill.as_deref().unwrap_or("—")),
-            esc(p.sender.as_deref().unwrap_or("—")),
-            decision_cell(lang, p.decision),
-            reasons_html(lang, &p.reasons),
-            esc(&category_label(lang, p.category.as_deref())),
-            p.counterfeit.map_or("—".into(), |s| format!("{s:.2}")),
-            outcome_cell(lang, p.outcome.as_deref()),
-        );
-    }
-    body.push_str("</tbody></table>");
-    page(ctx, "nav.line", "/", &body)
-}
-
-fn outcome_cell(lang: Lang, outcome: Option<&str>) -> String {
-    let key = outcome
-        .filter(|o| ["passed", "diverted", "fail-safe"].contains(o))
-        .unwrap_or("pending");
-    format!(
-        "<span data-outcome=\"{key}\">{}</span>",
-        t(lang, &format!("outcome.{key}"))
-    )
-}
-
-/// Link states and each line's stack light; sent again with every live status.
-pub fn links_badges(lang: Lang, c: &Console) -> String {
-    let mut out = String::new();
-    for (name, l) in c.telemetry.links() {
-        let _ = write!(
-            out,
-            "<span class=\"{}\" title=\"{}\">{} {}</span>",
-            if l.up { "up" } else { "down" },
-            esc(&l.detail),
-            esc(&name),
-            t(lang, if l.up { "up" } else { "down" })
-        );
-    }
-    // What the lamps show, as the controller reports it; unknown while its link is down.
-    let lights = c.telemetry.lights();
-    for name in c.telemetry.links().keys() {
-        if let Some(line) = name.strip_suffix(".controller") {
-            let light = lights.get(line).map_or("unknown", String::as_str);
-            let _ = write!(
-                out,
-                "<span data-light=\"{}\">{} {} <i class=\"lamp {}\"></i> {}</span>",
-                esc(line),
-                esc(line),
-                t(lang, "stack"),
-                esc(light),
-                t(lang, &format!("light.{light}"))
-            );
+impl OutcomeView {
+    fn new(lang: Lang, outcome: Option<&str>) -> OutcomeView {
+        let (key, word) = match outcome {
+            Some("passed") => ("passed", "outcome.passed"),
+            Some("diverted") => ("diverted", "outcome.diverted"),
+            Some("fail-safe") => ("fail-safe", "outcome.fail-safe"),
+            _ => ("pending", "outcome.pending"),
+        };
+        OutcomeView {
+            key,
+            word: t(lang, word),
         }
     }
-    out
+}
+
+/// Up or down, as a class and a word.
+struct StateView {
+    class: &'static str,
+    word: &'static str,
+}
+
+impl StateView {
+    /// With the line page's classes (`up`, `down`).
+    fn badge(lang: Lang, up: bool) -> StateView {
+        StateView {
+            class: if up { "up" } else { "down" },
+            word: t(lang, if up { "up" } else { "down" }),
+        }
+    }
+
+    /// With the tables' classes (`clear`, `flag`).
+    fn cell(lang: Lang, up: bool) -> StateView {
+        StateView {
+            class: if up { "clear" } else { "flag" },
+            word: t(lang, if up { "up" } else { "down" }),
+        }
+    }
+}
+
+/// A named count.
+struct Count<'a> {
+    name: &'a str,
+    value: u64,
+}
+
+fn category_label(lang: Lang, key: Option<&str>) -> String {
+    match key {
+        None => "—".to_owned(),
+        Some(k) => Category::from_key(k).map_or_else(|| k.to_owned(), |c| c.label(lang).to_owned()),
+    }
 }
 
 /// A record's sender, masked; a cleared record keeps none to show.
 fn masked_sender(record: &Record) -> String {
     match &record.sender {
         Some(StoredSender::Full(s)) => s.masked(),
-        _ => "—".into(),
+        _ => "—".to_owned(),
     }
 }
 
-/// The seconds of an RFC 3339 time (`HH:MM:SS`).
-fn clock(t: std::time::SystemTime) -> String {
+/// The time of day of an instant (`HH:MM:SS`, UTC).
+fn clock(t: SystemTime) -> String {
     crate::time_fmt::format(t)
         .get(11..19)
         .unwrap_or_default()
         .to_owned()
 }
 
-/// The queue of flagged and manual parcels not yet reviewed.
-pub fn flagged(ctx: &Ctx, waiting: &[Record]) -> Html<String> {
-    let lang = ctx.lang;
-    let mut body = format!(
-        "<h2>{}</h2><p class=\"muted\">{}</p><table><thead><tr><th></th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody id=\"rows\" data-live=\"suspects\">",
-        t(lang, "nav.flagged"),
-        t(lang, "queue.hint"),
-        t(lang, "col.time"),
-        t(lang, "col.waybill"),
-        t(lang, "col.decision"),
-        t(lang, "col.reasons"),
-        t(lang, "col.sender"),
-        t(lang, "col.line"),
-    );
-    for r in waiting {
-        let id = &r.record_id;
-        let thumb = if r.image.is_some() {
-            format!(
-                "<img class=\"thumb\" src=\"/parcel/{}/image\" alt=\"\">",
-                esc(id)
-            )
-        } else {
-            String::new()
-        };
-        let _ = write!(
-            body,
-            "<tr data-record=\"{id}\"><td><a href=\"/parcel/{id}\">{thumb}</a></td><td>{}</td><td><a href=\"/parcel/{id}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            clock(r.screened_at),
-            esc(r.waybill.as_ref().map_or("—", |w| w.as_str())),
-            decision_cell(lang, r.decision),
-            reasons_html(lang, &r.reasons),
-            esc(&masked_sender(r)),
-            esc(&r.line_id),
-            id = esc(id),
-        );
-    }
-    body.push_str("</tbody></table>");
-    if waiting.is_empty() {
-        let _ = write!(
-            body,
-            "<p class=\"muted\" id=\"empty\">{}</p>",
-            t(lang, "queue.empty")
-        );
-    }
-    page(ctx, "nav.flagged", "/flagged", &body)
+/// At most the first `n` characters of an RFC 3339 text (its seconds, say).
+fn prefix(s: &str, n: usize) -> &str {
+    s.get(..n).unwrap_or(s)
 }
 
-fn bar(p: f64, class: &str) -> String {
-    format!(
-        "<span class=\"bar {class}\"><i style=\"width:{:.0}%\"></i></span> {p:.2}",
-        (p * 100.0).clamp(0.0, 100.0)
-    )
+// ---- Login and messages.
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    layout: Layout,
+    next: &'a str,
+    error: Option<&'a str>,
 }
 
-/// One parcel: image, reasons, scores, declared goods, masked sender, reviews, review form.
-pub fn parcel(ctx: &Ctx, r: &Record, reviews: &[Review], saved: bool) -> Html<String> {
-    let lang = ctx.lang;
-    let id = &r.record_id;
-    let image = if r.image.is_some() {
-        format!(
-            "<div class=\"xraybox\"><img class=\"xray\" id=\"xray\" src=\"/parcel/{}/image\" alt=\"{}\" title=\"{}\"></div>",
-            esc(id),
-            t(lang, "image"),
-            t(lang, "image.zoom")
-        )
-    } else {
-        format!("<p class=\"muted\">{}</p>", t(lang, "image.none"))
-    };
-    let mut scores = String::new();
-    if let Some(sc) = &r.scores {
-        let mut v = sc.category.clone();
-        v.sort_by(|a, b| b.1.total_cmp(&a.1));
-        for (c, p) in v.into_iter().take(4) {
-            let _ = write!(
-                scores,
-                "<tr><td>{}</td><td>{}</td></tr>",
-                esc(c.label(lang)),
-                bar(f64::from(p), "")
-            );
+/// The login form, with `error` said above it; `next` is where a login goes.
+pub(super) fn login(lang: Lang, next: &str, error: Option<&str>) -> Page {
+    Page::of(&LoginPage {
+        layout: Layout::new(lang, None, t(lang, "login"), "/login"),
+        next,
+        error,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage<'a> {
+    layout: Layout,
+    text: &'a str,
+}
+
+/// A page with one message (errors, refusals).
+pub(super) fn message(lang: Lang, session: Option<&Session>, text: &str) -> Page {
+    Page::of(&MessagePage {
+        layout: Layout::new(lang, session, text, ""),
+        text,
+    })
+}
+
+// ---- The line.
+
+/// Link states and each line's stack light (`badges.html`): on the line page, and sent
+/// again, rendered, with every live status.
+#[derive(Template)]
+#[template(path = "badges.html")]
+pub(super) struct Badges<'a> {
+    links: Vec<LinkBadge<'a>>,
+    lights: Vec<LightBadge<'a>>,
+    /// The stack light's word.
+    stack: &'static str,
+}
+
+struct LinkBadge<'a> {
+    name: &'a str,
+    detail: &'a str,
+    class: &'static str,
+    word: &'static str,
+}
+
+struct LightBadge<'a> {
+    line: &'a str,
+    /// The lamp's class: what the controller reports.
+    light: &'a str,
+    word: &'static str,
+}
+
+impl<'a> Badges<'a> {
+    pub(super) fn new(lang: Lang, snapshot: &'a Snapshot) -> Badges<'a> {
+        Badges {
+            links: snapshot
+                .links()
+                .map(|l| {
+                    let state = StateView::badge(lang, l.state.up);
+                    LinkBadge {
+                        name: l.name,
+                        detail: &l.state.detail,
+                        class: state.class,
+                        word: state.word,
+                    }
+                })
+                .collect(),
+            lights: snapshot
+                .stack_lights()
+                .map(|s| LightBadge {
+                    line: s.line,
+                    light: s.light,
+                    word: t(
+                        lang,
+                        match s.light {
+                            "green" => "light.green",
+                            "amber" => "light.amber",
+                            "red" => "light.red",
+                            "off" => "light.off",
+                            _ => "light.unknown",
+                        },
+                    ),
+                })
+                .collect(),
+            stack: t(lang, "stack"),
         }
-        let _ = write!(
-            scores,
-            "<tr><td>{}</td><td>{}</td></tr>",
-            t(lang, "counterfeit"),
-            bar(f64::from(sc.counterfeit), "cf")
-        );
     }
-    let declared = r.declared.as_ref().map_or_else(String::new, |d| {
-        format!(
-            "<tr><td>{}</td><td>{} · {}</td></tr><tr><td>{}</td><td>¥{:.2}</td></tr><tr><td>{}</td><td>{}</td></tr>",
-            t(lang, "declared"),
-            esc(&d.goods),
-            esc(&category_label(lang, Some(&d.category))),
-            t(lang, "value"),
-            d.value_cny,
-            t(lang, "quantity"),
-            d.quantity,
-        )
-    });
-    let mut history = String::new();
-    for rv in reviews {
-        let _ = write!(
-            history,
-            "<li data-finding=\"{}\">{} · {} · {}{}</li>",
-            rv.finding.key(),
-            esc(rv.at.get(..19).unwrap_or(&rv.at)),
-            esc(&rv.by),
-            t(lang, &format!("review.{}", rv.finding.key())),
-            rv.note
-                .as_deref()
-                .map(|n| format!(" — {}", esc(n)))
-                .unwrap_or_default()
-        );
+
+    /// The badges alone, for the live status; `None` (and logged) if they cannot be.
+    pub(super) fn html(&self) -> Option<String> {
+        self.render()
+            .inspect_err(|e| tracing::error!(error = %e, "cannot render the link badges"))
+            .ok()
     }
-    if history.is_empty() {
-        history = format!("<li class=\"muted\">{}</li>", t(lang, "review.none"));
+}
+
+#[derive(Template)]
+#[template(path = "line.html")]
+struct LinePage<'a> {
+    layout: Layout,
+    safe_mode: Option<&'a str>,
+    cards: Vec<CounterCard>,
+    badges: Badges<'a>,
+    rows: Vec<LineRow<'a>>,
+}
+
+/// A counter the page script keeps current (`data-counter`).
+struct CounterCard {
+    key: &'static str,
+    word: &'static str,
+    value: u64,
+}
+
+/// One parcel on the line page (`line_row.html`); the live stream sends it rendered.
+#[derive(Template)]
+#[template(path = "line_row.html")]
+struct LineRow<'a> {
+    record_id: &'a str,
+    time: String,
+    line_id: &'a str,
+    seq: u32,
+    waybill: &'a str,
+    sender: &'a str,
+    decision: DecisionView,
+    reasons: Vec<ReasonView<'a>>,
+    category: String,
+    score: String,
+    outcome: OutcomeView,
+}
+
+impl<'a> LineRow<'a> {
+    fn new(lang: Lang, p: &'a ParcelSummary) -> LineRow<'a> {
+        LineRow {
+            record_id: &p.record_id,
+            time: clock(p.decided_at),
+            line_id: &p.line_id,
+            seq: p.seq,
+            waybill: p.waybill.as_deref().unwrap_or("—"),
+            sender: p.sender.as_deref().unwrap_or("—"),
+            decision: DecisionView::new(lang, p.decision),
+            reasons: reasons(lang, &p.reasons),
+            category: category_label(lang, p.category.as_deref()),
+            score: p
+                .counterfeit
+                .map_or_else(|| "—".to_owned(), |s| format!("{s:.2}")),
+            outcome: OutcomeView::new(lang, p.outcome.as_deref()),
+        }
     }
-    let saved = if saved {
-        format!(
-            "<p class=\"ok\" id=\"saved\">{}</p>",
-            t(lang, "review.saved")
-        )
-    } else {
-        String::new()
+}
+
+/// The rows the line page starts with; the live stream adds the rest.
+const LINE_ROWS: usize = 100;
+
+/// The live line: counters, links, the latest parcels (`recent`, newest first), and why
+/// the appliance runs in safe mode if it does.
+pub(super) fn line(
+    ctx: &Ctx,
+    snapshot: &Snapshot,
+    recent: &[ParcelSummary],
+    backlog: u64,
+    safe_mode: Option<&str>,
+) -> Page {
+    let lang = ctx.lang;
+    let counter = |key: &'static str, word: &'static str| CounterCard {
+        key,
+        word: t(lang, word),
+        value: snapshot.counter(key),
     };
-    let body = format!(
-        r#"<h2>{parcel} {waybill} <small>{line} #{seq} · {time}</small></h2>{saved}
-<div class="grid"><div>{image}</div><div>
-<div class="panel"><b>{decision_w}</b>: {decision}<div id="reasons" style="margin-top:6px">{reasons}</div></div>
-<div class="panel"><table>{declared}<tr><td>{sender_w}</td><td>{sender}</td></tr><tr><td>{model_w}</td><td>{model}</td></tr></table></div>
-<div class="panel"><b>{scores_w}</b><table>{scores}</table></div>
-<div class="panel"><b>{reviews_w}</b><ul id="reviews">{history}</ul>
-<form method="post" action="/parcel/{id}/review" id="review">
-<input type="hidden" name="csrf" value="{csrf}">
-<label for="note">{note_w}</label><textarea id="note" name="note" rows="2" maxlength="500"></textarea>
-<p><button class="primary" name="finding" value="confirmed" id="confirm">{confirm}</button>
-<button class="secondary" name="finding" value="cleared" id="clear">{clear}</button></p></form></div>
-</div></div>"#,
-        parcel = t(lang, "parcel"),
-        waybill = esc(r.waybill.as_ref().map_or("—", |w| w.as_str())),
-        line = esc(&r.line_id),
-        seq = r.seq,
-        time = crate::time_fmt::format(r.screened_at),
-        decision_w = t(lang, "col.decision"),
-        decision = decision_cell(lang, r.decision),
-        reasons = reasons_html(lang, &r.reasons),
-        sender_w = t(lang, "col.sender"),
-        sender = esc(&masked_sender(r)),
-        model_w = t(lang, "model"),
-        model = esc(&r
+    let cards = vec![
+        counter("parcels.decided", "decided"),
+        counter("parcels.clear", "cleared"),
+        counter("parcels.flag", "flagged"),
+        counter("parcels.manual", "manual"),
+        counter("feed.reports_acked", "reported"),
+        CounterCard {
+            key: "backlog",
+            word: t(lang, "backlog"),
+            value: backlog,
+        },
+        counter("decisions.late", "late"),
+    ];
+    let rows = recent
+        .iter()
+        .take(LINE_ROWS)
+        .map(|p| LineRow::new(lang, p))
+        .collect();
+    Page::of(&LinePage {
+        layout: Layout::page(ctx, "nav.line", "/"),
+        safe_mode,
+        cards,
+        badges: Badges::new(lang, snapshot),
+        rows,
+    })
+}
+
+// ---- The flagged queue, a parcel, search.
+
+#[derive(Template)]
+#[template(path = "flagged.html")]
+struct FlaggedPage<'a> {
+    layout: Layout,
+    rows: Vec<SuspectRow<'a>>,
+}
+
+/// One parcel in the flagged queue (`suspect_row.html`); the live stream sends it rendered.
+#[derive(Template)]
+#[template(path = "suspect_row.html")]
+struct SuspectRow<'a> {
+    record_id: &'a str,
+    has_image: bool,
+    time: String,
+    waybill: &'a str,
+    decision: DecisionView,
+    reasons: Vec<ReasonView<'a>>,
+    sender: String,
+    line_id: &'a str,
+}
+
+/// The queue of flagged and manual parcels not yet reviewed.
+pub(super) fn flagged(ctx: &Ctx, waiting: &[Record]) -> Page {
+    let lang = ctx.lang;
+    let rows = waiting
+        .iter()
+        .map(|r| SuspectRow {
+            record_id: &r.record_id,
+            has_image: r.image.is_some(),
+            time: clock(r.screened_at),
+            waybill: r.waybill.as_ref().map_or("—", |w| w.as_str()),
+            decision: DecisionView::new(lang, r.decision),
+            reasons: reasons(lang, &r.reasons),
+            sender: masked_sender(r),
+            line_id: &r.line_id,
+        })
+        .collect();
+    Page::of(&FlaggedPage {
+        layout: Layout::page(ctx, "nav.flagged", "/flagged"),
+        rows,
+    })
+}
+
+/// A decided parcel for the live stream: as the telemetry has it, with its row for the
+/// line page and, unless it was cleared, its row for the flagged queue, rendered by the
+/// same templates as the pages' own rows (the page script only inserts them).
+#[derive(Serialize)]
+pub(super) struct LiveParcel<'a> {
+    #[serde(flatten)]
+    parcel: &'a ParcelSummary,
+    row: String,
+    suspect_row: Option<String>,
+}
+
+impl<'a> LiveParcel<'a> {
+    /// `None` (and logged) if a row cannot be rendered.
+    pub(super) fn new(lang: Lang, p: &'a ParcelSummary) -> Option<LiveParcel<'a>> {
+        let rendered = || -> askama::Result<LiveParcel<'a>> {
+            let suspect_row = match p.decision {
+                Decision::Clear => None,
+                Decision::Flag | Decision::Manual => Some(
+                    SuspectRow {
+                        record_id: &p.record_id,
+                        // Whether its image was kept is the store's to say; the thumbnail
+                        // stays empty where there is none.
+                        has_image: true,
+                        time: clock(p.decided_at),
+                        waybill: p.waybill.as_deref().unwrap_or("—"),
+                        decision: DecisionView::new(lang, p.decision),
+                        reasons: reasons(lang, &p.reasons),
+                        sender: p.sender.clone().unwrap_or_else(|| "—".to_owned()),
+                        line_id: &p.line_id,
+                    }
+                    .render()?,
+                ),
+            };
+            Ok(LiveParcel {
+                parcel: p,
+                row: LineRow::new(lang, p).render()?,
+                suspect_row,
+            })
+        };
+        rendered()
+            .inspect_err(|e| tracing::error!(error = %e, "cannot render a live parcel's rows"))
+            .ok()
+    }
+}
+
+#[derive(Template)]
+#[template(path = "parcel.html")]
+struct ParcelPage<'a> {
+    layout: Layout,
+    record_id: &'a str,
+    waybill: &'a str,
+    line_id: &'a str,
+    seq: u32,
+    time: String,
+    saved: bool,
+    has_image: bool,
+    decision: DecisionView,
+    reasons: Vec<ReasonView<'a>>,
+    declared: Option<DeclaredView<'a>>,
+    sender: String,
+    model: String,
+    scores: Vec<ScoreBar>,
+    reviews: Vec<ReviewView<'a>>,
+    csrf: &'a str,
+}
+
+struct DeclaredView<'a> {
+    goods: &'a str,
+    category: String,
+    value_cny: String,
+    quantity: u32,
+}
+
+/// A score as a bar and its value.
+struct ScoreBar {
+    label: &'static str,
+    /// `cf` for the counterfeit score.
+    class: &'static str,
+    /// The bar's width, 0 to 100.
+    percent: String,
+    value: String,
+}
+
+impl ScoreBar {
+    fn new(label: &'static str, class: &'static str, p: f32) -> ScoreBar {
+        let p = f64::from(p);
+        ScoreBar {
+            label,
+            class,
+            percent: format!("{:.0}", (p * 100.0).clamp(0.0, 100.0)),
+            value: format!("{p:.2}"),
+        }
+    }
+}
+
+struct ReviewView<'a> {
+    finding: &'static str,
+    at: &'a str,
+    by: &'a str,
+    word: &'static str,
+    note: Option<&'a str>,
+}
+
+/// The categories a parcel page shows, most likely first.
+const TOP_CATEGORIES: usize = 4;
+
+/// One parcel: image, reasons, scores, declared goods, masked sender, reviews, the review
+/// form; `saved` after a review was recorded.
+pub(super) fn parcel(ctx: &Ctx, r: &Record, reviews: &[Review], saved: bool) -> Page {
+    let lang = ctx.lang;
+    let mut scores = Vec::new();
+    if let Some(sc) = &r.scores {
+        let mut by_score = sc.category.clone();
+        by_score.sort_by(|a, b| b.1.total_cmp(&a.1));
+        scores.extend(
+            by_score
+                .into_iter()
+                .take(TOP_CATEGORIES)
+                .map(|(c, p)| ScoreBar::new(c.label(lang), "", p)),
+        );
+        scores.push(ScoreBar::new(t(lang, "counterfeit"), "cf", sc.counterfeit));
+    }
+    let reviews = reviews
+        .iter()
+        .map(|rv| ReviewView {
+            finding: rv.finding.key(),
+            at: prefix(&rv.at, 19),
+            by: &rv.by,
+            word: t(
+                lang,
+                match rv.finding {
+                    Finding::Confirmed => "review.confirmed",
+                    Finding::Cleared => "review.cleared",
+                },
+            ),
+            note: rv.note.as_deref(),
+        })
+        .collect();
+    Page::of(&ParcelPage {
+        layout: Layout::page(ctx, "parcel", "/flagged"),
+        record_id: &r.record_id,
+        waybill: r.waybill.as_ref().map_or("—", |w| w.as_str()),
+        line_id: &r.line_id,
+        seq: r.seq,
+        time: crate::time_fmt::format(r.screened_at),
+        saved,
+        has_image: r.image.is_some(),
+        decision: DecisionView::new(lang, r.decision),
+        reasons: reasons(lang, &r.reasons),
+        declared: r.declared.as_ref().map(|d| DeclaredView {
+            goods: &d.goods,
+            category: category_label(lang, Some(&d.category)),
+            value_cny: format!("{:.2}", d.value_cny),
+            quantity: d.quantity,
+        }),
+        sender: masked_sender(r),
+        model: r
             .model
             .as_ref()
-            .map_or_else(String::new, |m| format!("{} {}", m.name, m.version))),
-        scores_w = t(lang, "scores"),
-        reviews_w = t(lang, "reviews"),
-        id = esc(id),
-        csrf = esc(&ctx.session.csrf),
-        note_w = t(lang, "review.note"),
-        confirm = t(lang, "review.confirm"),
-        clear = t(lang, "review.clear"),
-    );
-    page(ctx, "parcel", "/flagged", &body)
+            .map_or_else(String::new, |m| format!("{} {}", m.name, m.version)),
+        scores,
+        reviews,
+        csrf: &ctx.session.csrf,
+    })
 }
 
-pub fn search(ctx: &Ctx, query: &str, found: &[Record]) -> Html<String> {
+#[derive(Template)]
+#[template(path = "search.html")]
+struct SearchPage<'a> {
+    layout: Layout,
+    query: &'a str,
+    rows: Vec<SearchRow<'a>>,
+}
+
+struct SearchRow<'a> {
+    record_id: &'a str,
+    time: String,
+    waybill: &'a str,
+    line_id: &'a str,
+    decision: DecisionView,
+    reasons: Vec<ReasonView<'a>>,
+}
+
+/// The search form, and what `query` found (nothing said before a query).
+pub(super) fn search(ctx: &Ctx, query: &str, found: &[Record]) -> Page {
     let lang = ctx.lang;
-    let mut body = format!(
-        "<h2>{}</h2><form method=\"get\" action=\"/search\"><input type=\"search\" name=\"waybill\" value=\"{}\" placeholder=\"{}\" autofocus> <button>{}</button></form><br>",
-        t(lang, "nav.search"),
-        esc(query),
-        t(lang, "search.hint"),
-        t(lang, "search.go")
-    );
-    if !query.is_empty() {
-        if found.is_empty() {
-            let _ = write!(body, "<p class=\"muted\">{}</p>", t(lang, "search.none"));
-        } else {
-            let _ = write!(
-                body,
-                "<table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
-                t(lang, "col.time"),
-                t(lang, "col.waybill"),
-                t(lang, "col.line"),
-                t(lang, "col.decision"),
-                t(lang, "col.reasons")
-            );
-            for r in found {
-                let id = esc(&r.record_id);
-                let _ = write!(
-                    body,
-                    "<tr><td>{}</td><td><a href=\"/parcel/{id}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    crate::time_fmt::format(r.screened_at),
-                    esc(r.waybill.as_ref().map_or("", |w| w.as_str())),
-                    esc(&r.line_id),
-                    decision_cell(lang, r.decision),
-                    reasons_html(lang, &r.reasons)
-                );
-            }
-            body.push_str("</tbody></table>");
-        }
-    }
-    page(ctx, "nav.search", "/search", &body)
+    let rows = found
+        .iter()
+        .map(|r| SearchRow {
+            record_id: &r.record_id,
+            time: crate::time_fmt::format(r.screened_at),
+            waybill: r.waybill.as_ref().map_or("", |w| w.as_str()),
+            line_id: &r.line_id,
+            decision: DecisionView::new(lang, r.decision),
+            reasons: reasons(lang, &r.reasons),
+        })
+        .collect();
+    Page::of(&SearchPage {
+        layout: Layout::page(ctx, "nav.search", "/search"),
+        query,
+        rows,
+    })
+}
+
+// ---- The technician's pages.
+
+#[derive(Template)]
+#[template(path = "devices.html")]
+struct DevicesPage<'a> {
+    layout: Layout,
+    devices: Vec<DeviceRow<'a>>,
+    disk: Option<DiskRow<'a>>,
+}
+
+struct DeviceRow<'a> {
+    name: &'a str,
+    state: StateView,
+    since: String,
+    last_seen: String,
+    detail: &'a str,
+    counters: Vec<Count<'a>>,
+}
+
+struct DiskRow<'a> {
+    state: StateView,
+    dir: String,
+    free_gib: String,
+    total_gib: String,
+    counters: Vec<Count<'a>>,
 }
 
 /// Free and total bytes of the filesystem holding `path`.
-fn disk_space(path: &std::path::Path) -> Option<(u64, u64)> {
+fn disk_space(path: &Path) -> Option<(u64, u64)> {
     let st = nix::sys::statvfs::statvfs(path).ok()?;
     let frsize = st.fragment_size() as u64;
     Some((
@@ -589,75 +778,51 @@ fn disk_space(path: &std::path::Path) -> Option<(u64, u64)> {
     ))
 }
 
-/// Counters that belong to a device.
-fn device_counters(name: &str, counters: &std::collections::BTreeMap<String, u64>) -> String {
-    // A line's device (`L1.reader`) shows that line's own counters (`L1.reader.…`).
-    let prefixes: Vec<String> = match name {
-        "broker" => vec!["feed.".into()],
-        "model" => vec!["screen.".into()],
-        _ => vec![format!("{name}.")],
-    };
-    counters
-        .iter()
-        .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p.as_str())))
-        .map(|(k, v)| format!("{} {v}", esc(k)))
-        .collect::<Vec<_>>()
-        .join("<br>")
+fn counts<'a>(snapshot: &'a Snapshot, device: &str) -> Vec<Count<'a>> {
+    snapshot
+        .device_counters(device)
+        .into_iter()
+        .map(|(name, value)| Count { name, value })
+        .collect()
 }
 
-pub fn devices(ctx: &Ctx, c: &Console) -> Html<String> {
+/// Every link with its device's counters, and the data folder's disk.
+pub(super) fn devices(ctx: &Ctx, snapshot: &Snapshot, data_dir: &Path) -> Page {
     let lang = ctx.lang;
-    let counters = c.telemetry.counters();
-    let mut body = format!(
-        "<h2>{}</h2><table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
-        t(lang, "nav.devices"),
-        t(lang, "device"),
-        t(lang, "state"),
-        t(lang, "since"),
-        t(lang, "last_seen"),
-        t(lang, "detail"),
-        t(lang, "errors")
-    );
-    for (name, l) in c.telemetry.links() {
-        let seen = c
-            .telemetry
-            .last_seen(&name)
-            .map_or_else(|| "—".to_owned(), crate::time_fmt::format);
-        let _ = write!(
-            body,
-            "<tr data-device=\"{}\"><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&name),
-            esc(&name),
-            if l.up { "clear" } else { "flag" },
-            t(lang, if l.up { "up" } else { "down" }),
-            esc(&crate::time_fmt::format(l.since)),
-            esc(&seen),
-            esc(&l.detail),
-            device_counters(&name, &counters)
-        );
-    }
-    if let Some((free, total)) = disk_space(&c.data_dir) {
-        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-        let _ = write!(
-            body,
-            "<tr><td>{}</td><td class=\"{}\">{}</td><td></td><td>{} — {:.1} / {:.1} GiB {}</td><td>{}</td></tr>",
-            t(lang, "disk"),
-            if free * 10 > total { "clear" } else { "flag" },
-            t(lang, if free * 10 > total { "up" } else { "down" }),
-            esc(&c.data_dir.display().to_string()),
-            gib(free),
-            gib(total),
-            t(lang, "disk.free"),
-            device_counters("store", &counters)
-        );
-    }
-    body.push_str("</tbody></table>");
-    page(ctx, "nav.devices", "/devices", &body)
+    let devices = snapshot
+        .links()
+        .map(|l| DeviceRow {
+            name: l.name,
+            state: StateView::cell(lang, l.state.up),
+            since: crate::time_fmt::format(l.state.since),
+            last_seen: l
+                .last_seen
+                .map_or_else(|| "—".to_owned(), crate::time_fmt::format),
+            detail: &l.state.detail,
+            counters: counts(snapshot, l.name),
+        })
+        .collect();
+    let disk = disk_space(data_dir).map(|(free, total)| {
+        let gib = |b: u64| format!("{:.1}", b as f64 / (1u64 << 30) as f64);
+        DiskRow {
+            // Less than a tenth free is a problem.
+            state: StateView::cell(lang, free * 10 > total),
+            dir: data_dir.display().to_string(),
+            free_gib: gib(free),
+            total_gib: gib(total),
+            counters: counts(snapshot, "store"),
+        }
+    });
+    Page::of(&DevicesPage {
+        layout: Layout::page(ctx, "nav.devices", "/devices"),
+        devices,
+        disk,
+    })
 }
 
 /// The rows of the model card's metrics table (the first table under a heading that
 /// mentions metrics), as (metric, value) with the Markdown emphasis taken out.
-fn card_metrics(card: &str) -> Vec<(String, String)> {
+fn card_metrics(card: &str) -> Vec<CardMetric> {
     let mut rows = Vec::new();
     let mut in_section = false;
     for line in card.lines() {
@@ -676,7 +841,10 @@ fn card_metrics(card: &str) -> Vec<(String, String)> {
             let cells: Vec<&str> = inner.split('|').map(str::trim).collect();
             if cells.len() >= 2 && !cells[0].starts_with("---") && cells[0] != "metric" {
                 let clean = |s: &str| s.replace("**", "").replace('`', "");
-                rows.push((clean(cells[0]), clean(cells[1])));
+                rows.push(CardMetric {
+                    metric: clean(cells[0]),
+                    value: clean(cells[1]),
+                });
             }
         } else if !rows.is_empty() {
             break;
@@ -685,229 +853,214 @@ fn card_metrics(card: &str) -> Vec<(String, String)> {
     rows
 }
 
-pub fn model(
+struct CardMetric {
+    metric: String,
+    value: String,
+}
+
+/// The running model, as the model page shows it.
+pub(super) struct RunningModel {
+    pub info: ModelInfo,
+    pub dir: PathBuf,
+}
+
+/// What a swap just did, shown above the model page.
+pub(super) enum SwapShown {
+    Swapped(Swapped),
+    Refused(String),
+}
+
+#[derive(Template)]
+#[template(path = "model.html")]
+struct ModelPage<'a> {
+    layout: Layout,
+    swap: Option<SwapShown>,
+    running: Option<RunningModelView>,
+    labels: Option<String>,
+    metrics: Vec<CardMetric>,
+    /// The swap form with what was typed into it; `None` in safe mode.
+    swap_form: Option<&'a str>,
+    csrf: &'a str,
+    card: Option<String>,
+}
+
+struct RunningModelView {
+    name: String,
+    version: String,
+    sha256: String,
+    folder: String,
+}
+
+/// The running model (`None` in safe mode), its categories, card and metrics, the swap form
+/// (with what was typed), and what a swap just did.
+pub(super) fn model(
     ctx: &Ctx,
-    c: &Console,
-    swapped: Option<(&str, Result<crate::screen::swap::Swapped, String>)>,
-) -> Html<String> {
+    running: Option<RunningModel>,
+    swapped: Option<(&str, SwapShown)>,
+) -> Page {
     let lang = ctx.lang;
-    let mut body = String::new();
-    match &swapped {
-        Some((_, Ok(s))) => {
-            let _ = write!(
-                body,
-                "<p class=\"ok\" id=\"swap-result\">{}: {} {} → {} {} ({} {}/{})</p>",
-                t(lang, "model.swapped"),
-                esc(&s.old.name),
-                esc(&s.old.version),
-                esc(&s.new.name),
-                esc(&s.new.version),
-                t(lang, "model.selftest"),
-                s.self_test.correct,
-                s.self_test.images
-            );
-        }
-        Some((_, Err(e))) => {
-            let _ = write!(
-                body,
-                "<p class=\"err\" id=\"swap-result\">{}\n{}</p>",
-                t(lang, "model.refused"),
-                esc(e)
-            );
-        }
-        None => {}
-    }
-    let model_dir = c.model_dir.read().ok().and_then(|d| d.clone());
-    let _ = write!(body, "<h2>{}</h2>", t(lang, "model.running"));
-    if let Some(screener) = &c.screener {
-        let info = screener.model_info();
-        let _ = write!(
-            body,
-            "<div class=\"panel\"><table><tr><td>{}</td><td id=\"model-version\">{} {}</td></tr><tr><td>{}</td><td><code>{}</code></td></tr><tr><td>{}</td><td><code>{}</code></td></tr></table></div>",
-            t(lang, "model.version"),
-            esc(&info.name),
-            esc(&info.version),
-            t(lang, "model.sha"),
-            esc(&info.sha256),
-            t(lang, "model.folder"),
-            esc(&model_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default()),
-        );
-    }
-    let manifest = model_dir
-        .as_ref()
+    let dir = running.as_ref().map(|m| m.dir.as_path());
+    let manifest = dir
         .and_then(|d| std::fs::read_to_string(d.join("manifest.json")).ok())
         .and_then(|s| serde_json::from_str::<crate::screen::model::Manifest>(&s).ok());
-    if let Some(m) = &manifest {
-        let labels: Vec<String> = m
-            .labels
+    let labels = manifest.map(|m| {
+        m.labels
             .iter()
             .map(|k| category_label(lang, Some(k)))
-            .collect();
-        let _ = write!(
-            body,
-            "<div class=\"panel\"><table><tr><td>{}</td><td>{}</td></tr></table></div>",
-            t(lang, "model.labels"),
-            esc(&labels.join("、"))
-        );
-    }
-    let card = model_dir
-        .as_ref()
-        .and_then(|d| std::fs::read_to_string(d.join("README.md")).ok());
-    if let Some(card) = &card {
-        let metrics = card_metrics(card);
-        if !metrics.is_empty() {
-            let _ = write!(
-                body,
-                "<h2>{}</h2><div class=\"panel\"><table id=\"model-metrics\">",
-                t(lang, "model.metrics")
-            );
-            for (k, v) in metrics {
-                let _ = write!(body, "<tr><td>{}</td><td>{}</td></tr>", esc(&k), esc(&v));
-            }
-            body.push_str("</table></div>");
-        }
-    }
-    if c.screener.is_some() {
-        let typed = swapped.as_ref().map(|(d, _)| *d).unwrap_or("");
-        let _ = write!(
-            body,
-            "<h2>{}</h2><p class=\"muted\">{}</p><form method=\"post\" action=\"/model/swap\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"text\" name=\"dir\" size=\"60\" value=\"{}\" placeholder=\"/usr/share/screenline/models/…\"> <button class=\"secondary\">{}</button></form>",
-            t(lang, "model.swap"),
-            t(lang, "model.swap_help"),
-            esc(&ctx.session.csrf),
-            esc(typed),
-            t(lang, "model.swap"),
-        );
-    }
-    if let Some(card) = &card {
-        let _ = write!(
-            body,
-            "<h2>{}</h2><pre>{}</pre>",
-            t(lang, "model.card"),
-            esc(card)
-        );
-    }
-    page(ctx, "nav.model", "/model", &body)
-}
-
-pub fn config(
-    ctx: &Ctx,
-    c: &Console,
-    validated: Option<(&str, Result<(), String>)>,
-) -> Html<String> {
-    let lang = ctx.lang;
-    let mut body = String::new();
-    if let Some(why) = &c.safe_mode {
-        let _ = write!(
-            body,
-            "<p class=\"err\">{}\n\n{}</p>",
-            t(lang, "config.safe"),
-            esc(why)
-        );
-    }
-    if let Some(text) = &c.config_toml {
-        let _ = write!(
-            body,
-            "<h2>{}</h2><pre id=\"running\">{}</pre>",
-            t(lang, "config.running"),
-            esc(text)
-        );
-    }
-    let (pasted, result) = match &validated {
-        Some((text, Ok(()))) => (
-            *text,
-            format!(
-                "<p class=\"ok\" id=\"result\">{}</p>",
-                t(lang, "config.valid")
-            ),
-        ),
-        Some((text, Err(e))) => (
-            *text,
-            format!(
-                "<p class=\"err\" id=\"result\">{}\n{}</p>",
-                t(lang, "config.invalid"),
-                esc(e)
-            ),
-        ),
-        None => ("", String::new()),
+            .collect::<Vec<_>>()
+            .join("、")
+    });
+    let card = dir.and_then(|d| std::fs::read_to_string(d.join("README.md")).ok());
+    let metrics = card.as_deref().map(card_metrics).unwrap_or_default();
+    let (typed, swap) = match swapped {
+        Some((typed, shown)) => (typed, Some(shown)),
+        None => ("", None),
     };
-    let _ = write!(
-        body,
-        "<h2>{}</h2><p class=\"muted\">{}</p>{result}<form method=\"post\" action=\"/config/validate\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><textarea name=\"text\" rows=\"14\">{}</textarea><p><button class=\"secondary\">{}</button></p></form>",
-        t(lang, "config.validate"),
-        t(lang, "config.paste"),
-        esc(&ctx.session.csrf),
-        esc(pasted),
-        t(lang, "config.validate"),
-    );
-    page(ctx, "nav.config", "/config", &body)
+    Page::of(&ModelPage {
+        layout: Layout::page(ctx, "nav.model", "/model"),
+        swap,
+        swap_form: running.as_ref().map(|_| typed),
+        running: running.map(|m| RunningModelView {
+            folder: m.dir.display().to_string(),
+            name: m.info.name,
+            version: m.info.version,
+            sha256: m.info.sha256,
+        }),
+        labels,
+        metrics,
+        csrf: &ctx.session.csrf,
+        card,
+    })
 }
 
-pub fn logs(ctx: &Ctx, level: tracing::Level, text: &str, lines: &[LogLine]) -> Html<String> {
-    let lang = ctx.lang;
-    let mut options = String::new();
-    for l in [
+/// What validating a pasted configuration found.
+pub(super) enum Checked {
+    Valid,
+    Invalid(String),
+}
+
+#[derive(Template)]
+#[template(path = "config.html")]
+struct ConfigPage<'a> {
+    layout: Layout,
+    safe_mode: Option<&'a str>,
+    running: Option<&'a str>,
+    checked: Option<Checked>,
+    pasted: &'a str,
+    csrf: &'a str,
+}
+
+/// Why the appliance runs in safe mode (if it does), the running configuration (if there is
+/// one to show), and the validation form with what was pasted and checked.
+pub(super) fn config(
+    ctx: &Ctx,
+    safe_mode: Option<&str>,
+    running: Option<&str>,
+    validated: Option<(&str, Checked)>,
+) -> Page {
+    let (pasted, checked) = match validated {
+        Some((text, checked)) => (text, Some(checked)),
+        None => ("", None),
+    };
+    Page::of(&ConfigPage {
+        layout: Layout::page(ctx, "nav.config", "/config"),
+        safe_mode,
+        running,
+        checked,
+        pasted,
+        csrf: &ctx.session.csrf,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "logs.html")]
+struct LogsPage<'a> {
+    layout: Layout,
+    levels: Vec<LevelOption>,
+    text: &'a str,
+    lines: Vec<LogRow<'a>>,
+}
+
+struct LevelOption {
+    name: &'static str,
+    selected: bool,
+}
+
+struct LogRow<'a> {
+    at: &'a str,
+    class: &'static str,
+    level: &'a str,
+    target: &'a str,
+    text: &'a str,
+}
+
+/// The recent log lines at `level` and above that contain `text`.
+pub(super) fn logs(ctx: &Ctx, level: tracing::Level, text: &str, lines: &[LogLine]) -> Page {
+    let levels = [
         tracing::Level::ERROR,
         tracing::Level::WARN,
         tracing::Level::INFO,
-    ] {
-        let _ = write!(
-            options,
-            "<option{}>{l}</option>",
-            if l == level { " selected" } else { "" }
-        );
-    }
-    let mut body = format!(
-        "<h2>{}</h2><form method=\"get\" action=\"/logs\">{} <select name=\"level\">{options}</select> {} <input type=\"search\" name=\"q\" value=\"{}\"> <button>{}</button></form><br><table><tbody>",
-        t(lang, "nav.logs"),
-        t(lang, "logs.level"),
-        t(lang, "logs.text"),
-        esc(text),
-        t(lang, "logs.filter")
-    );
-    for l in lines {
-        let class = match l.level.as_str() {
-            "ERROR" => "flag",
-            "WARN" => "manual",
-            _ => "",
-        };
-        let _ = write!(
-            body,
-            "<tr><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td></tr>",
-            esc(l.at.get(11..23).unwrap_or(&l.at)),
-            esc(&l.level),
-            esc(&l.target),
-            esc(&l.text)
-        );
-    }
-    body.push_str("</tbody></table>");
-    page(ctx, "nav.logs", "/logs", &body)
+    ]
+    .into_iter()
+    .map(|l| LevelOption {
+        name: l.as_str(),
+        selected: l == level,
+    })
+    .collect();
+    let lines = lines
+        .iter()
+        .map(|l| LogRow {
+            // The time of day, to the millisecond.
+            at: l.at.get(11..23).unwrap_or(&l.at),
+            class: match l.level.as_str() {
+                "ERROR" => "flag",
+                "WARN" => "manual",
+                _ => "",
+            },
+            level: &l.level,
+            target: &l.target,
+            text: &l.text,
+        })
+        .collect();
+    Page::of(&LogsPage {
+        layout: Layout::page(ctx, "nav.logs", "/logs"),
+        levels,
+        text,
+        lines,
+    })
 }
 
-pub fn audit(ctx: &Ctx, text: &str, entries: &[AuditEntry]) -> Html<String> {
-    let lang = ctx.lang;
-    let mut body = format!(
-        "<h2>{}</h2><form method=\"get\" action=\"/audit\"><input type=\"search\" name=\"q\" value=\"{}\"> <button>{}</button></form><br><table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody id=\"audit\">",
-        t(lang, "nav.audit"),
-        esc(text),
-        t(lang, "logs.filter"),
-        t(lang, "col.time"),
-        t(lang, "audit.actor"),
-        t(lang, "audit.action"),
-        t(lang, "audit.target"),
-        t(lang, "detail")
-    );
-    for e in entries {
-        let _ = write!(
-            body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(e.at.get(..19).unwrap_or(&e.at)),
-            esc(&e.actor),
-            esc(&e.action),
-            esc(&e.target),
-            esc(&e.detail)
-        );
-    }
-    body.push_str("</tbody></table>");
-    page(ctx, "nav.audit", "/audit", &body)
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage<'a> {
+    layout: Layout,
+    text: &'a str,
+    entries: Vec<AuditRow<'a>>,
+}
+
+struct AuditRow<'a> {
+    at: &'a str,
+    actor: &'a str,
+    action: &'a str,
+    target: &'a str,
+    detail: &'a str,
+}
+
+/// The audit log's latest entries that contain `text`.
+pub(super) fn audit(ctx: &Ctx, text: &str, entries: &[AuditEntry]) -> Page {
+    let entries = entries
+        .iter()
+        .map(|e| AuditRow {
+            at: prefix(&e.at, 19),
+            actor: &e.actor,
+            action: &e.action,
+            target: &e.target,
+            detail: &e.detail,
+        })
+        .collect();
+    Page::of(&AuditPage {
+        layout: Layout::page(ctx, "nav.audit", "/audit"),
+        text,
+        entries,
+    })
 }

@@ -323,7 +323,7 @@ async fn login_failures_are_refused_throttled_and_audited() {
         )
         .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    let store = f.console.store.as_ref().expect("store");
+    let store = f.console.store().expect("store");
     let failed = store
         .read(|s| s.audit_log(100, |e| e.action == "login_failed"))
         .await
@@ -350,7 +350,7 @@ async fn overlong_names_are_refused_before_anything_is_kept() {
         )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let store = f.console.store.as_ref().expect("store");
+    let store = f.console.store().expect("store");
     let probe = name[..40].to_owned();
     assert!(store
         .read(move |s| s.audit_log(100, |e| e.target.contains(&probe)))
@@ -543,7 +543,7 @@ async fn an_operator_confirms_a_flagged_parcel_and_it_is_audited() {
     assert!(page.body.contains("疑似侵权假冒商品"));
     assert!(page.body.contains("运动鞋") && page.body.contains("0.91"));
     assert!(!page.body.contains(ID_NUMBER) && page.body.contains("11**************2X"));
-    assert!(!page.body.contains("<script>x") && page.body.contains("&lt;script&gt;x"));
+    assert!(!page.body.contains("<script>x") && page.body.contains("&#60;script&#62;x"));
     // A wrong CSRF token is refused and changes nothing.
     let path = format!("/parcel/{RECORD}/review");
     let r = f
@@ -555,7 +555,7 @@ async fn an_operator_confirms_a_flagged_parcel_and_it_is_audited() {
         )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let store = f.console.store.as_ref().expect("store");
+    let store = f.console.store().expect("store");
     assert!(store
         .read(|s| s.reviews(RECORD))
         .await
@@ -768,7 +768,7 @@ async fn a_technician_swaps_the_model_and_it_is_audited() {
         "{}",
         r.body
     );
-    let screener = f.console.screener.as_ref().expect("screener");
+    let screener = &f.console.running().expect("running").screener;
     assert_eq!(screener.model_info().version, "0.1.0");
 
     // A good one swaps, between parcels, and the page shows it.
@@ -788,7 +788,7 @@ async fn a_technician_swaps_the_model_and_it_is_audited() {
     assert_eq!(f.console.telemetry.get("model.swaps"), 1);
     assert_eq!(f.console.telemetry.get("model.swaps_refused"), 1);
 
-    let store = f.console.store.as_ref().expect("store");
+    let store = f.console.store().expect("store");
     let swaps = store
         .read(|s| s.audit_log(100, |e| e.action.starts_with("model.swap")))
         .await
@@ -809,4 +809,260 @@ async fn a_technician_swaps_the_model_and_it_is_audited() {
         .find(|e| e.action == "model.swap_refused")
         .expect("refusal");
     assert!(refused.detail.contains("height 80"), "{}", refused.detail);
+}
+
+/// Markup in anything that comes from outside — a live parcel's waybill, sender, category
+/// and reason, a link's detail, a search — is shown as text by the template engine.
+#[tokio::test]
+async fn hostile_text_renders_escaped_on_every_page() {
+    let f = fixture("escape").await;
+    let (tech, _) = f.login("tech", "technician password").await;
+    const HOSTILE: &str = "<script>alert(1)</script>";
+    const ESCAPED: &str = "&#60;script&#62;alert(1)&#60;/script&#62;";
+    let t = &f.console.telemetry;
+    t.link("L1.reader", false, format!("\"{HOSTILE}"));
+    t.link("L9\"><b>.controller", true, "firmware 0.1.0");
+    t.set_light("L9\"><b>", Some("amber"));
+    t.push_parcel(crate::telemetry::ParcelSummary {
+        record_id: format!("r\"{HOSTILE}"),
+        line_id: "L1".into(),
+        seq: 1,
+        waybill: Some(HOSTILE.into()),
+        decision: Decision::Flag,
+        reasons: serde_json::from_value(json!([
+            {"code": "counterfeit_suspected", "zh": HOSTILE, "en": HOSTILE}
+        ]))
+        .expect("a reason"),
+        category: Some(HOSTILE.into()),
+        counterfeit: Some(0.5),
+        sender: Some(HOSTILE.into()),
+        decided_at: std::time::SystemTime::now(),
+        outcome: Some(HOSTILE.into()),
+    });
+    for (path, shown) in [
+        ("/", 5),
+        ("/devices", 1),
+        (
+            &*format!("/search?waybill={}", "%3Cscript%3Ealert(1)%3C/script%3E"),
+            1,
+        ),
+    ] {
+        for lang in ["zh-CN", "en"] {
+            let body = f
+                .get(path, Some(&format!("{tech}; sl_lang={lang}")))
+                .await
+                .body;
+            assert!(!body.contains(HOSTILE), "{path} in {lang}: {body}");
+            assert!(
+                body.matches(ESCAPED).count() >= shown,
+                "{path} in {lang} shows the text escaped: {body}"
+            );
+        }
+    }
+    // The attribute values too: a quote cannot end one.
+    let line = f.get("/", Some(&tech)).await.body;
+    assert!(
+        line.contains("data-record=\"r&#34;&#60;script&#62;"),
+        "{line}"
+    );
+    assert!(
+        line.contains("data-light=\"L9&#34;&#62;&#60;b&#62;\"") && !line.contains("\"><b>"),
+        "{line}"
+    );
+    // The badges sent with every live status are the same markup.
+    let snapshot = Snapshot::take(t);
+    let badges = pages::Badges::new(Lang::En, &snapshot)
+        .html()
+        .expect("the badges");
+    assert!(
+        !badges.contains(HOSTILE) && badges.contains(ESCAPED),
+        "{badges}"
+    );
+    // And the rows the live stream sends.
+    let recent = t.recent();
+    let live = pages::LiveParcel::new(Lang::En, &recent[0]).expect("rendered");
+    let json = serde_json::to_value(&live).expect("json");
+    for row in ["row", "suspect_row"] {
+        let html = json[row].as_str().expect("a row");
+        assert!(
+            !html.contains(HOSTILE) && html.contains(ESCAPED),
+            "{row}: {html}"
+        );
+    }
+}
+
+/// A console in safe mode: the reason on the line and config pages (escaped), nothing to
+/// read or change in a store, not ready, yet alive.
+#[tokio::test]
+async fn a_safe_mode_console_says_why_and_changes_nothing() {
+    let dir = crate::testutil::temp_dir("console-safe");
+    let why = "line 3: console.listen = \"<nowhere>\" is not an address".to_owned();
+    let console = Arc::new(Console::safe_mode(
+        Arc::new(Telemetry::default()),
+        dir.clone(),
+        why,
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    console
+        .users
+        .add("tech", Role::Technician, "technician password")
+        .expect("user");
+    let app =
+        router(console.clone()).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+    let f = Fixture { dir, app, console };
+    let (tech, csrf) = f.login("tech", "technician password").await;
+    for path in ["/", "/config"] {
+        let page = f.get(path, Some(&tech)).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        assert!(page.body.contains("安全模式"), "{path}: {}", page.body);
+        assert!(
+            page.body
+                .contains("console.listen = &#34;&#60;nowhere&#62;&#34;"),
+            "{path}: {}",
+            page.body
+        );
+        assert!(!page.body.contains("<nowhere>"), "{path}");
+    }
+    // No running configuration to show, no model to swap.
+    assert!(!f
+        .get("/config", Some(&tech))
+        .await
+        .body
+        .contains("id=\"running\""));
+    let model = f.get("/model", Some(&tech)).await;
+    assert_eq!(model.status, StatusCode::OK);
+    assert!(
+        !model.body.contains("action=\"/model/swap\""),
+        "{}",
+        model.body
+    );
+    let swap = f
+        .send(
+            "POST",
+            "/model/swap",
+            Some(&tech),
+            Some(&format!("csrf={csrf}&dir=/tmp")),
+        )
+        .await;
+    assert_eq!(swap.status, StatusCode::SERVICE_UNAVAILABLE);
+    let review = f
+        .send(
+            "POST",
+            &format!("/parcel/{RECORD}/review"),
+            Some(&tech),
+            Some(&format!("csrf={csrf}&finding=confirmed")),
+        )
+        .await;
+    assert_eq!(review.status, StatusCode::SERVICE_UNAVAILABLE);
+    // The store's pages answer, empty.
+    let queue = f.get("/flagged", Some(&tech)).await;
+    assert!(queue.body.contains("id=\"empty\""), "{}", queue.body);
+    assert_eq!(
+        f.get(&format!("/parcel/{RECORD}"), Some(&tech))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    // Alive, not ready, and why.
+    assert_eq!(f.get("/healthz", None).await.status, StatusCode::OK);
+    let ready = f.get("/readyz", None).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        ready.body.contains("configuration not ready"),
+        "{}",
+        ready.body
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&f.get("/api/status", Some(&tech)).await.body).expect("json");
+    assert!(status["backlog"].is_null(), "{status}");
+}
+
+/// A parcel that arrives on the live stream gets the very row the page renders for it: on
+/// the line page always, in the flagged queue unless it was cleared.
+#[tokio::test]
+async fn live_rows_are_the_pages_own_rows() {
+    let f = fixture("live-rows").await;
+    let (tech, _) = f.login("tech", "technician password").await;
+    let parcel = |record_id: &str, decision| {
+        crate::telemetry::ParcelSummary {
+        record_id: record_id.into(),
+        line_id: "L1".into(),
+        seq: 3,
+        waybill: Some("SF1763856000".into()),
+        decision,
+        reasons: serde_json::from_value(json!([
+            {"code": "counterfeit_suspected", "zh": "疑似侵权假冒商品", "en": "suspected counterfeit"}
+        ]))
+        .expect("a reason"),
+        category: Some("apparel_footwear".into()),
+        counterfeit: Some(0.91),
+        sender: Some("张* 11**************2X".into()),
+        decided_at: std::time::SystemTime::now(),
+        outcome: Some("diverted".into()),
+    }
+    };
+    let flagged = parcel("0001763856000000-L1-3", Decision::Flag);
+    f.console.telemetry.push_parcel(flagged.clone());
+    let row_of = |page: &str, id: &str| {
+        let start = page
+            .find(&format!("<tr data-record=\"{id}\""))
+            .unwrap_or_else(|| panic!("{id} in {page}"));
+        let end = start + page[start..].find("</tr>").expect("row end") + "</tr>".len();
+        page[start..end].to_owned()
+    };
+    for lang in [Lang::Zh, Lang::En] {
+        let cookie = format!("{tech}; sl_lang={}", lang.tag());
+        let live = pages::LiveParcel::new(lang, &flagged).expect("rendered");
+        let json = serde_json::to_value(&live).expect("json");
+        // The parcel's own fields, as before, and its rows.
+        assert_eq!(json["record_id"], flagged.record_id.as_str());
+        let line = f.get("/", Some(&cookie)).await.body;
+        assert_eq!(
+            json["row"].as_str(),
+            Some(row_of(&line, &flagged.record_id).as_str())
+        );
+        let suspect = json["suspect_row"]
+            .as_str()
+            .expect("a flagged parcel's row");
+        assert!(suspect.starts_with(&format!("<tr data-record=\"{}\"", flagged.record_id)));
+        assert!(suspect.contains("class=\"flag\"") && suspect.contains("11**************2X"));
+    }
+    let cleared = parcel("0001763856000000-L1-4", Decision::Clear);
+    let live = serde_json::to_value(pages::LiveParcel::new(Lang::Zh, &cleared).expect("rendered"))
+        .expect("json");
+    assert!(live["suspect_row"].is_null(), "{live}");
+    assert!(live["row"]
+        .as_str()
+        .is_some_and(|r| r.contains("class=\"clear\"")));
+}
+
+/// The templates name their words by key: every page, in both languages, finds every one
+/// (a missing key would show as `?`).
+#[tokio::test]
+async fn every_page_finds_all_its_words() {
+    let f = fixture("words").await;
+    let (tech, _) = f.login("tech", "technician password").await;
+    f.console
+        .telemetry
+        .link("L1.controller", true, "firmware 0.1.0");
+    f.console.telemetry.set_light("L1", Some("green"));
+    let missing = |body: &str| {
+        [">?<", "\"?\"", ">? ", " ?<"]
+            .iter()
+            .any(|p| body.contains(p))
+    };
+    for lang in ["zh-CN", "en"] {
+        let cookie = format!("{tech}; sl_lang={lang}");
+        for (path, _) in GET_ROUTES {
+            let r = f.get(path, Some(&cookie)).await;
+            if r.headers[header::CONTENT_TYPE]
+                .to_str()
+                .is_ok_and(|t| t.starts_with("text/html"))
+            {
+                assert!(!missing(&r.body), "{path} in {lang}: {}", r.body);
+            }
+        }
+        let login = f.get("/login", Some(&format!("sl_lang={lang}"))).await;
+        assert!(!missing(&login.body), "/login in {lang}: {}", login.body);
+    }
 }
