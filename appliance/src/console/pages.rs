@@ -9,6 +9,7 @@ use crate::logbuf::LogLine;
 use crate::record::{Record, StoredSender};
 use crate::store::audit::AuditEntry;
 use crate::store::review::Review;
+use crate::telemetry::{light_key, Counter, Device, Link, LinkId};
 use axum::response::Html;
 use serde_json::Value;
 use std::fmt::Write;
@@ -249,7 +250,7 @@ fn category_label(lang: Lang, key: Option<&str>) -> String {
 pub fn line(ctx: &Ctx, c: &Console) -> Html<String> {
     let lang = ctx.lang;
     let counters = c.telemetry.counters();
-    let n = |k: &str| counters.get(k).copied().unwrap_or(0);
+    let n = |k: Counter| counters.get(&k);
     let backlog = c.store.as_ref().map_or(0, |s| s.outbox_len() as u64);
     let mut body = String::new();
     if let Some(why) = &c.safe_mode {
@@ -262,13 +263,29 @@ pub fn line(ctx: &Ctx, c: &Console) -> Html<String> {
     }
     body.push_str("<div class=\"cards\">");
     for (key, word, v) in [
-        ("parcels.decided", "decided", n("parcels.decided")),
-        ("parcels.clear", "cleared", n("parcels.clear")),
-        ("parcels.flag", "flagged", n("parcels.flag")),
-        ("parcels.manual", "manual", n("parcels.manual")),
-        ("feed.reports_acked", "reported", n("feed.reports_acked")),
+        ("parcels.decided", "decided", n(Counter::ParcelsDecided)),
+        (
+            "parcels.clear",
+            "cleared",
+            n(Counter::Decided(Decision::Clear)),
+        ),
+        (
+            "parcels.flag",
+            "flagged",
+            n(Counter::Decided(Decision::Flag)),
+        ),
+        (
+            "parcels.manual",
+            "manual",
+            n(Counter::Decided(Decision::Manual)),
+        ),
+        (
+            "feed.reports_acked",
+            "reported",
+            n(Counter::FeedReportsAcked),
+        ),
         ("backlog", "backlog", backlog),
-        ("decisions.late", "late", n("decisions.late")),
+        ("decisions.late", "late", n(Counter::DecisionsLate)),
     ] {
         let _ = write!(
             body,
@@ -310,7 +327,7 @@ pub fn line(ctx: &Ctx, c: &Console) -> Html<String> {
             reasons_html(lang, &p.reasons),
             esc(&category_label(lang, p.category.as_deref())),
             p.counterfeit.map_or("—".into(), |s| format!("{s:.2}")),
-            outcome_cell(lang, p.outcome.as_deref()),
+            outcome_cell(lang, p.outcome.map(|o| o.key())),
         );
     }
     body.push_str("</tbody></table>");
@@ -336,15 +353,19 @@ pub fn links_badges(lang: Lang, c: &Console) -> String {
             "<span class=\"{}\" title=\"{}\">{} {}</span>",
             if l.up { "up" } else { "down" },
             esc(&l.detail),
-            esc(&name),
+            esc(&name.to_string()),
             t(lang, if l.up { "up" } else { "down" })
         );
     }
     // What the lamps show, as the controller reports it; unknown while its link is down.
     let lights = c.telemetry.lights();
     for name in c.telemetry.links().keys() {
-        if let Some(line) = name.strip_suffix(".controller") {
-            let light = lights.get(line).map_or("unknown", String::as_str);
+        if let Link::Line(LinkId {
+            line,
+            device: Device::Controller,
+        }) = name
+        {
+            let light = lights.get(line).map_or("unknown", light_key);
             let _ = write!(
                 out,
                 "<span data-light=\"{}\">{} {} <i class=\"lamp {}\"></i> {}</span>",
@@ -590,16 +611,10 @@ fn disk_space(path: &std::path::Path) -> Option<(u64, u64)> {
 }
 
 /// Counters that belong to a device.
-fn device_counters(name: &str, counters: &std::collections::BTreeMap<String, u64>) -> String {
-    // A line's device (`L1.reader`) shows that line's own counters (`L1.reader.…`).
-    let prefixes: Vec<String> = match name {
-        "broker" => vec!["feed.".into()],
-        "model" => vec!["screen.".into()],
-        _ => vec![format!("{name}.")],
-    };
+fn device_counters(link: &Link, counters: &crate::telemetry::Counters) -> String {
     counters
+        .of_link(link)
         .iter()
-        .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p.as_str())))
         .map(|(k, v)| format!("{} {v}", esc(k)))
         .collect::<Vec<_>>()
         .join("<br>")
@@ -618,10 +633,11 @@ pub fn devices(ctx: &Ctx, c: &Console) -> Html<String> {
         t(lang, "detail"),
         t(lang, "errors")
     );
-    for (name, l) in c.telemetry.links() {
+    for (link, l) in c.telemetry.links() {
+        let name = link.to_string();
         let seen = c
             .telemetry
-            .last_seen(&name)
+            .last_seen(&link)
             .map_or_else(|| "—".to_owned(), crate::time_fmt::format);
         let _ = write!(
             body,
@@ -633,7 +649,7 @@ pub fn devices(ctx: &Ctx, c: &Console) -> Html<String> {
             esc(&crate::time_fmt::format(l.since)),
             esc(&seen),
             esc(&l.detail),
-            device_counters(&name, &counters)
+            device_counters(&link, &counters)
         );
     }
     if let Some((free, total)) = disk_space(&c.data_dir) {
@@ -648,7 +664,7 @@ pub fn devices(ctx: &Ctx, c: &Console) -> Html<String> {
             gib(free),
             gib(total),
             t(lang, "disk.free"),
-            device_counters("store", &counters)
+            device_counters(&Link::Store, &counters)
         );
     }
     body.push_str("</tbody></table>");
