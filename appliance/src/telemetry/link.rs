@@ -7,21 +7,19 @@ use screenline_protocol::StackLight;
 use serde::{Serialize, Serializer};
 use std::fmt;
 
-/// A device of a line.
+/// A device of a line. (Variants in the order of their names: the console lists links
+/// sorted, as it did when they were strings.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Device {
-    /// The waybill reader (serial).
-    Reader,
     /// The line controller (serial).
     Controller,
+    /// The waybill reader (serial).
+    Reader,
     /// The X-ray machine's drop folder.
     Xray,
 }
 
 impl Device {
-    /// Every device of a line.
-    pub const ALL: [Device; 3] = [Device::Reader, Device::Controller, Device::Xray];
-
     /// The device's name (`reader`, `controller`, `xray`).
     pub fn key(self) -> &'static str {
         match self {
@@ -56,27 +54,28 @@ impl fmt::Display for LinkId {
     }
 }
 
-/// Anything with a state on the console's devices page and in the status topic.
+/// Anything with a state on the console's devices page and in the status topic. (Lines
+/// first, then the rest in the order of their names, as the console always listed them.)
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Link {
     /// A line's device.
     Line(LinkId),
-    /// The configuration (down only in safe mode).
-    Config,
-    /// The sled store.
-    Store,
-    /// The disk budget.
-    Disk,
-    /// Retention: whether anything is held past its time.
-    Retention,
     /// The MQTT broker.
     Broker,
+    /// The configuration (down only in safe mode).
+    Config,
+    /// The disk budget.
+    Disk,
     /// The ONNX model.
     Model,
-    /// The regulator's watch-list.
-    Watchlist,
     /// Every stage of the pipeline working (the watchdog's view).
     Pipeline,
+    /// Retention: whether anything is held past its time.
+    Retention,
+    /// The sled store.
+    Store,
+    /// The regulator's watch-list.
+    Watchlist,
 }
 
 impl Link {
@@ -159,13 +158,6 @@ pub enum ParcelOutcome {
 }
 
 impl ParcelOutcome {
-    /// Every outcome.
-    pub const ALL: [ParcelOutcome; 3] = [
-        ParcelOutcome::Passed,
-        ParcelOutcome::Diverted,
-        ParcelOutcome::FailSafe,
-    ];
-
     /// The outcome's name on the console (`passed`, `diverted`, `fail-safe`).
     pub fn key(self) -> &'static str {
         match self {
@@ -201,6 +193,28 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&map).expect("json"),
             r#"{"L1.controller":1,"broker":0}"#
+        );
+        // Sorted as their names were, so the console lists them in the order it always did.
+        let mut links = vec![
+            Link::Watchlist,
+            Link::Store,
+            Link::line("L2", Device::Reader),
+            Link::Retention,
+            Link::Pipeline,
+            Link::Model,
+            Link::line("L1", Device::Xray),
+            Link::Disk,
+            Link::Config,
+            Link::line("L1", Device::Reader),
+            Link::Broker,
+            Link::line("L1", Device::Controller),
+        ];
+        let mut names: Vec<String> = links.iter().map(ToString::to_string).collect();
+        links.sort();
+        names.sort();
+        assert_eq!(
+            links.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            names
         );
         assert_eq!(
             serde_json::to_string(&ParcelOutcome::FailSafe).expect("json"),
