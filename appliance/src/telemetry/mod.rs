@@ -217,9 +217,6 @@ impl Telemetry {
 
     /// Adds `n` to a counter.
     pub fn add(&self, c: Counter, n: u64) {
-        if n == 0 {
-            return;
-        }
         self.with(|i| *i.counts.counters.entry(c).or_default() += n);
     }
 
