@@ -525,7 +525,7 @@ async fn a_watch_list_kept_from_before_still_matches_other_spellings_and_asks_to
     );
     assert!(!msgs.is_empty());
     assert_eq!(
-        metric(console_port, "screenline_link_up{link=\"watchlist\"}"),
+        metric(console_port, "screenline_link_up{device=\"watchlist\"}"),
         Some(0),
         "the console shows the alarm"
     );

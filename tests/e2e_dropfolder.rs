@@ -79,7 +79,12 @@ fn hostile_names_in_the_drop_folder_are_refused_and_the_intake_runs_on() {
     std::fs::write(&secret, "db_password=correct horse battery staple\n").expect("secret");
     std::os::unix::fs::symlink(&secret, xray.join("SF5000000000001.png")).expect("link");
     std::os::unix::fs::symlink("/dev/zero", xray.join("zero.png")).expect("link");
-    wait_metric(&mut app, console, "screenline_xray_quarantined_symlink", 2);
+    wait_metric(
+        &mut app,
+        console,
+        "screenline_xray_quarantined_files_total{line=\"L1\",reason=\"symlink\"}",
+        2,
+    );
     let quarantine = data.join("quarantine/L1");
     for name in ["SF5000000000001.png", "zero.png"] {
         let reason = std::fs::read_to_string(quarantine.join(format!("{name}.reason.txt")))
@@ -93,12 +98,17 @@ fn hostile_names_in_the_drop_folder_are_refused_and_the_intake_runs_on() {
 
     // 2. A FIFO sidecar with its image, then more images: none stalls.
     nix::unistd::mkfifo(&xray.join("f1.json"), nix::sys::stat::Mode::S_IRWXU).expect("fifo");
-    let before = metric(console, "screenline_xray_images").unwrap_or(0);
+    let before = metric(console, "screenline_xray_images_total{line=\"L1\"}").unwrap_or(0);
     drop_file(&xray, "f1.png", &png(1));
     drop_file(&xray, "f2.png", &png(2));
-    wait_metric(&mut app, console, "screenline_xray_images", before + 2);
+    wait_metric(
+        &mut app,
+        console,
+        "screenline_xray_images_total{line=\"L1\"}",
+        before + 2,
+    );
     assert!(
-        metric(console, "screenline_xray_bad_sidecars").unwrap_or(0) >= 1,
+        metric(console, "screenline_xray_bad_sidecars_total{line=\"L1\"}").unwrap_or(0) >= 1,
         "the FIFO sidecar counted"
     );
     assert!(
@@ -106,17 +116,29 @@ fn hostile_names_in_the_drop_folder_are_refused_and_the_intake_runs_on() {
         "{}",
         app.log_text()
     );
-    assert!(http_get(console, "/metrics").contains("screenline_link_up{link=\"L1.xray\"} 1"));
+    assert!(
+        http_get(console, "/metrics").contains("screenline_link_up{line=\"L1\",device=\"xray\"} 1")
+    );
 
     // 3. A 1.5 GB sparse sidecar: refused without being read, memory flat.
     let peak_before = peak_kib(pid);
     let sparse = std::fs::File::create(xray.join("s1.json")).expect("sparse");
     sparse.set_len(1_500_000_000).expect("sparse");
     drop(sparse);
-    let before = metric(console, "screenline_xray_images").unwrap_or(0);
+    let before = metric(console, "screenline_xray_images_total{line=\"L1\"}").unwrap_or(0);
     drop_file(&xray, "s1.png", &png(3));
-    wait_metric(&mut app, console, "screenline_xray_images", before + 1);
-    wait_metric(&mut app, console, "screenline_xray_bad_sidecars", 2);
+    wait_metric(
+        &mut app,
+        console,
+        "screenline_xray_images_total{line=\"L1\"}",
+        before + 1,
+    );
+    wait_metric(
+        &mut app,
+        console,
+        "screenline_xray_bad_sidecars_total{line=\"L1\"}",
+        2,
+    );
     let grown_mib = peak_kib(pid).saturating_sub(peak_before) / 1024;
     println!(
         "peak RSS before the sparse sidecar {} MiB, grew by {grown_mib} MiB",
@@ -127,23 +149,33 @@ fn hostile_names_in_the_drop_folder_are_refused_and_the_intake_runs_on() {
     assert!(reason.contains("over the 4096-byte limit"), "{reason}");
 
     // 4. A scan name used again is a new scan: taken again once the first is gone.
-    let before = metric(console, "screenline_xray_images").unwrap_or(0);
+    let before = metric(console, "screenline_xray_images_total{line=\"L1\"}").unwrap_or(0);
     drop_file(&xray, "r1.png", &png(4));
-    wait_metric(&mut app, console, "screenline_xray_images", before + 1);
+    wait_metric(
+        &mut app,
+        console,
+        "screenline_xray_images_total{line=\"L1\"}",
+        before + 1,
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while xray.join("r1.png").exists() {
         assert!(Instant::now() < deadline, "r1.png never left the folder");
         std::thread::sleep(Duration::from_millis(100));
     }
     drop_file(&xray, "r1.png", &png(5));
-    wait_metric(&mut app, console, "screenline_xray_images", before + 2);
+    wait_metric(
+        &mut app,
+        console,
+        "screenline_xray_images_total{line=\"L1\"}",
+        before + 2,
+    );
 
     // 5. A sidecar whose image never comes: quarantined after the join window.
     drop_file(&xray, "o1.json", br#"{"waybill":"SF5000000000009"}"#);
     wait_metric(
         &mut app,
         console,
-        "screenline_xray_quarantined_orphan_sidecar",
+        "screenline_xray_quarantined_files_total{line=\"L1\",reason=\"orphan_sidecar\"}",
         1,
     );
     assert!(!xray.join("o1.json").exists());

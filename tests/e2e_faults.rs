@@ -24,7 +24,7 @@ const REPORTS: &str = "screenline/v1/T1/a1/reports/flagged";
 struct Stored {
     /// (seq, decision, reason codes, report id)
     records: Vec<(u32, String, Vec<String>, Option<String>)>,
-    counters: std::collections::BTreeMap<String, u64>,
+    counters: std::collections::BTreeMap<screenline::telemetry::Counter, u64>,
 }
 
 fn read_store(data: &std::path::Path) -> Stored {
@@ -70,7 +70,7 @@ fn parcels_through_a_store_fault(
         let (seen, stop) = (store_down_seen.clone(), stop_watch.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                if metric(console, "screenline_link_up{link=\"store\"}") == Some(0) {
+                if metric(console, "screenline_link_up{device=\"store\"}") == Some(0) {
                     seen.store(true, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -105,9 +105,9 @@ fn parcels_through_a_store_fault(
     // The held parcels are stored by a retry, and every report leaves.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let held = metric(console, "screenline_sink_held");
-        let backlog = metric(console, "screenline_outbox_backlog");
-        let decided = metric(console, "screenline_parcels_decided");
+        let held = metric(console, "screenline_sink_held_parcels");
+        let backlog = metric(console, "screenline_feed_backlog_messages");
+        let decided = metric(console, "screenline_parcels_screened_total");
         if held == Some(0) && backlog == Some(0) && decided == Some(N as u64) {
             break;
         }
@@ -181,10 +181,18 @@ fn parcels_through_a_store_fault(
     let missing: Vec<_> = flagged.difference(&delivered).collect();
     assert!(missing.is_empty(), "reports never delivered: {missing:?}");
     // The statistics' counters agree with the store.
-    let count = |k: &str| stored.counters.get(k).copied().unwrap_or(0);
-    assert_eq!(count("parcels.decided"), N as u64);
-    assert_eq!(count("parcels.flag"), flagged.len() as u64);
-    assert_eq!(count("reasons.store_failed"), failed.len() as u64);
+    use screenline::domain::{Decision, ReasonCode};
+    use screenline::telemetry::Counter;
+    let count = |c: Counter| stored.counters.get(&c).copied().unwrap_or(0);
+    assert_eq!(count(Counter::ParcelsDecided), N as u64);
+    assert_eq!(
+        count(Counter::Decided(Decision::Flag)),
+        flagged.len() as u64
+    );
+    assert_eq!(
+        count(Counter::Reason(ReasonCode::StoreFailed)),
+        failed.len() as u64
+    );
     let log = rig.app.log_text();
     eprintln!(
         "{tag}: {N} parcels, {} not stored at first (held and stored by a retry, diverted to manual), {} flagged, all delivered; log: {} archive failures, {} failed group commits, {} failed flushes, {} reopens",
@@ -445,7 +453,7 @@ fn failed_logins_and_reviews_under_load_never_stall_the_line() {
             .and_then(|s| s.split_whitespace().next())
             .map(str::to_owned)
     });
-    let decided = || metric(console, "screenline_parcels_decided").unwrap_or(0);
+    let decided = || metric(console, "screenline_parcels_screened_total").unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(120);
     while decided() < 20 {
         assert!(

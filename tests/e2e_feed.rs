@@ -211,8 +211,8 @@ fn a_backlog_waits_on_disk_and_drains_when_the_broker_comes() {
     let mut samples: Vec<(u64, u64)> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let decided = metric(console, "screenline_parcels_decided").unwrap_or(0);
-        let backlog = metric(console, "screenline_outbox_backlog").unwrap_or(0);
+        let decided = metric(console, "screenline_parcels_screened_total").unwrap_or(0);
+        let backlog = metric(console, "screenline_feed_backlog_messages").unwrap_or(0);
         // From 40 reports on: the model and the lines are warm by then.
         if backlog >= 40 && samples.last().is_none_or(|s| backlog >= s.0 + 50) {
             samples.push((backlog, rss_kib(pid)));

@@ -963,7 +963,13 @@ fn a_command_flood_neither_drops_the_link_nor_fills_the_disk() {
     // Every message that reached the appliance is refused, by the worker or as busy (the
     // broker itself drops what exceeds its queue for a slow subscriber): wait until the
     // count stops moving.
-    let refused = || metric(console, "screenline_cmd_refused").unwrap_or(0);
+    let refused = || {
+        metric(
+            console,
+            "screenline_regulator_commands_total{result=\"refused\"}",
+        )
+        .unwrap_or(0)
+    };
     let deadline = Instant::now() + Duration::from_secs(300);
     let (mut last, mut since) = (refused(), Instant::now());
     while since.elapsed() < Duration::from_secs(5) {
@@ -983,9 +989,16 @@ fn a_command_flood_neither_drops_the_link_nor_fills_the_disk() {
         refused >= 100 && refused <= sent,
         "{refused} of {sent} refused"
     );
-    assert_eq!(metric(console, "screenline_cmd_accepted").unwrap_or(0), 0);
     assert_eq!(
-        metric(console, "screenline_feed_connection_errors").unwrap_or(0),
+        metric(
+            console,
+            "screenline_regulator_commands_total{result=\"accepted\"}"
+        )
+        .unwrap_or(0),
+        0
+    );
+    assert_eq!(
+        metric(console, "screenline_feed_connection_errors_total").unwrap_or(0),
         0,
         "the feed's connection dropped\n{}",
         rig.app.log_text()
@@ -1013,7 +1026,7 @@ fn a_command_flood_neither_drops_the_link_nor_fills_the_disk() {
         db_before,
         db_after,
         db_after as i64 - db_before as i64,
-        metric(console, "screenline_cmd_refused_busy"),
+        metric(console, "screenline_regulator_commands_refused_total{reason=\"busy\"}"),
     );
     assert!(
         db_after < db_before + (1 << 20),
@@ -1035,7 +1048,7 @@ fn a_command_flood_neither_drops_the_link_nor_fills_the_disk() {
         store
             .durable_counters()
             .expect("counters")
-            .get("cmd.refused")
+            .get(&screenline::telemetry::Counter::CommandsRefused)
             .copied(),
         Some(refused),
         "every refusal counted in the store"

@@ -82,7 +82,10 @@ async fn commit_all(
                 record: rec.clone(),
                 report: Some((id.clone(), "reports/flagged".into(), rep.clone())),
                 waybill: rec.waybill.as_ref().map(|w| w.to_string()),
-                counts: vec!["parcels.decided".into(), "parcels.flag".into()],
+                counts: vec![
+                    screenline::telemetry::Counter::ParcelsDecided,
+                    screenline::telemetry::Counter::Decided(screenline::domain::Decision::Flag),
+                ],
             })
             .collect();
         store.write(move |s| s.commit_counted(&commits)).await?;

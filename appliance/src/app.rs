@@ -11,7 +11,7 @@ use crate::sink::Sink;
 use crate::store::owner::StoreHandle;
 use crate::store::Store;
 use crate::supervise::{sd_notify, StageSet, Stages};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Counter, Gauge, Link, Telemetry};
 use anyhow::Context;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -61,7 +61,7 @@ impl Appliance {
         .context("model loader")??;
         let info = model.info().clone();
         telemetry.link(
-            "model",
+            Link::Model,
             true,
             format!("{} {} ({})", info.name, info.version, model_dir.display()),
         );
@@ -71,8 +71,8 @@ impl Appliance {
             if let Some(a) = aside {
                 // An alarm on the console's devices page and in the retained status: the
                 // line screens on, the old store waits for `screenline store recover`.
-                telemetry.incr("store.set_aside");
-                telemetry.link("store", false, a.alarm(&config.data_dir));
+                telemetry.incr(Counter::StoreSetAside);
+                telemetry.link(Link::Store, false, a.alarm(&config.data_dir));
             }
             store
         } else {
@@ -83,33 +83,32 @@ impl Appliance {
         let (store, owner) = StoreHandle::new(store, &config.data_dir, stages.stage("store"));
         set.spawn_thread("store", owner)
             .context("starting the store thread")?;
-        if !telemetry.links().contains_key("store") {
+        if telemetry.link_state(&Link::Store).is_none() {
             let aside = crate::store::recover::set_aside_folders(&config.data_dir)
                 .into_iter()
                 .filter(|(_, recovered)| !recovered)
                 .count();
             if aside > 0 {
-                telemetry.link(
-                    "store",
+                telemetry.link(Link::Store,
                     false,
                     format!("{aside} set-aside store(s) in {} not yet recovered: run `screenline store check --data {}`", config.data_dir.display(), config.data_dir.display()),
                 );
             } else {
                 telemetry.link(
-                    "store",
+                    Link::Store,
                     true,
                     format!("schema {}", crate::store::SCHEMA_VERSION),
                 );
             }
         }
-        telemetry.set("feed.backlog", store.outbox_len() as u64);
+        telemetry.set(Gauge::FeedBacklog, store.outbox_len() as u64);
         // Counts go on from where the store left them, across restarts and crashes.
-        for (name, n) in store
+        for (counter, n) in store
             .read(|s| s.durable_counters())
             .await
             .context("reading the store's counters")?
         {
-            telemetry.add(&name, n);
+            telemetry.add(counter, n);
         }
         let mut rules = crate::screen::load_rules(
             &config.rules,
@@ -130,10 +129,10 @@ impl Appliance {
         // it again: an alarm on the console and in the status until a new list arrives.
         if let Some(alarm) = rules.watchlist.resend_alarm() {
             tracing::warn!(version = %rules.watchlist.version, "{alarm}");
-            telemetry.link("watchlist", false, alarm);
+            telemetry.link(Link::Watchlist, false, alarm);
         } else if !rules.watchlist.is_empty() {
             telemetry.link(
-                "watchlist",
+                Link::Watchlist,
                 true,
                 format!(
                     "version {} ({} entries)",
@@ -342,30 +341,30 @@ async fn sweeper(
                 .checked_sub(retention.keep_for)
                 .unwrap_or(SystemTime::UNIX_EPOCH);
             match store.write(move |s| s.prune_audit(before, AUDIT_MAX)).await {
-                Ok(n) => telemetry.add("store.audit_pruned", n as u64),
+                Ok(n) => telemetry.add(Counter::StoreAuditPruned, n as u64),
                 Err(e) => tracing::error!(error = %e, "audit log not pruned"),
             }
             match sweep(&store, &retention).await {
                 Ok(sweep) => sweep,
                 Err(e) => {
-                    telemetry.incr("store.sweep_errors");
+                    telemetry.incr(Counter::StoreSweepErrors);
                     tracing::error!(error = %e, "retention sweep failed");
                     continue;
                 }
             }
         };
-        telemetry.add("store.expired_records", sweep.expired_records as u64);
-        telemetry.add("store.evicted_images", sweep.evicted_images as u64);
-        telemetry.add("store.slimmed_records", sweep.slimmed_records as u64);
-        telemetry.set("store.bytes", sweep.used_bytes);
-        telemetry.set("store.retention_held", sweep.held_unsent as u64);
+        telemetry.add(Counter::StoreExpiredRecords, sweep.expired_records as u64);
+        telemetry.add(Counter::StoreEvictedImages, sweep.evicted_images as u64);
+        telemetry.add(Counter::StoreSlimmedRecords, sweep.slimmed_records as u64);
+        telemetry.set(Gauge::StoreBytes, sweep.used_bytes);
+        telemetry.set(Gauge::StoreRetentionHeld, sweep.held_unsent as u64);
         match sweep.budget_alarm() {
             Some(alarm) => {
-                telemetry.incr("store.budget_alarms");
-                telemetry.link("disk", false, alarm);
+                telemetry.incr(Counter::StoreBudgetAlarms);
+                telemetry.link(Link::Disk, false, alarm);
             }
             None => telemetry.link(
-                "disk",
+                Link::Disk,
                 true,
                 match sweep.budget_bytes {
                     Some(b) => format!(
@@ -378,8 +377,8 @@ async fn sweeper(
             ),
         }
         match sweep.retention_alarm() {
-            Some(alarm) => telemetry.link("retention", false, alarm),
-            None => telemetry.link("retention", true, "nothing held past retention"),
+            Some(alarm) => telemetry.link(Link::Retention, false, alarm),
+            None => telemetry.link(Link::Retention, true, "nothing held past retention"),
         }
         if sweep.expired_records + sweep.evicted_images > 0 {
             tracing::info!(

@@ -36,7 +36,7 @@ pub async fn run(path: &Path, e: ConfigError) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_DATA_DIR));
     eprintln!("error: {e}\nStarting the console in safe mode on {listen}; the lines divert every parcel until the configuration is fixed.");
     let telemetry = std::sync::Arc::new(crate::telemetry::Telemetry::default());
-    telemetry.link("config", false, e.to_string());
+    telemetry.link(crate::telemetry::Link::Config, false, e.to_string());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("safe-mode console on {listen}"))?;

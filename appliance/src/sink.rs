@@ -31,7 +31,7 @@ use crate::screen::Screened;
 use crate::store::owner::StoreHandle;
 use crate::store::{images, Commit};
 use crate::supervise::{Faults, Stage};
-use crate::telemetry::{ParcelSummary, Telemetry};
+use crate::telemetry::{Counter, Gauge, LineCounter, Link, ParcelSummary, Telemetry};
 use screenline_protocol::ToController;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -91,7 +91,7 @@ impl Sink {
         loop {
             let held_bytes: usize = held.iter().map(Pending::image_bytes).sum();
             let room = held.len() < HELD_MAX && held_bytes < HELD_BYTES;
-            self.telemetry.set("sink.held", held.len() as u64);
+            self.telemetry.set(Gauge::SinkHeld, held.len() as u64);
             tokio::select! {
                 got = screened.recv(), if room => {
                     let Some(first) = got else { break };
@@ -120,7 +120,8 @@ impl Sink {
             self.store_group(group, &mut held).await;
         }
         if !held.is_empty() {
-            self.telemetry.add("sink.lost_at_stop", held.len() as u64);
+            self.telemetry
+                .add(Counter::SinkLostAtStop, held.len() as u64);
             tracing::error!(
                 parcels = held.len(),
                 "stopping with parcels not stored (the store still fails); they were diverted to manual inspection"
@@ -136,7 +137,7 @@ impl Sink {
             .unwrap_or_default();
         let deadline = self.deadlines.get(&s.parcel.line_id);
         if let Some(late_by) = deadline.and_then(|d| age.checked_sub(*d)) {
-            self.telemetry.incr("decisions.late");
+            self.telemetry.incr(Counter::DecisionsLate);
             s.reasons.push(crate::screen::rules::decision_late(late_by));
             if s.decision == Decision::Clear {
                 s.decision = Decision::Manual;
@@ -172,8 +173,9 @@ impl Sink {
         } else {
             match self.store.write(move |s| s.commit_counted(&batch)).await {
                 Ok(()) => {
-                    self.telemetry.incr("store.groups");
-                    self.telemetry.add("store.committed", commits.len() as u64);
+                    self.telemetry.incr(Counter::StoreGroups);
+                    self.telemetry
+                        .add(Counter::StoreCommitted, commits.len() as u64);
                     true
                 }
                 Err(e) => {
@@ -193,8 +195,8 @@ impl Sink {
             if p.first {
                 self.send_decision(&p.s);
             }
-            for name in &c.counts {
-                self.telemetry.incr(name);
+            for counter in &c.counts {
+                self.telemetry.incr(counter.clone());
             }
             self.announce(&p.s, &c.key);
         }
@@ -202,9 +204,10 @@ impl Sink {
             self.wake.notify_one();
         }
         if let Some(e) = error {
-            self.telemetry.add("store.errors", failed.len() as u64);
+            self.telemetry
+                .add(Counter::StoreErrors, failed.len() as u64);
             self.telemetry.link(
-                "store",
+                Link::Store,
                 false,
                 format!(
                     "records cannot be stored: {e:#}; {} parcel(s) held for a retry, diverted to manual inspection meanwhile",
@@ -213,14 +216,13 @@ impl Sink {
             );
         } else if self
             .telemetry
-            .links()
-            .get("store")
+            .link_state(&Link::Store)
             .is_some_and(|l| !l.up && l.detail.starts_with("records cannot be stored"))
             && held.is_empty()
         {
             tracing::info!("the store takes records again");
             self.telemetry.link(
-                "store",
+                Link::Store,
                 true,
                 format!("schema {}", crate::store::SCHEMA_VERSION),
             );
@@ -230,7 +232,7 @@ impl Sink {
         for (i, mut p) in group.into_iter().enumerate() {
             if failed.binary_search(&i).is_ok() {
                 if p.first {
-                    self.telemetry.incr("sink.store_failed");
+                    self.telemetry.incr(Counter::SinkStoreFailed);
                     mark_store_failed(&mut p.s);
                     p.first = false;
                 }
@@ -253,15 +255,13 @@ impl Sink {
         });
         if let (Some(tx), Some(decision)) = (self.controllers.get(line), decision) {
             if tx.try_send(decision).is_err() {
-                self.telemetry.incr("sink.decisions_not_sent");
+                self.telemetry.incr(Counter::SinkDecisionsNotSent);
                 tracing::warn!(line = %line, seq = s.parcel.seq, "controller queue full; the controller will divert fail-safe");
             }
         }
         if let Some(scan) = &s.parcel.scan {
-            self.telemetry.observe(
-                "decision_latency_us",
-                scan.completed.elapsed().as_micros() as u64,
-            );
+            self.telemetry
+                .observe_decision_latency(scan.completed.elapsed());
         }
     }
 
@@ -291,7 +291,8 @@ impl Sink {
                                 evidence,
                                 &XrayPolicy::extensions(scan),
                             )?;
-                            self.telemetry.incr("xray.archived");
+                            self.telemetry
+                                .incr_line(&s.parcel.line_id, LineCounter::XrayArchived);
                             Some(first)
                         }
                         _ => None,
@@ -368,27 +369,16 @@ fn record_id(s: &Screened) -> String {
 
 /// The counters a decided parcel adds to: the console's and the regulator's statistics
 /// (`report/stats.rs`), kept in the store with the parcel's record.
-fn decided_counters(s: &Screened) -> Vec<String> {
-    let mut names = vec![
-        "parcels.decided".to_owned(),
-        format!("parcels.{}", s.decision.key()),
-    ];
-    names.extend(
-        s.reasons
-            .iter()
-            .map(|r| format!("reasons.{}", r.code.key())),
-    );
+fn decided_counters(s: &Screened) -> Vec<Counter> {
+    let mut counters = vec![Counter::ParcelsDecided, Counter::Decided(s.decision)];
+    counters.extend(s.reasons.iter().map(|r| Counter::Reason(r.code)));
     if s.decision == Decision::Flag {
-        names.extend(
-            s.reasons
-                .iter()
-                .map(|r| format!("flagged.reason.{}", r.code.key())),
-        );
+        counters.extend(s.reasons.iter().map(|r| Counter::FlaggedReason(r.code)));
         if let Some((c, _)) = s.scores.as_ref().and_then(|x| x.top()) {
-            names.push(format!("flagged.category.{}", c.key()));
+            counters.push(Counter::FlaggedCategory(c));
         }
     }
-    names
+    counters
 }
 
 /// The record (and a flagged parcel's report) of a screened parcel.

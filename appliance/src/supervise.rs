@@ -15,6 +15,7 @@
 //! watched here but by the task set in `app.rs`, which then stops the appliance with a
 //! non-zero exit so that systemd restarts it.
 
+use crate::telemetry::{Counter, Link};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -121,7 +122,7 @@ impl Stages {
                 sd_notify::notify("WATCHDOG=1");
                 if was_stalled {
                     tracing::info!("every stage is working again");
-                    telemetry.link("pipeline", true, "every stage working");
+                    telemetry.link(Link::Pipeline, true, "every stage working");
                 }
             } else if !was_stalled {
                 let what = stalled
@@ -130,8 +131,8 @@ impl Stages {
                     .collect::<Vec<_>>()
                     .join("; ");
                 tracing::error!(stalled = %what, "a stage has stalled: watchdog pings stop");
-                telemetry.incr("supervise.stalls");
-                telemetry.link("pipeline", false, what);
+                telemetry.incr(Counter::StageStalls);
+                telemetry.link(Link::Pipeline, false, what);
             }
             was_stalled = !stalled.is_empty();
         }

@@ -358,7 +358,7 @@ pub struct Parcel {
 }
 
 /// What the appliance decided for a parcel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     /// Let it pass.
@@ -384,6 +384,32 @@ impl Decision {
             Decision::Clear => "clear",
             Decision::Flag => "flag",
             Decision::Manual => "manual",
+        }
+    }
+
+    /// Every decision.
+    pub const ALL: [Decision; 3] = [Decision::Clear, Decision::Flag, Decision::Manual];
+}
+
+/// What the operator found after opening a flagged or manual parcel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Finding {
+    /// The suspicion holds (e.g. counterfeit goods found).
+    Confirmed,
+    /// Nothing wrong: the parcel goes on.
+    Cleared,
+}
+
+impl Finding {
+    /// Every finding.
+    pub const ALL: [Finding; 2] = [Finding::Confirmed, Finding::Cleared];
+
+    /// The key used in counters, the API and stats.
+    pub fn key(self) -> &'static str {
+        match self {
+            Finding::Confirmed => "confirmed",
+            Finding::Cleared => "cleared",
         }
     }
 }

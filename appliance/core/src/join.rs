@@ -29,7 +29,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
 /// What the join did with an input, for the counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum JoinNote {
     /// A repeated read of a waybill already seen, merged into the first.
     DoubleRead,
@@ -43,21 +43,8 @@ pub enum JoinNote {
     AmbiguousImage,
 }
 
-impl JoinNote {
-    /// The telemetry counter for this note.
-    pub fn counter(self) -> &'static str {
-        match self {
-            JoinNote::DoubleRead => "join.double_reads",
-            JoinNote::OrphanRead => "join.orphan_reads",
-            JoinNote::OrphanImage => "join.orphan_images",
-            JoinNote::AmbiguousRead => "join.ambiguous_reads",
-            JoinNote::AmbiguousImage => "join.ambiguous_images",
-        }
-    }
-}
-
 /// What a parcel leaving the join has: the outcome counted per line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum JoinOutcome {
     /// A read and an image.
     Joined,
@@ -67,18 +54,6 @@ pub enum JoinOutcome {
     NoImage,
     /// Neither: manual inspection.
     NoReadNoImage,
-}
-
-impl JoinOutcome {
-    /// The telemetry counter for this outcome.
-    pub fn counter(self) -> &'static str {
-        match self {
-            JoinOutcome::Joined => "join.joined",
-            JoinOutcome::NoRead => "join.no_read",
-            JoinOutcome::NoImage => "join.no_image",
-            JoinOutcome::NoReadNoImage => "join.no_read_no_image",
-        }
-    }
 }
 
 /// The outcome of a parcel that left the join.

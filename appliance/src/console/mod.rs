@@ -22,7 +22,7 @@ use crate::domain::Decision;
 use crate::record::Record;
 use crate::store::owner::StoreHandle;
 use crate::store::review::Finding;
-use crate::telemetry::{Live, ParcelSummary, Telemetry};
+use crate::telemetry::{Counter, Link, Live, ParcelSummary, Telemetry};
 use auth::{LoginLimiter, Role, Session, Sessions, Users};
 use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, Form, Path, Query, State};
@@ -51,7 +51,7 @@ macro_rules! form {
         match $f {
             Ok(Form(f)) => f,
             Err(e) => {
-                $c.telemetry.incr("console.bad_requests");
+                $c.telemetry.incr(Counter::ConsoleBadRequests);
                 tracing::warn!(error = %e, "malformed console form");
                 return (StatusCode::BAD_REQUEST, e.body_text()).into_response();
             }
@@ -430,7 +430,7 @@ impl Console {
             Ok(Some(role)) if role == s.role => Some(s),
             other => {
                 if let Err(e) = &other {
-                    self.telemetry.incr("console.user_file_errors");
+                    self.telemetry.incr(Counter::ConsoleUserFileErrors);
                     tracing::error!(error = %e, "cannot read the console users");
                 }
                 tracing::info!(user = %s.user, "session ended: its user was removed or changed");
@@ -443,7 +443,7 @@ impl Console {
     async fn audit(&self, actor: &str, action: &str, target: &str, detail: &str) {
         if let Some(store) = self.store() {
             if let Err(e) = store.audit(actor, action, target, detail).await {
-                self.telemetry.incr("console.audit_errors");
+                self.telemetry.incr(Counter::ConsoleAuditErrors);
                 tracing::error!(error = %e, action, "cannot write the audit log");
             }
         }
@@ -518,7 +518,7 @@ async fn check_host(
     if host.is_some_and(|h| c.guard.host_allowed(h)) {
         return next.run(req).await;
     }
-    c.telemetry.incr("console.bad_hosts");
+    c.telemetry.incr(Counter::ConsoleBadHosts);
     tracing::warn!(
         host = %host.unwrap_or("").chars().take(80).collect::<String>().escape_default(),
         "console request for another host refused (set console.allowed_hosts if this is ours)"
@@ -625,7 +625,11 @@ fn slowed(
     why: &str,
     wait: Duration,
 ) -> Response {
-    c.telemetry.incr(&format!("console.logins_{why}"));
+    c.telemetry.incr(if why == "busy" {
+        Counter::ConsoleLoginsBusy
+    } else {
+        Counter::ConsoleLoginsThrottled
+    });
     tracing::warn!(peer = %client, why, "console login slowed down");
     let message = if why == "busy" {
         "login.busy"
@@ -655,7 +659,7 @@ async fn login(
     let client = c.guard.client(peer.ip(), &headers);
     if user.len() > auth::MAX_NAME_BYTES {
         // Nothing of it is kept, logged or audited.
-        c.telemetry.incr("console.bad_requests");
+        c.telemetry.incr(Counter::ConsoleBadRequests);
         return login_refused(lang, &next, StatusCode::BAD_REQUEST, "login.failed", None);
     }
     let attempt = match c.limiter.begin(client, &user) {
@@ -676,7 +680,7 @@ async fn login(
         Ok(Some(role)) => {
             c.limiter.succeeded(attempt);
             let token = c.sessions.start(&user, role);
-            c.telemetry.incr("console.logins");
+            c.telemetry.incr(Counter::ConsoleLogins);
             tracing::info!(user = %user, role = role.key(), "console login");
             c.audit(&format!("user:{user}"), "login", &user, role.key())
                 .await;
@@ -694,11 +698,11 @@ async fn login(
         }
         other => {
             if let Err(e) = &other {
-                c.telemetry.incr("console.user_file_errors");
+                c.telemetry.incr(Counter::ConsoleUserFileErrors);
                 tracing::error!(error = %e, "cannot read the console users");
             }
             c.limiter.failed(attempt);
-            c.telemetry.incr("console.login_failures");
+            c.telemetry.incr(Counter::ConsoleLoginFailures);
             tracing::warn!(peer = %client, "console login failed");
             c.audit(&format!("ip:{client}"), "login_failed", &user, "")
                 .await;
@@ -801,7 +805,7 @@ async fn readyz(State(c): State<Arc<Console>>) -> Response {
     let checks = [
         ("configuration", c.safe_mode_reason().is_none()),
         ("store", c.store().is_some()),
-        ("model", c.telemetry.link_up("model")),
+        ("model", c.telemetry.link_up(&Link::Model)),
     ];
     let ready = checks.iter().all(|(_, ok)| *ok);
     let body: String = checks
@@ -840,7 +844,7 @@ async fn metrics(
             _ => false,
         };
         if !ok {
-            c.telemetry.incr("console.metrics_refused");
+            c.telemetry.incr(Counter::ConsoleMetricsRefused);
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -849,40 +853,18 @@ async fn metrics(
                 .into_response();
         }
     }
-    let mut out = String::new();
-    let name = |s: &str| -> String {
-        s.chars()
-            .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' })
-            .collect()
-    };
-    for (k, v) in c.telemetry.counters() {
-        let n = format!("screenline_{}", name(&k));
-        out.push_str(&format!("# TYPE {n} gauge\n{n} {v}\n"));
+    let backlog = c.store().map(|s| s.outbox_len());
+    match crate::telemetry::metrics::encode(&c.telemetry, backlog) {
+        Ok(out) => (
+            [(
+                header::CONTENT_TYPE,
+                crate::telemetry::metrics::CONTENT_TYPE,
+            )],
+            out,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
-    out.push_str("# TYPE screenline_link_up gauge\n");
-    for (k, l) in c.telemetry.links() {
-        out.push_str(&format!(
-            "screenline_link_up{{link=\"{}\"}} {}\n",
-            k.replace(['\\', '"', '\n'], "_"),
-            u8::from(l.up)
-        ));
-    }
-    if let Some(store) = c.store() {
-        out.push_str(&format!(
-            "# TYPE screenline_outbox_backlog gauge\nscreenline_outbox_backlog {}\n",
-            store.outbox_len()
-        ));
-    }
-    out.push_str("# TYPE screenline_decision_latency_seconds summary\n");
-    for q in [0.5, 0.9, 0.99] {
-        if let Some(us) = c.telemetry.quantile("decision_latency_us", q) {
-            out.push_str(&format!(
-                "screenline_decision_latency_seconds{{quantile=\"{q}\"}} {}\n",
-                us as f64 / 1e6
-            ));
-        }
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 async fn line_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
@@ -1019,7 +1001,7 @@ async fn review(
         "confirmed" => Finding::Confirmed,
         "cleared" => Finding::Cleared,
         other => {
-            c.telemetry.incr("console.bad_requests");
+            c.telemetry.incr(Counter::ConsoleBadRequests);
             return (
                 StatusCode::BAD_REQUEST,
                 format!("unknown finding {other:?}"),
@@ -1030,7 +1012,7 @@ async fn review(
     let Some(store) = c.store() else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
-    let counter = format!("reviews.{}", finding.key());
+    let counter = Counter::Review(finding);
     let (rid, user, note, name) = (
         id.clone(),
         ctx.session.user.clone(),
@@ -1047,7 +1029,7 @@ async fn review(
         .await
     {
         Ok(r) => {
-            c.telemetry.incr(&counter);
+            c.telemetry.incr(counter);
             tracing::info!(record = %id, finding = finding.key(), user = %ctx.session.user, "operator review");
             c.audit(
                 &format!("user:{}", ctx.session.user),
@@ -1064,7 +1046,7 @@ async fn review(
         )
             .into_response(),
         Err(e) => {
-            c.telemetry.incr("store.errors");
+            c.telemetry.incr(Counter::StoreErrors);
             tracing::error!(error = %e, record = %id, "cannot record a review");
             (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
         }
@@ -1207,9 +1189,9 @@ async fn model_swap(
     let target = dir.display().to_string();
     let shown = match &result {
         Ok(s) => {
-            c.telemetry.incr("model.swaps");
+            c.telemetry.incr(Counter::ModelSwaps);
             c.telemetry.link(
-                "model",
+                Link::Model,
                 true,
                 format!("{} {} ({})", s.new.name, s.new.version, s.dir.display()),
             );
@@ -1233,7 +1215,7 @@ async fn model_swap(
             pages::SwapShown::Swapped(s.clone())
         }
         Err(e) => {
-            c.telemetry.incr("model.swaps_refused");
+            c.telemetry.incr(Counter::ModelSwapsRefused);
             tracing::warn!(error = %e, dir = %target, "model swap refused");
             c.audit(&actor, "model.swap_refused", &target, &e.to_string())
                 .await;

@@ -15,7 +15,7 @@ use crate::record::{Record, StoredSender};
 use crate::screen::swap::Swapped;
 use crate::store::audit::AuditEntry;
 use crate::store::review::{Finding, Review};
-use crate::telemetry::ParcelSummary;
+use crate::telemetry::{Counter, Link, ParcelOutcome, ParcelSummary};
 use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
@@ -216,12 +216,12 @@ struct OutcomeView {
 }
 
 impl OutcomeView {
-    fn new(lang: Lang, outcome: Option<&str>) -> OutcomeView {
+    fn new(lang: Lang, outcome: Option<ParcelOutcome>) -> OutcomeView {
         let (key, word) = match outcome {
-            Some("passed") => ("passed", "outcome.passed"),
-            Some("diverted") => ("diverted", "outcome.diverted"),
-            Some("fail-safe") => ("fail-safe", "outcome.fail-safe"),
-            _ => ("pending", "outcome.pending"),
+            Some(ParcelOutcome::Passed) => ("passed", "outcome.passed"),
+            Some(ParcelOutcome::Diverted) => ("diverted", "outcome.diverted"),
+            Some(ParcelOutcome::FailSafe) => ("fail-safe", "outcome.fail-safe"),
+            None => ("pending", "outcome.pending"),
         };
         OutcomeView {
             key,
@@ -255,8 +255,8 @@ impl StateView {
 }
 
 /// A named count.
-struct Count<'a> {
-    name: &'a str,
+struct Count {
+    name: String,
     value: u64,
 }
 
@@ -405,7 +405,8 @@ struct LinePage<'a> {
 
 /// A counter the page script keeps current (`data-counter`).
 struct CounterCard {
-    key: &'static str,
+    /// The counter's key in the live status (`parcels.decided`).
+    key: String,
     word: &'static str,
     value: u64,
 }
@@ -442,7 +443,7 @@ impl<'a> LineRow<'a> {
             score: p
                 .counterfeit
                 .map_or_else(|| "—".to_owned(), |s| format!("{s:.2}")),
-            outcome: OutcomeView::new(lang, p.outcome.as_deref()),
+            outcome: OutcomeView::new(lang, p.outcome),
         }
     }
 }
@@ -460,23 +461,24 @@ pub(super) fn line(
     safe_mode: Option<&str>,
 ) -> Page {
     let lang = ctx.lang;
-    let counter = |key: &'static str, word: &'static str| CounterCard {
-        key,
+    let counter = |c: Counter, word: &'static str| CounterCard {
+        key: c.key(),
         word: t(lang, word),
-        value: snapshot.counter(key),
+        value: snapshot.counter(&c),
     };
     let cards = vec![
-        counter("parcels.decided", "decided"),
-        counter("parcels.clear", "cleared"),
-        counter("parcels.flag", "flagged"),
-        counter("parcels.manual", "manual"),
-        counter("feed.reports_acked", "reported"),
+        counter(Counter::ParcelsDecided, "decided"),
+        counter(Counter::Decided(Decision::Clear), "cleared"),
+        counter(Counter::Decided(Decision::Flag), "flagged"),
+        counter(Counter::Decided(Decision::Manual), "manual"),
+        counter(Counter::FeedReportsAcked, "reported"),
         CounterCard {
-            key: "backlog",
+            // Not a counter: the live status carries the backlog beside them.
+            key: "backlog".to_owned(),
             word: t(lang, "backlog"),
             value: backlog,
         },
-        counter("decisions.late", "late"),
+        counter(Counter::DecisionsLate, "late"),
     ];
     let rows = recent
         .iter()
@@ -748,7 +750,7 @@ pub(super) fn search(ctx: &Ctx, query: &str, found: &[Record]) -> Page {
 struct DevicesPage<'a> {
     layout: Layout,
     devices: Vec<DeviceRow<'a>>,
-    disk: Option<DiskRow<'a>>,
+    disk: Option<DiskRow>,
 }
 
 struct DeviceRow<'a> {
@@ -757,15 +759,15 @@ struct DeviceRow<'a> {
     since: String,
     last_seen: String,
     detail: &'a str,
-    counters: Vec<Count<'a>>,
+    counters: Vec<Count>,
 }
 
-struct DiskRow<'a> {
+struct DiskRow {
     state: StateView,
     dir: String,
     free_gib: String,
     total_gib: String,
-    counters: Vec<Count<'a>>,
+    counters: Vec<Count>,
 }
 
 /// Free and total bytes of the filesystem holding `path`.
@@ -778,9 +780,9 @@ fn disk_space(path: &Path) -> Option<(u64, u64)> {
     ))
 }
 
-fn counts<'a>(snapshot: &'a Snapshot, device: &str) -> Vec<Count<'a>> {
+fn counts(snapshot: &Snapshot, link: &Link) -> Vec<Count> {
     snapshot
-        .device_counters(device)
+        .device_counters(link)
         .into_iter()
         .map(|(name, value)| Count { name, value })
         .collect()
@@ -799,7 +801,7 @@ pub(super) fn devices(ctx: &Ctx, snapshot: &Snapshot, data_dir: &Path) -> Page {
                 .last_seen
                 .map_or_else(|| "—".to_owned(), crate::time_fmt::format),
             detail: &l.state.detail,
-            counters: counts(snapshot, l.name),
+            counters: counts(snapshot, l.link),
         })
         .collect();
     let disk = disk_space(data_dir).map(|(free, total)| {
@@ -810,7 +812,7 @@ pub(super) fn devices(ctx: &Ctx, snapshot: &Snapshot, data_dir: &Path) -> Page {
             dir: data_dir.display().to_string(),
             free_gib: gib(free),
             total_gib: gib(total),
-            counters: counts(snapshot, "store"),
+            counters: counts(snapshot, &Link::Store),
         }
     });
     Page::of(&DevicesPage {

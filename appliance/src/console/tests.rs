@@ -4,6 +4,7 @@
 use super::auth::Role;
 use super::*;
 use crate::store::{Commit, Store};
+use crate::telemetry::{Device, LineCounter};
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::Request;
@@ -330,7 +331,7 @@ async fn login_failures_are_refused_throttled_and_audited() {
         .expect("audit");
     assert_eq!(failed.len(), auth::FREE_FAILURES as usize);
     assert_eq!(failed[0].actor, "ip:127.0.0.1");
-    assert_eq!(f.console.telemetry.get("console.logins_throttled"), 2);
+    assert_eq!(f.console.telemetry.get(Counter::ConsoleLoginsThrottled), 2);
     // After the wait the right password gets in: a delay, not a lockout.
     tokio::time::sleep(Duration::from_secs(retry)).await;
     let r = f.send("POST", "/login", None, Some(good)).await;
@@ -357,7 +358,7 @@ async fn overlong_names_are_refused_before_anything_is_kept() {
         .await
         .expect("audit")
         .is_empty());
-    assert_eq!(f.console.telemetry.get("console.login_failures"), 0);
+    assert_eq!(f.console.telemetry.get(Counter::ConsoleLoginFailures), 0);
     // A body far over the login form's size is refused unread.
     let huge = format!("user={}&password=x", "b".repeat(2 << 20));
     let r = f.send("POST", "/login", None, Some(&huge)).await;
@@ -586,7 +587,12 @@ async fn an_operator_confirms_a_flagged_parcel_and_it_is_audited() {
         (audit[0].actor.as_str(), audit[0].target.as_str()),
         ("user:op", RECORD)
     );
-    assert_eq!(f.console.telemetry.get("reviews.confirmed"), 1);
+    assert_eq!(
+        f.console
+            .telemetry
+            .get(Counter::Review(crate::domain::Finding::Confirmed)),
+        1
+    );
     // Reviewed parcels leave the queue.
     assert!(!f
         .get("/flagged", Some(&op))
@@ -628,10 +634,10 @@ async fn search_config_metrics_readiness_and_language() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.contains("配置无效"), "{}", r.body);
-    f.console.telemetry.incr("parcels.decided");
+    f.console.telemetry.incr(Counter::ParcelsDecided);
     let m = f.get("/metrics", None).await;
     assert!(
-        m.body.contains("screenline_parcels_decided 1"),
+        m.body.contains("screenline_parcels_screened_total 1"),
         "{}",
         m.body
     );
@@ -639,7 +645,7 @@ async fn search_config_metrics_readiness_and_language() {
         f.get("/readyz", None).await.status,
         StatusCode::SERVICE_UNAVAILABLE
     );
-    f.console.telemetry.link("model", true, "loaded");
+    f.console.telemetry.link(Link::Model, true, "loaded");
     assert_eq!(f.get("/readyz", None).await.status, StatusCode::OK);
     // Language: Chinese by default, English by cookie, switched by /lang.
     assert!(f.get("/", Some(&tech)).await.body.contains("待复核"));
@@ -664,14 +670,15 @@ async fn devices_show_each_lines_own_counters_last_heard_and_the_stack_light() {
     let f = fixture("devices").await;
     let (tech, _csrf) = f.login("tech", "technician password").await;
     let t = &f.console.telemetry;
-    t.link("L1.reader", true, "open");
-    t.link("L2.reader", false, "unplugged");
-    t.link("L1.controller", true, "firmware 0.1.0");
-    t.incr_line("L1", "reader.framing_errors");
-    t.incr_line("L2", "reader.framing_errors");
-    t.incr_line("L2", "reader.framing_errors");
-    t.seen("L1.reader");
-    t.set_light("L1", Some("amber"));
+    let reader = |line| Link::line(line, Device::Reader);
+    t.link(reader("L1"), true, "open");
+    t.link(reader("L2"), false, "unplugged");
+    t.link(Link::line("L1", Device::Controller), true, "firmware 0.1.0");
+    t.incr_line("L1", LineCounter::ReaderFramingErrors);
+    t.incr_line("L2", LineCounter::ReaderFramingErrors);
+    t.incr_line("L2", LineCounter::ReaderFramingErrors);
+    t.seen(&reader("L1"));
+    t.set_light("L1", Some(screenline_protocol::StackLight::Amber));
     let page = f.get("/devices", Some(&tech)).await.body;
     let row = |device: &str| {
         let start = page
@@ -695,7 +702,7 @@ async fn devices_show_each_lines_own_counters_last_heard_and_the_stack_light() {
     assert!(!row("L1.reader").contains("L2."), "{}", row("L1.reader"));
     // L1's reader was heard; L2's never was.
     assert!(row("L1.reader").contains(&crate::time_fmt::format(
-        t.last_seen("L1.reader").expect("seen")
+        t.last_seen(&reader("L1")).expect("seen")
     )));
     assert!(row("L2.reader").contains("—"));
     let line = f.get("/", Some(&tech)).await.body;
@@ -785,8 +792,8 @@ async fn a_technician_swaps_the_model_and_it_is_audited() {
     assert!(r.body.contains("Model swapped"), "{}", r.body);
     assert!(r.body.contains("screenline-ref 0.1.1"), "{}", r.body);
     assert_eq!(screener.model_info().version, "0.1.1");
-    assert_eq!(f.console.telemetry.get("model.swaps"), 1);
-    assert_eq!(f.console.telemetry.get("model.swaps_refused"), 1);
+    assert_eq!(f.console.telemetry.get(Counter::ModelSwaps), 1);
+    assert_eq!(f.console.telemetry.get(Counter::ModelSwapsRefused), 1);
 
     let store = f.console.store().expect("store");
     let swaps = store
@@ -820,9 +827,17 @@ async fn hostile_text_renders_escaped_on_every_page() {
     const HOSTILE: &str = "<script>alert(1)</script>";
     const ESCAPED: &str = "&#60;script&#62;alert(1)&#60;/script&#62;";
     let t = &f.console.telemetry;
-    t.link("L1.reader", false, format!("\"{HOSTILE}"));
-    t.link("L9\"><b>.controller", true, "firmware 0.1.0");
-    t.set_light("L9\"><b>", Some("amber"));
+    t.link(
+        crate::telemetry::Link::line("L1", Device::Reader),
+        false,
+        format!("\"{HOSTILE}"),
+    );
+    t.link(
+        crate::telemetry::Link::line("L9\"><b>", Device::Controller),
+        true,
+        "firmware 0.1.0",
+    );
+    t.set_light("L9\"><b>", Some(screenline_protocol::StackLight::Amber));
     t.push_parcel(crate::telemetry::ParcelSummary {
         record_id: format!("r\"{HOSTILE}"),
         line_id: "L1".into(),
@@ -837,7 +852,8 @@ async fn hostile_text_renders_escaped_on_every_page() {
         counterfeit: Some(0.5),
         sender: Some(HOSTILE.into()),
         decided_at: std::time::SystemTime::now(),
-        outcome: Some(HOSTILE.into()),
+        // Outcomes are typed: nothing from outside reaches them.
+        outcome: Some(crate::telemetry::ParcelOutcome::FailSafe),
     });
     for (path, shown) in [
         ("/", 5),
@@ -998,7 +1014,7 @@ async fn live_rows_are_the_pages_own_rows() {
         counterfeit: Some(0.91),
         sender: Some("张* 11**************2X".into()),
         decided_at: std::time::SystemTime::now(),
-        outcome: Some("diverted".into()),
+        outcome: Some(crate::telemetry::ParcelOutcome::Diverted),
     }
     };
     let flagged = parcel("0001763856000000-L1-3", Decision::Flag);
@@ -1042,10 +1058,14 @@ async fn live_rows_are_the_pages_own_rows() {
 async fn every_page_finds_all_its_words() {
     let f = fixture("words").await;
     let (tech, _) = f.login("tech", "technician password").await;
+    f.console.telemetry.link(
+        crate::telemetry::Link::line("L1", Device::Controller),
+        true,
+        "firmware 0.1.0",
+    );
     f.console
         .telemetry
-        .link("L1.controller", true, "firmware 0.1.0");
-    f.console.telemetry.set_light("L1", Some("green"));
+        .set_light("L1", Some(screenline_protocol::StackLight::Green));
     let missing = |body: &str| {
         [">?<", "\"?\"", ">? ", " ?<"]
             .iter()

@@ -12,7 +12,9 @@ use crate::app::Appliance;
 use crate::config::{
     Config, ConsoleConfig, ControllerGeometry, LineConfig, ModelConfig, MqttConfig, RulesConfig,
 };
+use crate::domain::Decision;
 use crate::line::waybill::Framing;
+use crate::telemetry::Counter;
 use anyhow::Context;
 use base64::Engine;
 use screenline_emulator::pty::Pty;
@@ -285,10 +287,7 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
     let t = appliance.telemetry.clone();
     // A kept store (`--data`) brings its counts along: this run counts from here.
     let at_start = t.counters();
-    let count = |name: &str| {
-        t.get(name)
-            .saturating_sub(at_start.get(name).copied().unwrap_or(0))
-    };
+    let count = |c: Counter| t.get(c.clone()).saturating_sub(at_start.get(&c));
     let started = Instant::now();
     // Generous: the parcels' own time on the belt, plus time for a slow machine to drain.
     let limit = target.map(|n| {
@@ -303,16 +302,16 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
         if let Some(n) = target {
             // The outbox empties on the store thread before the feed counts the ack: wait
             // for both, or the summary can read one acknowledgement short.
-            let done = count("parcels.decided") >= n
+            let done = count(Counter::ParcelsDecided) >= n
                 && appliance.backlog() == 0
-                && count("feed.reports_acked") >= count("parcels.flag");
+                && count(Counter::FeedReportsAcked) >= count(Counter::Decided(Decision::Flag));
             if done {
                 break Ok(());
             }
             if limit.is_some_and(|l| started.elapsed() > l) {
                 break Err(anyhow::anyhow!(
                     "the demo did not finish in time: {} of {n} parcels decided, {} reports waiting for the broker",
-                    count("parcels.decided"),
+                    count(Counter::ParcelsDecided),
                     appliance.backlog()
                 ));
             }
@@ -322,23 +321,27 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
     for h in handles {
         let _ = h.join();
     }
+    let latency_us = |q| {
+        t.decision_latency(q)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    };
     let summary = Summary {
-        parcels: count("parcels.decided"),
-        cleared: count("parcels.clear"),
-        flagged: count("parcels.flag"),
-        manual: count("parcels.manual"),
-        reports_acked: count("feed.reports_acked"),
+        parcels: count(Counter::ParcelsDecided),
+        cleared: count(Counter::Decided(Decision::Clear)),
+        flagged: count(Counter::Decided(Decision::Flag)),
+        manual: count(Counter::Decided(Decision::Manual)),
+        reports_acked: count(Counter::FeedReportsAcked),
         reasons: crate::domain::ReasonCode::ALL
             .iter()
-            .map(|c| (c.key().to_owned(), count(&format!("reasons.{}", c.key()))))
+            .map(|c| (c.key().to_owned(), count(Counter::Reason(*c))))
             .filter(|(_, n)| *n > 0)
             .collect(),
         decision_latency: Latency {
-            p50_us: t.quantile("decision_latency_us", 0.5).unwrap_or(0),
-            p99_us: t.quantile("decision_latency_us", 0.99).unwrap_or(0),
-            max_us: t.quantile("decision_latency_us", 1.0).unwrap_or(0),
+            p50_us: latency_us(0.5),
+            p99_us: latency_us(0.99),
+            max_us: latency_us(1.0),
             budget_us: (deadline_ms * 1000).saturating_sub(IMAGE_DELAY.as_micros() as u64),
-            late: count("decisions.late"),
+            late: count(Counter::DecisionsLate),
         },
     };
     appliance.stop().await;

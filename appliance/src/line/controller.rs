@@ -12,7 +12,7 @@
 //! number for another parcel. The controller diverts such a parcel on its own.
 
 use super::LineInput;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Device, Gauge, LineCounter, Link, ParcelOutcome, Telemetry};
 use anyhow::{bail, Context};
 use screenline_protocol::{
     encode_frame, ControllerConfig, Epoch, FrameDecoder, FrameError, StackLight, ToAppliance,
@@ -40,21 +40,12 @@ pub fn wanted_light(
 ) -> StackLight {
     if last_fault.is_some_and(|t| t.elapsed() < FAULT_RED) {
         StackLight::Red
-    } else if telemetry.link_up(&format!("{line_id}.reader"))
-        && telemetry.link_up(&format!("{line_id}.xray"))
+    } else if telemetry.link_up(&Link::line(line_id, Device::Reader))
+        && telemetry.link_up(&Link::line(line_id, Device::Xray))
     {
         StackLight::Green
     } else {
         StackLight::Amber
-    }
-}
-
-fn light_name(l: StackLight) -> &'static str {
-    match l {
-        StackLight::Off => "off",
-        StackLight::Green => "green",
-        StackLight::Amber => "amber",
-        StackLight::Red => "red",
     }
 }
 
@@ -145,7 +136,7 @@ async fn converse(
     out: &mpsc::Sender<LineInput>,
     telemetry: &Telemetry,
 ) -> anyhow::Result<()> {
-    let link = format!("{line_id}.controller");
+    let link = Link::line(line_id, Device::Controller);
     let mut writer = Writer { seq: 0 };
     let mut decoder = FrameDecoder::<{ MAX_FRAME_LEN * 2 }>::new();
     writer
@@ -160,7 +151,8 @@ async fn converse(
     let started = Instant::now();
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut light_check = tokio::time::interval(Duration::from_millis(500));
+    // The light follows the reader's and the X-ray folder's links, and a fault's time.
+    let mut links = telemetry.watch_links();
     let mut light_sent: Option<StackLight> = None;
     let mut last_fault: Option<Instant> = None;
     // None until the controller's first hello on this connection: no parcel of it can have
@@ -168,6 +160,14 @@ async fn converse(
     let mut epoch: Option<Epoch> = None;
     let mut buf = [0u8; 512];
     loop {
+        let want = wanted_light(line_id, telemetry, last_fault);
+        if light_sent != Some(want) {
+            writer
+                .send(&mut port, &ToController::StackLight { light: want })
+                .await?;
+            light_sent = Some(want);
+        }
+        let fault_over = last_fault.map(|t| t + FAULT_RED);
         tokio::select! {
             read = port.read(&mut buf) => {
                 let n = read.context("reading the line controller")?;
@@ -184,7 +184,7 @@ async fn converse(
                                     let fresh = epochs.fresh();
                                     writer.send(&mut port, &ToController::Epoch { epoch: fresh }).await?;
                                     epoch = Some(fresh);
-                                    telemetry.incr_line(line_id, "controller.epochs");
+                                    telemetry.incr_line(line_id, LineCounter::ControllerEpochs);
                                     if let Some(g) = geometry {
                                         writer.send(&mut port, &ToController::Configure(g)).await?;
                                     }
@@ -201,13 +201,13 @@ async fn converse(
                         }
                         Some(Err(FrameError::Version { got })) => {
                             // The decoder refuses the frame; the technician must hear why.
-                            telemetry.incr_line(line_id, "controller.version_mismatch");
+                            telemetry.incr_line(line_id, LineCounter::ControllerVersionMismatches);
                             let why = version_advice(got);
-                            telemetry.link(&link, false, why.clone());
+                            telemetry.link(link.clone(), false, why.clone());
                             tracing::error!(line = line_id, "{why}");
                         }
                         Some(Err(e)) => {
-                            telemetry.incr_line(line_id, "controller.bad_frames");
+                            telemetry.incr_line(line_id, LineCounter::ControllerBadFrames);
                             tracing::warn!(line = line_id, error = %e, "line-controller frame dropped");
                         }
                     }
@@ -217,20 +217,16 @@ async fn converse(
                 let uptime_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
                 writer.send(&mut port, &ToController::Heartbeat { uptime_ms }).await?;
             }
-            _ = light_check.tick() => {
-                let want = wanted_light(line_id, telemetry, last_fault);
-                if light_sent != Some(want) {
-                    writer.send(&mut port, &ToController::StackLight { light: want }).await?;
-                    light_sent = Some(want);
-                }
-            }
+            // Looked at again at the top of the loop.
+            Ok(()) = links.changed() => {}
+            _ = tokio::time::sleep_until(fault_over.unwrap_or_else(Instant::now).into()), if fault_over.is_some() => {}
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { return Ok(()) };
                 if let ToController::Decision { epoch: named, seq, verdict } = cmd {
                     if Some(named) != epoch {
                         // Never carried across a hello: the controller may be a new boot whose
                         // parcel `seq` is another parcel. It diverts this one on its own.
-                        telemetry.incr_line(line_id, "controller.stale_decisions_dropped");
+                        telemetry.incr_line(line_id, LineCounter::ControllerStaleDecisionsDropped);
                         tracing::warn!(
                             line = line_id,
                             seq,
@@ -247,10 +243,16 @@ async fn converse(
     }
 }
 
+/// Counts what the controller did with parcel `seq`, and shows it beside the decision.
+fn outcome(telemetry: &Telemetry, line_id: &str, seq: u32, outcome: ParcelOutcome) {
+    telemetry.incr_line(line_id, LineCounter::Outcome(outcome));
+    telemetry.parcel_outcome(line_id, seq, outcome);
+}
+
 /// Handles one message; `Ok(false)` when the pipeline is gone.
 async fn handle(
     line_id: &str,
-    link: &str,
+    link: &Link,
     msg: ToAppliance,
     out: &mpsc::Sender<LineInput>,
     telemetry: &Telemetry,
@@ -267,7 +269,7 @@ async fn handle(
                 );
             }
             telemetry.link(
-                link,
+                link.clone(),
                 true,
                 format!(
                     "firmware {}.{}.{}, protocol {protocol_major}.{protocol_minor}",
@@ -276,7 +278,7 @@ async fn handle(
             );
         }
         ToAppliance::ParcelEntered { epoch, seq, .. } => {
-            telemetry.incr_line(line_id, "controller.parcels_entered");
+            telemetry.incr_line(line_id, LineCounter::ControllerParcelsEntered);
             let input = LineInput::Entered {
                 seq,
                 epoch,
@@ -288,40 +290,37 @@ async fn handle(
             }
         }
         ToAppliance::ParcelDiverted { seq, .. } => {
-            telemetry.incr_line(line_id, "controller.diverted");
-            telemetry.parcel_outcome(line_id, seq, "diverted");
+            outcome(telemetry, line_id, seq, ParcelOutcome::Diverted);
         }
         ToAppliance::ParcelPassed { seq, .. } => {
-            telemetry.incr_line(line_id, "controller.passed");
-            telemetry.parcel_outcome(line_id, seq, "passed");
+            outcome(telemetry, line_id, seq, ParcelOutcome::Passed);
         }
         ToAppliance::FailSafeDivert { seq, reason } => {
-            telemetry.incr_line(line_id, "controller.fail_safe");
             tracing::warn!(
                 line = line_id,
                 seq,
                 ?reason,
                 "controller diverted a parcel fail-safe"
             );
-            telemetry.parcel_outcome(line_id, seq, "fail-safe");
+            outcome(telemetry, line_id, seq, ParcelOutcome::FailSafe);
         }
         ToAppliance::Heartbeat { belt_mm_per_s, .. } => {
             telemetry.set(
-                &format!("{line_id}.belt_mm_per_s"),
+                Gauge::BeltSpeedMillimetresPerSecond(line_id.to_owned()),
                 u64::from(belt_mm_per_s),
             );
         }
         ToAppliance::Fault { code } => {
-            telemetry.incr_line(line_id, "controller.faults");
+            telemetry.incr_line(line_id, LineCounter::ControllerFaults);
             tracing::error!(line = line_id, ?code, "line controller fault");
         }
         ToAppliance::StackLight { light } => {
-            telemetry.set_light(line_id, Some(light_name(light)));
+            telemetry.set_light(line_id, Some(light));
         }
         ToAppliance::StaleDecision { epoch, seq } => {
             // The link drops these before sending, so one here means a decision crossed a
             // hello on the wire (say, bytes buffered in the adapter through a reset).
-            telemetry.incr_line(line_id, "controller.stale_decisions");
+            telemetry.incr_line(line_id, LineCounter::ControllerStaleDecisions);
             tracing::warn!(
                 line = line_id,
                 seq,
@@ -362,8 +361,9 @@ mod tests {
         let telemetry = Telemetry::default();
         let (out, _parcels) = mpsc::channel(4);
         let (_cmd_tx, mut commands) = mpsc::channel(4);
+        let count = |c| telemetry.get(crate::telemetry::Counter::line("L1", c));
         let refused = async {
-            while telemetry.get("controller.version_mismatch") == 0 {
+            while count(LineCounter::ControllerVersionMismatches) == 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         };
@@ -372,13 +372,13 @@ mod tests {
             r = session("L1", port, None, &mut epochs, &mut commands, &out, &telemetry) => panic!("session ended: {r:?}"),
             _ = tokio::time::timeout(Duration::from_secs(5), refused) => {}
         }
-        assert_eq!(telemetry.get("controller.version_mismatch"), 1);
+        assert_eq!(count(LineCounter::ControllerVersionMismatches), 1);
         assert_eq!(
-            telemetry.get("controller.epochs"),
+            count(LineCounter::ControllerEpochs),
             0,
             "no epoch for a refused hello"
         );
-        telemetry.links()["L1.controller"].clone()
+        telemetry.links()[&Link::line("L1", Device::Controller)].clone()
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@ pub mod xray;
 pub use screenline_core::{invariants, join, waybill};
 
 use crate::domain::{Parcel, XrayScan};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Device, LineCounter, LinkId, Telemetry};
 use config::LineConfig;
 use screenline_protocol::ToController;
 use std::sync::Arc;
@@ -58,15 +58,16 @@ pub fn spawn(
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<ToController>(64);
 
     {
+        let reader = LinkId::new(&line.id, Device::Reader);
         let link = serial::Link::new(
-            format!("{}.reader", line.id),
+            reader.clone(),
             line.reader_port.clone(),
             line.reader_baud,
             telemetry.clone(),
             shutdown.clone(),
         );
         set.spawn(
-            format!("{}.reader", line.id),
+            reader.to_string(),
             reader::run(
                 line.id.clone(),
                 link,
@@ -79,15 +80,16 @@ pub fn spawn(
     {
         let (id, out) = (line.id.clone(), input_tx.clone());
         let geometry = line.controller.and_then(|g| g.controller_config());
+        let controller = LinkId::new(&id, Device::Controller);
         let mut link = serial::Link::new(
-            format!("{id}.controller"),
+            controller.clone(),
             line.controller_port.clone(),
             line.controller_baud,
             telemetry.clone(),
             shutdown.clone(),
         );
         let telemetry = telemetry.clone();
-        set.spawn(format!("{id}.controller"), async move {
+        set.spawn(controller.to_string(), async move {
             let mut epochs = controller::Epochs::random();
             while let Some(port) = link.open().await {
                 let r = tokio::select! {
@@ -100,7 +102,7 @@ pub fn spawn(
     }
     let policy = xray::XrayPolicy::for_line(line, data_dir);
     set.spawn(
-        format!("{}.xray", line.id),
+        LinkId::new(&line.id, Device::Xray).to_string(),
         xray::watch(
             line.id.clone(),
             line.xray_dir.clone(),
@@ -160,15 +162,15 @@ async fn run_join(
         let working = stage.work();
         let left = joiner.poll(Instant::now());
         for note in joiner.take_notes() {
-            telemetry.incr(note.counter());
+            telemetry.incr_line(joiner.line_id(), LineCounter::JoinNote(note));
         }
         for (scan, why) in joiner.take_orphans() {
             policy.orphaned(joiner.line_id(), &scan, why, &telemetry);
         }
         drop(working);
         for parcel in left {
-            telemetry.incr("join.parcels");
-            telemetry.incr(join::outcome(&parcel).counter());
+            telemetry.incr_line(&parcel.line_id, LineCounter::JoinParcels);
+            telemetry.incr_line(&parcel.line_id, LineCounter::Joined(join::outcome(&parcel)));
             if parcels.send(parcel).await.is_err() {
                 return;
             }

@@ -10,7 +10,7 @@
 //! folder, if it still is what was refused, so it is not refused again and again.
 
 use super::dropfile::{read_regular, remove_if_same, write_new, FileId};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{LineCounter, Telemetry};
 use std::path::{Path, PathBuf};
 
 /// A file in the drop folder to quarantine.
@@ -86,15 +86,15 @@ pub fn quarantine(
     Ok(dest)
 }
 
-/// Quarantines `files` for one reason, with counters `xray.quarantined` and
-/// `xray.quarantined.<kind>` and a log line naming file and reason. Names already gone are
-/// skipped.
+/// Quarantines `files` for one reason, counted by `kind`
+/// ([`LineCounter::XrayQuarantined`]), with a log line naming file and reason. Names
+/// already gone are skipped.
 pub fn quarantine_files(
     line_id: &str,
     dir: &Path,
     files: &[Refused<'_>],
     limit: u64,
-    kind: &str,
+    kind: &'static str,
     reason: &str,
     telemetry: &Telemetry,
 ) {
@@ -104,14 +104,13 @@ pub fn quarantine_files(
         }
         match quarantine(dir, *file, limit, reason) {
             Ok(dest) => {
-                telemetry.incr_line(line_id, "xray.quarantined");
-                telemetry.incr_line(line_id, &format!("xray.quarantined.{kind}"));
+                telemetry.incr_line(line_id, LineCounter::XrayQuarantined(kind));
                 let to =
                     dest.map_or_else(|| "(reason only)".to_owned(), |d| d.display().to_string());
                 tracing::warn!(line = line_id, file = %file.path.display(), %to, %kind, %reason, "X-ray file quarantined");
             }
             Err(e) => {
-                telemetry.incr_line(line_id, "xray.quarantine_errors");
+                telemetry.incr_line(line_id, LineCounter::XrayQuarantineErrors);
                 tracing::error!(line = line_id, file = %file.path.display(), error = %e, %reason, "cannot quarantine an X-ray file");
             }
         }

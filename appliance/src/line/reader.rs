@@ -4,7 +4,7 @@
 
 use super::waybill::{parse_record, today, Framed, Framer, Framing};
 use super::LineInput;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Device, LineCounter, Link, Telemetry};
 use anyhow::Context;
 use std::time::Instant;
 use tokio::io::AsyncReadExt;
@@ -45,7 +45,7 @@ pub async fn session(
     telemetry: &Telemetry,
 ) -> anyhow::Result<()> {
     let mut framer = Framer::new(framing);
-    let device = format!("{line_id}.reader");
+    let device = Link::line(line_id, Device::Reader);
     let mut buf = [0u8; 1024];
     loop {
         let n = port
@@ -61,7 +61,7 @@ pub async fn session(
             match item {
                 Framed::Record(text) => match parse_record(&text, today()) {
                     Ok(record) => {
-                        telemetry.incr_line(line_id, "reader.records");
+                        telemetry.incr_line(line_id, LineCounter::ReaderRecords);
                         if out
                             .send(LineInput::Read(Box::new(record), Instant::now()))
                             .await
@@ -71,12 +71,12 @@ pub async fn session(
                         }
                     }
                     Err(e) => {
-                        telemetry.incr_line(line_id, "reader.bad_payload");
+                        telemetry.incr_line(line_id, LineCounter::ReaderBadPayloads);
                         tracing::warn!(line = line_id, error = %e, "waybill record dropped");
                     }
                 },
                 Framed::Dropped(e) => {
-                    telemetry.incr_line(line_id, "reader.framing_errors");
+                    telemetry.incr_line(line_id, LineCounter::ReaderFramingErrors);
                     tracing::warn!(line = line_id, error = %e, "waybill reader framing error");
                 }
             }
@@ -87,7 +87,7 @@ pub async fn session(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::line::serial::Link;
+    use crate::telemetry::{Counter, LinkId};
     use screenline_emulator::pty::Pty;
     use std::io::Write;
     use std::sync::Arc;
@@ -120,8 +120,9 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(16);
 
         // No device yet: the link waits, down.
-        let link = Link::new(
-            "L1.reader".into(),
+        let reader = Link::line("L1", Device::Reader);
+        let link = crate::line::serial::Link::new(
+            LinkId::new("L1", Device::Reader),
             name.clone(),
             9600,
             telemetry.clone(),
@@ -129,13 +130,13 @@ mod tests {
         );
         let task = tokio::spawn(run("L1".into(), link, Framing::Line, tx, telemetry.clone()));
         until("the link reported down", || {
-            telemetry.links().get("L1.reader").is_some_and(|l| !l.up)
+            telemetry.link_state(&reader).is_some_and(|l| !l.up)
         })
         .await;
 
         let pty = Pty::open().expect("pty");
         std::os::unix::fs::symlink(pty.slave_path(), &name).expect("symlink");
-        until("the link up", || telemetry.link_up("L1.reader")).await;
+        until("the link up", || telemetry.link_up(&reader)).await;
         let mut master = pty.master().expect("master");
         master.write_all(b"SF1000000000001\r\n").expect("write");
         assert_eq!(next_read(&mut rx).await, "SF1000000000001");
@@ -144,18 +145,19 @@ mod tests {
         drop(master);
         pty.hang_up();
         std::fs::remove_file(&name).expect("unlink");
-        until("the link down", || !telemetry.link_up("L1.reader")).await;
-        assert_eq!(telemetry.get("L1.reader.disconnects"), 1);
-        let detail = telemetry.links()["L1.reader"].detail.clone();
+        until("the link down", || !telemetry.link_up(&reader)).await;
+        let count = |c| telemetry.get(Counter::line("L1", c));
+        assert_eq!(count(LineCounter::SerialDisconnects(Device::Reader)), 1);
+        let detail = telemetry.links()[&reader].detail.clone();
         assert!(detail.contains("L1-reader"), "{detail}");
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert!(!telemetry.link_up("L1.reader"));
+        assert!(!telemetry.link_up(&reader));
 
         // Replug: a new device node behind the same name.
         let pty = Pty::open().expect("pty");
         std::os::unix::fs::symlink(pty.slave_path(), &name).expect("symlink");
-        until("the link up again", || telemetry.link_up("L1.reader")).await;
-        assert_eq!(telemetry.get("L1.reader.opens"), 2);
+        until("the link up again", || telemetry.link_up(&reader)).await;
+        assert_eq!(count(LineCounter::SerialOpens(Device::Reader)), 2);
         let mut master = pty.master().expect("master");
         master.write_all(b"SF1000000000002\r\n").expect("write");
         assert_eq!(next_read(&mut rx).await, "SF1000000000002");

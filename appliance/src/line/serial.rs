@@ -1,8 +1,8 @@
 //! A serial link that survives unplugging: opens the port by its configured (udev) name and,
 //! after each session ends — a read of zero bytes, an I/O error — reopens it with backoff.
-//! The link's state is kept in telemetry under its name.
+//! The link's state is kept in telemetry under its [`LinkId`].
 
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Counter, LineCounter, LinkId, Telemetry};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 /// while let Some(port) = link.open().await { let r = session(port).await; link.closed(r); }
 /// ```
 pub struct Link {
-    name: String,
+    id: LinkId,
     path: PathBuf,
     baud: u32,
     telemetry: Arc<Telemetry>,
@@ -31,16 +31,16 @@ pub struct Link {
 }
 
 impl Link {
-    /// A link named `name` (e.g. `L1.reader`) on `path`.
+    /// The link of device `id` (e.g. `L1.reader`) on `path`.
     pub fn new(
-        name: String,
+        id: LinkId,
         path: PathBuf,
         baud: u32,
         telemetry: Arc<Telemetry>,
         shutdown: CancellationToken,
     ) -> Link {
         Link {
-            name,
+            id,
             path,
             baud,
             telemetry,
@@ -66,13 +66,13 @@ impl Link {
             match tokio_serial::new(self.path.to_string_lossy(), self.baud).open_native_async() {
                 Ok(port) => {
                     self.telemetry
-                        .link(&self.name, true, format!("{} open", self.path.display()));
-                    self.telemetry.incr(&format!("{}.opens", self.name));
+                        .link(self.link(), true, format!("{} open", self.path.display()));
+                    self.count(LineCounter::SerialOpens(self.id.device));
                     self.opened = Some(std::time::Instant::now());
                     return Some(port);
                 }
                 Err(e) => self.telemetry.link(
-                    &self.name,
+                    self.link(),
                     false,
                     format!(
                         "cannot open {}: {e}; retrying every {} ms at most",
@@ -94,11 +94,19 @@ impl Link {
             Ok(()) => format!("{} closed by the device", self.path.display()),
             Err(e) => format!("{}: {e:#}", self.path.display()),
         };
-        self.telemetry.incr(&format!("{}.disconnects", self.name));
-        self.telemetry.link(&self.name, false, detail);
+        self.count(LineCounter::SerialDisconnects(self.id.device));
+        self.telemetry.link(self.link(), false, detail);
         if healthy {
             self.backoff = BACKOFF_MIN;
         }
+    }
+
+    fn link(&self) -> crate::telemetry::Link {
+        crate::telemetry::Link::Line(self.id.clone())
+    }
+
+    fn count(&self, c: LineCounter) {
+        self.telemetry.incr(Counter::line(&self.id.line, c));
     }
 
     /// The shutdown token, for sessions to select on.

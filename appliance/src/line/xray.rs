@@ -24,7 +24,7 @@ use super::image::{limits, Evidence, MAX_IMAGE_BYTES, MAX_PIXELS_SIDE};
 use super::quarantine::{quarantine_files, Refused};
 use super::LineInput;
 use crate::domain::{WaybillNo, XrayScan};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Device, LineCounter, Link, Telemetry};
 use image::{ColorType, ImageDecoder, ImageFormat};
 use notify::{EventKind, RecursiveMode, Watcher};
 use serde::Deserialize;
@@ -108,7 +108,7 @@ impl XrayPolicy {
             }
         };
         if !self.keeps_images() {
-            telemetry.incr("xray.deleted");
+            telemetry.incr_line(line_id, LineCounter::XrayDeleted);
         }
         for (path, file) in scan_files(scan).zip(evidence.files()) {
             if !remove_if_same(path, &file.id)? {
@@ -355,7 +355,8 @@ impl Intake {
             return None;
         }
         self.taken.insert(path.clone(), seen);
-        self.telemetry.incr("xray.files");
+        self.telemetry
+            .incr_line(&self.line_id, LineCounter::XrayFiles);
         let (file, id) = match open_regular(&path, MAX_IMAGE_BYTES) {
             Ok(f) => f,
             Err(e) if e.is_gone() => return None,
@@ -501,7 +502,7 @@ impl Intake {
         for (path, id) in stale {
             self.sidecars.remove(&path);
             self.telemetry
-                .incr_line(&self.line_id, "xray.orphan_sidecars");
+                .incr_line(&self.line_id, LineCounter::XrayOrphanSidecars);
             let (bytes, why) = match read_regular(&path, MAX_SIDECAR_BYTES) {
                 Ok((b, read)) if read == id => (Some(b), None),
                 Ok(_) => continue, // rewritten since the rescan: a new sidecar
@@ -560,7 +561,7 @@ impl Intake {
         self.sidecars.remove(&sidecar);
         let telemetry = self.telemetry.clone();
         let bad = |what: &str, e: &dyn std::fmt::Display| {
-            telemetry.incr_line(&self.line_id, "xray.bad_sidecars");
+            telemetry.incr_line(&self.line_id, LineCounter::XrayBadSidecars);
             tracing::warn!(line = %self.line_id, file = %sidecar.display(), error = %e, "sidecar {what}");
         };
         let (bytes, id) = match read_regular(&sidecar, MAX_SIDECAR_BYTES) {
@@ -605,7 +606,7 @@ pub async fn watch(
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
 ) {
-    let link = format!("{line_id}.xray");
+    let link = Link::line(&line_id, Device::Xray);
     let (tx, mut events) = mpsc::channel::<PathBuf>(1024);
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
@@ -627,12 +628,12 @@ pub async fn watch(
     let _watcher = match watcher {
         Ok(mut w) => match w.watch(&dir, RecursiveMode::NonRecursive) {
             Ok(()) => {
-                telemetry.link(&link, true, format!("watching {}", dir.display()));
+                telemetry.link(link.clone(), true, format!("watching {}", dir.display()));
                 Some(w)
             }
             Err(e) => {
                 telemetry.link(
-                    &link,
+                    link.clone(),
                     false,
                     format!("cannot watch {}: {e}; rescanning only", dir.display()),
                 );
@@ -654,13 +655,13 @@ pub async fn watch(
             _ = rescan.tick() => {
                 match list_folder(&dir, &mut sizes) {
                     Ok((files, sidecars)) => {
-                        telemetry.link(&link, true, format!("watching {}", dir.display()));
+                        telemetry.link(link.clone(), true, format!("watching {}", dir.display()));
                         let present: HashSet<PathBuf> =
                             sizes.keys().chain(&files).cloned().collect();
                         (files, Some((sidecars, present)))
                     }
                     Err(e) => {
-                        telemetry.link(&link, false, format!("cannot read {}: {e}", dir.display()));
+                        telemetry.link(link.clone(), false, format!("cannot read {}: {e}", dir.display()));
                         (Vec::new(), None)
                     }
                 }
@@ -687,7 +688,7 @@ pub async fn watch(
         };
         intake = back;
         for scan in scans {
-            telemetry.incr_line(&line_id, "xray.images");
+            telemetry.incr_line(&line_id, LineCounter::XrayImages);
             telemetry.seen(&link);
             if out
                 .send(LineInput::Image(scan, Instant::now()))
@@ -828,6 +829,16 @@ mod tests {
         bytes
     }
 
+    /// Line L1's counter `c`.
+    fn count(t: &Telemetry, c: LineCounter) -> u64 {
+        t.get(crate::telemetry::Counter::line("L1", c))
+    }
+
+    /// Line L1's files quarantined as `kind`.
+    fn quarantined(t: &Telemetry, kind: &'static str) -> u64 {
+        count(t, LineCounter::XrayQuarantined(kind))
+    }
+
     fn intake(dir: &Dir) -> Intake {
         Intake::new(
             "L1".into(),
@@ -960,10 +971,10 @@ mod tests {
         intake.expire_pairs(Instant::now() + Duration::from_millis(150));
         assert!(reason(&dir, "rgb.low.png").contains("high-energy half rgb.high.* did not arrive"));
         let t = &intake.telemetry;
-        assert_eq!(t.get("xray.quarantined"), 10);
-        assert_eq!(t.get("xray.quarantined.too_many_pixels"), 2);
-        assert_eq!(t.get("xray.quarantined.lone_half"), 1);
-        assert_eq!(t.get("xray.quarantined.mismatched_pair"), 2);
+        assert_eq!(t.counters().to_map()["xray.quarantined"], 10);
+        assert_eq!(quarantined(t, "too_many_pixels"), 2);
+        assert_eq!(quarantined(t, "lone_half"), 1);
+        assert_eq!(quarantined(t, "mismatched_pair"), 2);
         assert_eq!(
             std::fs::read_dir(&d).expect("drop").count(),
             0,
@@ -1037,9 +1048,9 @@ mod tests {
             0,
             "nothing left behind"
         );
-        assert_eq!(t.get("xray.deleted"), 1);
+        assert_eq!(count(&t, LineCounter::XrayDeleted), 1);
         assert_eq!(std::fs::read_dir(&images).expect("images").count(), 2);
-        assert_eq!(t.get("xray.quarantined.unreadable"), 2);
+        assert_eq!(quarantined(&t, "unreadable"), 2);
     }
 
     #[tokio::test]
@@ -1115,7 +1126,7 @@ mod tests {
         let link_is = |up: bool| {
             let t = telemetry.clone();
             async move {
-                while t.link_up("L1.xray") != up {
+                while t.link_up(&Link::line("L1", Device::Xray)) != up {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
@@ -1136,7 +1147,7 @@ mod tests {
         std::fs::rename(d.join(".s9.png.part"), d.join("s9.png")).expect("rename");
         let scan = next_image(&mut rx).await;
         assert_eq!(scan.scan_id, "s9");
-        assert!(telemetry.link_up("L1.xray"));
+        assert!(telemetry.link_up(&Link::line("L1", Device::Xray)));
         shutdown.cancel();
         task.await.expect("watcher");
     }
@@ -1194,14 +1205,14 @@ mod tests {
             "the names are gone"
         );
         let t = &intake.telemetry;
-        assert_eq!(t.get("xray.quarantined.symlink"), 2);
-        assert_eq!(t.get("xray.quarantined.not_regular"), 2);
-        assert_eq!(t.get("xray.quarantined.too_large"), 1);
+        assert_eq!(quarantined(t, "symlink"), 2);
+        assert_eq!(quarantined(t, "not_regular"), 2);
+        assert_eq!(quarantined(t, "too_large"), 1);
     }
 
     #[test]
     fn a_reused_name_is_a_new_file() {
-        let (dir, d, mut intake) = fresh_intake("reuse");
+        let (_dir, d, mut intake) = fresh_intake("reuse");
         drop_file(&d, "s.png", &png_bytes(1));
         assert!(intake.take(d.join("s.png")).is_some());
         assert!(
@@ -1240,7 +1251,7 @@ mod tests {
             assert!(reason(&dir, &format!("{id}.json")).contains("content not kept"));
         }
         assert!(reason(&dir, "b.json").contains("over the 4096-byte limit"));
-        assert_eq!(intake.telemetry.get("xray.bad_sidecars"), 3);
+        assert_eq!(count(&intake.telemetry, LineCounter::XrayBadSidecars), 3);
         assert_eq!(
             std::fs::read_dir(dir.quarantine()).expect("q").count(),
             3,
@@ -1267,7 +1278,7 @@ mod tests {
             std::fs::read(dir.quarantine().join("s7.json")).expect("kept"),
             br#"{"waybill":"SF7777777777777"}"#
         );
-        assert_eq!(intake.telemetry.get("xray.quarantined.orphan_sidecar"), 1);
+        assert_eq!(quarantined(&intake.telemetry, "orphan_sidecar"), 1);
         // The scan id used again later picks up no stale waybill.
         drop_file(&d, "s7.png", &png_bytes(5));
         assert_eq!(intake.take(d.join("s7.png")).expect("image").waybill, None);

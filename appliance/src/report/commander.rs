@@ -8,7 +8,7 @@ use super::commands::{self, Command, Refusal, Verified, Verifier};
 use super::{EVIDENCE_SCAN, MAX_PACKET};
 use crate::screen::Screener;
 use crate::store::owner::StoreHandle;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Counter, Link, Telemetry};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -95,10 +95,11 @@ impl Commander {
     }
 
     /// Counts a command's outcome, in telemetry and durably for the statistics.
-    async fn count(&self, name: &str) {
-        self.telemetry.incr(name);
-        if let Err(e) = self.store.count(name).await {
-            tracing::error!(error = %e, counter = name, "not counted in the store");
+    async fn count(&self, counter: Counter) {
+        self.telemetry.incr(counter.clone());
+        let key = counter.key();
+        if let Err(e) = self.store.count(counter).await {
+            tracing::error!(error = %e, counter = %key, "not counted in the store");
         }
     }
 
@@ -156,14 +157,14 @@ impl Commander {
         let mut publish = Vec::new();
         let (ok, message) = match outcome {
             Ok((message, extra)) => {
-                self.count("cmd.accepted").await;
+                self.count(Counter::CommandsAccepted).await;
                 tracing::info!(command = %commands::audit_name(&name), nonce = ?claimed.nonce, "regulator command applied: {message}");
                 publish.extend(extra);
                 (true, message)
             }
             Err(r) => {
-                self.count("cmd.refused").await;
-                self.telemetry.incr(&format!("cmd.refused.{}", r.key()));
+                self.count(Counter::CommandsRefused).await;
+                self.telemetry.incr(Counter::CommandsRefusedBy(r.key()));
                 tracing::warn!(command = %commands::audit_name(&name), nonce = ?claimed.nonce, why = r.key(), "regulator command refused: {r}");
                 (false, format!("refused ({}): {r}", r.key()))
             }
@@ -175,7 +176,7 @@ impl Commander {
             .audit("regulator", &action, target, &message)
             .await
         {
-            self.telemetry.incr("cmd.audit_errors");
+            self.telemetry.incr(Counter::CommandAuditErrors);
             tracing::error!(error = %e, "regulator command not audited");
         }
         publish.insert(0, (answer_topic, commands::result(&claimed, ok, &message)));
@@ -189,8 +190,8 @@ impl Commander {
     /// store's counters and the audit log at most once per reason per minute, with how many
     /// came since (a flood of forged commands costs the disk nothing).
     async fn refused_unverified(&mut self, key: &'static str, n: u64, message: &str) {
-        self.telemetry.add("cmd.refused", n);
-        self.telemetry.add(&format!("cmd.refused.{key}"), n);
+        self.telemetry.add(Counter::CommandsRefused, n);
+        self.telemetry.add(Counter::CommandsRefusedBy(key), n);
         self.sample(key, n, message).await;
     }
 
@@ -225,12 +226,12 @@ impl Commander {
         let result = self
             .store
             .write(move |s| {
-                s.count_by("cmd.refused", n)?;
+                s.count_by(&Counter::CommandsRefused, n)?;
                 s.audit("unverified", &action, "-", &detail)
             })
             .await;
         if let Err(e) = result {
-            self.telemetry.incr("cmd.audit_errors");
+            self.telemetry.incr(Counter::CommandAuditErrors);
             tracing::error!(error = %e, "refused commands not audited");
         }
     }
@@ -252,7 +253,7 @@ impl Commander {
                 let (version, entries) = (list.version.clone(), list.len());
                 let old = self.screener.set_watchlist(list);
                 self.telemetry.link(
-                    "watchlist",
+                    Link::Watchlist,
                     true,
                     format!("version {version} ({entries} entries)"),
                 );

@@ -19,7 +19,7 @@ pub mod stats;
 use crate::screen::Screener;
 use crate::store::owner::StoreHandle;
 use crate::supervise::Stage;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Counter, Gauge, Link, Telemetry};
 use commander::{Answer, Commander};
 use commands::Verifier;
 use config::{parse_broker_url, FeedConfig};
@@ -221,8 +221,8 @@ impl Feed {
             else {
                 return;
             };
-            self.telemetry.incr("feed.connection_errors");
-            self.telemetry.link("broker", false, error);
+            self.telemetry.incr(Counter::FeedConnectionErrors);
+            self.telemetry.link(Link::Broker, false, error);
             let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
             tokio::select! {
                 _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
@@ -256,13 +256,27 @@ impl Feed {
         let mut stopping = false;
         let stop_deadline = tokio::time::sleep(Duration::from_secs(86_400 * 365));
         tokio::pin!(stop_deadline);
-        // A link going down or up (a reader unplugged) is published in the status at once.
-        let mut links_seen = 0;
-        let mut link_check = tokio::time::interval(Duration::from_millis(500));
+        // A link going down or up (a reader unplugged) is published in the status at once;
+        // a status rumqttc had no room for goes out with the next event.
+        let mut links = self.telemetry.watch_links();
+        let mut status_due = false;
         loop {
             self.telemetry
-                .set("feed.backlog", self.store.outbox_len() as u64);
+                .set(Gauge::FeedBacklog, self.store.outbox_len() as u64);
             if connected && !stopping {
+                if status_due
+                    && client
+                        .try_publish(
+                            &status_topic,
+                            QoS::AtLeastOnce,
+                            true,
+                            payload::status("online", &self.telemetry),
+                        )
+                        .is_ok()
+                {
+                    status_due = false;
+                    queued.push_back(InFlight::Status);
+                }
                 while let Some((topic, body)) = control.front() {
                     if client
                         .try_publish(topic.clone(), QoS::AtLeastOnce, false, body.clone())
@@ -287,9 +301,11 @@ impl Feed {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         connected = true;
                         *backoff = BACKOFF_MIN;
-                        self.telemetry.link("broker", true, "connected");
+                        self.telemetry.link(Link::Broker, true, "connected");
                         let state = if stopping { "stopped" } else { "online" };
-                        links_seen = self.telemetry.get("links.changes");
+                        // The status published now shows every link as it is.
+                        links.mark_unchanged();
+                        status_due = false;
                         // A clean session forgets subscriptions: subscribe on every ConnAck.
                         if let Err(e) = client.try_subscribe(format!("{cmd_prefix}+"), QoS::AtLeastOnce) {
                             tracing::error!(error = %e, "cannot subscribe to regulator commands");
@@ -311,7 +327,7 @@ impl Feed {
                             outstanding.remove(&key);
                             let k = key.clone();
                             match self.store.update(move |s| s.ack(&k)).await {
-                                Ok(true) => self.telemetry.incr("feed.reports_acked"),
+                                Ok(true) => self.telemetry.incr(Counter::FeedReportsAcked),
                                 Ok(false) => {}
                                 Err(e) => tracing::error!(error = %e, "cannot clear an acknowledged report; it will be sent again"),
                             }
@@ -320,7 +336,7 @@ impl Feed {
                             outstanding_stats.remove(&key);
                             let k = key.clone();
                             match self.store.update(move |s| s.ack_stats(&k)).await {
-                                Ok(true) => self.telemetry.incr("feed.stats_acked"),
+                                Ok(true) => self.telemetry.incr(Counter::FeedStatsAcked),
                                 Ok(false) => {}
                                 Err(e) => tracing::error!(error = %e, "cannot clear acknowledged statistics; they will be sent again"),
                             }
@@ -336,8 +352,8 @@ impl Feed {
                             // longer, and only a known one is ever echoed.
                             let name: String = name.chars().take(32).collect();
                             if commands.queue.try_send((name.clone(), p.payload.to_vec())).is_err() {
-                                self.telemetry.incr("cmd.refused");
-                                self.telemetry.incr("cmd.refused.busy");
+                                self.telemetry.incr(Counter::CommandsRefused);
+                                self.telemetry.incr(Counter::CommandsRefusedBy("busy"));
                                 commands.busy.fetch_add(1, Ordering::Relaxed);
                                 if control.len() < CONTROL_MAX {
                                     let claimed = commands::Claimed {
@@ -366,23 +382,17 @@ impl Feed {
                             if a.verified || control.len() < CONTROL_MAX {
                                 control.push_back(m);
                             } else {
-                                self.telemetry.incr("cmd.answers_dropped");
+                                self.telemetry.incr(Counter::CommandAnswersDropped);
                             }
                         }
                     }
                     None => panic!("the command worker ended while the feed ran"),
                 },
                 _ = self.wake.notified(), if connected && !stopping => {}
-                _ = link_check.tick(), if connected && !stopping => {
-                    let changes = self.telemetry.get("links.changes");
-                    if changes != links_seen
-                        && client
-                            .try_publish(&status_topic, QoS::AtLeastOnce, true, payload::status("online", &self.telemetry))
-                            .is_ok()
-                    {
-                        links_seen = changes;
-                        queued.push_back(InFlight::Status);
-                    }
+                Ok(()) = links.changed(), if connected && !stopping => {
+                    links.mark_unchanged();
+                    // Published at the top of the loop.
+                    status_due = true;
                 }
                 _ = shutdown.cancelled(), if !stopping => {
                     stopping = true;
@@ -407,7 +417,7 @@ impl Feed {
     /// Notes the broker as heard from when it sent something.
     fn heard(&self, ev: &Event) {
         if let Event::Incoming(_) = ev {
-            self.telemetry.seen("broker");
+            self.telemetry.seen(&Link::Broker);
         }
     }
 

@@ -4,7 +4,7 @@
 use crate::domain::Decision;
 use crate::record::{FlaggedReport, ReportEvidence};
 use crate::screen::Screened;
-use crate::telemetry::{LinkState, Telemetry};
+use crate::telemetry::{Gauge, Link as LinkName, LinkState, Telemetry};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -20,7 +20,7 @@ pub fn status(state: &str, telemetry: &Telemetry) -> Vec<u8> {
         #[serde(with = "crate::time_fmt::rfc3339")]
         at: SystemTime,
         version: &'static str,
-        links: BTreeMap<String, Link>,
+        links: BTreeMap<LinkName, Link>,
         backlog: u64,
     }
     /// A link as the contract shows it (no more: `since` stays on the appliance).
@@ -42,7 +42,7 @@ pub fn status(state: &str, telemetry: &Telemetry) -> Vec<u8> {
                 (name, Link { up, detail })
             })
             .collect(),
-        backlog: telemetry.get("feed.backlog"),
+        backlog: telemetry.gauge(Gauge::FeedBacklog),
     })
     .unwrap_or_default()
 }

@@ -8,9 +8,10 @@
 //! counters are kept in the store (parcels' with their records), and so is where the last
 //! queued period ended: after a crash the next period starts there and misses nothing.
 
-use crate::store::counters::{is_durable, StatsMark};
+use crate::domain::{Category, Decision, Finding, ReasonCode};
+use crate::store::counters::StatsMark;
 use crate::store::owner::StoreHandle;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Counter, Telemetry};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,24 +25,22 @@ pub fn stats_payload(
     appliance_id: &str,
     from: SystemTime,
     to: SystemTime,
-    before: &BTreeMap<String, u64>,
-    after: &BTreeMap<String, u64>,
+    before: &BTreeMap<Counter, u64>,
+    after: &BTreeMap<Counter, u64>,
 ) -> StatsPayload {
-    let delta = |name: &str| -> u64 {
+    let delta = |c: Counter| -> u64 {
         after
-            .get(name)
+            .get(&c)
             .copied()
             .unwrap_or(0)
-            .saturating_sub(before.get(name).copied().unwrap_or(0))
+            .saturating_sub(before.get(&c).copied().unwrap_or(0))
     };
-    let by_prefix = |prefix: &str| -> BTreeMap<String, u64> {
-        after
-            .keys()
-            .filter_map(|k| k.strip_prefix(prefix).map(|rest| (k, rest)))
-            .filter_map(|(k, rest)| {
-                let d = delta(k);
-                (d > 0).then(|| (rest.to_owned(), d))
-            })
+    // Only what occurred in the period, by its key on the wire.
+    let occurred = |counts: Vec<(&'static str, u64)>| -> BTreeMap<String, u64> {
+        counts
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| (k.to_owned(), n))
             .collect()
     };
     StatsPayload {
@@ -51,22 +50,32 @@ pub fn stats_payload(
         from,
         to,
         parcels: ParcelCounts {
-            screened: delta("parcels.decided"),
-            cleared: delta("parcels.clear"),
-            flagged: delta("parcels.flag"),
-            manual: delta("parcels.manual"),
-            no_read: delta("reasons.no_read"),
-            no_image: delta("reasons.no_image"),
+            screened: delta(Counter::ParcelsDecided),
+            cleared: delta(Counter::Decided(Decision::Clear)),
+            flagged: delta(Counter::Decided(Decision::Flag)),
+            manual: delta(Counter::Decided(Decision::Manual)),
+            no_read: delta(Counter::Reason(ReasonCode::NoRead)),
+            no_image: delta(Counter::Reason(ReasonCode::NoImage)),
         },
-        flagged_by_reason: by_prefix("flagged.reason."),
-        flagged_by_category: by_prefix("flagged.category."),
+        flagged_by_reason: occurred(
+            ReasonCode::ALL
+                .iter()
+                .map(|r| (r.key(), delta(Counter::FlaggedReason(*r))))
+                .collect(),
+        ),
+        flagged_by_category: occurred(
+            Category::ALL
+                .iter()
+                .map(|c| (c.key(), delta(Counter::FlaggedCategory(*c))))
+                .collect(),
+        ),
         reviews: ReviewCounts {
-            confirmed: delta("reviews.confirmed"),
-            cleared: delta("reviews.cleared"),
+            confirmed: delta(Counter::Review(Finding::Confirmed)),
+            cleared: delta(Counter::Review(Finding::Cleared)),
         },
         commands: CommandCounts {
-            accepted: delta("cmd.accepted"),
-            refused: delta("cmd.refused"),
+            accepted: delta(Counter::CommandsAccepted),
+            refused: delta(Counter::CommandsRefused),
         },
     }
 }
@@ -115,14 +124,6 @@ pub struct CommandCounts {
     pub refused: u64,
 }
 
-/// The counters statistics are made of (those the store keeps).
-fn durable(all: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-    all.iter()
-        .filter(|(k, _)| is_durable(k))
-        .map(|(k, v)| (k.clone(), *v))
-        .collect()
-}
-
 /// Queues a statistics message every `period` until `shutdown`, then one last one for the
 /// period cut short.
 pub async fn run(
@@ -138,10 +139,10 @@ pub async fn run(
     // next period starts exactly there, and the counters (kept too) count all it holds.
     let (mut from, mut before) = match store.read(|s| s.stats_mark()).await {
         Ok(Some(mark)) => (mark.at(), mark.counters),
-        Ok(None) => (SystemTime::now(), durable(&telemetry.counters())),
+        Ok(None) => (SystemTime::now(), telemetry.counters().durable()),
         Err(e) => {
             tracing::error!(error = %e, "statistics mark unreadable; statistics start now");
-            (SystemTime::now(), durable(&telemetry.counters()))
+            (SystemTime::now(), telemetry.counters().durable())
         }
     };
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -153,7 +154,7 @@ pub async fn run(
             _ = shutdown.cancelled() => true,
         };
         let to = SystemTime::now();
-        let after = durable(&telemetry.counters());
+        let after = telemetry.counters().durable();
         let body = stats_payload(&site_id, &appliance_id, from, to, &before, &after);
         match serde_json::to_vec(&body) {
             Ok(bytes) => {
@@ -172,11 +173,11 @@ pub async fn run(
                     .await
                 {
                     Ok(()) => {
-                        telemetry.incr("feed.stats_queued");
+                        telemetry.incr(Counter::FeedStatsQueued);
                         wake.notify_one();
                     }
                     Err(e) => {
-                        telemetry.incr("feed.stats_errors");
+                        telemetry.incr(Counter::FeedStatsErrors);
                         tracing::error!(error = %e, "statistics not queued; the next period carries on");
                     }
                 }
@@ -197,22 +198,22 @@ mod tests {
 
     #[test]
     fn a_period_counts_only_its_own_parcels() {
-        let before: BTreeMap<String, u64> = [
-            ("parcels.decided", 10),
-            ("parcels.flag", 2),
-            ("flagged.reason.counterfeit_suspected", 2),
+        let counterfeit = Counter::FlaggedReason(ReasonCode::CounterfeitSuspected);
+        let before: BTreeMap<Counter, u64> = [
+            (Counter::ParcelsDecided, 10),
+            (Counter::Decided(Decision::Flag), 2),
+            (counterfeit.clone(), 2),
         ]
         .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let mut after = before.clone();
-        after.insert("parcels.decided".into(), 15);
-        after.insert("parcels.flag".into(), 4);
-        after.insert("parcels.clear".into(), 3);
-        after.insert("flagged.reason.counterfeit_suspected".into(), 3);
-        after.insert("flagged.reason.watchlisted_sender".into(), 1);
-        after.insert("flagged.category.electronics".into(), 2);
-        after.insert("reviews.confirmed".into(), 1);
+        after.insert(Counter::ParcelsDecided, 15);
+        after.insert(Counter::Decided(Decision::Flag), 4);
+        after.insert(Counter::Decided(Decision::Clear), 3);
+        after.insert(counterfeit, 3);
+        after.insert(Counter::FlaggedReason(ReasonCode::WatchlistedSender), 1);
+        after.insert(Counter::FlaggedCategory(Category::Electronics), 2);
+        after.insert(Counter::Review(Finding::Confirmed), 1);
         let now = SystemTime::now();
         let v = stats_payload("S", "A", now, now, &before, &after);
         let p = &v.parcels;
@@ -242,16 +243,16 @@ mod tests {
                 .duration_since(std::time::UNIX_EPOCH)
                 .expect("after 1970")
                 .as_millis() as u64,
-            counters: [("parcels.decided".to_owned(), 5)].into_iter().collect(),
+            counters: [(Counter::ParcelsDecided, 5)].into_iter().collect(),
         };
         store.set_stats_mark(&mark).expect("mark");
         for _ in 0..8 {
-            store.count("parcels.decided").expect("count");
+            store.count(&Counter::ParcelsDecided).expect("count");
         }
         // After the restart: counters come back from the store, as Appliance::start does.
         let telemetry = Arc::new(Telemetry::default());
-        for (k, v) in store.durable_counters().expect("counters") {
-            telemetry.add(&k, v);
+        for (c, n) in store.durable_counters().expect("counters") {
+            telemetry.add(c, n);
         }
         let store = StoreHandle::start(store, &dir).expect("store thread");
         let shutdown = CancellationToken::new();
@@ -284,7 +285,7 @@ mod tests {
             .await
             .expect("read")
             .expect("mark");
-        assert_eq!(next.counters["parcels.decided"], 8);
+        assert_eq!(next.counters[&Counter::ParcelsDecided], 8);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -42,7 +42,7 @@ pub fn load_rules(
 use crate::domain::{Category, Decision, Parcel, Reason, ReasonCode, Scores};
 use crate::line::image::load_scan;
 pub use crate::line::image::{Evidence, ScanFile};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Gauge, Link, Telemetry};
 use model::{Model, ModelInfo};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -429,15 +429,15 @@ fn stage_threads(
                     Err(_) => break,
                 }
             }
-            telemetry.set("screen.last_batch", batch.len() as u64);
+            telemetry.set(Gauge::ScreenLastBatch, batch.len() as u64);
             let oldest = batch[0].0;
             let results = screener.screen_loaded(batch.into_iter().map(|(_, p)| p).collect());
             telemetry.set(
-                "screen.last_latency_us",
+                Gauge::ScreenLastLatencyMicros,
                 u64::try_from(oldest.elapsed().as_micros()).unwrap_or(u64::MAX),
             );
             if results.iter().any(|s| s.scores.is_some()) {
-                telemetry.seen("model");
+                telemetry.seen(&Link::Model);
             }
             for s in results {
                 if screened.blocking_send(s).is_err() {

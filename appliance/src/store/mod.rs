@@ -148,9 +148,9 @@ pub struct Commit {
     pub report: Option<(String, String, Vec<u8>)>,
     /// The waybill to index the record under, if it has one.
     pub waybill: Option<String>,
-    /// The counters this record adds to (`parcels.decided`, `reasons.…`): added in the same
+    /// The counters this record adds to (the regulator's statistics): added in the same
     /// transaction, once per record key however often the record is committed.
-    pub counts: Vec<String>,
+    pub counts: Vec<crate::telemetry::Counter>,
 }
 
 /// Whether an error from sled's open means the files are unreadable (so that moving them
@@ -386,7 +386,7 @@ impl Store {
                 c.record.to_vec(),
                 entry,
                 index,
-                c.counts.join("\n"),
+                counters::encode_counts(&c.counts),
             ));
         }
         let added = (

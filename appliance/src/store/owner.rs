@@ -179,9 +179,8 @@ impl StoreHandle {
     }
 
     /// Adds one to a kept counter, durably.
-    pub async fn count(&self, name: &str) -> Result<(), StoreError> {
-        let name = name.to_owned();
-        self.write(move |s| s.count(&name)).await
+    pub async fn count(&self, counter: crate::telemetry::Counter) -> Result<(), StoreError> {
+        self.write(move |s| s.count(&counter)).await
     }
 
     /// The split-shipment ledger, kept in the store and updated through this thread.

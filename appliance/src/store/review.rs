@@ -7,25 +7,7 @@ use crate::domain::Decision;
 use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
 
-/// What the operator found after opening the parcel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Finding {
-    /// The suspicion holds (e.g. counterfeit goods found).
-    Confirmed,
-    /// Nothing wrong: the parcel goes on.
-    Cleared,
-}
-
-impl Finding {
-    /// The key used in counters, the API and stats.
-    pub fn key(self) -> &'static str {
-        match self {
-            Finding::Confirmed => "confirmed",
-            Finding::Cleared => "cleared",
-        }
-    }
-}
+pub use crate::domain::Finding;
 
 /// One review of one decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
