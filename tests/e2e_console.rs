@@ -127,7 +127,6 @@ fn an_operator_confirms_a_live_flagged_parcel_and_the_audit_shows_it() {
     page.wait_for(&row, long, "the audit log in English");
     page.screenshot("07-audit-en");
 
-    drop(page);
     drop(browser);
     assert!(
         demo.interrupt(Duration::from_secs(30)),
@@ -487,7 +486,6 @@ fn open_redirects_stay_on_the_console_in_a_browser() {
     let url = page.url();
     assert!(url.starts_with(&base) && !url.contains("evil"), "{url}");
     page.screenshot("after-login");
-    drop(page);
     drop(browser);
     t.stop();
 }
