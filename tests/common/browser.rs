@@ -221,6 +221,11 @@ impl Browser {
         }
     }
 
+    /// The process group of chromedriver and every Chromium process it started.
+    pub fn process_group(&self) -> u32 {
+        self.driver.child.id()
+    }
+
     /// The browser's page (its one window).
     pub fn page(&self) -> Page<'_> {
         Page { browser: self }
