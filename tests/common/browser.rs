@@ -52,13 +52,18 @@ const COMMAND: Duration = Duration::from_secs(90);
 /// How long closing the session may take before chromedriver is killed regardless.
 const CLOSE: Duration = Duration::from_secs(15);
 
-/// A WebDriver command that failed.
+/// What went wrong driving the browser.
 #[derive(Debug, thiserror::Error)]
-enum CommandError {
+enum BrowserError {
     #[error(transparent)]
     Driver(#[from] CmdError),
     #[error("chromedriver did not answer within {0:?}")]
     NoAnswer(Duration),
+    #[error("write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The chromedriver process and the browser profile: the process group (chromedriver and every
@@ -235,11 +240,11 @@ impl Browser {
     fn command<T>(
         &self,
         command: impl Future<Output = Result<T, CmdError>>,
-    ) -> Result<T, CommandError> {
+    ) -> Result<T, BrowserError> {
         self.runtime
             .block_on(within(COMMAND, command))
-            .map_err(|_| CommandError::NoAnswer(COMMAND))?
-            .map_err(CommandError::from)
+            .map_err(|_| BrowserError::NoAnswer(COMMAND))?
+            .map_err(BrowserError::from)
     }
 }
 
@@ -268,7 +273,7 @@ impl Page<'_> {
             .unwrap_or_else(|e| panic!("JavaScript failed: {js}\n{e}"))
     }
 
-    fn try_eval(&self, js: &str) -> Result<Value, CommandError> {
+    fn try_eval(&self, js: &str) -> Result<Value, BrowserError> {
         let script = format!("return ({js});");
         self.browser
             .command(self.client().execute(&script, Vec::new()))
@@ -287,7 +292,7 @@ impl Page<'_> {
             .unwrap_or_else(|e| panic!("the page's address: {e}"))
     }
 
-    fn try_url(&self) -> Result<String, CommandError> {
+    fn try_url(&self) -> Result<String, BrowserError> {
         self.browser
             .command(self.client().current_url())
             .map(String::from)
@@ -357,10 +362,12 @@ impl Page<'_> {
             .unwrap_or_else(|e| panic!("screenshot {name}: {e}"))
     }
 
-    fn try_screenshot(&self, name: &str) -> Result<PathBuf, CommandError> {
+    fn try_screenshot(&self, name: &str) -> Result<PathBuf, BrowserError> {
         let png = self.browser.command(self.client().screenshot())?;
         let path = self.browser.artefacts.join(format!("{name}.png"));
-        std::fs::write(&path, png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-        Ok(path)
+        match std::fs::write(&path, png) {
+            Ok(()) => Ok(path),
+            Err(source) => Err(BrowserError::Write { path, source }),
+        }
     }
 }
