@@ -127,7 +127,6 @@ fn an_operator_confirms_a_live_flagged_parcel_and_the_audit_shows_it() {
     page.wait_for(&row, long, "the audit log in English");
     page.screenshot("07-audit-en");
 
-    drop(page);
     drop(browser);
     demo.stop_cleanly(Duration::from_secs(30));
 }
@@ -481,9 +480,68 @@ fn open_redirects_stay_on_the_console_in_a_browser() {
     let url = page.url();
     assert!(url.starts_with(&base) && !url.contains("evil"), "{url}");
     page.screenshot("after-login");
-    drop(page);
     drop(browser);
     t.stop();
+}
+
+/// The browser rig leaves nothing running: chromedriver and every Chromium process it started
+/// are gone once the browser is dropped, here while a failing test unwinds.
+#[test]
+fn a_failing_browser_test_leaves_no_browser_process_behind() {
+    let shots = artefacts_dir("e2e_console_cleanup");
+    let unwound = std::panic::catch_unwind(|| {
+        let browser = Browser::launch(&shots);
+        let mut page = browser.page();
+        page.goto("data:text/html,<p id=here>here</p>");
+        page.wait_for(
+            "document.getElementById('here')",
+            Duration::from_secs(30),
+            "the page",
+        );
+        let group = browser.process_group();
+        let running = live_processes_in_group(group);
+        assert!(
+            running.iter().any(|(_, name)| name.contains("chrom")),
+            "chromedriver's group {group} holds no browser: {running:?}"
+        );
+        std::panic::panic_any(group)
+    })
+    .expect_err("the test body panics");
+    let group = *unwound
+        .downcast::<u32>()
+        .unwrap_or_else(|other| std::panic::resume_unwind(other));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = live_processes_in_group(group);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running in chromedriver's group {group} after the browser was dropped: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Processes (pid, name) of process group `group` that have not exited (zombies excluded).
+fn live_processes_in_group(group: u32) -> Vec<(u32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            // "pid (name) state ppid pgrp …"; the name may hold spaces and parentheses.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (head, tail) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_owned();
+            let mut fields = tail.split_whitespace();
+            let state = fields.next()?;
+            let pgrp: u32 = fields.nth(1)?.parse().ok()?;
+            (pgrp == group && state != "Z" && state != "X").then_some((pid, name))
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

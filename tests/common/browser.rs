@@ -1,185 +1,301 @@
-//! Headless Chromium (Debian's `chromium`) driven over the Chrome DevTools Protocol, for the
-//! console's end-to-end tests: navigate, run JavaScript, wait for a condition, screenshot.
-//! Every wait has a deadline; a failed wait saves a screenshot before it panics.
+//! Headless Chromium (Debian's `chromium`) for the console's end-to-end tests, driven through
+//! WebDriver: Debian's `chromedriver` on a free loopback port, spoken to by the `fantoccini`
+//! client. Navigate, evaluate JavaScript, wait for a condition, fill and click like a user,
+//! screenshot. Every command and every wait has a deadline; a failed wait saves a screenshot
+//! before it panics. When the `Browser` is dropped — at the end of a test or while a failing
+//! one unwinds — the session is closed and chromedriver is killed with every browser process
+//! it started.
+//!
+//! The API is blocking (each `Browser` runs its own single-threaded tokio runtime), for plain
+//! `#[test]` functions: do not use it from inside another tokio runtime.
 
-use super::http_get;
+use super::{free_port, http_get};
+use fantoccini::error::CmdError;
+use fantoccini::wd::TimeoutConfiguration;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
+use std::future::Future;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tungstenite::{Message, WebSocket};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-/// A running browser, killed on drop.
-pub struct Browser {
+/// What this machine needs: no sandbox (root in a container), no GPU, nothing that phones home
+/// or updates itself, a screen size the screenshots are read at, and the console's language.
+const CHROMIUM_ARGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,900",
+    "--lang=zh-CN",
+];
+
+/// How long chromedriver has to come up and to start a browser session.
+const START: Duration = Duration::from_secs(60);
+/// How long a page has to load (WebDriver's page-load timeout).
+const PAGE_LOAD: Duration = Duration::from_secs(60);
+/// How long a script may run (WebDriver's script timeout).
+const SCRIPT: Duration = Duration::from_secs(30);
+/// How long any one command may take before the test gives up on chromedriver; longer than
+/// the page-load timeout, so that chromedriver reports a slow page itself.
+const COMMAND: Duration = Duration::from_secs(90);
+/// How long closing the session may take before chromedriver is killed regardless.
+const CLOSE: Duration = Duration::from_secs(15);
+
+/// What went wrong driving the browser.
+#[derive(Debug, thiserror::Error)]
+enum BrowserError {
+    #[error(transparent)]
+    Driver(#[from] CmdError),
+    #[error("chromedriver did not answer within {0:?}")]
+    NoAnswer(Duration),
+    #[error("write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The chromedriver process and the browser profile: the process group (chromedriver and every
+/// Chromium process it starts) is killed and the profile removed on drop, so nothing is left
+/// behind even when the session never came up.
+struct Driver {
     child: Child,
     port: u16,
     profile: PathBuf,
-    artefacts: PathBuf,
+    log: PathBuf,
 }
 
-impl Browser {
-    /// Starts headless Chromium with a fresh profile; screenshots go to `artefacts`.
-    pub fn launch(artefacts: &Path) -> Browser {
-        assert!(
-            Path::new(CHROMIUM).exists(),
-            "{CHROMIUM} is missing: tests/setup.sh installs Debian's chromium"
-        );
-        std::fs::create_dir_all(artefacts).expect("artefacts folder");
-        let profile = std::env::temp_dir().join(format!(
-            "screenline-chromium-{}-{}",
-            std::process::id(),
-            super::free_port()
-        ));
-        let mut child = Command::new(CHROMIUM)
-            .args([
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-                "--remote-debugging-port=0",
-                "--window-size=1400,900",
-                "--lang=zh-CN",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg("about:blank")
+impl Driver {
+    fn start(artefacts: &Path) -> Driver {
+        for (binary, package) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
+            assert!(
+                Path::new(binary).exists(),
+                "{binary} is missing: tests/setup.sh installs Debian's {package}"
+            );
+        }
+        let port = free_port();
+        let profile =
+            std::env::temp_dir().join(format!("screenline-chromium-{}-{port}", std::process::id()));
+        let log = artefacts.join("chromedriver.log");
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::null())
+            // Its own process group, so that one signal reaches every browser process too.
+            .process_group(0)
             .spawn()
-            .expect("start chromium");
-        // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/…"
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut seen = String::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("ws://127.0.0.1:").nth(1) {
-                    let port = rest.split('/').next().and_then(|p| p.parse::<u16>().ok());
-                    let _ = tx.send(Ok(port.expect("devtools port")));
-                } else {
-                    seen.push_str(&line);
-                    seen.push('\n');
-                }
-            }
-            let _ = tx.send(Err(seen));
-        });
-        let port = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(port)) => port,
-            Ok(Err(out)) => panic!("chromium exited without DevTools: {out}"),
-            Err(_) => panic!("chromium did not start DevTools within 30 s"),
-        };
-        Browser {
+            .unwrap_or_else(|e| panic!("start {CHROMEDRIVER}: {e}"));
+        let mut driver = Driver {
             child,
             port,
             profile,
-            artefacts: artefacts.to_owned(),
-        }
+            log,
+        };
+        driver.wait_ready();
+        driver
     }
 
-    /// The first page (tab) of the browser.
-    pub fn page(&self) -> Page {
-        let deadline = Instant::now() + Duration::from_secs(10);
+    /// Waits until chromedriver's `/status` says it takes sessions.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + START;
         loop {
-            let list = http_get(self.port, "/json/list");
-            let ws = serde_json::from_str::<Value>(&list).ok().and_then(|v| {
-                v.as_array()?.iter().find(|t| t["type"] == "page")?["webSocketDebuggerUrl"]
-                    .as_str()
-                    .map(str::to_owned)
-            });
-            if let Some(url) = ws {
-                let (socket, _) = tungstenite::connect(url).expect("connect to the page");
-                if let tungstenite::stream::MaybeTlsStream::Plain(s) = socket.get_ref() {
-                    s.set_read_timeout(Some(Duration::from_secs(30)))
-                        .expect("read timeout");
-                }
-                let mut page = Page {
-                    socket,
-                    next_id: 0,
-                    artefacts: self.artefacts.clone(),
-                };
-                page.call("Page.enable", json!({}));
-                page.call("Runtime.enable", json!({}));
-                return page;
+            let status = http_get(self.port, "/status");
+            let ready = serde_json::from_str::<Value>(&status)
+                .is_ok_and(|v| v["value"]["ready"] == Value::Bool(true));
+            if ready {
+                return;
             }
-            assert!(Instant::now() < deadline, "no page in chromium: {list}");
+            if let Ok(Some(exit)) = self.child.try_wait() {
+                panic!(
+                    "chromedriver on port {} exited ({exit}) before it was ready; its log: {}",
+                    self.port,
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver on port {} not ready within {START:?}; its log: {}",
+                self.port,
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
 }
 
-impl Drop for Browser {
+impl Drop for Driver {
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
 
-/// One tab.
-pub struct Page {
-    socket: WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>,
-    next_id: u64,
+/// `future` within `limit`; the timer is made inside the runtime, where it must be.
+async fn within<F: Future>(
+    limit: Duration,
+    future: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    tokio::time::timeout(limit, future).await
+}
+
+/// A running browser with one WebDriver session.
+pub struct Browser {
+    client: Client,
+    runtime: tokio::runtime::Runtime,
+    driver: Driver,
     artefacts: PathBuf,
 }
 
-impl Page {
-    /// Sends a DevTools command and returns its result (events in between are skipped).
-    pub fn call(&mut self, method: &str, params: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        let msg = json!({"id": id, "method": method, "params": params}).to_string();
-        self.socket
-            .send(Message::text(msg))
-            .unwrap_or_else(|e| panic!("{method}: {e}"));
-        loop {
-            let msg = self
-                .socket
-                .read()
-                .unwrap_or_else(|e| panic!("{method}: no answer from chromium: {e}"));
-            let Message::Text(text) = msg else { continue };
-            let v: Value = serde_json::from_str(text.as_str()).expect("DevTools JSON");
-            if v["id"] == id {
-                if let Some(err) = v.get("error") {
-                    panic!("{method}: {err}");
-                }
-                return v["result"].clone();
-            }
+impl Browser {
+    /// Starts chromedriver and, through it, headless Chromium with a fresh profile;
+    /// screenshots (and chromedriver's log) go to `artefacts`.
+    pub fn launch(artefacts: &Path) -> Browser {
+        std::fs::create_dir_all(artefacts).expect("artefacts folder");
+        let driver = Driver::start(artefacts);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the WebDriver client");
+        let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| a.to_string()).collect();
+        args.push(format!("--user-data-dir={}", driver.profile.display()));
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
+        });
+        let Value::Object(capabilities) = capabilities else {
+            unreachable!("a JSON object literal")
+        };
+        let session = async {
+            let client = ClientBuilder::new(HttpConnector::new())
+                .capabilities(capabilities)
+                .connect(&driver.url())
+                .await?;
+            client
+                .update_timeouts(TimeoutConfiguration::new(
+                    Some(SCRIPT),
+                    Some(PAGE_LOAD),
+                    None,
+                ))
+                .await?;
+            Ok::<_, anyhow::Error>(client)
+        };
+        let client = match runtime.block_on(within(START, session)) {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => panic!(
+                "no browser session from chromedriver: {e:#}; its log: {}",
+                driver.log_text()
+            ),
+            Err(_) => panic!(
+                "no browser session from chromedriver within {START:?}; its log: {}",
+                driver.log_text()
+            ),
+        };
+        Browser {
+            client,
+            runtime,
+            driver,
+            artefacts: artefacts.to_owned(),
         }
     }
 
-    /// Evaluates JavaScript (awaiting a promise) and returns its value.
+    /// The process group of chromedriver and every Chromium process it started.
+    pub fn process_group(&self) -> u32 {
+        self.driver.child.id()
+    }
+
+    /// The browser's page (its one window).
+    pub fn page(&self) -> Page<'_> {
+        Page { browser: self }
+    }
+
+    /// Runs one WebDriver command to completion, within [`COMMAND`].
+    fn command<T>(
+        &self,
+        command: impl Future<Output = Result<T, CmdError>>,
+    ) -> Result<T, BrowserError> {
+        self.runtime
+            .block_on(within(COMMAND, command))
+            .map_err(|_| BrowserError::NoAnswer(COMMAND))?
+            .map_err(BrowserError::from)
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Ending the session lets chromedriver quit Chromium; the driver's drop then kills
+        // whatever is left, whether or not this worked.
+        let close = self.client.clone().close();
+        let _ = self.runtime.block_on(within(CLOSE, close));
+    }
+}
+
+/// The browser's page, driven as a user would.
+pub struct Page<'b> {
+    browser: &'b Browser,
+}
+
+impl Page<'_> {
+    fn client(&self) -> &Client {
+        &self.browser.client
+    }
+
+    /// Evaluates a JavaScript expression (awaiting a promise) and returns its value.
     pub fn eval(&mut self, js: &str) -> Value {
-        let r = self.call(
-            "Runtime.evaluate",
-            json!({"expression": js, "returnByValue": true, "awaitPromise": true}),
-        );
-        if let Some(ex) = r.get("exceptionDetails") {
-            panic!("JavaScript failed: {js}\n{ex}");
-        }
-        r["result"]["value"].clone()
+        self.try_eval(js)
+            .unwrap_or_else(|e| panic!("JavaScript failed: {js}\n{e}"))
+    }
+
+    fn try_eval(&self, js: &str) -> Result<Value, BrowserError> {
+        let script = format!("return ({js});");
+        self.browser
+            .command(self.client().execute(&script, Vec::new()))
     }
 
     /// Opens `url` and waits until the document is loaded.
     pub fn goto(&mut self, url: &str) {
-        self.call("Page.navigate", json!({"url": url}));
-        self.wait_for(
-            "document.readyState === 'complete' && location.href !== 'about:blank'",
-            Duration::from_secs(20),
-            &format!("{url} to load"),
-        );
+        self.browser
+            .command(self.client().goto(url))
+            .unwrap_or_else(|e| panic!("open {url}: {e}"));
     }
 
     /// The page's address.
     pub fn url(&mut self) -> String {
-        self.eval("location.href").as_str().unwrap_or("").to_owned()
+        self.try_url()
+            .unwrap_or_else(|e| panic!("the page's address: {e}"))
+    }
+
+    fn try_url(&self) -> Result<String, BrowserError> {
+        self.browser
+            .command(self.client().current_url())
+            .map(String::from)
     }
 
     /// Polls `predicate` (JavaScript) until it is true; on timeout saves a screenshot and
@@ -190,49 +306,68 @@ impl Page {
             "(() => {{ try {{ return !!({predicate}); }} catch (e) {{ return false; }} }})()"
         );
         loop {
-            if self.eval(&js) == Value::Bool(true) {
-                return;
-            }
+            // A command that fails here (the page is navigating, say) is one more "not yet";
+            // the last failure is reported if the wait times out.
+            let last = match self.try_eval(&js) {
+                Ok(Value::Bool(true)) => return,
+                Ok(_) => None,
+                Err(e) => Some(e),
+            };
             if Instant::now() > deadline {
-                let url = self.url();
-                let shot = self.screenshot("timeout");
-                panic!(
-                    "waited {timeout:?} for {what} at {url}; screenshot {}",
-                    shot.display()
-                );
+                let url = self
+                    .try_url()
+                    .unwrap_or_else(|e| format!("(no address: {e})"));
+                let shot = match self.try_screenshot("timeout") {
+                    Ok(path) => format!("screenshot {}", path.display()),
+                    Err(e) => format!("no screenshot: {e}"),
+                };
+                let last = last
+                    .map(|e| format!("; last failure: {e}"))
+                    .unwrap_or_default();
+                panic!("waited {timeout:?} for {what} at {url}; {shot}{last}");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    /// Sets an input's value as typing would.
+    /// Types `text` into an input, replacing what it held.
     pub fn fill(&mut self, selector: &str, text: &str) {
-        let js = format!(
-            "(() => {{ const e = document.querySelector({sel}); if (!e) throw new Error('no ' + {sel}); e.focus(); e.value = {text}; e.dispatchEvent(new Event('input', {{bubbles: true}})); return true; }})()",
-            sel = Value::from(selector),
-            text = Value::from(text)
-        );
-        self.eval(&js);
+        let field = self
+            .browser
+            .command(self.client().find(Locator::Css(selector)))
+            .unwrap_or_else(|e| panic!("no {selector}: {e}"));
+        self.browser
+            .command(field.clear())
+            .unwrap_or_else(|e| panic!("clear {selector}: {e}"));
+        self.browser
+            .command(field.send_keys(text))
+            .unwrap_or_else(|e| panic!("type into {selector}: {e}"));
     }
 
-    /// Clicks an element.
+    /// Clicks an element (WebDriver scrolls it into view and clicks at its centre; an element
+    /// covered by another fails).
     pub fn click(&mut self, selector: &str) {
-        let js = format!(
-            "(() => {{ const e = document.querySelector({sel}); if (!e) throw new Error('no ' + {sel}); e.click(); return true; }})()",
-            sel = Value::from(selector)
-        );
-        self.eval(&js);
+        let target = self
+            .browser
+            .command(self.client().find(Locator::Css(selector)))
+            .unwrap_or_else(|e| panic!("no {selector}: {e}"));
+        self.browser
+            .command(target.click())
+            .unwrap_or_else(|e| panic!("click {selector}: {e}"));
     }
 
     /// Saves a PNG screenshot as `<artefacts>/<name>.png`.
     pub fn screenshot(&mut self, name: &str) -> PathBuf {
-        use base64::Engine;
-        let r = self.call("Page.captureScreenshot", json!({"format": "png"}));
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(r["data"].as_str().unwrap_or(""))
-            .expect("screenshot data");
-        let path = self.artefacts.join(format!("{name}.png"));
-        std::fs::write(&path, png).expect("write screenshot");
-        path
+        self.try_screenshot(name)
+            .unwrap_or_else(|e| panic!("screenshot {name}: {e}"))
+    }
+
+    fn try_screenshot(&self, name: &str) -> Result<PathBuf, BrowserError> {
+        let png = self.browser.command(self.client().screenshot())?;
+        let path = self.browser.artefacts.join(format!("{name}.png"));
+        match std::fs::write(&path, png) {
+            Ok(()) => Ok(path),
+            Err(source) => Err(BrowserError::Write { path, source }),
+        }
     }
 }
