@@ -131,10 +131,6 @@ fn a_running_appliances_metrics_pass_promtool_and_the_alerts_name_only_them() {
         "docs/alerts.yml names metrics the appliance does not export: {unknown:?}"
     );
 
-    assert!(
-        rig.app.interrupt(Duration::from_secs(15)),
-        "clean exit on Ctrl-C\n{}",
-        rig.app.log_text()
-    );
+    rig.app.stop_cleanly(Duration::from_secs(15));
     rig.line.shutdown();
 }
