@@ -364,8 +364,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             config,
             data,
         } => {
-            let verdict =
-                screenline::offline::screen_files(waybill, image, model, config, data)?;
+            let verdict = screenline::offline::screen_files(waybill, image, model, config, data)?;
             println!("{}", serde_json::to_string_pretty(&verdict)?);
             Ok(())
         }

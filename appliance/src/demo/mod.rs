@@ -195,6 +195,7 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             max_age_s: 3600,
             ..Default::default()
         },
+        site: None,
         lines: lines
             .iter()
             .map(|l| LineConfig {
