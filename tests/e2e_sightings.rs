@@ -541,20 +541,25 @@ fn a_flood_of_sightings_is_refused_counted_and_bounded() {
         flood.push(String::from_utf8(sighting(&keys, 2 * N + n).to_vec()).expect("utf-8"));
     }
     let started = Instant::now();
-    let mut publisher = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
-        .args(["-t", &format!("screenline/v1/{SITE}/a2/sightings"), "-l"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto_pub");
-    let mut stdin = publisher.stdin.take().expect("stdin");
+    // In chunks of 10 000, one `mosquitto_pub -l` each: a single one publishing far more than
+    // that is disconnected by Mosquitto ("out of memory") and says nothing.
+    let topic = format!("screenline/v1/{SITE}/a2/sightings");
     let feeder = std::thread::spawn(move || {
-        for m in flood {
-            if writeln!(stdin, "{m}").is_err() {
-                break;
-            }
+        for chunk in flood.chunks(10_000) {
+            let mut publisher = Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+                .args(["-t", &topic, "-l"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("mosquitto_pub");
+            let mut stdin = publisher.stdin.take().expect("stdin");
+            let mut text = chunk.join("\n");
+            text.push('\n');
+            stdin.write_all(text.as_bytes()).expect("publish");
+            drop(stdin);
+            assert!(publisher.wait().expect("mosquitto_pub").success());
         }
     });
     // Screening goes on under the flood.
@@ -576,7 +581,6 @@ fn a_flood_of_sightings_is_refused_counted_and_bounded() {
         });
     }
     feeder.join().expect("feeder");
-    let _ = publisher.wait();
     let refused =
         |why: &str| metric(console, &format!("screenline_sightings_refused_{why}")).unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(120);

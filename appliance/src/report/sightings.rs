@@ -6,9 +6,13 @@
 //!
 //! Receiving runs on a connection of its own with a **persistent session** (clean_session
 //! false, a fixed client id): while this appliance is down the broker keeps what its peers
-//! publish, and hands it over at the next connection. Acknowledgements are manual: a sighting
-//! is acknowledged to the broker only once it is folded into the ledger on disk (or refused),
-//! so a crash in between means a redelivery, which the ledger recognises by `sighting_id`.
+//! publish, and hands it over at the next connection. rumqttc acknowledges each sighting as
+//! it reads it; the receiver folds what it took within [`FOLD_DELAY`], in groups, durably. So a
+//! crash may lose the few sightings taken in those last milliseconds — they would only have
+//! added to a count — while manual acknowledgements cannot keep up with a flood: rumqttc
+//! hands out up to ten incoming packets per read before it takes one request (an ack) from
+//! its queue, so the acks of a flood pile up, and unacknowledged sightings come again at
+//! every reconnect. A redelivery is recognised by `sighting_id` all the same.
 //!
 //! A sighting is data from the network: size-limited, schema-checked, checked for site,
 //! topic, peer list, key, mac and window ([`screenline_core::sighting::check`]), then held to
@@ -228,7 +232,6 @@ impl Receiver {
         }
         opts.set_keep_alive(Duration::from_secs(feed.mqtt.keep_alive_s))
             .set_clean_session(false)
-            .set_manual_acks(true)
             // The broker must refuse anything larger itself (docs/INSTALL.md); rumqttc would
             // drop the connection on it.
             .set_max_packet_size(super::MAX_PACKET, 4096);
@@ -284,14 +287,14 @@ impl Receiver {
         backoff: &mut Duration,
     ) -> Option<String> {
         let (client, mut eventloop) = AsyncClient::new(self.opts.clone(), 4 * FOLD_BATCH);
-        let mut pending: Vec<(rumqttc::Publish, Verified)> = Vec::new();
+        let mut pending: Vec<Verified> = Vec::new();
         let fold_at = tokio::time::sleep(FOLD_DELAY);
         tokio::pin!(fold_at);
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    let _ = self.fold(&client, &mut pending).await;
+                    let _ = self.fold(&mut pending).await;
                     let _ = client.try_disconnect();
                     return None;
                 }
@@ -304,28 +307,23 @@ impl Receiver {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        match self.take(&p) {
-                            Some(v) => {
+                        if let Some(v) = self.take(&p) {
                                 if pending.is_empty() {
                                     fold_at.as_mut().reset(tokio::time::Instant::now() + FOLD_DELAY);
                                 }
-                                pending.push((p, v));
+                                pending.push(v);
                                 if pending.len() >= FOLD_BATCH {
-                                    if let Err(e) = self.fold(&client, &mut pending).await {
+                                    if let Err(e) = self.fold(&mut pending).await {
                                         return Some(e);
                                     }
                                 }
-                            }
-                            None => {
-                                let _ = client.try_ack(&p);
-                            }
                         }
                     }
                     Ok(_) => {}
                     Err(e) => return Some(e.to_string()),
                 },
                 _ = &mut fold_at, if !pending.is_empty() => {
-                    if let Err(e) = self.fold(&client, &mut pending).await {
+                    if let Err(e) = self.fold(&mut pending).await {
                         return Some(e);
                     }
                 }
@@ -376,18 +374,14 @@ impl Receiver {
         self.telemetry.add(&counter::refused(why), n);
     }
 
-    /// Folds what waits into the ledger (durably), then acknowledges it to the broker. On a
-    /// store error nothing is acknowledged, and the connection is dropped so that the broker
-    /// hands those sightings over again.
-    async fn fold(
-        &self,
-        client: &AsyncClient,
-        pending: &mut Vec<(rumqttc::Publish, Verified)>,
-    ) -> Result<(), String> {
+    /// Folds what waits into the ledger, durably. On a store error they are dropped (logged),
+    /// and so is the connection, so that the next one starts afresh.
+    async fn fold(&self, pending: &mut Vec<Verified>) -> Result<(), String> {
         if pending.is_empty() {
             return Ok(());
         }
-        let batch: Vec<Verified> = pending.iter().map(|(_, v)| v.clone()).collect();
+        let batch: Vec<Verified> = std::mem::take(pending);
+        let heard = by_peer(&batch);
         let (window, max) = (self.sharing.window, self.sharing.config.max_senders);
         let folded = self
             .store
@@ -405,23 +399,24 @@ impl Receiver {
                 }
                 self.telemetry
                     .set(counter::LEDGER_KEYS, figures.ledger_keys as u64);
-                let mut by_peer: BTreeMap<&str, u64> = BTreeMap::new();
-                for (_, v) in pending.iter() {
-                    *by_peer.entry(&v.appliance_id).or_default() += 1;
-                }
-                for (peer, n) in by_peer {
-                    self.sharing.status.heard(peer, n);
-                }
-                for (p, _) in pending.drain(..) {
-                    let _ = client.try_ack(&p);
+                for (peer, n) in heard {
+                    self.sharing.status.heard(&peer, n);
                 }
                 Ok(())
             }
             Err(e) => {
-                tracing::error!(error = %e, "peers' sightings not folded; they will come again");
-                pending.clear();
+                tracing::error!(error = %e, n = heard.values().sum::<u64>(), "peers' sightings not folded");
                 Err(format!("the ledger could not take peers' sightings: {e}"))
             }
         }
     }
+}
+
+/// How many sightings of each peer a group holds.
+fn by_peer(batch: &[Verified]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for v in batch {
+        *out.entry(v.appliance_id.clone()).or_default() += 1;
+    }
+    out
 }
