@@ -224,6 +224,18 @@ pub fn read_key_file(path: &std::path::Path) -> Result<SiteKey, KeyFileError> {
 use screenline_core::sighting::{SiteKey, SiteKeys};
 
 impl SiteConfig {
+    /// A site of `peers` sharing the key in `key_file`, every other setting its default.
+    pub fn new(key_file: PathBuf, peers: Vec<String>) -> SiteConfig {
+        SiteConfig {
+            key_file,
+            accepted_key_files: Vec::new(),
+            peers,
+            peer_rate_per_s: default_peer_rate(),
+            peer_burst: default_peer_burst(),
+            max_senders: default_max_senders(),
+        }
+    }
+
     /// The site's keys, read from their files.
     pub fn keys(&self) -> Result<SiteKeys, KeyFileError> {
         let current = read_key_file(&self.key_file)?;
