@@ -420,3 +420,89 @@ fn by_peer(batch: &[Verified]) -> BTreeMap<String, u64> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use screenline_core::sighting::{Seen, SiteKey};
+
+    fn publish(from: &str, body: Vec<u8>) -> rumqttc::Publish {
+        rumqttc::Publish::new(
+            format!("screenline/v1/S1/{from}/sightings"),
+            QoS::AtLeastOnce,
+            body,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_peer_is_held_to_its_rate_and_every_refusal_is_counted() {
+        let dir = crate::testutil::temp_dir("receiver");
+        let store = crate::store::Store::open(&dir).expect("open");
+        let store = StoreHandle::start(store, &dir).expect("store thread");
+        let telemetry = Arc::new(Telemetry::default());
+        let keys = SiteKeys::new(SiteKey::new(vec![3; 32]).expect("key"), vec![]);
+        let mut site = SiteConfig::new(dir.join("unused.key"), vec!["a2".into()]);
+        site.peer_rate_per_s = 1;
+        site.peer_burst = 2;
+        let feed = FeedConfig {
+            site_id: "S1".into(),
+            appliance_id: "a1".into(),
+            mqtt: Default::default(),
+            regulator: Default::default(),
+            site: Some(site.clone()),
+        };
+        let sharing = SiteSharing {
+            signer: Arc::new(Signer {
+                site_id: "S1".into(),
+                appliance_id: "a1".into(),
+                keys: keys.clone(),
+            }),
+            status: Arc::new(SightingsStatus::new(&site.peers, telemetry.clone())),
+            config: site,
+            window: Duration::from_secs(3600),
+        };
+        let mut r = Receiver::new(&feed, sharing, store, telemetry.clone()).expect("receiver");
+        let sighting = |from: &str, n: u32| {
+            let seen = Seen {
+                identities: vec![format!("{n:064x}")],
+                category: crate::domain::Category::Food,
+                at: SystemTime::now(),
+                line_id: "L1".into(),
+                parcel: format!("p{n}"),
+            };
+            Sighting::signed(&keys, "S1", from, &seen).to_vec()
+        };
+        use screenline_core::sighting::Sighting;
+        // Our own, as the broker echoes it: ignored, not refused.
+        assert!(r.take(&publish("a1", sighting("a1", 0))).is_none());
+        assert_eq!(telemetry.get(counter::REFUSED), 0);
+        // The burst of two, then one a second.
+        let t0 = Instant::now();
+        let mut pending: Vec<Verified> = (1..=50)
+            .filter_map(|n| r.take(&publish("a2", sighting("a2", n))))
+            .collect();
+        let allowed = 2 + t0.elapsed().as_secs() as usize + 1;
+        assert!((2..=allowed).contains(&pending.len()), "{}", pending.len());
+        let rate = telemetry.get(&counter::refused(Refusal::Rate));
+        assert_eq!(rate as usize, 50 - pending.len());
+        // Checks come before the rate: a stranger's or a broken sighting costs the peer nothing.
+        assert!(r.take(&publish("a3", sighting("a3", 99))).is_none());
+        assert!(r.take(&publish("a2", b"{}".to_vec())).is_none());
+        assert_eq!(telemetry.get(&counter::refused(Refusal::UnknownPeer)), 1);
+        assert_eq!(telemetry.get(&counter::refused(Refusal::Malformed)), 1);
+        assert_eq!(telemetry.get(counter::REFUSED), rate + 2);
+        let snap = r.sharing.status.snapshot();
+        assert_eq!(snap.peers.len(), 1);
+        assert_eq!(snap.peers[0].last_heard, None, "nothing folded yet");
+        let n = pending.len() as u64;
+        r.fold(&mut pending).await.expect("folded");
+        assert_eq!(telemetry.get(counter::RECEIVED), n);
+        let snap = r.sharing.status.snapshot();
+        assert!(
+            snap.peers[0].recent && snap.peers[0].folded == n,
+            "{snap:?}"
+        );
+        assert_eq!(snap.ledger_keys, n);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
