@@ -44,6 +44,7 @@ fn main() -> anyhow::Result<()> {
             rate,
             seed: 11,
             lines,
+            appliances: 1,
             broker: None,
             console: "127.0.0.1:0".parse()?,
             model_dir: None,

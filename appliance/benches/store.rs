@@ -167,6 +167,7 @@ xray_dir = "/nonexistent"
         wake.clone(),
         telemetry,
         Arc::new(Stages::default()).stage("feed"),
+        None,
     )
     .await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -318,7 +319,7 @@ fn screener(config: &Config, store: &StoreHandle) -> anyhow::Result<Arc<Screener
     let rules = screenline::screen::load_rules(
         &config.rules,
         store.hasher().clone(),
-        Box::new(store.split_ledger()),
+        Box::new(store.split_ledger(None)),
     )?;
     Ok(Screener::new(model, rules))
 }

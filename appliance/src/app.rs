@@ -30,6 +30,8 @@ pub struct Appliance {
     pub console_addr: std::net::SocketAddr,
     /// Every stage's health.
     pub stages: Arc<Stages>,
+    /// With `[site]`: the peers heard and the sightings' backlog (for the console).
+    pub sightings: Option<Arc<crate::report::sightings::SightingsStatus>>,
     store: StoreHandle,
     set: StageSet,
     shutdown: CancellationToken,
@@ -110,12 +112,18 @@ impl Appliance {
         {
             telemetry.add(counter, n);
         }
+        let sharing = crate::report::sightings::SiteSharing::from_config(
+            &config.feed(),
+            crate::screen::rules::RuleSettings::from_config(&config.rules).split_window,
+            telemetry.clone(),
+        )?;
         let mut rules = crate::screen::load_rules(
             &config.rules,
             store.hasher().clone(),
-            Box::new(store.split_ledger()),
+            Box::new(store.split_ledger(sharing.as_ref().map(|s| s.signer.clone()))),
         )
         .context("loading the screening rules")?;
+        rules.site_keys = sharing.as_ref().map(|s| s.signer.keys.clone());
         // The list the regulator pushed last is newer than the configured file.
         if let Some(kept) = store
             .read(|s| s.saved_watchlist())
@@ -217,6 +225,7 @@ impl Appliance {
             wake,
             telemetry.clone(),
             stages.stage("feed"),
+            sharing.clone(),
         )
         .await?;
         set.spawn("feed", feed.run(shutdown.clone()));
@@ -252,6 +261,7 @@ impl Appliance {
             telemetry,
             console_addr,
             stages,
+            sightings: sharing.map(|s| s.status),
             store,
             set,
             shutdown,

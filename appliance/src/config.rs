@@ -11,7 +11,7 @@
 pub use crate::line::config::{ControllerGeometry, LineConfig, XrayAfter};
 use crate::problems::{is_id, Problem, Problems};
 pub use crate::report::config::{
-    parse_broker_url, BrokerAddr, FeedConfig, MqttConfig, RegulatorConfig, MAX_WINDOW,
+    parse_broker_url, BrokerAddr, FeedConfig, MqttConfig, RegulatorConfig, SiteConfig, MAX_WINDOW,
 };
 pub use crate::screen::config::{ModelConfig, RulesConfig};
 pub use crate::store::config::{StoreConfig, MIN_RETENTION_DAYS};
@@ -64,6 +64,9 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub regulator: RegulatorConfig,
+    /// Sightings shared with the site's other appliances. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<SiteConfig>,
     /// The lines this appliance serves; at least one.
     pub lines: Vec<LineConfig>,
 }
@@ -185,6 +188,9 @@ impl Config {
         section("console", &|s| self.console.problems(s));
         section("mqtt", &|s| self.mqtt.problems(s));
         section("regulator", &|s| self.regulator.problems(s));
+        if let Some(site) = &self.site {
+            section("site", &|s| site.problems(s, &self.appliance_id));
+        }
         section("model", &|s| self.model.problems(s));
         section("rules", &|s| self.rules.problems(s));
         section("store", &|s| self.store.problems(s));
@@ -232,6 +238,7 @@ impl Config {
             appliance_id: self.appliance_id.clone(),
             mqtt: self.mqtt.clone(),
             regulator: self.regulator.clone(),
+            site: self.site.clone(),
         }
     }
 }

@@ -43,6 +43,11 @@ enum Command {
         /// Number of lines.
         #[arg(long, default_value_t = 1)]
         lines: usize,
+        /// Number of appliances on the one broker, the lines spread over them (at least one
+        /// line each), sharing pseudonymous sightings so that a sender's split shipment across
+        /// them is caught.
+        #[arg(long, default_value_t = 1)]
+        appliances: usize,
         /// Use this broker (mqtt://HOST:PORT) instead of the embedded one.
         #[arg(long)]
         broker: Option<String>,
@@ -291,6 +296,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             rate,
             seed,
             lines,
+            appliances,
             broker,
             console,
             model,
@@ -307,11 +313,15 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             if !(1..=8).contains(&lines) {
                 bail!("--lines {lines}: give 1 to 8 lines");
             }
+            if !(1..=8).contains(&appliances) {
+                bail!("--appliances {appliances}: give 1 to 8 appliances");
+            }
             let opts = screenline::demo::DemoOptions {
                 parcels,
                 rate,
                 seed,
-                lines,
+                lines: lines.max(appliances),
+                appliances,
                 broker,
                 console,
                 model_dir: model,

@@ -8,6 +8,7 @@
 //!   with their configuration ([`rules::config`]).
 //! - [`record`]: what is kept and reported of a screened parcel.
 //! - [`keys`]: keyed hashing of personal data.
+//! - [`sighting`]: the pseudonymous sightings a site's appliances share (split shipments).
 //! - [`problems`]: configuration problems, key by key; [`time_fmt`]: RFC 3339 times.
 //! - [`invariants`]: the byte-stream decoders' invariants (the fuzz targets' and CI's).
 //!
@@ -21,5 +22,6 @@ pub mod keys;
 pub mod problems;
 pub mod record;
 pub mod rules;
+pub mod sighting;
 pub mod time_fmt;
 pub mod waybill;

@@ -9,6 +9,7 @@
 
 use crate::domain::{Category, Decision, Lang, Parcel, Reason, ReasonCode, Scores};
 use crate::keys::KeyedHasher;
+use crate::sighting::{Seen, SiteKeys};
 use crate::waybill::{normalise_id, normalise_phone};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -337,29 +338,49 @@ pub struct HashedWatchlist {
     pub normalisation: u32,
 }
 
-/// The split-shipment history: parcels per sender identity and category over time.
-pub trait SplitLedger: Send {
-    /// Records a parcel of `identity` (a keyed hash) and `category` at `at`, forgets what is
-    /// older than `window`, and returns how many parcels are in the window, this one included.
-    fn record(
-        &mut self,
-        identity: &str,
-        category: Category,
-        at: SystemTime,
-        window: Duration,
-    ) -> usize;
+/// How many parcels of one sender and category the ledger holds within the window: seen
+/// here (this one included) and seen by the site's other appliances (their sightings).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SplitCount {
+    /// Screened by this appliance.
+    pub here: usize,
+    /// Screened by other appliances of the site, as their sightings told.
+    pub elsewhere: usize,
 }
 
-/// A ledger in memory, for offline screening and tests.
+impl SplitCount {
+    /// Both together.
+    pub fn total(self) -> usize {
+        self.here + self.elsewhere
+    }
+}
+
+/// The split-shipment history: parcels per sender identity and category over time, here and
+/// (with a site key) on the site's other appliances.
+pub trait SplitLedger: Send {
+    /// Records a parcel screened here — under `seen.identities[0]`, counted under every one of
+    /// `seen.identities` — forgets what is older than `window`, and returns how many parcels
+    /// are in the window, this one included.
+    fn record(&mut self, seen: &Seen, window: Duration) -> SplitCount;
+}
+
+/// A ledger in memory, for offline screening and tests: this appliance's parcels only.
 #[derive(Debug, Default)]
 pub struct MemoryLedger(BTreeMap<(String, Category), Vec<SystemTime>>);
 
 impl SplitLedger for MemoryLedger {
-    fn record(&mut self, identity: &str, c: Category, at: SystemTime, window: Duration) -> usize {
-        let v = self.0.entry((identity.to_owned(), c)).or_default();
-        v.retain(|t| at.duration_since(*t).map_or(true, |age| age <= window));
-        v.push(at);
-        v.len()
+    fn record(&mut self, seen: &Seen, window: Duration) -> SplitCount {
+        let at = seen.at;
+        let mut here = 0;
+        for (i, id) in seen.identities.iter().enumerate() {
+            let v = self.0.entry((id.clone(), seen.category)).or_default();
+            v.retain(|t| at.duration_since(*t).map_or(true, |age| age <= window));
+            if i == 0 {
+                v.push(at);
+            }
+            here += v.len();
+        }
+        SplitCount { here, elsewhere: 0 }
     }
 }
 
@@ -438,6 +459,10 @@ pub struct RuleSet {
     /// The split-shipment history (`split_shipment`): the store's on the appliance, a
     /// [`MemoryLedger`] offline.
     pub ledger: Box<dyn SplitLedger>,
+    /// The site's keys, when the appliances of a site share their sightings: the ledger then
+    /// names senders under the site key (so that peers' sightings match), and still counts
+    /// what it recorded under [`RuleSet::hasher`] before.
+    pub site_keys: Option<SiteKeys>,
 }
 
 impl RuleSet {
@@ -467,6 +492,7 @@ impl RuleSet {
             watchlist,
             hasher,
             ledger,
+            site_keys: None,
         })
     }
 
@@ -632,25 +658,67 @@ impl RuleSet {
         let (Some(id), Some(c)) = (identity, category) else {
             return;
         };
-        let key = self.hasher.hash(&id);
-        let n = self
-            .ledger
-            .record(&key, c, parcel.entered_at, self.settings.split_window);
-        if n >= self.settings.split_min_parcels {
-            let hours = self.settings.split_window.as_secs_f64() / 3600.0;
-            reasons.push(Reason::new(
-                ReasonCode::SplitShipment,
-                format!(
-                    "疑似蚂蚁搬家：同一寄件人 {hours:.0} 小时内寄出 {n} 件{}",
-                    c.label(Lang::Zh)
-                ),
-                format!(
-                    "possible split shipment: the same sender sent {n} parcels of {} within {hours:.0} h",
-                    c.label(Lang::En)
-                ),
+        let mut identities = match &self.site_keys {
+            Some(keys) => keys.sender_keys(&id),
+            None => Vec::new(),
+        };
+        identities.push(self.hasher.hash(&id));
+        let seen = Seen {
+            identities,
+            category: c,
+            at: parcel.entered_at,
+            line_id: parcel.line_id.clone(),
+            parcel: parcel_ref(parcel),
+        };
+        let n = self.ledger.record(&seen, self.settings.split_window);
+        if n.total() >= self.settings.split_min_parcels {
+            reasons.push(split_reason(
+                n,
+                c,
+                self.settings.split_window,
+                self.site_keys.is_some(),
             ));
         }
     }
+}
+
+/// A parcel's stable reference on this appliance: its entry time, line and sequence number
+/// (the record id the sink gives it).
+pub fn parcel_ref(parcel: &Parcel) -> String {
+    let ms = parcel
+        .entered_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("{ms:013}-{}-{}", parcel.line_id, parcel.seq)
+}
+
+/// The `split_shipment` reason: how many parcels, and with sightings shared across the site,
+/// how many of them were seen here and how many on the site's other appliances.
+fn split_reason(n: SplitCount, c: Category, window: Duration, site: bool) -> Reason {
+    let hours = window.as_secs_f64() / 3600.0;
+    let total = n.total();
+    let (zh_where, en_where) = if site || n.elsewhere > 0 {
+        (
+            format!("（本机 {} 件，站点其他设备 {} 件）", n.here, n.elsewhere),
+            format!(
+                " ({} on this appliance, {} on other appliances of the site)",
+                n.here, n.elsewhere
+            ),
+        )
+    } else {
+        (String::new(), String::new())
+    };
+    Reason::new(
+        ReasonCode::SplitShipment,
+        format!(
+            "疑似蚂蚁搬家：同一寄件人 {hours:.0} 小时内寄出 {total} 件{}{zh_where}",
+            c.label(Lang::Zh)
+        ),
+        format!(
+            "possible split shipment: the same sender sent {total} parcels of {} within {hours:.0} h{en_where}",
+            c.label(Lang::En)
+        ),
+    )
 }
 
 /// The reason for an image that could not be read.

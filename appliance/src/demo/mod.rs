@@ -4,7 +4,10 @@
 //! pseudo-terminal, a waybill reader behind another, and an X-ray machine writing generated
 //! images into a temporary drop folder. The appliance itself is exactly the one
 //! `screenline run` starts, talking to those ports, an MQTT broker (embedded rumqttd unless
-//! one is given) and serving the console.
+//! one is given) and serving the console. With `--appliances K`, K such appliances share
+//! the one broker, the lines spread over them, and a site key: they share pseudonymous
+//! sightings, so that a sender spreading parcels over their lines is caught as a split
+//! shipment (`report/sightings.rs`).
 
 pub mod traffic;
 
@@ -33,6 +36,8 @@ pub struct DemoOptions {
     pub rate: f64,
     pub seed: u64,
     pub lines: usize,
+    /// Appliances on the one broker (lines spread over them); more than one share sightings.
+    pub appliances: usize,
     pub broker: Option<String>,
     pub console: SocketAddr,
     pub model_dir: Option<PathBuf>,
@@ -167,10 +172,32 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
     // The demo is its own regulator: a fresh key pair, and one signed command ready to
     // publish, so a visitor can watch the appliance verify and apply it (`…/cmd-result`).
     let regulator = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    let config = Config {
+    let fleet = opts.appliances.max(1);
+    let ids: Vec<String> = (1..=fleet).map(|a| format!("demo-{a:02}")).collect();
+    // More than one appliance: one site key shared by all, readable by this user only.
+    let site_key = root.join("site.key");
+    if fleet > 1 {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&site_key)?;
+        f.write_all(
+            base64::engine::general_purpose::STANDARD
+                .encode(rand::random::<[u8; 32]>())
+                .as_bytes(),
+        )?;
+    }
+    let data_root = opts.data_dir.clone().unwrap_or_else(|| root.join("data"));
+    let config_of = |a: usize| Config {
         site_id: "DEMO".into(),
-        appliance_id: "demo-01".into(),
-        data_dir: opts.data_dir.clone().unwrap_or_else(|| root.join("data")),
+        appliance_id: ids[a].clone(),
+        data_dir: if fleet == 1 {
+            data_root.clone()
+        } else {
+            data_root.join(&ids[a])
+        },
         model: ModelConfig {
             dir: opts.model_dir.clone(),
             ..ModelConfig::default()
@@ -180,11 +207,15 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             ..MqttConfig::default()
         },
         console: ConsoleConfig {
-            listen: opts.console,
+            listen: if a == 0 {
+                opts.console
+            } else {
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            },
             ..ConsoleConfig::default()
         },
         rules: RulesConfig {
-            watchlist_file: Some(watchlist),
+            watchlist_file: Some(watchlist.clone()),
             ..RulesConfig::default()
         },
         store: Default::default(),
@@ -197,9 +228,17 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             max_age_s: 3600,
             ..Default::default()
         },
+        site: (fleet > 1).then(|| {
+            crate::config::SiteConfig::new(
+                site_key.clone(),
+                ids.iter().filter(|i| **i != ids[a]).cloned().collect(),
+            )
+        }),
         lines: lines
             .iter()
-            .map(|l| LineConfig {
+            .enumerate()
+            .filter(|(k, _)| k % fleet == a)
+            .map(|(_, l)| LineConfig {
                 id: l.id.clone(),
                 reader_port: l.reader.slave_path().to_owned(),
                 reader_baud: 9600,
@@ -230,10 +269,11 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             })
             .collect(),
     };
-    let topic_root = config.topic_root();
-    // Console users for this run, with fresh passwords (printed below).
-    let users = crate::console::auth::Users::in_data_dir(&config.data_dir);
+    let configs: Vec<Config> = (0..fleet).map(config_of).collect();
+    let topic_root = configs[0].topic_root();
+    // Console users for this run, with fresh passwords (printed below), on every appliance.
     let mut logins = Vec::new();
+    let mut accounts = Vec::new();
     for (name, role) in [
         ("operator", crate::console::auth::Role::Operator),
         ("technician", crate::console::auth::Role::Technician),
@@ -243,23 +283,42 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             rand::random::<u16>(),
             rand::random::<u16>()
         );
-        users.set(name, role, &password)?;
         logins.push(format!("{name} / {password}"));
+        accounts.push((name, role, password));
+    }
+    for c in &configs {
+        let users = crate::console::auth::Users::in_data_dir(&c.data_dir);
+        for (name, role, password) in &accounts {
+            users.set(name, *role, password)?;
+        }
     }
     let sample_command = root.join("cmd-thresholds.json");
     std::fs::write(
         &sample_command,
-        demo_command(&regulator, &config, SystemTime::now()),
+        demo_command(&regulator, &configs[0], SystemTime::now()),
     )?;
-    let appliance = Appliance::start(config).await?;
+    let mut appliances = Vec::new();
+    for c in configs {
+        appliances.push(Appliance::start(c).await?);
+    }
     let addr = crate::config::parse_broker_url(&broker).map_err(anyhow::Error::msg)?;
     if !quiet {
         eprintln!(
-            "\nScreenline demo: {} line(s), {} parcels/s each{}\n  console   http://{}/   log in as {}\n  broker    {broker}{}\n  watch     mosquitto_sub -h {host} -p {port} -t '{topic_root}/#' -v\n  regulate  mosquitto_pub -h {host} -p {port} -t '{topic_root}/cmd/thresholds' -f {}   (a signed command; the answer is on …/cmd-result)\n  data      {}\nCtrl-C stops.\n",
+            "\nScreenline demo: {} line(s), {} parcels/s each{}{}\n  console   {}   log in as {}\n  broker    {broker}{}\n  watch     mosquitto_sub -h {host} -p {port} -t '{topic_root}/#' -v\n  regulate  mosquitto_pub -h {host} -p {port} -t '{topic_root}/cmd/thresholds' -f {}   (a signed command; the answer is on …/cmd-result)\n  data      {}\nCtrl-C stops.\n",
             lines.len(),
             opts.rate,
             opts.parcels.map(|n| format!(", stopping after {n} parcels")).unwrap_or_default(),
-            appliance.console_addr,
+            if fleet > 1 {
+                format!(", on {fleet} appliances sharing sightings (watch screenline/v1/DEMO/+/sightings)")
+            } else {
+                String::new()
+            },
+            appliances
+                .iter()
+                .zip(&ids)
+                .map(|(a, id)| format!("http://{}/ ({id})", a.console_addr))
+                .collect::<Vec<_>>()
+                .join("  "),
             logins.join("  or  "),
             if opts.broker.is_none() { " (embedded)" } else { "" },
             sample_command.display(),
@@ -284,10 +343,28 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
         .collect();
 
     let target = opts.parcels.map(|n| n * lines.len() as u64);
-    let t = appliance.telemetry.clone();
-    // A kept store (`--data`) brings its counts along: this run counts from here.
-    let at_start = t.counters();
-    let count = |c: Counter| t.get(c.clone()).saturating_sub(at_start.get(&c));
+    // A kept store (`--data`) brings its counts along: this run counts from here, summed over
+    // the appliances.
+    let at_start: Vec<_> = appliances
+        .iter()
+        .map(|a| (a.telemetry.clone(), a.telemetry.counters()))
+        .collect();
+    let count = |c: Counter| -> u64 {
+        at_start
+            .iter()
+            .map(|(t, start)| t.get(c.clone()).saturating_sub(start.get(&c)))
+            .sum()
+    };
+    let backlog = || appliances.iter().map(|a| a.backlog()).sum::<usize>();
+    if fleet > 1 && !quiet {
+        for (a, id) in appliances.iter().zip(&ids) {
+            tokio::spawn(announce_site_splits(
+                a.telemetry.subscribe(),
+                id.clone(),
+                Instant::now(),
+            ));
+        }
+    }
     let started = Instant::now();
     // Generous: the parcels' own time on the belt, plus time for a slow machine to drain.
     let limit = target.map(|n| {
@@ -303,7 +380,7 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             // The outbox empties on the store thread before the feed counts the ack: wait
             // for both, or the summary can read one acknowledgement short.
             let done = count(Counter::ParcelsDecided) >= n
-                && appliance.backlog() == 0
+                && backlog() == 0
                 && count(Counter::FeedReportsAcked) >= count(Counter::Decided(Decision::Flag));
             if done {
                 break Ok(());
@@ -312,7 +389,7 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
                 break Err(anyhow::anyhow!(
                     "the demo did not finish in time: {} of {n} parcels decided, {} reports waiting for the broker",
                     count(Counter::ParcelsDecided),
-                    appliance.backlog()
+                    backlog()
                 ));
             }
         }
@@ -321,8 +398,12 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
     for h in handles {
         let _ = h.join();
     }
+    // The slowest appliance's figure.
     let latency_us = |q| {
-        t.decision_latency(q)
+        appliances
+            .iter()
+            .filter_map(|a| a.telemetry.decision_latency(q))
+            .max()
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
     };
     let summary = Summary {
@@ -344,7 +425,9 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             late: count(Counter::DecisionsLate),
         },
     };
-    appliance.stop().await;
+    for a in appliances {
+        a.stop().await;
+    }
     for l in lines {
         if let Ok(m) = Arc::try_unwrap(l.emulator) {
             m.into_inner().unwrap_or_else(|e| e.into_inner()).shutdown();
@@ -352,6 +435,39 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
     }
     drop(tmp);
     outcome.map(|()| summary)
+}
+
+/// Prints each split shipment an appliance of the demo's site catches with parcels seen on
+/// other appliances (the reason's words say how many were seen where), the first few only.
+async fn announce_site_splits(
+    mut live: tokio::sync::broadcast::Receiver<crate::telemetry::Live>,
+    appliance: String,
+    started: Instant,
+) {
+    use crate::telemetry::Live;
+    let mut shown = 0;
+    while shown < 3 {
+        match live.recv().await {
+            Ok(Live::Parcel(p)) => {
+                for r in &p.reasons {
+                    if r.code == crate::domain::ReasonCode::SplitShipment
+                        && !r.en.contains(" 0 on other appliances")
+                    {
+                        eprintln!(
+                            "  {:>4} s  split shipment across the site, caught on {appliance} line {}: {}",
+                            started.elapsed().as_secs(),
+                            p.line_id,
+                            r.en
+                        );
+                        shown += 1;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// Feeds one line's simulated parcels in real time.

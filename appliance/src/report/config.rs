@@ -1,6 +1,6 @@
-//! The regulator feed's configuration (`[mqtt]`, `[regulator]`): the broker, TLS, the
-//! feed's window and statistics period, the regulator's command key, with their defaults and
-//! checks.
+//! The regulator feed's configuration (`[mqtt]`, `[regulator]`, `[site]`): the broker, TLS,
+//! the feed's window and statistics period, the regulator's command key, the site's shared
+//! sightings (key files and peers), with their defaults and checks.
 
 use crate::problems::Problems;
 use serde::{Deserialize, Serialize};
@@ -142,6 +142,148 @@ pub fn parse_broker_url(url: &str) -> Result<BrokerAddr, String> {
     })
 }
 
+/// The appliances of one site sharing pseudonymous sightings, so that the split-shipment
+/// rule counts a sender's parcels on all of them (README, "Split shipments across a site").
+/// Without this section nothing is shared.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// The site key: a file holding base64 of at least 32 random bytes
+    /// (`head -c 32 /dev/urandom | base64`), the same on every appliance of the site, readable
+    /// by the service user only (mode 0600 or 0400). Signs this appliance's sightings.
+    pub key_file: PathBuf,
+    /// Keys also accepted from peers during a rotation (same form and mode). Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted_key_files: Vec<PathBuf>,
+    /// The site's other appliances (their `appliance_id`s) whose sightings are folded into
+    /// the ledger; sightings from any other are refused.
+    pub peers: Vec<String>,
+    /// Sightings per second one peer may send, sustained. Default: 50 (an appliance of 8
+    /// lines at full belt speed sends 16).
+    #[serde(default = "default_peer_rate")]
+    pub peer_rate_per_s: u32,
+    /// Sightings one peer may send at once beyond its rate: the catch-up after a broker
+    /// outage. Default: 20000.
+    #[serde(default = "default_peer_burst")]
+    pub peer_burst: u32,
+    /// Most senders (× categories) the ledger holds; beyond it peers' sightings of new
+    /// senders are refused (`ledger_full`), parcels seen here are always counted.
+    /// Default: 1000000.
+    #[serde(default = "default_max_senders")]
+    pub max_senders: usize,
+}
+
+fn default_peer_rate() -> u32 {
+    50
+}
+fn default_peer_burst() -> u32 {
+    20_000
+}
+fn default_max_senders() -> usize {
+    1_000_000
+}
+
+/// A site key file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("{path:?}: cannot read it: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path:?} is readable by group or others (mode {mode:04o}): a site key must be readable by the service user only; run `chown screenline: {path:?} && chmod 600 {path:?}`")]
+    Exposed { path: PathBuf, mode: u32 },
+    #[error("{path:?}: {why}")]
+    Invalid {
+        path: PathBuf,
+        why: screenline_core::sighting::KeyError,
+    },
+}
+
+/// Reads a site key file, refusing one that group or others may read.
+pub fn read_key_file(path: &std::path::Path) -> Result<SiteKey, KeyFileError> {
+    use std::os::unix::fs::PermissionsExt;
+    let read = |source| KeyFileError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mode = std::fs::metadata(path).map_err(read)?.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(KeyFileError::Exposed {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(read)?;
+    SiteKey::from_base64(&text).map_err(|why| KeyFileError::Invalid {
+        path: path.to_owned(),
+        why,
+    })
+}
+
+use screenline_core::sighting::{SiteKey, SiteKeys};
+
+impl SiteConfig {
+    /// A site of `peers` sharing the key in `key_file`, every other setting its default.
+    pub fn new(key_file: PathBuf, peers: Vec<String>) -> SiteConfig {
+        SiteConfig {
+            key_file,
+            accepted_key_files: Vec::new(),
+            peers,
+            peer_rate_per_s: default_peer_rate(),
+            peer_burst: default_peer_burst(),
+            max_senders: default_max_senders(),
+        }
+    }
+
+    /// The site's keys, read from their files.
+    pub fn keys(&self) -> Result<SiteKeys, KeyFileError> {
+        let current = read_key_file(&self.key_file)?;
+        let accepted = self
+            .accepted_key_files
+            .iter()
+            .map(|f| read_key_file(f))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SiteKeys::new(current, accepted))
+    }
+
+    /// Checks `[site]` for the appliance `appliance_id`.
+    pub fn problems(&self, p: &mut Problems, appliance_id: &str) {
+        if let Err(e) = read_key_file(&self.key_file) {
+            p.push("key_file", format_args!(": {e}"));
+        }
+        for (i, f) in self.accepted_key_files.iter().enumerate() {
+            if let Err(e) = read_key_file(f) {
+                p.push(&format!("accepted_key_files[{i}]"), format_args!(": {e}"));
+            }
+        }
+        if self.peers.is_empty() {
+            p.push("peers", ": name the site's other appliances (their appliance_id), e.g. peers = [\"xr-02\", \"xr-03\"]; without peers, remove [site]");
+        }
+        for (i, peer) in self.peers.iter().enumerate() {
+            if !crate::problems::is_id(peer) {
+                p.push(
+                    &format!("peers[{i}]"),
+                    format_args!(" = {peer:?}: an appliance_id is letters, digits, - and _"),
+                );
+            } else if peer == appliance_id {
+                p.push(
+                    &format!("peers[{i}]"),
+                    format_args!(" = {peer:?}: this appliance itself; list only the others"),
+                );
+            } else if self.peers[..i].contains(peer) {
+                p.push(
+                    &format!("peers[{i}]"),
+                    format_args!(" = {peer:?}: listed twice"),
+                );
+            }
+        }
+        p.range("peer_rate_per_s", self.peer_rate_per_s, 1..=100_000, "");
+        p.range("peer_burst", self.peer_burst, 1..=10_000_000, "");
+        p.range("max_senders", self.max_senders, 1_000..=100_000_000, "");
+    }
+}
+
 /// What the feed needs of the whole configuration: the appliance's ids and its sections.
 #[derive(Debug, Clone)]
 pub struct FeedConfig {
@@ -149,6 +291,8 @@ pub struct FeedConfig {
     pub appliance_id: String,
     pub mqtt: MqttConfig,
     pub regulator: RegulatorConfig,
+    /// `[site]`: the sightings shared with the site's other appliances, if any.
+    pub site: Option<SiteConfig>,
 }
 
 impl FeedConfig {
@@ -234,6 +378,41 @@ impl RegulatorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_site_key_readable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = crate::testutil::temp_dir("site-key");
+        let f = dir.join("site.key");
+        std::fs::write(&f, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").expect("write");
+        for (mode, ok) in [(0o644, false), (0o640, false), (0o600, true), (0o400, true)] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let r = read_key_file(&f);
+            assert_eq!(r.is_ok(), ok, "mode {mode:o}: {r:?}");
+            if let Err(e) = r {
+                assert!(e.to_string().contains("chmod 600"), "{e}");
+            }
+        }
+        std::fs::write(&f, "c2hvcnQ=").expect("write");
+        let e = read_key_file(&f).expect_err("too short");
+        assert!(e.to_string().contains("at least 32"), "{e}");
+        let c = SiteConfig {
+            key_file: f.clone(),
+            accepted_key_files: vec![],
+            peers: vec!["a1".into(), "a2".into(), "a2".into(), "bad id".into()],
+            peer_rate_per_s: default_peer_rate(),
+            peer_burst: default_peer_burst(),
+            max_senders: default_max_senders(),
+        };
+        let mut p = Problems::new("site");
+        c.problems(&mut p, "a1");
+        let text: Vec<String> = p.into_vec().into_iter().map(|p| p.text).collect();
+        assert_eq!(text.len(), 4, "{text:?}");
+        assert!(text[0].starts_with("site.key_file"), "{text:?}");
+        assert!(text[1].contains("this appliance itself"), "{text:?}");
+        assert!(text[2].contains("listed twice"), "{text:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn broker_urls() {

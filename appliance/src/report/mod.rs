@@ -1,7 +1,9 @@
 //! The regulator feed over MQTT (rumqttc): drains the store's outbox at QoS 1, keeps the
 //! retained `…/status` with a last will, sends the periodic statistics ([`stats`]) after every
 //! flagged report, and takes the regulator's signed commands ([`commands`]) on `…/cmd/+`,
-//! answering each on `…/cmd-result`.
+//! answering each on `…/cmd-result`. With `[site]`, it also publishes this appliance's
+//! sightings on `…/sightings` (after flagged reports, before statistics) and starts the
+//! receiver of the peers' ([`sightings`]).
 //!
 //! rumqttc's `publish` returning means queued, nothing more, and with a clean session it
 //! drops whatever was unacknowledged when the link fell. So this task is the only publisher
@@ -14,6 +16,7 @@ pub mod commander;
 pub mod commands;
 pub mod config;
 pub mod payload;
+pub mod sightings;
 pub mod stats;
 
 use crate::screen::Screener;
@@ -62,6 +65,8 @@ struct Commands {
 enum InFlight {
     Report(Vec<u8>),
     Stats(Vec<u8>),
+    /// An own sighting, by its key in the sightings' outbox.
+    Sighting(Vec<u8>),
     Status,
     /// A command's answer or evidence: at least once while the link holds, not kept on disk
     /// (the regulator asks again).
@@ -83,11 +88,14 @@ pub struct Feed {
     telemetry: Arc<Telemetry>,
     /// Busy while one event of the broker link is handled.
     stage: Stage,
+    /// With `[site]`: the receiver of the peers' sightings, started with the feed.
+    sightings: Option<sightings::Receiver>,
 }
 
 impl Feed {
     /// A feed for `config`, draining `store`; `wake` is notified when the outbox grows;
-    /// regulator commands change `screener`'s watch-list and thresholds.
+    /// regulator commands change `screener`'s watch-list and thresholds; with `sharing`, the
+    /// peers' sightings are received too.
     pub async fn new(
         config: &FeedConfig,
         store: StoreHandle,
@@ -95,7 +103,11 @@ impl Feed {
         wake: Arc<Notify>,
         telemetry: Arc<Telemetry>,
         stage: Stage,
+        sharing: Option<sightings::SiteSharing>,
     ) -> anyhow::Result<Feed> {
+        let sightings = sharing
+            .map(|s| sightings::Receiver::new(config, s, store.clone(), telemetry.clone()))
+            .transpose()?;
         let addr = parse_broker_url(&config.mqtt.url).map_err(anyhow::Error::msg)?;
         let root = config.topic_root();
         let mut opts = MqttOptions::new(config.client_id(), addr.host.clone(), addr.port);
@@ -158,6 +170,7 @@ impl Feed {
             wake,
             telemetry,
             stage,
+            sightings,
         })
     }
 
@@ -168,7 +181,11 @@ impl Feed {
     /// write failed is still queued) and goes on numbering packets where it was; fed into the
     /// next connection, such a stale event would shift every packet id → report mapping by
     /// one, and a PUBACK would clear a report the broker never received.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let receiver = self
+            .sightings
+            .take()
+            .map(|r| tokio::spawn(r.run(shutdown.clone())));
         let stats = tokio::spawn(stats::run(
             self.stats_period,
             self.site_id.clone(),
@@ -205,6 +222,13 @@ impl Feed {
             }
         }
         let _ = stats.await;
+        if let Some(r) = receiver {
+            if let Err(e) = r.await {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+        }
     }
 
     async fn connect_loop(
@@ -248,6 +272,7 @@ impl Feed {
         // Command answers and evidence waiting for room in rumqttc's queue.
         let mut control: VecDeque<(String, Vec<u8>)> = VecDeque::new();
         let mut outstanding_stats: HashSet<Vec<u8>> = HashSet::new();
+        let mut outstanding_sightings: HashSet<Vec<u8>> = HashSet::new();
         let mut connected = false;
         // Publishes handed to rumqttc whose packet id we have not seen yet, in order.
         let mut queued: VecDeque<InFlight> = VecDeque::new();
@@ -293,6 +318,7 @@ impl Feed {
                     &mut queued,
                     &mut outstanding,
                     &mut outstanding_stats,
+                    &mut outstanding_sightings,
                 )
                 .await;
             }
@@ -339,6 +365,15 @@ impl Feed {
                                 Ok(true) => self.telemetry.incr(Counter::FeedStatsAcked),
                                 Ok(false) => {}
                                 Err(e) => tracing::error!(error = %e, "cannot clear acknowledged statistics; they will be sent again"),
+                            }
+                        }
+                        Some(InFlight::Sighting(key)) => {
+                            outstanding_sightings.remove(&key);
+                            let k = key.clone();
+                            match self.store.update(move |s| s.ack_sighting(&k)).await {
+                                Ok(true) => self.telemetry.incr(Counter::SightingsSent),
+                                Ok(false) => {}
+                                Err(e) => tracing::error!(error = %e, "cannot clear an acknowledged sighting; it will be sent again"),
                             }
                         }
                         Some(InFlight::Status) if stopping => {
@@ -421,36 +456,44 @@ impl Feed {
         }
     }
 
-    /// Hands rumqttc the next outbox entries, up to the window; statistics only when no
-    /// flagged report is waiting to be sent.
+    /// Hands rumqttc the next outbox entries, up to the window: flagged reports first, then
+    /// own sightings, and statistics only when no flagged report is waiting to be sent.
     async fn top_up(
         &self,
         client: &AsyncClient,
         queued: &mut VecDeque<InFlight>,
         outstanding: &mut HashSet<Vec<u8>>,
         outstanding_stats: &mut HashSet<Vec<u8>>,
+        outstanding_sightings: &mut HashSet<Vec<u8>>,
     ) {
-        let room = self
-            .window
-            .saturating_sub(outstanding.len() + outstanding_stats.len());
+        let room = self.window.saturating_sub(
+            outstanding.len() + outstanding_stats.len() + outstanding_sightings.len(),
+        );
         if room == 0 {
             return;
         }
-        // Reports first; statistics only when no report waits (one store job for both).
-        let (skip, skip_stats) = (outstanding.clone(), outstanding_stats.clone());
+        // One store job for the three outboxes.
+        let (skip, skip_stats, skip_sightings) = (
+            outstanding.clone(),
+            outstanding_stats.clone(),
+            outstanding_sightings.clone(),
+        );
         let read = self
             .store
             .read(move |s| {
                 let batch = s.outbox_batch(room, |k| skip.contains(k))?;
-                let stats = if batch.is_empty() {
-                    s.stats_batch(room, |k| skip_stats.contains(k))?
+                let sightings =
+                    s.sightings_batch(room - batch.len(), |k| skip_sightings.contains(k))?;
+                let left = room - batch.len() - sightings.len();
+                let stats = if batch.is_empty() && left > 0 {
+                    s.stats_batch(left, |k| skip_stats.contains(k))?
                 } else {
                     Vec::new()
                 };
-                Ok((batch, stats))
+                Ok((batch, sightings, stats, s.sightings_figures()))
             })
             .await;
-        let (batch, stats) = match read {
+        let (batch, own_sightings, stats, figures) = match read {
             Ok(x) => x,
             Err(e) => {
                 // The next wake-up tries again.
@@ -458,20 +501,11 @@ impl Feed {
                 return;
             }
         };
-        if batch.is_empty() {
-            let topic = format!("{}/stats", self.root);
-            for (key, body) in stats {
-                if client
-                    .try_publish(topic.clone(), QoS::AtLeastOnce, false, body)
-                    .is_err()
-                {
-                    break;
-                }
-                queued.push_back(InFlight::Stats(key.clone()));
-                outstanding_stats.insert(key);
-            }
-            return;
-        }
+        self.telemetry
+            .set(Gauge::SightingsBacklog, figures.backlog as u64);
+        self.telemetry.set(Gauge::SightingsDropped, figures.dropped);
+        self.telemetry
+            .set(Gauge::SightingsLedgerKeys, figures.ledger_keys as u64);
         for (q, suffix) in batch {
             let topic = format!("{}/{}", self.root, suffix);
             // For evidence requests: which record this report came from.
@@ -486,9 +520,31 @@ impl Feed {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "publish queue full; will retry");
-                    break;
+                    return;
                 }
             }
+        }
+        let topic = format!("{}/sightings", self.root);
+        for q in own_sightings {
+            if client
+                .try_publish(topic.clone(), QoS::AtLeastOnce, false, q.payload)
+                .is_err()
+            {
+                return;
+            }
+            queued.push_back(InFlight::Sighting(q.key.clone()));
+            outstanding_sightings.insert(q.key);
+        }
+        let topic = format!("{}/stats", self.root);
+        for (key, body) in stats {
+            if client
+                .try_publish(topic.clone(), QoS::AtLeastOnce, false, body)
+                .is_err()
+            {
+                break;
+            }
+            queued.push_back(InFlight::Stats(key.clone()));
+            outstanding_stats.insert(key);
         }
     }
 }

@@ -52,6 +52,7 @@ pub mod recover;
 pub mod regulator;
 pub mod retention;
 pub mod review;
+pub mod sightings;
 #[cfg(test)]
 mod testing;
 
@@ -135,6 +136,8 @@ pub struct Store {
     backlog: Arc<AtomicUsize>,
     /// Parcels recorded in the split-shipment ledger since its last sweep.
     ledger_since_sweep: Arc<AtomicU32>,
+    /// The sightings' outbox and ledger figures (`sightings.rs`).
+    sightings: Arc<sightings::State>,
 }
 
 /// One record of a group commit ([`Store::commit_counted`]), owned: it travels to the store
@@ -269,6 +272,7 @@ impl Store {
         let images = data_dir.join("images");
         std::fs::create_dir_all(&images)?;
         let backlog = Arc::new(AtomicUsize::new(outbox.len()));
+        let sightings = sightings::State::open(&db, &split)?;
         Ok(Store {
             db,
             records,
@@ -282,6 +286,7 @@ impl Store {
             hasher: KeyedHasher::new(hash_key),
             backlog,
             ledger_since_sweep: Arc::default(),
+            sightings,
         })
     }
 
@@ -325,14 +330,6 @@ impl Store {
     /// The store's keyed hasher.
     pub fn hasher(&self) -> &KeyedHasher {
         &self.hasher
-    }
-
-    /// The split-shipment ledger kept in this store.
-    pub fn split_ledger(&self) -> SledLedger {
-        SledLedger {
-            tree: self.split.clone(),
-            since_sweep: self.ledger_since_sweep.clone(),
-        }
     }
 
     /// Writes one record and, if there is one, its report ([`Store::commit_counted`] of a
@@ -571,72 +568,6 @@ fn migrate_schema(meta: &sled::Tree, outbox: &sled::Tree, from: u32) -> Result<(
     }
     meta.insert("schema_version", SCHEMA_VERSION.to_string().as_bytes())?;
     Ok(())
-}
-
-/// Split-shipment history on disk: per (identity hash, category), the times of the latest
-/// parcels within the window. Survives restarts; stays bounded because each entry keeps at
-/// most the parcels in its window and a periodic sweep drops identities gone quiet.
-pub struct SledLedger {
-    tree: sled::Tree,
-    since_sweep: Arc<AtomicU32>,
-}
-
-/// Parcels recorded between two sweeps of the split-shipment ledger.
-const SWEEP_EVERY: u32 = 1000;
-use screenline_core::rules::LEDGER_KEEP;
-
-fn millis(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-impl screenline_core::rules::SplitLedger for SledLedger {
-    fn record(
-        &mut self,
-        identity: &str,
-        category: crate::domain::Category,
-        at: std::time::SystemTime,
-        window: std::time::Duration,
-    ) -> usize {
-        let now = millis(at);
-        let oldest = now.saturating_sub(window.as_millis() as u64);
-        let key = format!("{identity}/{}", category.key());
-        let mut times: Vec<u64> = match self.tree.get(&key) {
-            Ok(Some(v)) => serde_json::from_slice(&v).unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        times.retain(|t| *t >= oldest);
-        times.push(now);
-        if times.len() > LEDGER_KEEP {
-            times.drain(..times.len() - LEDGER_KEEP);
-        }
-        let n = times.len();
-        if let Ok(v) = serde_json::to_vec(&times) {
-            if let Err(e) = self.tree.insert(key.as_bytes(), v) {
-                tracing::error!(error = %e, "split-shipment ledger not updated");
-            }
-        }
-        if self.since_sweep.fetch_add(1, Ordering::Relaxed) + 1 >= SWEEP_EVERY {
-            self.since_sweep.store(0, Ordering::Relaxed);
-            self.sweep(oldest);
-        }
-        n
-    }
-}
-
-impl SledLedger {
-    fn sweep(&self, oldest: u64) {
-        for item in self.tree.iter() {
-            let Ok((k, v)) = item else { continue };
-            let newest = serde_json::from_slice::<Vec<u64>>(&v)
-                .ok()
-                .and_then(|t| t.last().copied())
-                .unwrap_or(0);
-            if newest < oldest {
-                let _ = self.tree.remove(k);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

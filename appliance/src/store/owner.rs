@@ -183,11 +183,14 @@ impl StoreHandle {
         self.write(move |s| s.count(&counter)).await
     }
 
-    /// The split-shipment ledger, kept in the store and updated through this thread.
-    pub fn split_ledger(&self) -> OwnedLedger {
-        OwnedLedger {
-            store: self.clone(),
-        }
+    /// The split-shipment ledger, kept in the store and updated through this thread; with
+    /// `signer`, every parcel recorded also queues its sighting for the site's other
+    /// appliances.
+    pub fn split_ledger(
+        &self,
+        signer: Option<Arc<super::sightings::Signer>>,
+    ) -> super::sightings::OwnedLedger {
+        super::sightings::OwnedLedger::new(self.clone(), signer)
     }
 }
 
@@ -307,35 +310,6 @@ fn owner(
     if let Some(db) = store {
         if let Err(e) = db.flush_blocking() {
             tracing::error!(error = %e, "final flush failed");
-        }
-    }
-}
-
-/// The split-shipment ledger as the line uses it: every update a job on the store thread.
-#[derive(Clone)]
-pub struct OwnedLedger {
-    store: StoreHandle,
-}
-
-impl screenline_core::rules::SplitLedger for OwnedLedger {
-    fn record(
-        &mut self,
-        identity: &str,
-        category: crate::domain::Category,
-        at: std::time::SystemTime,
-        window: std::time::Duration,
-    ) -> usize {
-        let identity = identity.to_owned();
-        match self
-            .store
-            .update_blocking(move |s| Ok(s.split_ledger().record(&identity, category, at, window)))
-        {
-            Ok(n) => n,
-            Err(e) => {
-                // Counted as the first parcel: a store fault never makes a parcel suspect.
-                tracing::error!(error = %e, "split-shipment ledger unavailable");
-                1
-            }
         }
     }
 }

@@ -17,6 +17,7 @@
 use super::link::{Device, ParcelOutcome};
 use crate::domain::{Category, Decision, Finding, ReasonCode};
 use screenline_core::join::{JoinNote, JoinOutcome};
+use screenline_core::sighting::Refusal;
 
 /// Labels of one series: name and value.
 pub type Labels = Vec<(&'static str, String)>;
@@ -74,6 +75,18 @@ pub enum Counter {
 
     /// A counter of one line.
     Line(String, LineCounter),
+
+    // The site's sightings (split shipments across appliances).
+    /// Own sightings the broker acknowledged.
+    SightingsSent,
+    /// Peers' sightings folded into the split-shipment ledger.
+    SightingsReceived,
+    /// Peers' sightings the ledger had already (redeliveries).
+    SightingsDuplicate,
+    /// Peers' sightings refused, per reason.
+    SightingsRefused(Refusal),
+    /// The sightings connection's errors.
+    SightingsConnectionErrors,
 
     // Deciding and storing.
     /// Decisions made past the line's decision point.
@@ -425,6 +438,11 @@ impl Counter {
             Counter::CommandAuditErrors => "cmd.audit_errors".into(),
             Counter::CommandAnswersDropped => "cmd.answers_dropped".into(),
             Counter::Line(line, c) => format!("{line}.{}", c.key()),
+            Counter::SightingsSent => "sightings.sent".into(),
+            Counter::SightingsReceived => "sightings.received".into(),
+            Counter::SightingsDuplicate => "sightings.duplicate".into(),
+            Counter::SightingsRefused(why) => format!("sightings.refused.{}", why.code()),
+            Counter::SightingsConnectionErrors => "sightings.connection_errors".into(),
             Counter::DecisionsLate => "decisions.late".into(),
             Counter::SinkStoreFailed => "sink.store_failed".into(),
             Counter::SinkDecisionsNotSent => "sink.decisions_not_sent".into(),
@@ -465,7 +483,11 @@ impl Counter {
     /// (`xray.quarantined`, `L1.xray.quarantined`).
     pub(super) fn keys(&self) -> Vec<String> {
         let Counter::Line(line, c) = self else {
-            return vec![self.key()];
+            return match self {
+                // And all reasons together.
+                Counter::SightingsRefused(_) => vec![self.key(), "sightings.refused".into()],
+                _ => vec![self.key()],
+            };
         };
         let own = c.key();
         let mut keys = vec![format!("{line}.{own}")];
@@ -586,6 +608,27 @@ impl Counter {
                 "Answers to unverified regulator commands dropped for want of room.",
             ),
             Counter::Line(line, c) => c.metric(line),
+            Counter::SightingsSent => {
+                metric("sightings_sent", "Own sightings the broker acknowledged.")
+            }
+            Counter::SightingsReceived => metric(
+                "sightings_received",
+                "Peers' sightings folded into the split-shipment ledger.",
+            ),
+            Counter::SightingsDuplicate => metric(
+                "sightings_duplicate",
+                "Peers' sightings the ledger already had (redeliveries).",
+            ),
+            Counter::SightingsRefused(why) => one(
+                "sightings_refused",
+                "Peers' sightings refused, per reason.",
+                "reason",
+                why.code(),
+            ),
+            Counter::SightingsConnectionErrors => metric(
+                "sightings_connection_errors",
+                "Sightings connections lost or refused.",
+            ),
             Counter::DecisionsLate => metric(
                 "decisions_late",
                 "Decisions made after the parcel passed the line's decision point.",
@@ -756,6 +799,13 @@ pub enum Gauge {
     ScreenLastLatencyMicros,
     /// A line's belt speed in mm/s, as its controller reports it.
     BeltSpeedMillimetresPerSecond(String),
+    /// Own sightings waiting for the broker.
+    SightingsBacklog,
+    /// Own sightings dropped unsent since start: too old for any peer to count, or past the
+    /// outbox's cap.
+    SightingsDropped,
+    /// Senders × categories in the split-shipment ledger.
+    SightingsLedgerKeys,
 }
 
 impl Gauge {
@@ -769,6 +819,9 @@ impl Gauge {
             Gauge::ScreenLastBatch => "screen.last_batch".into(),
             Gauge::ScreenLastLatencyMicros => "screen.last_latency_us".into(),
             Gauge::BeltSpeedMillimetresPerSecond(line) => format!("{line}.belt_mm_per_s"),
+            Gauge::SightingsBacklog => "sightings.backlog".into(),
+            Gauge::SightingsDropped => "sightings.dropped".into(),
+            Gauge::SightingsLedgerKeys => "sightings.ledger_keys".into(),
         }
     }
 
@@ -825,6 +878,27 @@ impl Gauge {
                     vec![("line", line.clone())],
                 ),
                 1e-3,
+            ),
+            Gauge::SightingsBacklog => (
+                metric(
+                    "sightings_backlog_messages",
+                    "Own sightings waiting for the broker.",
+                ),
+                1.0,
+            ),
+            Gauge::SightingsDropped => (
+                metric(
+                    "sightings_dropped_messages",
+                    "Own sightings dropped unsent since start (too old, or past the outbox's cap).",
+                ),
+                1.0,
+            ),
+            Gauge::SightingsLedgerKeys => (
+                metric(
+                    "split_ledger_keys",
+                    "Senders by category in the split-shipment ledger.",
+                ),
+                1.0,
             ),
         }
     }

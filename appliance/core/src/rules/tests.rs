@@ -308,13 +308,63 @@ fn parcels_outside_the_window_do_not_count() {
     let mut ledger = MemoryLedger::default();
     let t0 = SystemTime::now();
     let w = Duration::from_secs(3600);
+    let seen = |at: SystemTime| crate::sighting::Seen {
+        identities: vec!["x".into()],
+        category: Category::Food,
+        at,
+        line_id: "L1".into(),
+        parcel: "p".into(),
+    };
     for k in 0..4 {
-        ledger.record("x", Category::Food, t0 + Duration::from_secs(k * 1000), w);
+        ledger.record(&seen(t0 + Duration::from_secs(k * 1000)), w);
     }
     // At 5000 s, the parcels of 2000 s and 3000 s are within the hour; 0 s and 1000 s are not.
     assert_eq!(
-        ledger.record("x", Category::Food, t0 + Duration::from_secs(5000), w),
+        ledger
+            .record(&seen(t0 + Duration::from_secs(5000)), w)
+            .total(),
         3
+    );
+}
+
+#[test]
+fn with_a_site_key_the_reason_says_where_the_parcels_were_seen() {
+    struct Site(usize);
+    impl SplitLedger for Site {
+        fn record(&mut self, seen: &crate::sighting::Seen, _: Duration) -> SplitCount {
+            // Under the site key first, then the store's own key (parcels of before).
+            assert_eq!(seen.identities.len(), 2);
+            assert!(seen.identities.iter().all(|i| !i.contains("110105")));
+            self.0 += 1;
+            SplitCount {
+                here: self.0,
+                elsewhere: 4,
+            }
+        }
+    }
+    let mut r = rules();
+    r.ledger = Box::new(Site(0));
+    let key = crate::sighting::SiteKey::new(vec![7; 32]).expect("key");
+    r.site_keys = Some(crate::sighting::SiteKeys::new(key, vec![]));
+    let p = parcel(CLEAN_ID, "13800138000", "耳机", "electronics", 399.0, 1);
+    let (d, reasons) = judge(&mut r, &p, &scores(Category::Electronics, 0.97, 0.02));
+    assert_eq!(d, Decision::Flag);
+    let split = reasons
+        .iter()
+        .find(|r| r.code == ReasonCode::SplitShipment)
+        .expect("split shipment");
+    assert!(split.en.contains("sent 5 parcels"), "{}", split.en);
+    assert!(
+        split
+            .en
+            .contains("1 on this appliance, 4 on other appliances"),
+        "{}",
+        split.en
+    );
+    assert!(
+        split.zh.contains("本机 1 件，站点其他设备 4 件"),
+        "{}",
+        split.zh
     );
 }
 
