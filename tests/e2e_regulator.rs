@@ -838,7 +838,7 @@ fn a_dual_energy_reports_hashes_are_those_of_what_is_archived_and_sent_as_eviden
     assert_eq!(archived, written, "archived as written");
 
     let report_id = report["report_id"].as_str().expect("report id");
-    ask_evidence(port, &regulator, "ev-00000012", &report_id);
+    ask_evidence(port, &regulator, "ev-00000012", report_id);
     let ev = evidence.wait_for(Duration::from_secs(10), "the evidence", |m| !m.is_empty());
     let ev: Value = serde_json::from_str(&ev[0].1).expect("evidence JSON");
     schemas.validate("evidence", &ev);

@@ -406,7 +406,11 @@ fn an_appliance_killed_and_restarted_catches_up_on_its_peers_sightings() {
                 site.down[1] = false;
                 site.received[1] = 2;
                 site.wait_metric(1, "screenline_sightings_received_total", 2);
-                site.wait_metric(1, "screenline_link_up{line=\"L1\",device=\"controller\"}", 1);
+                site.wait_metric(
+                    1,
+                    "screenline_link_up{line=\"L1\",device=\"controller\"}",
+                    1,
+                );
             }
         },
         |_, _| {},

@@ -241,11 +241,14 @@ impl Appliance {
         let console_addr = listener.local_addr()?;
         let console = crate::console::Console::new(
             telemetry.clone(),
-            store.clone(),
             &config,
-            model_dir,
-            screener.clone(),
-            stages.clone(),
+            crate::console::Pipeline {
+                store: store.clone(),
+                model_dir,
+                screener: screener.clone(),
+                stages: stages.clone(),
+                sightings: sharing.as_ref().map(|s| s.status.clone()),
+            },
             shutdown.clone(),
         );
         set.spawn(

@@ -297,7 +297,13 @@ impl Sink {
                         }
                         _ => None,
                     };
-                    policy.after_screening(&s.parcel.line_id, scan, loaded, &self.telemetry)?;
+                    policy.after_screening(
+                        &s.parcel.line_id,
+                        scan,
+                        loaded,
+                        kept.is_some(),
+                        &self.telemetry,
+                    )?;
                     kept
                 }
                 _ => None,

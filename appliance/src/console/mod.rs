@@ -20,6 +20,7 @@ mod snapshot;
 
 use crate::domain::Decision;
 use crate::record::Record;
+use crate::report::sightings::SightingsStatus;
 use crate::store::owner::StoreHandle;
 use crate::store::review::Finding;
 use crate::telemetry::{Counter, Link, Live, ParcelSummary, Telemetry};
@@ -113,6 +114,8 @@ struct Running {
     intra_threads: usize,
     /// The pipeline's stages, whose health `/healthz` reports.
     stages: Arc<crate::supervise::Stages>,
+    /// With `[site]`: the peers heard and the sightings' backlog, for the devices page.
+    sightings: Option<Arc<SightingsStatus>>,
 }
 
 impl Running {
@@ -278,17 +281,34 @@ impl Guard {
     }
 }
 
+/// What a running appliance's console reads and acts on.
+pub struct Pipeline {
+    pub store: StoreHandle,
+    /// The running model's folder.
+    pub model_dir: PathBuf,
+    /// The screening stage, for the model page and the swap.
+    pub screener: Arc<crate::screen::Screener>,
+    /// The stages, whose health `/healthz` reports.
+    pub stages: Arc<crate::supervise::Stages>,
+    /// With `[site]`: the peers heard and the sightings' backlog.
+    pub sightings: Option<Arc<SightingsStatus>>,
+}
+
 impl Console {
     /// The console of a running appliance.
     pub fn new(
         telemetry: Arc<Telemetry>,
-        store: StoreHandle,
         config: &crate::config::Config,
-        model_dir: PathBuf,
-        screener: Arc<crate::screen::Screener>,
-        stages: Arc<crate::supervise::Stages>,
+        pipeline: Pipeline,
         shutdown: CancellationToken,
     ) -> Console {
+        let Pipeline {
+            store,
+            model_dir,
+            screener,
+            stages,
+            sightings,
+        } = pipeline;
         let config_toml = toml::to_string_pretty(config)
             .inspect_err(|e| {
                 tracing::warn!(error = %e, "cannot show the running configuration on the console");
@@ -304,6 +324,7 @@ impl Console {
                 ort_dylib_path: config.model.ort_dylib_path.clone(),
                 intra_threads: config.model.intra_threads,
                 stages,
+                sightings,
             }),
             users: Users::in_data_dir(&config.data_dir),
             sessions: Sessions::default(),
@@ -1134,7 +1155,17 @@ async fn api_status(State(c): State<Arc<Console>>, headers: HeaderMap) -> Respon
 
 async fn devices_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     let ctx = viewer!(c, headers, Role::Technician, "/devices");
-    pages::devices(&ctx, &Snapshot::take(&c.telemetry), &c.data_dir).into_response()
+    let site = c
+        .running()
+        .and_then(|r| r.sightings.as_ref())
+        .map(|s| s.snapshot());
+    pages::devices(
+        &ctx,
+        &Snapshot::take(&c.telemetry),
+        site.as_ref(),
+        &c.data_dir,
+    )
+    .into_response()
 }
 
 async fn model_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {

@@ -12,6 +12,7 @@ use super::Ctx;
 use crate::domain::{Category, Decision, ModelInfo, Reason};
 use crate::logbuf::LogLine;
 use crate::record::{Record, StoredSender};
+use crate::report::sightings::SightingsSnapshot;
 use crate::screen::swap::Swapped;
 use crate::store::audit::AuditEntry;
 use crate::store::review::{Finding, Review};
@@ -751,6 +752,23 @@ struct DevicesPage<'a> {
     layout: Layout,
     devices: Vec<DeviceRow<'a>>,
     disk: Option<DiskRow>,
+    site: Option<SiteView<'a>>,
+}
+
+/// The site's other appliances and this one's sightings (with `[site]`).
+struct SiteView<'a> {
+    peers: Vec<PeerRow<'a>>,
+    backlog: u64,
+    ledger_keys: u64,
+}
+
+/// A peer appliance: heard recently (up) or not, when, and how many of its sightings were
+/// folded.
+struct PeerRow<'a> {
+    id: &'a str,
+    state: StateView,
+    last_heard: String,
+    folded: u64,
 }
 
 struct DeviceRow<'a> {
@@ -789,7 +807,12 @@ fn counts(snapshot: &Snapshot, link: &Link) -> Vec<Count> {
 }
 
 /// Every link with its device's counters, and the data folder's disk.
-pub(super) fn devices(ctx: &Ctx, snapshot: &Snapshot, data_dir: &Path) -> Page {
+pub(super) fn devices(
+    ctx: &Ctx,
+    snapshot: &Snapshot,
+    site: Option<&SightingsSnapshot>,
+    data_dir: &Path,
+) -> Page {
     let lang = ctx.lang;
     let devices = snapshot
         .links()
@@ -815,10 +838,27 @@ pub(super) fn devices(ctx: &Ctx, snapshot: &Snapshot, data_dir: &Path) -> Page {
             counters: counts(snapshot, &Link::Store),
         }
     });
+    let site = site.map(|s| SiteView {
+        peers: s
+            .peers
+            .iter()
+            .map(|p| PeerRow {
+                id: &p.appliance_id,
+                state: StateView::cell(lang, p.recent),
+                last_heard: p
+                    .last_heard
+                    .map_or_else(|| "—".to_owned(), crate::time_fmt::format),
+                folded: p.folded,
+            })
+            .collect(),
+        backlog: s.backlog,
+        ledger_keys: s.ledger_keys,
+    });
     Page::of(&DevicesPage {
         layout: Layout::page(ctx, "nav.devices", "/devices"),
         devices,
         disk,
+        site,
     })
 }
 

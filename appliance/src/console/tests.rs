@@ -15,6 +15,8 @@ struct Fixture {
     dir: PathBuf,
     app: Router,
     console: Arc<Console>,
+    /// The site's sharing as the console sees it: peers `a2` and `a3`.
+    sightings: Arc<SightingsStatus>,
 }
 
 impl Drop for Fixture {
@@ -82,13 +84,20 @@ async fn fixture_with(tag: &str, console: &str) -> Fixture {
         Box::new(crate::screen::rules::MemoryLedger::default()),
     )
     .expect("rules");
+    let sightings = Arc::new(SightingsStatus::new(
+        &["a2".to_owned(), "a3".to_owned()],
+        telemetry.clone(),
+    ));
     let console = Arc::new(Console::new(
         telemetry,
-        store,
         &config,
-        model_dir,
-        crate::screen::Screener::new(model, rules),
-        Arc::new(crate::supervise::Stages::default()),
+        Pipeline {
+            store,
+            model_dir,
+            screener: crate::screen::Screener::new(model, rules),
+            stages: Arc::new(crate::supervise::Stages::default()),
+            sightings: Some(sightings.clone()),
+        },
         tokio_util::sync::CancellationToken::new(),
     ));
     console
@@ -101,7 +110,12 @@ async fn fixture_with(tag: &str, console: &str) -> Fixture {
         .expect("user");
     let app =
         router(console.clone()).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
-    Fixture { dir, app, console }
+    Fixture {
+        dir,
+        app,
+        console,
+        sightings,
+    }
 }
 
 struct Reply {
@@ -925,7 +939,12 @@ async fn a_safe_mode_console_says_why_and_changes_nothing() {
         .expect("user");
     let app =
         router(console.clone()).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
-    let f = Fixture { dir, app, console };
+    let f = Fixture {
+        dir,
+        app,
+        console,
+        sightings: Arc::new(SightingsStatus::new(&[], Arc::new(Telemetry::default()))),
+    };
     let (tech, csrf) = f.login("tech", "technician password").await;
     for path in ["/", "/config"] {
         let page = f.get(path, Some(&tech)).await;
@@ -1085,4 +1104,37 @@ async fn every_page_finds_all_its_words() {
         let login = f.get("/login", Some(&format!("sl_lang={lang}"))).await;
         assert!(!missing(&login.body), "/login in {lang}: {}", login.body);
     }
+}
+
+/// With `[site]`, the devices page lists the site's other appliances — heard recently or
+/// not, when, and how many of their sightings were folded — and this one's sightings waiting
+/// for the broker.
+#[tokio::test]
+async fn the_devices_page_shows_the_sites_peers_and_the_sightings_backlog() {
+    let f = fixture("site").await;
+    let (tech, _) = f.login("tech", "technician password").await;
+    f.sightings.heard("a2", 5);
+    f.console
+        .telemetry
+        .set(crate::telemetry::Gauge::SightingsBacklog, 7);
+    let page = f.get("/devices", Some(&tech)).await.body;
+    let row = |peer: &str| {
+        let start = page
+            .find(&format!("data-peer=\"{peer}\""))
+            .unwrap_or_else(|| panic!("{peer} in {page}"));
+        let end = page[start..]
+            .find("</tr>")
+            .map_or(page.len(), |e| start + e);
+        page[start..end].to_owned()
+    };
+    let (a2, a3) = (row("a2"), row("a3"));
+    assert!(
+        a2.contains("class=\"clear\"") && a2.contains("<td>5</td>"),
+        "{a2}"
+    );
+    assert!(
+        a3.contains("class=\"flag\"") && a3.contains("<td>—</td>"),
+        "{a3}"
+    );
+    assert!(page.contains("data-sightings=\"backlog\">7<"), "{page}");
 }

@@ -79,35 +79,28 @@ impl XrayPolicy {
         self.after == XrayAfter::Keep
     }
 
-    /// Disposes of a scan's files once its parcel is decided (and, with `keep`, archived by
-    /// the store from the bytes screening read). `loaded` is that evidence, or the decoder's
-    /// complaint when the pixels could not be read — then the files go to quarantine.
-    /// Otherwise a drop-folder name is removed only while it still is the file that was
-    /// read.
+    /// Disposes of a scan's files once its parcel is decided (and, when `archived`, archived
+    /// by the store from the bytes screening read). `loaded` is that evidence, or the
+    /// decoder's complaint when the pixels could not be read — then the files go to
+    /// quarantine. Otherwise a drop-folder name is removed only while it still is the file
+    /// that was read.
     pub fn after_screening(
         &self,
         line_id: &str,
         scan: &XrayScan,
         loaded: Result<&Evidence, &str>,
+        archived: bool,
         telemetry: &Telemetry,
     ) -> std::io::Result<()> {
         let evidence = match loaded {
             Ok(e) => e,
             Err(why) => {
-                let files: Vec<Refused<'_>> = scan_files(scan).map(Refused::path).collect();
-                quarantine_files(
-                    line_id,
-                    &self.quarantine_dir,
-                    &files,
-                    MAX_IMAGE_BYTES,
-                    "unreadable",
-                    &format!("the image could not be decoded: {why}"),
-                    telemetry,
-                );
+                let why = format!("the image could not be decoded: {why}");
+                self.quarantine_scan(line_id, scan, "unreadable", &why, telemetry);
                 return Ok(());
             }
         };
-        if !self.keeps_images() {
+        if !archived {
             telemetry.incr_line(line_id, LineCounter::XrayDeleted);
         }
         for (path, file) in scan_files(scan).zip(evidence.files()) {
@@ -148,6 +141,18 @@ impl XrayPolicy {
                 "no parcel entered the line near the time of this image, and no parcel's waybill matched it",
             ),
         };
+        self.quarantine_scan(line_id, scan, kind, reason, telemetry);
+    }
+
+    /// Moves a scan's files to quarantine as `kind`, with `reason` beside them.
+    fn quarantine_scan(
+        &self,
+        line_id: &str,
+        scan: &XrayScan,
+        kind: &'static str,
+        reason: &str,
+        telemetry: &Telemetry,
+    ) {
         let files: Vec<Refused<'_>> = scan_files(scan).map(Refused::path).collect();
         quarantine_files(
             line_id,
@@ -1024,7 +1029,7 @@ mod tests {
             crate::store::images::archive(&images, "rec-1", &ke, &XrayPolicy::extensions(&k))
                 .expect("archived");
         policy
-            .after_screening("L1", &k, Ok(&ke), &t)
+            .after_screening("L1", &k, Ok(&ke), true, &t)
             .expect("taken out of the drop folder");
         assert_eq!(kept, dir.0.join("data/images/rec-1.high.png"));
         // What is archived is exactly what screening read and hashed.
@@ -1036,10 +1041,10 @@ mod tests {
         policy.after = XrayAfter::Delete;
         assert!(!policy.keeps_images());
         policy
-            .after_screening("L1", &x, Ok(&xe), &t)
+            .after_screening("L1", &x, Ok(&xe), false, &t)
             .expect("deleted");
         policy
-            .after_screening("L1", &u, Err("unexpected end of file"), &t)
+            .after_screening("L1", &u, Err("unexpected end of file"), false, &t)
             .expect("quarantined");
         assert!(reason(&dir, "u.high.png").contains("unexpected end of file"));
         assert!(dir.quarantine().join("u.low.png").exists());

@@ -37,6 +37,35 @@ use tokio_util::sync::CancellationToken;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// How long a connection to the broker waits before it is tried again: doubling from
+/// [`BACKOFF_MIN`] to [`BACKOFF_MAX`] with jitter (so that a site's appliances do not all
+/// come back at once), and from the start again once a connection works. rumqttc has no
+/// delay of its own (PITFALLS).
+pub(crate) struct Backoff(Duration);
+
+impl Backoff {
+    pub(crate) fn new() -> Backoff {
+        Backoff(BACKOFF_MIN)
+    }
+
+    /// A connection worked: the next wait is the shortest again.
+    pub(crate) fn reset(&mut self) {
+        self.0 = BACKOFF_MIN;
+    }
+
+    /// Waits out the delay (plus up to half again), then doubles it; `false` if `shutdown`
+    /// came first.
+    pub(crate) async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        let jitter = rand::thread_rng().gen_range(0..=self.0.as_millis() as u64 / 2);
+        tokio::select! {
+            _ = tokio::time::sleep(self.0 + Duration::from_millis(jitter)) => {}
+            _ = shutdown.cancelled() => return false,
+        }
+        self.0 = (self.0 * 2).min(BACKOFF_MAX);
+        true
+    }
+}
 /// How long a clean shutdown waits for the broker to take the `stopped` status.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
@@ -237,7 +266,7 @@ impl Feed {
         commands: &Commands,
         answers: &mut mpsc::Receiver<Answer>,
     ) {
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new();
         loop {
             let Some(error) = self
                 .connection(shutdown, &mut backoff, commands, answers)
@@ -247,12 +276,9 @@ impl Feed {
             };
             self.telemetry.incr(Counter::FeedConnectionErrors);
             self.telemetry.link(Link::Broker, false, error);
-            let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
-            tokio::select! {
-                _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
-                _ = shutdown.cancelled() => return,
+            if !backoff.wait(shutdown).await {
+                return;
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 
@@ -261,7 +287,7 @@ impl Feed {
     async fn connection(
         &self,
         shutdown: &CancellationToken,
-        backoff: &mut Duration,
+        backoff: &mut Backoff,
         commands: &Commands,
         answers: &mut mpsc::Receiver<Answer>,
     ) -> Option<String> {
@@ -326,7 +352,7 @@ impl Feed {
                 ev = eventloop.poll() => match ev.inspect(|e| self.heard(e)) {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         connected = true;
-                        *backoff = BACKOFF_MIN;
+                        backoff.reset();
                         self.telemetry.link(Link::Broker, true, "connected");
                         let state = if stopping { "stopped" } else { "online" };
                         // The status published now shows every link as it is.

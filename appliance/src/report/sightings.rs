@@ -23,10 +23,10 @@
 //! [`SightingsStatus::snapshot`].
 
 use super::config::{parse_broker_url, FeedConfig, SiteConfig};
+use super::Backoff;
 use crate::store::owner::StoreHandle;
 use crate::store::sightings::Signer;
 use crate::telemetry::{Counter, Gauge, Telemetry};
-use rand::Rng;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use screenline_core::sighting::{self, Checks, Refusal, SiteKeys, Verified};
 use std::collections::{BTreeMap, HashMap};
@@ -34,8 +34,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Sightings folded by one store job at most.
 const FOLD_BATCH: usize = 64;
 /// How long a verified sighting waits for others to fold with.
@@ -74,14 +72,14 @@ pub struct SightingsStatus {
 }
 
 impl SightingsStatus {
-    fn new(peers: &[String], telemetry: Arc<Telemetry>) -> SightingsStatus {
+    pub(crate) fn new(peers: &[String], telemetry: Arc<Telemetry>) -> SightingsStatus {
         SightingsStatus {
             peers: Mutex::new(peers.iter().map(|p| (p.clone(), (None, 0))).collect()),
             telemetry,
         }
     }
 
-    fn heard(&self, peer: &str, n: u64) {
+    pub(crate) fn heard(&self, peer: &str, n: u64) {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = peers.get_mut(peer) {
             *p = (Some(SystemTime::now()), p.1 + n);
@@ -236,19 +234,16 @@ impl Receiver {
 
     /// Receives until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new();
         loop {
             let Some(error) = self.connection(&shutdown, &mut backoff).await else {
                 return;
             };
             self.telemetry.incr(Counter::SightingsConnectionErrors);
             tracing::debug!(%error, "sightings link lost");
-            let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
-            tokio::select! {
-                _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
-                _ = shutdown.cancelled() => return,
+            if !backoff.wait(&shutdown).await {
+                return;
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 
@@ -257,7 +252,7 @@ impl Receiver {
     async fn connection(
         &mut self,
         shutdown: &CancellationToken,
-        backoff: &mut Duration,
+        backoff: &mut Backoff,
     ) -> Option<String> {
         let (client, mut eventloop) = AsyncClient::new(self.opts.clone(), 4 * FOLD_BATCH);
         let mut pending: Vec<Verified> = Vec::new();
@@ -273,7 +268,7 @@ impl Receiver {
                 }
                 ev = eventloop.poll() => match ev {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        *backoff = BACKOFF_MIN;
+                        backoff.reset();
                         // The session keeps the subscription; asking again costs nothing.
                         if let Err(e) = client.try_subscribe(&self.filter, QoS::AtLeastOnce) {
                             tracing::error!(error = %e, "cannot subscribe to the site's sightings");
