@@ -546,6 +546,24 @@ impl Counter {
         let one = |name, help, key: &'static str, value: &str| {
             labelled(name, help, vec![(key, value.to_owned())])
         };
+        // Families of one counter per result: one name and help each.
+        let commands = |r| {
+            one(
+                "regulator_commands",
+                "Regulator commands, per result.",
+                "result",
+                r,
+            )
+        };
+        let swaps = |r| {
+            one(
+                "model_swaps",
+                "Model swaps from the console, per result.",
+                "result",
+                r,
+            )
+        };
+        let logins = |r| one("console_logins", "Console logins, per result.", "result", r);
         match self {
             Counter::ParcelsDecided => metric(
                 "parcels_screened",
@@ -581,18 +599,8 @@ impl Counter {
                 "finding",
                 f.key(),
             ),
-            Counter::CommandsAccepted => one(
-                "regulator_commands",
-                "Regulator commands, per result.",
-                "result",
-                "accepted",
-            ),
-            Counter::CommandsRefused => one(
-                "regulator_commands",
-                "Regulator commands, per result.",
-                "result",
-                "refused",
-            ),
+            Counter::CommandsAccepted => commands("accepted"),
+            Counter::CommandsRefused => commands("refused"),
             Counter::CommandsRefusedBy(why) => one(
                 "regulator_commands_refused",
                 "Regulator commands refused, per reason.",
@@ -704,42 +712,12 @@ impl Counter {
                 "stage_stalls",
                 "Times a pipeline stage stalled (the systemd watchdog stops).",
             ),
-            Counter::ModelSwaps => one(
-                "model_swaps",
-                "Model swaps from the console, per result.",
-                "result",
-                "accepted",
-            ),
-            Counter::ModelSwapsRefused => one(
-                "model_swaps",
-                "Model swaps from the console, per result.",
-                "result",
-                "refused",
-            ),
-            Counter::ConsoleLogins => one(
-                "console_logins",
-                "Console logins, per result.",
-                "result",
-                "accepted",
-            ),
-            Counter::ConsoleLoginFailures => one(
-                "console_logins",
-                "Console logins, per result.",
-                "result",
-                "refused",
-            ),
-            Counter::ConsoleLoginsThrottled => one(
-                "console_logins",
-                "Console logins, per result.",
-                "result",
-                "throttled",
-            ),
-            Counter::ConsoleLoginsBusy => one(
-                "console_logins",
-                "Console logins, per result.",
-                "result",
-                "busy",
-            ),
+            Counter::ModelSwaps => swaps("accepted"),
+            Counter::ModelSwapsRefused => swaps("refused"),
+            Counter::ConsoleLogins => logins("accepted"),
+            Counter::ConsoleLoginFailures => logins("refused"),
+            Counter::ConsoleLoginsThrottled => logins("throttled"),
+            Counter::ConsoleLoginsBusy => logins("busy"),
             Counter::ConsoleBadRequests => metric(
                 "console_bad_requests",
                 "Console requests refused as malformed.",
