@@ -12,6 +12,11 @@
 //!
 //! `cargo bench -p screenline --bench decision_latency` (needs ONNX Runtime: see README).
 //! `SCREENLINE_BENCH_SECONDS` sets each run's length (default 20).
+//!
+//! The last row adds the site's sharing: simulated peer appliances publish signed sightings
+//! of sixteen more lines' parcels on the broker, which this appliance checks and folds into
+//! its split-shipment ledger while it screens its own eight lines; the row above it is the
+//! same eight lines alone.
 
 use screenline::demo::{self, traffic::Mix, DemoOptions};
 
@@ -26,7 +31,7 @@ fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
-        "{:>5} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10} {:>5}",
+        "{:>5} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10} {:>5} {:>9} {:>7}",
         "lines",
         "rate/s",
         "parcels/h",
@@ -35,9 +40,20 @@ fn main() -> anyhow::Result<()> {
         "max ms",
         "budget",
         "p99/budget",
-        "late"
+        "late",
+        "peers' /s",
+        "folded"
     );
-    for (lines, rate) in [(1usize, 2.0f64), (2, 4.0), (4, 4.0), (4, 5.0)] {
+    // The last two side by side: eight lines at full belt speed, alone and with the
+    // sightings of sixteen more lines (their parcels' rate) from peers of the site.
+    for (lines, rate, peers) in [
+        (1usize, 2.0f64, 0.0f64),
+        (2, 4.0, 0.0),
+        (4, 4.0, 0.0),
+        (4, 5.0, 0.0),
+        (8, 5.0, 0.0),
+        (8, 5.0, 16.0 * 5.0),
+    ] {
         let parcels = (rate * seconds).ceil() as u64;
         let opts = DemoOptions {
             parcels: Some(parcels),
@@ -50,12 +66,13 @@ fn main() -> anyhow::Result<()> {
             model_dir: None,
             mix: Mix::Realistic,
             data_dir: None,
+            peer_sightings_per_s: peers,
         };
         let s = runtime.block_on(demo::run(opts, true))?;
         let l = &s.decision_latency;
         let ms = |us: u64| us as f64 / 1000.0;
         println!(
-            "{:>5} {:>7.1} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>8.0} {:>10.3} {:>5}",
+            "{:>5} {:>7.1} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>8.0} {:>10.3} {:>5} {:>9.0} {:>7}",
             lines,
             rate,
             rate * lines as f64 * 3600.0,
@@ -64,7 +81,9 @@ fn main() -> anyhow::Result<()> {
             ms(l.max_us),
             ms(l.budget_us),
             l.p99_us as f64 / l.budget_us.max(1) as f64,
-            l.late
+            l.late,
+            peers,
+            s.sightings_folded
         );
     }
     Ok(())

@@ -333,6 +333,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                     screenline::demo::traffic::Mix::Showcase
                 },
                 data_dir: data,
+                peer_sightings_per_s: 0.0,
             };
             let summary = runtime()?.block_on(screenline::demo::run(opts, json))?;
             if json {

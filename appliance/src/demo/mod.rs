@@ -44,7 +44,15 @@ pub struct DemoOptions {
     pub mix: traffic::Mix,
     /// Keep the store here instead of in the run's temporary folder.
     pub data_dir: Option<PathBuf>,
+    /// Sightings per second that simulated peer appliances of the site publish on the
+    /// broker, signed with the site's key (0: none). For the decision-latency bench: the
+    /// appliances fold them as they would a real site's.
+    pub peer_sightings_per_s: f64,
 }
+
+/// The simulated peers that publish [`DemoOptions::peer_sightings_per_s`], each well within
+/// the default per-peer rate.
+const SIMULATED_PEERS: [&str; 4] = ["peer-01", "peer-02", "peer-03", "peer-04"];
 
 /// The demo's closing summary (`--json` prints exactly this).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -59,6 +67,8 @@ pub struct Summary {
     /// From image complete to decision sent to the line controller (the latest 4096
     /// parcels), and how many decisions missed the parcel's decision point.
     pub decision_latency: Latency,
+    /// Peers' sightings the appliances folded into their split-shipment ledgers.
+    pub sightings_folded: u64,
 }
 
 /// Decision latency figures, in microseconds.
@@ -174,9 +184,11 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
     let regulator = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
     let fleet = opts.appliances.max(1);
     let ids: Vec<String> = (1..=fleet).map(|a| format!("demo-{a:02}")).collect();
-    // More than one appliance: one site key shared by all, readable by this user only.
+    // More than one appliance, or simulated peers: one site key shared by all, readable by
+    // this user only.
     let site_key = root.join("site.key");
-    if fleet > 1 {
+    let injected = opts.peer_sightings_per_s > 0.0;
+    if fleet > 1 || injected {
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -228,10 +240,19 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             max_age_s: 3600,
             ..Default::default()
         },
-        site: (fleet > 1).then(|| {
+        site: (fleet > 1 || injected).then(|| {
             crate::config::SiteConfig::new(
                 site_key.clone(),
-                ids.iter().filter(|i| **i != ids[a]).cloned().collect(),
+                ids.iter()
+                    .filter(|i| **i != ids[a])
+                    .cloned()
+                    .chain(
+                        SIMULATED_PEERS
+                            .iter()
+                            .filter(|_| injected)
+                            .map(|p| (*p).to_owned()),
+                    )
+                    .collect(),
             )
         }),
         lines: lines
@@ -302,6 +323,22 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
         appliances.push(Appliance::start(c).await?);
     }
     let addr = crate::config::parse_broker_url(&broker).map_err(anyhow::Error::msg)?;
+    let peers = if injected {
+        let key = std::fs::read_to_string(&site_key)?;
+        let keys = screenline_core::sighting::SiteKeys::new(
+            screenline_core::sighting::SiteKey::from_base64(key.trim())
+                .map_err(|e| anyhow::anyhow!("the demo's site key: {e}"))?,
+            Vec::new(),
+        );
+        Some(tokio::spawn(simulated_peers(
+            keys,
+            addr.host.clone(),
+            addr.port,
+            opts.peer_sightings_per_s,
+        )))
+    } else {
+        None
+    };
     if !quiet {
         eprintln!(
             "\nScreenline demo: {} line(s), {} parcels/s each{}{}\n  console   {}   log in as {}\n  broker    {broker}{}\n  watch     mosquitto_sub -h {host} -p {port} -t '{topic_root}/#' -v\n  regulate  mosquitto_pub -h {host} -p {port} -t '{topic_root}/cmd/thresholds' -f {}   (a signed command; the answer is on …/cmd-result)\n  data      {}\nCtrl-C stops.\n",
@@ -412,6 +449,7 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
         flagged: count(Counter::Decided(Decision::Flag)),
         manual: count(Counter::Decided(Decision::Manual)),
         reports_acked: count(Counter::FeedReportsAcked),
+        sightings_folded: count(Counter::SightingsReceived),
         reasons: crate::domain::ReasonCode::ALL
             .iter()
             .map(|c| (c.key().to_owned(), count(Counter::Reason(*c))))
@@ -425,6 +463,9 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             late: count(Counter::DecisionsLate),
         },
     };
+    if let Some(p) = peers {
+        p.abort();
+    }
     for a in appliances {
         a.stop().await;
     }
@@ -435,6 +476,48 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
     }
     drop(tmp);
     outcome.map(|()| summary)
+}
+
+/// Publishes signed sightings of new senders from [`SIMULATED_PEERS`] in turn, `rate` a
+/// second in all, at QoS 1, until aborted: the load a site's other appliances put on this
+/// one's ledger.
+async fn simulated_peers(
+    keys: screenline_core::sighting::SiteKeys,
+    host: String,
+    port: u16,
+    rate: f64,
+) {
+    use screenline_core::sighting::{Seen, Sighting};
+    let mut opts = rumqttc::MqttOptions::new("demo-simulated-peers", host, port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 256);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let peer = SIMULATED_PEERS[(n % SIMULATED_PEERS.len() as u64) as usize];
+                let seen = Seen {
+                    identities: keys.sender_keys(&format!("{:018}", rand::random::<u64>())),
+                    category: crate::domain::Category::ALL[(n % 16) as usize],
+                    at: SystemTime::now(),
+                    line_id: format!("P{}", n % 16),
+                    parcel: format!("{peer}-{n}"),
+                };
+                let sighting = Sighting::signed(&keys, "DEMO", peer, &seen).to_vec();
+                let topic = format!("screenline/v1/DEMO/{peer}/sightings");
+                // While the broker is away the client's queue fills: those are skipped.
+                let _ = client.try_publish(topic, rumqttc::QoS::AtLeastOnce, false, sighting);
+                n += 1;
+            }
+            event = eventloop.poll() => {
+                if event.is_err() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
 }
 
 /// Prints each split shipment an appliance of the demo's site catches with parcels seen on
