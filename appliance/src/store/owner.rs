@@ -27,11 +27,15 @@
 //! record key (`Store::commit_counted`), so a group that was written after all, by a later
 //! flush, is not counted twice when the sink retries it.
 
+use super::sightings::Signer;
 use super::{KeyedHasher, Store, StoreError};
 use crate::supervise::Stage;
+use screenline_core::rules::{SplitCount, SplitLedger};
+use screenline_core::sighting::Seen;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Jobs waiting for the store thread.
@@ -186,11 +190,8 @@ impl StoreHandle {
     /// The split-shipment ledger, kept in the store and updated through this thread; with
     /// `signer`, every parcel recorded also queues its sighting for the site's other
     /// appliances.
-    pub fn split_ledger(
-        &self,
-        signer: Option<Arc<super::sightings::Signer>>,
-    ) -> super::sightings::OwnedLedger {
-        super::sightings::OwnedLedger::new(self.clone(), signer)
+    pub fn split_ledger(&self, signer: Option<Arc<Signer>>) -> OwnedLedger {
+        OwnedLedger::new(self.clone(), signer)
     }
 }
 
@@ -310,6 +311,43 @@ fn owner(
     if let Some(db) = store {
         if let Err(e) = db.flush_blocking() {
             tracing::error!(error = %e, "final flush failed");
+        }
+    }
+}
+/// The ledger as the line uses it: every record a job on the store thread, which also
+/// queues the parcel's signed sighting when the site shares them.
+#[derive(Clone)]
+pub struct OwnedLedger {
+    store: StoreHandle,
+    signer: Option<Arc<Signer>>,
+}
+
+impl OwnedLedger {
+    /// The ledger through `store`; with `signer`, each parcel's sighting is queued.
+    pub fn new(store: StoreHandle, signer: Option<Arc<Signer>>) -> OwnedLedger {
+        OwnedLedger { store, signer }
+    }
+}
+
+impl SplitLedger for OwnedLedger {
+    fn record(&mut self, seen: &Seen, window: Duration) -> SplitCount {
+        let sighting = self.signer.as_ref().map(|s| {
+            screenline_core::sighting::Sighting::signed(&s.keys, &s.site_id, &s.appliance_id, seen)
+                .to_vec()
+        });
+        let seen = seen.clone();
+        match self
+            .store
+            .update_blocking(move |s| s.record_here(&seen, window, sighting))
+        {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "split-shipment ledger unavailable");
+                SplitCount {
+                    here: 1,
+                    elsewhere: 0,
+                }
+            }
         }
     }
 }

@@ -427,44 +427,6 @@ pub struct Signer {
     pub keys: screenline_core::sighting::SiteKeys,
 }
 
-/// The ledger as the line uses it: every record a job on the store thread, which also
-/// queues the parcel's signed sighting when the site shares them.
-#[derive(Clone)]
-pub struct OwnedLedger {
-    store: super::owner::StoreHandle,
-    signer: Option<Arc<Signer>>,
-}
-
-impl OwnedLedger {
-    /// The ledger through `store`; with `signer`, each parcel's sighting is queued.
-    pub fn new(store: super::owner::StoreHandle, signer: Option<Arc<Signer>>) -> OwnedLedger {
-        OwnedLedger { store, signer }
-    }
-}
-
-impl SplitLedger for OwnedLedger {
-    fn record(&mut self, seen: &Seen, window: Duration) -> SplitCount {
-        let sighting = self.signer.as_ref().map(|s| {
-            screenline_core::sighting::Sighting::signed(&s.keys, &s.site_id, &s.appliance_id, seen)
-                .to_vec()
-        });
-        let seen = seen.clone();
-        match self
-            .store
-            .update_blocking(move |s| s.record_here(&seen, window, sighting))
-        {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(error = %e, "split-shipment ledger unavailable");
-                SplitCount {
-                    here: 1,
-                    elsewhere: 0,
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
