@@ -118,6 +118,17 @@ async fn fixture_with(tag: &str, console: &str) -> Fixture {
     }
 }
 
+/// The table row of `page` whose `attr` is `value`, up to its `</tr>`.
+fn table_row(page: &str, attr: &str, value: &str) -> String {
+    let start = page
+        .find(&format!("{attr}=\"{value}\""))
+        .unwrap_or_else(|| panic!("{attr}={value} in {page}"));
+    let end = page[start..]
+        .find("</tr>")
+        .map_or(page.len(), |e| start + e);
+    page[start..end].to_owned()
+}
+
 struct Reply {
     status: StatusCode,
     headers: HeaderMap,
@@ -694,15 +705,7 @@ async fn devices_show_each_lines_own_counters_last_heard_and_the_stack_light() {
     t.seen(&reader("L1"));
     t.set_light("L1", Some(screenline_protocol::StackLight::Amber));
     let page = f.get("/devices", Some(&tech)).await.body;
-    let row = |device: &str| {
-        let start = page
-            .find(&format!("data-device=\"{device}\""))
-            .unwrap_or_else(|| panic!("{device} in {page}"));
-        let end = page[start..]
-            .find("</tr>")
-            .map_or(page.len(), |e| start + e);
-        page[start..end].to_owned()
-    };
+    let row = |device: &str| table_row(&page, "data-device", device);
     assert!(
         row("L1.reader").contains("L1.reader.framing_errors 1"),
         "{}",
@@ -1118,15 +1121,7 @@ async fn the_devices_page_shows_the_sites_peers_and_the_sightings_backlog() {
         .telemetry
         .set(crate::telemetry::Gauge::SightingsBacklog, 7);
     let page = f.get("/devices", Some(&tech)).await.body;
-    let row = |peer: &str| {
-        let start = page
-            .find(&format!("data-peer=\"{peer}\""))
-            .unwrap_or_else(|| panic!("{peer} in {page}"));
-        let end = page[start..]
-            .find("</tr>")
-            .map_or(page.len(), |e| start + e);
-        page[start..end].to_owned()
-    };
+    let row = |peer: &str| table_row(&page, "data-peer", peer);
     let (a2, a3) = (row("a2"), row("a3"));
     assert!(
         a2.contains("class=\"clear\"") && a2.contains("<td>5</td>"),
