@@ -147,6 +147,11 @@ impl Fixture {
             .await
     }
 
+    /// A form posted to `path`.
+    async fn post(&self, path: &str, cookie: Option<&str>, form: &str) -> Reply {
+        self.send("POST", path, cookie, Some(form)).await
+    }
+
     /// A request through `app` (another peer address, say) with more headers; the `Host`
     /// is the console's own unless one is given.
     async fn send_as(
@@ -368,11 +373,10 @@ async fn overlong_names_are_refused_before_anything_is_kept() {
     let f = fixture("longname").await;
     let name = "a".repeat(auth::MAX_NAME_BYTES + 1);
     let r = f
-        .send(
-            "POST",
+        .post(
             "/login",
             None,
-            Some(&format!("user={name}&password=whatever+it+is")),
+            &format!("user={name}&password=whatever+it+is"),
         )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
@@ -412,11 +416,10 @@ async fn redirects_never_leave_the_site() {
         let r = f.get(&format!("/lang?to=en&back={back}"), None).await;
         assert_eq!(r.headers[header::LOCATION], "/", "back={back}");
         let r = f
-            .send(
-                "POST",
+            .post(
                 "/login",
                 None,
-                Some(&format!("user=op&password=operator+password&next={back}")),
+                &format!("user=op&password=operator+password&next={back}"),
             )
             .await;
         assert_eq!(r.headers[header::LOCATION], "/", "next={back}");
@@ -573,12 +576,7 @@ async fn an_operator_confirms_a_flagged_parcel_and_it_is_audited() {
     // A wrong CSRF token is refused and changes nothing.
     let path = format!("/parcel/{RECORD}/review");
     let r = f
-        .send(
-            "POST",
-            &path,
-            Some(&op),
-            Some("csrf=forged&finding=confirmed"),
-        )
+        .post(&path, Some(&op), "csrf=forged&finding=confirmed")
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let store = f.console.store().expect("store");
@@ -650,11 +648,10 @@ async fn search_config_metrics_readiness_and_language() {
     assert!(none.body.contains("没有找到"));
     // Validating a pasted configuration explains what is wrong.
     let r = f
-        .send(
-            "POST",
+        .post(
             "/config/validate",
             Some(&tech),
-            Some(&format!("csrf={csrf}&text=site_id+%3D+1")),
+            &format!("csrf={csrf}&text=site_id+%3D+1"),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
@@ -763,12 +760,7 @@ async fn a_technician_swaps_the_model_and_it_is_audited() {
 
     // A stale CSRF token changes nothing.
     let r = f
-        .send(
-            "POST",
-            "/model/swap",
-            Some(&cookie),
-            Some("csrf=stale&dir=/tmp"),
-        )
+        .post("/model/swap", Some(&cookie), "csrf=stale&dir=/tmp")
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 
@@ -777,11 +769,10 @@ async fn a_technician_swaps_the_model_and_it_is_audited() {
         m["input"]["height"] = 80.into()
     });
     let r = f
-        .send(
-            "POST",
+        .post(
             "/model/swap",
             Some(&cookie),
-            Some(&format!("csrf={csrf}&dir={}", bad.display())),
+            &format!("csrf={csrf}&dir={}", bad.display()),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
@@ -798,11 +789,10 @@ async fn a_technician_swaps_the_model_and_it_is_audited() {
     // A good one swaps, between parcels, and the page shows it.
     let good = model_copy(&f.dir.join("good-model"), |m| m["version"] = "0.1.1".into());
     let r = f
-        .send(
-            "POST",
+        .post(
             "/model/swap",
             Some(&cookie),
-            Some(&format!("csrf={csrf}&dir={}", good.display())),
+            &format!("csrf={csrf}&dir={}", good.display()),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
@@ -975,20 +965,14 @@ async fn a_safe_mode_console_says_why_and_changes_nothing() {
         model.body
     );
     let swap = f
-        .send(
-            "POST",
-            "/model/swap",
-            Some(&tech),
-            Some(&format!("csrf={csrf}&dir=/tmp")),
-        )
+        .post("/model/swap", Some(&tech), &format!("csrf={csrf}&dir=/tmp"))
         .await;
     assert_eq!(swap.status, StatusCode::SERVICE_UNAVAILABLE);
     let review = f
-        .send(
-            "POST",
+        .post(
             &format!("/parcel/{RECORD}/review"),
             Some(&tech),
-            Some(&format!("csrf={csrf}&finding=confirmed")),
+            &format!("csrf={csrf}&finding=confirmed"),
         )
         .await;
     assert_eq!(review.status, StatusCode::SERVICE_UNAVAILABLE);

@@ -21,6 +21,7 @@ pub mod stats;
 
 use crate::screen::Screener;
 use crate::store::owner::StoreHandle;
+use crate::store::{Store, StoreError};
 use crate::supervise::Stage;
 use crate::telemetry::{Counter, Gauge, Link, Telemetry};
 use commander::{Answer, Commander};
@@ -282,6 +283,23 @@ impl Feed {
         }
     }
 
+    /// Clears `key`, which the broker has acknowledged, from its outbox with `clear` on the
+    /// store thread, counting `acked` if it was still there. If the store fails, the entry
+    /// stays on disk and is sent again: delivery is at least once.
+    async fn clear_acked(
+        &self,
+        key: Vec<u8>,
+        clear: fn(&Store, &[u8]) -> Result<bool, StoreError>,
+        acked: Counter,
+        what: &str,
+    ) {
+        match self.store.update(move |s| clear(s, &key)).await {
+            Ok(true) => self.telemetry.incr(acked),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "cannot clear {what}; it will be sent again"),
+        }
+    }
+
     /// One connection to the broker, from connecting to losing it (`Some(why)`) or to a clean
     /// stop (`None`).
     async fn connection(
@@ -377,30 +395,21 @@ impl Feed {
                     Ok(Event::Incoming(Packet::PubAck(ack))) => match inflight.remove(&ack.pkid) {
                         Some(InFlight::Report(key)) => {
                             outstanding.remove(&key);
-                            let k = key.clone();
-                            match self.store.update(move |s| s.ack(&k)).await {
-                                Ok(true) => self.telemetry.incr(Counter::FeedReportsAcked),
-                                Ok(false) => {}
-                                Err(e) => tracing::error!(error = %e, "cannot clear an acknowledged report; it will be sent again"),
-                            }
+                            self.clear_acked(key, Store::ack, Counter::FeedReportsAcked, "an acknowledged report").await;
                         }
                         Some(InFlight::Stats(key)) => {
                             outstanding_stats.remove(&key);
-                            let k = key.clone();
-                            match self.store.update(move |s| s.ack_stats(&k)).await {
-                                Ok(true) => self.telemetry.incr(Counter::FeedStatsAcked),
-                                Ok(false) => {}
-                                Err(e) => tracing::error!(error = %e, "cannot clear acknowledged statistics; they will be sent again"),
-                            }
+                            self.clear_acked(key, Store::ack_stats, Counter::FeedStatsAcked, "acknowledged statistics").await;
                         }
                         Some(InFlight::Sighting(key)) => {
                             outstanding_sightings.remove(&key);
-                            let k = key.clone();
-                            match self.store.update(move |s| s.ack_sighting(&k)).await {
-                                Ok(true) => self.telemetry.incr(Counter::SightingsSent),
-                                Ok(false) => {}
-                                Err(e) => tracing::error!(error = %e, "cannot clear an acknowledged sighting; it will be sent again"),
-                            }
+                            self.clear_acked(
+                                key,
+                                |s: &Store, k: &[u8]| s.split_ledger().ack_sighting(k),
+                                Counter::SightingsSent,
+                                "an acknowledged sighting",
+                            )
+                            .await;
                         }
                         Some(InFlight::Status) if stopping => {
                             let _ = client.try_disconnect();
@@ -508,15 +517,16 @@ impl Feed {
             .store
             .read(move |s| {
                 let batch = s.outbox_batch(room, |k| skip.contains(k))?;
-                let sightings =
-                    s.sightings_batch(room - batch.len(), |k| skip_sightings.contains(k))?;
+                let sightings = s
+                    .split_ledger()
+                    .sightings_batch(room - batch.len(), |k| skip_sightings.contains(k))?;
                 let left = room - batch.len() - sightings.len();
                 let stats = if batch.is_empty() && left > 0 {
                     s.stats_batch(left, |k| skip_stats.contains(k))?
                 } else {
                     Vec::new()
                 };
-                Ok((batch, sightings, stats, s.sightings_figures()))
+                Ok((batch, sightings, stats, s.split_ledger().figures()))
             })
             .await;
         let (batch, own_sightings, stats, figures) = match read {

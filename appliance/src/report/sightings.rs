@@ -353,8 +353,10 @@ impl Receiver {
         let folded = self
             .store
             .write(move |s| {
-                let f = s.fold_sightings(&batch, window, SystemTime::now(), max)?;
-                Ok((f, s.sightings_figures()))
+                let f = s
+                    .split_ledger()
+                    .fold_sightings(&batch, window, SystemTime::now(), max)?;
+                Ok((f, s.split_ledger().figures()))
             })
             .await;
         match folded {

@@ -338,7 +338,7 @@ impl SplitLedger for OwnedLedger {
         let seen = seen.clone();
         match self
             .store
-            .update_blocking(move |s| s.record_here(&seen, window, sighting))
+            .update_blocking(move |s| s.split_ledger().record_here(&seen, window, sighting))
         {
             Ok(n) => n,
             Err(e) => {

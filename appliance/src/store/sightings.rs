@@ -147,47 +147,6 @@ impl Store {
             since_sweep: self.ledger_since_sweep.clone(),
         }
     }
-
-    /// See [`SledLedger::record_here`].
-    pub fn record_here(
-        &self,
-        seen: &Seen,
-        window: Duration,
-        sighting: Option<Vec<u8>>,
-    ) -> Result<SplitCount, StoreError> {
-        self.split_ledger().record_here(seen, window, sighting)
-    }
-
-    /// See [`SledLedger::fold_sightings`].
-    pub fn fold_sightings(
-        &self,
-        sightings: &[Verified],
-        window: Duration,
-        now: SystemTime,
-        max_keys: usize,
-    ) -> Result<Folded, StoreError> {
-        self.split_ledger()
-            .fold_sightings(sightings, window, now, max_keys)
-    }
-
-    /// See [`SledLedger::sightings_batch`].
-    pub fn sightings_batch(
-        &self,
-        max: usize,
-        skip: impl Fn(&[u8]) -> bool,
-    ) -> Result<Vec<QueuedSighting>, StoreError> {
-        self.split_ledger().sightings_batch(max, skip)
-    }
-
-    /// See [`SledLedger::ack_sighting`].
-    pub fn ack_sighting(&self, key: &[u8]) -> Result<bool, StoreError> {
-        self.split_ledger().ack_sighting(key)
-    }
-
-    /// See [`SledLedger::figures`].
-    pub fn sightings_figures(&self) -> Figures {
-        self.split_ledger().figures()
-    }
 }
 
 /// The split-shipment ledger and the outbox of own sightings, on an open store (cheap to
@@ -470,6 +429,7 @@ mod tests {
         let a = Sighting::signed(&keys, "S1", "a2", &seen(&keys, now, "p1"));
         let b = Sighting::signed(&keys, "S1", "a2", &seen(&keys, now, "p2"));
         let f = store
+            .split_ledger()
             .fold_sightings(&[verified(&a), verified(&b), verified(&a)], w, now, 1000)
             .expect("fold");
         assert_eq!((f.folded, f.duplicate), (2, 1));
@@ -477,20 +437,31 @@ mod tests {
         let mine = seen(&keys, now, "0001-L1-1");
         let payload = Sighting::signed(&keys, "S1", "a1", &mine).to_vec();
         let n = store
+            .split_ledger()
             .record_here(&mine, w, Some(payload.clone()))
             .expect("record");
         assert_eq!((n.here, n.elsewhere), (1, 2));
-        assert_eq!(store.sightings_figures().backlog, 1);
-        let batch = store.sightings_batch(10, |_| false).expect("batch");
+        assert_eq!(store.split_ledger().figures().backlog, 1);
+        let batch = store
+            .split_ledger()
+            .sightings_batch(10, |_| false)
+            .expect("batch");
         assert_eq!(batch.len(), 1);
         assert_eq!(batch[0].payload, payload);
-        assert!(store.ack_sighting(&batch[0].key).expect("ack"));
-        assert!(!store.ack_sighting(&batch[0].key).expect("ack again"));
-        assert_eq!(store.sightings_figures().backlog, 0);
+        assert!(store
+            .split_ledger()
+            .ack_sighting(&batch[0].key)
+            .expect("ack"));
+        assert!(!store
+            .split_ledger()
+            .ack_sighting(&batch[0].key)
+            .expect("ack again"));
+        assert_eq!(store.split_ledger().figures().backlog, 0);
         drop(store);
         // Across a reopen, a redelivery is still a duplicate.
         let store = Store::open(&dir).expect("reopen");
         let f = store
+            .split_ledger()
             .fold_sightings(&[verified(&b)], w, now, 1000)
             .expect("fold");
         assert_eq!((f.folded, f.duplicate), (0, 1));
@@ -513,11 +484,15 @@ mod tests {
                 at: now,
             })
             .collect();
-        let f = store.fold_sightings(&flood, w, now, 20).expect("fold");
+        let f = store
+            .split_ledger()
+            .fold_sightings(&flood, w, now, 20)
+            .expect("fold");
         assert_eq!((f.folded, f.ledger_full), (20, 30));
-        assert_eq!(store.sightings_figures().ledger_keys, 20);
+        assert_eq!(store.split_ledger().figures().ledger_keys, 20);
         let keys = SiteKeys::new(SiteKey::new(vec![1; 32]).expect("key"), vec![]);
         let n = store
+            .split_ledger()
             .record_here(&seen(&keys, now, "p"), w, None)
             .expect("record");
         assert_eq!(n.here, 1);
@@ -542,17 +517,19 @@ mod tests {
             let mut s = seen(&keys, t0, &format!("old-{i}"));
             s.identities = vec![format!("{i:064x}")];
             store
+                .split_ledger()
                 .record_here(&s, w, Some(b"{}".to_vec()))
                 .expect("record");
         }
-        assert_eq!(store.sightings_figures().ledger_keys, 10);
+        assert_eq!(store.split_ledger().figures().ledger_keys, 10);
         let now = SystemTime::now();
         for i in 0..SWEEP_EVERY {
             store
+                .split_ledger()
                 .record_here(&seen(&keys, now, &format!("new-{i}")), w, None)
                 .expect("record");
         }
-        let f = store.sightings_figures();
+        let f = store.split_ledger().figures();
         assert_eq!(f.ledger_keys, 1, "only the sender still active");
         assert_eq!((f.backlog, f.dropped), (0, 10));
         drop(store);
