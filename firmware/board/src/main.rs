@@ -20,8 +20,7 @@ use embedded_hal::digital::{ErrorType, OutputPin};
 use panic_halt as _;
 use screenline_controller::{Clock, Controller, EncoderCount, StackLightPins};
 use screenline_protocol::{
-    encode_frame, ControllerConfig, FrameDecoder, ToAppliance, ToController,
-    MAX_FRAME_LEN,
+    encode_frame, ControllerConfig, FrameDecoder, ToAppliance, ToController, MAX_FRAME_LEN,
 };
 use stm32f4xx_hal::{
     pac,
