@@ -7,6 +7,7 @@
 //! - [`rules`]: the regulator's rules and the policy that turns reasons into a decision,
 //!   with their configuration ([`rules::config`]).
 //! - [`record`]: what is kept and reported of a screened parcel.
+//! - [`detect`]: the item detector's output maps decoded into boxes, and the box metrics.
 //! - [`keys`]: keyed hashing of personal data.
 //! - [`sighting`]: the pseudonymous sightings a site's appliances share (split shipments).
 //! - [`problems`]: configuration problems, key by key; [`time_fmt`]: RFC 3339 times.
@@ -15,6 +16,7 @@
 //! The appliance (`screenline`), its benches and its fuzz targets depend on this crate.
 #![deny(missing_docs, unsafe_code)]
 
+pub mod detect;
 pub mod domain;
 pub mod invariants;
 pub mod join;
