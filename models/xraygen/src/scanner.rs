@@ -28,7 +28,7 @@ pub enum Scanner {
     /// their neighbours, 2–5 pieces of clutter, a secondary lot counterfeit with p = 0.10.
     S6550,
     /// Key `"100100"`: a 1000 × 1000 mm tunnel, 1250 px across the 900 mm usable belt at 0.72 mm,
-    /// 0.8 mm per line (pixel aspect 1.11); 6 000 / 3 200 photons, read noise 0.15 %, column
+    /// 0.8 mm per line (pixel aspect 1.11); 5 000 / 2 800 photons, read noise 0.15 %, column
     /// gain spread 0.4 %; harder spectrum (high-energy gain 0.85, ratio exponent 1.08,
     /// hardening 0.10). Scenes: 3–5 lots of different categories, slots grown up to 30 % into
     /// their neighbours, 4–9 pieces of clutter, a secondary lot counterfeit with p = 0.10.
@@ -128,7 +128,7 @@ const S6550: Profile = Profile {
     key: "6550",
     detector: Detector {
         width_px: (812, 812),
-        height_px: (340, 840),
+        height_px: (360, 818),
         pitch_across_mm: 0.8,
         pitch_along_mm: 1.0,
         photons_high: 9_000.0,
@@ -153,11 +153,11 @@ const S100100: Profile = Profile {
     key: "100100",
     detector: Detector {
         width_px: (1250, 1250),
-        height_px: (520, 1460),
+        height_px: (538, 1431),
         pitch_across_mm: 0.72,
         pitch_along_mm: 0.8,
-        photons_high: 6_000.0,
-        photons_low: 3_200.0,
+        photons_high: 5_000.0,
+        photons_low: 2_800.0,
         read_noise: 0.0015,
         column_gain_spread: 0.004,
         high_gain: 0.85,
