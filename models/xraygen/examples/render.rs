@@ -1,14 +1,20 @@
 //! Renders one parcel (pseudo-colour PNG, optionally the 16-bit dual-energy pair), or
 //! times the renderer.
 //!
-//! `cargo run --release -p xraygen --example render -- --category KEY --counterfeit 0|1 --seed S --out FILE.png [--dual PREFIX]`
-//! writes FILE.png and, with `--dual`, PREFIX.high.png and PREFIX.low.png.
-//! `cargo run --release -p xraygen --example render -- --bench N` prints the mean render time.
+//! `cargo run --release -p xraygen --example render -- --category KEY --counterfeit 0|1 --seed S --out FILE.png [--dual PREFIX] [--scanner KEY]`
+//! writes FILE.png and, with `--dual`, PREFIX.high.png and PREFIX.low.png. With `--scanner`
+//! (`small`, `6550`, `100100`) the scan comes from `render_scan` on that profile and its
+//! lots' boxes are printed, one `category,counterfeit,x0,y0,x1,y1` line each (x1, y1
+//! exclusive), main lot first.
+//! `cargo run --release -p xraygen --example render -- --bench N` prints the mean render time
+//! (of `render`; see the `profile_times` example for every profile).
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use xraygen::{category_index, random_spec, render, ParcelSpec, CATEGORY_KEYS};
+use xraygen::{
+    category_index, random_spec, render, render_scan, ParcelSpec, Scanner, CATEGORY_KEYS,
+};
 
 fn bench(n: u64) {
     let started = Instant::now();
@@ -26,8 +32,8 @@ fn bench(n: u64) {
 
 fn run() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
-    let (mut category, mut counterfeit, mut seed, mut out, mut dual) =
-        (None, None, None, None, None);
+    let (mut category, mut counterfeit, mut seed, mut out, mut dual, mut scanner) =
+        (None, None, None, None, None, None);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -57,19 +63,40 @@ fn run() -> Result<(), String> {
             }
             "--out" => out = Some(value),
             "--dual" => dual = Some(value),
+            "--scanner" => {
+                scanner = Some(
+                    Scanner::from_key(&value)
+                        .ok_or_else(|| format!("--scanner {value}: small, 6550 or 100100"))?,
+                )
+            }
             other => return Err(format!("unknown option {other}")),
         }
     }
     let (Some(category), Some(seed), Some(out)) = (category, seed, out) else {
         return Err("--category, --seed and --out are required".into());
     };
-    let scan = render(
-        ParcelSpec {
-            category,
-            counterfeit: counterfeit.unwrap_or(false),
-        },
-        seed,
-    );
+    let spec = ParcelSpec {
+        category,
+        counterfeit: counterfeit.unwrap_or(false),
+    };
+    let scan = match scanner {
+        None => render(spec, seed),
+        Some(scanner) => {
+            let scan = render_scan(scanner, spec, seed);
+            for it in &scan.items {
+                println!(
+                    "{},{},{},{},{},{}",
+                    it.category_key(),
+                    u8::from(it.counterfeit),
+                    it.x0,
+                    it.y0,
+                    it.x1,
+                    it.y1
+                );
+            }
+            scan.into_scan()
+        }
+    };
     scan.rgb
         .save(&out)
         .map_err(|e| format!("cannot write {out}: {e}"))?;

@@ -11,11 +11,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::goods;
-use crate::physics::{Canvas, Frame, ORGANIC};
+use crate::physics::{Canvas, Frame, PixelBox, ORGANIC};
 use crate::ParcelSpec;
 
-/// Draws the whole parcel for `spec` onto the canvas.
-pub(crate) fn pack(cv: &mut Canvas, spec: ParcelSpec, rng: &mut ChaCha8Rng) {
+/// Draws the whole parcel for `spec` onto the canvas (the `Small` scanner's scenes) and
+/// returns the pixel boxes of its lots: each retail box of a genuine parcel, or the one
+/// counterfeit grid. Recording the boxes draws nothing from `rng`, so the scan is the same
+/// bytes it always was.
+pub(crate) fn pack(cv: &mut Canvas, spec: ParcelSpec, rng: &mut ChaCha8Rng) -> Vec<PixelBox> {
     let (w, h) = (cv.width as f32, cv.height as f32);
     let (bw, bh) = (w * rng.gen_range(0.80..0.88), h * rng.gen_range(0.80..0.88));
     let carton = Frame::new(
@@ -39,11 +42,11 @@ pub(crate) fn pack(cv: &mut Canvas, spec: ParcelSpec, rng: &mut ChaCha8Rng) {
         iw,
         ih,
     };
-    if spec.counterfeit {
-        bulk_grid(cv, room, category, rng);
+    let lots = if spec.counterfeit {
+        bulk_grid(cv, room, category, rng)
     } else {
-        retail(cv, room, category, rng);
-    }
+        retail(cv, room, category, rng)
+    };
 
     for _ in 0..rng.gen_range(0..=3) {
         let at = carton.sub(
@@ -53,6 +56,7 @@ pub(crate) fn pack(cv: &mut Canvas, spec: ParcelSpec, rng: &mut ChaCha8Rng) {
         );
         goods::clutter(cv, &at, rng);
     }
+    lots
 }
 
 /// The room for the goods inside the carton's walls: the carton's frame and the room's
@@ -64,10 +68,12 @@ struct Room<'a> {
     ih: f32,
 }
 
-/// Genuine: 1–3 items, each in its own retail box with inserts.
-fn retail(cv: &mut Canvas, room: Room, category: usize, rng: &mut ChaCha8Rng) {
+/// Genuine: 1–3 items, each in its own retail box with inserts. Returns the boxes' pixels.
+fn retail(cv: &mut Canvas, room: Room, category: usize, rng: &mut ChaCha8Rng) -> Vec<PixelBox> {
     let Room { carton, iw, ih } = room;
-    let n = rng.gen_range(1..=3);
+    // i32, as it always was: the integer type decides which bits the range draws.
+    let n: i32 = rng.gen_range(1..=3);
+    let mut lots = Vec::with_capacity(3);
     let along_u = iw >= ih;
     let (len, wid) = if along_u { (iw, ih) } else { (ih, iw) };
     let slot = len / n as f32;
@@ -86,13 +92,22 @@ fn retail(cv: &mut Canvas, room: Room, category: usize, rng: &mut ChaCha8Rng) {
         } else {
             (carton.sub(across, along, turn), b, a)
         };
+        lots.extend(cv.pixel_box(&f, bx / 2.0, by / 2.0));
         retail_box(cv, &f, bx, by, category, rng);
     }
+    lots
 }
 
 /// One retail box: carton faces and walls, pulp inserts at both ends, maybe a leaflet,
 /// and the item in the middle.
-fn retail_box(cv: &mut Canvas, f: &Frame, w: f32, h: f32, category: usize, rng: &mut ChaCha8Rng) {
+pub(crate) fn retail_box(
+    cv: &mut Canvas,
+    f: &Frame,
+    w: f32,
+    h: f32,
+    category: usize,
+    rng: &mut ChaCha8Rng,
+) {
     cv.rect(f, w, h, ORGANIC, 2.5);
     cv.outline(f, w, h, 2.0, ORGANIC, 6.0);
     let (long, short) = (w.max(h), w.min(h));
@@ -124,32 +139,85 @@ fn retail_box(cv: &mut Canvas, f: &Frame, w: f32, h: f32, category: usize, rng: 
     goods::item(cv, f, iw * scale, ih * scale, category, rng);
 }
 
-/// Counterfeit: 6–12 identical items in a tight, aligned grid, no packaging.
-fn bulk_grid(cv: &mut Canvas, room: Room, category: usize, rng: &mut ChaCha8Rng) {
+/// Counterfeit: 6–12 identical items in a tight, aligned grid, no packaging. Returns the
+/// grid's pixels (one lot).
+fn bulk_grid(cv: &mut Canvas, room: Room, category: usize, rng: &mut ChaCha8Rng) -> Vec<PixelBox> {
     let Room { carton, iw, ih } = room;
     let count: usize = rng.gen_range(6..=12);
     let (gw, gh) = (
         iw * rng.gen_range(0.84..0.98),
         ih * rng.gen_range(0.84..0.98),
     );
-    let cols = ((count as f32 * gw / gh).sqrt().round() as usize).clamp(2, count / 2);
-    let rows = count.div_ceil(cols);
-    let (cw, ch) = (gw / cols as f32, gh / rows as f32);
     let fill = rng.gen_range(0.86..0.95);
     let grid = carton.sub(
         rng.gen_range(-0.5..0.5) * (iw - gw),
         rng.gen_range(-0.5..0.5) * (ih - gh),
         rng.gen_range(-0.04..0.04),
     );
-    // Every item is drawn from the same seed: identical copies.
     let item_seed: u64 = rng.gen();
-    for k in 0..count {
-        let (i, j) = (k % cols, k / cols);
-        let at = grid.at(
-            (i as f32 + 0.5) * cw - gw / 2.0,
-            (j as f32 + 0.5) * ch - gh / 2.0,
-        );
-        let mut same = ChaCha8Rng::seed_from_u64(item_seed);
-        goods::item(cv, &at, cw * fill, ch * fill, category, &mut same);
+    let lot = Grid {
+        gw,
+        gh,
+        count,
+        fill,
+    };
+    lot.draw(cv, &grid, category, item_seed);
+    cv.pixel_box(&grid, lot.half_u(), lot.half_v())
+        .into_iter()
+        .collect()
+}
+
+/// A counterfeit lot: `count` identical items in a `gw` × `gh` grid, each filling `fill`
+/// of its cell (both ways).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Grid {
+    pub(crate) gw: f32,
+    pub(crate) gh: f32,
+    pub(crate) count: usize,
+    pub(crate) fill: f32,
+}
+
+impl Grid {
+    /// Columns and rows: cells as square as the grid allows, at least 2 columns.
+    fn shape(&self) -> (usize, usize) {
+        let count = self.count.max(4);
+        let cols = ((count as f32 * self.gw / self.gh).sqrt().round() as usize).clamp(2, count / 2);
+        (cols, count.div_ceil(cols))
+    }
+
+    fn cell(&self) -> (f32, f32) {
+        let (cols, rows) = self.shape();
+        (self.gw / cols as f32, self.gh / rows as f32)
+    }
+
+    /// Half the width of the items' union, in the grid's frame.
+    pub(crate) fn half_u(&self) -> f32 {
+        (self.gw - self.cell().0 * (1.0 - self.fill)) / 2.0
+    }
+
+    /// Half the height of the items' union, in the grid's frame.
+    pub(crate) fn half_v(&self) -> f32 {
+        (self.gh - self.cell().1 * (1.0 - self.fill)) / 2.0
+    }
+
+    /// Draws the items, every one from the same seed: identical copies.
+    pub(crate) fn draw(&self, cv: &mut Canvas, grid: &Frame, category: usize, item_seed: u64) {
+        let Grid {
+            gw,
+            gh,
+            count,
+            fill,
+        } = *self;
+        let (cols, _) = self.shape();
+        let (cw, ch) = self.cell();
+        for k in 0..count {
+            let (i, j) = (k % cols, k / cols);
+            let at = grid.at(
+                (i as f32 + 0.5) * cw - gw / 2.0,
+                (j as f32 + 0.5) * ch - gh / 2.0,
+            );
+            let mut same = ChaCha8Rng::seed_from_u64(item_seed);
+            goods::item(cv, &at, cw * fill, ch * fill, category, &mut same);
+        }
     }
 }

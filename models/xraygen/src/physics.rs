@@ -3,10 +3,15 @@
 //! convention that X-ray operators read.
 //!
 //! Attenuation is linear in thickness (Beer–Lambert), so overlapping items simply add their
-//! `mu · t` per pixel. Thickness is in nominal millimetres; a pixel is roughly 2 mm.
+//! `mu · t` per pixel. Thickness is in nominal millimetres. Shapes are placed in world units:
+//! for the `Small` scanner one unit is one pixel (roughly 2 mm, square); the large scanner
+//! profiles draw in millimetres and sample the world at their own pitch across and along the
+//! belt ([`Canvas::with_pitch`]), so the same object covers more pixels on a finer machine.
 
 use image::{ImageBuffer, Luma, Rgb, RgbImage};
 use rand::Rng;
+
+use crate::scanner::Detector;
 
 /// A 16-bit grey image of detector transmission, as an X-ray machine writes it.
 pub(crate) type Grey16 = ImageBuffer<Luma<u16>, Vec<u16>>;
@@ -39,7 +44,8 @@ pub(crate) const MIXED: Material = Material::new(0.030, 0.070);
 /// Metals (Z > 20): steel, copper, brass. Ratio ≈ 3.
 pub(crate) const METAL: Material = Material::new(0.150, 0.450);
 
-/// Photons per pixel reaching an empty detector at each energy; sets the noise level.
+/// Photons per pixel reaching an empty detector at each energy; sets the noise level of the
+/// `Small` scanner (the large profiles bring their own, see [`crate::Detector`]).
 const PHOTONS_HIGH: f32 = 20_000.0;
 const PHOTONS_LOW: f32 = 12_000.0;
 
@@ -88,6 +94,15 @@ impl Frame {
         self.at(du, dv).turn(angle)
     }
 
+    /// Half-extents (world units) of the axis-aligned box around a `2hx` × `2hy` rectangle
+    /// centred on this frame and turned with it.
+    pub(crate) fn extents(&self, hx: f32, hy: f32) -> (f32, f32) {
+        (
+            (self.cos * hx).abs() + (self.sin * hy).abs(),
+            (self.sin * hx).abs() + (self.cos * hy).abs(),
+        )
+    }
+
     fn to_local(self, x: f32, y: f32) -> (f32, f32) {
         let (dx, dy) = (x - self.x, y - self.y);
         (
@@ -101,18 +116,52 @@ impl Frame {
 pub(crate) struct Canvas {
     pub(crate) width: usize,
     pub(crate) height: usize,
+    /// World units per pixel across (x) and along (y) the belt.
+    sx: f32,
+    sy: f32,
     high: Vec<f32>,
     low: Vec<f32>,
 }
 
+/// A pixel rectangle: columns `x0..x1`, rows `y0..y1` (ends exclusive).
+pub(crate) type PixelBox = [u32; 4];
+
 impl Canvas {
+    /// A canvas whose world unit is one pixel (the `Small` scanner).
     pub(crate) fn new(width: usize, height: usize) -> Canvas {
+        Canvas::with_pitch(width, height, 1.0, 1.0)
+    }
+
+    /// A canvas sampling the world every `sx` units across and `sy` units along the belt.
+    pub(crate) fn with_pitch(width: usize, height: usize, sx: f32, sy: f32) -> Canvas {
         Canvas {
             width,
             height,
+            sx,
+            sy,
             high: vec![0.0; width * height],
             low: vec![0.0; width * height],
         }
+    }
+
+    /// The pixels a `2hx` × `2hy` rectangle on `frame` can touch: the same rows and columns
+    /// [`Canvas::fill`] visits, clipped to the image. `None` if that is empty.
+    pub(crate) fn pixel_box(&self, frame: &Frame, hx: f32, hy: f32) -> Option<PixelBox> {
+        let (ex, ey) = frame.extents(hx, hy);
+        let (x0, y0, x1, y1) = self.span(frame, ex, ey);
+        (x0 < x1 && y0 < y1).then_some([x0 as u32, y0 as u32, x1 as u32, y1 as u32])
+    }
+
+    /// Pixel columns `x0..x1` and rows `y0..y1` covering the world box of half-extents
+    /// (ex, ey) around the frame's origin, clipped to the image.
+    fn span(&self, frame: &Frame, ex: f32, ey: f32) -> (usize, usize, usize, usize) {
+        // With a pitch of 1 these divisions are exact, so the `Small` scanner's pixels are
+        // the ones it has always drawn.
+        let x0 = ((frame.x - ex) / self.sx).floor().max(0.0) as usize;
+        let y0 = ((frame.y - ey) / self.sy).floor().max(0.0) as usize;
+        let x1 = (((frame.x + ex) / self.sx).ceil().max(0.0) as usize).min(self.width);
+        let y1 = (((frame.y + ey) / self.sy).ceil().max(0.0) as usize).min(self.height);
+        (x0, y0, x1, y1)
     }
 
     /// Adds `material` with the thickness `thick(u, v)` (local coordinates) over the
@@ -129,15 +178,12 @@ impl Canvas {
             return;
         }
         // The rotated rectangle's bounding box in pixels.
-        let ex = (frame.cos * hx).abs() + (frame.sin * hy).abs();
-        let ey = (frame.sin * hx).abs() + (frame.cos * hy).abs();
-        let x0 = (frame.x - ex).floor().max(0.0) as usize;
-        let y0 = (frame.y - ey).floor().max(0.0) as usize;
-        let x1 = ((frame.x + ex).ceil().max(0.0) as usize).min(self.width);
-        let y1 = ((frame.y + ey).ceil().max(0.0) as usize).min(self.height);
+        let (ex, ey) = frame.extents(hx, hy);
+        let (x0, y0, x1, y1) = self.span(frame, ex, ey);
         for y in y0..y1 {
+            let wy = (y as f32 + 0.5) * self.sy;
             for x in x0..x1 {
-                let (u, v) = frame.to_local(x as f32 + 0.5, y as f32 + 0.5);
+                let (u, v) = frame.to_local((x as f32 + 0.5) * self.sx, wy);
                 if u.abs() > hx || v.abs() > hy {
                     continue;
                 }
@@ -329,6 +375,65 @@ impl Canvas {
         }
         (high, low)
     }
+
+    /// Reads the canvas out through a large profile's detector: its energy response
+    /// ([`response`]), residual per-column gains, photon and read noise. The low channel
+    /// is reported as at most the high one, as the scanners' dual-energy calibration does
+    /// (low-energy photons are always attenuated at least as much), so `low <= high` holds
+    /// at every pixel.
+    pub(crate) fn expose_with(&self, det: &Detector, rng: &mut impl Rng) -> (Grey16, Grey16) {
+        let gains: Vec<(f32, f32)> = (0..self.width)
+            .map(|_| {
+                let (a, b) = gaussian_pair(rng);
+                (
+                    1.0 + det.column_gain_spread * a,
+                    1.0 + det.column_gain_spread * b,
+                )
+            })
+            .collect();
+        let read_high = (det.read_noise * det.photons_high).powi(2);
+        let read_low = (det.read_noise * det.photons_low).powi(2);
+        let (w, h) = (self.width as u32, self.height as u32);
+        let mut high = Grey16::new(w, h);
+        let mut low = Grey16::new(w, h);
+        let rows = high
+            .chunks_exact_mut(self.width)
+            .zip(low.chunks_exact_mut(self.width));
+        for (y, (row_h, row_l)) in rows.enumerate() {
+            let base = y * self.width;
+            for (x, (ph, pl)) in row_h.iter_mut().zip(row_l.iter_mut()).enumerate() {
+                let (ah, al) = response(det, self.high[base + x], self.low[base + x]);
+                let (gh, gl) = gaussian_pair(rng);
+                let (kh, kl) = gains[x];
+                let vh = detect_noisy((-ah).exp() * kh, det.photons_high, read_high, gh);
+                let vl = detect_noisy((-al).exp() * kl, det.photons_low, read_low, gl);
+                *ph = vh;
+                *pl = vl.min(vh);
+            }
+        }
+        (high, low)
+    }
+}
+
+/// A detector's energy response: the attenuation (Σ mu·t) of the reference materials at
+/// the two energies, as this detector measures them. The high channel is scaled by
+/// `high_gain`; the low/high ratio `R ≥ 1` becomes `R^ratio_exponent`, then beam hardening
+/// pulls it towards 1 for thick objects: `1 + (R' − 1) / (1 + hardening · A_high)`.
+pub(crate) fn response(det: &Detector, a_high: f32, a_low: f32) -> (f32, f32) {
+    if a_high <= 0.0 {
+        return (0.0, a_low.max(0.0));
+    }
+    let ah = det.high_gain * a_high;
+    let r = (a_low / a_high).max(1.0).powf(det.ratio_exponent);
+    let r = 1.0 + (r - 1.0) / (1.0 + det.hardening * ah);
+    (ah, ah * r)
+}
+
+/// Like [`detect`], with electronic read noise of variance `read_var` (photons²) on top.
+fn detect_noisy(tr: f32, photons: f32, read_var: f32, gauss: f32) -> u16 {
+    let mean = photons * tr;
+    let count = mean + (mean.max(0.0) + read_var).sqrt() * gauss;
+    (count / photons * 65535.0).round().clamp(1.0, 65535.0) as u16
 }
 
 /// Counts photons for transmission `tr` (Gaussian approximation of Poisson) and scales the
