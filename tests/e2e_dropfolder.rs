@@ -25,6 +25,9 @@ fn png(seed: u64) -> Vec<u8> {
     out
 }
 
+/// Scans L1 took from its folder.
+const IMAGES: &str = "screenline_xray_images_total{line=\"L1\"}";
+
 /// Writes a file as the X-ray machine does: under a temporary name, renamed into place.
 fn drop_file(xray: &Path, name: &str, bytes: &[u8]) {
     let tmp = xray.join(format!(".{name}.part"));
@@ -98,15 +101,10 @@ fn hostile_names_in_the_drop_folder_are_refused_and_the_intake_runs_on() {
 
     // 2. A FIFO sidecar with its image, then more images: none stalls.
     nix::unistd::mkfifo(&xray.join("f1.json"), nix::sys::stat::Mode::S_IRWXU).expect("fifo");
-    let before = metric(console, "screenline_xray_images_total{line=\"L1\"}").unwrap_or(0);
+    let before = metric(console, IMAGES).unwrap_or(0);
     drop_file(&xray, "f1.png", &png(1));
     drop_file(&xray, "f2.png", &png(2));
-    wait_metric(
-        &mut app,
-        console,
-        "screenline_xray_images_total{line=\"L1\"}",
-        before + 2,
-    );
+    wait_metric(&mut app, console, IMAGES, before + 2);
     assert!(
         metric(console, "screenline_xray_bad_sidecars_total{line=\"L1\"}").unwrap_or(0) >= 1,
         "the FIFO sidecar counted"
@@ -125,14 +123,9 @@ fn hostile_names_in_the_drop_folder_are_refused_and_the_intake_runs_on() {
     let sparse = std::fs::File::create(xray.join("s1.json")).expect("sparse");
     sparse.set_len(1_500_000_000).expect("sparse");
     drop(sparse);
-    let before = metric(console, "screenline_xray_images_total{line=\"L1\"}").unwrap_or(0);
+    let before = metric(console, IMAGES).unwrap_or(0);
     drop_file(&xray, "s1.png", &png(3));
-    wait_metric(
-        &mut app,
-        console,
-        "screenline_xray_images_total{line=\"L1\"}",
-        before + 1,
-    );
+    wait_metric(&mut app, console, IMAGES, before + 1);
     wait_metric(
         &mut app,
         console,
@@ -149,26 +142,16 @@ fn hostile_names_in_the_drop_folder_are_refused_and_the_intake_runs_on() {
     assert!(reason.contains("over the 4096-byte limit"), "{reason}");
 
     // 4. A scan name used again is a new scan: taken again once the first is gone.
-    let before = metric(console, "screenline_xray_images_total{line=\"L1\"}").unwrap_or(0);
+    let before = metric(console, IMAGES).unwrap_or(0);
     drop_file(&xray, "r1.png", &png(4));
-    wait_metric(
-        &mut app,
-        console,
-        "screenline_xray_images_total{line=\"L1\"}",
-        before + 1,
-    );
+    wait_metric(&mut app, console, IMAGES, before + 1);
     let deadline = Instant::now() + Duration::from_secs(30);
     while xray.join("r1.png").exists() {
         assert!(Instant::now() < deadline, "r1.png never left the folder");
         std::thread::sleep(Duration::from_millis(100));
     }
     drop_file(&xray, "r1.png", &png(5));
-    wait_metric(
-        &mut app,
-        console,
-        "screenline_xray_images_total{line=\"L1\"}",
-        before + 2,
-    );
+    wait_metric(&mut app, console, IMAGES, before + 2);
 
     // 5. A sidecar whose image never comes: quarantined after the join window.
     drop_file(&xray, "o1.json", br#"{"waybill":"SF5000000000009"}"#);

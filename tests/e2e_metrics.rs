@@ -10,26 +10,16 @@ mod common;
 use common::rig::Rig;
 use common::*;
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// Runs `promtool args…` with `stdin`.
 fn promtool(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new("promtool")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs: install Debian's `prometheus` package (tests/setup.sh does)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write to promtool");
-    child.wait_with_output().expect("promtool's output")
+    run_with_input(
+        Command::new("promtool").args(args),
+        stdin.as_bytes(),
+        "Debian's `prometheus` package; tests/setup.sh installs it",
+    )
 }
 
 fn said(o: &Output) -> String {

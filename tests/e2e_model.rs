@@ -99,24 +99,20 @@ fn bad_labels_are_refused_with_the_line() {
     let mut text = std::fs::read_to_string(&labels).expect("labels");
     text.push_str("images/000000.png,shoes,0\n");
     std::fs::write(&labels, &text).expect("write labels");
-    let out = screenline(&["model", "eval"], &[&model_dir(), &data]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("labels.csv line 5: unknown category \"shoes\""),
-        "{stderr}"
-    );
+    eval_refuses(&data, "labels.csv line 5: unknown category \"shoes\"");
 
     // A row naming a missing image fails on that row.
     let text = text.replace("images/000000.png,shoes,0\n", "images/missing.png,food,1\n");
     std::fs::write(&labels, text).expect("write labels");
-    let out = screenline(&["model", "eval"], &[&model_dir(), &data]);
+    eval_refuses(&data, "line 5: image images/missing.png");
+}
+
+/// `screenline model eval` of `data` fails, saying `why`.
+fn eval_refuses(data: &std::path::Path, why: &str) {
+    let out = screenline(&["model", "eval"], &[model_dir().as_path(), data]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("line 5: image images/missing.png"),
-        "{stderr}"
-    );
+    assert!(stderr.contains(why), "{stderr}");
 }
 
 /// `screenline dataset generate` of `count` held-out images into `data`; it must succeed.

@@ -489,28 +489,26 @@ fn openssl(dir: &Path, args: &[&str]) {
     run_ok(Command::new("openssl").current_dir(dir).args(args));
 }
 
+/// `openssl req` with `extra` (`-x509` for a self-signed certificate): a new P-256 key in
+/// `key`, and `out` for `subject`.
+fn openssl_req(dir: &Path, extra: &[&str], key: &str, out: &str, subject: &str) {
+    let mut args = vec!["req"];
+    args.extend_from_slice(extra);
+    args.extend([
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ]);
+    args.extend(["-keyout", key, "-out", out, "-subj", subject]);
+    openssl(dir, &args);
+}
+
 /// A CA, a broker certificate for 127.0.0.1 and a client certificate, PEM, in `dir`.
 fn make_certificates(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=Test Regulator CA",
-        ],
-    );
+    let ca = ["-x509", "-days", "2"];
+    openssl_req(dir, &ca, "ca.key", "ca.pem", "/CN=Test Regulator CA");
     for (name, ext) in [
         (
             "server",
@@ -519,23 +517,8 @@ fn make_certificates(dir: &Path) {
         ("client", "extendedKeyUsage=clientAuth\n"),
     ] {
         std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext");
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN=screenline-{name}"),
-            ],
-        );
+        let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
+        openssl_req(dir, &[], &key, &csr, &format!("/CN=screenline-{name}"));
         openssl(
             dir,
             &[

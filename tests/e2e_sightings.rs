@@ -447,18 +447,7 @@ fn no_personal_data(msgs: &[(String, String)], senders: &[Sender]) {
 
 /// MD5 (hex) by the system's `md5sum`, an independent implementation.
 fn md5_hex(s: &str) -> String {
-    let mut child = Command::new("md5sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("md5sum (coreutils)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(s.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("md5sum");
+    let out = run_with_input(&mut Command::new("md5sum"), s.as_bytes(), "coreutils");
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .next()

@@ -330,12 +330,16 @@ impl Page<'_> {
         }
     }
 
+    /// The element `selector` finds; panics if there is none.
+    fn find(&self, selector: &str) -> fantoccini::elements::Element {
+        self.browser
+            .command(self.client().find(Locator::Css(selector)))
+            .unwrap_or_else(|e| panic!("no {selector}: {e}"))
+    }
+
     /// Types `text` into an input, replacing what it held.
     pub fn fill(&mut self, selector: &str, text: &str) {
-        let field = self
-            .browser
-            .command(self.client().find(Locator::Css(selector)))
-            .unwrap_or_else(|e| panic!("no {selector}: {e}"));
+        let field = self.find(selector);
         self.browser
             .command(field.clear())
             .unwrap_or_else(|e| panic!("clear {selector}: {e}"));
@@ -347,10 +351,7 @@ impl Page<'_> {
     /// Clicks an element (WebDriver scrolls it into view and clicks at its centre; an element
     /// covered by another fails).
     pub fn click(&mut self, selector: &str) {
-        let target = self
-            .browser
-            .command(self.client().find(Locator::Css(selector)))
-            .unwrap_or_else(|e| panic!("no {selector}: {e}"));
+        let target = self.find(selector);
         self.browser
             .command(target.click())
             .unwrap_or_else(|e| panic!("click {selector}: {e}"));

@@ -75,12 +75,8 @@ pub async fn request(
 
 /// Percent-encodes a form value.
 pub fn form_value(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC as ALL};
+    // All but the unreserved characters of RFC 3986.
+    const VALUE: &AsciiSet = &ALL.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    utf8_percent_encode(v, VALUE).to_string()
 }

@@ -175,6 +175,21 @@ pub fn run_ok(cmd: &mut Command) -> std::process::Output {
     out
 }
 
+/// Runs `cmd` with `input` on its standard input, to its end, and returns what it printed
+/// (the test fails if it cannot start: `install` says what provides it).
+pub fn run_with_input(cmd: &mut Command, input: &[u8], install: &str) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?} did not start ({install}): {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input).expect("write to its stdin");
+    }
+    child.wait_with_output().expect("its output")
+}
+
 /// Stops a process with SIGTERM and waits for it (a broker saves its state).
 pub fn terminate(p: &mut Proc) {
     let _ = Command::new("kill")

@@ -123,6 +123,14 @@ pub const DEFAULT_DICTIONARY: &str = include_str!("../data/goods_dictionary.toml
 /// The value floors shipped with the appliance.
 pub const DEFAULT_VALUE_FLOORS: &str = include_str!("../data/value_floors.toml");
 
+/// A rule-data file's text as `T`, or why not (naming the file as `what`).
+fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, RuleDataError> {
+    toml::from_str(text).map_err(|e| RuleDataError::Invalid {
+        what: what.to_owned(),
+        why: e.to_string(),
+    })
+}
+
 impl GoodsDictionary {
     /// Parses a dictionary file's text.
     pub fn parse(text: &str, what: &str) -> Result<GoodsDictionary, RuleDataError> {
@@ -131,10 +139,7 @@ impl GoodsDictionary {
         struct File {
             categories: BTreeMap<String, Vec<String>>,
         }
-        let f: File = toml::from_str(text).map_err(|e| RuleDataError::Invalid {
-            what: what.to_owned(),
-            why: e.to_string(),
-        })?;
+        let f: File = parse_toml(text, what)?;
         let mut terms = Vec::new();
         for (key, words) in f.categories {
             let c = category(&key, what)?;
@@ -166,10 +171,7 @@ impl ValueFloors {
         struct File {
             floors_cny: BTreeMap<String, f64>,
         }
-        let f: File = toml::from_str(text).map_err(|e| RuleDataError::Invalid {
-            what: what.to_owned(),
-            why: e.to_string(),
-        })?;
+        let f: File = parse_toml(text, what)?;
         let mut floors = BTreeMap::new();
         for (key, v) in f.floors_cny {
             if !(v.is_finite() && v >= 0.0) {

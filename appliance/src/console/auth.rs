@@ -610,7 +610,6 @@ mod tests {
                 .expect("verify"),
             Some(Role::Technician)
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -694,6 +693,5 @@ mod tests {
         assert!(users.remove("li.wei").expect("remove"));
         assert!(!users.remove("li.wei").expect("again"));
         assert_eq!(users.role("li.wei").expect("role"), None);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

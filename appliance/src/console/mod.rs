@@ -69,6 +69,19 @@ macro_rules! viewer {
     };
 }
 
+/// A form posted by a viewer: their session with at least `role`, then a well-formed form
+/// carrying the session's CSRF token; or the answer that refuses it, in that order.
+macro_rules! posted {
+    ($c:expr, $headers:expr, $role:expr, $path:expr, $f:expr) => {{
+        let ctx = viewer!($c, $headers, $role, $path);
+        let f = form!($c, $f);
+        if let Err(r) = check_csrf(&ctx, &f.csrf) {
+            return *r;
+        }
+        (ctx, f)
+    }};
+}
+
 /// What the console serves from: its own parts (users, sessions, the login throttle, the
 /// network guard) and the appliance's, as far as it runs ([`Mode`]). Built by
 /// [`Console::new`] for a running appliance and [`Console::safe_mode`] for a refused
@@ -471,15 +484,11 @@ impl Console {
     }
 }
 
+/// A path as a query value (`next=`): every byte but the unreserved ones and `/` escaped.
 fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC as ALL};
+    const PATH: &AsciiSet = &ALL.remove(b'-').remove(b'_').remove(b'.').remove(b'/');
+    utf8_percent_encode(s, PATH).to_string()
 }
 
 /// The console's routes.
@@ -742,14 +751,7 @@ async fn logout(
     headers: HeaderMap,
     f: Result<Form<CsrfForm>, FormRejection>,
 ) -> Response {
-    let ctx = match c.ctx(&headers, Role::Operator, "/") {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
-    let f = form!(c, f);
-    if let Err(r) = check_csrf(&ctx, &f.csrf) {
-        return *r;
-    }
+    let (ctx, _) = posted!(c, headers, Role::Operator, "/", f);
     if let Some(tok) = cookie(&headers, SESSION_COOKIE) {
         c.sessions.end(tok);
     }
@@ -1013,11 +1015,7 @@ async fn review(
     Path(id): Path<String>,
     f: Result<Form<ReviewForm>, FormRejection>,
 ) -> Response {
-    let ctx = viewer!(c, headers, Role::Operator, &format!("/parcel/{id}"));
-    let f = form!(c, f);
-    if let Err(r) = check_csrf(&ctx, &f.csrf) {
-        return *r;
-    }
+    let (ctx, f) = posted!(c, headers, Role::Operator, &format!("/parcel/{id}"), f);
     let finding = match f.finding.as_str() {
         "confirmed" => Finding::Confirmed,
         "cleared" => Finding::Cleared,
@@ -1186,11 +1184,7 @@ async fn model_swap(
     headers: HeaderMap,
     f: Result<Form<SwapForm>, FormRejection>,
 ) -> Response {
-    let ctx = viewer!(c, headers, Role::Technician, "/model");
-    let f = form!(c, f);
-    if let Err(r) = check_csrf(&ctx, &f.csrf) {
-        return *r;
-    }
+    let (ctx, f) = posted!(c, headers, Role::Technician, "/model", f);
     let Some(running) = c.running() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -1272,11 +1266,7 @@ async fn config_validate(
     headers: HeaderMap,
     f: Result<Form<ConfigForm>, FormRejection>,
 ) -> Response {
-    let ctx = viewer!(c, headers, Role::Technician, "/config");
-    let f = form!(c, f);
-    if let Err(r) = check_csrf(&ctx, &f.csrf) {
-        return *r;
-    }
+    let (ctx, f) = posted!(c, headers, Role::Technician, "/config", f);
     let checked = match crate::config::Config::parse(&f.text, std::path::Path::new("(pasted)")) {
         Ok(_) => pages::Checked::Valid,
         Err(e) => pages::Checked::Invalid(e.to_string()),

@@ -12,17 +12,12 @@ use serde_json::json;
 use tower::ServiceExt;
 
 struct Fixture {
-    dir: PathBuf,
     app: Router,
     console: Arc<Console>,
     /// The site's sharing as the console sees it: peers `a2` and `a3`.
     sightings: Arc<SightingsStatus>,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    /// Last: removed once the store in it is closed.
+    dir: crate::testutil::TempDir,
 }
 
 const RECORD: &str = "0001763856000000-L1-7";
@@ -196,6 +191,11 @@ impl Fixture {
         self.send("GET", path, cookie, None).await
     }
 
+    /// The status a GET of `path` answers.
+    async fn status(&self, path: &str, cookie: Option<&str>) -> StatusCode {
+        self.get(path, cookie).await.status
+    }
+
     /// Logs in; returns the session cookie and the CSRF token.
     async fn login(&self, user: &str, password: &str) -> (String, String) {
         let r = self
@@ -289,10 +289,7 @@ async fn every_route_for_every_role() {
         assert_eq!(anon.headers[header::X_FRAME_OPTIONS], "DENY");
     }
     // The events stream answers 401 without a session (its body never ends otherwise).
-    assert_eq!(
-        f.get("/events", None).await.status,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(f.status("/events", None).await, StatusCode::UNAUTHORIZED);
     // POST routes refuse anonymous requests.
     for path in [
         "/parcel/x/review",
@@ -313,7 +310,7 @@ async fn every_route_for_every_role() {
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     // Unknown records.
     assert_eq!(
-        f.get("/parcel/nope", Some(&op)).await.status,
+        f.status("/parcel/nope", Some(&op)).await,
         StatusCode::NOT_FOUND
     );
 }
@@ -445,7 +442,7 @@ async fn images_are_never_cached_and_sessions_end_with_their_user() {
         "a removed user's session ends"
     );
     assert_eq!(
-        f.get("/api/status", Some(&op)).await.status,
+        f.status("/api/status", Some(&op)).await,
         StatusCode::UNAUTHORIZED
     );
     // Given another role, the old session ends too.
@@ -455,7 +452,7 @@ async fn images_are_never_cached_and_sessions_end_with_their_user() {
         .set("tech", Role::Operator, "technician password")
         .expect("demote");
     assert_eq!(
-        f.get("/devices", Some(&tech)).await.status,
+        f.status("/devices", Some(&tech)).await,
         StatusCode::SEE_OTHER
     );
 }
@@ -664,7 +661,7 @@ async fn search_config_metrics_readiness_and_language() {
         m.body
     );
     assert_eq!(
-        f.get("/readyz", None).await.status,
+        f.status("/readyz", None).await,
         StatusCode::SERVICE_UNAVAILABLE
     );
     f.console.telemetry.link(Link::Model, true, "loaded");
@@ -922,7 +919,7 @@ async fn a_safe_mode_console_says_why_and_changes_nothing() {
     let why = "line 3: console.listen = \"<nowhere>\" is not an address".to_owned();
     let console = Arc::new(Console::safe_mode(
         Arc::new(Telemetry::default()),
-        dir.clone(),
+        dir.to_path_buf(),
         why,
         tokio_util::sync::CancellationToken::new(),
     ));

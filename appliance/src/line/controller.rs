@@ -97,6 +97,18 @@ struct Writer {
     seq: u16,
 }
 
+/// Forgets the line's stack light when dropped.
+struct LightUnknown<'a> {
+    line_id: &'a str,
+    telemetry: &'a Telemetry,
+}
+
+impl Drop for LightUnknown<'_> {
+    fn drop(&mut self) {
+        self.telemetry.set_light(self.line_id, None);
+    }
+}
+
 impl Writer {
     async fn send(&mut self, port: &mut SerialStream, msg: &ToController) -> anyhow::Result<()> {
         let mut buf = [0u8; MAX_FRAME_LEN];
@@ -114,21 +126,6 @@ impl Writer {
 /// configuration has one.
 pub async fn session(
     line_id: &str,
-    port: SerialStream,
-    geometry: Option<ControllerConfig>,
-    epochs: &mut Epochs,
-    commands: &mut Commands,
-    out: &mpsc::Sender<LineInput>,
-    telemetry: &Telemetry,
-) -> anyhow::Result<()> {
-    let result = converse(line_id, port, geometry, epochs, commands, out, telemetry).await;
-    // What the light showed is unknown from here on.
-    telemetry.set_light(line_id, None);
-    result
-}
-
-async fn converse(
-    line_id: &str,
     mut port: SerialStream,
     geometry: Option<ControllerConfig>,
     epochs: &mut Epochs,
@@ -136,6 +133,9 @@ async fn converse(
     out: &mpsc::Sender<LineInput>,
     telemetry: &Telemetry,
 ) -> anyhow::Result<()> {
+    // However the session ends (an error, the port gone, the task cancelled), what the
+    // light shows is unknown from then on.
+    let _light_unknown = LightUnknown { line_id, telemetry };
     let link = Link::line(line_id, Device::Controller);
     let mut writer = Writer { seq: 0 };
     let mut decoder = FrameDecoder::<{ MAX_FRAME_LEN * 2 }>::new();

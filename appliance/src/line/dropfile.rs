@@ -239,9 +239,8 @@ pub fn write_replacing(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<
 mod tests {
     use super::*;
 
-    fn dir(tag: &str) -> PathBuf {
-        let d = crate::testutil::temp_dir(&format!("dropfile-{tag}"));
-        d
+    fn dir(tag: &str) -> crate::testutil::TempDir {
+        crate::testutil::temp_dir(&format!("dropfile-{tag}"))
     }
 
     #[test]
@@ -271,7 +270,6 @@ mod tests {
             }
         ));
         assert!(kind("missing.png", 10).is_gone());
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
@@ -302,6 +300,5 @@ mod tests {
             2,
             "no temporary left"
         );
-        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -164,6 +164,5 @@ mod tests {
 
         shutdown.cancel();
         task.await.expect("reader task");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

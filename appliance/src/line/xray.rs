@@ -766,7 +766,7 @@ mod tests {
     use image::{ImageBuffer, Luma, Rgb, RgbImage};
     use sha2::Digest;
 
-    struct Dir(PathBuf);
+    struct Dir(crate::testutil::TempDir);
     impl Dir {
         fn new(tag: &str) -> Dir {
             let d = crate::testutil::temp_dir(&format!("xray-{tag}"));
@@ -780,12 +780,6 @@ mod tests {
             self.0.join("q")
         }
     }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn rgb(w: u32, h: u32) -> RgbImage {
         RgbImage::from_fn(w, h, |x, y| Rgb([x as u8, y as u8, 128]))
     }
@@ -1060,19 +1054,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_watcher_takes_only_complete_files_and_sidecars() {
-        let dir = Dir::new("watch");
-        let d = dir.drop_dir();
-        let (tx, mut rx) = mpsc::channel(16);
-        let shutdown = CancellationToken::new();
-        let policy = intake(&dir).policy;
-        let task = tokio::spawn(watch(
-            "L1".into(),
-            d.clone(),
-            policy,
-            tx,
-            Arc::new(Telemetry::default()),
-            shutdown.clone(),
-        ));
+        let mut w = Watching::start("watch");
+        let d = w.dir.drop_dir();
         // Give the watcher its first rescan before files arrive.
         tokio::time::sleep(Duration::from_millis(100)).await;
         std::fs::write(
@@ -1080,18 +1063,14 @@ mod tests {
             r#"{"captured_at":"2026-03-01T08:00:00Z","waybill":"SF9000000000001"}"#,
         )
         .expect("sidecar");
-        let mut png = Vec::new();
-        rgb(20, 20)
-            .write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
-            .expect("png");
+        let png = png_bytes(0);
         // Half a file, written and held open: never taken while it is incomplete.
         let mut partial = std::fs::File::create(d.join("s2.png")).expect("create");
         std::io::Write::write_all(&mut partial, &png[..png.len() / 2]).expect("write");
         std::io::Write::flush(&mut partial).expect("flush");
         // A complete one, renamed into place.
-        std::fs::write(d.join(".s1.png.part"), &png).expect("write");
-        std::fs::rename(d.join(".s1.png.part"), d.join("s1.png")).expect("rename");
-        let scan = next_image(&mut rx).await;
+        drop_file(&d, "s1.png", &png);
+        let scan = next_image(&mut w.rx).await;
         assert_eq!(scan.scan_id, "s1");
         assert_eq!(
             scan.waybill.as_ref().map(|w| w.to_string()).as_deref(),
@@ -1104,32 +1083,20 @@ mod tests {
         // The partial file: finished, closed, then taken.
         std::io::Write::write_all(&mut partial, &png[png.len() / 2..]).expect("write");
         drop(partial);
-        let scan = next_image(&mut rx).await;
+        let scan = next_image(&mut w.rx).await;
         assert_eq!(scan.scan_id, "s2");
         crate::line::image::load_scan(&scan).expect("complete when taken");
-        shutdown.cancel();
-        task.await.expect("watcher");
+        w.stop().await;
     }
 
     #[tokio::test]
     async fn a_folder_recreated_under_the_watcher_is_read_by_the_rescan() {
         // The X-ray machine's share remounted, or its folder re-created: the file-event
         // watch is gone with the old folder, and only the periodic rescan still sees files.
-        let dir = Dir::new("recreated");
-        let d = dir.drop_dir();
-        let (tx, mut rx) = mpsc::channel(16);
-        let shutdown = CancellationToken::new();
-        let telemetry = Arc::new(Telemetry::default());
-        let task = tokio::spawn(watch(
-            "L1".into(),
-            d.clone(),
-            intake(&dir).policy,
-            tx,
-            telemetry.clone(),
-            shutdown.clone(),
-        ));
+        let mut w = Watching::start("recreated");
+        let d = w.dir.drop_dir();
         let link_is = |up: bool| {
-            let t = telemetry.clone();
+            let t = w.telemetry.clone();
             async move {
                 while t.link_up(&Link::line("L1", Device::Xray)) != up {
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1144,17 +1111,49 @@ mod tests {
             .await
             .expect("the folder's loss shows on the link");
         std::fs::create_dir_all(&d).expect("re-create the folder");
-        let mut png = Vec::new();
-        rgb(20, 20)
-            .write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
-            .expect("png");
-        std::fs::write(d.join(".s9.png.part"), &png).expect("write");
-        std::fs::rename(d.join(".s9.png.part"), d.join("s9.png")).expect("rename");
-        let scan = next_image(&mut rx).await;
+        drop_file(&d, "s9.png", &png_bytes(9));
+        let scan = next_image(&mut w.rx).await;
         assert_eq!(scan.scan_id, "s9");
-        assert!(telemetry.link_up(&Link::line("L1", Device::Xray)));
-        shutdown.cancel();
-        task.await.expect("watcher");
+        assert!(w.telemetry.link_up(&Link::line("L1", Device::Xray)));
+        w.stop().await;
+    }
+
+    /// The folder watcher of line L1 on a drop folder of its own, and what it hands on.
+    struct Watching {
+        rx: mpsc::Receiver<LineInput>,
+        telemetry: Arc<Telemetry>,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+        dir: Dir,
+    }
+
+    impl Watching {
+        fn start(tag: &str) -> Watching {
+            let dir = Dir::new(tag);
+            let (tx, rx) = mpsc::channel(16);
+            let shutdown = CancellationToken::new();
+            let telemetry = Arc::new(Telemetry::default());
+            let task = tokio::spawn(watch(
+                "L1".into(),
+                dir.drop_dir(),
+                intake(&dir).policy,
+                tx,
+                telemetry.clone(),
+                shutdown.clone(),
+            ));
+            Watching {
+                rx,
+                telemetry,
+                shutdown,
+                task,
+                dir,
+            }
+        }
+
+        async fn stop(self) {
+            self.shutdown.cancel();
+            self.task.await.expect("watcher");
+        }
     }
 
     fn png_bytes(seed: u8) -> Vec<u8> {

@@ -7,6 +7,7 @@
 use super::commands::{self, Command, Refusal, Verified, Verifier};
 use super::{EVIDENCE_SCAN, MAX_PACKET};
 use crate::screen::Screener;
+use crate::store::audit::AuditEntry;
 use crate::store::owner::StoreHandle;
 use crate::telemetry::{Counter, Link, Telemetry};
 use std::collections::HashMap;
@@ -227,7 +228,7 @@ impl Commander {
             .store
             .write(move |s| {
                 s.count_by(&Counter::CommandsRefused, n)?;
-                s.audit("unverified", &action, "-", &detail)
+                s.audit(&AuditEntry::now("unverified", &action, "-", &detail))
             })
             .await;
         if let Err(e) = result {

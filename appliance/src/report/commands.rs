@@ -207,16 +207,14 @@ impl Verifier {
             command: Command::from_key(topic_command).map(|c| c.key().to_owned()),
             signed: false,
         };
+        let malformed = |what: &str, e: serde_json::Error| {
+            Refusal::Malformed(format!("{what}: {}", without_values(&e)))
+        };
         let env: Envelope = match serde_json::from_slice(raw) {
             Ok(e) => e,
             Err(e) => {
-                return (
-                    claimed,
-                    Err(Refusal::Malformed(format!(
-                        "not a {CMD_SCHEMA} envelope: {}",
-                        without_values(&e)
-                    ))),
-                )
+                let what = format!("not a {CMD_SCHEMA} envelope");
+                return (claimed, Err(malformed(&what, e)));
             }
         };
         if env.schema != CMD_SCHEMA {
@@ -227,15 +225,7 @@ impl Verifier {
         }
         let payload: Payload = match serde_json::from_str(&env.payload) {
             Ok(p) => p,
-            Err(e) => {
-                return (
-                    claimed,
-                    Err(Refusal::Malformed(format!(
-                        "payload: {}",
-                        without_values(&e)
-                    ))),
-                )
-            }
+            Err(e) => return (claimed, Err(malformed("payload", e))),
         };
         let nonce = payload.nonce.clone();
         let result = self.check(&env, payload, topic_command, now);

@@ -411,7 +411,6 @@ mod tests {
         assert!(text[0].starts_with("site.key_file"), "{text:?}");
         assert!(text[1].contains("this appliance itself"), "{text:?}");
         assert!(text[2].contains("listed twice"), "{text:?}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

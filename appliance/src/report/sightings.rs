@@ -488,6 +488,5 @@ mod tests {
             "{snap:?}"
         );
         assert_eq!(snap.ledger_keys, n);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -286,7 +286,5 @@ mod tests {
             .expect("read")
             .expect("mark");
         assert_eq!(next.counters[&Counter::ParcelsDecided], 8);
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -98,6 +98,5 @@ mod tests {
         m.ca_file = Some(dir.join("missing.pem"));
         let e = err(&m);
         assert!(e.contains("mqtt.ca_file: cannot read"), "{e}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -758,7 +758,6 @@ mod tests {
         let mut model = Model::load(&default_model_dir().unwrap(), &env, 1).unwrap();
         let mut seen = Vec::new();
         let r = evaluate(&mut model, &dir, |done, total| seen.push((done, total))).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(seen, vec![(1, 4), (2, 4), (3, 4), (4, 4)]);
         assert_eq!(r.n, 4);
         assert_eq!(r.confusion.iter().flatten().sum::<u64>(), 4);

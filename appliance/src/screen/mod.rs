@@ -566,7 +566,6 @@ mod tests {
                 .map(|(i, p)| parcel(i as u32, p.clone()))
                 .collect(),
         );
-        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(batch.len(), alone.len());
         assert_eq!(staged.len(), alone.len());
         for (a, b) in alone

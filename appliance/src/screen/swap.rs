@@ -136,7 +136,7 @@ mod tests {
     use serde_json::Value;
 
     /// A copy of the committed model in a fresh folder, with `edit` applied to its manifest.
-    struct Candidate(PathBuf);
+    struct Candidate(crate::testutil::TempDir);
 
     impl Candidate {
         fn new(tag: &str, edit: impl FnOnce(&mut Value)) -> Candidate {
@@ -150,12 +150,6 @@ mod tests {
             edit(&mut m);
             std::fs::write(dir.join("manifest.json"), m.to_string()).expect("write");
             Candidate(dir)
-        }
-    }
-
-    impl Drop for Candidate {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 

@@ -21,23 +21,23 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
-impl Store {
-    /// Appends an entry, durably.
-    pub fn audit(
-        &self,
-        actor: &str,
-        action: &str,
-        target: &str,
-        detail: &str,
-    ) -> Result<(), StoreError> {
-        let now = SystemTime::now();
-        let entry = AuditEntry {
-            at: crate::time_fmt::format(now),
+impl AuditEntry {
+    /// An entry for what `actor` did just now.
+    pub fn now(actor: &str, action: &str, target: &str, detail: &str) -> AuditEntry {
+        AuditEntry {
+            at: crate::time_fmt::format(SystemTime::now()),
             actor: actor.to_owned(),
             action: action.to_owned(),
             target: target.to_owned(),
             detail: detail.to_owned(),
-        };
+        }
+    }
+}
+
+impl Store {
+    /// Appends an entry, durably.
+    pub fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let now = SystemTime::now();
         // Time-ordered keys; the id generator breaks ties within one clock tick.
         let nanos = now
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -45,7 +45,7 @@ impl Store {
             .unwrap_or(0);
         let key = format!("{nanos:032}-{:016x}", self.db.generate_id()?);
         self.audit
-            .insert(key.as_bytes(), serde_json::to_vec(&entry)?)?;
+            .insert(key.as_bytes(), serde_json::to_vec(entry)?)?;
         Ok(())
     }
 
@@ -91,15 +91,13 @@ mod tests {
 
     #[tokio::test]
     async fn entries_come_back_newest_first_and_survive_reopen() {
-        let (dir, store) = crate::store::testing::reopened("audit", |store| {
+        let (_dir, store) = crate::store::testing::reopened("audit", |store| {
             for i in 0..5 {
-                store
-                    .audit("user:li", "review.confirmed", &format!("r{i}"), "")
-                    .expect("audit");
+                let entry = AuditEntry::now("user:li", "review.confirmed", &format!("r{i}"), "");
+                store.audit(&entry).expect("audit");
             }
-            store
-                .audit("regulator", "cmd.watchlist", "c1", "version 7")
-                .expect("audit");
+            let entry = AuditEntry::now("regulator", "cmd.watchlist", "c1", "version 7");
+            store.audit(&entry).expect("audit");
         });
         let all = store.audit_log(100, |_| true).expect("log");
         assert_eq!(all.len(), 6);
@@ -128,6 +126,5 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["r4", "r3"]
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -369,6 +369,5 @@ mod tests {
         let _held = Store::open(&dir).expect("open");
         let e = check(&dir).expect_err("locked").to_string();
         assert!(e.contains("cannot open the store"), "{e}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -152,7 +152,7 @@ mod tests {
 
     #[tokio::test]
     async fn counts_are_committed_with_their_records_and_survive_a_reopen() {
-        let (dir, store) = crate::store::testing::reopened("counters", |store| {
+        let (_dir, store) = crate::store::testing::reopened("counters", |store| {
             let record = crate::record::Record::example("r1", crate::domain::Decision::Flag);
             let commit = |key: &str, counts: &[Counter]| Commit {
                 key: key.to_owned(),
@@ -196,16 +196,13 @@ mod tests {
             mark.at(),
             UNIX_EPOCH + Duration::from_millis(1_795_600_000_000)
         );
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A store written when counters were named by strings: its counters tree, a record's
     /// counted keys and the statistics mark, byte for byte as that screenline wrote them.
     #[test]
     fn an_old_stores_counters_and_mark_read_back_as_typed_counters() {
-        let dir = crate::testutil::temp_dir("counters-old");
-        let store = Store::open(&dir).expect("open");
+        let (_dir, store) = crate::store::testing::fresh("counters-old");
         let old: [(&str, u64); 10] = [
             ("parcels.decided", 7),
             ("parcels.clear", 4),
@@ -265,7 +262,5 @@ mod tests {
             4,
             "counted under its old key"
         );
-        drop((tree, store));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

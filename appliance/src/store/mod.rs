@@ -442,14 +442,9 @@ impl Store {
         max: usize,
         skip: impl Fn(&[u8]) -> bool,
     ) -> Result<Vec<(Queued, String)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.outbox.iter() {
-            let (k, v) = item?;
-            if skip(&k) {
-                continue;
-            }
-            match OutboxEntry::decode(&v) {
-                Ok(e) => out.push((
+        outbox::batch(&self.outbox, max, skip, |k, v| {
+            match OutboxEntry::decode(v) {
+                Ok(e) => Some((
                     Queued {
                         key: k.to_vec(),
                         report_id: e.report_id,
@@ -460,14 +455,10 @@ impl Store {
                 Err(err) => {
                     // Never delete what cannot be read: leave it for `store check` and say so.
                     tracing::error!(error = %err, "unreadable outbox entry left in place");
-                    continue;
+                    None
                 }
             }
-            if out.len() == max {
-                break;
-            }
-        }
-        Ok(out)
+        })
     }
 
     /// Reports waiting for the broker.
@@ -576,7 +567,7 @@ mod tests {
 
     #[tokio::test]
     async fn reports_stay_in_the_outbox_until_acknowledged_across_reopen() {
-        let (dir, store) = crate::store::testing::reopened("store", |store| {
+        let (_dir, store) = crate::store::testing::reopened("store", |store| {
             let rec = Record::example("0001-L1-1", crate::domain::Decision::Flag);
             store
                 .commit(
@@ -617,7 +608,6 @@ mod tests {
             "the key survives a reopen"
         );
         assert!(!h.contains("1101051949"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -657,8 +647,6 @@ mod tests {
         let batch = store.outbox_batch(10, |_| false).expect("batch");
         let sent: Vec<Vec<u8>> = batch.into_iter().map(|(q, _)| q.payload).collect();
         assert_eq!(sent, payloads, "what reaches the broker is what was queued");
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -705,6 +693,5 @@ mod tests {
             .err()
             .expect("still refused");
         assert!(matches!(e, StoreError::NewerSchema { .. }));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

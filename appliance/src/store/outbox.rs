@@ -6,9 +6,41 @@
 //! [`OutboxEntry::decode`] reads both (recovery may meet an old store set aside), and the
 //! migration to schema 3 rewrites the old ones. Either way the payload that reaches the
 //! broker is the one that was queued.
+//!
+//! [`batch`] is how every outbox of the store (reports, statistics, sightings) is read for
+//! the broker: oldest key first, a few at a time.
 
 use base64::Engine;
 use serde::Deserialize;
+
+use super::StoreError;
+
+/// Up to `max` entries of an outbox tree in key order (oldest first), skipping keys for which
+/// `skip` is true (in flight already) and entries `take` makes nothing of (`None`).
+pub(super) fn batch<T>(
+    tree: &sled::Tree,
+    max: usize,
+    skip: impl Fn(&[u8]) -> bool,
+    mut take: impl FnMut(&[u8], &[u8]) -> Option<T>,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    if max == 0 {
+        return Ok(out);
+    }
+    for item in tree.iter() {
+        let (k, v) = item?;
+        if skip(&k) {
+            continue;
+        }
+        if let Some(t) = take(&k, &v) {
+            out.push(t);
+            if out.len() == max {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// The first byte of a schema-3 entry (a JSON entry starts with `{`).
 const TAG: u8 = 0x01;

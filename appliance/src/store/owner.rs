@@ -172,14 +172,8 @@ impl StoreHandle {
         target: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        let (actor, action, target, detail) = (
-            actor.to_owned(),
-            action.to_owned(),
-            target.to_owned(),
-            detail.to_owned(),
-        );
-        self.write(move |s| s.audit(&actor, &action, &target, &detail))
-            .await
+        let entry = super::audit::AuditEntry::now(actor, action, target, detail);
+        self.write(move |s| s.audit(&entry)).await
     }
 
     /// Adds one to a kept counter, durably.

@@ -78,7 +78,7 @@ mod tests {
 
     #[tokio::test]
     async fn waybill_search_finds_by_prefix_newest_first() {
-        let (dir, store) = crate::store::testing::fresh("query");
+        let (_dir, store) = crate::store::testing::fresh("query");
         for (id, wb, decision) in [
             ("0001-L1-1", "SF100000", Decision::Clear),
             ("0002-L1-2", "SF200000", Decision::Flag),
@@ -111,6 +111,5 @@ mod tests {
             .expect("latest");
         assert_eq!(suspects.len(), 2);
         assert_eq!(suspects[0].record_id, "0003-L2-1");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -300,7 +300,6 @@ mod tests {
         // Recovering twice brings nothing in twice.
         let again = recover(&dir, &aside.folder).expect("again");
         assert_eq!((again.records, again.already_present), (0, 40));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
@@ -334,7 +333,6 @@ mod tests {
         store
             .commit(b"x", &rec, None)
             .expect("the fresh store takes records");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -346,6 +344,5 @@ mod tests {
             .expect("in use");
         assert!(matches!(e, StoreError::Open { damaged: false, .. }), "{e}");
         assert!(set_aside_folders(&dir).is_empty());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -96,18 +96,8 @@ impl Store {
         max: usize,
         skip: impl Fn(&[u8]) -> bool,
     ) -> Result<Vec<QueuedStats>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.db.open_tree(STATS_OUTBOX)?.iter() {
-            let (k, v) = item?;
-            if skip(&k) {
-                continue;
-            }
-            out.push((k.to_vec(), v.to_vec()));
-            if out.len() == max {
-                break;
-            }
-        }
-        Ok(out)
+        let tree = self.db.open_tree(STATS_OUTBOX)?;
+        super::outbox::batch(&tree, max, skip, |k, v| Some((k.to_vec(), v.to_vec())))
     }
 
     /// The broker acknowledged a statistics message.
@@ -188,6 +178,5 @@ mod tests {
         assert_eq!(all.len(), 2);
         store.save_thresholds(&t("food", 0.6)).expect("save");
         assert_eq!(store.saved_thresholds().expect("read")["food"], 0.6);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -380,7 +380,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_and_images_past_retention_go_except_unsent_reports() {
-        let (dir, store) = crate::store::testing::fresh("retention");
+        let (_dir, store) = crate::store::testing::fresh("retention");
         let old_clear = put(&store, 40, 1, "clear", 4, true).await;
         let old_flag_sent = put(&store, 31, 2, "flag", 4, true).await;
         let old_flag_unsent = put(&store, 35, 3, "flag", 4, false).await;
@@ -449,13 +449,11 @@ mod tests {
             .expect("sweep");
         assert_eq!(s.expired_records, 1);
         assert!(!exists(&store, &recent));
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
     async fn over_the_budget_cleared_images_go_oldest_first_and_flagged_data_stays() {
-        let (dir, store) = crate::store::testing::fresh("retention");
+        let (_dir, store) = crate::store::testing::fresh("retention");
         let c1 = put(&store, 10, 1, "clear", 200, true).await;
         let f2 = put(&store, 9, 2, "flag", 200, false).await;
         let c3 = put(&store, 8, 3, "clear", 200, true).await;
@@ -494,13 +492,11 @@ mod tests {
         );
         assert_eq!(r1.decision, Decision::Clear);
         assert!(s.budget_alarm().is_none());
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
     async fn with_only_flagged_data_left_the_budget_raises_an_alarm_and_deletes_nothing() {
-        let (dir, store) = crate::store::testing::fresh("retention");
+        let (_dir, store) = crate::store::testing::fresh("retention");
         let f1 = put(&store, 5, 1, "flag", 100, false).await;
         let m2 = put(&store, 4, 2, "manual", 100, true).await;
         let c3 = put(&store, 3, 3, "clear", 100, true).await;
@@ -532,8 +528,6 @@ mod tests {
             Some(0.1),
             "a flagged record is never slimmed"
         );
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -79,7 +79,7 @@ mod tests {
 
     #[tokio::test]
     async fn reviews_are_kept_against_the_decision_across_reopen() {
-        let (dir, store) = crate::store::testing::reopened("review", |store| {
+        let (_dir, store) = crate::store::testing::reopened("review", |store| {
             let record = Record::example("r1", Decision::Flag);
             store.commit(b"r1", &record, None).expect("commit");
             let r = store
@@ -113,6 +113,5 @@ mod tests {
             (Finding::Cleared, None)
         );
         assert!(store.reviews("r").expect("prefix is exact").is_empty());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

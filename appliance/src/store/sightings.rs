@@ -320,24 +320,12 @@ impl SledLedger {
         max: usize,
         skip: impl Fn(&[u8]) -> bool,
     ) -> Result<Vec<QueuedSighting>, StoreError> {
-        let mut out = Vec::new();
-        if max == 0 {
-            return Ok(out);
-        }
-        for item in self.state.out.iter() {
-            let (k, v) = item?;
-            if skip(&k) {
-                continue;
-            }
-            out.push(QueuedSighting {
+        super::outbox::batch(&self.state.out, max, skip, |k, v| {
+            Some(QueuedSighting {
                 key: k.to_vec(),
                 payload: v.to_vec(),
-            });
-            if out.len() == max {
-                break;
-            }
-        }
-        Ok(out)
+            })
+        })
     }
 
     /// The broker acknowledged the sighting under `key`: it leaves the outbox. Whether it
@@ -402,7 +390,7 @@ mod tests {
     }
 
     fn verified(s: &Sighting) -> Verified {
-        let keys = SiteKeys::new(SiteKey::new(vec![1; 32]).expect("key"), vec![]);
+        let keys = site_keys();
         let peers = vec![s.appliance_id.clone()];
         screenline_core::sighting::check(
             &s.appliance_id,
@@ -418,11 +406,15 @@ mod tests {
         .expect("verifies")
     }
 
+    /// The one site key the tests sign and verify with.
+    fn site_keys() -> SiteKeys {
+        SiteKeys::new(SiteKey::new(vec![1; 32]).expect("key"), vec![])
+    }
+
     #[test]
     fn peers_sightings_count_once_and_the_outbox_drains_on_ack() {
-        let dir = crate::testutil::temp_dir("sightings");
-        let store = Store::open(&dir).expect("open");
-        let keys = SiteKeys::new(SiteKey::new(vec![1; 32]).expect("key"), vec![]);
+        let (dir, store) = crate::store::testing::fresh("sightings");
+        let keys = site_keys();
         let w = Duration::from_secs(3600);
         let now = SystemTime::now();
         // Two parcels on a peer, one of them delivered twice.
@@ -465,14 +457,11 @@ mod tests {
             .fold_sightings(&[verified(&b)], w, now, 1000)
             .expect("fold");
         assert_eq!((f.folded, f.duplicate), (0, 1));
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_full_ledger_refuses_new_senders_from_peers_but_not_parcels_here() {
-        let dir = crate::testutil::temp_dir("sightings-full");
-        let store = Store::open(&dir).expect("open");
+        let (_dir, store) = crate::store::testing::fresh("sightings-full");
         let w = Duration::from_secs(3600);
         let now = SystemTime::now();
         let flood: Vec<Verified> = (0..50)
@@ -490,14 +479,12 @@ mod tests {
             .expect("fold");
         assert_eq!((f.folded, f.ledger_full), (20, 30));
         assert_eq!(store.split_ledger().figures().ledger_keys, 20);
-        let keys = SiteKeys::new(SiteKey::new(vec![1; 32]).expect("key"), vec![]);
+        let keys = site_keys();
         let n = store
             .split_ledger()
             .record_here(&seen(&keys, now, "p"), w, None)
             .expect("record");
         assert_eq!(n.here, 1);
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -508,9 +495,8 @@ mod tests {
 
     #[test]
     fn the_sweep_forgets_senders_gone_quiet_and_sightings_too_old_to_count() {
-        let dir = crate::testutil::temp_dir("sightings-sweep");
-        let store = Store::open(&dir).expect("open");
-        let keys = SiteKeys::new(SiteKey::new(vec![1; 32]).expect("key"), vec![]);
+        let (_dir, store) = crate::store::testing::fresh("sightings-sweep");
+        let keys = site_keys();
         let w = Duration::from_secs(60);
         let t0 = SystemTime::now() - Duration::from_secs(3600);
         for i in 0..10 {
@@ -532,7 +518,5 @@ mod tests {
         let f = store.split_ledger().figures();
         assert_eq!(f.ledger_keys, 1, "only the sender still active");
         assert_eq!((f.backlog, f.dropped), (0, 10));
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

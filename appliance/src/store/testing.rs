@@ -2,17 +2,17 @@
 //! and opened again (what survives a restart).
 
 use super::Store;
-use std::path::PathBuf;
+use crate::testutil::TempDir;
 
 /// A store in a fresh folder of its own (`tag` names the folder).
-pub fn fresh(tag: &str) -> (PathBuf, Store) {
+pub fn fresh(tag: &str) -> (TempDir, Store) {
     let dir = crate::testutil::temp_dir(tag);
     let store = Store::open(&dir).expect("a fresh store opens");
     (dir, store)
 }
 
 /// A store that `before` filled, flushed, closed and opened again.
-pub fn reopened(tag: &str, before: impl FnOnce(&Store)) -> (PathBuf, Store) {
+pub fn reopened(tag: &str, before: impl FnOnce(&Store)) -> (TempDir, Store) {
     let (dir, store) = fresh(tag);
     before(&store);
     store.flush_blocking().expect("flush before closing");

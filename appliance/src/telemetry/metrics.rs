@@ -155,25 +155,15 @@ fn unix_seconds(t: std::time::SystemTime) -> f64 {
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         for (name, f) in &self.families {
-            if f.kind == MetricType::Counter {
-                let mut family =
-                    encoder.encode_descriptor(name, f.help, None, MetricType::Counter)?;
-                for (labels, v) in &f.series {
-                    let family = family.encode_family(labels)?;
-                    match *v {
-                        Value::Count(n) => ConstCounter::new(n).encode(family)?,
-                        Value::Real(x) => ConstCounter::new(x).encode(family)?,
-                    }
-                }
-            } else {
-                let mut family =
-                    encoder.encode_descriptor(name, f.help, None, MetricType::Gauge)?;
-                for (labels, v) in &f.series {
-                    let family = family.encode_family(labels)?;
-                    match *v {
-                        Value::Count(n) => ConstGauge::new(n).encode(family)?,
-                        Value::Real(x) => ConstGauge::new(x).encode(family)?,
-                    }
+            let counter = f.kind == MetricType::Counter;
+            let mut family = encoder.encode_descriptor(name, f.help, None, f.kind)?;
+            for (labels, v) in &f.series {
+                let series = family.encode_family(labels)?;
+                match (counter, *v) {
+                    (true, Value::Count(n)) => ConstCounter::new(n).encode(series)?,
+                    (true, Value::Real(x)) => ConstCounter::new(x).encode(series)?,
+                    (false, Value::Count(n)) => ConstGauge::new(n).encode(series)?,
+                    (false, Value::Real(x)) => ConstGauge::new(x).encode(series)?,
                 }
             }
         }
