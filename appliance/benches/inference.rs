@@ -19,6 +19,7 @@
 
 use screenline::config::RulesConfig;
 use screenline::domain::{Parcel, XrayScan};
+use screenline::line::image::Decoded;
 use screenline::line::invariants::TODAY;
 use screenline::line::waybill::parse_record;
 use screenline::screen::model::{default_model_dir, init_runtime, new_session, Model};
@@ -82,7 +83,9 @@ fn main() -> anyhow::Result<()> {
     let env = init_runtime(None)?;
     let dir = default_model_dir().ok_or_else(|| anyhow::anyhow!("no model folder"))?;
     let mut model = Model::load(&dir, &env, 1)?;
-    let manifest = model.manifest().clone();
+    let screenline::screen::model::Manifest::V1(manifest) = model.manifest().clone() else {
+        anyhow::bail!("this bench measures a schema-1 model (screenline-ref 0.1)");
+    };
     let onnx = std::fs::read(dir.join(&manifest.file))?;
     let mut bare = new_session(&env, 1, &onnx)?;
 
@@ -110,7 +113,7 @@ fn main() -> anyhow::Result<()> {
     for (path, _) in &rows {
         let rgb = screenline::line::image::decode_image(&std::fs::read(path)?)
             .map_err(anyhow::Error::msg)?;
-        tensors.extend(model.preprocess(&rgb)?);
+        tensors.extend(model.preprocess(&Decoded::Rgb(rgb))?);
     }
     let mut run_bare = |first: usize, batch: usize| -> anyhow::Result<f32> {
         let input = &tensors[first * plane..(first + batch) * plane];
@@ -128,16 +131,18 @@ fn main() -> anyhow::Result<()> {
             let bytes = std::fs::read(path)?;
             t[0] += s.elapsed();
             let s = Instant::now();
-            let rgb = screenline::line::image::decode_image(&bytes).map_err(anyhow::Error::msg)?;
+            let scan = Decoded::Rgb(
+                screenline::line::image::decode_image(&bytes).map_err(anyhow::Error::msg)?,
+            );
             t[1] += s.elapsed();
             let s = Instant::now();
             std::hint::black_box(sha2::Sha256::digest(&bytes));
             t[2] += s.elapsed();
             let s = Instant::now();
-            std::hint::black_box(model.preprocess(&rgb)?);
+            std::hint::black_box(model.preprocess(&scan)?);
             t[3] += s.elapsed();
             let s = Instant::now();
-            std::hint::black_box(screenline::screen::thumbnail(&rgb));
+            std::hint::black_box(screenline::screen::thumbnail(&scan.pseudo_colour()));
             t[4] += s.elapsed();
         }
         Ok(t.map(|d| d / n as u32))

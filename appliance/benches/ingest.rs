@@ -102,8 +102,9 @@ fn ingest_all(scans: &[(PathBuf, Option<PathBuf>)]) -> u64 {
             waybill: None,
             captured_at: SystemTime::now(),
         };
-        let (_, _, rgb) = screenline::line::image::load_scan(&scan).expect("decodes");
-        pixels += u64::from(rgb.width()) * u64::from(rgb.height());
+        let (_, _, decoded) = screenline::line::image::load_scan(&scan).expect("decodes");
+        let (w, h) = decoded.dimensions();
+        pixels += u64::from(w) * u64::from(h);
     }
     pixels
 }

@@ -22,6 +22,7 @@
 //! Everything here is pure: the appliance runs the model and reads the datasets.
 
 use crate::domain::Category;
+pub use crate::domain::{BBox, Detection};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use thiserror::Error;
@@ -29,88 +30,6 @@ use thiserror::Error;
 /// The IoU at or above which a detection and a labelled item are the same item, for every
 /// figure of [`BoxReport`].
 pub const MATCH_IOU: f32 = 0.5;
-
-/// An axis-aligned box in pixels of the original scan (not of the model input): `x0, y0` is
-/// the top-left corner, `x1, y1` the bottom-right one, as exclusive edges — the box covers
-/// `x0 <= x < x1`, `y0 <= y < y1`, so its width is `x1 - x0` and two boxes that only touch
-/// do not overlap.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BBox {
-    /// Left edge (inclusive).
-    pub x0: f32,
-    /// Top edge (inclusive).
-    pub y0: f32,
-    /// Right edge (exclusive).
-    pub x1: f32,
-    /// Bottom edge (exclusive).
-    pub y1: f32,
-}
-
-impl BBox {
-    /// A box from its edges (not checked; see [`BBox::is_valid`]).
-    pub fn new(x0: f32, y0: f32, x1: f32, y1: f32) -> BBox {
-        BBox { x0, y0, x1, y1 }
-    }
-
-    /// Every edge is finite and the box has a positive width and height (`x1 > x0`,
-    /// `y1 > y0`).
-    pub fn is_valid(&self) -> bool {
-        [self.x0, self.y0, self.x1, self.y1]
-            .iter()
-            .all(|v| v.is_finite())
-            && self.x1 > self.x0
-            && self.y1 > self.y0
-    }
-
-    /// Width × height in square pixels; 0 for a box that is not [valid](BBox::is_valid).
-    pub fn area(&self) -> f32 {
-        if self.is_valid() {
-            (self.x1 - self.x0) * (self.y1 - self.y0)
-        } else {
-            0.0
-        }
-    }
-
-    /// Intersection over union, in `0..=1`: the area both boxes cover over the area either
-    /// covers. 0 when the boxes do not overlap (touching edges do not) or when either is not
-    /// [valid](BBox::is_valid); never NaN. Computed in `f64`, so huge or tiny boxes neither
-    /// overflow nor underflow.
-    pub fn iou(&self, other: &BBox) -> f32 {
-        if !self.is_valid() || !other.is_valid() {
-            return 0.0;
-        }
-        let (a, b) = (self.edges(), other.edges());
-        let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-        let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-        let inter = w * h;
-        let area = |e: [f64; 4]| (e[2] - e[0]) * (e[3] - e[1]);
-        let union = area(a) + area(b) - inter;
-        if inter <= 0.0 || union <= 0.0 {
-            return 0.0;
-        }
-        (inter / union).clamp(0.0, 1.0) as f32
-    }
-
-    fn edges(&self) -> [f64; 4] {
-        [self.x0, self.y0, self.x1, self.y1].map(f64::from)
-    }
-}
-
-/// One item the detector found on a scan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Detection {
-    /// The item's category (the heatmap channel its peak is in).
-    pub category: Category,
-    /// The heatmap's value at the peak: how sure the detector is that an item of this
-    /// category is centred there, 0..1.
-    pub score: f32,
-    /// `item_counterfeit` at the peak: the probability that the item is counterfeit, 0..1.
-    pub counterfeit: f32,
-    /// Where the item is, in pixels of the original scan.
-    pub bbox: BBox,
-}
 
 /// One labelled item of an evaluation image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

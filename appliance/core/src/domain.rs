@@ -500,6 +500,10 @@ pub struct Reason {
     pub zh: String,
     /// The plain words in English.
     pub en: String,
+    /// For a reason that rests on one item a detector model found: its index in the
+    /// scores' (and the report evidence's) detections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection: Option<usize>,
 }
 
 impl Reason {
@@ -509,7 +513,18 @@ impl Reason {
             code,
             zh: zh.into(),
             en: en.into(),
+            detection: None,
         }
+    }
+
+    /// The same reason, resting on detection `index` (its words name the box, counted from 1).
+    pub fn on_detection(mut self, index: Option<usize>) -> Reason {
+        if let Some(i) = index {
+            self.zh.push_str(&format!("（检测框 {}）", i + 1));
+            self.en.push_str(&format!(" (box {})", i + 1));
+        }
+        self.detection = index;
+        self
     }
 }
 
@@ -524,6 +539,88 @@ pub struct ModelInfo {
     pub sha256: String,
 }
 
+/// An axis-aligned box in pixels of the original scan (not of the model input): `x0, y0` is
+/// the top-left corner, `x1, y1` the bottom-right one, as exclusive edges — the box covers
+/// `x0 <= x < x1`, `y0 <= y < y1`, so its width is `x1 - x0` and two boxes that only touch
+/// do not overlap.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BBox {
+    /// Left edge (inclusive).
+    pub x0: f32,
+    /// Top edge (inclusive).
+    pub y0: f32,
+    /// Right edge (exclusive).
+    pub x1: f32,
+    /// Bottom edge (exclusive).
+    pub y1: f32,
+}
+
+impl BBox {
+    /// A box from its edges (not checked; see [`BBox::is_valid`]).
+    pub fn new(x0: f32, y0: f32, x1: f32, y1: f32) -> BBox {
+        BBox { x0, y0, x1, y1 }
+    }
+
+    /// Every edge is finite and the box has a positive width and height (`x1 > x0`,
+    /// `y1 > y0`).
+    pub fn is_valid(&self) -> bool {
+        [self.x0, self.y0, self.x1, self.y1]
+            .iter()
+            .all(|v| v.is_finite())
+            && self.x1 > self.x0
+            && self.y1 > self.y0
+    }
+
+    /// Width × height in square pixels; 0 for a box that is not [valid](BBox::is_valid).
+    pub fn area(&self) -> f32 {
+        if self.is_valid() {
+            (self.x1 - self.x0) * (self.y1 - self.y0)
+        } else {
+            0.0
+        }
+    }
+
+    /// Intersection over union, in `0..=1`: the area both boxes cover over the area either
+    /// covers. 0 when the boxes do not overlap (touching edges do not) or when either is not
+    /// [valid](BBox::is_valid); never NaN. Computed in `f64`, so huge or tiny boxes neither
+    /// overflow nor underflow.
+    pub fn iou(&self, other: &BBox) -> f32 {
+        if !self.is_valid() || !other.is_valid() {
+            return 0.0;
+        }
+        let (a, b) = (self.edges(), other.edges());
+        let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+        let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+        let inter = w * h;
+        let area = |e: [f64; 4]| (e[2] - e[0]) * (e[3] - e[1]);
+        let union = area(a) + area(b) - inter;
+        if inter <= 0.0 || union <= 0.0 {
+            return 0.0;
+        }
+        (inter / union).clamp(0.0, 1.0) as f32
+    }
+
+    fn edges(&self) -> [f64; 4] {
+        [self.x0, self.y0, self.x1, self.y1].map(f64::from)
+    }
+}
+
+/// One item the detector found on a scan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Detection {
+    /// The item's category (the heatmap channel its peak is in).
+    pub category: Category,
+    /// The heatmap's value at the peak: how sure the detector is that an item of this
+    /// category is centred there, 0..1.
+    pub score: f32,
+    /// `item_counterfeit` at the peak: the probability that the item is counterfeit, 0..1.
+    pub counterfeit: f32,
+    /// Where the item is, in pixels of the original scan.
+    pub bbox: BBox,
+}
+
 /// The model's view of one image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scores {
@@ -532,6 +629,10 @@ pub struct Scores {
     pub category: Vec<(Category, f32)>,
     /// Counterfeit suspicion in 0..=1.
     pub counterfeit: f32,
+    /// The items a detector model found, best first (none from a classifier-only model,
+    /// and then absent from the JSON, as records kept before detectors were).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detections: Vec<Detection>,
 }
 
 /// `[(Category, p)]` as a JSON object `{key: p}`.
@@ -577,6 +678,26 @@ impl Scores {
             .copied()
             .max_by(|a, b| a.1.total_cmp(&b.1))
     }
+
+    /// The detection most likely counterfeit (its index), if the model found any.
+    pub fn most_suspicious(&self) -> Option<usize> {
+        (0..self.detections.len()).max_by(|&a, &b| {
+            self.detections[a]
+                .counterfeit
+                .total_cmp(&self.detections[b].counterfeit)
+        })
+    }
+
+    /// The surest detection of category `c` (its index), if any.
+    pub fn best_of(&self, c: Category) -> Option<usize> {
+        (0..self.detections.len())
+            .filter(|&i| self.detections[i].category == c)
+            .max_by(|&a, &b| {
+                self.detections[a]
+                    .score
+                    .total_cmp(&self.detections[b].score)
+            })
+    }
 }
 
 /// The most characters [`mask`] ever shows of a value.
@@ -607,6 +728,7 @@ mod tests {
         let s = Scores {
             category: vec![(Category::Food, 0.25), (Category::Tobacco, 0.75)],
             counterfeit: 0.5,
+            detections: Vec::new(),
         };
         let v = serde_json::to_value(&s).expect("serialize");
         assert_eq!(

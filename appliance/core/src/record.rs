@@ -207,6 +207,10 @@ pub struct ReportEvidence {
     /// A dual-energy pair's low half's SHA-256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub low_energy_sha256: Option<String>,
+    /// The items a detector model found, best first, boxes in pixels of the image (a
+    /// pair's high half); absent without a detector.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detections: Vec<crate::domain::Detection>,
 }
 
 /// `Option<Vec<u8>>` as standard base64 or null.

@@ -529,39 +529,45 @@ impl RuleSet {
         if let (Some(s), Some((top, p))) = (scores, seen) {
             let threshold = threshold(top);
             if self.settings.priority.contains(&top) && s.counterfeit >= threshold {
-                reasons.push(Reason::new(
-                    ReasonCode::CounterfeitSuspected,
-                    format!(
-                        "疑似侵权假冒商品：{}，可疑度 {:.2}（阈值 {:.2}）",
-                        top.label(Lang::Zh),
-                        s.counterfeit,
-                        threshold
-                    ),
-                    format!(
-                        "suspected counterfeit {}: score {:.2} (threshold {:.2})",
-                        top.label(Lang::En),
-                        s.counterfeit,
-                        threshold
-                    ),
-                ));
+                reasons.push(
+                    Reason::new(
+                        ReasonCode::CounterfeitSuspected,
+                        format!(
+                            "疑似侵权假冒商品：{}，可疑度 {:.2}（阈值 {:.2}）",
+                            top.label(Lang::Zh),
+                            s.counterfeit,
+                            threshold
+                        ),
+                        format!(
+                            "suspected counterfeit {}: score {:.2} (threshold {:.2})",
+                            top.label(Lang::En),
+                            s.counterfeit,
+                            threshold
+                        ),
+                    )
+                    .on_detection(s.most_suspicious()),
+                );
             }
             if let Some(d) = declared {
                 if d != top && p >= self.settings.mismatch_confidence {
-                    reasons.push(Reason::new(
-                        ReasonCode::DeclaredMismatch,
-                        format!(
-                            "申报品名为{}，X 光图像显示为{}（置信度 {:.2}）",
-                            d.label(Lang::Zh),
-                            top.label(Lang::Zh),
-                            p
-                        ),
-                        format!(
-                            "declared as {}, the X-ray image shows {} (confidence {:.2})",
-                            d.label(Lang::En),
-                            top.label(Lang::En),
-                            p
-                        ),
-                    ));
+                    reasons.push(
+                        Reason::new(
+                            ReasonCode::DeclaredMismatch,
+                            format!(
+                                "申报品名为{}，X 光图像显示为{}（置信度 {:.2}）",
+                                d.label(Lang::Zh),
+                                top.label(Lang::Zh),
+                                p
+                            ),
+                            format!(
+                                "declared as {}, the X-ray image shows {} (confidence {:.2})",
+                                d.label(Lang::En),
+                                top.label(Lang::En),
+                                p
+                            ),
+                        )
+                        .on_detection(s.best_of(top)),
+                    );
                 }
             }
         }

@@ -942,11 +942,9 @@ pub(super) fn model(
 ) -> Page {
     let lang = ctx.lang;
     let dir = running.as_ref().map(|m| m.dir.as_path());
-    let manifest = dir
-        .and_then(|d| std::fs::read_to_string(d.join("manifest.json")).ok())
-        .and_then(|s| serde_json::from_str::<crate::screen::model::Manifest>(&s).ok());
+    let manifest = dir.and_then(|d| crate::screen::model::Manifest::read(d).ok());
     let labels = manifest.map(|m| {
-        m.labels
+        m.labels()
             .iter()
             .map(|k| category_label(lang, Some(k)))
             .collect::<Vec<_>>()

@@ -83,9 +83,38 @@ fn decode_limited(bytes: &[u8]) -> Result<image::DynamicImage, String> {
 /// A 16-bit grey channel of a dual-energy scan.
 pub type Energy = image::ImageBuffer<image::Luma<u16>, Vec<u16>>;
 
+/// A scan's image as decoded for screening.
+#[derive(Debug, Clone)]
+pub enum Decoded {
+    /// The one pseudo-colour image the X-ray machine wrote.
+    Rgb(image::RgbImage),
+    /// A dual-energy pair (16-bit transmission, 65535 = air), the same size.
+    Pair { high: Energy, low: Energy },
+}
+
+impl Decoded {
+    /// Width and height in pixels (of the high half, for a pair).
+    pub fn dimensions(&self) -> (u32, u32) {
+        match self {
+            Decoded::Rgb(rgb) => rgb.dimensions(),
+            Decoded::Pair { high, .. } => high.dimensions(),
+        }
+    }
+
+    /// The operators' pseudo-colour rendering: the image itself, or the pair's render.
+    pub fn pseudo_colour(&self) -> std::borrow::Cow<'_, image::RgbImage> {
+        match self {
+            Decoded::Rgb(rgb) => std::borrow::Cow::Borrowed(rgb),
+            Decoded::Pair { high, low } => {
+                std::borrow::Cow::Owned(xraygen::pseudo_colour(high, low))
+            }
+        }
+    }
+}
+
 /// Decodes a dual-energy pair (16-bit grey, same size) with the same limits as
-/// [`decode_image`] and renders the pseudo-colour image the model was trained on.
-pub fn decode_pair(high: &[u8], low: &[u8]) -> Result<image::RgbImage, String> {
+/// [`decode_image`].
+pub fn decode_pair(high: &[u8], low: &[u8]) -> Result<Decoded, String> {
     let grey = |bytes: &[u8], which: &str| -> Result<Energy, String> {
         let img = decode_limited(bytes).map_err(|e| format!("{which}-energy image: {e}"))?;
         if !matches!(img.color(), image::ColorType::L16 | image::ColorType::L8) {
@@ -96,35 +125,34 @@ pub fn decode_pair(high: &[u8], low: &[u8]) -> Result<image::RgbImage, String> {
         }
         Ok(img.to_luma16())
     };
-    let (h, l) = (grey(high, "high")?, grey(low, "low")?);
-    if h.dimensions() != l.dimensions() {
+    let (high, low) = (grey(high, "high")?, grey(low, "low")?);
+    if high.dimensions() != low.dimensions() {
         return Err(format!(
             "the pair's halves differ in size: high {}x{}, low {}x{}",
-            h.width(),
-            h.height(),
-            l.width(),
-            l.height()
+            high.width(),
+            high.height(),
+            low.width(),
+            low.height()
         ));
     }
-    Ok(xraygen::pseudo_colour(&h, &l))
+    Ok(Decoded::Pair { high, low })
 }
 
 /// Reads a scan's files — each once, through a checked descriptor — hashes and decodes
-/// them: one image, or a pair rendered to pseudo-colour for the model. Nothing is encoded
-/// here: the evidence is the files as read.
+/// them: one image, or a pair. Nothing is encoded here: the evidence is the files as read.
 pub fn load_scan(
     scan: &crate::domain::XrayScan,
-) -> Result<(ScanFile, Option<ScanFile>, image::RgbImage), String> {
+) -> Result<(ScanFile, Option<ScanFile>, Decoded), String> {
     let image = ScanFile::read(&scan.path)?;
     match &scan.low_energy {
         None => {
             let rgb = decode_image(&image.bytes)?;
-            Ok((image, None, rgb))
+            Ok((image, None, Decoded::Rgb(rgb)))
         }
         Some(low) => {
             let low = ScanFile::read(low)?;
-            let rgb = decode_pair(&image.bytes, &low.bytes)?;
-            Ok((image, Some(low), rgb))
+            let pair = decode_pair(&image.bytes, &low.bytes)?;
+            Ok((image, Some(low), pair))
         }
     }
 }

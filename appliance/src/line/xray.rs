@@ -918,8 +918,9 @@ mod tests {
             scan.waybill.as_ref().map(|w| w.to_string()).as_deref(),
             Some("SF1234567890123")
         );
-        // And the pair decodes into the pseudo-colour image the model sees.
+        // And the pair decodes as a pair.
         let (_, _, img) = crate::line::image::load_scan(&scan).expect("decodes");
+        assert!(matches!(img, crate::line::image::Decoded::Pair { .. }));
         assert_eq!(img.dimensions(), (40, 30));
         assert!(!dir.quarantine().exists(), "nothing quarantined");
     }

@@ -97,7 +97,11 @@ pub fn flagged_report(
             .map_or(s.parcel.entered_at, |x| x.captured_at),
         decision: s.decision,
         reasons: s.reasons.clone(),
-        scores: s.scores.clone(),
+        // The detector's boxes travel in the evidence (the schema's `evidence.detections`).
+        scores: s.scores.clone().map(|mut sc| {
+            sc.detections.clear();
+            sc
+        }),
         model: s.model.clone(),
         declared: wb.and_then(|w| w.declared.clone()),
         sender: wb.and_then(|w| w.sender.clone()),
@@ -108,6 +112,11 @@ pub fn flagged_report(
             image_sha256: e.image.sha256.clone(),
             thumbnail_jpeg: e.thumbnail_jpeg.clone(),
             low_energy_sha256: e.low_energy.as_ref().map(|l| l.sha256.clone()),
+            detections: s
+                .scores
+                .as_ref()
+                .map(|sc| sc.detections.clone())
+                .unwrap_or_default(),
         }),
     }
 }

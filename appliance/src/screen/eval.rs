@@ -8,9 +8,11 @@
 //! small built-in bitmap font, so the plot needs no font files on the appliance.
 
 use super::model::{Model, ModelError};
-use crate::domain::Category;
-use crate::line::image::{decode_image, decode_pair, ScanFile};
+use crate::domain::{BBox, Category};
+use crate::line::image::{decode_image, decode_pair, Decoded, ScanFile};
+use screenline_core::detect::{BoxEval, BoxReport, TruthItem};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use thiserror::Error;
 
@@ -102,6 +104,16 @@ pub struct Report {
     pub labels: Vec<&'static str>,
     /// `confusion[true][predicted]`.
     pub confusion: Vec<Vec<u64>>,
+    /// With `boxes.csv` and a detector model: mean average precision at IoU 0.5 over the
+    /// categories that have items (null otherwise).
+    pub map50: Option<f64>,
+    /// Share of counterfeit items found (IoU ≥ 0.5) and called counterfeit at the
+    /// operating threshold.
+    pub counterfeit_item_recall: Option<f64>,
+    /// Share of genuine items found and called counterfeit at the operating threshold.
+    pub genuine_item_false_alarm_rate: Option<f64>,
+    /// Every box figure (per-category AP, counts), with `boxes.csv` and a detector.
+    pub boxes: Option<BoxReport>,
 }
 
 /// Reads and checks `DIR/labels.csv` (`image,category,counterfeit`); every bad row is an
@@ -218,6 +230,11 @@ pub fn evaluate(
     let samples = read_labels(dataset)?;
     let mut predictions = Vec::with_capacity(samples.len());
     let mut thresholds = Vec::with_capacity(samples.len());
+    // Box figures need labelled items and a model that finds them.
+    let truth = read_boxes(dataset)?.filter(|_| model.detects());
+    let mut boxes = truth
+        .as_ref()
+        .map(|_| BoxEval::new(model.manifest().thresholds().default));
     for (i, s) in samples.iter().enumerate() {
         let image_err = |why: String| EvalError::Image {
             path: labels_path.clone(),
@@ -227,15 +244,15 @@ pub fn evaluate(
         };
         // Each file once, through a checked descriptor, within the drop folder's limit.
         let read = |p: &Path| ScanFile::read(p).map(|f| f.bytes);
-        let rgb = match &s.low {
-            None => decode_image(&read(&s.path).map_err(image_err)?),
+        let scan = match &s.low {
+            None => decode_image(&read(&s.path).map_err(image_err)?).map(Decoded::Rgb),
             Some(low) => decode_pair(
                 &read(&s.path).map_err(image_err)?,
                 &read(low).map_err(image_err)?,
             ),
         }
         .map_err(image_err)?;
-        let scores = model.infer(&rgb).map_err(|source| EvalError::Model {
+        let scores = model.infer(&scan).map_err(|source| EvalError::Model {
             path: labels_path.clone(),
             line: s.line,
             image: s.image.clone(),
@@ -248,9 +265,104 @@ pub fn evaluate(
             counterfeit_score: scores.counterfeit,
         });
         thresholds.push(model.threshold(s.category));
+        if let (Some(eval), Some(truth)) = (boxes.as_mut(), truth.as_ref()) {
+            let items = truth.get(&s.image).map_or(&[][..], Vec::as_slice);
+            eval.add(items, &scores.detections);
+        }
         progress(i + 1, samples.len());
     }
-    Ok(summarise(&predictions, &thresholds))
+    let mut report = summarise(&predictions, &thresholds);
+    if let Some(b) = boxes.map(|b| b.report()) {
+        report.map50 = b.map50;
+        report.counterfeit_item_recall = b.counterfeit_item_recall;
+        report.genuine_item_false_alarm_rate = b.genuine_item_false_alarm_rate;
+        report.boxes = Some(b);
+    }
+    Ok(report)
+}
+
+/// Reads `DIR/boxes.csv` (`image,category,counterfeit,x0,y0,x1,y1`, pixels of the image or
+/// of a pair's high half, `x1`/`y1` exclusive), if the dataset has one: the labelled items
+/// of each image, keyed by the image as `labels.csv` names it. Every bad row is an error
+/// that names its line.
+pub fn read_boxes(dir: &Path) -> Result<Option<BTreeMap<String, Vec<TruthItem>>>, EvalError> {
+    let path = dir.join("boxes.csv");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(EvalError::Read { path, source }),
+    };
+    parse_boxes(&path, &text).map(Some)
+}
+
+const BOXES_HEADER: &str = "image,category,counterfeit,x0,y0,x1,y1";
+
+fn parse_boxes(path: &Path, text: &str) -> Result<BTreeMap<String, Vec<TruthItem>>, EvalError> {
+    let bad = |line: usize, why: String| EvalError::Labels {
+        path: path.to_owned(),
+        line,
+        why,
+    };
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end()));
+    match lines.next() {
+        Some((_, h)) if h.trim_start_matches('\u{feff}').trim() == BOXES_HEADER => {}
+        Some((n, h)) => {
+            return Err(bad(
+                n,
+                format!("the header is {h:?}, expected {BOXES_HEADER:?}"),
+            ))
+        }
+        None => {
+            return Err(bad(
+                1,
+                format!("the file is empty; expected {BOXES_HEADER:?}"),
+            ))
+        }
+    }
+    let mut out: BTreeMap<String, Vec<TruthItem>> = BTreeMap::new();
+    for (n, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let [image, category, counterfeit, x0, y0, x1, y1] = fields[..] else {
+            return Err(bad(
+                n,
+                format!(
+                    "{} fields, expected 7 ({BOXES_HEADER}): {line:?}",
+                    fields.len()
+                ),
+            ));
+        };
+        let category = Category::from_key(category)
+            .ok_or_else(|| bad(n, format!("unknown category {category:?}")))?;
+        let counterfeit = match counterfeit {
+            "0" => false,
+            "1" => true,
+            other => return Err(bad(n, format!("counterfeit is {other:?}, expected 0 or 1"))),
+        };
+        let mut edges = [0f32; 4];
+        for (e, v) in edges.iter_mut().zip([x0, y0, x1, y1]) {
+            *e = v
+                .parse::<f32>()
+                .ok()
+                .filter(|x| x.is_finite() && *x >= 0.0)
+                .ok_or_else(|| bad(n, format!("box edge {v:?} is not a number of pixels")))?;
+        }
+        let bbox = BBox::new(edges[0], edges[1], edges[2], edges[3]);
+        if !bbox.is_valid() {
+            return Err(bad(
+                n,
+                format!("box {edges:?} is empty (x1 <= x0 or y1 <= y0)"),
+            ));
+        }
+        out.entry(image.to_owned()).or_default().push(TruthItem {
+            category,
+            counterfeit,
+            bbox,
+        });
+    }
+    Ok(out)
 }
 
 /// The figures for a set of predictions; `thresholds[i]` is the counterfeit threshold that
@@ -296,6 +408,10 @@ pub fn summarise(predictions: &[Prediction], thresholds: &[f32]) -> Report {
         per_category,
         labels: Category::ALL.map(|c| c.key()).to_vec(),
         confusion,
+        map50: None,
+        counterfeit_item_recall: None,
+        genuine_item_false_alarm_rate: None,
+        boxes: None,
     }
 }
 

@@ -5,6 +5,7 @@
 //! [`screen_loaded`] runs the model — blocking, and needing `&mut` on the session — and the
 //! rules, batching parcels that queued together), fed and drained by bounded channels.
 
+pub mod channels;
 pub mod config;
 pub mod eval;
 pub mod model;
@@ -40,7 +41,7 @@ pub fn load_rules(
 }
 
 use crate::domain::{Category, Decision, Parcel, Reason, ReasonCode, Scores};
-use crate::line::image::load_scan;
+use crate::line::image::{load_scan, Decoded};
 pub use crate::line::image::{Evidence, ScanFile};
 use crate::telemetry::{Gauge, Link, Telemetry};
 use model::{Model, ModelInfo};
@@ -62,13 +63,13 @@ pub struct Screened {
 }
 
 /// A parcel's image as loaded: none, unreadable (why), or its files and the image.
-type Loaded = Option<Result<(ScanFile, Option<ScanFile>, image::RgbImage), String>>;
+type Loaded = Option<Result<(ScanFile, Option<ScanFile>, Decoded), String>>;
 
 /// Screens one parcel: the same path for the line and for `screenline screen`.
 pub fn screen_parcel(model: &mut Model, rules: &mut rules::RuleSet, parcel: Parcel) -> Screened {
     let loaded = parcel.scan.as_ref().map(load_scan);
     let scores = match &loaded {
-        Some(Ok((_, _, rgb))) => Some(model.infer(rgb).map_err(|e| e.to_string())),
+        Some(Ok((_, _, scan))) => Some(model.infer(scan).map_err(|e| e.to_string())),
         _ => None,
     };
     decide(model, rules, parcel, loaded, scores)
@@ -108,10 +109,10 @@ pub fn screen_loaded(
     rules: &mut rules::RuleSet,
     parcels: Vec<LoadedParcel>,
 ) -> Vec<Screened> {
-    let images: Vec<&image::RgbImage> = parcels
+    let images: Vec<&Decoded> = parcels
         .iter()
         .filter_map(|p| match &p.loaded {
-            Some(Ok((_, _, rgb))) => Some(rgb),
+            Some(Ok((_, _, scan))) => Some(scan),
             _ => None,
         })
         .collect();
@@ -119,7 +120,7 @@ pub fn screen_loaded(
         Ok(scores) => scores.into_iter().map(Ok).collect::<Vec<_>>(),
         Err(_) => images
             .iter()
-            .map(|rgb| model.infer(rgb).map_err(|e| e.to_string()))
+            .map(|scan| model.infer(scan).map_err(|e| e.to_string()))
             .collect(),
     }
     .into_iter();
@@ -160,7 +161,7 @@ fn decide(
     match loaded {
         None => {}
         Some(Err(e)) => problems.push(rules::image_unreadable(&e)),
-        Some(Ok((image, low_energy, rgb))) => {
+        Some(Ok((image, low_energy, scan))) => {
             match scored {
                 Some(Ok(s)) => scores = Some(s),
                 Some(Err(e)) => problems.push(Reason::new(
@@ -174,7 +175,7 @@ fn decide(
                     "the classifier gave no result".to_owned(),
                 )),
             }
-            evidence = Some((image, low_energy, rgb));
+            evidence = Some((image, low_energy, scan));
         }
     }
     let overrides = rules.settings.thresholds.clone();
@@ -185,9 +186,9 @@ fn decide(
             .unwrap_or_else(|| model.threshold(c))
     };
     let (decision, reasons) = rules.apply(&parcel, scores.as_ref(), &threshold, problems);
-    let evidence = evidence.map(|(image, low_energy, rgb)| Evidence {
+    let evidence = evidence.map(|(image, low_energy, scan)| Evidence {
         thumbnail_jpeg: (decision == Decision::Flag)
-            .then(|| thumbnail(&rgb))
+            .then(|| thumbnail(&scan.pseudo_colour()))
             .flatten(),
         image,
         low_energy,

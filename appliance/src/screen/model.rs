@@ -1,14 +1,25 @@
-//! The classifier: a model folder (manifest + `.onnx`), ONNX Runtime loaded from its shared
-//! library, and inference from a decoded RGB image to [`Scores`].
+//! The model: a model folder (manifest + `.onnx` files), ONNX Runtime loaded from its shared
+//! library, and inference from a decoded scan to [`Scores`].
+//!
+//! Two manifest schemas exist. `screenline.model.v1` (screenline-ref 0.1) is a classifier of
+//! one pseudo-colour image: category probabilities and a counterfeit score; a dual-energy
+//! pair is rendered to pseudo-colour for it. `screenline.model.v2` (0.2 and later) adds an
+//! item detector — boxes with a category, a score and a counterfeit score each, decoded by
+//! [`screenline_core::detect`] with the manifest's parameters — and has one ONNX file per
+//! input kind: the dual-energy channels of a pair, or the channels of a pseudo-colour image
+//! (see [`super::channels`]). The schema tells the line which outputs exist.
 //!
 //! `Session::run` takes `&mut self`, so a [`Model`] is owned by one screening thread and
 //! never used from a tokio worker. A model whose file, inputs, outputs or labels disagree
 //! with its manifest is refused with a message that says what differs.
 
+use super::channels::{pair_channels, rgb_channels, AreaResize, CHANNELS};
 use crate::domain::{Category, Scores};
+pub use crate::line::image::{Decoded, Energy};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::TensorRef;
+use screenline_core::detect::{self, DecodeParams, HeadMaps};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -38,6 +49,8 @@ pub enum ModelError {
     Mismatch { path: PathBuf, why: String },
     #[error("ONNX Runtime: {0}")]
     Ort(String),
+    #[error("{0}")]
+    NoVariant(String),
 }
 
 impl From<ort::Error> for ModelError {
@@ -46,7 +59,7 @@ impl From<ort::Error> for ModelError {
     }
 }
 
-/// How the model wants its input.
+/// How a schema-1 model wants its input (screenline-ref 0.1: one pseudo-colour image).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputSpec {
@@ -62,7 +75,7 @@ pub struct InputSpec {
     pub std: [f32; 3],
 }
 
-/// Output tensor names.
+/// A schema-1 model's output tensor names.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
@@ -79,10 +92,11 @@ pub struct Thresholds {
     pub per_category: BTreeMap<String, f32>,
 }
 
-/// A model folder's `manifest.json`.
+/// A schema-1 `manifest.json` (`screenline.model.v1`): one classifier of pseudo-colour
+/// images, normalised by the manifest's mean and std.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Manifest {
+pub struct ManifestV1 {
     pub schema: String,
     pub name: String,
     pub version: String,
@@ -92,6 +106,159 @@ pub struct Manifest {
     pub labels: Vec<String>,
     pub outputs: OutputSpec,
     pub thresholds: Thresholds,
+}
+
+/// What a model variant is fed: the channels of [`super::channels`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputKind {
+    /// A dual-energy pair: attenuation high, low, and their difference.
+    Pair,
+    /// A pseudo-colour image: R, G, B in 0..1.
+    Rgb,
+}
+
+/// A schema-2 variant's input tensor: `[N, 3, height, width]` float32, resized by area
+/// average, normalised inside the graph.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantInput {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub channels: u32,
+    pub layout: String,
+    pub resize: String,
+}
+
+/// One ONNX file of a schema-2 model, for one kind of input.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantSpec {
+    pub kind: InputKind,
+    pub file: String,
+    pub sha256: String,
+    pub input: VariantInput,
+}
+
+/// A schema-2 model's output tensor names (every variant has all of them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorOutputs {
+    pub category: String,
+    pub counterfeit: String,
+    pub heatmap: String,
+    pub size: String,
+    pub offset: String,
+    pub item_counterfeit: String,
+}
+
+/// A schema-2 `manifest.json` (`screenline.model.v2`): a classifier and item detector, one
+/// ONNX file per input kind (a dual-energy pair, a pseudo-colour image), the detector's
+/// decoding parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestV2 {
+    pub schema: String,
+    pub name: String,
+    pub version: String,
+    pub labels: Vec<String>,
+    pub variants: Vec<VariantSpec>,
+    pub outputs: DetectorOutputs,
+    pub detection: DecodeParams,
+    pub thresholds: Thresholds,
+}
+
+/// The schema names a manifest may carry.
+pub const SCHEMA_V1: &str = "screenline.model.v1";
+pub const SCHEMA_V2: &str = "screenline.model.v2";
+
+/// A model folder's `manifest.json`, of either schema; the schema says which outputs exist.
+#[derive(Debug, Clone)]
+pub enum Manifest {
+    V1(ManifestV1),
+    V2(ManifestV2),
+}
+
+impl Manifest {
+    /// Parses a manifest's text, by its `schema`.
+    pub fn parse(text: &[u8]) -> Result<Manifest, String> {
+        #[derive(Deserialize)]
+        struct Schema {
+            schema: String,
+        }
+        let Schema { schema } = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+        match schema.as_str() {
+            SCHEMA_V1 => serde_json::from_slice(text)
+                .map(Manifest::V1)
+                .map_err(|e| e.to_string()),
+            SCHEMA_V2 => serde_json::from_slice(text)
+                .map(Manifest::V2)
+                .map_err(|e| e.to_string()),
+            other => Err(format!(
+                "schema {other:?} is not one this appliance knows ({SCHEMA_V1}, {SCHEMA_V2})"
+            )),
+        }
+    }
+
+    /// Reads `dir/manifest.json`.
+    pub fn read(dir: &Path) -> Result<Manifest, ModelError> {
+        let path = dir.join("manifest.json");
+        let text = std::fs::read(&path).map_err(|source| ModelError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Manifest::parse(&text).map_err(|why| ModelError::Manifest { path, why })
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Manifest::V1(m) => &m.name,
+            Manifest::V2(m) => &m.name,
+        }
+    }
+
+    pub fn version(&self) -> &str {
+        match self {
+            Manifest::V1(m) => &m.version,
+            Manifest::V2(m) => &m.version,
+        }
+    }
+
+    /// The category keys, in the order of the category output.
+    pub fn labels(&self) -> &[String] {
+        match self {
+            Manifest::V1(m) => &m.labels,
+            Manifest::V2(m) => &m.labels,
+        }
+    }
+
+    pub fn thresholds(&self) -> &Thresholds {
+        match self {
+            Manifest::V1(m) => &m.thresholds,
+            Manifest::V2(m) => &m.thresholds,
+        }
+    }
+
+    /// The input kinds the model has a variant for.
+    pub fn kinds(&self) -> Vec<InputKind> {
+        match self {
+            Manifest::V1(_) => vec![InputKind::Rgb],
+            Manifest::V2(m) => m.variants.iter().map(|v| v.kind).collect(),
+        }
+    }
+
+    /// The ONNX files, with the SHA-256 the manifest pins for each.
+    pub fn files(&self) -> Vec<(&str, &str)> {
+        match self {
+            Manifest::V1(m) => vec![(m.file.as_str(), m.sha256.as_str())],
+            Manifest::V2(m) => m
+                .variants
+                .iter()
+                .map(|v| (v.file.as_str(), v.sha256.as_str()))
+                .collect(),
+        }
+    }
 }
 
 pub use crate::domain::ModelInfo;
@@ -168,13 +335,18 @@ pub fn new_session(
         .commit_from_memory(onnx)?)
 }
 
-/// Everything in which the graph's inputs and outputs disagree with the manifest, each as
-/// one sentence naming the manifest's value and the graph's; empty when they agree.
+/// Everything in which the graph's inputs and outputs disagree with what the manifest
+/// implies, each as one sentence naming the manifest's value and the graph's; empty when
+/// they agree.
 ///
-/// The line feeds `[N, channels, height, width]` float32 and reads `[N, labels]` and
-/// `[N, 1]`, with N the batch (dynamic, for batched inference). A dimension the graph
+/// The line feeds `[N, channels, height, width]` float32 and reads each output as
+/// `[N, dims…]`, with N the batch (dynamic, for batched inference). A dimension the graph
 /// leaves symbolic (-1) is taken as agreeing, except that the batch axis must be one.
-pub fn graph_differences(session: &Session, manifest: &Manifest) -> Vec<String> {
+pub fn graph_differences(
+    session: &Session,
+    input: &Expected<'_>,
+    outputs: &[Expected<'_>],
+) -> Vec<String> {
     use ort::value::{Outlet, TensorElementType};
     let mut out = Vec::new();
     let describe = |o: &Outlet| -> String {
@@ -183,8 +355,10 @@ pub fn graph_differences(session: &Session, manifest: &Manifest) -> Vec<String> 
             _ => format!("{} (not a tensor)", o.name()),
         }
     };
-    // Checks one tensor against [dynamic batch, dims...]: (what, manifest value) per dim.
-    let check = |out: &mut Vec<String>, o: &Outlet, role: &str, dims: &[(&str, i64)]| {
+    let list = |all: &[Outlet]| all.iter().map(describe).collect::<Vec<_>>().join(", ");
+    // Checks one tensor against [dynamic batch, dims...].
+    let check = |out: &mut Vec<String>, o: &Outlet, e: &Expected<'_>| {
+        let role = e.role;
         let (Some(ty), Some(shape)) = (o.dtype().tensor_type(), o.dtype().tensor_shape()) else {
             out.push(format!("{role} {:?} is not a tensor", o.name()));
             return;
@@ -195,14 +369,15 @@ pub fn graph_differences(session: &Session, manifest: &Manifest) -> Vec<String> 
                 o.name()
             ));
         }
-        if shape.len() != dims.len() + 1 {
+        if shape.len() != e.dims.len() + 1 {
             out.push(format!(
                 "{role} {:?} has shape {:?} (rank {}), the manifest implies rank {} [N, {}]",
                 o.name(),
                 &shape[..],
                 shape.len(),
-                dims.len() + 1,
-                dims.iter()
+                e.dims.len() + 1,
+                e.dims
+                    .iter()
                     .map(|(w, v)| format!("{w} {v}"))
                     .collect::<Vec<_>>()
                     .join(", ")
@@ -216,7 +391,7 @@ pub fn graph_differences(session: &Session, manifest: &Manifest) -> Vec<String> 
                 shape[0]
             ));
         }
-        for ((what, want), got) in dims.iter().zip(&shape[1..]) {
+        for ((what, want), got) in e.dims.iter().zip(&shape[1..]) {
             if *got != -1 && got != want {
                 out.push(format!(
                     "{role} {:?}: the manifest says {what} {want}, the graph has {got}",
@@ -225,80 +400,139 @@ pub fn graph_differences(session: &Session, manifest: &Manifest) -> Vec<String> 
             }
         }
     };
-    let i = &manifest.input;
-    match session.inputs().iter().find(|o| o.name() == i.name) {
+    match session.inputs().iter().find(|o| o.name() == input.name) {
         None => out.push(format!(
             "the manifest's input {:?} is not in the graph, which has inputs [{}]",
-            i.name,
-            session
-                .inputs()
-                .iter()
-                .map(describe)
-                .collect::<Vec<_>>()
-                .join(", ")
+            input.name,
+            list(session.inputs())
         )),
-        Some(o) => check(
-            &mut out,
-            o,
-            "input",
-            &[
-                ("channels", i64::from(i.channels)),
-                ("height", i64::from(i.height)),
-                ("width", i64::from(i.width)),
-            ],
-        ),
+        Some(o) => check(&mut out, o, input),
     }
-    for extra in session.inputs().iter().filter(|o| o.name() != i.name) {
+    for extra in session.inputs().iter().filter(|o| o.name() != input.name) {
         out.push(format!(
             "the graph has an input {} the manifest does not name (the line feeds only {:?})",
             describe(extra),
-            i.name
+            input.name
         ));
     }
-    let outputs = [
-        (
-            &manifest.outputs.category,
-            "category output",
-            manifest.labels.len() as i64,
-            "labels",
-        ),
-        (
-            &manifest.outputs.counterfeit,
-            "counterfeit output",
-            1,
-            "width",
-        ),
-    ];
-    for (name, role, width, what) in outputs {
-        match session.outputs().iter().find(|o| o.name() == name.as_str()) {
+    for e in outputs {
+        match session.outputs().iter().find(|o| o.name() == e.name) {
             None => out.push(format!(
-                "the manifest's {role} {name:?} is not in the graph, which has outputs [{}]",
-                session
-                    .outputs()
-                    .iter()
-                    .map(describe)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "the manifest's {} {:?} is not in the graph, which has outputs [{}]",
+                e.role,
+                e.name,
+                list(session.outputs())
             )),
-            Some(o) => check(&mut out, o, role, &[(what, width)]),
+            Some(o) => check(&mut out, o, e),
         }
     }
     out
 }
 
+/// A tensor the line feeds or reads: its name, what it is (for messages), and its
+/// dimensions after the batch axis (what each is, and its size).
+pub struct Expected<'a> {
+    pub name: &'a str,
+    pub role: &'static str,
+    pub dims: Vec<(&'static str, i64)>,
+}
+
+/// The tensors one variant of `manifest` must have: its input, then its outputs.
+fn expected(manifest: &Manifest, variant: usize) -> (Expected<'_>, Vec<Expected<'_>>) {
+    let labels = manifest.labels().len() as i64;
+    let image = |name, width: u32, height: u32, channels: u32| Expected {
+        name,
+        role: "input",
+        dims: vec![
+            ("channels", i64::from(channels)),
+            ("height", i64::from(height)),
+            ("width", i64::from(width)),
+        ],
+    };
+    let parcel = |category, counterfeit| {
+        vec![
+            Expected {
+                name: category,
+                role: "category output",
+                dims: vec![("labels", labels)],
+            },
+            Expected {
+                name: counterfeit,
+                role: "counterfeit output",
+                dims: vec![("width", 1)],
+            },
+        ]
+    };
+    match manifest {
+        Manifest::V1(m) => (
+            image(
+                &m.input.name,
+                m.input.width,
+                m.input.height,
+                m.input.channels,
+            ),
+            parcel(&m.outputs.category, &m.outputs.counterfeit),
+        ),
+        Manifest::V2(m) => {
+            let v = &m.variants[variant];
+            let i = &v.input;
+            let stride = i64::from(m.detection.stride.max(1));
+            let grid = |name, role, channels| Expected {
+                name,
+                role,
+                dims: vec![
+                    ("channels", channels),
+                    ("height", i64::from(i.height) / stride),
+                    ("width", i64::from(i.width) / stride),
+                ],
+            };
+            let mut outputs = parcel(&m.outputs.category, &m.outputs.counterfeit);
+            outputs.extend([
+                grid(&m.outputs.heatmap, "heatmap output", labels),
+                grid(&m.outputs.size, "size output", 2),
+                grid(&m.outputs.offset, "offset output", 2),
+                grid(&m.outputs.item_counterfeit, "item counterfeit output", 1),
+            ]);
+            (image(&i.name, i.width, i.height, i.channels), outputs)
+        }
+    }
+}
+
+/// How one variant's input is made.
+enum Prep {
+    /// Schema 1: antialiased bilinear resize of the pseudo-colour image, normalised.
+    Normalised(Preprocessor),
+    /// Schema 2: the channels of [`super::channels`], area-resized (the graph normalises).
+    Area(Option<AreaResize>),
+}
+
+/// One ONNX file and how to feed it.
+struct Variant {
+    kind: InputKind,
+    session: Session,
+    input: String,
+    width: usize,
+    height: usize,
+    prep: Prep,
+    /// category, counterfeit, then (schema 2) heatmap, size, offset, item counterfeit.
+    outputs: Vec<String>,
+}
+
 /// A loaded model, ready to screen.
 pub struct Model {
-    session: Session,
+    variants: Vec<Variant>,
     manifest: Manifest,
     info: ModelInfo,
     thresholds: BTreeMap<Category, f32>,
-    prep: Preprocessor,
+    /// The detector's decoding (schema 2).
+    detection: Option<DecodeParams>,
     /// The input tensor's buffer, reused between parcels.
     input: Vec<f32>,
 }
 
 impl Model {
-    /// Loads and verifies the model in `dir`.
+    /// Loads and verifies the model in `dir`: every file's SHA-256, the labels, each graph
+    /// against the manifest, and a test inference of each variant.
     pub fn load(
         dir: &Path,
         env: &ort::environment::Environment,
@@ -309,76 +543,152 @@ impl Model {
             path: manifest_path.clone(),
             source,
         })?;
-        let manifest: Manifest =
-            serde_json::from_slice(&text).map_err(|e| ModelError::Manifest {
-                path: manifest_path.clone(),
-                why: e.to_string(),
-            })?;
-        let onnx_path = dir.join(&manifest.file);
-        let mismatch = |why: String| ModelError::Mismatch {
-            path: onnx_path.clone(),
+        let manifest = Manifest::parse(&text).map_err(|why| ModelError::Manifest {
+            path: manifest_path.clone(),
+            why,
+        })?;
+        let mismatch = |path: &Path, why: String| ModelError::Mismatch {
+            path: path.to_owned(),
             why,
         };
-        let bytes = std::fs::read(&onnx_path).map_err(|source| ModelError::Read {
-            path: onnx_path.clone(),
-            source,
-        })?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
-        if sha256 != manifest.sha256 {
-            return Err(mismatch(format!(
-                "SHA-256 is {sha256}, the manifest says {}",
-                manifest.sha256
-            )));
-        }
         let labels: Vec<String> = Category::ALL.iter().map(|c| c.key().to_owned()).collect();
-        if manifest.labels != labels {
-            return Err(mismatch(format!(
-                "labels are {:?}, expected the category keys {:?}",
-                manifest.labels, labels
-            )));
+        if manifest.labels() != labels {
+            return Err(mismatch(
+                &manifest_path,
+                format!(
+                    "labels are {:?}, expected the category keys {:?}",
+                    manifest.labels(),
+                    labels
+                ),
+            ));
         }
-        let i = &manifest.input;
-        if i.channels != 3 || i.layout != "NCHW" || i.colour != "rgb" {
-            return Err(mismatch(format!(
-                "input must be 3-channel rgb NCHW, the manifest says {} channels {} {}",
-                i.channels, i.colour, i.layout
-            )));
-        }
+        let detection = match &manifest {
+            Manifest::V1(_) => None,
+            Manifest::V2(m) => {
+                m.detection
+                    .validate()
+                    .map_err(|e| mismatch(&manifest_path, format!("detection parameters: {e}")))?;
+                if m.variants.is_empty() {
+                    return Err(mismatch(&manifest_path, "no variants".into()));
+                }
+                Some(m.detection.clone())
+            }
+        };
         let mut thresholds = BTreeMap::new();
         for c in Category::ALL {
-            let t = manifest
-                .thresholds
-                .per_category
-                .get(c.key())
-                .copied()
-                .unwrap_or(manifest.thresholds.default);
-            thresholds.insert(c, t);
+            let t = manifest.thresholds();
+            let value = t.per_category.get(c.key()).copied().unwrap_or(t.default);
+            thresholds.insert(c, value);
         }
-        let session = new_session(env, intra_threads, &bytes)?;
-        let differences = graph_differences(&session, &manifest);
-        if !differences.is_empty() {
-            return Err(mismatch(differences.join("; ")));
+        let mut variants = Vec::new();
+        let mut first_sha = String::new();
+        for (k, ((file, pinned), kind)) in manifest
+            .files()
+            .into_iter()
+            .zip(manifest.kinds())
+            .enumerate()
+        {
+            let onnx_path = dir.join(file);
+            let bytes = std::fs::read(&onnx_path).map_err(|source| ModelError::Read {
+                path: onnx_path.clone(),
+                source,
+            })?;
+            let sha256 = hex::encode(Sha256::digest(&bytes));
+            if sha256 != pinned {
+                return Err(mismatch(
+                    &onnx_path,
+                    format!("SHA-256 is {sha256}, the manifest says {pinned}"),
+                ));
+            }
+            if k == 0 {
+                first_sha = sha256;
+            }
+            let session = new_session(env, intra_threads, &bytes)?;
+            let (input, outputs) = expected(&manifest, k);
+            let differences = graph_differences(&session, &input, &outputs);
+            if !differences.is_empty() {
+                return Err(mismatch(&onnx_path, differences.join("; ")));
+            }
+            let (width, height, prep) = match &manifest {
+                Manifest::V1(m) => {
+                    let i = &m.input;
+                    if i.channels != 3 || i.layout != "NCHW" || i.colour != "rgb" {
+                        return Err(mismatch(
+                            &onnx_path,
+                            format!(
+                            "input must be 3-channel rgb NCHW, the manifest says {} channels {} {}",
+                            i.channels, i.colour, i.layout
+                        ),
+                        ));
+                    }
+                    let prep = Preprocessor::new(i)
+                        .map_err(|why| mismatch(&onnx_path, format!("manifest input: {why}")))?;
+                    (i.width, i.height, Prep::Normalised(prep))
+                }
+                Manifest::V2(m) => {
+                    let i = &m.variants[k].input;
+                    if i.channels != CHANNELS as u32 || i.layout != "NCHW" || i.resize != "area" {
+                        return Err(mismatch(&onnx_path, format!(
+                            "input must be 3-channel NCHW resized by \"area\", the manifest says {} channels {} {:?}",
+                            i.channels, i.layout, i.resize
+                        )));
+                    }
+                    if !(1..=4096).contains(&i.width) || !(1..=4096).contains(&i.height) {
+                        return Err(mismatch(
+                            &onnx_path,
+                            format!(
+                                "input size {}x{} is out of range (1..=4096)",
+                                i.width, i.height
+                            ),
+                        ));
+                    }
+                    (i.width, i.height, Prep::Area(None))
+                }
+            };
+            variants.push(Variant {
+                kind,
+                session,
+                input: input.name.to_owned(),
+                width: width as usize,
+                height: height as usize,
+                prep,
+                outputs: outputs.iter().map(|o| o.name.to_owned()).collect(),
+            });
         }
         let info = ModelInfo {
-            name: manifest.name.clone(),
-            version: manifest.version.clone(),
-            sha256,
+            name: manifest.name().to_owned(),
+            version: manifest.version().to_owned(),
+            // Schema 2 has a file per variant: the manifest, which pins each, is the identity.
+            sha256: match &manifest {
+                Manifest::V1(_) => first_sha,
+                Manifest::V2(_) => hex::encode(Sha256::digest(&text)),
+            },
         };
-        let prep = Preprocessor::new(&manifest.input)
-            .map_err(|why| mismatch(format!("manifest input: {why}")))?;
         let mut model = Model {
-            session,
+            variants,
             manifest,
             info,
             thresholds,
-            prep,
+            detection,
             input: Vec::new(),
         };
-        // Warm up, and prove the graph runs with the shapes the manifest promises.
-        let blank = image::RgbImage::from_pixel(64, 64, image::Rgb([255, 255, 255]));
-        model
-            .infer(&blank)
-            .map_err(|e| mismatch(format!("a test inference failed: {e}")))?;
+        // Warm up, and prove every graph runs with the shapes the manifest promises.
+        for kind in model.manifest.kinds() {
+            let blank = match kind {
+                InputKind::Rgb => Decoded::Rgb(image::RgbImage::from_pixel(
+                    64,
+                    64,
+                    image::Rgb([255, 255, 255]),
+                )),
+                InputKind::Pair => Decoded::Pair {
+                    high: Energy::from_pixel(64, 64, image::Luma([u16::MAX])),
+                    low: Energy::from_pixel(64, 64, image::Luma([u16::MAX])),
+                },
+            };
+            model
+                .infer(&blank)
+                .map_err(|e| mismatch(&manifest_path, format!("a test inference failed: {e}")))?;
+        }
         Ok(model)
     }
 
@@ -392,75 +702,184 @@ impl Model {
         &self.manifest
     }
 
+    /// Whether the model finds items (schema 2) besides scoring the parcel.
+    pub fn detects(&self) -> bool {
+        self.detection.is_some()
+    }
+
     /// The counterfeit threshold for a category.
     pub fn threshold(&self, c: Category) -> f32 {
         self.thresholds
             .get(&c)
             .copied()
-            .unwrap_or(self.manifest.thresholds.default)
+            .unwrap_or(self.manifest.thresholds().default)
     }
 
-    /// Resizes and normalises an image into a fresh NCHW tensor (for tools and benches;
-    /// [`Model::infer`] reuses its own buffer).
-    pub fn preprocess(&mut self, rgb: &image::RgbImage) -> Result<Vec<f32>, ModelError> {
-        let mut out = vec![0f32; self.prep.len()];
-        self.prep.run(rgb, &mut out)?;
+    /// The variant that screens `scan`: a pair goes to the pair variant, else (rendered to
+    /// pseudo-colour) to the pseudo-colour one; a pseudo-colour image to the latter only.
+    fn variant_for(&self, scan: &Decoded) -> Result<usize, ModelError> {
+        let find = |kind| self.variants.iter().position(|v| v.kind == kind);
+        match scan {
+            Decoded::Pair { .. } => find(InputKind::Pair).or_else(|| find(InputKind::Rgb)),
+            Decoded::Rgb(_) => find(InputKind::Rgb),
+        }
+        .ok_or_else(|| {
+            ModelError::NoVariant(format!(
+                "model {} {} screens dual-energy pairs only, and this scan is one pseudo-colour image",
+                self.info.name, self.info.version
+            ))
+        })
+    }
+
+    /// The model input of `scan` for its variant, in a fresh tensor (for tools and
+    /// benches; [`Model::infer`] reuses its own buffer).
+    pub fn preprocess(&mut self, scan: &Decoded) -> Result<Vec<f32>, ModelError> {
+        let v = self.variant_for(scan)?;
+        let variant = &mut self.variants[v];
+        let mut out = vec![0f32; CHANNELS * variant.width * variant.height];
+        prepare(variant, scan, &mut out)?;
         Ok(out)
     }
 
-    /// Scores one image.
-    pub fn infer(&mut self, rgb: &image::RgbImage) -> Result<Scores, ModelError> {
-        let mut scores = self.infer_batch(&[rgb])?;
+    /// Scores one scan.
+    pub fn infer(&mut self, scan: &Decoded) -> Result<Scores, ModelError> {
+        let mut scores = self.infer_batch(&[scan])?;
         scores
             .pop()
             .ok_or_else(|| ModelError::Ort("the model returned no scores".into()))
     }
 
-    /// Scores several images in one `Session::run` (the graph's batch axis is dynamic);
-    /// the scores come back in the images' order.
-    pub fn infer_batch(&mut self, images: &[&image::RgbImage]) -> Result<Vec<Scores>, ModelError> {
-        if images.is_empty() {
-            return Ok(Vec::new());
+    /// Scores several scans, one `Session::run` per variant they need (the graphs' batch
+    /// axis is dynamic); the scores come back in the scans' order.
+    pub fn infer_batch(&mut self, scans: &[&Decoded]) -> Result<Vec<Scores>, ModelError> {
+        let mut which = Vec::with_capacity(scans.len());
+        for scan in scans {
+            which.push(self.variant_for(scan)?);
         }
-        let one = self.prep.len();
+        let mut out: Vec<Option<Scores>> = vec![None; scans.len()];
+        for v in 0..self.variants.len() {
+            let mine: Vec<usize> = (0..scans.len()).filter(|&i| which[i] == v).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let group: Vec<&Decoded> = mine.iter().map(|&i| scans[i]).collect();
+            for (i, s) in mine.into_iter().zip(self.run(v, &group)?) {
+                out[i] = Some(s);
+            }
+        }
+        out.into_iter()
+            .map(|s| s.ok_or_else(|| ModelError::Ort("a scan got no scores".into())))
+            .collect()
+    }
+
+    /// Runs variant `v` on `scans` (all of its kind).
+    fn run(&mut self, v: usize, scans: &[&Decoded]) -> Result<Vec<Scores>, ModelError> {
+        let variant = &mut self.variants[v];
+        let one = CHANNELS * variant.width * variant.height;
         // One buffer for the model's input, kept between calls: no allocation per parcel.
-        self.input.resize(one * images.len(), 0.0);
-        for (rgb, out) in images.iter().zip(self.input.chunks_exact_mut(one)) {
-            self.prep.run(rgb, out)?;
+        self.input.resize(one * scans.len(), 0.0);
+        for (scan, out) in scans.iter().zip(self.input.chunks_exact_mut(one)) {
+            prepare(variant, scan, out)?;
         }
-        let i = &self.manifest.input;
-        let shape = [images.len(), 3, i.height as usize, i.width as usize];
+        let shape = [scans.len(), CHANNELS, variant.height, variant.width];
         let tensor = TensorRef::from_array_view((shape, self.input.as_slice()))?;
-        let outputs = self
+        let outputs = variant
             .session
-            .run(ort::inputs![self.manifest.input.name.as_str() => tensor])?;
-        let (_, probs) =
-            outputs[self.manifest.outputs.category.as_str()].try_extract_tensor::<f32>()?;
-        let (_, cf) =
-            outputs[self.manifest.outputs.counterfeit.as_str()].try_extract_tensor::<f32>()?;
+            .run(ort::inputs![variant.input.as_str() => tensor])?;
+        let tensor = |k: usize| outputs[variant.outputs[k].as_str()].try_extract_tensor::<f32>();
+        let (_, probs) = tensor(0)?;
+        let (_, cf) = tensor(1)?;
         let k = Category::ALL.len();
-        if probs.len() != k * images.len() || cf.len() != images.len() {
+        if probs.len() != k * scans.len() || cf.len() != scans.len() {
             return Err(ModelError::Ort(format!(
                 "outputs have {} category scores and {} counterfeit scores for {} images; expected {} and {}",
                 probs.len(),
                 cf.len(),
-                images.len(),
-                k * images.len(),
-                images.len()
+                scans.len(),
+                k * scans.len(),
+                scans.len()
             )));
+        }
+        let mut detections = vec![Vec::new(); scans.len()];
+        if let Some(params) = &self.detection {
+            let (shape, heat) = tensor(2)?;
+            let (_, size) = tensor(3)?;
+            let (_, offset) = tensor(4)?;
+            let (_, item) = tensor(5)?;
+            let dim = |i: usize| shape.get(i).map_or(0, |d| usize::try_from(*d).unwrap_or(0));
+            let (h, w) = (dim(2), dim(3));
+            let plane = h * w;
+            // Image i's part of an output with c channels.
+            fn part(m: &[f32], c: usize, i: usize, plane: usize) -> Option<&[f32]> {
+                m.get(i * c * plane..(i + 1) * c * plane)
+            }
+            for (i, scan) in scans.iter().enumerate() {
+                let (Some(heatmap), Some(size), Some(offset), Some(counterfeit)) = (
+                    part(heat, k, i, plane),
+                    part(size, 2, i, plane),
+                    part(offset, 2, i, plane),
+                    part(item, 1, i, plane),
+                ) else {
+                    return Err(ModelError::Ort(format!(
+                        "detector outputs too short for {} images of {h}x{w} cells",
+                        scans.len()
+                    )));
+                };
+                let maps = HeadMaps {
+                    heatmap,
+                    size,
+                    offset,
+                    counterfeit,
+                    categories: k,
+                    height: h,
+                    width: w,
+                };
+                let (sw, sh) = scan.dimensions();
+                let (sx, sy) = (
+                    sw as f32 / variant.width as f32,
+                    sh as f32 / variant.height as f32,
+                );
+                let found = detect::decode(&maps, params, sx, sy)
+                    .map_err(|e| ModelError::Ort(format!("detector outputs: {e}")))?;
+                detections[i] = found
+                    .into_iter()
+                    .filter_map(|mut d| {
+                        d.bbox.x1 = d.bbox.x1.min(sw as f32);
+                        d.bbox.y1 = d.bbox.y1.min(sh as f32);
+                        d.bbox.is_valid().then_some(d)
+                    })
+                    .collect();
+            }
         }
         Ok(probs
             .chunks_exact(k)
             .zip(cf.iter())
-            .map(|(p, c)| Scores {
+            .zip(detections)
+            .map(|((p, c), detections)| Scores {
                 category: Category::ALL
                     .iter()
                     .copied()
                     .zip(p.iter().copied())
                     .collect(),
                 counterfeit: *c,
+                detections,
             })
             .collect())
+    }
+}
+
+/// Writes `scan`'s input for `variant` into `out`.
+fn prepare(variant: &mut Variant, scan: &Decoded, out: &mut [f32]) -> Result<(), ModelError> {
+    let size = (variant.width, variant.height);
+    let channels = |e: super::channels::ChannelsError| ModelError::Ort(format!("input: {e}"));
+    match (&mut variant.prep, scan) {
+        (Prep::Normalised(p), scan) => p.run(&scan.pseudo_colour(), out),
+        (Prep::Area(r), Decoded::Pair { high, low }) if variant.kind == InputKind::Pair => {
+            pair_channels(high, low, r, size, out).map_err(channels)
+        }
+        (Prep::Area(r), scan) => {
+            rgb_channels(&scan.pseudo_colour(), r, size, out).map_err(channels)
+        }
     }
 }
 

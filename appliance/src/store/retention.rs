@@ -346,6 +346,7 @@ mod tests {
         record.scores = Some(crate::domain::Scores {
             category: Vec::new(),
             counterfeit: 0.1,
+            detections: Vec::new(),
         });
         record.model = Some(crate::domain::ModelInfo {
             name: "ref".into(),

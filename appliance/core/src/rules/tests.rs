@@ -77,6 +77,7 @@ fn scores(top: Category, p: f32, counterfeit: f32) -> Scores {
             .map(|c| (*c, if *c == top { p } else { (1.0 - p) / 15.0 }))
             .collect(),
         counterfeit,
+        detections: Vec::new(),
     }
 }
 
