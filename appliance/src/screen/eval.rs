@@ -236,28 +236,7 @@ pub fn evaluate(
         .as_ref()
         .map(|_| BoxEval::new(model.manifest().thresholds().default));
     for (i, s) in samples.iter().enumerate() {
-        let image_err = |why: String| EvalError::Image {
-            path: labels_path.clone(),
-            line: s.line,
-            image: s.image.clone(),
-            why,
-        };
-        // Each file once, through a checked descriptor, within the drop folder's limit.
-        let read = |p: &Path| ScanFile::read(p).map(|f| f.bytes);
-        let scan = match &s.low {
-            None => decode_image(&read(&s.path).map_err(image_err)?).map(Decoded::Rgb),
-            Some(low) => decode_pair(
-                &read(&s.path).map_err(image_err)?,
-                &read(low).map_err(image_err)?,
-            ),
-        }
-        .map_err(image_err)?;
-        let scores = model.infer(&scan).map_err(|source| EvalError::Model {
-            path: labels_path.clone(),
-            line: s.line,
-            image: s.image.clone(),
-            source,
-        })?;
+        let (_, scores) = screen_sample(model, &labels_path, s)?;
         predictions.push(Prediction {
             truth: s.category,
             predicted: scores.top().map_or(Category::Other, |(c, _)| c),
@@ -279,6 +258,37 @@ pub fn evaluate(
         report.boxes = Some(b);
     }
     Ok(report)
+}
+
+/// One sample through the line's decode and the model: each file read once, through a
+/// checked descriptor, within the drop folder's limit.
+fn screen_sample(
+    model: &mut Model,
+    labels_path: &Path,
+    s: &Sample,
+) -> Result<(Decoded, crate::domain::Scores), EvalError> {
+    let image_err = |why: String| EvalError::Image {
+        path: labels_path.to_owned(),
+        line: s.line,
+        image: s.image.clone(),
+        why,
+    };
+    let read = |p: &Path| ScanFile::read(p).map(|f| f.bytes);
+    let scan = match &s.low {
+        None => decode_image(&read(&s.path).map_err(image_err)?).map(Decoded::Rgb),
+        Some(low) => decode_pair(
+            &read(&s.path).map_err(image_err)?,
+            &read(low).map_err(image_err)?,
+        ),
+    }
+    .map_err(image_err)?;
+    let scores = model.infer(&scan).map_err(|source| EvalError::Model {
+        path: labels_path.to_owned(),
+        line: s.line,
+        image: s.image.clone(),
+        source,
+    })?;
+    Ok((scan, scores))
 }
 
 /// Reads `DIR/boxes.csv` (`image,category,counterfeit,x0,y0,x1,y1`, pixels of the image or
@@ -471,6 +481,20 @@ pub fn render_text(r: &Report) -> String {
         r.counterfeit_positives,
         r.n
     );
+    if let Some(b) = &r.boxes {
+        let _ = writeln!(
+            s,
+            "items: {} labelled, {} detected; mAP@0.5 {}; counterfeit items found and called {} of {}; genuine items called counterfeit {} of {} (threshold {:.2})",
+            b.truth_items,
+            b.detections,
+            r.map50.map_or_else(|| "n/a".into(), |m| format!("{m:.4}")),
+            pct(r.counterfeit_item_recall),
+            b.counterfeit_items,
+            pct(r.genuine_item_false_alarm_rate),
+            b.genuine_items,
+            b.counterfeit_threshold
+        );
+    }
     let _ = writeln!(
         s,
         "\n  # category               support  precision   recall"
@@ -695,6 +719,112 @@ pub fn plot_confusion(r: &Report, path: &Path) -> Result<(), EvalError> {
         })
 }
 
+/// Draws a box's outline, `width` pixels thick, clipped to the image.
+fn draw_box(img: &mut image::RgbImage, b: &BBox, width: u32, colour: [u8; 3]) {
+    let (w, h) = img.dimensions();
+    let clip = |v: f32, max: u32| (v.max(0.0) as u32).min(max.saturating_sub(1));
+    // The last pixel inside: x1 and y1 are exclusive edges.
+    let (x1, y1) = (clip(b.x1 - 1.0, w), clip(b.y1 - 1.0, h));
+    let (x0, y0) = (clip(b.x0, w).min(x1), clip(b.y0, h).min(y1));
+    for t in 0..width {
+        for x in x0..=x1 {
+            for y in [y0.saturating_add(t).min(y1), y1.saturating_sub(t).max(y0)] {
+                img.put_pixel(x, y, image::Rgb(colour));
+            }
+        }
+        for y in y0..=y1 {
+            for x in [x0.saturating_add(t).min(x1), x1.saturating_sub(t).max(x0)] {
+                img.put_pixel(x, y, image::Rgb(colour));
+            }
+        }
+    }
+}
+
+/// The colours of [`draw_scan`]: labelled items green, detections blue, and either red when
+/// counterfeit (labelled so, or called so at the threshold).
+const TRUE_GENUINE: [u8; 3] = [0, 160, 0];
+const TRUE_COUNTERFEIT: [u8; 3] = [230, 0, 0];
+const FOUND_GENUINE: [u8; 3] = [0, 70, 230];
+const FOUND_COUNTERFEIT: [u8; 3] = [230, 0, 160];
+
+/// The scan (its pseudo-colour view) with its labelled items (thick, label above) and the
+/// model's detections (thin, numbered as in the record, with category and scores below).
+pub fn draw_scan(
+    scan: &Decoded,
+    truth: &[TruthItem],
+    detections: &[crate::domain::Detection],
+    threshold: f32,
+) -> image::RgbImage {
+    let mut img = scan.pseudo_colour().into_owned();
+    let scale = (img.width() / 400).max(1);
+    for t in truth {
+        let colour = if t.counterfeit {
+            TRUE_COUNTERFEIT
+        } else {
+            TRUE_GENUINE
+        };
+        draw_box(&mut img, &t.bbox, 3 * scale, colour);
+        let label = format!(
+            "{}{}",
+            t.category.key(),
+            if t.counterfeit { " CF" } else { "" }
+        );
+        let y = (t.bbox.y0 as u32).saturating_sub(9 * scale);
+        draw_text(&mut img, t.bbox.x0 as u32, y, &label, scale, colour);
+    }
+    for (i, d) in detections.iter().enumerate() {
+        let colour = if d.counterfeit >= threshold {
+            FOUND_COUNTERFEIT
+        } else {
+            FOUND_GENUINE
+        };
+        draw_box(&mut img, &d.bbox, scale, colour);
+        let label = format!(
+            "{} {} {:.2} cf {:.2}",
+            i + 1,
+            d.category.key(),
+            d.score,
+            d.counterfeit
+        );
+        let (x, y) = (d.bbox.x0 as u32 + 2 * scale, d.bbox.y1 as u32 + 2 * scale);
+        draw_text(&mut img, x, y, &label, scale, colour);
+    }
+    img
+}
+
+/// Screens the first `count` samples of `dataset` and writes each drawn by [`draw_scan`]
+/// as `DIR/NNN.png`; returns the files written.
+pub fn draw_scans(
+    model: &mut Model,
+    dataset: &Path,
+    count: usize,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, EvalError> {
+    let labels_path = dataset.join("labels.csv");
+    let truth = read_boxes(dataset)?.unwrap_or_default();
+    let plot_err = |path: &Path, why: String| EvalError::Plot {
+        path: path.to_owned(),
+        why,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| plot_err(dir, e.to_string()))?;
+    let mut written = Vec::new();
+    for s in read_labels(dataset)?.iter().take(count) {
+        let (scan, scores) = screen_sample(model, &labels_path, s)?;
+        let items = truth.get(&s.image).map_or(&[][..], Vec::as_slice);
+        let img = draw_scan(
+            &scan,
+            items,
+            &scores.detections,
+            model.threshold(s.category),
+        );
+        let path = dir.join(format!("{:03}.png", written.len()));
+        img.save_with_format(&path, image::ImageFormat::Png)
+            .map_err(|e| plot_err(&path, e.to_string()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -884,5 +1014,78 @@ mod tests {
             }
         }
         assert_eq!(r.counterfeit_positives, 2);
+    }
+
+    #[test]
+    fn boxes_csv_is_read_per_image_and_bad_rows_name_their_line() {
+        let path = Path::new("/d/boxes.csv");
+        let text = "image,category,counterfeit,x0,y0,x1,y1\n\
+                    a.high.png;a.low.png,food,0,10,20,110,220\n\
+                    a.high.png;a.low.png,tobacco,1,5,5,50,60\n\
+                    b.png,ppe,0,0,0,8,8\n";
+        let got = parse_boxes(path, text).expect("parses");
+        assert_eq!(got.len(), 2);
+        let a = &got["a.high.png;a.low.png"];
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[1].category, Category::Tobacco);
+        assert!(a[1].counterfeit);
+        assert_eq!(a[0].bbox, BBox::new(10.0, 20.0, 110.0, 220.0));
+        for (bad, why) in [
+            ("b.png,shoes,0,0,0,8,8", "unknown category"),
+            ("b.png,ppe,2,0,0,8,8", "counterfeit is \"2\""),
+            ("b.png,ppe,0,0,0,8", "6 fields"),
+            ("b.png,ppe,0,9,0,8,8", "is empty"),
+            ("b.png,ppe,0,-1,0,8,8", "not a number of pixels"),
+            ("b.png,ppe,0,NaN,0,8,8", "not a number of pixels"),
+        ] {
+            let text =
+                format!("image,category,counterfeit,x0,y0,x1,y1\nb.png,ppe,0,0,0,8,8\n{bad}\n");
+            let e = parse_boxes(path, &text).expect_err(bad).to_string();
+            assert!(e.contains("line 3") && e.contains(why), "{bad}: {e}");
+        }
+        let e = parse_boxes(path, "image,category\n")
+            .expect_err("header")
+            .to_string();
+        assert!(e.contains("line 1") && e.contains("header"), "{e}");
+        assert_eq!(
+            read_boxes(Path::new("/nonexistent-dataset")).expect("absent"),
+            None
+        );
+    }
+
+    #[test]
+    fn drawn_scans_show_labelled_and_found_boxes_in_their_colours() {
+        let scan = Decoded::Rgb(image::RgbImage::from_pixel(
+            100,
+            80,
+            image::Rgb([255, 255, 255]),
+        ));
+        let truth = [TruthItem {
+            category: Category::Food,
+            counterfeit: true,
+            bbox: BBox::new(10.0, 20.0, 60.0, 70.0),
+        }];
+        let found = [crate::domain::Detection {
+            category: Category::Food,
+            score: 0.9,
+            counterfeit: 0.2,
+            bbox: BBox::new(30.0, 5.0, 90.0, 50.0),
+        }];
+        let img = draw_scan(&scan, &truth, &found, 0.5);
+        assert_eq!(img.get_pixel(10, 45).0, TRUE_COUNTERFEIT);
+        assert_eq!(img.get_pixel(89, 30).0, FOUND_GENUINE);
+        assert_eq!(
+            img.get_pixel(45, 40).0,
+            [255, 255, 255],
+            "inside stays clear"
+        );
+        let flagged = [crate::domain::Detection {
+            counterfeit: 0.7,
+            ..found[0].clone()
+        }];
+        assert_eq!(
+            draw_scan(&scan, &[], &flagged, 0.5).get_pixel(89, 30).0,
+            FOUND_COUNTERFEIT
+        );
     }
 }
