@@ -652,6 +652,7 @@ impl Schemas {
             "cmd-payload",
             "cmd-result",
             "evidence",
+            "evidence-part",
         ] {
             let file = docs.join(format!("schemas/{name}.schema.json"));
             let text = std::fs::read_to_string(&file).expect("schema file");

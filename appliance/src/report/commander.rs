@@ -239,7 +239,7 @@ impl Commander {
 
     /// Acts on a verified command whose nonce is claimed: the message for the answer and
     /// anything else to publish.
-    async fn apply(&self, v: Verified) -> Result<(String, Option<(String, Vec<u8>)>), Refusal> {
+    async fn apply(&self, v: Verified) -> Result<(String, Vec<(String, Vec<u8>)>), Refusal> {
         match v.command {
             Command::Watchlist => {
                 let file = commands::watchlist_body(&v.body)?;
@@ -260,7 +260,7 @@ impl Commander {
                 );
                 Ok((
                     format!("watch-list version {version} applied ({entries} entries; was version {old:?})"),
-                    None,
+                    Vec::new(),
                 ))
             }
             Command::Thresholds => {
@@ -272,7 +272,7 @@ impl Commander {
                     .map_err(|e| Refusal::Store(e.to_string()))?;
                 self.screener.set_thresholds(&t);
                 let list: Vec<String> = t.iter().map(|(c, x)| format!("{c}={x}")).collect();
-                Ok((format!("thresholds set: {}", list.join(", ")), None))
+                Ok((format!("thresholds set: {}", list.join(", ")), Vec::new()))
             }
             Command::Evidence => {
                 let report_id = commands::evidence_body(&v.body)?;
@@ -300,17 +300,20 @@ impl Commander {
                         .map_err(|e| Refusal::Store(e.to_string()))?
                         .ok_or_else(missing)?;
                 let size = image.bytes.len() + low.as_ref().map_or(0, |l| l.bytes.len());
-                // base64 grows by a third; leave room for the JSON around it.
-                if size / 3 * 4 + 4096 > MAX_PACKET {
-                    return Err(Refusal::TooLarge(size));
-                }
-                let body =
-                    commands::evidence_payload(&report_id, &record.record_id, &image, low.as_ref());
+                let topic = format!("{}/evidence/{report_id}", self.root);
+                let messages = commands::evidence_messages(
+                    &report_id,
+                    &record.record_id,
+                    &image,
+                    low.as_ref(),
+                    MAX_PACKET,
+                );
                 Ok((
                     format!(
-                        "image of {report_id} ({size} bytes) published on evidence/{report_id}"
+                        "image of {report_id} ({size} bytes) published on evidence/{report_id} in {} message(s)",
+                        messages.len()
                     ),
-                    Some((format!("{}/evidence/{report_id}", self.root), body)),
+                    messages.into_iter().map(|m| (topic.clone(), m)).collect(),
                 ))
             }
         }

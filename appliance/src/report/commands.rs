@@ -92,8 +92,6 @@ pub enum Refusal {
     BadBody(String),
     #[error("no image for report {0:?}: unknown report, or its image was deleted or evicted")]
     NoEvidence(String),
-    #[error("the image is {0} bytes, too large for one message")]
-    TooLarge(usize),
     #[error("the appliance's store failed: {0}")]
     Store(String),
 }
@@ -114,7 +112,6 @@ impl Refusal {
             Refusal::UnknownCommand(_) => "unknown_command",
             Refusal::BadBody(_) => "bad_body",
             Refusal::NoEvidence(_) => "no_evidence",
-            Refusal::TooLarge(_) => "too_large",
             Refusal::Store(_) => "store_error",
         }
     }
@@ -496,6 +493,69 @@ pub fn evidence_payload(
     .unwrap_or_default()
 }
 
+/// The messages that carry a report's evidence: the one `screenline.evidence.v1` payload
+/// when it fits in `max_packet` bytes; otherwise each file in order, the image then the
+/// low-energy half, cut into `screenline.evidence-part.v1` parts that do (a line-sized
+/// dual-energy pair can outgrow one packet). A part carries the whole file's SHA-256 and
+/// size, its own offset and its base64 chunk: the receiver joins a file's parts in order
+/// of `part` and checks the hash.
+pub fn evidence_messages(
+    report_id: &str,
+    record_id: &str,
+    image: &EvidenceFile,
+    low_energy: Option<&EvidenceFile>,
+    max_packet: usize,
+) -> Vec<Vec<u8>> {
+    use sha2::{Digest, Sha256};
+    let whole = evidence_payload(report_id, record_id, image, low_energy);
+    if whole.len() <= max_packet {
+        return vec![whole];
+    }
+    #[derive(Serialize)]
+    struct Part<'a> {
+        schema: &'static str,
+        report_id: &'a str,
+        record_id: &'a str,
+        file: &'static str,
+        format: &'a str,
+        image_sha256: &'a str,
+        size: usize,
+        part: usize,
+        parts: usize,
+        offset: usize,
+        chunk_base64: String,
+    }
+    // Raw bytes per part: base64 grows them by a third; 4 KiB is room for the JSON around.
+    let chunk = ((max_packet.saturating_sub(4096)) / 4 * 3).max(3);
+    let mut out = Vec::new();
+    for (file, f) in std::iter::once(("image", image)).chain(low_energy.map(|l| ("low_energy", l)))
+    {
+        let sha = hex::encode(Sha256::digest(&f.bytes));
+        let parts = f.bytes.len().div_ceil(chunk).max(1);
+        for part in 0..parts {
+            let offset = part * chunk;
+            let bytes = &f.bytes[offset.min(f.bytes.len())..(offset + chunk).min(f.bytes.len())];
+            out.push(
+                serde_json::to_vec(&Part {
+                    schema: "screenline.evidence-part.v1",
+                    report_id,
+                    record_id,
+                    file,
+                    format: &f.format,
+                    image_sha256: &sha,
+                    size: f.bytes.len(),
+                    part,
+                    parts,
+                    offset,
+                    chunk_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+                })
+                .unwrap_or_default(),
+            );
+        }
+    }
+    out
+}
+
 /// Signs a payload as the regulator does: the envelope for `payload_json` (tests, docs).
 pub fn sign_envelope(key: &ed25519_dalek::SigningKey, payload_json: &str) -> String {
     use ed25519_dalek::Signer;
@@ -720,5 +780,81 @@ mod tests {
             .unwrap_err()
             .contains("32 raw bytes"));
         assert!(parse_public_key("***").unwrap_err().contains("base64"));
+    }
+
+    /// A pair too large for one packet goes in parts that each fit, carry the whole file's
+    /// hash and size, join back to the very bytes, and match the part schema; one that fits
+    /// goes whole.
+    #[test]
+    fn evidence_too_large_for_a_packet_goes_in_parts_that_join_back() {
+        use base64::Engine;
+        let noise = |n: usize, seed: u8| -> Vec<u8> {
+            (0..n)
+                .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+                .collect()
+        };
+        let image = EvidenceFile {
+            format: "png".into(),
+            bytes: noise(250_000, 1),
+        };
+        let low = EvidenceFile {
+            format: "png".into(),
+            bytes: noise(90_000, 2),
+        };
+        let rid = "rpt-0123456789abcdef0123456789abcdef";
+        let whole = evidence_messages(rid, "r1", &image, Some(&low), 8 << 20);
+        assert_eq!(whole.len(), 1);
+        let max = 100_000;
+        let parts = evidence_messages(rid, "r1", &image, Some(&low), max);
+        assert_eq!(
+            parts.len(),
+            4 + 2,
+            "250 kB in 4 parts of ≤ 72 kB, 90 kB in 2"
+        );
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/schemas/evidence-part.schema.json"
+        ))
+        .expect("schema");
+        let schema =
+            jsonschema::draft202012::new(&serde_json::from_str::<Value>(&text).expect("json"))
+                .expect("a valid schema");
+        #[derive(serde::Deserialize)]
+        struct Part {
+            file: String,
+            image_sha256: String,
+            size: usize,
+            part: usize,
+            parts: usize,
+            offset: usize,
+            chunk_base64: String,
+        }
+        let mut joined: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+        for m in &parts {
+            assert!(m.len() <= max, "a part of {} bytes", m.len());
+            let v: Value = serde_json::from_slice(m).expect("json");
+            assert!(
+                schema.is_valid(&v),
+                "{}",
+                String::from_utf8_lossy(&m[..200])
+            );
+            let p: Part = serde_json::from_slice(m).expect("a part");
+            let chunk = base64::engine::general_purpose::STANDARD
+                .decode(&p.chunk_base64)
+                .expect("base64");
+            let file = joined.entry(p.file.clone()).or_default();
+            assert_eq!(p.offset, file.len(), "parts in order");
+            assert!(p.part < p.parts);
+            file.extend(chunk);
+            let want = if p.file == "image" { &image } else { &low };
+            assert_eq!(p.size, want.bytes.len());
+            use sha2::Digest;
+            assert_eq!(
+                p.image_sha256,
+                hex::encode(sha2::Sha256::digest(&want.bytes))
+            );
+        }
+        assert_eq!(joined["image"], image.bytes);
+        assert_eq!(joined["low_energy"], low.bytes);
     }
 }
