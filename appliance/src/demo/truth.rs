@@ -29,11 +29,14 @@ pub struct TrueParcel {
 #[derive(Debug, Default)]
 pub struct Truth {
     parcels: HashMap<(String, u32), TrueParcel>,
+    late: u64,
 }
 
 /// How the line's joins compare with the truth.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct JoinAudit {
+    /// Records held against the truth.
+    pub checked: u64,
     /// Records carrying another parcel's scan or waybill (or a scan or waybill on a parcel
     /// that was never placed).
     pub wrong_joins: u64,
@@ -64,6 +67,22 @@ impl Truth {
         }
     }
 
+    /// The X-ray generator completed a scan late: after its parcel's due time, which a real
+    /// machine never misses. Joined by time, a late scan can look like the next parcel's.
+    pub fn late_scan(&mut self) {
+        self.late += 1;
+    }
+
+    /// Scans completed late.
+    pub fn late_scans(&self) -> u64 {
+        self.late
+    }
+
+    /// Parcel `seq` of `line_id`, if noted.
+    pub fn parcel(&self, line_id: &str, seq: u32) -> Option<&TrueParcel> {
+        self.parcels.get(&(line_id.to_owned(), seq))
+    }
+
     /// Parcels noted.
     pub fn len(&self) -> usize {
         self.parcels.len()
@@ -78,6 +97,7 @@ impl Truth {
     pub fn audit<'a>(&self, records: impl IntoIterator<Item = &'a Record>) -> JoinAudit {
         let mut audit = JoinAudit::default();
         for r in records {
+            audit.checked += 1;
             let Some(truth) = self.parcels.get(&(r.line_id.clone(), r.seq)) else {
                 // No parcel was placed under this number: whatever it carries is another's.
                 if r.waybill.is_some() || r.image_sha256.is_some() {
@@ -156,7 +176,13 @@ mod tests {
             record(3, None, Some("sha3"), Manual),
             record(4, Some("SF00000004"), None, Manual),
         ];
-        assert_eq!(truth().audit(&records), JoinAudit::default());
+        assert_eq!(
+            truth().audit(&records),
+            JoinAudit {
+                checked: 4,
+                ..JoinAudit::default()
+            }
+        );
     }
 
     #[test]
@@ -194,6 +220,7 @@ mod tests {
         assert_eq!(
             a,
             JoinAudit {
+                checked: 3,
                 wrong_joins: 0,
                 unjoined_manual: 3
             }

@@ -1,6 +1,6 @@
-//! The demo's X-ray machines: each renders a parcel's scan when the line's photo-eye sees
-//! the parcel and drops it into its line's folder [`IMAGE_DELAY`] later, as the contract's
-//! drop folder describes — the sidecar first, then the image (or the low-energy half, then
+//! The demo's X-ray machines: each scans the parcels its line's photo-eye sees and drops
+//! each scan into its line's folder [`IMAGE_DELAY`] after the parcel reached the eye, as the
+//! contract's drop folder describes — the sidecar first, then the image (or the low-energy half, then
 //! the high-energy half) renamed into place.
 //!
 //! Like a real site's machines, most do not know the waybill: with [`Sidecars`] a machine
@@ -11,6 +11,12 @@
 //! Each machine also tells the demo's [`Truth`] which scan it made of which parcel, keyed by
 //! the sequence number the line controller gave the parcel at the photo-eye: what the join
 //! should have done, to count what it did wrong.
+//!
+//! A real machine's image is ready a fixed time after the parcel passes, whatever its
+//! computer is doing; so this one renders ahead of the belt and times each scan from when
+//! the parcel was put at the eye, not from when its thread heard of the entry (on a loaded
+//! computer that can be a hundred milliseconds later, which would make the simulator, not
+//! the line, misplace scans in time). A scan it still completes late is counted.
 
 use super::truth::Truth;
 use anyhow::Context;
@@ -24,7 +30,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-/// How long after the photo-eye the X-ray machine finishes its image.
+/// How long after a parcel reaches the photo-eye the X-ray machine finishes its image.
 pub const IMAGE_DELAY: Duration = Duration::from_millis(300);
 
 /// Which sidecars the demo's X-ray machines write (`screenline demo --sidecars`).
@@ -209,14 +215,31 @@ pub struct Placed {
     pub waybill: String,
     /// Whether the line's reader was sent its code.
     pub read: bool,
-    /// The generator's spec and seed, or `None` for a parcel the machine misses.
-    pub image: Option<(xraygen::ParcelSpec, u64)>,
+    /// When it was put on the belt, just before the photo-eye.
+    pub at: Instant,
 }
+
+/// Scans rendered ahead of their parcels, per line: a real machine's image is ready a fixed
+/// time after the photo-eye, whatever else this computer is doing, so the generator works
+/// that far ahead (a line-sized pair takes 50–200 ms to render).
+const RENDER_AHEAD: usize = 6;
+
+/// A scan later than this past its due time is counted as late ([`Truth::late_scan`]).
+const LATE: Duration = Duration::from_millis(50);
 
 /// One line's simulated X-ray machine.
 pub struct Machine {
     /// The line's id (`L1` …).
     pub line_id: String,
+    /// The line's index (0 for `L1`), which, with the traffic's mix and seed, says what
+    /// each of its parcels holds.
+    pub line: usize,
+    /// The traffic of the line.
+    pub mix: super::traffic::Mix,
+    /// The traffic's seed.
+    pub seed: u64,
+    /// How many parcels the line gets (`None`: until stopped).
+    pub count: Option<u64>,
     /// The line controller's events: the machine starts a scan at each photo-eye entry.
     pub events: Receiver<LineEvent>,
     /// The parcels placed, in belt order.
@@ -231,60 +254,129 @@ pub struct Machine {
     pub truth: Arc<Mutex<Truth>>,
 }
 
+/// A parcel the photo-eye saw, waiting for its scan to be dropped.
+struct Due {
+    seq: u32,
+    parcel: Placed,
+    /// When the scan completes: [`IMAGE_DELAY`] after the parcel reached the eye.
+    at: Instant,
+    captured_at: SystemTime,
+}
+
 impl Machine {
     /// Scans each parcel the photo-eye sees until `stop`: the parcel is the next one placed
-    /// (the belt keeps their order), its scan is rendered at once and completes
-    /// [`IMAGE_DELAY`] after the entry.
+    /// (the belt keeps their order), and its scan — rendered ahead by a thread of its own —
+    /// completes [`IMAGE_DELAY`] after the parcel was put at the eye (5 mm before it: under
+    /// 3 ms at belt speed). Returns once the scans due are dropped.
     pub fn run(self, stop: &AtomicBool) {
+        let (rendered_tx, rendered) = std::sync::mpsc::sync_channel(RENDER_AHEAD);
+        let (mix, seed, line, count, scanner) =
+            (self.mix, self.seed, self.line, self.count, self.scanner);
+        std::thread::spawn(move || {
+            for n in (0..).take_while(|n| count.is_none_or(|c| *n < c)) {
+                let scan = super::traffic::parcel(mix, seed, line, n).image.and_then(
+                    |(spec, seed)| match EncodedScan::render(scanner, spec, seed) {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            tracing::warn!(error = %format!("{e:#}"), "demo X-ray render failed");
+                            None
+                        }
+                    },
+                );
+                // The machine stopped: nothing more to render.
+                if rendered_tx.send((n, scan)).is_err() {
+                    return;
+                }
+            }
+        });
+        let (due_tx, due) = std::sync::mpsc::channel();
+        let dropper = {
+            let (line_id, dir, truth, sidecar) = (
+                self.line_id.clone(),
+                self.dir.clone(),
+                self.truth.clone(),
+                self.sidecar,
+            );
+            std::thread::spawn(move || drop_scans(&line_id, &dir, sidecar, &truth, &rendered, &due))
+        };
         while !stop.load(Ordering::Relaxed) {
             let seq = match self.events.recv_timeout(Duration::from_millis(100)) {
                 Ok(LineEvent::Entered { seq }) => seq,
                 Ok(_) | Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => break,
             };
-            let due = Instant::now() + IMAGE_DELAY;
+            let heard = Instant::now();
             // The loader sends each parcel before putting it on the belt.
-            let parcel = match self.placed.recv_timeout(Duration::from_secs(1)) {
-                Ok(p) => p,
-                Err(_) => {
-                    tracing::warn!(line = %self.line_id, seq, "demo: the photo-eye saw a parcel nobody placed");
-                    continue;
-                }
+            let Ok(parcel) = self.placed.recv_timeout(Duration::from_secs(1)) else {
+                tracing::warn!(line = %self.line_id, seq, "demo: the photo-eye saw a parcel nobody placed");
+                continue;
             };
+            // The scan completes a fixed time after the parcel reached the photo-eye, as a
+            // real machine's does, however late this thread heard of it.
+            let at = parcel.at + IMAGE_DELAY;
+            let captured_at = SystemTime::now() + at.saturating_duration_since(heard);
             self.truth
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .entered(&self.line_id, seq, &parcel.waybill, parcel.read);
-            let Some((spec, seed)) = parcel.image else {
-                continue;
+            let due = Due {
+                seq,
+                parcel,
+                at,
+                captured_at,
             };
-            let scan_id = format!("{}-{:07}", self.line_id, parcel.n);
-            let (dir, line_id, truth) =
-                (self.dir.clone(), self.line_id.clone(), self.truth.clone());
-            let (scanner, sidecar) = (self.scanner, self.sidecar);
-            std::thread::spawn(move || {
-                let scan = match EncodedScan::render(scanner, spec, seed) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %format!("{e:#}"), "demo X-ray render failed");
-                        return;
-                    }
-                };
-                let note = |sha: Option<&str>| {
-                    truth
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .scanned(&line_id, seq, sha)
-                };
-                // Noted before the scan can reach the line, so that the truth is never
-                // behind what the line saw.
-                note(Some(&scan.sha256));
-                let side = sidecar.content(&parcel.waybill, SystemTime::now() + IMAGE_DELAY);
-                if let Err(e) = scan.drop_into(&dir, &scan_id, side.as_ref(), Some(due)) {
-                    note(None);
-                    tracing::warn!(error = %format!("{e:#}"), "demo X-ray write failed");
+            if due_tx.send(due).is_err() {
+                break;
+            }
+        }
+        drop(due_tx);
+        let _ = dropper.join();
+    }
+}
+
+/// Drops each parcel's scan, in belt order, when it is due; notes each in `truth`.
+fn drop_scans(
+    line_id: &str,
+    dir: &Path,
+    sidecar: Sidecar,
+    truth: &Mutex<Truth>,
+    rendered: &Receiver<(u64, Option<EncodedScan>)>,
+    due: &Receiver<Due>,
+) {
+    let note = |f: &dyn Fn(&mut Truth)| f(&mut truth.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut warned = false;
+    for d in due {
+        // The renderer goes in parcel order, as the belt does.
+        let scan = loop {
+            match rendered.recv() {
+                Ok((n, scan)) if n == d.parcel.n => break scan,
+                Ok(_) => continue,
+                Err(_) => return,
+            }
+        };
+        let Some(scan) = scan else {
+            continue;
+        };
+        let rendered_late = Instant::now() > d.at;
+        // Noted before the scan can reach the line, so that the truth is never behind
+        // what the line saw.
+        note(&|t| t.scanned(line_id, d.seq, Some(&scan.sha256)));
+        let scan_id = format!("{line_id}-{:07}", d.parcel.n);
+        let side = sidecar.content(&d.parcel.waybill, d.captured_at);
+        match scan.drop_into(dir, &scan_id, side.as_ref(), Some(d.at)) {
+            Ok(_) if Instant::now() > d.at + LATE => {
+                note(&|t| t.late_scan());
+                tracing::debug!(line = %line_id, seq = d.seq, late_ms = (Instant::now() - d.at).as_millis() as u64, rendered_late, "demo: a late scan");
+                if !warned && sidecar != Sidecar::Waybill {
+                    warned = true;
+                    tracing::warn!(line = %line_id, "demo: this computer renders the X-ray scans too slowly for the rate: they complete late, and joined by time a late scan can go to the next parcel (counted in wrong_joins); lower --rate or --lines, or use a smaller --scanner");
                 }
-            });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                note(&|t| t.scanned(line_id, d.seq, None));
+                tracing::warn!(error = %format!("{e:#}"), "demo X-ray write failed");
+            }
         }
     }
 }
@@ -415,6 +507,81 @@ mod tests {
         )
         .expect("drop");
         assert!(t0.elapsed() >= Duration::from_millis(120));
+    }
+
+    #[test]
+    fn the_machine_scans_each_parcel_the_photo_eye_sees_when_it_is_due() {
+        use super::super::traffic::{parcel, Mix};
+        let dir = crate::testutil::temp_dir("demo-machine");
+        let (events_tx, events) = std::sync::mpsc::channel();
+        let (placed_tx, placed) = std::sync::mpsc::channel();
+        let truth = Arc::new(Mutex::new(Truth::default()));
+        let machine = Machine {
+            line_id: "L1".into(),
+            line: 0,
+            mix: Mix::Showcase,
+            seed: 3,
+            count: Some(20),
+            events,
+            placed,
+            sidecar: Sidecar::Time,
+            scanner: xraygen::Scanner::Small,
+            dir: dir.to_path_buf(),
+            truth: truth.clone(),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let running = std::thread::spawn(move || machine.run(&stopped));
+        // Parcel 0 enters as sequence 1, and so on; events the machine does not use pass.
+        let t0 = Instant::now();
+        for n in 0..20u64 {
+            let p = parcel(Mix::Showcase, 3, 0, n);
+            let placed = Placed {
+                n,
+                waybill: p.waybill_no,
+                read: p.reader_record.is_some(),
+                at: Instant::now(),
+            };
+            placed_tx.send(placed).expect("placed");
+            events_tx.send(LineEvent::LinkUp).expect("event");
+            let seq = u32::try_from(n + 1).expect("small");
+            events_tx.send(LineEvent::Entered { seq }).expect("event");
+        }
+        let scanned: Vec<u64> = (0..20)
+            .filter(|n| parcel(Mix::Showcase, 3, 0, *n).image.is_some())
+            .collect();
+        assert_eq!(scanned.len(), 19, "the showcase misses one image in twenty");
+        let last = dir.join(format!("L1-{:07}.png", scanned[scanned.len() - 1]));
+        while !last.exists() {
+            assert!(t0.elapsed() < Duration::from_secs(30), "no scan");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(t0.elapsed() >= IMAGE_DELAY, "a scan before it was due");
+        stop.store(true, Ordering::Relaxed);
+        running.join().expect("the machine stops");
+        let truth = truth.lock().expect("truth");
+        assert_eq!(truth.len(), 20);
+        for n in 0..20u64 {
+            let seq = u32::try_from(n + 1).expect("small");
+            let t = truth.parcel("L1", seq).expect("noted");
+            let id = format!("L1-{n:07}");
+            assert_eq!(t.waybill, parcel(Mix::Showcase, 3, 0, n).waybill_no);
+            if scanned.contains(&n) {
+                let png = std::fs::read(dir.join(format!("{id}.png"))).expect("the scan");
+                assert_eq!(t.scan_sha256, Some(hex::encode(Sha256::digest(&png))));
+                let side: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(dir.join(format!("{id}.json"))).expect("its sidecar"),
+                )
+                .expect("JSON");
+                assert!(
+                    side["captured_at"].is_string() && side["waybill"].is_null(),
+                    "{side}"
+                );
+            } else {
+                assert_eq!(t.scan_sha256, None);
+                assert!(!dir.join(format!("{id}.png")).exists());
+            }
+        }
     }
 
     /// Temporary files left in `dir`.
