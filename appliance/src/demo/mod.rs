@@ -427,6 +427,7 @@ pub async fn run_with(
     let mut handles = Vec::new();
     for (k, l) in lines.iter_mut().enumerate() {
         let (placed_tx, placed) = std::sync::mpsc::channel();
+        let (ready, warmed_up) = std::sync::mpsc::channel();
         let machine = xray::Machine {
             line_id: l.id.clone(),
             line: k,
@@ -442,8 +443,9 @@ pub async fn run_with(
             scanner: machines.scanner,
             dir: l.xray_dir.clone(),
             truth: truth.clone(),
+            ready,
         };
-        let feeder = feed_line(k, l, &opts, longest_mm, placed_tx)?;
+        let feeder = feed_line(k, l, &opts, longest_mm, placed_tx, warmed_up)?;
         let s = stop.clone();
         handles.push(std::thread::spawn(move || machine.run(&s)));
         let s = stop.clone();
@@ -660,6 +662,8 @@ struct Feeder {
     emulator: Arc<Mutex<LineEmulator>>,
     /// The line's X-ray machine, told of each parcel before it goes on the belt.
     xray: std::sync::mpsc::Sender<xray::Placed>,
+    /// Says when the machine has its first scans rendered.
+    xray_ready: std::sync::mpsc::Receiver<()>,
 }
 
 /// Real screening lines run at 2 to 3 m/s.
@@ -699,6 +703,7 @@ fn feed_line(
     opts: &DemoOptions,
     longest_mm: u32,
     xray: std::sync::mpsc::Sender<xray::Placed>,
+    xray_ready: std::sync::mpsc::Receiver<()>,
 ) -> anyhow::Result<Feeder> {
     Ok(Feeder {
         longest_mm,
@@ -710,11 +715,14 @@ fn feed_line(
         reader: l.reader.master()?,
         emulator: l.emulator.clone(),
         xray,
+        xray_ready,
     })
 }
 
 impl Feeder {
     fn run(mut self, stop: &std::sync::atomic::AtomicBool) {
+        // The belt starts once the X-ray machine is warmed up (or has given up).
+        let _ = self.xray_ready.recv_timeout(Duration::from_secs(30));
         let period = Duration::from_secs_f64(1.0 / self.rate.max(0.01));
         let start = Instant::now();
         let mut n = 0u64;

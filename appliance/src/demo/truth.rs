@@ -23,6 +23,8 @@ pub struct TrueParcel {
     /// SHA-256 (hex) of its scan's image (a pair's high half), once written; `None` for a
     /// parcel the X-ray machine missed.
     pub scan_sha256: Option<String>,
+    /// Whether the X-ray generator completed that scan late ([`Truth::late_scan`]).
+    pub late: bool,
 }
 
 /// Every parcel of a run, by (line, sequence number).
@@ -56,6 +58,7 @@ impl Truth {
                 waybill: waybill.to_owned(),
                 read,
                 scan_sha256: None,
+                late: false,
             },
         );
     }
@@ -67,10 +70,14 @@ impl Truth {
         }
     }
 
-    /// The X-ray generator completed a scan late: after its parcel's due time, which a real
-    /// machine never misses. Joined by time, a late scan can look like the next parcel's.
-    pub fn late_scan(&mut self) {
+    /// The X-ray generator completed the scan of parcel `seq` late: after its due time,
+    /// which a real machine does not miss. Joined by time, a late scan can look like the
+    /// next parcel's.
+    pub fn late_scan(&mut self, line_id: &str, seq: u32) {
         self.late += 1;
+        if let Some(p) = self.parcels.get_mut(&(line_id.to_owned(), seq)) {
+            p.late = true;
+        }
     }
 
     /// Scans completed late.
@@ -96,6 +103,11 @@ impl Truth {
     /// Holds `records` against the truth.
     pub fn audit<'a>(&self, records: impl IntoIterator<Item = &'a Record>) -> JoinAudit {
         let mut audit = JoinAudit::default();
+        let owners: HashMap<&str, &TrueParcel> = self
+            .parcels
+            .values()
+            .filter_map(|p| p.scan_sha256.as_deref().map(|h| (h, p)))
+            .collect();
         for r in records {
             audit.checked += 1;
             let Some(truth) = self.parcels.get(&(r.line_id.clone(), r.seq)) else {
@@ -115,7 +127,13 @@ impl Truth {
                 .as_ref()
                 .is_some_and(|h| Some(h) != truth.scan_sha256.as_ref());
             if wrong_read || wrong_scan {
-                tracing::warn!(line = %r.line_id, seq = r.seq, wrong_read, wrong_scan, "demo: a wrong join");
+                // Whether the simulator, not the line, put the scan out of its time.
+                let late_scan = r
+                    .image_sha256
+                    .as_deref()
+                    .and_then(|h| owners.get(h))
+                    .is_some_and(|p| p.late);
+                tracing::warn!(line = %r.line_id, seq = r.seq, wrong_read, wrong_scan, late_scan, "demo: a wrong join");
                 audit.wrong_joins += 1;
                 continue;
             }

@@ -252,6 +252,9 @@ pub struct Machine {
     pub dir: PathBuf,
     /// Where it notes which scan it made of which parcel.
     pub truth: Arc<Mutex<Truth>>,
+    /// Told once the first scans are rendered ahead, so that the loader starts the belt
+    /// with the machine warmed up.
+    pub ready: std::sync::mpsc::Sender<()>,
 }
 
 /// A parcel the photo-eye saw, waiting for its scan to be dropped.
@@ -272,8 +275,12 @@ impl Machine {
         let (rendered_tx, rendered) = std::sync::mpsc::sync_channel(RENDER_AHEAD);
         let (mix, seed, line, count, scanner) =
             (self.mix, self.seed, self.line, self.count, self.scanner);
+        let ready = self.ready.clone();
         std::thread::spawn(move || {
             for n in (0..).take_while(|n| count.is_none_or(|c| *n < c)) {
+                if n == RENDER_AHEAD as u64 {
+                    let _ = ready.send(());
+                }
                 let scan = super::traffic::parcel(mix, seed, line, n).image.and_then(
                     |(spec, seed)| match EncodedScan::render(scanner, spec, seed) {
                         Ok(s) => Some(s),
@@ -288,6 +295,8 @@ impl Machine {
                     return;
                 }
             }
+            // Fewer parcels than it renders ahead.
+            let _ = ready.send(());
         });
         let (due_tx, due) = std::sync::mpsc::channel();
         let dropper = {
@@ -365,7 +374,7 @@ fn drop_scans(
         let side = sidecar.content(&d.parcel.waybill, d.captured_at);
         match scan.drop_into(dir, &scan_id, side.as_ref(), Some(d.at)) {
             Ok(_) if Instant::now() > d.at + LATE => {
-                note(&|t| t.late_scan());
+                note(&|t| t.late_scan(line_id, d.seq));
                 tracing::debug!(line = %line_id, seq = d.seq, late_ms = (Instant::now() - d.at).as_millis() as u64, rendered_late, "demo: a late scan");
                 if !warned && sidecar != Sidecar::Waybill {
                     warned = true;
@@ -528,6 +537,7 @@ mod tests {
             scanner: xraygen::Scanner::Small,
             dir: dir.to_path_buf(),
             truth: truth.clone(),
+            ready: std::sync::mpsc::channel().0,
         };
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
