@@ -403,8 +403,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                     .collect();
                 println!("reasons: {}", reasons.join(", "));
                 println!(
-                    "joins: {} wrong, {} parcels to manual inspection unjoined",
-                    summary.wrong_joins, summary.unjoined_manual
+                    "joins: {} records checked, {} wrong, {} parcels to manual inspection unjoined; {} scans late",
+                    summary.joins_checked, summary.wrong_joins, summary.unjoined_manual, summary.scans_late
                 );
             }
             Ok(())

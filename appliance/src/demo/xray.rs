@@ -378,7 +378,7 @@ fn drop_scans(
                 tracing::debug!(line = %line_id, seq = d.seq, late_ms = (Instant::now() - d.at).as_millis() as u64, rendered_late, "demo: a late scan");
                 if !warned && sidecar != Sidecar::Waybill {
                     warned = true;
-                    tracing::warn!(line = %line_id, "demo: this computer renders the X-ray scans too slowly for the rate: they complete late, and joined by time a late scan can go to the next parcel (counted in wrong_joins); lower --rate or --lines, or use a smaller --scanner");
+                    tracing::warn!(line = %line_id, "demo: a scan completed late: this computer is too busy to keep the simulated X-ray machines on time, and joined by time a late scan can go to the next parcel (counted in wrong_joins, scans_late counts them); lower --rate or --lines, or use a smaller --scanner");
                 }
             }
             Ok(_) => {}
