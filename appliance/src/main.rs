@@ -71,6 +71,16 @@ enum Command {
         /// a temporary one.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// What the X-ray machines write beside each image: a sidecar naming the waybill,
+        /// one with only the capture time, or none (the line then joins by time); `mix` is a
+        /// site's fleet: line 1's machine names the waybill, lines 2, 4, 6, 8 give the time,
+        /// lines 3, 5, 7 nothing.
+        #[arg(long, value_enum, default_value_t = screenline::demo::Sidecars::Mix)]
+        sidecars: screenline::demo::Sidecars,
+        /// The X-ray machines' profile: `small` writes one pseudo-colour PNG per scan, the
+        /// line-sized `6550` and `100100` a 16-bit dual-energy pair NAME.high.png + NAME.low.png.
+        #[arg(long, value_enum, default_value_t = ScannerProfile::Small)]
+        scanner: ScannerProfile,
     },
     /// Configuration tools.
     Config {
@@ -233,14 +243,51 @@ enum ModelCommand {
 #[derive(Subcommand)]
 enum DatasetCommand {
     /// Writes a labelled synthetic X-ray dataset.
+    ///
+    /// Without `--scanner`: pseudo-colour PNGs and labels.csv, as the reference model was
+    /// trained on. With `--scanner`: that machine's scans and boxes.csv (one row per lot of
+    /// goods) beside labels.csv; the line-sized profiles write 16-bit pairs.
     Generate {
+        /// The dataset folder (created if missing).
         #[arg(long)]
         out: PathBuf,
+        /// How many scans.
         #[arg(long)]
         count: usize,
+        /// Seed: the same seed writes the same dataset.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// The simulated X-ray machine (see models/xraygen/PROFILES.md).
+        #[arg(long, value_enum)]
+        scanner: Option<ScannerProfile>,
+        /// With a line-sized `--scanner`, also write each scan's pseudo-colour image
+        /// (images/NNNNNN.png beside the pair).
+        #[arg(long, requires = "scanner")]
+        pseudo_colour: bool,
     },
+}
+
+/// A simulated X-ray machine, by the key `xraygen` gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ScannerProfile {
+    /// Small pseudo-colour scans, 224–288 px a side (the reference model's).
+    Small,
+    /// A 650 × 500 mm tunnel: 812 px across the belt, 16-bit dual-energy pairs.
+    #[value(name = "6550")]
+    S6550,
+    /// A 1000 × 1000 mm tunnel: 1250 px across the belt, 16-bit dual-energy pairs.
+    #[value(name = "100100")]
+    S100100,
+}
+
+impl From<ScannerProfile> for xraygen::Scanner {
+    fn from(p: ScannerProfile) -> xraygen::Scanner {
+        match p {
+            ScannerProfile::Small => xraygen::Scanner::Small,
+            ScannerProfile::S6550 => xraygen::Scanner::S6550,
+            ScannerProfile::S100100 => xraygen::Scanner::S100100,
+        }
+    }
 }
 
 fn init_logging(quiet: bool) {
@@ -304,6 +351,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             realistic,
             wave,
             data,
+            sidecars,
+            scanner,
         } => {
             if !(rate > 0.0 && rate <= 100.0) {
                 bail!(
@@ -335,7 +384,11 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 data_dir: data,
                 peer_sightings_per_s: 0.0,
             };
-            let summary = runtime()?.block_on(screenline::demo::run(opts, json))?;
+            let machines = screenline::demo::XrayMachines {
+                sidecars,
+                scanner: scanner.into(),
+            };
+            let summary = runtime()?.block_on(screenline::demo::run_with(opts, machines, json))?;
             if json {
                 println!("{}", serde_json::to_string(&summary)?);
             } else {
@@ -349,6 +402,10 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                     .map(|(code, n)| format!("{code} {n}"))
                     .collect();
                 println!("reasons: {}", reasons.join(", "));
+                println!(
+                    "joins: {} records checked, {} wrong, {} parcels to manual inspection unjoined; {} scans late",
+                    summary.joins_checked, summary.wrong_joins, summary.unjoined_manual, summary.scans_late
+                );
             }
             Ok(())
         }
@@ -453,13 +510,42 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 },
         } => user_add(&name, role, &config, data),
         Command::Dataset {
-            command: DatasetCommand::Generate { out, count, seed },
+            command:
+                DatasetCommand::Generate {
+                    out,
+                    count,
+                    seed,
+                    scanner,
+                    pseudo_colour,
+                },
         } => {
             let bar = progress_bar(count, "generating");
-            xraygen::write_dataset(&out, count, seed, |done, _| bar.set_position(done as u64))
-                .with_context(|| format!("writing the dataset to {}", out.display()))?;
+            let progress = |done: usize, _| bar.set_position(done as u64);
+            let written = match scanner {
+                None => xraygen::write_dataset(&out, count, seed, progress)
+                    .map(|()| "images and labels.csv".to_owned()),
+                Some(profile) => {
+                    let scanner = xraygen::Scanner::from(profile);
+                    let options = xraygen::DatasetOptions {
+                        scanner,
+                        pseudo_colour,
+                    };
+                    xraygen::write_dataset_with(&out, count, seed, options, progress).map(|()| {
+                        format!(
+                            "{} scans{}, labels.csv and boxes.csv",
+                            scanner.key(),
+                            if scanner.writes_pairs() {
+                                " (16-bit pairs)"
+                            } else {
+                                ""
+                            }
+                        )
+                    })
+                }
+            }
+            .with_context(|| format!("writing the dataset to {}", out.display()))?;
             bar.finish_and_clear();
-            eprintln!("{count} images and labels.csv written to {}", out.display());
+            eprintln!("{count} {written} written to {}", out.display());
             Ok(())
         }
         Command::Model {

@@ -8,8 +8,16 @@
 //! the one broker, the lines spread over them, and a site key: they share pseudonymous
 //! sightings, so that a sender spreading parcels over their lines is caught as a split
 //! shipment (`report/sightings.rs`).
+//!
+//! The X-ray machines ([`xray`]) are those of a real site: most do not know the waybill
+//! ([`Sidecars`]), and line-sized ones write 16-bit pairs. The demo knows which scan it made
+//! of which parcel ([`truth`]) and, after the run, counts every join the line got wrong.
 
 pub mod traffic;
+pub mod truth;
+pub mod xray;
+
+pub use xray::{Sidecar, Sidecars, IMAGE_DELAY};
 
 use crate::app::Appliance;
 use crate::config::{
@@ -50,6 +58,16 @@ pub struct DemoOptions {
     pub peer_sightings_per_s: f64,
 }
 
+/// The demo's X-ray machines (`--sidecars`, `--scanner`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XrayMachines {
+    /// Which sidecars they write.
+    pub sidecars: Sidecars,
+    /// What machine each line has: `Small` writes one pseudo-colour image per scan, the
+    /// line-sized profiles 16-bit dual-energy pairs.
+    pub scanner: xraygen::Scanner,
+}
+
 /// The simulated peers that publish [`DemoOptions::peer_sightings_per_s`], each well within
 /// the default per-peer rate.
 const SIMULATED_PEERS: [&str; 4] = ["peer-01", "peer-02", "peer-03", "peer-04"];
@@ -69,6 +87,18 @@ pub struct Summary {
     pub decision_latency: Latency,
     /// Peers' sightings the appliances folded into their split-shipment ledgers.
     pub sightings_folded: u64,
+    /// Stored records of this run held against what the demo knows it put on the belt.
+    pub joins_checked: u64,
+    /// Stored records that carry another parcel's scan or waybill, against what the demo
+    /// knows it put on the belt ([`truth::Truth::audit`]).
+    pub wrong_joins: u64,
+    /// Parcels sent to manual inspection as `no_read` or `no_image` although their code was
+    /// read and their scan written: their read and scan could not be joined safely.
+    pub unjoined_manual: u64,
+    /// Scans the demo's X-ray generator completed over 50 ms after their due time (this
+    /// computer could not render them in time), which a real machine does not do: joined by
+    /// time, a late scan can look like the next parcel's and make a wrong join.
+    pub scans_late: u64,
 }
 
 /// Decision latency figures, in microseconds.
@@ -88,6 +118,8 @@ struct SimLine {
     reader: Pty,
     controller: Pty,
     emulator: Arc<Mutex<LineEmulator>>,
+    /// The emulator's events, until the line's X-ray machine takes them.
+    events: Option<std::sync::mpsc::Receiver<screenline_emulator::LineEvent>>,
     xray_dir: PathBuf,
 }
 
@@ -136,9 +168,19 @@ dynamic_filters = true
     Ok(format!("mqtt://127.0.0.1:{port}"))
 }
 
-/// Runs the demo; returns its summary (after Ctrl-C, or after `parcels` are decided and
-/// every report acknowledged).
+/// Runs the demo with the default X-ray machines ([`XrayMachines::default`]: a mixed fleet
+/// of small scanners); returns its summary.
 pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
+    run_with(opts, XrayMachines::default(), quiet).await
+}
+
+/// Runs the demo with `machines` on its lines; returns its summary (after Ctrl-C, or after
+/// `parcels` are decided and every report acknowledged).
+pub async fn run_with(
+    opts: DemoOptions,
+    machines: XrayMachines,
+    quiet: bool,
+) -> anyhow::Result<Summary> {
     let root = std::env::temp_dir().join(format!(
         "screenline-demo-{}-{}",
         std::process::id(),
@@ -161,8 +203,11 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
         let id = format!("L{}", k + 1);
         let reader = Pty::open().context("opening the reader pseudo-terminal")?;
         let controller = Pty::open().context("opening the controller pseudo-terminal")?;
-        let emulator = LineEmulator::start(controller.master()?, belt.clone())
+        let mut emulator = LineEmulator::start(controller.master()?, belt.clone())
             .context("starting the line-controller emulator")?;
+        let events = emulator
+            .take_events()
+            .context("the line-controller emulator's events")?;
         let xray_dir = root.join(format!("xray-{id}"));
         std::fs::create_dir_all(&xray_dir)?;
         lines.push(SimLine {
@@ -170,9 +215,18 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             reader,
             controller,
             emulator: Arc::new(Mutex::new(emulator)),
+            events: Some(events),
             xray_dir,
         });
     }
+    // Three quarters of the time between two parcels at the photo-eye (at most 150 and 200
+    // ms, as on a slow line). A read or image off by under a quarter of that spacing has its
+    // own parcel alone in the window; off by more, up to the window, its neighbour too, so it
+    // joins neither (manual inspection); only one off by more than the window could join a
+    // neighbour alone. A wide window is what keeps a loaded line from joining wrong.
+    let spacing_ms = (1000.0 / opts.rate) as u64;
+    let (read_window_ms, image_window_ms) =
+        ((spacing_ms * 3 / 4).min(150), (spacing_ms * 3 / 4).min(200));
 
     let watchlist = root.join("watchlist.json");
     std::fs::write(&watchlist, traffic::watchlist(opts.seed).to_string())?;
@@ -273,9 +327,9 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
                 // Leave a quarter of the belt time for screening a parcel whose read or
                 // image never came.
                 join_window_ms: 1500.min(deadline_ms * 3 / 4),
-                read_window_ms: 150,
+                read_window_ms,
                 image_delay_ms: IMAGE_DELAY.as_millis() as u64,
-                image_window_ms: 200,
+                image_window_ms,
                 decision_deadline_ms: deadline_ms,
                 // The simulated belt's geometry, sent to its controller as a technician's
                 // configuration would be.
@@ -291,6 +345,7 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             .collect(),
     };
     let configs: Vec<Config> = (0..fleet).map(config_of).collect();
+    let data_dirs: Vec<PathBuf> = configs.iter().map(|c| c.data_dir.clone()).collect();
     let topic_root = configs[0].topic_root();
     // Console users for this run, with fresh passwords (printed below), on every appliance.
     let mut logins = Vec::new();
@@ -365,19 +420,37 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
         );
     }
 
-    let feeders: Vec<_> = lines
-        .iter()
-        .enumerate()
-        .map(|(k, l)| feed_line(k, l, &opts, longest_mm))
-        .collect::<anyhow::Result<_>>()?;
+    let truth = Arc::new(Mutex::new(truth::Truth::default()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let handles: Vec<_> = feeders
-        .into_iter()
-        .map(|f| {
-            let stop = stop.clone();
-            std::thread::spawn(move || f.run(&stop))
-        })
-        .collect();
+    // Records of this run only (a kept store has earlier runs' too).
+    let run_started = SystemTime::now();
+    let mut handles = Vec::new();
+    for (k, l) in lines.iter_mut().enumerate() {
+        let (placed_tx, placed) = std::sync::mpsc::channel();
+        let (ready, warmed_up) = std::sync::mpsc::channel();
+        let machine = xray::Machine {
+            line_id: l.id.clone(),
+            line: k,
+            mix: opts.mix,
+            seed: opts.seed,
+            count: opts.parcels,
+            events: l
+                .events
+                .take()
+                .context("the line's events are taken once")?,
+            placed,
+            sidecar: machines.sidecars.for_line(k),
+            scanner: machines.scanner,
+            dir: l.xray_dir.clone(),
+            truth: truth.clone(),
+            ready,
+        };
+        let feeder = feed_line(k, l, &opts, longest_mm, placed_tx, warmed_up)?;
+        let s = stop.clone();
+        handles.push(std::thread::spawn(move || machine.run(&s)));
+        let s = stop.clone();
+        handles.push(std::thread::spawn(move || feeder.run(&s)));
+    }
 
     let target = opts.parcels.map(|n| n * lines.len() as u64);
     // A kept store (`--data`) brings its counts along: this run counts from here, summed over
@@ -443,7 +516,7 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             .max()
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
     };
-    let summary = Summary {
+    let mut summary = Summary {
         parcels: count(Counter::ParcelsDecided),
         cleared: count(Counter::Decided(Decision::Clear)),
         flagged: count(Counter::Decided(Decision::Flag)),
@@ -462,12 +535,36 @@ pub async fn run(opts: DemoOptions, quiet: bool) -> anyhow::Result<Summary> {
             budget_us: (deadline_ms * 1000).saturating_sub(IMAGE_DELAY.as_micros() as u64),
             late: count(Counter::DecisionsLate),
         },
+        joins_checked: 0,
+        wrong_joins: 0,
+        unjoined_manual: 0,
+        scans_late: 0,
     };
     if let Some(p) = peers {
         p.abort();
     }
     for a in appliances {
         a.stop().await;
+    }
+    // The stores are closed now: what the line joined, against what the demo put on it.
+    let audit = {
+        let truth = truth.clone();
+        tokio::task::spawn_blocking(move || audit_joins(&truth, &data_dirs, run_started))
+            .await
+            .context("checking the joins")??
+    };
+    summary.scans_late = truth.lock().unwrap_or_else(|e| e.into_inner()).late_scans();
+    (
+        summary.joins_checked,
+        summary.wrong_joins,
+        summary.unjoined_manual,
+    ) = (audit.checked, audit.wrong_joins, audit.unjoined_manual);
+    if audit.checked != summary.parcels {
+        tracing::warn!(
+            records = audit.checked,
+            parcels = summary.parcels,
+            "demo: not every decided parcel's record was checked against the truth"
+        );
     }
     for l in lines {
         if let Ok(m) = Arc::try_unwrap(l.emulator) {
@@ -563,8 +660,10 @@ struct Feeder {
     count: Option<u64>,
     reader: std::fs::File,
     emulator: Arc<Mutex<LineEmulator>>,
-    xray_dir: PathBuf,
-    line_id: String,
+    /// The line's X-ray machine, told of each parcel before it goes on the belt.
+    xray: std::sync::mpsc::Sender<xray::Placed>,
+    /// Says when the machine has its first scans rendered.
+    xray_ready: std::sync::mpsc::Receiver<()>,
 }
 
 /// Real screening lines run at 2 to 3 m/s.
@@ -598,7 +697,14 @@ fn belt_for(rate: f64) -> anyhow::Result<(BeltConfig, u32)> {
     ))
 }
 
-fn feed_line(k: usize, l: &SimLine, opts: &DemoOptions, longest_mm: u32) -> anyhow::Result<Feeder> {
+fn feed_line(
+    k: usize,
+    l: &SimLine,
+    opts: &DemoOptions,
+    longest_mm: u32,
+    xray: std::sync::mpsc::Sender<xray::Placed>,
+    xray_ready: std::sync::mpsc::Receiver<()>,
+) -> anyhow::Result<Feeder> {
     Ok(Feeder {
         longest_mm,
         line: k,
@@ -608,16 +714,15 @@ fn feed_line(k: usize, l: &SimLine, opts: &DemoOptions, longest_mm: u32) -> anyh
         count: opts.parcels,
         reader: l.reader.master()?,
         emulator: l.emulator.clone(),
-        xray_dir: l.xray_dir.clone(),
-        line_id: l.id.clone(),
+        xray,
+        xray_ready,
     })
 }
 
-/// How long after the photo-eye the X-ray machine finishes its image.
-const IMAGE_DELAY: Duration = Duration::from_millis(300);
-
 impl Feeder {
     fn run(mut self, stop: &std::sync::atomic::AtomicBool) {
+        // The belt starts once the X-ray machine is warmed up (or has given up).
+        let _ = self.xray_ready.recv_timeout(Duration::from_secs(30));
         let period = Duration::from_secs_f64(1.0 / self.rate.max(0.01));
         let start = Instant::now();
         let mut n = 0u64;
@@ -633,27 +738,28 @@ impl Feeder {
                     tracing::warn!(error = %e, "demo reader write failed");
                 }
             }
+            // The machine hears of the parcel first: it scans it when the photo-eye sees it.
+            let placed = xray::Placed {
+                n,
+                waybill: p.waybill_no.clone(),
+                read: p.reader_record.is_some(),
+                at: Instant::now(),
+            };
+            if self.xray.send(placed).is_err() {
+                tracing::warn!("demo: the X-ray machine stopped");
+            }
             self.emulator
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .place_parcel(p.length_mm.min(self.longest_mm));
-            if let Some((spec, image_seed)) = p.image {
-                let scan_id = format!("{}-{:07}", self.line_id, n);
-                let dir = self.xray_dir.clone();
-                let waybill = p.waybill_no.clone();
-                std::thread::spawn(move || {
-                    std::thread::sleep(IMAGE_DELAY);
-                    if let Err(e) = write_scan(&dir, &scan_id, &waybill, spec, image_seed) {
-                        tracing::warn!(error = %e, "demo X-ray write failed");
-                    }
-                });
-            }
             n += 1;
         }
     }
 }
 
-/// Writes one scan as an X-ray machine would: the sidecar, then the image renamed into place.
+/// Writes one scan as an X-ray machine that knows the waybill would: the sidecar naming
+/// `waybill`, then the pseudo-colour image renamed into place ([`xray::EncodedScan`] writes
+/// the other kinds).
 pub fn write_scan(
     dir: &Path,
     scan_id: &str,
@@ -661,16 +767,41 @@ pub fn write_scan(
     spec: xraygen::ParcelSpec,
     seed: u64,
 ) -> anyhow::Result<()> {
-    let scan = xraygen::render(spec, seed);
-    let sidecar = serde_json::json!({
-        "captured_at": crate::time_fmt::format(SystemTime::now()),
-        "waybill": waybill,
-    });
-    std::fs::write(dir.join(format!("{scan_id}.json")), sidecar.to_string())?;
-    let tmp = dir.join(format!(".{scan_id}.png.part"));
-    scan.rgb.save_with_format(&tmp, image::ImageFormat::Png)?;
-    std::fs::rename(&tmp, dir.join(format!("{scan_id}.png")))?;
+    let sidecar = Sidecar::Waybill.content(waybill, SystemTime::now());
+    xray::EncodedScan::render(xraygen::Scanner::Small, spec, seed)?.drop_into(
+        dir,
+        scan_id,
+        sidecar.as_ref(),
+        None,
+    )?;
     Ok(())
+}
+
+/// Reads this run's records (entered from `since` on) from the stores in `data_dirs`, closed
+/// by now, and holds them against `truth`.
+fn audit_joins(
+    truth: &Mutex<truth::Truth>,
+    data_dirs: &[PathBuf],
+    since: SystemTime,
+) -> anyhow::Result<truth::JoinAudit> {
+    let mut records = Vec::new();
+    for dir in data_dirs {
+        let store = crate::store::Store::open(dir).with_context(|| {
+            format!(
+                "reopening the demo's store {} to check its joins",
+                dir.display()
+            )
+        })?;
+        records.extend(
+            store
+                .latest_records(usize::MAX, usize::MAX, |r| r.entered_at >= since)
+                .with_context(|| format!("reading the records in {}", dir.display()))?,
+        );
+    }
+    Ok(truth
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .audit(&records))
 }
 
 /// A thresholds command signed by the demo's regulator key: a lower counterfeit threshold
