@@ -101,9 +101,12 @@ enum Command {
         /// The waybill record (as the reader sends it: a bare number or JSON).
         #[arg(long)]
         waybill: Option<PathBuf>,
-        /// The X-ray image.
+        /// The X-ray image (the high-energy half of a dual-energy pair).
         #[arg(long)]
         image: Option<PathBuf>,
+        /// The low-energy half of a dual-energy pair (16-bit grey).
+        #[arg(long, requires = "image")]
+        low_energy: Option<PathBuf>,
         /// The model folder (default: the bundled reference model).
         #[arg(long)]
         model: Option<PathBuf>,
@@ -237,6 +240,13 @@ enum ModelCommand {
         /// Also draw the confusion matrix into this PNG file.
         #[arg(long)]
         plot: Option<PathBuf>,
+        /// Also draw the first scans with their labelled boxes and the model's detections,
+        /// as NNN.png files in this folder.
+        #[arg(long)]
+        draw: Option<PathBuf>,
+        /// How many scans `--draw` draws.
+        #[arg(long, default_value_t = 8, requires = "draw")]
+        draw_count: usize,
     },
 }
 
@@ -428,11 +438,13 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Screen {
             waybill,
             image,
+            low_energy,
             model,
             config,
             data,
         } => {
-            let verdict = screenline::offline::screen_files(waybill, image, model, config, data)?;
+            let verdict =
+                screenline::offline::screen_files(waybill, image, low_energy, model, config, data)?;
             println!("{}", serde_json::to_string_pretty(&verdict)?);
             Ok(())
         }
@@ -555,8 +567,16 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                     dataset,
                     json,
                     plot,
+                    draw,
+                    draw_count,
                 },
-        } => model_eval(&model, &dataset, json, plot.as_deref()),
+        } => model_eval(
+            &model,
+            &dataset,
+            json,
+            plot.as_deref(),
+            draw.as_deref().map(|d| (d, draw_count)),
+        ),
     }
 }
 
@@ -581,6 +601,7 @@ fn model_eval(
     dataset: &std::path::Path,
     json: bool,
     plot: Option<&std::path::Path>,
+    draw: Option<(&std::path::Path, usize)>,
 ) -> anyhow::Result<()> {
     use screenline::screen::eval;
     use screenline::screen::model::{init_runtime, Model};
@@ -594,6 +615,10 @@ fn model_eval(
     if let Some(path) = plot {
         eval::plot_confusion(&report, path)?;
     }
+    let drawn = match draw {
+        Some((dir, count)) => eval::draw_scans(&mut model, dataset, count, dir)?,
+        None => Vec::new(),
+    };
     if json {
         /// The report, with what was evaluated on what.
         #[derive(serde::Serialize)]
@@ -623,6 +648,9 @@ fn model_eval(
         print!("{}", eval::render_text(&report));
         if let Some(path) = plot {
             println!("confusion matrix plot: {}", path.display());
+        }
+        for path in drawn {
+            println!("drawn: {}", path.display());
         }
     }
     Ok(())

@@ -20,12 +20,14 @@ pub struct Verdict {
     pub image_sha256: Option<String>,
 }
 
-/// Screens the waybill record (a reader's JSON payload) and image files given, with the
+/// Screens the waybill record (a reader's JSON payload) and image files given (one image,
+/// or with `low_energy` a dual-energy pair whose high half is `image`), with the
 /// model and rules of `config` (or the bundled model and default rules); with `data`, with
 /// that store's keys and split-shipment ledger.
 pub fn screen_files(
     waybill: Option<PathBuf>,
     image: Option<PathBuf>,
+    low_energy: Option<PathBuf>,
     model: Option<PathBuf>,
     config: Option<PathBuf>,
     data: Option<PathBuf>,
@@ -95,7 +97,7 @@ pub fn screen_files(
                 .into(),
             path: image,
             completed: std::time::Instant::now(),
-            low_energy: None,
+            low_energy,
             waybill: waybill.as_ref().map(|w| w.waybill.clone()),
             captured_at: now,
         }),

@@ -301,7 +301,7 @@ def main() -> int:
                 loss.backward()
                 opt.step()
                 sched.step()
-                sums += [float(v) for v in (l_hm, l_wh, l_off, l_icf, l_parcel)]
+                sums += [float(v.detach()) for v in (l_hm, l_wh, l_off, l_icf, l_parcel)]
                 n += 1
         s = sums / max(n, 1)
         log(f"epoch {epoch + 1}/{args.epochs}: heat {s[0]:.3f} size {s[1]:.3f} offset {s[2]:.3f} "
