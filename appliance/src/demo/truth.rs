@@ -159,11 +159,7 @@ mod tests {
         r.seq = seq;
         r.waybill = waybill.map(|w| WaybillNo::parse(w).expect("a waybill"));
         r.image_sha256 = sha.map(str::to_owned);
-        let code = |c: ReasonCode| Reason {
-            code: c,
-            zh: String::new(),
-            en: String::new(),
-        };
+        let code = |c: ReasonCode| Reason::new(c, "", "");
         if waybill.is_none() {
             r.reasons.push(code(ReasonCode::NoRead));
         }

@@ -501,7 +501,7 @@ fn expected(manifest: &Manifest, variant: usize) -> (Expected<'_>, Vec<Expected<
 /// How one variant's input is made.
 enum Prep {
     /// Schema 1: antialiased bilinear resize of the pseudo-colour image, normalised.
-    Normalised(Preprocessor),
+    Normalised(Box<Preprocessor>),
     /// Schema 2: the channels of [`super::channels`], area-resized (the graph normalises).
     Area(Option<AreaResize>),
 }
@@ -623,7 +623,7 @@ impl Model {
                     }
                     let prep = Preprocessor::new(i)
                         .map_err(|why| mismatch(&onnx_path, format!("manifest input: {why}")))?;
-                    (i.width, i.height, Prep::Normalised(prep))
+                    (i.width, i.height, Prep::Normalised(Box::new(prep)))
                 }
                 Manifest::V2(m) => {
                     let i = &m.variants[k].input;
