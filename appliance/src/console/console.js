@@ -1,10 +1,76 @@
-// Screenline console: live updates over server-sent events, and the X-ray zoom.
-// Pages work without it; this only keeps them current.
+// Screenline console: live updates over server-sent events, the page's one key map, and
+// the X-ray viewer (viewer.js). Pages work without it; this only keeps them current and
+// puts every action one key away.
 "use strict";
 (function () {
   const wordsEl = document.getElementById("words");
   const W = wordsEl ? JSON.parse(wordsEl.textContent) : {};
 
+  // What each action does on this page; an action without a handler leaves its key alone.
+  const actions = {};
+
+  // ---- The viewer.
+  const section = document.getElementById("viewer");
+  if (section && window.ScreenlineViewer) mountViewer(section);
+
+  function mountViewer(el) {
+    const v = window.ScreenlineViewer.mount(el);
+    const stage = el.querySelector(".stage");
+    if (stage) stage.focus();
+    return v;
+  }
+  window.screenlineMountViewer = mountViewer;
+
+  for (const tool of ["colour", "grey", "negative", "high", "low", "organic", "inorganic", "edges", "zoom-in", "zoom-out", "reset", "boxes"]) {
+    actions["tool:" + tool] = () => {
+      const v = window.screenlineViewer;
+      if (!v || !document.body.contains(v.section)) return false;
+      v.use(tool);
+      return true;
+    };
+  }
+
+  // ---- A parcel page's review form: confirm, clear, note.
+  const click = sel => () => {
+    const el = document.querySelector(sel);
+    if (!el) return false;
+    el.click();
+    return true;
+  };
+  if (document.getElementById("review")) {
+    actions["judge:confirm"] = click("#review [data-judge=confirm]");
+    actions["judge:clear"] = click("#review [data-judge=clear]");
+    actions["judge:note"] = () => {
+      const note = document.querySelector("#review [data-judge=note]");
+      if (!note) return false;
+      note.focus();
+      return true;
+    };
+  }
+  window.screenlineActions = actions;
+
+  // ---- The key map (pages.rs, KEYMAP): one key, one action, on every page.
+  const KEYS = W.keys || {};
+  const typing = t => t && (t.tagName === "TEXTAREA" || t.tagName === "SELECT" ||
+    (t.tagName === "INPUT" && !["button", "submit", "checkbox", "radio"].includes(t.type)));
+  document.addEventListener("keydown", ev => {
+    if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.isComposing) return;
+    if (typing(ev.target)) {
+      // Escape leaves a text field, so that the keys work again.
+      if (ev.key === "Escape") {
+        ev.target.blur();
+        const stage = document.querySelector("#viewer .stage");
+        if (stage) stage.focus();
+        ev.preventDefault();
+      }
+      return;
+    }
+    const key = ev.key.length === 1 ? ev.key.toLowerCase() : ev.key;
+    const action = actions[KEYS[key]];
+    if (action && action() !== false) ev.preventDefault();
+  });
+
+  // ---- Live updates.
   // The outcomes the line controller reports; anything else is still on the belt.
   const OUTCOMES = ["passed", "diverted", "fail-safe"];
 
@@ -47,7 +113,4 @@
       });
     });
   }
-
-  const xray = document.getElementById("xray");
-  if (xray) xray.addEventListener("click", () => xray.classList.toggle("zoomed"));
 })();

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod i18n;
 mod pages;
 mod snapshot;
+mod viewer;
 
 use crate::domain::Decision;
 use crate::record::Record;
@@ -503,6 +504,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/logout", post(logout))
         .route("/lang", get(switch_lang))
         .route("/static/console.js", get(script))
+        .route("/static/viewer.js", get(viewer_script))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -510,6 +512,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/flagged", get(flagged_page))
         .route("/parcel/{id}", get(parcel_page))
         .route("/parcel/{id}/image", get(parcel_image))
+        .route("/parcel/{id}/pixels", get(parcel_pixels))
         .route("/parcel/{id}/review", post(review))
         .route("/search", get(search_page))
         .route("/events", get(events))
@@ -598,15 +601,24 @@ pub async fn serve(
     }
 }
 
-async fn script() -> Response {
+/// A script of the console's, revalidated on every use.
+fn javascript(text: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        include_str!("console.js"),
+        text,
     )
         .into_response()
+}
+
+async fn script() -> Response {
+    javascript(include_str!("console.js"))
+}
+
+async fn viewer_script() -> Response {
+    javascript(include_str!("viewer.js"))
 }
 
 #[derive(Deserialize)]
@@ -999,6 +1011,46 @@ async fn parcel_image(
         }
         // Evicted by retention or the disk budget.
         Err(_) => StatusCode::GONE.into_response(),
+    }
+}
+
+/// A kept scan's pixels for the viewer ([`viewer`]): 16-bit for a pair, never cached.
+async fn parcel_pixels(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let _ctx = viewer!(c, headers, Role::Operator, "/api/pixels");
+    let Some((record, _)) = record_and_reviews(&c, &id).await else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let files = record.image_files();
+    if files.is_empty() {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    match tokio::task::spawn_blocking(move || viewer::Pixels::load(&files)).await {
+        Ok(Ok(pixels)) => (
+            [
+                (header::CONTENT_TYPE, viewer::CONTENT_TYPE),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            pixels.encode(),
+        )
+            .into_response(),
+        // Evicted by retention or the disk budget.
+        Ok(Err(viewer::PixelError::Gone)) => StatusCode::GONE.into_response(),
+        Ok(Err(viewer::PixelError::Unreadable(why))) => {
+            tracing::error!(record = %id, error = %why, "a kept scan cannot be decoded for the viewer");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the kept scan cannot be decoded",
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(record = %id, error = %e, "the pixel decoder stopped");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
     }
 }
 

@@ -67,6 +67,7 @@ async fn fixture_with(tag: &str, console: &str) -> Fixture {
             counts: Vec::new(),
         }])
         .expect("commit");
+    commit_pair(&store, &dir);
     let store = crate::store::owner::StoreHandle::start(store, &dir).expect("store thread");
     let telemetry = Arc::new(Telemetry::default());
     // The real model and rules: the Model page shows and swaps what the line screens with.
@@ -111,6 +112,51 @@ async fn fixture_with(tag: &str, console: &str) -> Fixture {
         console,
         sightings,
     }
+}
+
+/// A manual parcel whose kept scan is a dual-energy pair, with two boxes from a detector.
+const PAIR_RECORD: &str = "0001763856001000-L1-8";
+
+/// The pair's high half: a gradient, so that every pixel differs.
+fn pair_high() -> image::ImageBuffer<image::Luma<u16>, Vec<u16>> {
+    image::ImageBuffer::from_fn(6, 4, |x, y| {
+        image::Luma([65535 - (x * 4 + y) as u16 * 2000])
+    })
+}
+
+fn commit_pair(store: &Store, dir: &std::path::Path) {
+    let images = dir.join("images");
+    pair_high()
+        .save(images.join(format!("{PAIR_RECORD}.high.png")))
+        .expect("high");
+    image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(6, 4, |x, y| {
+        image::Luma([60000 - (x * 4 + y) as u16 * 2400])
+    })
+    .save(images.join(format!("{PAIR_RECORD}.low.png")))
+    .expect("low");
+    let record = json!({
+        "record_id": PAIR_RECORD, "line_id": "L1", "seq": 8, "waybill": null,
+        "entered_at": "2026-11-23T08:00:01.000Z",
+        "screened_at": "2026-11-23T08:00:02.000Z", "decision": "manual",
+        "reasons": [{"code": "counterfeit_suspected", "zh": "疑似侵权假冒商品", "en": "suspected counterfeit", "detection": 0}],
+        "sender": null, "declared": null, "recipient": null,
+        "scores": {"category": {"electronics": 0.9}, "counterfeit": 0.6, "detections": [
+            {"category": "electronics", "score": 0.87, "counterfeit": 0.71, "bbox": {"x0": 1.0, "y0": 1.0, "x1": 4.0, "y1": 3.0}},
+            {"category": "bags_leather", "score": 0.4, "counterfeit": 0.1, "bbox": {"x0": 0.0, "y0": 0.0, "x1": 2.0, "y1": 2.0}}
+        ]},
+        "model": {"name": "screenline-det", "version": "0.2.0", "sha256": "00"},
+        "image": images.join(format!("{PAIR_RECORD}.high.png")).display().to_string(),
+    });
+    let record: Record = serde_json::from_value(record).expect("a pair record");
+    store
+        .commit_counted(&[Commit {
+            key: PAIR_RECORD.to_owned(),
+            record,
+            report: None,
+            waybill: None,
+            counts: Vec::new(),
+        }])
+        .expect("commit");
 }
 
 /// The table row of `page` whose `attr` is `value`, up to its `</tr>`.
@@ -238,6 +284,8 @@ const GET_ROUTES: &[(&str, Option<Role>)] = &[
     ("/flagged", Some(Role::Operator)),
     ("/parcel/0001763856000000-L1-7", Some(Role::Operator)),
     ("/parcel/0001763856000000-L1-7/image", Some(Role::Operator)),
+    ("/parcel/0001763856000000-L1-7/pixels", Some(Role::Operator)),
+    ("/static/viewer.js", None),
     ("/search?waybill=SF", Some(Role::Operator)),
     ("/api/parcels", Some(Role::Operator)),
     ("/api/status", Some(Role::Operator)),
@@ -265,7 +313,10 @@ async fn every_route_for_every_role() {
             }
             Some(role) => {
                 // Data (not pages) answers 401 rather than sending a browser to log in.
-                if path.starts_with("/api/") || path.ends_with("/image") {
+                if path.starts_with("/api/")
+                    || path.ends_with("/image")
+                    || path.ends_with("/pixels")
+                {
                     assert_eq!(anon.status, StatusCode::UNAUTHORIZED, "{path}");
                 } else {
                     assert_eq!(anon.status, StatusCode::SEE_OTHER, "{path}");
@@ -1113,4 +1164,105 @@ async fn the_devices_page_shows_the_sites_peers_and_the_sightings_backlog() {
         "{a3}"
     );
     assert!(page.contains("data-sightings=\"backlog\">7<"), "{page}");
+}
+
+/// The viewer's pixels: a pair as its 16-bit values, an image as its colours; only for a
+/// session, never cached; the parcel page carries every tool, its key, and the boxes.
+#[tokio::test]
+async fn the_viewer_gets_the_16_bit_pixels_every_tool_and_the_boxes() {
+    let f = fixture("pixels").await;
+    let (op, _) = f.login("op", "operator password").await;
+    let get_bytes = |path: String, cookie: Option<String>| {
+        let app = f.app.clone();
+        async move {
+            let mut req = Request::builder()
+                .uri(path)
+                .header(header::HOST, "127.0.0.1:8080");
+            if let Some(c) = cookie {
+                req = req.header(header::COOKIE, c);
+            }
+            let res = app
+                .oneshot(req.body(Body::empty()).expect("request"))
+                .await
+                .expect("response");
+            let (parts, body) = res.into_parts();
+            let bytes = axum::body::to_bytes(body, 1 << 20).await.expect("body");
+            (parts.status, parts.headers, bytes.to_vec())
+        }
+    };
+    let (status, headers, bytes) =
+        get_bytes(format!("/parcel/{PAIR_RECORD}/pixels"), Some(op.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    assert_eq!(headers[header::CONTENT_TYPE], viewer::CONTENT_TYPE);
+    assert_eq!(&bytes[..6], b"SLPX\x01\x01");
+    assert_eq!(
+        (
+            u32::from_le_bytes(bytes[8..12].try_into().expect("4")),
+            u32::from_le_bytes(bytes[12..16].try_into().expect("4"))
+        ),
+        (6, 4)
+    );
+    let high: Vec<u16> = bytes[viewer::HEADER..viewer::HEADER + 48]
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    assert_eq!(high, pair_high().into_raw(), "the 16-bit values, exactly");
+    let (status, _, bytes) = get_bytes(format!("/parcel/{RECORD}/pixels"), Some(op.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bytes[5], 2, "a pseudo-colour image");
+    assert_eq!(&bytes[viewer::HEADER..viewer::HEADER + 3], &[200, 120, 40]);
+    let (status, _, _) = get_bytes(format!("/parcel/{PAIR_RECORD}/pixels"), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // The parcel page: every tool a button with its key; the boxes listed.
+    let page = f
+        .get(&format!("/parcel/{PAIR_RECORD}"), Some(&op))
+        .await
+        .body;
+    for (tool, _) in pages::TOOLS {
+        let key = pages::key_for(&format!("tool:{tool}"));
+        assert!(!key.is_empty(), "{tool} has a key");
+        assert!(
+            page.contains(&format!("data-tool=\"{tool}\">")),
+            "{tool} available on a pair: {page}"
+        );
+    }
+    assert!(page.contains("data-kind=\"pair\""), "{page}");
+    assert!(page.contains("data-box=\"1\" class=\"suspect\""), "{page}");
+    assert!(page.contains("\"box\":[1.0,1.0,4.0,3.0]"), "{page}");
+    // On a pseudo-colour image, high and low penetration say why they are not there.
+    let page = f.get(&format!("/parcel/{RECORD}"), Some(&op)).await.body;
+    assert!(page.contains("data-kind=\"rgb\""), "{page}");
+    assert!(
+        page.contains(
+            "data-tool=\"high\" class=\"na\" aria-disabled=\"true\" title=\"高穿透与低穿透不可用"
+        ),
+        "{page}"
+    );
+    assert!(page.contains("id=\"viewer-na\""), "{page}");
+}
+
+/// One key map for the whole console: no key does two things, and every action a page
+/// offers has a key.
+#[test]
+fn no_key_does_two_things() {
+    let mut seen = std::collections::HashMap::new();
+    for k in pages::KEYMAP {
+        assert!(
+            seen.insert(k.key, k.action).is_none(),
+            "{} bound twice",
+            k.key
+        );
+    }
+    for action in [
+        "judge:confirm",
+        "judge:clear",
+        "judge:note",
+        "judge:undo",
+        "queue:next",
+        "alarm:ack",
+    ] {
+        assert!(!pages::key_for(action).is_empty(), "{action}");
+    }
 }

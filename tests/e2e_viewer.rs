@@ -1,0 +1,615 @@
+//! The operator's X-ray workstation in headless Chromium (Debian's package) against the real
+//! `screenline run` on a simulated line and a real Mosquitto: the viewer's tools checked pixel
+//! for pixel against values computed here in Rust from the same 16-bit data, the model's
+//! boxes, zoom and pan. Screenshots land in `target/test-artefacts/e2e_viewer/`; with
+//! `SCREENLINE_SCREENSHOTS=docs/screenshots` they are also written there (the README's).
+
+mod common;
+
+use base64::Engine;
+use common::browser::{Browser, Page};
+use common::rig::Rig;
+use common::*;
+use screenline::console::auth::{Role, Users};
+use screenline::domain::{BBox, Category, Decision, Detection, Reason, ReasonCode, Scores};
+use screenline::record::Record;
+use screenline::store::{Commit, Store};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+type Grey16 = image::ImageBuffer<image::Luma<u16>, Vec<u16>>;
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// The operators' logins.
+const OPERATORS: [(&str, &str); 2] = [
+    ("op1", "operator password 1"),
+    ("op2", "operator password 2"),
+];
+
+/// A line with the real appliance on it, whose store was given `records` before it started.
+struct Station {
+    // Dropped in order: the appliance, then the broker and the folder.
+    rig: Rig,
+    _site: Site,
+    base: String,
+}
+
+impl Station {
+    /// Starts the appliance on a store holding what `prepare` commits, with `extra` appended
+    /// to its configuration.
+    fn start(tag: &str, extra: &str, prepare: impl FnOnce(&Store)) -> Station {
+        let site = Site::start(tag);
+        let data = site.dir.path().join("data");
+        {
+            let store = Store::open(&data).expect("store");
+            prepare(&store);
+        }
+        let users = Users::in_data_dir(&data);
+        for (name, password) in OPERATORS {
+            users.add(name, Role::Operator, password).expect("user");
+        }
+        let rig = Rig::start_with(site.dir.path(), &data, site.port, &[], extra);
+        let base = format!("http://127.0.0.1:{}", rig.console);
+        Station {
+            rig,
+            _site: site,
+            base,
+        }
+    }
+
+    fn stop(mut self) {
+        self.rig.app.stop_cleanly(Duration::from_secs(30));
+    }
+}
+
+/// A record key for a parcel that entered `ago` before now.
+fn record_id(ago: Duration, seq: u32) -> String {
+    let ms = (SystemTime::now() - ago)
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis();
+    format!("{ms:013}-L1-{seq}")
+}
+
+/// Commits a flagged or manual record whose kept scan is `image` (its first file), with
+/// `detections`.
+fn commit(store: &Store, id: &str, decision: Decision, image: PathBuf, detections: Vec<Detection>) {
+    let mut r = Record::example(id, decision);
+    r.line_id = "L1".into();
+    r.seq = id
+        .rsplit('-')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    r.entered_at = SystemTime::now() - Duration::from_secs(60);
+    r.screened_at = SystemTime::now() - Duration::from_secs(59);
+    r.reasons = vec![Reason::new(
+        ReasonCode::CounterfeitSuspected,
+        "疑似侵权假冒商品",
+        "suspected counterfeit",
+    )];
+    r.scores = Some(Scores {
+        category: vec![(Category::Electronics, 0.9)],
+        counterfeit: 0.8,
+        detections,
+    });
+    r.image = Some(image);
+    store
+        .commit_counted(&[Commit {
+            key: id.to_owned(),
+            record: r,
+            report: None,
+            waybill: None,
+            counts: Vec::new(),
+        }])
+        .expect("commit");
+}
+
+/// A dual-energy scan of `category` (an index into xraygen's keys) kept for record `id`,
+/// with the generator's lots as the model's boxes.
+fn keep_pair(
+    store: &Store,
+    id: &str,
+    category: usize,
+    seed: u64,
+) -> (Grey16, Grey16, Vec<Detection>) {
+    let scan = xraygen::render_scan(
+        xraygen::Scanner::Small,
+        xraygen::ParcelSpec {
+            category,
+            counterfeit: true,
+        },
+        seed,
+    );
+    let images = store.images_dir();
+    let high_path = images.join(format!("{id}.high.png"));
+    scan.high.save(&high_path).expect("high");
+    scan.low
+        .save(images.join(format!("{id}.low.png")))
+        .expect("low");
+    let detections: Vec<Detection> = scan
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| Detection {
+            category: Category::from_key(item.category_key()).expect("a category"),
+            score: 0.9 - 0.1 * i as f32,
+            counterfeit: if i == 0 { 0.8 } else { 0.2 },
+            bbox: BBox {
+                x0: item.x0 as f32,
+                y0: item.y0 as f32,
+                x1: item.x1 as f32,
+                y1: item.y1 as f32,
+            },
+        })
+        .collect();
+    commit(store, id, Decision::Flag, high_path, detections.clone());
+    (scan.high, scan.low, detections)
+}
+
+/// Logs `user` in through the login form, landing on `next`.
+fn log_in(page: &mut Page, base: &str, (user, password): (&str, &str), next: &str) {
+    page.goto(&format!("{base}/login?next={next}"));
+    page.wait_for("document.getElementById('user')", LONG, "the login page");
+    page.fill("#user", user);
+    page.fill("#password", password);
+    page.click("form.login button");
+    page.wait_for("location.pathname !== '/login'", LONG, "logged in");
+}
+
+/// Waits until the viewer has painted `record`'s scan.
+fn wait_painted(page: &mut Page, record: &str) {
+    page.wait_for(
+        &format!("document.getElementById('xray') && document.getElementById('xray').dataset.painted === '{record}'"),
+        LONG,
+        "the viewer's first paint",
+    );
+}
+
+/// The viewer's image as the current tool renders it, RGBA at the scan's own size.
+fn layer(page: &mut Page) -> Vec<u8> {
+    let b64 = page.eval(
+        "(() => { const v = window.screenlineViewer; const d = v.layer.getContext('2d').getImageData(0, 0, v.layer.width, v.layer.height).data; let s = ''; for (let i = 0; i < d.length; i += 0x8000) s += String.fromCharCode.apply(null, d.subarray(i, i + 0x8000)); return btoa(s); })()",
+    );
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.as_str().expect("base64"))
+        .expect("decodes")
+}
+
+/// One pixel of the visible canvas (CSS pixels; the headless window's device pixel ratio is 1).
+fn screen_pixel(page: &mut Page, x: f64, y: f64) -> [u8; 3] {
+    let v = page.eval(&format!(
+        "Array.from(document.getElementById('xray').getContext('2d').getImageData({}, {}, 1, 1).data)",
+        x.round(),
+        y.round()
+    ));
+    let c: Vec<u8> = serde_json::from_value(v).expect("rgba");
+    [c[0], c[1], c[2]]
+}
+
+/// Presses a tool's key and waits until the viewer shows that tool.
+fn use_tool(page: &mut Page, key: &str, tool: &str) {
+    page.press(key);
+    page.wait_for(
+        &format!("window.screenlineViewer.tool === '{tool}'"),
+        LONG,
+        &format!("the {tool} tool after {key:?}"),
+    );
+}
+
+/// Saves a screenshot in the artefacts and, with `SCREENLINE_SCREENSHOTS=DIR`, in `DIR`.
+fn shot(page: &mut Page, name: &str) {
+    let path = page.screenshot(name);
+    if let Some(dir) = std::env::var_os("SCREENLINE_SCREENSHOTS") {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
+        std::fs::create_dir_all(&dir).expect("screenshots folder");
+        std::fs::copy(&path, dir.join(format!("{name}.png"))).expect("copy the screenshot");
+    }
+}
+
+// ---- The viewer's formulas, from the README ("The X-ray viewer"), in Rust.
+
+/// A material class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Material {
+    Air,
+    Organic,
+    Mixed,
+    Metal,
+}
+
+fn grey8(v: u16) -> u8 {
+    ((u32::from(v) * 255 + 32767) / 65535) as u8
+}
+
+fn window(v: u16, lo: u32, hi: u32) -> u8 {
+    let v = u32::from(v);
+    if v <= lo {
+        0
+    } else if v >= hi {
+        255
+    } else {
+        ((v - lo) * 255 / (hi - lo)) as u8
+    }
+}
+
+fn attenuation(v: u16) -> f64 {
+    -(f64::from(v.max(1)) / 65535.0).ln()
+}
+
+fn pair_material(high: u16, low: u16) -> Material {
+    let ah = attenuation(high);
+    if ah <= 0.015 {
+        return Material::Air;
+    }
+    let ratio = attenuation(low) / ah.max(1e-3);
+    if ratio < 1.95 {
+        Material::Organic
+    } else if ratio < 2.7 {
+        Material::Mixed
+    } else {
+        Material::Metal
+    }
+}
+
+fn hue_material([r, g, b]: [u8; 3]) -> Material {
+    let (r, g, b) = (f64::from(r), f64::from(g), f64::from(b));
+    let (max, min) = (r.max(g).max(b), r.min(g).min(b));
+    let d = max - min;
+    if d < 24.0 {
+        return Material::Air;
+    }
+    let mut h = if max == r {
+        60.0 * (((g - b) / d) % 6.0)
+    } else if max == g {
+        60.0 * ((b - r) / d + 2.0)
+    } else {
+        60.0 * ((r - g) / d + 4.0)
+    };
+    if h < 0.0 {
+        h += 360.0;
+    }
+    if !(60.0..330.0).contains(&h) {
+        Material::Organic
+    } else if h < 170.0 {
+        Material::Mixed
+    } else {
+        Material::Metal
+    }
+}
+
+fn luminance([r, g, b]: [u8; 3]) -> u8 {
+    ((77 * u32::from(r) + 150 * u32::from(g) + 29 * u32::from(b) + 128) >> 8) as u8
+}
+
+/// 5·centre − the four neighbours, edges repeated, clamped.
+fn sharpened(grey: &[u8], w: usize, h: usize) -> Vec<u8> {
+    let at = |x: isize, y: isize| {
+        let x = x.clamp(0, w as isize - 1) as usize;
+        let y = y.clamp(0, h as isize - 1) as usize;
+        i32::from(grey[y * w + x])
+    };
+    (0..w * h)
+        .map(|i| {
+            let (x, y) = ((i % w) as isize, (i / w) as isize);
+            (5 * at(x, y) - at(x - 1, y) - at(x + 1, y) - at(x, y - 1) - at(x, y + 1)).clamp(0, 255)
+                as u8
+        })
+        .collect()
+}
+
+/// What a tool shows, per pixel (RGB), computed from the scan.
+struct Expected {
+    rgb: Vec<[u8; 3]>,
+    /// Largest difference per channel allowed (floating point on both sides).
+    tolerance: u8,
+}
+
+/// Compares the viewer's layer with `want`: every pixel within the tolerance, but for at
+/// most `outliers` pixels (a material class on the knife's edge of a threshold).
+fn check(tool: &str, got: &[u8], want: &Expected, outliers: usize) {
+    assert_eq!(got.len(), want.rgb.len() * 4, "{tool}: the scan's size");
+    let mut bad = Vec::new();
+    for (i, w) in want.rgb.iter().enumerate() {
+        let g = &got[i * 4..i * 4 + 4];
+        let off = (0..3).any(|c| g[c].abs_diff(w[c]) > want.tolerance);
+        if off || g[3] != 255 {
+            bad.push((i, [g[0], g[1], g[2], g[3]], *w));
+        }
+    }
+    assert!(
+        bad.len() <= outliers,
+        "{tool}: {} of {} pixels differ, e.g. {:?}",
+        bad.len(),
+        want.rgb.len(),
+        &bad[..bad.len().min(5)]
+    );
+}
+
+fn exact(rgb: Vec<[u8; 3]>) -> Expected {
+    Expected { rgb, tolerance: 0 }
+}
+
+fn greys(v: impl Iterator<Item = u8>) -> Vec<[u8; 3]> {
+    v.map(|g| [g, g, g]).collect()
+}
+
+/// Keeps the colour where `keep` holds of the material, else white.
+fn stripped(
+    colour: &[[u8; 3]],
+    materials: &[Material],
+    keep: impl Fn(Material) -> bool,
+) -> Vec<[u8; 3]> {
+    colour
+        .iter()
+        .zip(materials)
+        .map(|(c, m)| if keep(*m) { *c } else { [255, 255, 255] })
+        .collect()
+}
+
+#[test]
+fn every_tool_draws_what_it_says_from_the_16_bit_data_and_the_boxes_where_the_model_put_them() {
+    let shots = artefacts_dir("e2e_viewer");
+    let pair_id = record_id(Duration::from_secs(120), 1);
+    let rgb_id = record_id(Duration::from_secs(110), 2);
+    let mut kept = None;
+    let mut rgb_scan = None;
+    let station = Station::start("viewer-tools", "", |store| {
+        // Auto parts: metal, mixed and organic matter in one scan.
+        kept = Some(keep_pair(store, &pair_id, 6, 11));
+        // A machine that writes pseudo-colour only.
+        let scan = xraygen::render(
+            xraygen::ParcelSpec {
+                category: 6,
+                counterfeit: false,
+            },
+            12,
+        );
+        let path = store.images_dir().join(format!("{rgb_id}.png"));
+        scan.rgb.save(&path).expect("rgb");
+        commit(store, &rgb_id, Decision::Manual, path, Vec::new());
+        rgb_scan = Some(scan.rgb);
+    });
+    let (high, low, detections) = kept.expect("the pair");
+    let browser = Browser::launch(&shots);
+    let mut page = browser.page();
+    page.resize(1366, 768);
+    log_in(
+        &mut page,
+        &station.base,
+        OPERATORS[0],
+        &format!("/parcel/{pair_id}"),
+    );
+    wait_painted(&mut page, &pair_id);
+    shot(&mut page, "viewer-colour");
+
+    let (w, h) = (high.width() as usize, high.height() as usize);
+    let (hv, lv) = (high.as_raw(), low.as_raw());
+    let colour: Vec<[u8; 3]> = xraygen::pseudo_colour(&high, &low)
+        .pixels()
+        .map(|p| p.0)
+        .collect();
+    let materials: Vec<Material> = hv
+        .iter()
+        .zip(lv)
+        .map(|(h, l)| pair_material(*h, *l))
+        .collect();
+    for m in [Material::Organic, Material::Mixed, Material::Metal] {
+        let n = materials.iter().filter(|x| **x == m).count();
+        assert!(n > 50, "the scan shows {m:?} ({n} pixels)");
+    }
+    let grey: Vec<u8> = hv.iter().map(|v| grey8(*v)).collect();
+
+    // The default view is xraygen's pseudo-colour, from the 16-bit pair.
+    let v = page.eval("window.screenlineViewer.tool");
+    assert_eq!(v, "colour");
+    let fuzzy = |rgb| Expected { rgb, tolerance: 1 };
+    check(
+        "colour",
+        &layer(&mut page),
+        &fuzzy(colour.clone()),
+        w * h / 1000,
+    );
+
+    let tools: Vec<(&str, &str, Expected, usize)> = vec![
+        ("g", "grey", exact(greys(grey.iter().copied())), 0),
+        (
+            "v",
+            "negative",
+            exact(greys(grey.iter().map(|g| 255 - g))),
+            0,
+        ),
+        (
+            "h",
+            "high",
+            exact(greys(hv.iter().map(|v| window(*v, 0, 24576)))),
+            0,
+        ),
+        (
+            "l",
+            "low",
+            exact(greys(lv.iter().map(|v| window(*v, 32768, 65535)))),
+            0,
+        ),
+        (
+            "o",
+            "organic",
+            fuzzy(stripped(&colour, &materials, |m| {
+                matches!(m, Material::Air | Material::Organic)
+            })),
+            w * h / 1000,
+        ),
+        (
+            "i",
+            "inorganic",
+            fuzzy(stripped(&colour, &materials, |m| m != Material::Organic)),
+            w * h / 1000,
+        ),
+        (
+            "e",
+            "edges",
+            exact(greys(sharpened(&grey, w, h).into_iter())),
+            0,
+        ),
+    ];
+    for (key, tool, want, outliers) in &tools {
+        use_tool(&mut page, key, tool);
+        let got = layer(&mut page);
+        check(tool, &got, want, *outliers);
+        match *tool {
+            // Negative inverts the grey view; organic-only blanks every metal pixel.
+            "negative" => assert!(got.chunks_exact(4).zip(&grey).all(|(p, g)| p[0] == 255 - g)),
+            "organic" => {
+                let metal_shown = got
+                    .chunks_exact(4)
+                    .zip(&materials)
+                    .filter(|(p, m)| **m == Material::Metal && p[..3] != [255, 255, 255])
+                    .count();
+                assert!(
+                    metal_shown <= w * h / 1000,
+                    "{metal_shown} metal pixels shown"
+                );
+                shot(&mut page, "viewer-organic");
+            }
+            "high" => shot(&mut page, "viewer-high"),
+            _ => {}
+        }
+    }
+
+    // The boxes, where the model put them: each box's top edge in its colour.
+    use_tool(&mut page, "r", "colour");
+    let view = |page: &mut Page| -> (f64, f64, f64) {
+        let v = page.eval("[window.screenlineViewer.view.scale, window.screenlineViewer.view.ox, window.screenlineViewer.view.oy]");
+        let v: Vec<f64> = serde_json::from_value(v).expect("view");
+        (v[0], v[1], v[2])
+    };
+    let (s, ox, oy) = view(&mut page);
+    let edge = |d: &Detection| {
+        (
+            ox + f64::from(d.bbox.x0 + d.bbox.x1) / 2.0 * s,
+            oy + f64::from(d.bbox.y0) * s,
+        )
+    };
+    let is_box_colour = |p: [u8; 3], suspect: bool| {
+        if suspect {
+            p[0] > 220 && p[1] < 90 && p[2] > 50 && p[2] < 130
+        } else {
+            p[0] > 220 && p[1] > 180 && p[2] < 60
+        }
+    };
+    assert!(!detections.is_empty());
+    for (i, d) in detections.iter().enumerate() {
+        let (x, y) = edge(d);
+        let p = screen_pixel(&mut page, x, y);
+        assert!(
+            is_box_colour(p, i == 0),
+            "box {} at {x:.0},{y:.0}: {p:?}",
+            i + 1
+        );
+    }
+    let listed = page.eval("document.querySelectorAll('#boxes [data-box]').length");
+    assert_eq!(listed, detections.len());
+    // Boxes off: the image under them.
+    page.press("b");
+    page.wait_for("!window.screenlineViewer.boxes", LONG, "boxes off");
+    let (x, y) = edge(&detections[0]);
+    assert!(!is_box_colour(screen_pixel(&mut page, x, y), true));
+    page.press("b");
+    page.wait_for("window.screenlineViewer.boxes", LONG, "boxes on");
+
+    // Zoom by key and wheel, pan by drag; one key back to the default view.
+    let (fit, _, _) = view(&mut page);
+    page.press("+");
+    page.wait_for(
+        &format!("window.screenlineViewer.view.scale > {fit} * 1.2"),
+        LONG,
+        "zoomed in",
+    );
+    page.press("-");
+    page.wait_for(
+        &format!("Math.abs(window.screenlineViewer.view.scale - {fit}) < 1e-6"),
+        LONG,
+        "zoomed out",
+    );
+    let centre = page.eval("(() => { const r = document.getElementById('xray').getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; })()");
+    let centre: Vec<f64> = serde_json::from_value(centre).expect("centre");
+    page.wheel(centre[0] as i64, centre[1] as i64, -300);
+    page.wait_for(
+        &format!("window.screenlineViewer.view.scale > {fit} * 1.3"),
+        LONG,
+        "wheel zoom",
+    );
+    let (_, ox_before, oy_before) = view(&mut page);
+    page.drag(centre[0], centre[1], 80.0, 40.0);
+    let (_, ox_after, oy_after) = view(&mut page);
+    assert!(
+        (ox_after - ox_before - 80.0).abs() < 2.0 && (oy_after - oy_before - 40.0).abs() < 2.0,
+        "panned by the drag: {ox_before},{oy_before} → {ox_after},{oy_after}"
+    );
+    use_tool(&mut page, "g", "grey");
+    page.press("r");
+    page.wait_for(
+        &format!("window.screenlineViewer.tool === 'colour' && window.screenlineViewer.boxes && Math.abs(window.screenlineViewer.view.scale - {fit}) < 1e-6"),
+        LONG,
+        "the default view after one key",
+    );
+
+    // A pseudo-colour-only machine: high and low are not there, and the page says why;
+    // the other tools work on the colour image.
+    let rgb = rgb_scan.expect("the image");
+    page.goto(&format!("{}/parcel/{rgb_id}", station.base));
+    wait_painted(&mut page, &rgb_id);
+    let colours: Vec<[u8; 3]> = rgb.pixels().map(|p| p.0).collect();
+    check(
+        "colour (rgb)",
+        &layer(&mut page),
+        &exact(colours.clone()),
+        0,
+    );
+    assert!(page
+        .eval("document.getElementById('viewer-na').textContent")
+        .as_str()
+        .is_some_and(|t| t.contains("高穿透与低穿透不可用")));
+    page.press("h");
+    page.wait_for(
+        "document.getElementById('viewer-status').classList.contains('warn') && document.getElementById('viewer-status').textContent.includes('16 位')",
+        LONG,
+        "the reason high penetration is not available",
+    );
+    assert_eq!(page.eval("window.screenlineViewer.tool"), "colour");
+    let (rw, rh) = (rgb.width() as usize, rgb.height() as usize);
+    let lum: Vec<u8> = colours.iter().map(|c| luminance(*c)).collect();
+    let hues: Vec<Material> = colours.iter().map(|c| hue_material(*c)).collect();
+    for m in [Material::Organic, Material::Mixed, Material::Metal] {
+        assert!(hues.iter().any(|x| *x == m), "the image shows {m:?}");
+    }
+    let rgb_tools = vec![
+        ("g", "grey", exact(greys(lum.iter().copied()))),
+        ("v", "negative", exact(greys(lum.iter().map(|g| 255 - g)))),
+        (
+            "o",
+            "organic",
+            exact(stripped(&colours, &hues, |m| {
+                matches!(m, Material::Air | Material::Organic)
+            })),
+        ),
+        (
+            "i",
+            "inorganic",
+            exact(stripped(&colours, &hues, |m| m != Material::Organic)),
+        ),
+        (
+            "e",
+            "edges",
+            exact(greys(sharpened(&lum, rw, rh).into_iter())),
+        ),
+    ];
+    for (key, tool, want) in &rgb_tools {
+        use_tool(&mut page, key, tool);
+        check(&format!("{tool} (rgb)"), &layer(&mut page), want, 0);
+    }
+    shot(&mut page, "viewer-rgb-only");
+    drop(browser);
+    station.stop();
+}
