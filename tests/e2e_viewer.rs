@@ -613,3 +613,155 @@ fn every_tool_draws_what_it_says_from_the_16_bit_data_and_the_boxes_where_the_mo
     drop(browser);
     station.stop();
 }
+
+/// The alarm's state as the page keeps it.
+fn alarm(page: &mut Page) -> serde_json::Value {
+    page.eval("(() => { const a = window.screenlineAlarm; return {armed: a.armed, ringing: a.ringing, arrivals: a.arrivals, tones: a.tones, muted: a.muted, flash: document.body.classList.contains('alarm-flash'), text: document.getElementById('alarm').textContent}; })()")
+}
+
+/// A parcel whose waybill code carries no real-name data (a bare number): flagged.
+fn flagged_arrives(rig: &mut Rig, waybill: &str) {
+    rig.line.read(waybill);
+    rig.line.place(400);
+}
+
+#[test]
+fn the_alarm_fires_once_per_arrival_until_acknowledged_and_a_user_can_mute_it() {
+    let shots = artefacts_dir("e2e_viewer_alarm");
+    let mut station = Station::start("viewer-alarm", "", |_| {});
+    let browser = Browser::launch(&shots);
+    let mut page = browser.page();
+    page.resize(1366, 768);
+    log_in(&mut page, &station.base, OPERATORS[0], "/");
+    page.wait_for(
+        "window.screenlineAlarm && document.getElementById('alarm')",
+        LONG,
+        "the alarm",
+    );
+    let a = alarm(&mut page);
+    if a["armed"] == false {
+        // Not armed yet: the page says so, and the first key arms it.
+        assert!(
+            a["text"].as_str().is_some_and(|t| t.contains("警报未启用")),
+            "{a}"
+        );
+        page.press("x");
+    }
+    page.wait_for(
+        "window.screenlineAlarm.armed",
+        LONG,
+        "the alarm armed by a key",
+    );
+    page.wait_for(
+        "document.getElementById('live').textContent.includes('实时')",
+        LONG,
+        "the live stream",
+    );
+
+    // A flagged parcel arrives: one arrival, the tone repeats and the header flashes…
+    flagged_arrives(&mut station.rig, "SF4000000000001");
+    page.wait_for(
+        "window.screenlineAlarm.arrivals === 1 && window.screenlineAlarm.ringing && window.screenlineAlarm.tones >= 1 && document.body.classList.contains('alarm-flash')",
+        LONG,
+        "the alarm for the flagged parcel",
+    );
+    shot(&mut page, "alarm-ringing");
+    page.wait_for("window.screenlineAlarm.tones >= 2", LONG, "the tone again");
+    assert_eq!(alarm(&mut page)["arrivals"], 1, "one arrival, one alarm");
+    // …until acknowledged.
+    page.press("a");
+    page.wait_for(
+        "!window.screenlineAlarm.ringing && !document.body.classList.contains('alarm-flash')",
+        LONG,
+        "the alarm acknowledged",
+    );
+    let tones = alarm(&mut page)["tones"].as_u64().expect("tones");
+    // A cleared parcel raises nothing.
+    station.rig.line.parcel("SF4000000000002", false, 7);
+    page.wait_for(
+        "[...document.querySelectorAll('#rows tr')].some(tr => tr.textContent.includes('SF4000000000002'))",
+        LONG,
+        "the cleared parcel on the line page",
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let a = alarm(&mut page);
+    assert_eq!(
+        (a["arrivals"].as_u64(), a["tones"].as_u64()),
+        (Some(1), Some(tones)),
+        "{a}"
+    );
+    assert_eq!(a["ringing"], false);
+
+    // Muted by the user's own setting: the next arrival flashes without a sound.
+    page.goto(&format!("{}/settings", station.base));
+    page.wait_for(
+        "document.getElementById('muted')",
+        LONG,
+        "the settings page",
+    );
+    assert_eq!(
+        page.eval("document.getElementById('muted').checked"),
+        false,
+        "never muted by default"
+    );
+    page.click("#muted");
+    page.click("#settings button");
+    page.wait_for(
+        "document.getElementById('saved') && window.screenlineAlarm.muted",
+        LONG,
+        "muted",
+    );
+    page.goto(&format!("{}/", station.base));
+    page.wait_for(
+        "window.screenlineAlarm.muted && document.getElementById('live').textContent.includes('实时')",
+        LONG,
+        "the line page, muted",
+    );
+    let tones = alarm(&mut page)["tones"].as_u64().expect("tones");
+    flagged_arrives(&mut station.rig, "SF4000000000003");
+    page.wait_for(
+        "window.screenlineAlarm.ringing && document.body.classList.contains('alarm-flash')",
+        LONG,
+        "the muted alarm's flash",
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        alarm(&mut page)["tones"].as_u64(),
+        Some(tones),
+        "no sound while muted"
+    );
+    page.click("#alarm");
+    page.wait_for(
+        "!window.screenlineAlarm.ringing",
+        LONG,
+        "acknowledged by a click",
+    );
+
+    // Not watching the line: its parcels raise nothing.
+    page.goto(&format!("{}/settings", station.base));
+    page.wait_for(
+        "document.querySelector('#settings input[name=line]')",
+        LONG,
+        "the lines",
+    );
+    page.click("#settings input[name=line]");
+    page.click("#settings button");
+    page.wait_for("document.getElementById('saved')", LONG, "saved");
+    page.goto(&format!("{}/", station.base));
+    page.wait_for(
+        "document.getElementById('live').textContent.includes('实时')",
+        LONG,
+        "the line page",
+    );
+    let before = alarm(&mut page)["arrivals"].as_u64();
+    flagged_arrives(&mut station.rig, "SF4000000000004");
+    page.wait_for(
+        "[...document.querySelectorAll('#rows tr')].some(tr => tr.textContent.includes('SF4000000000004'))",
+        LONG,
+        "the unwatched line's parcel on the line page",
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(alarm(&mut page)["arrivals"].as_u64(), before);
+    drop(browser);
+    station.stop();
+}

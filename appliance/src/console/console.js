@@ -70,19 +70,124 @@
     if (action && action() !== false) ev.preventDefault();
   });
 
-  // ---- Live updates.
+  // ---- The alarm: a tone and a flash when a flagged or manual parcel arrives on a line the
+  // operator watches, until acknowledged (A, or a click on it). Browsers allow sound only
+  // after a gesture: the alarm is armed by the first click or key (a login's click before
+  // this page counts in Chromium), and says so until it is.
+  const alarmEl = document.getElementById("alarm");
+  const alarm = window.screenlineAlarm = { armed: false, muted: false, sound: true, ringing: false, arrivals: 0, tones: 0, pending: [] };
+  if (alarmEl) {
+    let watched = null;
+    let audio = null;
+    try {
+      const AC = window.AudioContext || window.webkitAudioContext;
+      audio = AC ? new AC() : null;
+    } catch (e) {
+      audio = null;
+    }
+    alarm.sound = !!audio;
+    // Arrivals not acknowledged yet, and those already rung for, kept across this tab's pages.
+    const SAVED = "sl_alarm";
+    let saved = {};
+    try { saved = JSON.parse(sessionStorage.getItem(SAVED) || "{}"); } catch (e) { saved = {}; }
+    alarm.pending = Array.isArray(saved.pending) ? saved.pending : [];
+    const seen = new Set(Array.isArray(saved.seen) ? saved.seen : []);
+    const save = () => sessionStorage.setItem(SAVED, JSON.stringify({ pending: alarm.pending, seen: [...seen].slice(-500) }));
+    let timer = null;
+
+    const beep = () => {
+      if (!alarm.armed || alarm.muted || !audio) return;
+      alarm.tones++;
+      const t = audio.currentTime;
+      for (const [hz, at] of [[880, 0], [660, 0.25]]) {
+        const osc = audio.createOscillator(), gain = audio.createGain();
+        osc.frequency.value = hz;
+        gain.gain.value = 0.25;
+        osc.connect(gain).connect(audio.destination);
+        osc.start(t + at);
+        osc.stop(t + at + 0.2);
+      }
+    };
+    const show = () => {
+      const n = alarm.pending.length;
+      alarm.ringing = n > 0;
+      const state = n > 0 ? "ringing" : !alarm.sound || !alarm.armed ? "unarmed" : alarm.muted ? "muted" : "armed";
+      alarmEl.dataset.state = state;
+      const parts = [];
+      if (n > 0) parts.push(W["alarm.ringing"].replace("{n}", n));
+      if (alarm.muted) parts.push(W["alarm.muted"]);
+      else if (!alarm.sound) parts.push(W["alarm.no_sound"]);
+      else if (!alarm.armed) parts.push(W["alarm.unarmed"]);
+      else if (n === 0) parts.push(W["alarm.armed"]);
+      alarmEl.textContent = parts.join(" · ");
+      document.body.classList.toggle("alarm-flash", n > 0);
+      // The tone repeats while something waits to be acknowledged.
+      const sounding = n > 0 && alarm.armed && !alarm.muted;
+      if (sounding && !timer) {
+        beep();
+        timer = setInterval(beep, 1500);
+      } else if (!sounding && timer) {
+        clearInterval(timer);
+        timer = null;
+      }
+    };
+    const arm = () => {
+      alarm.armed = !!audio && audio.state === "running";
+      show();
+    };
+    if (audio) {
+      audio.addEventListener("statechange", arm);
+      const gesture = () => {
+        if (audio.state !== "running") audio.resume().then(arm, arm);
+      };
+      document.addEventListener("pointerdown", gesture, true);
+      document.addEventListener("keydown", gesture, true);
+    }
+    const ack = () => {
+      if (!alarm.pending.length) return false;
+      alarm.pending = [];
+      save();
+      show();
+      return true;
+    };
+    actions["alarm:ack"] = ack;
+    alarmEl.addEventListener("click", ack);
+    alarm.arrive = p => {
+      if (p.decision !== "flag" && p.decision !== "manual") return;
+      if (watched && !watched.includes(p.line_id)) return;
+      if (seen.has(p.record_id)) return;
+      seen.add(p.record_id);
+      alarm.arrivals++;
+      alarm.pending.push(p.record_id);
+      save();
+      show();
+    };
+    fetch("/api/alarm", { credentials: "same-origin", cache: "no-store" })
+      .then(r => (r.ok ? r.json() : {}))
+      .then(cfg => {
+        alarm.muted = !!cfg.muted;
+        watched = Array.isArray(cfg.lines) ? cfg.lines : null;
+        show();
+      }, () => {});
+    arm();
+  }
+
+  // ---- Live updates: one stream per page, for the alarm and the live rows.
   // The outcomes the line controller reports; anything else is still on the belt.
   const OUTCOMES = ["passed", "diverted", "fail-safe"];
 
   const rows = document.getElementById("rows");
   const live = document.getElementById("live");
-  if (rows && window.EventSource) {
-    const mode = rows.dataset.live;
+  if ((rows || alarmEl) && window.EventSource) {
+    const mode = rows ? rows.dataset.live : null;
     const src = new EventSource("/events");
+    window.screenlineEvents = src;
     src.addEventListener("open", () => { live.textContent = "● " + W.live; live.className = ""; });
     src.addEventListener("error", () => { live.textContent = W.disconnected; live.className = "off"; });
     src.addEventListener("parcel", ev => {
       const p = JSON.parse(ev.data);
+      if (alarm.arrive) alarm.arrive(p);
+      if (!rows) return;
       // The row, rendered (and escaped) by the appliance with the page's own template;
       // the flagged queue has none for a cleared parcel.
       const row = mode === "suspects" ? p.suspect_row : p.row;
@@ -93,6 +198,7 @@
       while (rows.children.length > 200) rows.lastElementChild.remove();
     });
     src.addEventListener("outcome", ev => {
+      if (!rows) return;
       const o = JSON.parse(ev.data);
       const tr = rows.querySelector(`tr[data-record="${CSS.escape(o.record_id)}"]`);
       const cell = tr && tr.querySelector("[data-outcome]");

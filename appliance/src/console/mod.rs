@@ -23,6 +23,7 @@ use crate::domain::Decision;
 use crate::record::Record;
 use crate::report::sightings::SightingsStatus;
 use crate::store::owner::StoreHandle;
+use crate::store::prefs::UserPrefs;
 use crate::store::review::Finding;
 use crate::telemetry::{Counter, Link, Live, ParcelSummary, Telemetry};
 use auth::{LoginLimiter, Role, Session, Sessions, Users};
@@ -130,6 +131,8 @@ struct Running {
     stages: Arc<crate::supervise::Stages>,
     /// With `[site]`: the peers heard and the sightings' backlog, for the devices page.
     sightings: Option<Arc<SightingsStatus>>,
+    /// The configured lines' ids, for the operators' alarm settings.
+    lines: Vec<String>,
 }
 
 impl Running {
@@ -339,6 +342,7 @@ impl Console {
                 intra_threads: config.model.intra_threads,
                 stages,
                 sightings,
+                lines: config.lines.iter().map(|l| l.id.clone()).collect(),
             }),
             users: Users::in_data_dir(&config.data_dir),
             sessions: Sessions::default(),
@@ -381,6 +385,27 @@ impl Console {
     /// The store; `None` in safe mode.
     fn store(&self) -> Option<&StoreHandle> {
         self.running().map(|r| &r.store)
+    }
+
+    /// The configured lines (none in safe mode).
+    fn lines(&self) -> &[String] {
+        self.running().map_or(&[], |r| r.lines.as_slice())
+    }
+
+    /// `user`'s own settings; the defaults (the alarm sounds, for every line) if there is no
+    /// store or they cannot be read (logged).
+    async fn prefs(&self, user: &str) -> UserPrefs {
+        let Some(store) = self.store() else {
+            return UserPrefs::default();
+        };
+        let user = user.to_owned();
+        store
+            .read(move |s| s.prefs(&user))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read a user's settings; the defaults apply");
+                UserPrefs::default()
+            })
     }
 
     /// Why the appliance runs in safe mode, if it does.
@@ -515,6 +540,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/parcel/{id}/pixels", get(parcel_pixels))
         .route("/parcel/{id}/review", post(review))
         .route("/search", get(search_page))
+        .route("/settings", get(settings_page).post(settings_save))
+        .route("/api/alarm", get(api_alarm))
         .route("/events", get(events))
         .route("/api/parcels", get(api_parcels))
         .route("/api/status", get(api_status))
@@ -1122,6 +1149,90 @@ async fn review(
             (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
         }
     }
+}
+
+async fn settings_page(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Query(q): Query<SavedQuery>,
+) -> Response {
+    let ctx = viewer!(c, headers, Role::Operator, "/settings");
+    let prefs = c.prefs(&ctx.session.user).await;
+    pages::settings(&ctx, &prefs, c.lines(), q.saved.is_some()).into_response()
+}
+
+/// The settings form: a checkbox `muted`, and one `line` field per watched line.
+struct SettingsForm {
+    csrf: String,
+    muted: bool,
+    lines: Vec<String>,
+}
+
+impl SettingsForm {
+    fn of(pairs: Vec<(String, String)>) -> SettingsForm {
+        let mut f = SettingsForm {
+            csrf: String::new(),
+            muted: false,
+            lines: Vec::new(),
+        };
+        for (k, v) in pairs {
+            match k.as_str() {
+                "csrf" => f.csrf = v,
+                "muted" => f.muted = true,
+                "line" => f.lines.push(v),
+                _ => {}
+            }
+        }
+        f
+    }
+}
+
+/// Keeps a user's alarm settings (audited): muted or not, the lines watched (all of them
+/// is kept as "every line", so that a line added later is watched too).
+async fn settings_save(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    f: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Response {
+    let f = f.map(|Form(pairs)| Form(SettingsForm::of(pairs)));
+    let (ctx, f) = posted!(c, headers, Role::Operator, "/settings", f);
+    let Some(store) = c.store() else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let known = c.lines();
+    let chosen: Vec<String> = known
+        .iter()
+        .filter(|l| f.lines.contains(l))
+        .cloned()
+        .collect();
+    let prefs = UserPrefs {
+        muted: f.muted,
+        lines: (chosen.len() < known.len()).then_some(chosen),
+    };
+    let detail = format!(
+        "muted={} lines={}",
+        prefs.muted,
+        prefs
+            .lines
+            .as_ref()
+            .map_or("all".to_owned(), |l| l.join(","))
+    );
+    let (user, kept) = (ctx.session.user.clone(), prefs.clone());
+    if let Err(e) = store.write(move |s| s.set_prefs(&user, &kept)).await {
+        c.telemetry.incr(Counter::StoreErrors);
+        tracing::error!(error = %e, "cannot keep a user's settings");
+        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    let actor = format!("user:{}", ctx.session.user);
+    c.audit(&actor, "settings", &ctx.session.user, &detail)
+        .await;
+    Redirect::to("/settings?saved=1").into_response()
+}
+
+/// The viewer's alarm settings, for the page script.
+async fn api_alarm(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    let ctx = viewer!(c, headers, Role::Operator, "/api/alarm");
+    Json(c.prefs(&ctx.session.user).await).into_response()
 }
 
 #[derive(Deserialize)]

@@ -15,6 +15,7 @@ use crate::record::{Record, StoredSender};
 use crate::report::sightings::SightingsSnapshot;
 use crate::screen::swap::Swapped;
 use crate::store::audit::AuditEntry;
+use crate::store::prefs::UserPrefs;
 use crate::store::review::{Finding, Review};
 use crate::telemetry::{Counter, Link, ParcelOutcome, ParcelSummary};
 use askama::Template;
@@ -76,6 +77,7 @@ const NAV: &[(&str, &str)] = &[
     ("/", "nav.line"),
     ("/flagged", "nav.flagged"),
     ("/search", "nav.search"),
+    ("/settings", "nav.settings"),
 ];
 const NAV_TECHNICIAN: &[(&str, &str)] = &[
     ("/devices", "nav.devices"),
@@ -153,6 +155,11 @@ impl ScriptJson {
             "outcome.diverted",
             "outcome.fail-safe",
             "outcome.pending",
+            "alarm.unarmed",
+            "alarm.armed",
+            "alarm.ringing",
+            "alarm.muted",
+            "alarm.no_sound",
         ];
         let mut words: serde_json::Map<String, Value> = KEYS
             .iter()
@@ -1020,6 +1027,45 @@ pub(super) fn search(ctx: &Ctx, query: &str, found: &[Record]) -> Page {
         layout: Layout::page(ctx, "nav.search", "/search"),
         query,
         rows,
+    })
+}
+
+// ---- The operator's own settings.
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+struct SettingsPage<'a> {
+    layout: Layout,
+    saved: bool,
+    muted: bool,
+    lines: Vec<WatchedLine<'a>>,
+    csrf: &'a str,
+}
+
+struct WatchedLine<'a> {
+    id: &'a str,
+    on: bool,
+}
+
+/// The viewer's alarm settings: muted or not, the lines watched among `lines`.
+pub(super) fn settings<'a>(
+    ctx: &'a Ctx,
+    prefs: &UserPrefs,
+    lines: &'a [String],
+    saved: bool,
+) -> Page {
+    Page::of(&SettingsPage {
+        layout: Layout::page(ctx, "nav.settings", "/settings"),
+        saved,
+        muted: prefs.muted,
+        lines: lines
+            .iter()
+            .map(|l| WatchedLine {
+                id: l,
+                on: prefs.watches(l),
+            })
+            .collect(),
+        csrf: &ctx.session.csrf,
     })
 }
 

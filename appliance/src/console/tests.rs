@@ -287,6 +287,8 @@ const GET_ROUTES: &[(&str, Option<Role>)] = &[
     ("/parcel/0001763856000000-L1-7/pixels", Some(Role::Operator)),
     ("/static/viewer.js", None),
     ("/search?waybill=SF", Some(Role::Operator)),
+    ("/settings", Some(Role::Operator)),
+    ("/api/alarm", Some(Role::Operator)),
     ("/api/parcels", Some(Role::Operator)),
     ("/api/status", Some(Role::Operator)),
     ("/devices", Some(Role::Technician)),
@@ -1265,4 +1267,63 @@ fn no_key_does_two_things() {
     ] {
         assert!(!pages::key_for(action).is_empty(), "{action}");
     }
+}
+
+/// The alarm is never muted by default; an operator mutes it and picks the lines it
+/// watches for themselves alone, and the change is audited.
+#[tokio::test]
+async fn an_operator_mutes_their_own_alarm_and_it_is_audited() {
+    let f = fixture("alarm").await;
+    let (op, csrf) = f.login("op", "operator password").await;
+    let (tech, _) = f.login("tech", "technician password").await;
+    let alarm = |cookie: String| {
+        let f = &f;
+        async move {
+            serde_json::from_str::<serde_json::Value>(
+                &f.get("/api/alarm", Some(&cookie)).await.body,
+            )
+            .expect("json")
+        }
+    };
+    assert_eq!(alarm(op.clone()).await, json!({"muted": false}));
+    let page = f.get("/settings", Some(&op)).await.body;
+    assert!(
+        page.contains("name=\"line\" value=\"L1\" checked"),
+        "{page}"
+    );
+    assert!(!page.contains("id=\"muted\" checked"), "{page}");
+    // A forged form changes nothing.
+    let r = f.post("/settings", Some(&op), "csrf=forged&muted=1").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = f
+        .post("/settings", Some(&op), &format!("csrf={csrf}&muted=1"))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(alarm(op.clone()).await, json!({"muted": true, "lines": []}));
+    assert_eq!(
+        alarm(tech.clone()).await,
+        json!({"muted": false}),
+        "another user's stays"
+    );
+    let r = f
+        .post(
+            "/settings",
+            Some(&op),
+            &format!("csrf={csrf}&line=L1&line=L9"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        alarm(op.clone()).await,
+        json!({"muted": false}),
+        "every line again"
+    );
+    let store = f.console.store().expect("store");
+    let audit = store
+        .read(|s| s.audit_log(10, |e| e.action == "settings"))
+        .await
+        .expect("audit");
+    assert_eq!(audit.len(), 2);
+    assert_eq!(audit[1].detail, "muted=true lines=");
+    assert_eq!(audit[0].detail, "muted=false lines=all");
 }

@@ -47,6 +47,7 @@ pub mod counters;
 pub mod images;
 mod outbox;
 pub mod owner;
+pub mod prefs;
 pub mod query;
 pub mod recover;
 pub mod regulator;
