@@ -93,6 +93,9 @@ pub struct ConsoleConfig {
     /// characters). Default: none — `/metrics` answers loopback only.
     #[serde(default, skip_serializing)]
     pub metrics_token: Option<String>,
+    /// The judging queue (`[console.queue]`).
+    #[serde(default)]
+    pub queue: QueueConfig,
 }
 
 impl Default for ConsoleConfig {
@@ -102,8 +105,39 @@ impl Default for ConsoleConfig {
             allowed_hosts: None,
             trusted_proxies: Vec::new(),
             metrics_token: None,
+            queue: QueueConfig::default(),
         }
     }
+}
+
+/// The judging queue (`[console.queue]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// How long a parcel an operator has opened is offered to no one else, seconds, 30 to
+    /// 3600. Default: 180.
+    #[serde(default = "default_lease_s")]
+    pub lease_s: u64,
+    /// How long a clear can be undone before it is recorded, seconds, 1 to 60. Default: 5.
+    #[serde(default = "default_undo_s")]
+    pub undo_s: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            lease_s: default_lease_s(),
+            undo_s: default_undo_s(),
+        }
+    }
+}
+
+fn default_lease_s() -> u64 {
+    180
+}
+
+fn default_undo_s() -> u64 {
+    5
 }
 
 impl ConsoleConfig {
@@ -117,6 +151,13 @@ impl ConsoleConfig {
                 p.push("allowed_hosts", format_args!(": {h:?} is not a host name or address; give names like \"screenline.local\" or addresses like \"10.0.0.5\", without port or scheme"));
             }
         }
+        p.range(
+            "queue.lease_s",
+            self.queue.lease_s,
+            30..=3600,
+            " seconds (a few minutes: long enough to open a parcel)",
+        );
+        p.range("queue.undo_s", self.queue.undo_s, 1..=60, " seconds");
         if let Some(t) = &self.metrics_token {
             if t.chars().count() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 p.push("metrics_token", ": use at least 16 characters and no spaces (e.g. the output of `openssl rand -hex 16`)");

@@ -47,6 +47,138 @@
       return true;
     };
   }
+  // ---- The judging queue: Enter opens the next parcel into the pane, S confirms, P clears
+  // (undone by U within the undo time), N writes a note. The appliance renders the pane and
+  // the rows (escaped); this only puts them in place.
+  const queueEl = document.getElementById("queue");
+  if (queueEl) {
+    const csrf = queueEl.dataset.csrf;
+    const pane = document.getElementById("pane");
+    const rowsEl = document.getElementById("queue-rows");
+    const noteEl = document.getElementById("queue-note");
+    const emptyPane = pane.innerHTML;
+    const q = window.screenlineQueue = { open: null, waybill: null, decided: 0, lastClear: null, busy: false };
+    let countdown = null;
+
+    const post = (url, fields) => fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams(Object.assign({ csrf }, fields || {})),
+    });
+    const say = (text, warn) => {
+      noteEl.textContent = text;
+      noteEl.className = text ? (warn ? "err" : "ok") : "";
+    };
+    const refusal = async (r) => {
+      try { return (await r.json()).error || W["queue.failed"]; } catch (e) { return W["queue.failed"] + " (" + r.status + ")"; }
+    };
+    let refreshing = null;
+    const refresh = () => {
+      if (refreshing) return refreshing;
+      refreshing = fetch("/api/queue/rows", { credentials: "same-origin", cache: "no-store" })
+        .then(r => (r.ok ? r.text() : null))
+        .then(html => {
+          if (html === null) return;
+          rowsEl.innerHTML = html;
+          document.getElementById("queue-count").textContent = rowsEl.querySelectorAll("tr[data-record]").length;
+        }, () => {})
+        .finally(() => { refreshing = null; });
+      return refreshing;
+    };
+    q.refresh = refresh;
+    setInterval(refresh, 4000);
+
+    const show = (j) => {
+      pane.innerHTML = j.pane;
+      q.open = j.record_id;
+      q.waybill = j.waybill;
+      const section = pane.querySelector("#viewer");
+      if (section && window.screenlineMountViewer) window.screenlineMountViewer(section);
+      else if (document.activeElement) document.activeElement.blur();
+      refresh();
+    };
+    const close = () => {
+      pane.innerHTML = emptyPane;
+      q.open = null;
+      q.waybill = null;
+    };
+    // One request at a time: a key pressed twice does not judge twice.
+    const once = (work) => {
+      if (q.busy) return true;
+      q.busy = true;
+      work().finally(() => { q.busy = false; });
+      return true;
+    };
+
+    actions["queue:next"] = () => once(async () => {
+      const r = await post("/api/queue/next");
+      if (r.status === 204) { close(); say(W["queue.none"]); return; }
+      if (!r.ok) { say(await refusal(r), true); return; }
+      say("");
+      show(await r.json());
+    });
+    const decide = (finding) => () => {
+      if (!q.open) return false;
+      return once(async () => {
+        const id = q.open, waybill = q.waybill || id;
+        const noteField = pane.querySelector("[data-judge=note]");
+        const r = await post("/api/queue/" + encodeURIComponent(id) + "/decide", { finding, note: noteField ? noteField.value : "" });
+        if (!r.ok) { say(await refusal(r), true); refresh(); return; }
+        const j = await r.json();
+        q.decided++;
+        close();
+        if (countdown) { clearInterval(countdown); countdown = null; }
+        if (finding === "cleared") {
+          const until = Date.now() + (j.undo_ms || 0);
+          q.lastClear = { id, waybill, until };
+          const tick = () => {
+            const left = Math.ceil((until - Date.now()) / 1000);
+            if (left <= 0) {
+              clearInterval(countdown);
+              countdown = null;
+              q.lastClear = null;
+              say(W["queue.recorded"].replace("{w}", waybill));
+              refresh();
+              return;
+            }
+            say(W["queue.cleared"].replace("{w}", waybill).replace("{s}", left));
+          };
+          tick();
+          countdown = setInterval(tick, 250);
+        } else {
+          say(W["queue.confirmed"].replace("{w}", waybill));
+        }
+        refresh();
+      });
+    };
+    actions["judge:confirm"] = decide("confirmed");
+    actions["judge:clear"] = decide("cleared");
+    actions["judge:note"] = () => {
+      const note = pane.querySelector("[data-judge=note]");
+      if (!note) return false;
+      note.focus();
+      return true;
+    };
+    actions["judge:undo"] = () => {
+      if (!q.lastClear) { say(W["queue.nothing_to_undo"], true); return true; }
+      return once(async () => {
+        const r = await post("/api/queue/undo");
+        if (!r.ok) { say(await refusal(r), true); return; }
+        if (countdown) { clearInterval(countdown); countdown = null; }
+        const waybill = q.lastClear ? q.lastClear.waybill : "";
+        q.lastClear = null;
+        q.decided--;
+        say(W["queue.undone"].replace("{w}", waybill));
+        show(await r.json());
+      });
+    };
+    // The pane's buttons do what their keys do.
+    pane.addEventListener("click", ev => {
+      const b = ev.target.closest("button[data-judge]");
+      if (b && actions["judge:" + b.dataset.judge]) actions["judge:" + b.dataset.judge]();
+    });
+  }
   window.screenlineActions = actions;
 
   // ---- The key map (pages.rs, KEYMAP): one key, one action, on every page.
@@ -187,6 +319,7 @@
     src.addEventListener("parcel", ev => {
       const p = JSON.parse(ev.data);
       if (alarm.arrive) alarm.arrive(p);
+      if (window.screenlineQueue && p.decision !== "clear") window.screenlineQueue.refresh();
       if (!rows) return;
       // The row, rendered (and escaped) by the appliance with the page's own template;
       // the flagged queue has none for a cleared parcel.

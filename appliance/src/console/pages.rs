@@ -16,6 +16,7 @@ use crate::report::sightings::SightingsSnapshot;
 use crate::screen::swap::Swapped;
 use crate::store::audit::AuditEntry;
 use crate::store::prefs::UserPrefs;
+use crate::store::queue::Waiting;
 use crate::store::review::{Finding, Review};
 use crate::telemetry::{Counter, Link, ParcelOutcome, ParcelSummary};
 use askama::Template;
@@ -75,6 +76,7 @@ struct Me {
 /// Every viewer's pages, then the technician's.
 const NAV: &[(&str, &str)] = &[
     ("/", "nav.line"),
+    ("/queue", "nav.queue"),
     ("/flagged", "nav.flagged"),
     ("/search", "nav.search"),
     ("/settings", "nav.settings"),
@@ -160,6 +162,13 @@ impl ScriptJson {
             "alarm.ringing",
             "alarm.muted",
             "alarm.no_sound",
+            "queue.none",
+            "queue.confirmed",
+            "queue.cleared",
+            "queue.recorded",
+            "queue.undone",
+            "queue.failed",
+            "queue.nothing_to_undo",
         ];
         let mut words: serde_json::Map<String, Value> = KEYS
             .iter()
@@ -851,12 +860,20 @@ impl<'a> LiveParcel<'a> {
 #[template(path = "parcel.html")]
 struct ParcelPage<'a> {
     layout: Layout,
+    f: Facts<'a>,
+    saved: bool,
+    reviews: Vec<ReviewView<'a>>,
+    csrf: &'a str,
+    keys: JudgeKeys,
+}
+
+/// What the parcel page and the queue's judging pane show of a parcel.
+struct Facts<'a> {
     record_id: &'a str,
     waybill: &'a str,
     line_id: &'a str,
     seq: u32,
     time: String,
-    saved: bool,
     /// The viewer, rendered; `None` without a kept scan.
     viewer: Option<String>,
     decision: DecisionView,
@@ -865,9 +882,45 @@ struct ParcelPage<'a> {
     sender: String,
     model: String,
     scores: Vec<ScoreBar>,
-    reviews: Vec<ReviewView<'a>>,
-    csrf: &'a str,
-    keys: JudgeKeys,
+}
+
+impl<'a> Facts<'a> {
+    fn of(lang: Lang, r: &'a Record) -> Facts<'a> {
+        let mut scores = Vec::new();
+        if let Some(sc) = &r.scores {
+            let mut by_score = sc.category.clone();
+            by_score.sort_by(|a, b| b.1.total_cmp(&a.1));
+            scores.extend(
+                by_score
+                    .into_iter()
+                    .take(TOP_CATEGORIES)
+                    .map(|(c, p)| ScoreBar::new(c.label(lang), "", p)),
+            );
+            scores.push(ScoreBar::new(t(lang, "counterfeit"), "cf", sc.counterfeit));
+        }
+        Facts {
+            record_id: &r.record_id,
+            waybill: r.waybill.as_ref().map_or("—", |w| w.as_str()),
+            line_id: &r.line_id,
+            seq: r.seq,
+            time: crate::time_fmt::format(r.screened_at),
+            viewer: Viewer::of(lang, r).and_then(|v| v.html()),
+            decision: DecisionView::new(lang, r.decision),
+            reasons: reasons(lang, &r.reasons),
+            declared: r.declared.as_ref().map(|d| DeclaredView {
+                goods: &d.goods,
+                category: category_label(lang, Some(&d.category)),
+                value_cny: format!("{:.2}", d.value_cny),
+                quantity: d.quantity,
+            }),
+            sender: masked_sender(r),
+            model: r
+                .model
+                .as_ref()
+                .map_or_else(String::new, |m| format!("{} {}", m.name, m.version)),
+            scores,
+        }
+    }
 }
 
 /// The keys of a judgement, shown on its buttons.
@@ -935,18 +988,6 @@ const TOP_CATEGORIES: usize = 4;
 /// form; `saved` after a review was recorded.
 pub(super) fn parcel(ctx: &Ctx, r: &Record, reviews: &[Review], saved: bool) -> Page {
     let lang = ctx.lang;
-    let mut scores = Vec::new();
-    if let Some(sc) = &r.scores {
-        let mut by_score = sc.category.clone();
-        by_score.sort_by(|a, b| b.1.total_cmp(&a.1));
-        scores.extend(
-            by_score
-                .into_iter()
-                .take(TOP_CATEGORIES)
-                .map(|(c, p)| ScoreBar::new(c.label(lang), "", p)),
-        );
-        scores.push(ScoreBar::new(t(lang, "counterfeit"), "cf", sc.counterfeit));
-    }
     let reviews = reviews
         .iter()
         .map(|rv| ReviewView {
@@ -965,31 +1006,124 @@ pub(super) fn parcel(ctx: &Ctx, r: &Record, reviews: &[Review], saved: bool) -> 
         .collect();
     Page::of(&ParcelPage {
         layout: Layout::page(ctx, "parcel", "/flagged"),
-        record_id: &r.record_id,
-        waybill: r.waybill.as_ref().map_or("—", |w| w.as_str()),
-        line_id: &r.line_id,
-        seq: r.seq,
-        time: crate::time_fmt::format(r.screened_at),
+        f: Facts::of(lang, r),
         saved,
-        viewer: Viewer::of(lang, r).and_then(|v| v.html()),
-        decision: DecisionView::new(lang, r.decision),
-        reasons: reasons(lang, &r.reasons),
-        declared: r.declared.as_ref().map(|d| DeclaredView {
-            goods: &d.goods,
-            category: category_label(lang, Some(&d.category)),
-            value_cny: format!("{:.2}", d.value_cny),
-            quantity: d.quantity,
-        }),
-        sender: masked_sender(r),
-        model: r
-            .model
-            .as_ref()
-            .map_or_else(String::new, |m| format!("{} {}", m.name, m.version)),
-        scores,
         reviews,
         csrf: &ctx.session.csrf,
         keys: JudgeKeys::new(),
     })
+}
+
+// ---- The judging queue.
+
+/// The words of a fragment rendered outside a page (`words.t("key")`).
+struct Words(Lang);
+
+impl Words {
+    fn t(&self, key: &str) -> &'static str {
+        t(self.0, key)
+    }
+}
+
+#[derive(Template)]
+#[template(path = "queue.html")]
+struct QueuePage<'a> {
+    layout: Layout,
+    rows: String,
+    waiting: usize,
+    csrf: &'a str,
+    keys: JudgeKeys,
+}
+
+/// The waiting parcels (`queue_rows.html`), sent again as the queue changes.
+#[derive(Template)]
+#[template(path = "queue_rows.html")]
+pub(super) struct QueueRows<'a> {
+    rows: Vec<QueueRow<'a>>,
+    words: Words,
+}
+
+struct QueueRow<'a> {
+    record_id: &'a str,
+    kind: &'static str,
+    kind_word: &'static str,
+    time: String,
+    line_id: &'a str,
+    waybill: &'a str,
+    reasons: Vec<ReasonView<'a>>,
+    /// The operator who has it open, if anyone.
+    holder: Option<String>,
+}
+
+impl<'a> QueueRows<'a> {
+    /// The queue's rows: each waiting parcel (oldest first) with its record and who has it.
+    pub(super) fn new(
+        lang: Lang,
+        waiting: &'a [(Waiting, Record)],
+        holder: impl Fn(&str) -> Option<String>,
+    ) -> QueueRows<'a> {
+        QueueRows {
+            rows: waiting
+                .iter()
+                .map(|(w, r)| QueueRow {
+                    record_id: &w.record_id,
+                    kind: w.kind.key(),
+                    kind_word: t(lang, &format!("queue.kind.{}", w.kind.key())),
+                    time: clock(w.arrived()),
+                    line_id: &r.line_id,
+                    waybill: r.waybill.as_ref().map_or("—", |w| w.as_str()),
+                    reasons: reasons(lang, &r.reasons),
+                    holder: holder(&w.record_id),
+                })
+                .collect(),
+            words: Words(lang),
+        }
+    }
+
+    /// The rows alone; `None` (and logged) if they cannot be rendered.
+    pub(super) fn html(&self) -> Option<String> {
+        self.render()
+            .inspect_err(|e| tracing::error!(error = %e, "cannot render the queue's rows"))
+            .ok()
+    }
+}
+
+/// The judging queue: the waiting parcels (`rows`, rendered) and the pane the next one
+/// opens in.
+pub(super) fn queue(ctx: &Ctx, rows: &QueueRows<'_>) -> Page {
+    Page::of(&QueuePage {
+        layout: Layout::page(ctx, "nav.queue", "/queue"),
+        rows: rows.html().unwrap_or_default(),
+        waiting: rows.rows.len(),
+        csrf: &ctx.session.csrf,
+        keys: JudgeKeys::new(),
+    })
+}
+
+/// One parcel opened from the queue (`judge.html`): the viewer, the reasons, the judgement's
+/// keys and note.
+#[derive(Template)]
+#[template(path = "judge.html")]
+struct JudgePane<'a> {
+    f: Facts<'a>,
+    kind: &'static str,
+    kind_word: &'static str,
+    keys: JudgeKeys,
+    words: Words,
+}
+
+/// The judging pane of a waiting parcel; `None` (and logged) if it cannot be rendered.
+pub(super) fn judge_pane(lang: Lang, w: &Waiting, r: &Record) -> Option<String> {
+    JudgePane {
+        f: Facts::of(lang, r),
+        kind: w.kind.key(),
+        kind_word: t(lang, &format!("queue.kind.{}", w.kind.key())),
+        keys: JudgeKeys::new(),
+        words: Words(lang),
+    }
+    .render()
+    .inspect_err(|e| tracing::error!(error = %e, "cannot render the judging pane"))
+    .ok()
 }
 
 #[derive(Template)]

@@ -1327,3 +1327,230 @@ async fn an_operator_mutes_their_own_alarm_and_it_is_audited() {
     assert_eq!(audit[1].detail, "muted=true lines=");
     assert_eq!(audit[0].detail, "muted=false lines=all");
 }
+
+/// Commits `n` flagged parcels to the fixture's store, oldest first; their ids.
+async fn flagged_parcels(f: &Fixture, n: usize) -> Vec<String> {
+    let store = f.console.store().expect("store");
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("{:013}-L2-{i}", 1_763_856_100_000u64 + i as u64);
+        let mut r = Record::example(&id, Decision::Flag);
+        r.line_id = "L2".into();
+        r.screened_at = std::time::SystemTime::now() - Duration::from_secs(30);
+        let c = Commit {
+            key: id.clone(),
+            record: r,
+            report: None,
+            waybill: None,
+            counts: Vec::new(),
+        };
+        store
+            .write(move |s| s.commit_counted(&[c]))
+            .await
+            .expect("commit");
+        ids.push(id);
+    }
+    ids
+}
+
+impl Fixture {
+    /// `POST path` with `form` as `cookie`: the status and the JSON answer (`null` if none).
+    async fn post_json(
+        &self,
+        path: &str,
+        cookie: &str,
+        form: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let r = self.post(path, Some(cookie), form).await;
+        (
+            r.status,
+            serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
+
+/// Two operators taking parcels at once never get the same one; each resumes their own;
+/// one cannot judge the other's.
+#[tokio::test]
+async fn two_operators_never_get_the_same_parcel() {
+    let f = fixture("queue-two").await;
+    f.console
+        .users
+        .add("op2", Role::Operator, "operator password 2")
+        .expect("user");
+    let (op1, csrf1) = f.login("op", "operator password").await;
+    let (op2, csrf2) = f.login("op2", "operator password 2").await;
+    // The fixture's two parcels (flagged, manual) and 20 more.
+    flagged_parcels(&f, 20).await;
+    let next = |cookie: String, csrf: String| {
+        let f = &f;
+        async move {
+            let (status, j) = f
+                .post_json("/api/queue/next", &cookie, &format!("csrf={csrf}"))
+                .await;
+            (status, j["record_id"].as_str().map(str::to_owned))
+        }
+    };
+    // Asked again, each gets the one they have open.
+    let (_, mine) = next(op1.clone(), csrf1.clone()).await;
+    let (_, again) = next(op1.clone(), csrf1.clone()).await;
+    assert_eq!(mine, again);
+    assert_eq!(mine.as_deref(), Some(RECORD), "the oldest first");
+    let (status, _) = f
+        .post_json(
+            &format!("/api/queue/{RECORD}/decide"),
+            &op2,
+            &format!("csrf={csrf2}&finding=confirmed"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "op1 has it");
+    // Both judging as fast as they can, at once: 22 parcels, no one judged twice.
+    let run = |cookie: String, csrf: String| {
+        let f = &f;
+        async move {
+            let mut got = Vec::new();
+            loop {
+                let (status, id) = next(cookie.clone(), csrf.clone()).await;
+                if status == StatusCode::NO_CONTENT {
+                    return got;
+                }
+                let id = id.expect("a parcel");
+                let (status, _) = f
+                    .post_json(
+                        &format!("/api/queue/{id}/decide"),
+                        &cookie,
+                        &format!("csrf={csrf}&finding=confirmed"),
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{id}");
+                got.push(id);
+            }
+        }
+    };
+    let (a, b) = tokio::join!(run(op1.clone(), csrf1), run(op2.clone(), csrf2));
+    let mut all: Vec<_> = a.iter().chain(&b).cloned().collect();
+    all.sort();
+    let n = all.len();
+    all.dedup();
+    assert_eq!((n, all.len()), (22, 22), "op1 {a:?}, op2 {b:?}");
+    assert!(!a.is_empty() && !b.is_empty());
+    let store = f.console.store().expect("store");
+    assert!(store
+        .read(|s| s.waiting(100))
+        .await
+        .expect("queue")
+        .is_empty());
+    let reviews = store.read(|s| s.reviews(RECORD)).await.expect("reviews");
+    assert_eq!(reviews.len(), 1);
+    assert!(reviews[0].waited_ms.is_some());
+}
+
+/// A clear is held for the undo time and can be undone meanwhile; then it is recorded with
+/// the time the parcel waited, which the metrics and the statistics' counters show. The
+/// queue shows who has a parcel open; its pane masks the sender.
+#[tokio::test]
+async fn a_clear_can_be_undone_for_a_few_seconds_and_the_wait_is_measured() {
+    let f = fixture_with("queue-undo", "[console.queue]\nundo_s = 1").await;
+    let (op, csrf) = f.login("op", "operator password").await;
+    let (status, j) = f
+        .post_json("/api/queue/next", &op, &format!("csrf={csrf}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(j["record_id"], RECORD);
+    let pane = j["pane"].as_str().expect("a pane");
+    assert!(
+        pane.contains("11**************2X") && !pane.contains(ID_NUMBER),
+        "{pane}"
+    );
+    assert!(
+        pane.contains("data-judge=\"confirm\"") && pane.contains("id=\"viewer\""),
+        "{pane}"
+    );
+    assert!(!pane.contains("<script>x"), "escaped: {pane}");
+    let page = f.get("/queue", Some(&op)).await.body;
+    assert!(
+        page.contains(&format!(
+            "data-record=\"{RECORD}\" data-kind=\"flagged\" data-holder=\"op\""
+        )),
+        "{page}"
+    );
+    let decide = format!("/api/queue/{RECORD}/decide");
+    let (status, j) = f
+        .post_json(
+            &decide,
+            &op,
+            &format!("csrf={csrf}&finding=cleared&note=nothing"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(j["undo_ms"], 1000);
+    let store = f.console.store().expect("store");
+    assert!(
+        store
+            .read(|s| s.reviews(RECORD))
+            .await
+            .expect("r")
+            .is_empty(),
+        "held"
+    );
+    // Undone: open again, nothing recorded.
+    let (status, j) = f
+        .post_json("/api/queue/undo", &op, &format!("csrf={csrf}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(j["record_id"], RECORD);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        store
+            .read(|s| s.reviews(RECORD))
+            .await
+            .expect("r")
+            .is_empty(),
+        "undone"
+    );
+    let (status, _) = f
+        .post_json("/api/queue/undo", &op, &format!("csrf={csrf}"))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "nothing left to undo");
+    // Cleared again and left alone: recorded after the undo time.
+    let (status, _) = f
+        .post_json(
+            &decide,
+            &op,
+            &format!("csrf={csrf}&finding=cleared&note=nothing"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let reviews = store.read(|s| s.reviews(RECORD)).await.expect("r");
+    assert_eq!(reviews.len(), 1);
+    assert_eq!(
+        (reviews[0].finding, reviews[0].note.as_deref()),
+        (Finding::Cleared, Some("nothing"))
+    );
+    let waited = reviews[0].waited_ms.expect("waited");
+    // The fixture's parcel was decided on 2026-11-23 at 08:00.
+    assert!(waited > 0, "{waited}");
+    let (status, _) = f
+        .post_json(&decide, &op, &format!("csrf={csrf}&finding=confirmed"))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "judged already");
+    let metrics = f.get("/metrics", None).await.body;
+    assert!(
+        metrics.contains("screenline_queue_time_to_decision_seconds_count 1"),
+        "{metrics}"
+    );
+    let kept = store
+        .read(|s| s.durable_counters())
+        .await
+        .expect("counters");
+    assert_eq!(kept[&Counter::QueueWaitMillis], waited);
+    let audit = store
+        .read(|s| s.audit_log(10, |e| e.action.starts_with("review.")))
+        .await
+        .expect("audit");
+    assert_eq!(
+        audit.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["review.cleared", "review.undo"]
+    );
+}

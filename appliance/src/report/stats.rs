@@ -11,7 +11,7 @@
 use crate::domain::{Category, Decision, Finding, ReasonCode};
 use crate::store::counters::StatsMark;
 use crate::store::owner::StoreHandle;
-use crate::telemetry::{Counter, Telemetry};
+use crate::telemetry::{Counter, DecisionTime, Telemetry};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -72,6 +72,17 @@ pub fn stats_payload(
         reviews: ReviewCounts {
             confirmed: delta(Counter::Review(Finding::Confirmed)),
             cleared: delta(Counter::Review(Finding::Cleared)),
+            time_to_decision: DecisionTimes {
+                count: DecisionTime::ALL
+                    .iter()
+                    .map(|t| delta(Counter::QueueDecided(*t)))
+                    .sum(),
+                sum_ms: delta(Counter::QueueWaitMillis),
+                within_1m: delta(Counter::QueueDecided(DecisionTime::Within1m)),
+                within_5m: delta(Counter::QueueDecided(DecisionTime::Within5m)),
+                within_30m: delta(Counter::QueueDecided(DecisionTime::Within30m)),
+                over_30m: delta(Counter::QueueDecided(DecisionTime::Over30m)),
+            },
         },
         commands: CommandCounts {
             accepted: delta(Counter::CommandsAccepted),
@@ -115,6 +126,23 @@ pub struct ParcelCounts {
 pub struct ReviewCounts {
     pub confirmed: u64,
     pub cleared: u64,
+    /// How long the parcels judged in the period had waited in the judging queue, from
+    /// their arrival to the decision (absent from statistics queued before the queue).
+    #[serde(default)]
+    pub time_to_decision: DecisionTimes,
+}
+
+/// The time from arrival in the judging queue to an operator's decision, over a period.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DecisionTimes {
+    /// Parcels judged from the queue.
+    pub count: u64,
+    /// Their waits summed, in milliseconds (`sum_ms / count`: the mean).
+    pub sum_ms: u64,
+    pub within_1m: u64,
+    pub within_5m: u64,
+    pub within_30m: u64,
+    pub over_30m: u64,
 }
 
 /// The regulator's commands of a period.
@@ -214,6 +242,8 @@ mod tests {
         after.insert(Counter::FlaggedReason(ReasonCode::WatchlistedSender), 1);
         after.insert(Counter::FlaggedCategory(Category::Electronics), 2);
         after.insert(Counter::Review(Finding::Confirmed), 1);
+        after.insert(Counter::QueueDecided(DecisionTime::Within5m), 1);
+        after.insert(Counter::QueueWaitMillis, 95_000);
         let now = SystemTime::now();
         let v = stats_payload("S", "A", now, now, &before, &after);
         let p = &v.parcels;
@@ -229,6 +259,11 @@ mod tests {
         );
         assert_eq!(by(&v.flagged_by_category), [("electronics".to_owned(), 2)]);
         assert_eq!(v.reviews.confirmed, 1);
+        let t = &v.reviews.time_to_decision;
+        assert_eq!(
+            (t.count, t.sum_ms, t.within_5m, t.within_1m),
+            (1, 95_000, 1, 0)
+        );
     }
 
     #[tokio::test]

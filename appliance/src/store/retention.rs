@@ -8,9 +8,9 @@
 //! - **Budget**: while the store (database + kept images) is over `disk_budget_mb`, cleared
 //!   parcels' images go first, oldest first; then cleared records are slimmed (scores and
 //!   model dropped; the decision, reasons, waybill, keyed hashes and image SHA-256 stay).
-//!   Flagged and manual records, their images and unsent reports are never touched to make
-//!   room: if that is not enough, the sweep reports how far over the budget the store is and
-//!   the appliance raises an alarm.
+//!   Flagged and manual records, their images, unsent reports and every scan the judging
+//!   queue still waits on are never touched to make room: if that is not enough, the sweep
+//!   reports how far over the budget the store is and the appliance raises an alarm.
 //!
 //! sled reuses the space of deleted and rewritten records for new ones rather than shrinking
 //! its files, so slimming frees room inside the database more than on the disk; the images
@@ -223,6 +223,7 @@ impl Store {
             self.forget_report(report_id)?;
         }
         self.db.open_tree(super::COUNTED)?.remove(k)?;
+        self.db.open_tree(super::queue::QUEUE)?.remove(k)?;
         self.records.remove(k)?;
         out.expired_records += 1;
         Ok(())
@@ -240,7 +241,10 @@ impl Store {
         let Ok(mut record) = Record::from_slice(v) else {
             return Ok(());
         };
-        if record.decision != Decision::Clear {
+        // Only cleared parcels give anything up, and none an operator still has to judge.
+        if record.decision != Decision::Clear
+            || self.db.open_tree(super::queue::QUEUE)?.contains_key(k)?
+        {
             return Ok(());
         }
         match pass {

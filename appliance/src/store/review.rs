@@ -24,13 +24,18 @@ pub struct Review {
     /// Free text, e.g. what was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// How long the parcel had waited in the judging queue, from its arrival to this
+    /// decision (ms); absent for a review of a parcel no longer waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited_ms: Option<u64>,
 }
 
 /// Longest note kept.
 pub const MAX_NOTE_CHARS: usize = 500;
 
 impl Store {
-    /// Records `finding` by `by` against the decision of record `record_id`, durably.
+    /// Records `finding` by `by` against the decision of record `record_id`, now. The
+    /// judging queue records through [`Store::judge`], which counts it too.
     pub fn review(
         &self,
         record_id: &str,
@@ -38,10 +43,22 @@ impl Store {
         by: &str,
         note: Option<&str>,
     ) -> Result<Review, StoreError> {
+        self.review_at(record_id, finding, by, note, SystemTime::now(), None)
+    }
+
+    /// Records `finding` by `by`, decided at `now`, after the parcel `waited` in the queue.
+    pub(super) fn review_at(
+        &self,
+        record_id: &str,
+        finding: Finding,
+        by: &str,
+        note: Option<&str>,
+        now: SystemTime,
+        waited: Option<std::time::Duration>,
+    ) -> Result<Review, StoreError> {
         let record = self
             .record(record_id.as_bytes())?
             .ok_or_else(|| StoreError::NotFound(record_id.to_owned()))?;
-        let now = SystemTime::now();
         let review = Review {
             record_id: record_id.to_owned(),
             decision: record.decision,
@@ -51,6 +68,7 @@ impl Store {
             note: note
                 .map(|n| n.trim().chars().take(MAX_NOTE_CHARS).collect::<String>())
                 .filter(|n| !n.is_empty()),
+            waited_ms: waited.map(|w| w.as_millis() as u64),
         };
         let nanos = now
             .duration_since(SystemTime::UNIX_EPOCH)
