@@ -39,6 +39,16 @@ impl Station {
     /// Starts the appliance on a store holding what `prepare` commits, with `extra` appended
     /// to its configuration.
     fn start(tag: &str, extra: &str, prepare: impl FnOnce(&Store)) -> Station {
+        let extra = extra.to_owned();
+        Station::start_edited(tag, move |c| c + &extra, prepare)
+    }
+
+    /// [`Station::start`] with the configuration file what `edit` makes of the line's.
+    fn start_edited(
+        tag: &str,
+        edit: impl FnOnce(String) -> String,
+        prepare: impl FnOnce(&Store),
+    ) -> Station {
         let site = Site::start(tag);
         let data = site.dir.path().join("data");
         {
@@ -49,7 +59,14 @@ impl Station {
         for (name, password) in OPERATORS {
             users.add(name, Role::Operator, password).expect("user");
         }
-        let rig = Rig::start_with(site.dir.path(), &data, site.port, &[], extra);
+        let rig = Rig::on(
+            common::rig::Line::start(site.dir.path()),
+            site.dir.path(),
+            &data,
+            site.port,
+            &[],
+            edit,
+        );
         let base = format!("http://127.0.0.1:{}", rig.console);
         Station {
             rig,
@@ -1147,6 +1164,90 @@ fn first_paint_after_a_flagged_parcels_arrival() {
         quantile(&from_drop, 0.99),
     );
     assert!(quantile(&from_announce, 0.5) < 3000.0, "{from_announce:?}");
+    drop(browser);
+    station.stop();
+}
+
+#[test]
+fn cleared_parcels_drawn_for_re_review_keep_their_scans_and_the_statistics_count_what_they_find() {
+    let shots = artefacts_dir("e2e_viewer_rereview");
+    // Every cleared parcel drawn; scans deleted from the drop folder after screening;
+    // statistics every 2 s.
+    let mut station = Station::start_edited(
+        "viewer-rereview",
+        |c| {
+            c.replace(
+                "[lines.controller]",
+                "xray_after = \"delete\"\n[lines.controller]",
+            )
+            .replace("keep_alive_s = 5", "keep_alive_s = 5\nstats_period_s = 2")
+                + "[console.queue]\nrereview_share = 1.0\n"
+        },
+        |_| {},
+    );
+    let stats = station._site.sub("screenline/v1/T1/a1/stats");
+    for i in 0..3u64 {
+        station
+            .rig
+            .line
+            .parcel(&format!("SF600000000000{i}"), false, 30 + i);
+    }
+    station.rig.wait_left(3, LONG);
+    let data = station.rig.data.clone();
+    let browser = Browser::launch(&shots);
+    let mut page = browser.page();
+    log_in(&mut page, &station.base, OPERATORS[0], "/queue");
+    page.wait_for("window.screenlineQueue", LONG, "the queue");
+    let (mut drawn, mut decided) = (0u64, 0usize);
+    while let Some(id) = open_next(&mut page) {
+        let kind = page.eval("document.getElementById('judge').dataset.kind");
+        if kind == "rereview" {
+            drawn += 1;
+            // The scan was kept, though the line deletes cleared parcels' scans.
+            assert!(data.join(format!("images/{id}.png")).exists(), "{id}");
+            assert_eq!(
+                page.eval("document.querySelector('#judge .tag').textContent"),
+                "放行抽检复核"
+            );
+            if drawn == 1 {
+                shot(&mut page, "queue-rereview");
+            }
+        }
+        // Confirmed: for a re-review, a cleared parcel suspect after all.
+        page.press("s");
+        decided += 1;
+        wait_decided(&mut page, decided);
+    }
+    assert!(drawn >= 1, "no cleared parcel among three");
+    let xray = &station.rig.line.xray;
+    assert_eq!(
+        std::fs::read_dir(xray).expect("drop folder").count(),
+        0,
+        "deleted after screening"
+    );
+    // The regulator's statistics count the draws and what their re-reviews found.
+    let sum = |m: &[(String, String)], field: &str| -> u64 {
+        m.iter()
+            .filter_map(|(_, p)| serde_json::from_str::<serde_json::Value>(p).ok())
+            .filter_map(|v| v.pointer(field).and_then(|x| x.as_u64()))
+            .sum()
+    };
+    stats.wait_for(LONG, "the re-reviews in the statistics", |m| {
+        sum(m, "/rereviews/drawn") >= drawn && sum(m, "/rereviews/confirmed") >= drawn
+    });
+    let m = stats.messages();
+    assert_eq!(sum(&m, "/rereviews/drawn"), drawn);
+    assert_eq!(sum(&m, "/rereviews/confirmed"), drawn);
+    assert_eq!(
+        metric(
+            station.rig.console,
+            "screenline_rereviews_total{finding=\"confirmed\"}"
+        ),
+        Some(drawn)
+    );
+    stats.wait_for(LONG, "the decision times in the statistics", |m| {
+        sum(m, "/reviews/time_to_decision/count") >= decided as u64
+    });
     drop(browser);
     station.stop();
 }

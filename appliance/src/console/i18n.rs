@@ -70,6 +70,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("queue.taken", "正在判图：", "open by"),
     ("queue.kind.flagged", "标记上报", "flagged"),
     ("queue.kind.manual", "人工开箱", "manual"),
+    ("queue.kind.rereview", "放行抽检复核", "re-review of a cleared parcel"),
     ("queue.none", "没有可判的包裹（其余的都有人在判）", "Nothing to open (any others are open by someone)"),
     ("queue.confirmed", "已确认可疑：{w}", "Confirmed: {w}"),
     ("queue.cleared", "已放行：{w} · 按 U 撤销（{s} 秒）", "Cleared: {w} · press U to undo ({s} s)"),

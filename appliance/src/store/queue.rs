@@ -1,5 +1,6 @@
 //! The judging queue's index (the `queue` tree): every parcel an operator still has to
-//! judge — flagged and manual parcels not yet reviewed — under its record key, so oldest
+//! judge — flagged and manual parcels, and cleared ones drawn for re-review, not yet
+//! reviewed — under its record key, so oldest
 //! first, with when it arrived. A record enters it in the same transaction that stores it
 //! ([`Store::commit_counted`]) and leaves it with its first review ([`Store::judge`]); the
 //! disk budget never takes the scan of a parcel that is still in it (`retention.rs`).
@@ -28,6 +29,8 @@ pub enum QueueKind {
     Flagged,
     /// Diverted to manual inspection.
     Manual,
+    /// Cleared, and drawn for re-review (`console.queue.rereview_share`).
+    Rereview,
 }
 
 impl QueueKind {
@@ -36,7 +39,7 @@ impl QueueKind {
         match record.decision {
             Decision::Flag => Some(QueueKind::Flagged),
             Decision::Manual => Some(QueueKind::Manual),
-            Decision::Clear => None,
+            Decision::Clear => record.rereview.then_some(QueueKind::Rereview),
         }
     }
 
@@ -44,6 +47,7 @@ impl QueueKind {
         match self {
             QueueKind::Flagged => "flagged",
             QueueKind::Manual => "manual",
+            QueueKind::Rereview => "rereview",
         }
     }
 }
@@ -147,8 +151,20 @@ impl Store {
         let waited = waiting
             .as_ref()
             .map(|w| at.duration_since(w.arrived()).unwrap_or_default());
-        let review = self.review_at(record_id, finding, by, note, at, waited)?;
-        let mut counted = vec![(Counter::Review(finding), 1)];
+        let record = self
+            .record(record_id.as_bytes())?
+            .ok_or_else(|| StoreError::NotFound(record_id.to_owned()))?;
+        let review = self.review_of(record_id, &record, finding, by, note, at, waited)?;
+        // What a re-review finds is counted apart: a confirmation there is a parcel the line
+        // had cleared.
+        let mut counted = vec![(
+            if record.rereview {
+                Counter::Rereview(finding)
+            } else {
+                Counter::Review(finding)
+            },
+            1,
+        )];
         if let Some(w) = waited {
             counted.push((Counter::QueueDecided(DecisionTime::of(w)), 1));
             counted.push((Counter::QueueWaitMillis, w.as_millis() as u64));
@@ -247,6 +263,30 @@ mod tests {
         assert_eq!(kept[&Counter::QueueWaitMillis], 90_000);
         assert_eq!(kept[&Counter::Review(Finding::Confirmed)], 1);
         assert_eq!(kept[&Counter::Review(Finding::Cleared)], 1);
+    }
+
+    #[tokio::test]
+    async fn a_cleared_parcel_drawn_for_re_review_waits_and_its_finding_is_counted_apart() {
+        let (_dir, store) = crate::store::testing::fresh("queue-rereview");
+        let mut r = Record::example("0001-L1-1", Decision::Clear);
+        r.rereview = true;
+        store.commit(b"0001-L1-1", &r, None).expect("commit");
+        let w = store.waiting(10).expect("queue");
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].kind, QueueKind::Rereview);
+        let j = store
+            .judge(
+                "0001-L1-1",
+                Finding::Confirmed,
+                "op",
+                None,
+                SystemTime::now(),
+            )
+            .expect("judge");
+        assert_eq!(j.counted[0], (Counter::Rereview(Finding::Confirmed), 1));
+        let kept = store.durable_counters().expect("counters");
+        assert_eq!(kept.get(&Counter::Review(Finding::Confirmed)), None);
+        assert_eq!(kept[&Counter::Rereview(Finding::Confirmed)], 1);
     }
 
     #[test]

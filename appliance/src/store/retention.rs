@@ -535,6 +535,48 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn the_budget_never_takes_a_scan_the_queue_waits_on() {
+        let (_dir, store) = crate::store::testing::fresh("retention");
+        // A cleared parcel drawn for re-review, older than a plain cleared one.
+        let drawn = {
+            let id = format!("{:013}-L1-1", NOW_MS - 3 * DAY);
+            let p = store.images_dir().join(format!("{id}.png"));
+            std::fs::write(&p, vec![7u8; 200 * 1024]).expect("image");
+            let mut r = Record::example(&id, Decision::Clear);
+            r.image = Some(p);
+            r.rereview = true;
+            store.commit(id.as_bytes(), &r, None).expect("commit");
+            id
+        };
+        let plain = put(&store, 2, 2, "clear", 200, true).await;
+        let r = Retention {
+            keep_for: Duration::from_secs(30 * 86_400),
+            budget_bytes: Some(store.disk_usage().expect("usage") - 100 * 1024),
+        };
+        let s = store.sweep(now(), &r).expect("sweep");
+        assert_eq!(s.evicted_images, 1, "{s:?}");
+        let images = store.images_dir().to_owned();
+        assert!(image_exists(&images, &drawn), "the queue waits on it");
+        assert!(!image_exists(&images, &plain));
+        // Re-reviewed, it is a cleared parcel like any other.
+        store
+            .judge(
+                &drawn,
+                super::super::review::Finding::Cleared,
+                "op",
+                None,
+                now(),
+            )
+            .expect("judge");
+        let r = Retention {
+            budget_bytes: Some(store.disk_usage().expect("usage") - 100 * 1024),
+            ..r
+        };
+        store.sweep(now(), &r).expect("sweep");
+        assert!(!image_exists(&images, &drawn));
+    }
+
     #[test]
     fn keys_tell_their_age() {
         assert_eq!(key_millis(b"1769817600000-L1-4"), Some(NOW_MS));

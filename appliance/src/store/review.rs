@@ -43,22 +43,33 @@ impl Store {
         by: &str,
         note: Option<&str>,
     ) -> Result<Review, StoreError> {
-        self.review_at(record_id, finding, by, note, SystemTime::now(), None)
+        let record = self
+            .record(record_id.as_bytes())?
+            .ok_or_else(|| StoreError::NotFound(record_id.to_owned()))?;
+        self.review_of(
+            record_id,
+            &record,
+            finding,
+            by,
+            note,
+            SystemTime::now(),
+            None,
+        )
     }
 
-    /// Records `finding` by `by`, decided at `now`, after the parcel `waited` in the queue.
-    pub(super) fn review_at(
+    /// Records `finding` by `by` on `record` (kept under `record_id`), decided at `now`,
+    /// after the parcel `waited` in the queue.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn review_of(
         &self,
         record_id: &str,
+        record: &crate::record::Record,
         finding: Finding,
         by: &str,
         note: Option<&str>,
         now: SystemTime,
         waited: Option<std::time::Duration>,
     ) -> Result<Review, StoreError> {
-        let record = self
-            .record(record_id.as_bytes())?
-            .ok_or_else(|| StoreError::NotFound(record_id.to_owned()))?;
         let review = Review {
             record_id: record_id.to_owned(),
             decision: record.decision,

@@ -60,6 +60,10 @@ pub enum Counter {
     FlaggedCategory(Category),
     /// Operators' reviews with this finding.
     Review(Finding),
+    /// Cleared parcels drawn for re-review.
+    RereviewsDrawn,
+    /// Re-reviews with this finding (a confirmation: a cleared parcel was suspect after all).
+    Rereview(Finding),
     /// Parcels judged from the queue within this time of their arrival.
     QueueDecided(DecisionTime),
     /// Milliseconds parcels waited in the queue before they were judged, summed.
@@ -476,6 +480,8 @@ impl Counter {
             Counter::FlaggedReason(r) => format!("flagged.reason.{}", r.key()),
             Counter::FlaggedCategory(c) => format!("flagged.category.{}", c.key()),
             Counter::Review(f) => format!("reviews.{}", f.key()),
+            Counter::RereviewsDrawn => "rereviews.drawn".into(),
+            Counter::Rereview(f) => format!("rereviews.{}", f.key()),
             Counter::QueueDecided(t) => format!("queue.decided.{}", t.key()),
             Counter::QueueWaitMillis => "queue.wait_ms".into(),
             Counter::CommandsAccepted => "cmd.accepted".into(),
@@ -558,6 +564,8 @@ impl Counter {
                 | Counter::FlaggedReason(_)
                 | Counter::FlaggedCategory(_)
                 | Counter::Review(_)
+                | Counter::RereviewsDrawn
+                | Counter::Rereview(_)
                 | Counter::QueueDecided(_)
                 | Counter::QueueWaitMillis
                 | Counter::CommandsAccepted
@@ -590,6 +598,8 @@ impl Counter {
                 _ => return None,
             },
             ("reviews", f) => Counter::Review(find(&Finding::ALL, f, Finding::key)?),
+            ("rereviews", "drawn") => Counter::RereviewsDrawn,
+            ("rereviews", f) => Counter::Rereview(find(&Finding::ALL, f, Finding::key)?),
             ("queue", "wait_ms") => Counter::QueueWaitMillis,
             ("queue", rest) => Counter::QueueDecided(find(
                 &DecisionTime::ALL,
@@ -657,6 +667,16 @@ impl Counter {
             Counter::Review(f) => one(
                 "operator_reviews",
                 "Operators' reviews of opened parcels, per finding.",
+                "finding",
+                f.key(),
+            ),
+            Counter::RereviewsDrawn => metric(
+                "rereviews_drawn",
+                "Cleared parcels drawn for re-review in the judging queue.",
+            ),
+            Counter::Rereview(f) => one(
+                "rereviews",
+                "Re-reviews of cleared parcels, per finding (confirmed: suspect after all).",
                 "finding",
                 f.key(),
             ),
@@ -970,6 +990,8 @@ mod tests {
         all.extend(Finding::ALL.map(Counter::Review));
         all.extend(DecisionTime::ALL.map(Counter::QueueDecided));
         all.push(Counter::QueueWaitMillis);
+        all.push(Counter::RereviewsDrawn);
+        all.extend(Finding::ALL.map(Counter::Rereview));
         all
     }
 
