@@ -13,7 +13,7 @@ use common::*;
 use screenline::console::auth::{Role, Users};
 use screenline::domain::{BBox, Category, Decision, Detection, Reason, ReasonCode, Scores};
 use screenline::record::Record;
-use screenline::store::{Commit, Store};
+use screenline::store::Store;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -115,15 +115,7 @@ fn commit(store: &Store, id: &str, decision: Decision, image: PathBuf, detection
         detections,
     });
     r.image = Some(image);
-    store
-        .commit_counted(&[Commit {
-            key: id.to_owned(),
-            record: r,
-            report: None,
-            waybill: None,
-            counts: Vec::new(),
-        }])
-        .expect("commit");
+    store.commit(id.as_bytes(), &r, None).expect("commit");
 }
 
 /// A dual-energy scan of `category` (an index into xraygen's keys) kept for record `id`,
@@ -166,6 +158,22 @@ fn keep_pair(
         .collect();
     commit(store, id, Decision::Flag, high_path, detections.clone());
     (scan.high, scan.low, detections)
+}
+
+/// A browser (its screenshots in `shots`) with a `width` × `height` viewport, logged in
+/// as `user` on `station`, on `next`.
+fn browser_at(
+    station: &Station,
+    shots: &Path,
+    (width, height): (u32, u32),
+    user: (&str, &str),
+    next: &str,
+) -> Browser {
+    let browser = Browser::launch(shots);
+    let mut page = browser.page();
+    page.resize(width, height);
+    log_in(&mut page, &station.base, user, next);
+    browser
 }
 
 /// Logs `user` in through the login form, landing on `next`.
@@ -405,15 +413,9 @@ fn every_tool_draws_what_it_says_from_the_16_bit_data_and_the_boxes_where_the_mo
         rgb_scan = Some(scan.rgb);
     });
     let (high, low, detections) = kept.expect("the pair");
-    let browser = Browser::launch(&shots);
+    let next = format!("/parcel/{pair_id}");
+    let browser = browser_at(&station, &shots, (1366, 768), OPERATORS[0], &next);
     let mut page = browser.page();
-    page.resize(1366, 768);
-    log_in(
-        &mut page,
-        &station.base,
-        OPERATORS[0],
-        &format!("/parcel/{pair_id}"),
-    );
     wait_painted(&mut page, &pair_id);
     shot(&mut page, "viewer-colour");
 
@@ -615,7 +617,7 @@ fn every_tool_draws_what_it_says_from_the_16_bit_data_and_the_boxes_where_the_mo
     let lum: Vec<u8> = colours.iter().map(|c| luminance(*c)).collect();
     let hues: Vec<Material> = colours.iter().map(|c| hue_material(*c)).collect();
     for m in [Material::Organic, Material::Mixed, Material::Metal] {
-        assert!(hues.iter().any(|x| *x == m), "the image shows {m:?}");
+        assert!(hues.contains(&m), "the image shows {m:?}");
     }
     let rgb_tools = vec![
         ("g", "grey", exact(greys(lum.iter().copied()))),
@@ -662,10 +664,8 @@ fn flagged_arrives(rig: &mut Rig, waybill: &str) {
 fn the_alarm_fires_once_per_arrival_until_acknowledged_and_a_user_can_mute_it() {
     let shots = artefacts_dir("e2e_viewer_alarm");
     let mut station = Station::start("viewer-alarm", "", |_| {});
-    let browser = Browser::launch(&shots);
+    let browser = browser_at(&station, &shots, (1366, 768), OPERATORS[0], "/");
     let mut page = browser.page();
-    page.resize(1366, 768);
-    log_in(&mut page, &station.base, OPERATORS[0], "/");
     page.wait_for(
         "window.screenlineAlarm && document.getElementById('alarm')",
         LONG,
@@ -1030,10 +1030,8 @@ fn the_queue_works_at_1920_by_1080_in_english() {
     let station = Station::start("viewer-1920", "", |store| {
         flagged_pairs(store, 2);
     });
-    let browser = Browser::launch(&shots);
+    let browser = browser_at(&station, &shots, (1920, 1080), OPERATORS[0], "/queue");
     let mut page = browser.page();
-    page.resize(1920, 1080);
-    log_in(&mut page, &station.base, OPERATORS[0], "/queue");
     page.goto(&format!("{}/lang?to=en&back=/queue", station.base));
     page.wait_for(
         "document.documentElement.lang === 'en' && window.screenlineQueue",
@@ -1082,10 +1080,8 @@ fn first_paint_after_a_flagged_parcels_arrival() {
     };
     let shots = artefacts_dir("e2e_viewer_paint");
     let mut station = Station::start("viewer-paint", "", |_| {});
-    let browser = Browser::launch(&shots);
+    let browser = browser_at(&station, &shots, (1366, 768), OPERATORS[0], "/queue");
     let mut page = browser.page();
-    page.resize(1366, 768);
-    log_in(&mut page, &station.base, OPERATORS[0], "/queue");
     page.wait_for(
         "window.screenlineQueue && window.screenlineEvents && window.screenlineEvents.readyState === 1",
         LONG,
@@ -1194,9 +1190,8 @@ fn cleared_parcels_drawn_for_re_review_keep_their_scans_and_the_statistics_count
     }
     station.rig.wait_left(3, LONG);
     let data = station.rig.data.clone();
-    let browser = Browser::launch(&shots);
+    let browser = browser_at(&station, &shots, (1366, 768), OPERATORS[0], "/queue");
     let mut page = browser.page();
-    log_in(&mut page, &station.base, OPERATORS[0], "/queue");
     page.wait_for("window.screenlineQueue", LONG, "the queue");
     let (mut drawn, mut decided) = (0u64, 0usize);
     while let Some(id) = open_next(&mut page) {

@@ -405,8 +405,14 @@ xray_dir = "/var/spool/xray/L1"
         let e = invalid(&format!(
             "{MINIMAL}[console.queue]\nrereview_share = 1.5\nundo_s = 0\n"
         ));
-        assert!(e.contains("console.queue.rereview_share = 1.5: must be 0 to 1"), "{e}");
-        assert!(e.contains("console.queue.undo_s = 0: must be 1 to 60"), "{e}");
+        assert!(
+            e.contains("console.queue.rereview_share = 1.5: must be 0 to 1"),
+            "{e}"
+        );
+        assert!(
+            e.contains("console.queue.undo_s = 0: must be 1 to 60"),
+            "{e}"
+        );
         assert_eq!(c.lines[0].xray_after, XrayAfter::Keep);
         assert_eq!(c.lines[0].pair_wait_ms, 2000);
         assert_eq!(

@@ -31,21 +31,17 @@
   }
 
   // ---- A parcel page's review form: confirm, clear, note.
-  const click = sel => () => {
+  // `act` on the element `sel` finds, if there is one.
+  const on = (sel, act) => () => {
     const el = document.querySelector(sel);
     if (!el) return false;
-    el.click();
+    el[act]();
     return true;
   };
   if (document.getElementById("review")) {
-    actions["judge:confirm"] = click("#review [data-judge=confirm]");
-    actions["judge:clear"] = click("#review [data-judge=clear]");
-    actions["judge:note"] = () => {
-      const note = document.querySelector("#review [data-judge=note]");
-      if (!note) return false;
-      note.focus();
-      return true;
-    };
+    actions["judge:confirm"] = on("#review [data-judge=confirm]", "click");
+    actions["judge:clear"] = on("#review [data-judge=clear]", "click");
+    actions["judge:note"] = on("#review [data-judge=note]", "focus");
   }
   // ---- The judging queue: Enter opens the next parcel into the pane, S confirms, P clears
   // (undone by U within the undo time), N writes a note. The appliance renders the pane and
@@ -154,12 +150,7 @@
     };
     actions["judge:confirm"] = decide("confirmed");
     actions["judge:clear"] = decide("cleared");
-    actions["judge:note"] = () => {
-      const note = pane.querySelector("[data-judge=note]");
-      if (!note) return false;
-      note.focus();
-      return true;
-    };
+    actions["judge:note"] = on("#pane [data-judge=note]", "focus");
     actions["judge:undo"] = () => {
       if (!q.lastClear) { say(W["queue.nothing_to_undo"], true); return true; }
       return once(async () => {

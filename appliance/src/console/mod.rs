@@ -1027,17 +1027,24 @@ async fn parcel_page(
     }
 }
 
+/// A record's kept scan files (one image, or a pair's halves), or the `404` that says there
+/// is no such record or it kept no scan.
+async fn kept_files(c: &Console, id: &str) -> Result<Vec<PathBuf>, Box<Response>> {
+    match record_and_reviews(c, id).await {
+        Some((record, _)) if record.image.is_some() => Ok(record.image_files()),
+        _ => Err(Box::new(StatusCode::NOT_FOUND.into_response())),
+    }
+}
+
 async fn parcel_image(
     State(c): State<Arc<Console>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
     let _ctx = viewer!(c, headers, Role::Operator, "/api/image");
-    let Some((record, _)) = record_and_reviews(&c, &id).await else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let Some(path) = record.image else {
-        return StatusCode::NOT_FOUND.into_response();
+    let path = match kept_files(&c, &id).await {
+        Ok(files) => files[0].clone(),
+        Err(r) => return *r,
     };
     match tokio::fs::read(&path).await {
         Ok(bytes) => {
@@ -1068,13 +1075,10 @@ async fn parcel_pixels(
     Path(id): Path<String>,
 ) -> Response {
     let _ctx = viewer!(c, headers, Role::Operator, "/api/pixels");
-    let Some((record, _)) = record_and_reviews(&c, &id).await else {
-        return StatusCode::NOT_FOUND.into_response();
+    let files = match kept_files(&c, &id).await {
+        Ok(files) => files,
+        Err(r) => return *r,
     };
-    let files = record.image_files();
-    if files.is_empty() {
-        return StatusCode::NOT_FOUND.into_response();
-    }
     match tokio::task::spawn_blocking(move || viewer::Pixels::load(&files)).await {
         Ok(Ok(pixels)) => (
             [

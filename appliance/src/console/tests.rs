@@ -288,6 +288,8 @@ const GET_ROUTES: &[(&str, Option<Role>)] = &[
     ("/static/viewer.js", None),
     ("/search?waybill=SF", Some(Role::Operator)),
     ("/settings", Some(Role::Operator)),
+    ("/queue", Some(Role::Operator)),
+    ("/api/queue/rows", Some(Role::Operator)),
     ("/api/alarm", Some(Role::Operator)),
     ("/api/parcels", Some(Role::Operator)),
     ("/api/status", Some(Role::Operator)),
@@ -349,9 +351,14 @@ async fn every_route_for_every_role() {
         "/config/validate",
         "/logout",
         "/model/swap",
+        "/settings",
     ] {
         let r = f.send("POST", path, None, Some("csrf=x")).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{path}");
+    }
+    for path in ["/api/queue/next", "/api/queue/undo", "/api/queue/x/decide"] {
+        let r = f.send("POST", path, None, Some("csrf=x")).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}");
     }
     let r = f
         .send("POST", "/config/validate", Some(&op), Some("csrf=x&text="))
@@ -1337,15 +1344,9 @@ async fn flagged_parcels(f: &Fixture, n: usize) -> Vec<String> {
         let mut r = Record::example(&id, Decision::Flag);
         r.line_id = "L2".into();
         r.screened_at = std::time::SystemTime::now() - Duration::from_secs(30);
-        let c = Commit {
-            key: id.clone(),
-            record: r,
-            report: None,
-            waybill: None,
-            counts: Vec::new(),
-        };
+        let key = id.clone();
         store
-            .write(move |s| s.commit_counted(&[c]))
+            .write(move |s| s.commit(key.as_bytes(), &r, None))
             .await
             .expect("commit");
         ids.push(id);
@@ -1485,14 +1486,8 @@ async fn a_clear_can_be_undone_for_a_few_seconds_and_the_wait_is_measured() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(j["undo_ms"], 1000);
     let store = f.console.store().expect("store");
-    assert!(
-        store
-            .read(|s| s.reviews(RECORD))
-            .await
-            .expect("r")
-            .is_empty(),
-        "held"
-    );
+    let reviews = || async { store.read(|s| s.reviews(RECORD)).await.expect("reviews") };
+    assert!(reviews().await.is_empty(), "held");
     // Undone: open again, nothing recorded.
     let (status, j) = f
         .post_json("/api/queue/undo", &op, &format!("csrf={csrf}"))
@@ -1500,14 +1495,7 @@ async fn a_clear_can_be_undone_for_a_few_seconds_and_the_wait_is_measured() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(j["record_id"], RECORD);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(
-        store
-            .read(|s| s.reviews(RECORD))
-            .await
-            .expect("r")
-            .is_empty(),
-        "undone"
-    );
+    assert!(reviews().await.is_empty(), "undone");
     let (status, _) = f
         .post_json("/api/queue/undo", &op, &format!("csrf={csrf}"))
         .await;
@@ -1522,7 +1510,7 @@ async fn a_clear_can_be_undone_for_a_few_seconds_and_the_wait_is_measured() {
         .await;
     assert_eq!(status, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let reviews = store.read(|s| s.reviews(RECORD)).await.expect("r");
+    let reviews = reviews().await;
     assert_eq!(reviews.len(), 1);
     assert_eq!(
         (reviews[0].finding, reviews[0].note.as_deref()),

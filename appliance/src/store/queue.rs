@@ -211,20 +211,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Commit;
 
     fn put(store: &Store, id: &str, decision: Decision, screened_ms: u64) {
         let mut r = Record::example(id, decision);
         r.screened_at = UNIX_EPOCH + Duration::from_millis(screened_ms);
-        store
-            .commit_counted(&[Commit {
-                key: id.to_owned(),
-                record: r,
-                report: None,
-                waybill: None,
-                counts: Vec::new(),
-            }])
-            .expect("commit");
+        store.commit(id.as_bytes(), &r, None).expect("commit");
     }
 
     #[tokio::test]
