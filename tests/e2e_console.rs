@@ -77,13 +77,13 @@ fn an_operator_confirms_a_live_flagged_parcel_and_the_audit_shows_it() {
     page.goto(&format!("{base}/parcel/{record}"));
     page.wait_for("document.getElementById('review')", long, "the parcel page");
     page.wait_for(
-        "!document.getElementById('xray') || document.getElementById('xray').complete",
+        "!document.getElementById('xray') || document.getElementById('xray').dataset.painted",
         long,
-        "the X-ray image",
+        "the X-ray image in the viewer",
     );
-    page.click("#xray");
+    page.press("+");
     page.screenshot("03-parcel-zoomed");
-    page.click("#xray");
+    page.press("r");
     page.fill("#note", "开箱：6 双同款运动鞋，无吊牌");
     page.click("#confirm");
     page.wait_for(

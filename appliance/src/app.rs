@@ -204,6 +204,7 @@ impl Appliance {
                 site_id: config.site_id.clone(),
                 appliance_id: config.appliance_id.clone(),
                 stage: stages.stage("sink"),
+                rereview_share: config.console.queue.rereview_share,
             }
             .run(screened_rx),
         );

@@ -93,6 +93,9 @@ pub struct ConsoleConfig {
     /// characters). Default: none — `/metrics` answers loopback only.
     #[serde(default, skip_serializing)]
     pub metrics_token: Option<String>,
+    /// The judging queue (`[console.queue]`).
+    #[serde(default)]
+    pub queue: QueueConfig,
 }
 
 impl Default for ConsoleConfig {
@@ -102,8 +105,49 @@ impl Default for ConsoleConfig {
             allowed_hosts: None,
             trusted_proxies: Vec::new(),
             metrics_token: None,
+            queue: QueueConfig::default(),
         }
     }
+}
+
+/// The judging queue (`[console.queue]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// How long a parcel an operator has opened is offered to no one else, seconds, 30 to
+    /// 3600. Default: 180.
+    #[serde(default = "default_lease_s")]
+    pub lease_s: u64,
+    /// How long a clear can be undone before it is recorded, seconds, 1 to 60. Default: 5.
+    #[serde(default = "default_undo_s")]
+    pub undo_s: u64,
+    /// The share of cleared parcels drawn at random for re-review: their scans are kept and
+    /// they enter the queue marked so, and the statistics count what their re-reviews find.
+    /// 0 to 1. Default: 0.01 (1 %).
+    #[serde(default = "default_rereview_share")]
+    pub rereview_share: f64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            lease_s: default_lease_s(),
+            undo_s: default_undo_s(),
+            rereview_share: default_rereview_share(),
+        }
+    }
+}
+
+fn default_rereview_share() -> f64 {
+    0.01
+}
+
+fn default_lease_s() -> u64 {
+    180
+}
+
+fn default_undo_s() -> u64 {
+    5
 }
 
 impl ConsoleConfig {
@@ -117,6 +161,19 @@ impl ConsoleConfig {
                 p.push("allowed_hosts", format_args!(": {h:?} is not a host name or address; give names like \"screenline.local\" or addresses like \"10.0.0.5\", without port or scheme"));
             }
         }
+        p.range(
+            "queue.lease_s",
+            self.queue.lease_s,
+            30..=3600,
+            " seconds (a few minutes: long enough to open a parcel)",
+        );
+        p.range("queue.undo_s", self.queue.undo_s, 1..=60, " seconds");
+        p.range(
+            "queue.rereview_share",
+            self.queue.rereview_share,
+            0.0..=1.0,
+            " (0.01 draws 1 % of cleared parcels for re-review)",
+        );
         if let Some(t) = &self.metrics_token {
             if t.chars().count() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 p.push("metrics_token", ": use at least 16 characters and no spaces (e.g. the output of `openssl rand -hex 16`)");
@@ -343,6 +400,19 @@ xray_dir = "/var/spool/xray/L1"
         assert_eq!(c.lines[0].reader_framing, Framing::Line);
         assert_eq!(c.topic_root(), "screenline/v1/SZ01/xr-01");
         assert_eq!(c.console.listen.port(), 8080);
+        let q = &c.console.queue;
+        assert_eq!((q.lease_s, q.undo_s, q.rereview_share), (180, 5, 0.01));
+        let e = invalid(&format!(
+            "{MINIMAL}[console.queue]\nrereview_share = 1.5\nundo_s = 0\n"
+        ));
+        assert!(
+            e.contains("console.queue.rereview_share = 1.5: must be 0 to 1"),
+            "{e}"
+        );
+        assert!(
+            e.contains("console.queue.undo_s = 0: must be 1 to 60"),
+            "{e}"
+        );
         assert_eq!(c.lines[0].xray_after, XrayAfter::Keep);
         assert_eq!(c.lines[0].pair_wait_ms, 2000);
         assert_eq!(

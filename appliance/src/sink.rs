@@ -63,6 +63,8 @@ pub struct Sink {
     pub site_id: String,
     pub appliance_id: String,
     pub stage: Stage,
+    /// The share of cleared parcels drawn for re-review (`console.queue.rereview_share`).
+    pub rereview_share: f64,
 }
 
 /// A screened parcel on its way into the store.
@@ -72,6 +74,8 @@ struct Pending {
     archived: Option<Option<PathBuf>>,
     /// Whether its decision may still go to the controller (first attempt only).
     first: bool,
+    /// Drawn for re-review (if it stays cleared): its scan is kept and it joins the queue.
+    rereview: bool,
 }
 
 impl Pending {
@@ -104,7 +108,12 @@ impl Sink {
                     }
                     let group = group
                         .into_iter()
-                        .map(|s| Pending { s: self.mark_late(s), archived: None, first: true })
+                        .map(|s| Pending {
+                            s: self.mark_late(s),
+                            archived: None,
+                            first: true,
+                            rereview: drawn(self.rereview_share, rand::random()),
+                        })
                         .collect();
                     self.store_group(group, &mut held).await;
                 }
@@ -281,10 +290,11 @@ impl Sink {
                     });
                     // Archived first, from the bytes screening read; only then does the
                     // scan leave the drop folder. A flagged or manual parcel's scan is
-                    // evidence that an operator and the regulator will read: it is kept
-                    // whatever the line's `xray_after` says.
+                    // evidence that an operator and the regulator will read, and a cleared
+                    // one drawn for re-review waits for an operator: they are kept whatever
+                    // the line's `xray_after` says.
                     let kept = match loaded {
-                        Ok(evidence) if policy.keeps_images() || s.decision != Decision::Clear => {
+                        Ok(evidence) if policy.keeps_images() || waits_for_operator(p) => {
                             let first = images::archive(
                                 self.store.images_dir(),
                                 &record_id,
@@ -311,14 +321,19 @@ impl Sink {
             p.archived = Some(image);
         }
         let image_path = p.archived.clone().flatten();
-        build_commit(
+        let mut commit = build_commit(
             s,
             record_id,
             image_path,
             &self.store,
             &self.site_id,
             &self.appliance_id,
-        )
+        )?;
+        if p.rereview && s.decision == Decision::Clear {
+            commit.record.rereview = true;
+            commit.counts.push(Counter::RereviewsDrawn);
+        }
+        Ok(commit)
     }
 
     /// Shows a stored parcel on the console.
@@ -339,6 +354,17 @@ impl Sink {
             outcome: None,
         });
     }
+}
+
+/// Whether a parcel drawn with `draw` (uniform in 0..1) is re-reviewed at `share`.
+fn drawn(share: f64, draw: f64) -> bool {
+    draw < share
+}
+
+/// Whether an operator will judge the parcel: flagged, manual, or cleared and drawn for
+/// re-review.
+fn waits_for_operator(p: &Pending) -> bool {
+    p.s.decision != Decision::Clear || p.rereview
 }
 
 /// A parcel that could not be stored when it was decided: its decision was not sent, so
@@ -448,6 +474,8 @@ fn build_commit(
         report_id: report.as_ref().map(|r| r.0.clone()),
         image_evicted: None,
         slimmed: false,
+        // Drawn for re-review or not: the caller says (`Sink::prepare`).
+        rereview: false,
     };
     Ok(Commit {
         key: record_id,

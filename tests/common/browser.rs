@@ -357,6 +357,85 @@ impl Page<'_> {
             .unwrap_or_else(|e| panic!("click {selector}: {e}"));
     }
 
+    /// Presses keys as the keyboard does, on whatever has the focus (WebDriver's key codes:
+    /// [`ENTER`], [`ESCAPE`] …).
+    pub fn press(&mut self, keys: &str) {
+        let client = self.client().clone();
+        let sent = keys.to_owned();
+        self.browser
+            .command(async move { client.active_element().await?.send_keys(&sent).await })
+            .unwrap_or_else(|e| panic!("press {keys:?}: {e}"));
+    }
+
+    /// Resizes the page's viewport to `width` × `height` CSS pixels (the window around it
+    /// is made as much larger as its frame takes).
+    pub fn resize(&mut self, width: u32, height: u32) {
+        let mut size = (width, height);
+        for _ in 0..3 {
+            self.browser
+                .command(self.client().set_window_size(size.0, size.1))
+                .unwrap_or_else(|e| panic!("resize to {width}x{height}: {e}"));
+            let inner: Vec<u32> =
+                serde_json::from_value(self.eval("[window.innerWidth, window.innerHeight]"))
+                    .expect("the viewport's size");
+            if inner == [width, height] {
+                return;
+            }
+            size = (
+                (size.0 + width).saturating_sub(inner[0]),
+                (size.1 + height).saturating_sub(inner[1]),
+            );
+        }
+        panic!("the viewport did not become {width}x{height}");
+    }
+
+    /// Turns the mouse wheel by `delta_y` pixels (negative: away from the user) at viewport
+    /// point (`x`, `y`).
+    pub fn wheel(&mut self, x: i64, y: i64, delta_y: i64) {
+        use fantoccini::actions::{InputSource, WheelAction, WheelActions};
+        let wheel = WheelActions::new("wheel".into()).then(WheelAction::Scroll {
+            duration: None,
+            x,
+            y,
+            delta_x: 0,
+            delta_y,
+        });
+        self.browser
+            .command(self.client().perform_actions(wheel))
+            .unwrap_or_else(|e| panic!("wheel at {x},{y}: {e}"));
+    }
+
+    /// Drags with the left mouse button from viewport point (`x`, `y`) by (`dx`, `dy`).
+    pub fn drag(&mut self, x: f64, y: f64, dx: f64, dy: f64) {
+        use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
+        let step = Some(Duration::from_millis(50));
+        let mouse = MouseActions::new("mouse".into())
+            .then(PointerAction::MoveTo {
+                duration: None,
+                x,
+                y,
+            })
+            .then(PointerAction::Down {
+                button: MOUSE_BUTTON_LEFT,
+            })
+            .then(PointerAction::MoveBy {
+                duration: step,
+                x: dx / 2.0,
+                y: dy / 2.0,
+            })
+            .then(PointerAction::MoveBy {
+                duration: step,
+                x: dx / 2.0,
+                y: dy / 2.0,
+            })
+            .then(PointerAction::Up {
+                button: MOUSE_BUTTON_LEFT,
+            });
+        self.browser
+            .command(self.client().perform_actions(mouse))
+            .unwrap_or_else(|e| panic!("drag from {x},{y}: {e}"));
+    }
+
     /// Saves a PNG screenshot as `<artefacts>/<name>.png`.
     pub fn screenshot(&mut self, name: &str) -> PathBuf {
         self.try_screenshot(name)
@@ -372,3 +451,8 @@ impl Page<'_> {
         }
     }
 }
+
+/// The Enter key, as WebDriver sends it.
+pub const ENTER: &str = "\u{E007}";
+/// The Escape key, as WebDriver sends it.
+pub const ESCAPE: &str = "\u{E00C}";

@@ -61,6 +61,10 @@ pub struct Record {
     /// The disk budget took the scores and the model (schema 2).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub slimmed: bool,
+    /// A cleared parcel drawn for re-review: its scan is kept and an operator judges it in
+    /// the queue like a flagged one (absent, false, from every other record).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rereview: bool,
 }
 
 /// The sender as a record keeps it: in full where the regulator may need it (flagged and
@@ -114,6 +118,7 @@ impl Record {
             report_id: None,
             image_evicted: None,
             slimmed: false,
+            rereview: false,
         }
     }
 
@@ -269,7 +274,10 @@ mod tests {
         assert_eq!(r.decision, Decision::Clear);
         assert!(matches!(r.sender, Some(StoredSender::Keys { .. })));
         assert!(!r.slimmed && r.image_evicted.is_none() && r.low_energy_sha256.is_none());
+        assert!(!r.rereview);
         assert_eq!(Record::from_slice(&r.to_vec()).expect("again"), r);
+        // Written back without the fields it never had: byte-compatible.
+        assert!(!String::from_utf8_lossy(&r.to_vec()).contains("rereview"));
     }
 
     #[test]

@@ -16,12 +16,16 @@
 pub mod auth;
 pub mod i18n;
 mod pages;
+mod queue;
 mod snapshot;
+mod viewer;
 
 use crate::domain::Decision;
 use crate::record::Record;
 use crate::report::sightings::SightingsStatus;
 use crate::store::owner::StoreHandle;
+use crate::store::prefs::UserPrefs;
+use crate::store::queue::Waiting;
 use crate::store::review::Finding;
 use crate::telemetry::{Counter, Link, Live, ParcelSummary, Telemetry};
 use auth::{LoginLimiter, Role, Session, Sessions, Users};
@@ -38,7 +42,7 @@ use snapshot::Snapshot;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 /// Session cookie name.
@@ -100,6 +104,8 @@ pub struct Console {
     /// Where passwords are checked: a bounded few at once, so memory stays flat whatever
     /// arrives.
     password_checks: PasswordChecks,
+    /// Which operator has which parcel of the judging queue open.
+    leases: queue::Leases,
 }
 
 /// Whether the appliance runs behind the console, or only the console does.
@@ -129,6 +135,8 @@ struct Running {
     stages: Arc<crate::supervise::Stages>,
     /// With `[site]`: the peers heard and the sightings' backlog, for the devices page.
     sightings: Option<Arc<SightingsStatus>>,
+    /// The configured lines' ids, for the operators' alarm settings.
+    lines: Vec<String>,
 }
 
 impl Running {
@@ -338,6 +346,7 @@ impl Console {
                 intra_threads: config.model.intra_threads,
                 stages,
                 sightings,
+                lines: config.lines.iter().map(|l| l.id.clone()).collect(),
             }),
             users: Users::in_data_dir(&config.data_dir),
             sessions: Sessions::default(),
@@ -346,6 +355,10 @@ impl Console {
             shutdown,
             guard: Guard::new(&config.console, Some(config.console.listen)),
             password_checks: PasswordChecks::default(),
+            leases: queue::Leases::new(
+                Duration::from_secs(config.console.queue.lease_s),
+                Duration::from_secs(config.console.queue.undo_s),
+            ),
         }
     }
 
@@ -366,6 +379,13 @@ impl Console {
             shutdown,
             guard: Guard::new(&crate::config::ConsoleConfig::default(), None),
             password_checks: PasswordChecks::default(),
+            leases: {
+                let q = crate::config::QueueConfig::default();
+                queue::Leases::new(
+                    Duration::from_secs(q.lease_s),
+                    Duration::from_secs(q.undo_s),
+                )
+            },
         }
     }
 
@@ -380,6 +400,27 @@ impl Console {
     /// The store; `None` in safe mode.
     fn store(&self) -> Option<&StoreHandle> {
         self.running().map(|r| &r.store)
+    }
+
+    /// The configured lines (none in safe mode).
+    fn lines(&self) -> &[String] {
+        self.running().map_or(&[], |r| r.lines.as_slice())
+    }
+
+    /// `user`'s own settings; the defaults (the alarm sounds, for every line) if there is no
+    /// store or they cannot be read (logged).
+    async fn prefs(&self, user: &str) -> UserPrefs {
+        let Some(store) = self.store() else {
+            return UserPrefs::default();
+        };
+        let user = user.to_owned();
+        store
+            .read(move |s| s.prefs(&user))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read a user's settings; the defaults apply");
+                UserPrefs::default()
+            })
     }
 
     /// Why the appliance runs in safe mode, if it does.
@@ -503,6 +544,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/logout", post(logout))
         .route("/lang", get(switch_lang))
         .route("/static/console.js", get(script))
+        .route("/static/viewer.js", get(viewer_script))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -510,8 +552,16 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/flagged", get(flagged_page))
         .route("/parcel/{id}", get(parcel_page))
         .route("/parcel/{id}/image", get(parcel_image))
+        .route("/parcel/{id}/pixels", get(parcel_pixels))
         .route("/parcel/{id}/review", post(review))
+        .route("/queue", get(queue_page))
+        .route("/api/queue/rows", get(api_queue_rows))
+        .route("/api/queue/next", post(api_queue_next))
+        .route("/api/queue/undo", post(api_queue_undo))
+        .route("/api/queue/{id}/decide", post(api_queue_decide))
         .route("/search", get(search_page))
+        .route("/settings", get(settings_page).post(settings_save))
+        .route("/api/alarm", get(api_alarm))
         .route("/events", get(events))
         .route("/api/parcels", get(api_parcels))
         .route("/api/status", get(api_status))
@@ -598,15 +648,24 @@ pub async fn serve(
     }
 }
 
-async fn script() -> Response {
+/// A script of the console's, revalidated on every use.
+fn javascript(text: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        include_str!("console.js"),
+        text,
     )
         .into_response()
+}
+
+async fn script() -> Response {
+    javascript(include_str!("console.js"))
+}
+
+async fn viewer_script() -> Response {
+    javascript(include_str!("viewer.js"))
 }
 
 #[derive(Deserialize)]
@@ -968,17 +1027,24 @@ async fn parcel_page(
     }
 }
 
+/// A record's kept scan files (one image, or a pair's halves), or the `404` that says there
+/// is no such record or it kept no scan.
+async fn kept_files(c: &Console, id: &str) -> Result<Vec<PathBuf>, Box<Response>> {
+    match record_and_reviews(c, id).await {
+        Some((record, _)) if record.image.is_some() => Ok(record.image_files()),
+        _ => Err(Box::new(StatusCode::NOT_FOUND.into_response())),
+    }
+}
+
 async fn parcel_image(
     State(c): State<Arc<Console>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
     let _ctx = viewer!(c, headers, Role::Operator, "/api/image");
-    let Some((record, _)) = record_and_reviews(&c, &id).await else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let Some(path) = record.image else {
-        return StatusCode::NOT_FOUND.into_response();
+    let path = match kept_files(&c, &id).await {
+        Ok(files) => files[0].clone(),
+        Err(r) => return *r,
     };
     match tokio::fs::read(&path).await {
         Ok(bytes) => {
@@ -1002,11 +1068,66 @@ async fn parcel_image(
     }
 }
 
+/// A kept scan's pixels for the viewer ([`viewer`]): 16-bit for a pair, never cached.
+async fn parcel_pixels(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let _ctx = viewer!(c, headers, Role::Operator, "/api/pixels");
+    let files = match kept_files(&c, &id).await {
+        Ok(files) => files,
+        Err(r) => return *r,
+    };
+    match tokio::task::spawn_blocking(move || viewer::Pixels::load(&files)).await {
+        Ok(Ok(pixels)) => (
+            [
+                (header::CONTENT_TYPE, viewer::CONTENT_TYPE),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            pixels.encode(),
+        )
+            .into_response(),
+        // Evicted by retention or the disk budget.
+        Ok(Err(viewer::PixelError::Gone)) => StatusCode::GONE.into_response(),
+        Ok(Err(viewer::PixelError::Unreadable(why))) => {
+            tracing::error!(record = %id, error = %why, "a kept scan cannot be decoded for the viewer");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the kept scan cannot be decoded",
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(record = %id, error = %e, "the pixel decoder stopped");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct ReviewForm {
     csrf: String,
     finding: String,
     note: Option<String>,
+}
+
+/// The finding a form names, or the 400 that refuses it.
+fn finding_of(c: &Console, f: &ReviewForm) -> Result<Finding, Box<Response>> {
+    match f.finding.as_str() {
+        "confirmed" => Ok(Finding::Confirmed),
+        "cleared" => Ok(Finding::Cleared),
+        other => {
+            c.telemetry.incr(Counter::ConsoleBadRequests);
+            Err(Box::new(
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown finding {other:?}"),
+                )
+                    .into_response(),
+            ))
+        }
+    }
 }
 
 async fn review(
@@ -1016,47 +1137,20 @@ async fn review(
     f: Result<Form<ReviewForm>, FormRejection>,
 ) -> Response {
     let (ctx, f) = posted!(c, headers, Role::Operator, &format!("/parcel/{id}"), f);
-    let finding = match f.finding.as_str() {
-        "confirmed" => Finding::Confirmed,
-        "cleared" => Finding::Cleared,
-        other => {
-            c.telemetry.incr(Counter::ConsoleBadRequests);
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("unknown finding {other:?}"),
-            )
-                .into_response();
-        }
+    let finding = match finding_of(&c, &f) {
+        Ok(x) => x,
+        Err(r) => return *r,
     };
-    let Some(store) = c.store() else {
+    if c.store().is_none() {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    };
-    let counter = Counter::Review(finding);
-    let (rid, user, note, name) = (
-        id.clone(),
-        ctx.session.user.clone(),
-        f.note.clone(),
-        counter.clone(),
-    );
-    // The review and its count in one durable write.
-    match store
-        .write(move |s| {
-            let r = s.review(&rid, finding, &user, note.as_deref())?;
-            s.count(&name)?;
-            Ok(r)
-        })
-        .await
-    {
-        Ok(r) => {
-            c.telemetry.incr(counter);
-            tracing::info!(record = %id, finding = finding.key(), user = %ctx.session.user, "operator review");
-            c.audit(
-                &format!("user:{}", ctx.session.user),
-                &format!("review.{}", finding.key()),
-                &id,
-                &format!("decision {}", r.decision.key()),
-            )
-            .await;
+    }
+    let judged = c
+        .judge(&ctx.session.user, &id, finding, f.note, SystemTime::now())
+        .await;
+    match judged {
+        Ok(_) => {
+            // Judged here, it is no one's in the queue any more.
+            c.leases.release(&id);
             Redirect::to(&format!("/parcel/{id}?saved=1")).into_response()
         }
         Err(crate::store::StoreError::NotFound(_)) => (
@@ -1064,12 +1158,347 @@ async fn review(
             pages::message(ctx.lang, Some(&ctx.session), t(ctx.lang, "notfound")),
         )
             .into_response(),
-        Err(e) => {
-            c.telemetry.incr(Counter::StoreErrors);
-            tracing::error!(error = %e, record = %id, "cannot record a review");
-            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+impl Console {
+    /// Records `user`'s finding on a parcel, decided at `at` ([`crate::store::Store::judge`]):
+    /// the review, the statistics' counters (here too), the time it waited, the audit.
+    async fn judge(
+        &self,
+        user: &str,
+        id: &str,
+        finding: Finding,
+        note: Option<String>,
+        at: SystemTime,
+    ) -> Result<crate::store::queue::Judged, crate::store::StoreError> {
+        let store = self
+            .store()
+            .ok_or_else(|| crate::store::StoreError::Unavailable("safe mode".into()))?;
+        let (rid, by) = (id.to_owned(), user.to_owned());
+        // The review, its counts and the queue, in one durable write.
+        let judged = store
+            .write(move |s| s.judge(&rid, finding, &by, note.as_deref(), at))
+            .await
+            .inspect_err(|e| {
+                if !matches!(e, crate::store::StoreError::NotFound(_)) {
+                    self.telemetry.incr(Counter::StoreErrors);
+                    tracing::error!(error = %e, record = %id, "cannot record a review");
+                }
+            })?;
+        for (counter, n) in &judged.counted {
+            self.telemetry.add(counter.clone(), *n);
+        }
+        let waited = judged.waited.map(|w| {
+            self.telemetry.observe_queue_wait(w);
+            format!("; waited {:.1} s", w.as_secs_f64())
+        });
+        tracing::info!(record = %id, finding = finding.key(), user, "operator review");
+        self.audit(
+            &format!("user:{user}"),
+            &format!("review.{}", finding.key()),
+            id,
+            &format!(
+                "decision {}{}",
+                judged.review.decision.key(),
+                waited.unwrap_or_default()
+            ),
+        )
+        .await;
+        Ok(judged)
+    }
+
+    /// The parcels waiting in the queue with their records, oldest first, at most `max`.
+    async fn waiting(&self, max: usize) -> Vec<(Waiting, Record)> {
+        let Some(store) = self.store() else {
+            return Vec::new();
+        };
+        store
+            .read(move |s| {
+                Ok(s.waiting(max)?
+                    .into_iter()
+                    .filter_map(|w| {
+                        let r = s.record(w.record_id.as_bytes()).ok().flatten()?;
+                        Some((w, r))
+                    })
+                    .collect())
+            })
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read the judging queue");
+                Vec::new()
+            })
+    }
+
+    /// The queue's rows as the viewer sees them now.
+    fn queue_rows<'a>(&self, lang: Lang, waiting: &'a [(Waiting, Record)]) -> pages::QueueRows<'a> {
+        let now = Instant::now();
+        pages::QueueRows::new(lang, waiting, |id| self.leases.holder(id, now))
+    }
+
+    /// A waiting parcel's judging pane, as the queue's page script opens it.
+    async fn open_pane(&self, ctx: &Ctx, id: &str) -> Response {
+        let Some(store) = self.store() else {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        };
+        let rid = id.to_owned();
+        let found = store
+            .read(move |s| {
+                let Some(w) = s.queued(&rid)? else {
+                    return Ok(None);
+                };
+                Ok(s.record(rid.as_bytes())?.map(|r| (w, r)))
+            })
+            .await;
+        match found {
+            Ok(Some((w, r))) => match pages::judge_pane(ctx.lang, &w, &r) {
+                Some(pane) => Json(serde_json::json!({
+                    "record_id": id,
+                    "waybill": r.waybill.as_ref().map(|w| w.as_str()),
+                    "pane": pane,
+                }))
+                .into_response(),
+                None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            },
+            Ok(None) => {
+                self.leases.release(id);
+                refused(StatusCode::CONFLICT, t(ctx.lang, "queue.gone"))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, record = %id, "cannot read a queued parcel");
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
         }
     }
+}
+
+/// A refusal the queue's page script shows: `{"error": words}`.
+fn refused(status: StatusCode, words: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": words }))).into_response()
+}
+
+/// How many waiting parcels the queue's page lists.
+const QUEUE_SHOWN: usize = 200;
+/// How many waiting parcels the next one is looked for among.
+const QUEUE_SCAN: usize = 10_000;
+
+async fn queue_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    let ctx = viewer!(c, headers, Role::Operator, "/queue");
+    let waiting = c.waiting(QUEUE_SHOWN).await;
+    pages::queue(&ctx, &c.queue_rows(ctx.lang, &waiting)).into_response()
+}
+
+/// The queue's rows alone, for the page script to show again.
+async fn api_queue_rows(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    let ctx = viewer!(c, headers, Role::Operator, "/api/queue");
+    let waiting = c.waiting(QUEUE_SHOWN).await;
+    match c.queue_rows(ctx.lang, &waiting).html() {
+        Some(html) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response(),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Opens the next parcel for the viewer: the one they have open, else the oldest nobody
+/// has, leased to them; `204` if there is none.
+async fn api_queue_next(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    f: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    let (ctx, _) = posted!(c, headers, Role::Operator, "/api/queue", f);
+    let Some(store) = c.store() else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let waiting = match store.read(|s| s.waiting(QUEUE_SCAN)).await {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the judging queue");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    match c.leases.take(&ctx.session.user, &waiting, Instant::now()) {
+        Some(id) => c.open_pane(&ctx, &id).await,
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// The viewer's finding on a parcel of the queue: a confirmation is recorded now; a clear is
+/// held for `console.queue.undo_s`, then recorded unless undone. Refused (`409`) when
+/// another operator has the parcel or it was judged already.
+async fn api_queue_decide(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    f: Result<Form<ReviewForm>, FormRejection>,
+) -> Response {
+    let (ctx, f) = posted!(c, headers, Role::Operator, "/api/queue", f);
+    let finding = match finding_of(&c, &f) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let Some(store) = c.store() else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let rid = id.clone();
+    match store.read(move |s| s.queued(&rid)).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return refused(StatusCode::CONFLICT, t(ctx.lang, "queue.gone")),
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+    let user = ctx.session.user.clone();
+    let now = Instant::now();
+    if let Err(queue::TakenBy(other)) = c.leases.claim(&user, &id, now) {
+        let words = t(ctx.lang, "queue.taken_by").replace("{u}", &other);
+        return refused(StatusCode::CONFLICT, &words);
+    }
+    let at = SystemTime::now();
+    match finding {
+        Finding::Confirmed => match c.judge(&user, &id, finding, f.note, at).await {
+            Ok(_) => {
+                c.leases.release(&id);
+                Json(serde_json::json!({ "finding": finding.key() })).into_response()
+            }
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        },
+        Finding::Cleared => {
+            let token = c.leases.hold_clear(&user, &id, f.note, at, now);
+            record_held_clear(c.clone(), user, id, token);
+            Json(serde_json::json!({
+                "finding": finding.key(),
+                "undo_ms": c.leases.undo.as_millis() as u64,
+            }))
+            .into_response()
+        }
+    }
+}
+
+/// Records a held clear once its undo time is out (or at once when the appliance stops),
+/// unless it was undone.
+fn record_held_clear(c: Arc<Console>, user: String, id: String, token: u64) {
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::time::sleep(c.leases.undo) => {}
+            _ = c.shutdown.cancelled() => {}
+        }
+        let Some(held) = c.leases.due(&id, token) else {
+            // Undone.
+            return;
+        };
+        if let Err(e) = c
+            .judge(&user, &id, Finding::Cleared, held.note, held.at)
+            .await
+        {
+            tracing::error!(error = %e, record = %id, "a clear could not be recorded; the parcel waits in the queue again");
+        }
+        c.leases.release(&id);
+    });
+}
+
+/// Undoes the viewer's latest clear still within its undo time: the parcel opens again.
+async fn api_queue_undo(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    f: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    let (ctx, _) = posted!(c, headers, Role::Operator, "/api/queue", f);
+    match c.leases.undo(&ctx.session.user, Instant::now()) {
+        Some(id) => {
+            c.audit(
+                &format!("user:{}", ctx.session.user),
+                "review.undo",
+                &id,
+                "clear undone before it was recorded",
+            )
+            .await;
+            c.open_pane(&ctx, &id).await
+        }
+        None => refused(StatusCode::CONFLICT, t(ctx.lang, "queue.nothing_to_undo")),
+    }
+}
+
+async fn settings_page(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Query(q): Query<SavedQuery>,
+) -> Response {
+    let ctx = viewer!(c, headers, Role::Operator, "/settings");
+    let prefs = c.prefs(&ctx.session.user).await;
+    pages::settings(&ctx, &prefs, c.lines(), q.saved.is_some()).into_response()
+}
+
+/// The settings form: a checkbox `muted`, and one `line` field per watched line.
+struct SettingsForm {
+    csrf: String,
+    muted: bool,
+    lines: Vec<String>,
+}
+
+impl SettingsForm {
+    fn of(pairs: Vec<(String, String)>) -> SettingsForm {
+        let mut f = SettingsForm {
+            csrf: String::new(),
+            muted: false,
+            lines: Vec::new(),
+        };
+        for (k, v) in pairs {
+            match k.as_str() {
+                "csrf" => f.csrf = v,
+                "muted" => f.muted = true,
+                "line" => f.lines.push(v),
+                _ => {}
+            }
+        }
+        f
+    }
+}
+
+/// Keeps a user's alarm settings (audited): muted or not, the lines watched (all of them
+/// is kept as "every line", so that a line added later is watched too).
+async fn settings_save(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    f: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Response {
+    let f = f.map(|Form(pairs)| Form(SettingsForm::of(pairs)));
+    let (ctx, f) = posted!(c, headers, Role::Operator, "/settings", f);
+    let Some(store) = c.store() else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let known = c.lines();
+    let chosen: Vec<String> = known
+        .iter()
+        .filter(|l| f.lines.contains(l))
+        .cloned()
+        .collect();
+    let prefs = UserPrefs {
+        muted: f.muted,
+        lines: (chosen.len() < known.len()).then_some(chosen),
+    };
+    let detail = format!(
+        "muted={} lines={}",
+        prefs.muted,
+        prefs
+            .lines
+            .as_ref()
+            .map_or("all".to_owned(), |l| l.join(","))
+    );
+    let (user, kept) = (ctx.session.user.clone(), prefs.clone());
+    if let Err(e) = store.write(move |s| s.set_prefs(&user, &kept)).await {
+        c.telemetry.incr(Counter::StoreErrors);
+        tracing::error!(error = %e, "cannot keep a user's settings");
+        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    let actor = format!("user:{}", ctx.session.user);
+    c.audit(&actor, "settings", &ctx.session.user, &detail)
+        .await;
+    Redirect::to("/settings?saved=1").into_response()
+}
+
+/// The viewer's alarm settings, for the page script.
+async fn api_alarm(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    let ctx = viewer!(c, headers, Role::Operator, "/api/alarm");
+    Json(c.prefs(&ctx.session.user).await).into_response()
 }
 
 #[derive(Deserialize)]

@@ -15,6 +15,8 @@ use crate::record::{Record, StoredSender};
 use crate::report::sightings::SightingsSnapshot;
 use crate::screen::swap::Swapped;
 use crate::store::audit::AuditEntry;
+use crate::store::prefs::UserPrefs;
+use crate::store::queue::Waiting;
 use crate::store::review::{Finding, Review};
 use crate::telemetry::{Counter, Link, ParcelOutcome, ParcelSummary};
 use askama::Template;
@@ -74,8 +76,10 @@ struct Me {
 /// Every viewer's pages, then the technician's.
 const NAV: &[(&str, &str)] = &[
     ("/", "nav.line"),
+    ("/queue", "nav.queue"),
     ("/flagged", "nav.flagged"),
     ("/search", "nav.search"),
+    ("/settings", "nav.settings"),
 ];
 const NAV_TECHNICIAN: &[(&str, &str)] = &[
     ("/devices", "nav.devices"),
@@ -153,19 +157,286 @@ impl ScriptJson {
             "outcome.diverted",
             "outcome.fail-safe",
             "outcome.pending",
+            "alarm.unarmed",
+            "alarm.armed",
+            "alarm.ringing",
+            "alarm.muted",
+            "alarm.no_sound",
+            "queue.none",
+            "queue.confirmed",
+            "queue.cleared",
+            "queue.recorded",
+            "queue.undone",
+            "queue.failed",
+            "queue.nothing_to_undo",
         ];
         let mut words: serde_json::Map<String, Value> = KEYS
             .iter()
             .map(|k| ((*k).to_owned(), Value::from(t(lang, k))))
             .collect();
         words.insert("lang".into(), Value::from(lang.tag()));
-        ScriptJson(Value::Object(words).to_string().replace('<', "\\u003c"))
+        // The page's one key map: what each key does, for the page script.
+        words.insert(
+            "keys".into(),
+            Value::Object(
+                KEYMAP
+                    .iter()
+                    .map(|k| (k.key.to_owned(), Value::from(k.action)))
+                    .collect(),
+            ),
+        );
+        ScriptJson::of(&Value::Object(words))
+    }
+
+    /// Any JSON value, safe inside a script element.
+    fn of(value: &Value) -> ScriptJson {
+        ScriptJson(value.to_string().replace('<', "\\u003c"))
     }
 }
 
 impl std::fmt::Display for ScriptJson {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+// ---- The key map and the X-ray viewer (`viewer.html`, `viewer.js`).
+
+/// One key of the page's key map and what it does.
+pub(super) struct Key {
+    /// The key as the browser names it (`KeyboardEvent.key`).
+    pub key: &'static str,
+    /// `tool:<viewer tool>`, `judge:<action>`, `queue:next` or `alarm:ack`.
+    pub action: &'static str,
+}
+
+/// The whole console's keys: one key map for every page, each key doing one thing
+/// (`=` is `+` without the shift key). Letters work in either case.
+pub(super) const KEYMAP: &[Key] = &[
+    Key {
+        key: "c",
+        action: "tool:colour",
+    },
+    Key {
+        key: "g",
+        action: "tool:grey",
+    },
+    Key {
+        key: "v",
+        action: "tool:negative",
+    },
+    Key {
+        key: "h",
+        action: "tool:high",
+    },
+    Key {
+        key: "l",
+        action: "tool:low",
+    },
+    Key {
+        key: "o",
+        action: "tool:organic",
+    },
+    Key {
+        key: "i",
+        action: "tool:inorganic",
+    },
+    Key {
+        key: "e",
+        action: "tool:edges",
+    },
+    Key {
+        key: "+",
+        action: "tool:zoom-in",
+    },
+    Key {
+        key: "=",
+        action: "tool:zoom-in",
+    },
+    Key {
+        key: "-",
+        action: "tool:zoom-out",
+    },
+    Key {
+        key: "r",
+        action: "tool:reset",
+    },
+    Key {
+        key: "b",
+        action: "tool:boxes",
+    },
+    Key {
+        key: "s",
+        action: "judge:confirm",
+    },
+    Key {
+        key: "p",
+        action: "judge:clear",
+    },
+    Key {
+        key: "n",
+        action: "judge:note",
+    },
+    Key {
+        key: "u",
+        action: "judge:undo",
+    },
+    Key {
+        key: "Enter",
+        action: "queue:next",
+    },
+    Key {
+        key: "a",
+        action: "alarm:ack",
+    },
+];
+
+/// The key shown for an action (its first in [`KEYMAP`]).
+pub(super) fn key_for(action: &str) -> &'static str {
+    KEYMAP
+        .iter()
+        .find(|k| k.action == action)
+        .map_or("", |k| k.key)
+}
+
+/// The viewer's tools in toolbar order: (tool, word key). `high` and `low` need the 16-bit
+/// energies of a pair.
+pub(super) const TOOLS: &[(&str, &str)] = &[
+    ("colour", "tool.colour"),
+    ("grey", "tool.grey"),
+    ("negative", "tool.negative"),
+    ("high", "tool.high"),
+    ("low", "tool.low"),
+    ("organic", "tool.organic"),
+    ("inorganic", "tool.inorganic"),
+    ("edges", "tool.edges"),
+    ("zoom-in", "tool.zoom-in"),
+    ("zoom-out", "tool.zoom-out"),
+    ("reset", "tool.reset"),
+    ("boxes", "tool.boxes"),
+];
+
+/// The viewer of one kept scan (`viewer.html`), rendered into the parcel page and the
+/// queue's judging pane.
+#[derive(Template)]
+#[template(path = "viewer.html")]
+pub(super) struct Viewer<'a> {
+    record_id: &'a str,
+    /// `pair` (16-bit dual energy) or `rgb` (one pseudo-colour image).
+    kind: &'static str,
+    tools: Vec<ToolButton>,
+    /// Why some tools are not available, if some are not.
+    unavailable: Option<&'static str>,
+    boxes: Vec<BoxRow>,
+    /// What the viewer script needs: the pixels' address, the boxes, the words.
+    data: ScriptJson,
+    words: ViewerWords,
+}
+
+struct ViewerWords {
+    title: &'static str,
+    boxes: &'static str,
+    no_boxes: &'static str,
+    loading: &'static str,
+    help: &'static str,
+}
+
+struct ToolButton {
+    tool: &'static str,
+    key: &'static str,
+    word: &'static str,
+    /// Why it is not available here, if it is not.
+    why: Option<&'static str>,
+}
+
+/// A detection as the viewer lists it beside the image.
+struct BoxRow {
+    /// Counted from 1, as the reasons name boxes.
+    n: usize,
+    category: &'static str,
+    score: String,
+    counterfeit: String,
+    /// Most likely counterfeit: drawn red.
+    suspect: bool,
+}
+
+impl<'a> Viewer<'a> {
+    /// The viewer of `r`'s kept scan; `None` if it kept none.
+    pub(super) fn of(lang: Lang, r: &'a Record) -> Option<Viewer<'a>> {
+        let files = r.image_files();
+        let kind = match files.len() {
+            1 => "rgb",
+            2 => "pair",
+            _ => return None,
+        };
+        let na = t(lang, "viewer.rgb_only");
+        let tools = TOOLS
+            .iter()
+            .map(|&(tool, word)| ToolButton {
+                tool,
+                key: key_for(&format!("tool:{tool}")),
+                word: t(lang, word),
+                why: (kind == "rgb" && matches!(tool, "high" | "low")).then_some(na),
+            })
+            .collect();
+        let detections = r
+            .scores
+            .as_ref()
+            .map_or(&[][..], |s| s.detections.as_slice());
+        let boxes: Vec<BoxRow> = detections
+            .iter()
+            .enumerate()
+            .map(|(i, d)| BoxRow {
+                n: i + 1,
+                category: d.category.label(lang),
+                score: format!("{:.2}", d.score),
+                counterfeit: format!("{:.2}", d.counterfeit),
+                suspect: d.counterfeit >= 0.5,
+            })
+            .collect();
+        let data = serde_json::json!({
+            "record": r.record_id,
+            "kind": kind,
+            "pixels": format!("/parcel/{}/pixels", r.record_id),
+            "boxes": detections.iter().enumerate().map(|(i, d)| serde_json::json!({
+                "n": i + 1,
+                "label": format!("{} {} {:.2}", i + 1, d.category.label(lang), d.score),
+                "box": [d.bbox.x0, d.bbox.y0, d.bbox.x1, d.bbox.y1],
+                "suspect": d.counterfeit >= 0.5,
+            })).collect::<Vec<_>>(),
+            "words": {
+                "unavailable": na,
+                "failed": t(lang, "viewer.failed"),
+                "gone": t(lang, "viewer.gone"),
+                "zoom": t(lang, "viewer.zoom"),
+                "tools": TOOLS
+                    .iter()
+                    .map(|&(tool, word)| (tool.to_owned(), Value::from(t(lang, word))))
+                    .collect::<serde_json::Map<_, _>>(),
+            },
+        });
+        Some(Viewer {
+            record_id: &r.record_id,
+            kind,
+            tools,
+            unavailable: (kind == "rgb").then_some(na),
+            boxes,
+            data: ScriptJson::of(&data),
+            words: ViewerWords {
+                title: t(lang, "image"),
+                boxes: t(lang, "viewer.boxes"),
+                no_boxes: t(lang, "viewer.no_boxes"),
+                loading: t(lang, "viewer.loading"),
+                help: t(lang, "viewer.help"),
+            },
+        })
+    }
+
+    /// The viewer's markup; `None` (and logged) if it cannot be rendered.
+    pub(super) fn html(&self) -> Option<String> {
+        self.render()
+            .inspect_err(|e| tracing::error!(error = %e, "cannot render the viewer"))
+            .ok()
     }
 }
 
@@ -589,21 +860,88 @@ impl<'a> LiveParcel<'a> {
 #[template(path = "parcel.html")]
 struct ParcelPage<'a> {
     layout: Layout,
+    f: Facts<'a>,
+    saved: bool,
+    reviews: Vec<ReviewView<'a>>,
+    csrf: &'a str,
+    keys: JudgeKeys,
+}
+
+/// What the parcel page and the queue's judging pane show of a parcel.
+struct Facts<'a> {
     record_id: &'a str,
     waybill: &'a str,
     line_id: &'a str,
     seq: u32,
     time: String,
-    saved: bool,
-    has_image: bool,
+    /// The viewer, rendered; `None` without a kept scan.
+    viewer: Option<String>,
     decision: DecisionView,
     reasons: Vec<ReasonView<'a>>,
     declared: Option<DeclaredView<'a>>,
     sender: String,
     model: String,
     scores: Vec<ScoreBar>,
-    reviews: Vec<ReviewView<'a>>,
-    csrf: &'a str,
+}
+
+impl<'a> Facts<'a> {
+    fn of(lang: Lang, r: &'a Record) -> Facts<'a> {
+        let mut scores = Vec::new();
+        if let Some(sc) = &r.scores {
+            let mut by_score = sc.category.clone();
+            by_score.sort_by(|a, b| b.1.total_cmp(&a.1));
+            scores.extend(
+                by_score
+                    .into_iter()
+                    .take(TOP_CATEGORIES)
+                    .map(|(c, p)| ScoreBar::new(c.label(lang), "", p)),
+            );
+            scores.push(ScoreBar::new(t(lang, "counterfeit"), "cf", sc.counterfeit));
+        }
+        Facts {
+            record_id: &r.record_id,
+            waybill: r.waybill.as_ref().map_or("—", |w| w.as_str()),
+            line_id: &r.line_id,
+            seq: r.seq,
+            time: crate::time_fmt::format(r.screened_at),
+            viewer: Viewer::of(lang, r).and_then(|v| v.html()),
+            decision: DecisionView::new(lang, r.decision),
+            reasons: reasons(lang, &r.reasons),
+            declared: r.declared.as_ref().map(|d| DeclaredView {
+                goods: &d.goods,
+                category: category_label(lang, Some(&d.category)),
+                value_cny: format!("{:.2}", d.value_cny),
+                quantity: d.quantity,
+            }),
+            sender: masked_sender(r),
+            model: r
+                .model
+                .as_ref()
+                .map_or_else(String::new, |m| format!("{} {}", m.name, m.version)),
+            scores,
+        }
+    }
+}
+
+/// The keys of a judgement, shown on its buttons.
+struct JudgeKeys {
+    confirm: &'static str,
+    clear: &'static str,
+    note: &'static str,
+    undo: &'static str,
+    next: &'static str,
+}
+
+impl JudgeKeys {
+    fn new() -> JudgeKeys {
+        JudgeKeys {
+            confirm: key_for("judge:confirm"),
+            clear: key_for("judge:clear"),
+            note: key_for("judge:note"),
+            undo: key_for("judge:undo"),
+            next: key_for("queue:next"),
+        }
+    }
 }
 
 struct DeclaredView<'a> {
@@ -650,18 +988,6 @@ const TOP_CATEGORIES: usize = 4;
 /// form; `saved` after a review was recorded.
 pub(super) fn parcel(ctx: &Ctx, r: &Record, reviews: &[Review], saved: bool) -> Page {
     let lang = ctx.lang;
-    let mut scores = Vec::new();
-    if let Some(sc) = &r.scores {
-        let mut by_score = sc.category.clone();
-        by_score.sort_by(|a, b| b.1.total_cmp(&a.1));
-        scores.extend(
-            by_score
-                .into_iter()
-                .take(TOP_CATEGORIES)
-                .map(|(c, p)| ScoreBar::new(c.label(lang), "", p)),
-        );
-        scores.push(ScoreBar::new(t(lang, "counterfeit"), "cf", sc.counterfeit));
-    }
     let reviews = reviews
         .iter()
         .map(|rv| ReviewView {
@@ -680,30 +1006,124 @@ pub(super) fn parcel(ctx: &Ctx, r: &Record, reviews: &[Review], saved: bool) -> 
         .collect();
     Page::of(&ParcelPage {
         layout: Layout::page(ctx, "parcel", "/flagged"),
-        record_id: &r.record_id,
-        waybill: r.waybill.as_ref().map_or("—", |w| w.as_str()),
-        line_id: &r.line_id,
-        seq: r.seq,
-        time: crate::time_fmt::format(r.screened_at),
+        f: Facts::of(lang, r),
         saved,
-        has_image: r.image.is_some(),
-        decision: DecisionView::new(lang, r.decision),
-        reasons: reasons(lang, &r.reasons),
-        declared: r.declared.as_ref().map(|d| DeclaredView {
-            goods: &d.goods,
-            category: category_label(lang, Some(&d.category)),
-            value_cny: format!("{:.2}", d.value_cny),
-            quantity: d.quantity,
-        }),
-        sender: masked_sender(r),
-        model: r
-            .model
-            .as_ref()
-            .map_or_else(String::new, |m| format!("{} {}", m.name, m.version)),
-        scores,
         reviews,
         csrf: &ctx.session.csrf,
+        keys: JudgeKeys::new(),
     })
+}
+
+// ---- The judging queue.
+
+/// The words of a fragment rendered outside a page (`words.t("key")`).
+struct Words(Lang);
+
+impl Words {
+    fn t(&self, key: &str) -> &'static str {
+        t(self.0, key)
+    }
+}
+
+#[derive(Template)]
+#[template(path = "queue.html")]
+struct QueuePage<'a> {
+    layout: Layout,
+    rows: String,
+    waiting: usize,
+    csrf: &'a str,
+    keys: JudgeKeys,
+}
+
+/// The waiting parcels (`queue_rows.html`), sent again as the queue changes.
+#[derive(Template)]
+#[template(path = "queue_rows.html")]
+pub(super) struct QueueRows<'a> {
+    rows: Vec<QueueRow<'a>>,
+    words: Words,
+}
+
+struct QueueRow<'a> {
+    record_id: &'a str,
+    kind: &'static str,
+    kind_word: &'static str,
+    time: String,
+    line_id: &'a str,
+    waybill: &'a str,
+    reasons: Vec<ReasonView<'a>>,
+    /// The operator who has it open, if anyone.
+    holder: Option<String>,
+}
+
+impl<'a> QueueRows<'a> {
+    /// The queue's rows: each waiting parcel (oldest first) with its record and who has it.
+    pub(super) fn new(
+        lang: Lang,
+        waiting: &'a [(Waiting, Record)],
+        holder: impl Fn(&str) -> Option<String>,
+    ) -> QueueRows<'a> {
+        QueueRows {
+            rows: waiting
+                .iter()
+                .map(|(w, r)| QueueRow {
+                    record_id: &w.record_id,
+                    kind: w.kind.key(),
+                    kind_word: t(lang, &format!("queue.kind.{}", w.kind.key())),
+                    time: clock(w.arrived()),
+                    line_id: &r.line_id,
+                    waybill: r.waybill.as_ref().map_or("—", |w| w.as_str()),
+                    reasons: reasons(lang, &r.reasons),
+                    holder: holder(&w.record_id),
+                })
+                .collect(),
+            words: Words(lang),
+        }
+    }
+
+    /// The rows alone; `None` (and logged) if they cannot be rendered.
+    pub(super) fn html(&self) -> Option<String> {
+        self.render()
+            .inspect_err(|e| tracing::error!(error = %e, "cannot render the queue's rows"))
+            .ok()
+    }
+}
+
+/// The judging queue: the waiting parcels (`rows`, rendered) and the pane the next one
+/// opens in.
+pub(super) fn queue(ctx: &Ctx, rows: &QueueRows<'_>) -> Page {
+    Page::of(&QueuePage {
+        layout: Layout::page(ctx, "nav.queue", "/queue"),
+        rows: rows.html().unwrap_or_default(),
+        waiting: rows.rows.len(),
+        csrf: &ctx.session.csrf,
+        keys: JudgeKeys::new(),
+    })
+}
+
+/// One parcel opened from the queue (`judge.html`): the viewer, the reasons, the judgement's
+/// keys and note.
+#[derive(Template)]
+#[template(path = "judge.html")]
+struct JudgePane<'a> {
+    f: Facts<'a>,
+    kind: &'static str,
+    kind_word: &'static str,
+    keys: JudgeKeys,
+    words: Words,
+}
+
+/// The judging pane of a waiting parcel; `None` (and logged) if it cannot be rendered.
+pub(super) fn judge_pane(lang: Lang, w: &Waiting, r: &Record) -> Option<String> {
+    JudgePane {
+        f: Facts::of(lang, r),
+        kind: w.kind.key(),
+        kind_word: t(lang, &format!("queue.kind.{}", w.kind.key())),
+        keys: JudgeKeys::new(),
+        words: Words(lang),
+    }
+    .render()
+    .inspect_err(|e| tracing::error!(error = %e, "cannot render the judging pane"))
+    .ok()
 }
 
 #[derive(Template)]
@@ -741,6 +1161,45 @@ pub(super) fn search(ctx: &Ctx, query: &str, found: &[Record]) -> Page {
         layout: Layout::page(ctx, "nav.search", "/search"),
         query,
         rows,
+    })
+}
+
+// ---- The operator's own settings.
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+struct SettingsPage<'a> {
+    layout: Layout,
+    saved: bool,
+    muted: bool,
+    lines: Vec<WatchedLine<'a>>,
+    csrf: &'a str,
+}
+
+struct WatchedLine<'a> {
+    id: &'a str,
+    on: bool,
+}
+
+/// The viewer's alarm settings: muted or not, the lines watched among `lines`.
+pub(super) fn settings<'a>(
+    ctx: &'a Ctx,
+    prefs: &UserPrefs,
+    lines: &'a [String],
+    saved: bool,
+) -> Page {
+    Page::of(&SettingsPage {
+        layout: Layout::page(ctx, "nav.settings", "/settings"),
+        saved,
+        muted: prefs.muted,
+        lines: lines
+            .iter()
+            .map(|l| WatchedLine {
+                id: l,
+                on: prefs.watches(l),
+            })
+            .collect(),
+        csrf: &ctx.session.csrf,
     })
 }
 

@@ -67,6 +67,7 @@ async fn fixture_with(tag: &str, console: &str) -> Fixture {
             counts: Vec::new(),
         }])
         .expect("commit");
+    commit_pair(&store, &dir);
     let store = crate::store::owner::StoreHandle::start(store, &dir).expect("store thread");
     let telemetry = Arc::new(Telemetry::default());
     // The real model and rules: the Model page shows and swaps what the line screens with.
@@ -111,6 +112,51 @@ async fn fixture_with(tag: &str, console: &str) -> Fixture {
         console,
         sightings,
     }
+}
+
+/// A manual parcel whose kept scan is a dual-energy pair, with two boxes from a detector.
+const PAIR_RECORD: &str = "0001763856001000-L1-8";
+
+/// The pair's high half: a gradient, so that every pixel differs.
+fn pair_high() -> image::ImageBuffer<image::Luma<u16>, Vec<u16>> {
+    image::ImageBuffer::from_fn(6, 4, |x, y| {
+        image::Luma([65535 - (x * 4 + y) as u16 * 2000])
+    })
+}
+
+fn commit_pair(store: &Store, dir: &std::path::Path) {
+    let images = dir.join("images");
+    pair_high()
+        .save(images.join(format!("{PAIR_RECORD}.high.png")))
+        .expect("high");
+    image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(6, 4, |x, y| {
+        image::Luma([60000 - (x * 4 + y) as u16 * 2400])
+    })
+    .save(images.join(format!("{PAIR_RECORD}.low.png")))
+    .expect("low");
+    let record = json!({
+        "record_id": PAIR_RECORD, "line_id": "L1", "seq": 8, "waybill": null,
+        "entered_at": "2026-11-23T08:00:01.000Z",
+        "screened_at": "2026-11-23T08:00:02.000Z", "decision": "manual",
+        "reasons": [{"code": "counterfeit_suspected", "zh": "疑似侵权假冒商品", "en": "suspected counterfeit", "detection": 0}],
+        "sender": null, "declared": null, "recipient": null,
+        "scores": {"category": {"electronics": 0.9}, "counterfeit": 0.6, "detections": [
+            {"category": "electronics", "score": 0.87, "counterfeit": 0.71, "bbox": {"x0": 1.0, "y0": 1.0, "x1": 4.0, "y1": 3.0}},
+            {"category": "bags_leather", "score": 0.4, "counterfeit": 0.1, "bbox": {"x0": 0.0, "y0": 0.0, "x1": 2.0, "y1": 2.0}}
+        ]},
+        "model": {"name": "screenline-det", "version": "0.2.0", "sha256": "00"},
+        "image": images.join(format!("{PAIR_RECORD}.high.png")).display().to_string(),
+    });
+    let record: Record = serde_json::from_value(record).expect("a pair record");
+    store
+        .commit_counted(&[Commit {
+            key: PAIR_RECORD.to_owned(),
+            record,
+            report: None,
+            waybill: None,
+            counts: Vec::new(),
+        }])
+        .expect("commit");
 }
 
 /// The table row of `page` whose `attr` is `value`, up to its `</tr>`.
@@ -238,7 +284,13 @@ const GET_ROUTES: &[(&str, Option<Role>)] = &[
     ("/flagged", Some(Role::Operator)),
     ("/parcel/0001763856000000-L1-7", Some(Role::Operator)),
     ("/parcel/0001763856000000-L1-7/image", Some(Role::Operator)),
+    ("/parcel/0001763856000000-L1-7/pixels", Some(Role::Operator)),
+    ("/static/viewer.js", None),
     ("/search?waybill=SF", Some(Role::Operator)),
+    ("/settings", Some(Role::Operator)),
+    ("/queue", Some(Role::Operator)),
+    ("/api/queue/rows", Some(Role::Operator)),
+    ("/api/alarm", Some(Role::Operator)),
     ("/api/parcels", Some(Role::Operator)),
     ("/api/status", Some(Role::Operator)),
     ("/devices", Some(Role::Technician)),
@@ -265,7 +317,10 @@ async fn every_route_for_every_role() {
             }
             Some(role) => {
                 // Data (not pages) answers 401 rather than sending a browser to log in.
-                if path.starts_with("/api/") || path.ends_with("/image") {
+                if path.starts_with("/api/")
+                    || path.ends_with("/image")
+                    || path.ends_with("/pixels")
+                {
                     assert_eq!(anon.status, StatusCode::UNAUTHORIZED, "{path}");
                 } else {
                     assert_eq!(anon.status, StatusCode::SEE_OTHER, "{path}");
@@ -296,9 +351,14 @@ async fn every_route_for_every_role() {
         "/config/validate",
         "/logout",
         "/model/swap",
+        "/settings",
     ] {
         let r = f.send("POST", path, None, Some("csrf=x")).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{path}");
+    }
+    for path in ["/api/queue/next", "/api/queue/undo", "/api/queue/x/decide"] {
+        let r = f.send("POST", path, None, Some("csrf=x")).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}");
     }
     let r = f
         .send("POST", "/config/validate", Some(&op), Some("csrf=x&text="))
@@ -1113,4 +1173,372 @@ async fn the_devices_page_shows_the_sites_peers_and_the_sightings_backlog() {
         "{a3}"
     );
     assert!(page.contains("data-sightings=\"backlog\">7<"), "{page}");
+}
+
+/// The viewer's pixels: a pair as its 16-bit values, an image as its colours; only for a
+/// session, never cached; the parcel page carries every tool, its key, and the boxes.
+#[tokio::test]
+async fn the_viewer_gets_the_16_bit_pixels_every_tool_and_the_boxes() {
+    let f = fixture("pixels").await;
+    let (op, _) = f.login("op", "operator password").await;
+    let get_bytes = |path: String, cookie: Option<String>| {
+        let app = f.app.clone();
+        async move {
+            let mut req = Request::builder()
+                .uri(path)
+                .header(header::HOST, "127.0.0.1:8080");
+            if let Some(c) = cookie {
+                req = req.header(header::COOKIE, c);
+            }
+            let res = app
+                .oneshot(req.body(Body::empty()).expect("request"))
+                .await
+                .expect("response");
+            let (parts, body) = res.into_parts();
+            let bytes = axum::body::to_bytes(body, 1 << 20).await.expect("body");
+            (parts.status, parts.headers, bytes.to_vec())
+        }
+    };
+    let (status, headers, bytes) =
+        get_bytes(format!("/parcel/{PAIR_RECORD}/pixels"), Some(op.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    assert_eq!(headers[header::CONTENT_TYPE], viewer::CONTENT_TYPE);
+    assert_eq!(&bytes[..6], b"SLPX\x01\x01");
+    assert_eq!(
+        (
+            u32::from_le_bytes(bytes[8..12].try_into().expect("4")),
+            u32::from_le_bytes(bytes[12..16].try_into().expect("4"))
+        ),
+        (6, 4)
+    );
+    let high: Vec<u16> = bytes[viewer::HEADER..viewer::HEADER + 48]
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    assert_eq!(high, pair_high().into_raw(), "the 16-bit values, exactly");
+    let (status, _, bytes) = get_bytes(format!("/parcel/{RECORD}/pixels"), Some(op.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bytes[5], 2, "a pseudo-colour image");
+    assert_eq!(&bytes[viewer::HEADER..viewer::HEADER + 3], &[200, 120, 40]);
+    let (status, _, _) = get_bytes(format!("/parcel/{PAIR_RECORD}/pixels"), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // The parcel page: every tool a button with its key; the boxes listed.
+    let page = f
+        .get(&format!("/parcel/{PAIR_RECORD}"), Some(&op))
+        .await
+        .body;
+    for (tool, _) in pages::TOOLS {
+        let key = pages::key_for(&format!("tool:{tool}"));
+        assert!(!key.is_empty(), "{tool} has a key");
+        assert!(
+            page.contains(&format!("data-tool=\"{tool}\">")),
+            "{tool} available on a pair: {page}"
+        );
+    }
+    assert!(page.contains("data-kind=\"pair\""), "{page}");
+    assert!(page.contains("data-box=\"1\" class=\"suspect\""), "{page}");
+    assert!(page.contains("\"box\":[1.0,1.0,4.0,3.0]"), "{page}");
+    // On a pseudo-colour image, high and low penetration say why they are not there.
+    let page = f.get(&format!("/parcel/{RECORD}"), Some(&op)).await.body;
+    assert!(page.contains("data-kind=\"rgb\""), "{page}");
+    assert!(
+        page.contains(
+            "data-tool=\"high\" class=\"na\" aria-disabled=\"true\" title=\"高穿透与低穿透不可用"
+        ),
+        "{page}"
+    );
+    assert!(page.contains("id=\"viewer-na\""), "{page}");
+}
+
+/// One key map for the whole console: no key does two things, and every action a page
+/// offers has a key.
+#[test]
+fn no_key_does_two_things() {
+    let mut seen = std::collections::HashMap::new();
+    for k in pages::KEYMAP {
+        assert!(
+            seen.insert(k.key, k.action).is_none(),
+            "{} bound twice",
+            k.key
+        );
+    }
+    for action in [
+        "judge:confirm",
+        "judge:clear",
+        "judge:note",
+        "judge:undo",
+        "queue:next",
+        "alarm:ack",
+    ] {
+        assert!(!pages::key_for(action).is_empty(), "{action}");
+    }
+}
+
+/// The alarm is never muted by default; an operator mutes it and picks the lines it
+/// watches for themselves alone, and the change is audited.
+#[tokio::test]
+async fn an_operator_mutes_their_own_alarm_and_it_is_audited() {
+    let f = fixture("alarm").await;
+    let (op, csrf) = f.login("op", "operator password").await;
+    let (tech, _) = f.login("tech", "technician password").await;
+    let alarm = |cookie: String| {
+        let f = &f;
+        async move {
+            serde_json::from_str::<serde_json::Value>(
+                &f.get("/api/alarm", Some(&cookie)).await.body,
+            )
+            .expect("json")
+        }
+    };
+    assert_eq!(alarm(op.clone()).await, json!({"muted": false}));
+    let page = f.get("/settings", Some(&op)).await.body;
+    assert!(
+        page.contains("name=\"line\" value=\"L1\" checked"),
+        "{page}"
+    );
+    assert!(!page.contains("id=\"muted\" checked"), "{page}");
+    // A forged form changes nothing.
+    let r = f.post("/settings", Some(&op), "csrf=forged&muted=1").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = f
+        .post("/settings", Some(&op), &format!("csrf={csrf}&muted=1"))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(alarm(op.clone()).await, json!({"muted": true, "lines": []}));
+    assert_eq!(
+        alarm(tech.clone()).await,
+        json!({"muted": false}),
+        "another user's stays"
+    );
+    let r = f
+        .post(
+            "/settings",
+            Some(&op),
+            &format!("csrf={csrf}&line=L1&line=L9"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        alarm(op.clone()).await,
+        json!({"muted": false}),
+        "every line again"
+    );
+    let store = f.console.store().expect("store");
+    let audit = store
+        .read(|s| s.audit_log(10, |e| e.action == "settings"))
+        .await
+        .expect("audit");
+    assert_eq!(audit.len(), 2);
+    assert_eq!(audit[1].detail, "muted=true lines=");
+    assert_eq!(audit[0].detail, "muted=false lines=all");
+}
+
+/// Commits `n` flagged parcels to the fixture's store, oldest first; their ids.
+async fn flagged_parcels(f: &Fixture, n: usize) -> Vec<String> {
+    let store = f.console.store().expect("store");
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("{:013}-L2-{i}", 1_763_856_100_000u64 + i as u64);
+        let mut r = Record::example(&id, Decision::Flag);
+        r.line_id = "L2".into();
+        r.screened_at = std::time::SystemTime::now() - Duration::from_secs(30);
+        let key = id.clone();
+        store
+            .write(move |s| s.commit(key.as_bytes(), &r, None))
+            .await
+            .expect("commit");
+        ids.push(id);
+    }
+    ids
+}
+
+impl Fixture {
+    /// `POST path` with `form` as `cookie`: the status and the JSON answer (`null` if none).
+    async fn post_json(
+        &self,
+        path: &str,
+        cookie: &str,
+        form: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let r = self.post(path, Some(cookie), form).await;
+        (
+            r.status,
+            serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
+
+/// Two operators taking parcels at once never get the same one; each resumes their own;
+/// one cannot judge the other's.
+#[tokio::test]
+async fn two_operators_never_get_the_same_parcel() {
+    let f = fixture("queue-two").await;
+    f.console
+        .users
+        .add("op2", Role::Operator, "operator password 2")
+        .expect("user");
+    let (op1, csrf1) = f.login("op", "operator password").await;
+    let (op2, csrf2) = f.login("op2", "operator password 2").await;
+    // The fixture's two parcels (flagged, manual) and 20 more.
+    flagged_parcels(&f, 20).await;
+    let next = |cookie: String, csrf: String| {
+        let f = &f;
+        async move {
+            let (status, j) = f
+                .post_json("/api/queue/next", &cookie, &format!("csrf={csrf}"))
+                .await;
+            (status, j["record_id"].as_str().map(str::to_owned))
+        }
+    };
+    // Asked again, each gets the one they have open.
+    let (_, mine) = next(op1.clone(), csrf1.clone()).await;
+    let (_, again) = next(op1.clone(), csrf1.clone()).await;
+    assert_eq!(mine, again);
+    assert_eq!(mine.as_deref(), Some(RECORD), "the oldest first");
+    let (status, _) = f
+        .post_json(
+            &format!("/api/queue/{RECORD}/decide"),
+            &op2,
+            &format!("csrf={csrf2}&finding=confirmed"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "op1 has it");
+    // Both judging as fast as they can, at once: 22 parcels, no one judged twice.
+    let run = |cookie: String, csrf: String| {
+        let f = &f;
+        async move {
+            let mut got = Vec::new();
+            loop {
+                let (status, id) = next(cookie.clone(), csrf.clone()).await;
+                if status == StatusCode::NO_CONTENT {
+                    return got;
+                }
+                let id = id.expect("a parcel");
+                let (status, _) = f
+                    .post_json(
+                        &format!("/api/queue/{id}/decide"),
+                        &cookie,
+                        &format!("csrf={csrf}&finding=confirmed"),
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{id}");
+                got.push(id);
+            }
+        }
+    };
+    let (a, b) = tokio::join!(run(op1.clone(), csrf1), run(op2.clone(), csrf2));
+    let mut all: Vec<_> = a.iter().chain(&b).cloned().collect();
+    all.sort();
+    let n = all.len();
+    all.dedup();
+    assert_eq!((n, all.len()), (22, 22), "op1 {a:?}, op2 {b:?}");
+    assert!(!a.is_empty() && !b.is_empty());
+    let store = f.console.store().expect("store");
+    assert!(store
+        .read(|s| s.waiting(100))
+        .await
+        .expect("queue")
+        .is_empty());
+    let reviews = store.read(|s| s.reviews(RECORD)).await.expect("reviews");
+    assert_eq!(reviews.len(), 1);
+    assert!(reviews[0].waited_ms.is_some());
+}
+
+/// A clear is held for the undo time and can be undone meanwhile; then it is recorded with
+/// the time the parcel waited, which the metrics and the statistics' counters show. The
+/// queue shows who has a parcel open; its pane masks the sender.
+#[tokio::test]
+async fn a_clear_can_be_undone_for_a_few_seconds_and_the_wait_is_measured() {
+    let f = fixture_with("queue-undo", "[console.queue]\nundo_s = 1").await;
+    let (op, csrf) = f.login("op", "operator password").await;
+    let (status, j) = f
+        .post_json("/api/queue/next", &op, &format!("csrf={csrf}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(j["record_id"], RECORD);
+    let pane = j["pane"].as_str().expect("a pane");
+    assert!(
+        pane.contains("11**************2X") && !pane.contains(ID_NUMBER),
+        "{pane}"
+    );
+    assert!(
+        pane.contains("data-judge=\"confirm\"") && pane.contains("id=\"viewer\""),
+        "{pane}"
+    );
+    assert!(!pane.contains("<script>x"), "escaped: {pane}");
+    let page = f.get("/queue", Some(&op)).await.body;
+    assert!(
+        page.contains(&format!(
+            "data-record=\"{RECORD}\" data-kind=\"flagged\" data-holder=\"op\""
+        )),
+        "{page}"
+    );
+    let decide = format!("/api/queue/{RECORD}/decide");
+    let (status, j) = f
+        .post_json(
+            &decide,
+            &op,
+            &format!("csrf={csrf}&finding=cleared&note=nothing"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(j["undo_ms"], 1000);
+    let store = f.console.store().expect("store");
+    let reviews = || async { store.read(|s| s.reviews(RECORD)).await.expect("reviews") };
+    assert!(reviews().await.is_empty(), "held");
+    // Undone: open again, nothing recorded.
+    let (status, j) = f
+        .post_json("/api/queue/undo", &op, &format!("csrf={csrf}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(j["record_id"], RECORD);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(reviews().await.is_empty(), "undone");
+    let (status, _) = f
+        .post_json("/api/queue/undo", &op, &format!("csrf={csrf}"))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "nothing left to undo");
+    // Cleared again and left alone: recorded after the undo time.
+    let (status, _) = f
+        .post_json(
+            &decide,
+            &op,
+            &format!("csrf={csrf}&finding=cleared&note=nothing"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let reviews = reviews().await;
+    assert_eq!(reviews.len(), 1);
+    assert_eq!(
+        (reviews[0].finding, reviews[0].note.as_deref()),
+        (Finding::Cleared, Some("nothing"))
+    );
+    let waited = reviews[0].waited_ms.expect("waited");
+    // The fixture's parcel was decided on 2026-11-23 at 08:00.
+    assert!(waited > 0, "{waited}");
+    let (status, _) = f
+        .post_json(&decide, &op, &format!("csrf={csrf}&finding=confirmed"))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "judged already");
+    let metrics = f.get("/metrics", None).await.body;
+    assert!(
+        metrics.contains("screenline_queue_time_to_decision_seconds_count 1"),
+        "{metrics}"
+    );
+    let kept = store
+        .read(|s| s.durable_counters())
+        .await
+        .expect("counters");
+    assert_eq!(kept[&Counter::QueueWaitMillis], waited);
+    let audit = store
+        .read(|s| s.audit_log(10, |e| e.action.starts_with("review.")))
+        .await
+        .expect("audit");
+    assert_eq!(
+        audit.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["review.cleared", "review.undo"]
+    );
 }

@@ -11,7 +11,7 @@
 use crate::domain::{Category, Decision, Finding, ReasonCode};
 use crate::store::counters::StatsMark;
 use crate::store::owner::StoreHandle;
-use crate::telemetry::{Counter, Telemetry};
+use crate::telemetry::{Counter, DecisionTime, Telemetry};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -72,6 +72,22 @@ pub fn stats_payload(
         reviews: ReviewCounts {
             confirmed: delta(Counter::Review(Finding::Confirmed)),
             cleared: delta(Counter::Review(Finding::Cleared)),
+            time_to_decision: DecisionTimes {
+                count: DecisionTime::ALL
+                    .iter()
+                    .map(|t| delta(Counter::QueueDecided(*t)))
+                    .sum(),
+                sum_ms: delta(Counter::QueueWaitMillis),
+                within_1m: delta(Counter::QueueDecided(DecisionTime::Within1m)),
+                within_5m: delta(Counter::QueueDecided(DecisionTime::Within5m)),
+                within_30m: delta(Counter::QueueDecided(DecisionTime::Within30m)),
+                over_30m: delta(Counter::QueueDecided(DecisionTime::Over30m)),
+            },
+        },
+        rereviews: RereviewCounts {
+            drawn: delta(Counter::RereviewsDrawn),
+            confirmed: delta(Counter::Rereview(Finding::Confirmed)),
+            cleared: delta(Counter::Rereview(Finding::Cleared)),
         },
         commands: CommandCounts {
             accepted: delta(Counter::CommandsAccepted),
@@ -96,7 +112,21 @@ pub struct StatsPayload {
     /// Flagged parcels per category key (categories that occurred only).
     pub flagged_by_category: BTreeMap<String, u64>,
     pub reviews: ReviewCounts,
+    /// The sampled re-review of cleared parcels (absent from statistics queued before it).
+    #[serde(default)]
+    pub rereviews: RereviewCounts,
     pub commands: CommandCounts,
+}
+
+/// Cleared parcels drawn for re-review in a period, and what the re-reviews found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RereviewCounts {
+    /// Cleared parcels drawn (`console.queue.rereview_share` of them).
+    pub drawn: u64,
+    /// Re-reviews that confirmed a suspicion: parcels the line had cleared.
+    pub confirmed: u64,
+    /// Re-reviews that found nothing wrong.
+    pub cleared: u64,
 }
 
 /// Parcels of a period.
@@ -115,6 +145,23 @@ pub struct ParcelCounts {
 pub struct ReviewCounts {
     pub confirmed: u64,
     pub cleared: u64,
+    /// How long the parcels judged in the period had waited in the judging queue, from
+    /// their arrival to the decision (absent from statistics queued before the queue).
+    #[serde(default)]
+    pub time_to_decision: DecisionTimes,
+}
+
+/// The time from arrival in the judging queue to an operator's decision, over a period.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DecisionTimes {
+    /// Parcels judged from the queue.
+    pub count: u64,
+    /// Their waits summed, in milliseconds (`sum_ms / count`: the mean).
+    pub sum_ms: u64,
+    pub within_1m: u64,
+    pub within_5m: u64,
+    pub within_30m: u64,
+    pub over_30m: u64,
 }
 
 /// The regulator's commands of a period.
@@ -214,6 +261,10 @@ mod tests {
         after.insert(Counter::FlaggedReason(ReasonCode::WatchlistedSender), 1);
         after.insert(Counter::FlaggedCategory(Category::Electronics), 2);
         after.insert(Counter::Review(Finding::Confirmed), 1);
+        after.insert(Counter::QueueDecided(DecisionTime::Within5m), 1);
+        after.insert(Counter::QueueWaitMillis, 95_000);
+        after.insert(Counter::RereviewsDrawn, 2);
+        after.insert(Counter::Rereview(Finding::Confirmed), 1);
         let now = SystemTime::now();
         let v = stats_payload("S", "A", now, now, &before, &after);
         let p = &v.parcels;
@@ -229,6 +280,44 @@ mod tests {
         );
         assert_eq!(by(&v.flagged_by_category), [("electronics".to_owned(), 2)]);
         assert_eq!(v.reviews.confirmed, 1);
+        let t = &v.reviews.time_to_decision;
+        assert_eq!(
+            (t.count, t.sum_ms, t.within_5m, t.within_1m),
+            (1, 95_000, 1, 0)
+        );
+        assert_eq!(
+            (
+                v.rereviews.drawn,
+                v.rereviews.confirmed,
+                v.rereviews.cleared
+            ),
+            (2, 1, 0)
+        );
+        // As the schema says, before and after: statistics queued without the new fields
+        // still read.
+        let schema: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../docs/schemas/stats.schema.json"),
+            )
+            .expect("the schema"),
+        )
+        .expect("JSON");
+        let validator = jsonschema::draft202012::new(&schema).expect("a schema");
+        let mut json = serde_json::to_value(&v).expect("json");
+        let errors: Vec<String> = validator
+            .iter_errors(&json)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        json.as_object_mut().expect("object").remove("rereviews");
+        json["reviews"]
+            .as_object_mut()
+            .expect("object")
+            .remove("time_to_decision");
+        assert!(validator.is_valid(&json));
+        let old: StatsPayload = serde_json::from_value(json).expect("an older payload");
+        assert_eq!(old.rereviews, RereviewCounts::default());
     }
 
     #[tokio::test]

@@ -47,7 +47,9 @@ pub mod counters;
 pub mod images;
 mod outbox;
 pub mod owner;
+pub mod prefs;
 pub mod query;
+pub mod queue;
 pub mod recover;
 pub mod regulator;
 pub mod retention;
@@ -273,7 +275,7 @@ impl Store {
         std::fs::create_dir_all(&images)?;
         let backlog = Arc::new(AtomicUsize::new(outbox.len()));
         let sightings = sightings::State::open(&db, &split)?;
-        Ok(Store {
+        let store = Store {
             db,
             records,
             outbox,
@@ -287,7 +289,11 @@ impl Store {
             backlog,
             ledger_since_sweep: Arc::default(),
             sightings,
-        })
+        };
+        if migrate {
+            store.build_queue_index()?;
+        }
+        Ok(store)
     }
 
     fn open_db(db_path: &Path) -> Result<(sled::Db, [sled::Tree; 7]), sled::Error> {
@@ -364,6 +370,7 @@ impl Store {
         }
         let counters = self.db.open_tree(counters::COUNTERS)?;
         let counted = self.db.open_tree(COUNTED)?;
+        let queue = self.db.open_tree(queue::QUEUE)?;
         let mut encoded = Vec::with_capacity(batch.len());
         for c in batch {
             let entry = c.report.as_ref().map(|(report_id, topic_suffix, payload)| {
@@ -384,6 +391,7 @@ impl Store {
                 entry,
                 index,
                 counters::encode_counts(&c.counts),
+                queue::Waiting::of(&c.record).map(|w| w.encode()),
             ));
         }
         let added = (
@@ -392,12 +400,17 @@ impl Store {
             &self.by_waybill,
             &counters,
             &counted,
+            &queue,
         )
-            .transaction(|(records, outbox, by_waybill, counters, counted)| {
+            .transaction(|(records, outbox, by_waybill, counters, counted, queue)| {
                 let mut added = 0usize;
                 let mut delta: BTreeMap<&str, i64> = BTreeMap::new();
                 let mut before = Vec::new();
-                for (key, record, entry, index, counts) in &encoded {
+                for (key, record, entry, index, counts, waiting) in &encoded {
+                    // A parcel an operator has to judge joins the queue with its record.
+                    if let Some(w) = waiting {
+                        queue.insert(*key, w.as_slice())?;
+                    }
                     if let Some(old) = counted.insert(*key, counts.as_bytes())? {
                         before.push(old);
                     }

@@ -164,12 +164,14 @@ fn recover_from_copy(store: &Store, work: &Path) -> Result<Recovered, StoreError
             })?
         }
     };
+    let prefs = store.db.open_tree("prefs")?;
     for (name, into) in [
         ("records", &store.records),
         ("outbox", &store.outbox),
         ("reviews", &store.reviews),
         ("audit", &store.audit),
         ("by_waybill", &store.by_waybill),
+        ("prefs", &prefs),
     ] {
         let tree = match db.open_tree(name) {
             Ok(t) => t,

@@ -8,9 +8,9 @@
 //! - **Budget**: while the store (database + kept images) is over `disk_budget_mb`, cleared
 //!   parcels' images go first, oldest first; then cleared records are slimmed (scores and
 //!   model dropped; the decision, reasons, waybill, keyed hashes and image SHA-256 stay).
-//!   Flagged and manual records, their images and unsent reports are never touched to make
-//!   room: if that is not enough, the sweep reports how far over the budget the store is and
-//!   the appliance raises an alarm.
+//!   Flagged and manual records, their images, unsent reports and every scan the judging
+//!   queue still waits on are never touched to make room: if that is not enough, the sweep
+//!   reports how far over the budget the store is and the appliance raises an alarm.
 //!
 //! sled reuses the space of deleted and rewritten records for new ones rather than shrinking
 //! its files, so slimming frees room inside the database more than on the disk; the images
@@ -223,6 +223,7 @@ impl Store {
             self.forget_report(report_id)?;
         }
         self.db.open_tree(super::COUNTED)?.remove(k)?;
+        self.db.open_tree(super::queue::QUEUE)?.remove(k)?;
         self.records.remove(k)?;
         out.expired_records += 1;
         Ok(())
@@ -240,7 +241,10 @@ impl Store {
         let Ok(mut record) = Record::from_slice(v) else {
             return Ok(());
         };
-        if record.decision != Decision::Clear {
+        // Only cleared parcels give anything up, and none an operator still has to judge.
+        if record.decision != Decision::Clear
+            || self.db.open_tree(super::queue::QUEUE)?.contains_key(k)?
+        {
             return Ok(());
         }
         match pass {
@@ -529,6 +533,48 @@ mod tests {
             Some(0.1),
             "a flagged record is never slimmed"
         );
+    }
+
+    #[tokio::test]
+    async fn the_budget_never_takes_a_scan_the_queue_waits_on() {
+        let (_dir, store) = crate::store::testing::fresh("retention");
+        // A cleared parcel drawn for re-review, older than a plain cleared one.
+        let drawn = {
+            let id = format!("{:013}-L1-1", NOW_MS - 3 * DAY);
+            let p = store.images_dir().join(format!("{id}.png"));
+            std::fs::write(&p, vec![7u8; 200 * 1024]).expect("image");
+            let mut r = Record::example(&id, Decision::Clear);
+            r.image = Some(p);
+            r.rereview = true;
+            store.commit(id.as_bytes(), &r, None).expect("commit");
+            id
+        };
+        let plain = put(&store, 2, 2, "clear", 200, true).await;
+        let r = Retention {
+            keep_for: Duration::from_secs(30 * 86_400),
+            budget_bytes: Some(store.disk_usage().expect("usage") - 100 * 1024),
+        };
+        let s = store.sweep(now(), &r).expect("sweep");
+        assert_eq!(s.evicted_images, 1, "{s:?}");
+        let images = store.images_dir().to_owned();
+        assert!(image_exists(&images, &drawn), "the queue waits on it");
+        assert!(!image_exists(&images, &plain));
+        // Re-reviewed, it is a cleared parcel like any other.
+        store
+            .judge(
+                &drawn,
+                super::super::review::Finding::Cleared,
+                "op",
+                None,
+                now(),
+            )
+            .expect("judge");
+        let r = Retention {
+            budget_bytes: Some(store.disk_usage().expect("usage") - 100 * 1024),
+            ..r
+        };
+        store.sweep(now(), &r).expect("sweep");
+        assert!(!image_exists(&images, &drawn));
     }
 
     #[test]

@@ -24,13 +24,18 @@ pub struct Review {
     /// Free text, e.g. what was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// How long the parcel had waited in the judging queue, from its arrival to this
+    /// decision (ms); absent for a review of a parcel no longer waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited_ms: Option<u64>,
 }
 
 /// Longest note kept.
 pub const MAX_NOTE_CHARS: usize = 500;
 
 impl Store {
-    /// Records `finding` by `by` against the decision of record `record_id`, durably.
+    /// Records `finding` by `by` against the decision of record `record_id`, now. The
+    /// judging queue records through [`Store::judge`], which counts it too.
     pub fn review(
         &self,
         record_id: &str,
@@ -41,7 +46,30 @@ impl Store {
         let record = self
             .record(record_id.as_bytes())?
             .ok_or_else(|| StoreError::NotFound(record_id.to_owned()))?;
-        let now = SystemTime::now();
+        self.review_of(
+            record_id,
+            &record,
+            finding,
+            by,
+            note,
+            SystemTime::now(),
+            None,
+        )
+    }
+
+    /// Records `finding` by `by` on `record` (kept under `record_id`), decided at `now`,
+    /// after the parcel `waited` in the queue.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn review_of(
+        &self,
+        record_id: &str,
+        record: &crate::record::Record,
+        finding: Finding,
+        by: &str,
+        note: Option<&str>,
+        now: SystemTime,
+        waited: Option<std::time::Duration>,
+    ) -> Result<Review, StoreError> {
         let review = Review {
             record_id: record_id.to_owned(),
             decision: record.decision,
@@ -51,6 +79,7 @@ impl Store {
             note: note
                 .map(|n| n.trim().chars().take(MAX_NOTE_CHARS).collect::<String>())
                 .filter(|n| !n.is_empty()),
+            waited_ms: waited.map(|w| w.as_millis() as u64),
         };
         let nanos = now
             .duration_since(SystemTime::UNIX_EPOCH)

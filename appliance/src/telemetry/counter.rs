@@ -60,6 +60,14 @@ pub enum Counter {
     FlaggedCategory(Category),
     /// Operators' reviews with this finding.
     Review(Finding),
+    /// Cleared parcels drawn for re-review.
+    RereviewsDrawn,
+    /// Re-reviews with this finding (a confirmation: a cleared parcel was suspect after all).
+    Rereview(Finding),
+    /// Parcels judged from the queue within this time of their arrival.
+    QueueDecided(DecisionTime),
+    /// Milliseconds parcels waited in the queue before they were judged, summed.
+    QueueWaitMillis,
     /// Regulator commands applied.
     CommandsAccepted,
     /// Regulator commands refused.
@@ -159,6 +167,46 @@ pub enum Counter {
     ConsoleAuditErrors,
     /// `/metrics` requests refused (not loopback, no valid token).
     ConsoleMetricsRefused,
+}
+
+/// How long a parcel waited in the judging queue, from its arrival to an operator's
+/// decision, in the regulator's statistics' classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DecisionTime {
+    Within1m,
+    Within5m,
+    Within30m,
+    Over30m,
+}
+
+impl DecisionTime {
+    /// Every class, shortest first.
+    pub const ALL: [DecisionTime; 4] = [
+        DecisionTime::Within1m,
+        DecisionTime::Within5m,
+        DecisionTime::Within30m,
+        DecisionTime::Over30m,
+    ];
+
+    /// The class of a wait.
+    pub fn of(waited: std::time::Duration) -> DecisionTime {
+        match waited.as_secs() {
+            0..60 => DecisionTime::Within1m,
+            60..300 => DecisionTime::Within5m,
+            300..1800 => DecisionTime::Within30m,
+            _ => DecisionTime::Over30m,
+        }
+    }
+
+    /// Its key in counters and statistics.
+    pub fn key(self) -> &'static str {
+        match self {
+            DecisionTime::Within1m => "within_1m",
+            DecisionTime::Within5m => "within_5m",
+            DecisionTime::Within30m => "within_30m",
+            DecisionTime::Over30m => "over_30m",
+        }
+    }
 }
 
 /// A counter of one line's devices and join.
@@ -432,6 +480,10 @@ impl Counter {
             Counter::FlaggedReason(r) => format!("flagged.reason.{}", r.key()),
             Counter::FlaggedCategory(c) => format!("flagged.category.{}", c.key()),
             Counter::Review(f) => format!("reviews.{}", f.key()),
+            Counter::RereviewsDrawn => "rereviews.drawn".into(),
+            Counter::Rereview(f) => format!("rereviews.{}", f.key()),
+            Counter::QueueDecided(t) => format!("queue.decided.{}", t.key()),
+            Counter::QueueWaitMillis => "queue.wait_ms".into(),
             Counter::CommandsAccepted => "cmd.accepted".into(),
             Counter::CommandsRefused => "cmd.refused".into(),
             Counter::CommandsRefusedBy(why) => format!("cmd.refused.{why}"),
@@ -512,9 +564,20 @@ impl Counter {
                 | Counter::FlaggedReason(_)
                 | Counter::FlaggedCategory(_)
                 | Counter::Review(_)
+                | Counter::RereviewsDrawn
+                | Counter::Rereview(_)
+                | Counter::QueueDecided(_)
+                | Counter::QueueWaitMillis
                 | Counter::CommandsAccepted
                 | Counter::CommandsRefused
         )
+    }
+
+    /// Whether `/metrics` shows it. The queue's wait classes and sum are for the
+    /// regulator's statistics; `/metrics` has the same as a histogram
+    /// (`screenline_queue_time_to_decision_seconds`).
+    pub fn in_metrics(&self) -> bool {
+        !matches!(self, Counter::QueueDecided(_) | Counter::QueueWaitMillis)
     }
 
     /// The durable counter kept under `key`, if it is one (see [`Counter::key`]).
@@ -535,6 +598,14 @@ impl Counter {
                 _ => return None,
             },
             ("reviews", f) => Counter::Review(find(&Finding::ALL, f, Finding::key)?),
+            ("rereviews", "drawn") => Counter::RereviewsDrawn,
+            ("rereviews", f) => Counter::Rereview(find(&Finding::ALL, f, Finding::key)?),
+            ("queue", "wait_ms") => Counter::QueueWaitMillis,
+            ("queue", rest) => Counter::QueueDecided(find(
+                &DecisionTime::ALL,
+                rest.strip_prefix("decided.")?,
+                DecisionTime::key,
+            )?),
             ("cmd", "accepted") => Counter::CommandsAccepted,
             ("cmd", "refused") => Counter::CommandsRefused,
             _ => return None,
@@ -598,6 +669,26 @@ impl Counter {
                 "Operators' reviews of opened parcels, per finding.",
                 "finding",
                 f.key(),
+            ),
+            Counter::RereviewsDrawn => metric(
+                "rereviews_drawn",
+                "Cleared parcels drawn for re-review in the judging queue.",
+            ),
+            Counter::Rereview(f) => one(
+                "rereviews",
+                "Re-reviews of cleared parcels, per finding (confirmed: suspect after all).",
+                "finding",
+                f.key(),
+            ),
+            Counter::QueueDecided(t) => one(
+                "queue_decisions",
+                "Parcels judged from the queue, per time since their arrival.",
+                "within",
+                t.key(),
+            ),
+            Counter::QueueWaitMillis => metric(
+                "queue_wait_milliseconds",
+                "Milliseconds parcels waited in the judging queue, summed.",
             ),
             Counter::CommandsAccepted => commands("accepted"),
             Counter::CommandsRefused => commands("refused"),
@@ -897,6 +988,10 @@ mod tests {
         all.extend(ReasonCode::ALL.map(Counter::FlaggedReason));
         all.extend(Category::ALL.map(Counter::FlaggedCategory));
         all.extend(Finding::ALL.map(Counter::Review));
+        all.extend(DecisionTime::ALL.map(Counter::QueueDecided));
+        all.push(Counter::QueueWaitMillis);
+        all.push(Counter::RereviewsDrawn);
+        all.extend(Finding::ALL.map(Counter::Rereview));
         all
     }
 

@@ -27,6 +27,11 @@ pub fn encode(telemetry: &Telemetry, backlog: Option<usize>) -> Result<String, s
         "Time from a scan's image complete to its decision handed to the line controller.",
         telemetry.latency.clone(),
     );
+    registry.register(
+        "queue_time_to_decision_seconds",
+        "Time from a flagged or manual parcel's arrival in the judging queue to an operator's decision.",
+        telemetry.queue_wait.clone(),
+    );
     registry.register_collector(Box::new(Snapshot::of(telemetry, backlog)));
     let mut out = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
@@ -74,7 +79,7 @@ impl Snapshot {
         for c in Counter::always_shown() {
             counters.entry(c).or_default();
         }
-        for (c, n) in counters {
+        for (c, n) in counters.into_iter().filter(|(c, _)| c.in_metrics()) {
             let m = c.metric();
             add(
                 m.name,

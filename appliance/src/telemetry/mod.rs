@@ -11,7 +11,7 @@ mod counter;
 mod link;
 pub mod metrics;
 
-pub use counter::{Counter, Gauge, Labels, LineCounter, Metric};
+pub use counter::{Counter, DecisionTime, Gauge, Labels, LineCounter, Metric};
 pub use link::{light_key, Device, Link, LinkId, ParcelOutcome, LIGHTS};
 
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -184,6 +184,8 @@ pub struct Telemetry {
     live: broadcast::Sender<Live>,
     /// From a scan's image complete to its decision handed to the controller.
     latency: Histogram,
+    /// From a parcel's arrival in the judging queue to an operator's decision.
+    queue_wait: Histogram,
 }
 
 impl Default for Telemetry {
@@ -194,6 +196,8 @@ impl Default for Telemetry {
             live: broadcast::channel(RECENT).0,
             // 1 ms to 16 s: a line's decision budget is a few hundred milliseconds.
             latency: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            // 5 s to about 3 h: an operator opens a parcel within seconds to minutes.
+            queue_wait: Histogram::new(exponential_buckets(5.0, 2.0, 12)),
         }
     }
 }
@@ -253,6 +257,11 @@ impl Telemetry {
             }
             i.latencies.push_back(us);
         });
+    }
+
+    /// Records how long a parcel waited in the judging queue for an operator's decision.
+    pub fn observe_queue_wait(&self, d: Duration) {
+        self.queue_wait.observe(d.as_secs_f64());
     }
 
     /// The `q`-quantile (0..=1) of the latest decision latencies, if there were any.
