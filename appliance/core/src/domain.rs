@@ -741,6 +741,21 @@ mod tests {
     }
 
     #[test]
+    fn a_reason_on_a_detection_names_its_box_counted_from_one() {
+        let r = Reason::new(ReasonCode::CounterfeitSuspected, "可疑", "suspect");
+        let on = r.clone().on_detection(Some(1));
+        assert_eq!(
+            (on.detection, on.zh.as_str(), on.en.as_str()),
+            (Some(1), "可疑（检测框 2）", "suspect (box 2)")
+        );
+        assert_eq!(r.clone().on_detection(None), r);
+        // Absent from the JSON without a detection: records and reports stay as they were.
+        let v = serde_json::to_value(&r).expect("json");
+        assert!(v.get("detection").is_none(), "{v}");
+        assert_eq!(serde_json::to_value(&on).expect("json")["detection"], 1);
+    }
+
+    #[test]
     fn category_keys_round_trip() {
         for c in Category::ALL {
             assert_eq!(Category::from_key(c.key()), Some(c));

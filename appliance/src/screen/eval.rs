@@ -127,7 +127,15 @@ pub fn read_labels(dir: &Path) -> Result<Vec<Sample>, EvalError> {
     parse_labels(dir, &path, &text)
 }
 
-fn parse_labels(dir: &Path, path: &Path, text: &str) -> Result<Vec<Sample>, EvalError> {
+const LABELS_HEADER: &str = "image,category,counterfeit";
+
+/// The data rows of a dataset CSV file, numbered from its first line (the header, which
+/// must be `header`, a byte-order mark allowed), blank lines skipped.
+fn rows<'a>(
+    path: &Path,
+    text: &'a str,
+    header: &str,
+) -> Result<impl Iterator<Item = (usize, &'a str)>, EvalError> {
     let bad = |line: usize, why: String| EvalError::Labels {
         path: path.to_owned(),
         line,
@@ -135,26 +143,27 @@ fn parse_labels(dir: &Path, path: &Path, text: &str) -> Result<Vec<Sample>, Eval
     };
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end()));
     match lines.next() {
-        Some((_, h)) if h.trim_start_matches('\u{feff}').trim() == "image,category,counterfeit" => {
-        }
-        Some((n, h)) => {
-            return Err(bad(
-                n,
-                format!("the header is {h:?}, expected \"image,category,counterfeit\""),
-            ))
-        }
+        Some((_, h)) if h.trim_start_matches('\u{feff}').trim() == header => {}
+        Some((n, h)) => return Err(bad(n, format!("the header is {h:?}, expected {header:?}"))),
         None => {
             return Err(bad(
                 1,
-                "the file is empty; expected the header \"image,category,counterfeit\"".into(),
+                format!("the file is empty; expected the header {header:?}"),
             ))
         }
     }
+    Ok(lines.filter(|(_, l)| !l.trim().is_empty()))
+}
+
+fn parse_labels(dir: &Path, path: &Path, text: &str) -> Result<Vec<Sample>, EvalError> {
+    let bad = |line: usize, why: String| EvalError::Labels {
+        path: path.to_owned(),
+        line,
+        why,
+    };
+    let lines = rows(path, text, LABELS_HEADER)?;
     let mut samples = Vec::new();
     for (n, line) in lines {
-        if line.trim().is_empty() {
-            continue;
-        }
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         let [image, category, counterfeit] = fields[..] else {
             return Err(bad(
@@ -313,27 +322,9 @@ fn parse_boxes(path: &Path, text: &str) -> Result<BTreeMap<String, Vec<TruthItem
         line,
         why,
     };
-    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end()));
-    match lines.next() {
-        Some((_, h)) if h.trim_start_matches('\u{feff}').trim() == BOXES_HEADER => {}
-        Some((n, h)) => {
-            return Err(bad(
-                n,
-                format!("the header is {h:?}, expected {BOXES_HEADER:?}"),
-            ))
-        }
-        None => {
-            return Err(bad(
-                1,
-                format!("the file is empty; expected {BOXES_HEADER:?}"),
-            ))
-        }
-    }
+    let lines = rows(path, text, BOXES_HEADER)?;
     let mut out: BTreeMap<String, Vec<TruthItem>> = BTreeMap::new();
     for (n, line) in lines {
-        if line.trim().is_empty() {
-            continue;
-        }
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         let [image, category, counterfeit, x0, y0, x1, y1] = fields[..] else {
             return Err(bad(

@@ -1070,4 +1070,31 @@ mod tests {
         s.std[1] = 0.0;
         assert!(Preprocessor::new(&s).err().unwrap().contains("std"));
     }
+
+    /// A manifest names its schema: the two known ones parse as themselves, anything else —
+    /// another schema, no schema, not JSON, a v2 manifest with a v1's fields — is refused
+    /// with a sentence that says what is wrong.
+    #[test]
+    fn manifests_parse_by_their_schema_and_anything_else_is_refused() {
+        let v1 = std::fs::read(
+            default_model_dir()
+                .expect("model 0.1")
+                .join("manifest.json"),
+        )
+        .expect("manifest");
+        assert!(matches!(Manifest::parse(&v1), Ok(Manifest::V1(_))));
+        let e = Manifest::parse(br#"{"schema":"screenline.model.v9"}"#).expect_err("v9");
+        assert!(
+            e.contains("screenline.model.v9") && e.contains(SCHEMA_V2),
+            "{e}"
+        );
+        assert!(Manifest::parse(br#"{"name":"x"}"#).is_err());
+        assert!(Manifest::parse(b"\xff not json").is_err());
+        let v1_as_v2 = String::from_utf8_lossy(&v1).replace(SCHEMA_V1, SCHEMA_V2);
+        let e = Manifest::parse(v1_as_v2.as_bytes()).expect_err("v1 fields under v2");
+        assert!(
+            e.contains("unknown field") || e.contains("missing field"),
+            "{e}"
+        );
+    }
 }
