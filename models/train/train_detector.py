@@ -172,8 +172,13 @@ class DetNet(nn.Module):
         self.off = nn.Conv2d(width, 2, 1)
         self.icf = nn.Conv2d(width, 1, 1)
         nn.init.constant_(self.hm.bias, -2.19)
-        self.cls = nn.Linear(128 + width, K)
-        self.pcf = nn.Linear(128 + width, 1)
+        # The parcel heads also read the item heads (detached, so they cannot bend them): a
+        # parcel's category is its main lot's, the largest box, and it is counterfeit when any
+        # lot is (models/xraygen/PROFILES.md, "Lots and labels").
+        self.cls = nn.Linear(128 + width + 2 * K, K)
+        self.pcf = nn.Linear(128 + width + 1, 1)
+        self.largest_weight = nn.Parameter(torch.tensor(4.0))
+        self.any_weight = nn.Parameter(torch.tensor(1.0))
         self.dropout = nn.Dropout(0.2)
 
     def forward(self, x):
@@ -184,10 +189,19 @@ class DetNet(nn.Module):
         p = self.lat4(f4) + F.interpolate(self.lat5(f5), scale_factor=2, mode="nearest")
         p = self.lat3(f3) + F.interpolate(p, scale_factor=2, mode="nearest")
         h = self.head(p)
-        z = torch.cat([F.adaptive_avg_pool2d(f5, 1).flatten(1), F.adaptive_max_pool2d(h, 1).flatten(1)], 1)
-        z = self.dropout(z)
-        return (self.cls(z), self.pcf(z), self.hm(h), F.softplus(self.wh(h)) * STRIDE,
-                torch.sigmoid(self.off(h)), self.icf(h))
+        hm, wh, icf = self.hm(h), F.softplus(self.wh(h)) * STRIDE, self.icf(h)
+        heat = torch.sigmoid(hm).detach()
+        side = x.shape[2] * x.shape[3]
+        area = (wh[:, 0] * wh[:, 1]).detach().unsqueeze(1) / side
+        largest = (heat * area).amax((2, 3))  # per category: its most confident large box
+        strongest = heat.amax((2, 3))
+        fake = (heat.amax(1, keepdim=True) * torch.sigmoid(icf).detach()).amax((2, 3)).clamp(1e-4, 1 - 1e-4)
+        pooled = self.dropout(torch.cat([F.adaptive_avg_pool2d(f5, 1).flatten(1),
+                                         F.adaptive_max_pool2d(h, 1).flatten(1)], 1))
+        cls = self.cls(torch.cat([pooled, largest * 10, strongest], 1)) + \
+            self.largest_weight * torch.log(largest + 1e-3)
+        pcf = self.pcf(torch.cat([pooled, fake], 1)) + self.any_weight * torch.log(fake / (1 - fake))
+        return cls, pcf, hm, wh, torch.sigmoid(self.off(h)), icf
 
 
 class Exported(nn.Module):
