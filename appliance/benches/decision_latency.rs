@@ -17,21 +17,40 @@
 //! of sixteen more lines' parcels on the broker, which this appliance checks and folds into
 //! its split-shipment ledger while it screens its own eight lines; the row above it is the
 //! same eight lines alone.
+//!
+//! The last two rows are eight lines of line-sized X-ray machines (`6550`, `100100`:
+//! 16-bit dual-energy pairs, 800–1,250 px across) screened by the detector
+//! (`models/screenline-ref-0.2`, or `SCREENLINE_BENCH_MODEL`). Their scans are rendered
+//! before the run ([`demo::ScanPool`]: rendering forty such pairs a second would itself take
+//! the cores being measured); each parcel's copy carries its own stamp, so every scan is
+//! still a file of its own for the line and the demo's truth.
 
-use screenline::demo::{self, traffic::Mix, DemoOptions};
+use screenline::demo::{self, traffic::Mix, DemoOptions, ScanPool, XrayMachines};
+use std::path::PathBuf;
+use std::sync::Arc;
+use xraygen::Scanner;
+
+/// Pre-rendered scans per category, genuine and counterfeit, for the line-sized rows.
+const POOL_PER_KIND: usize = 3;
 
 fn main() -> anyhow::Result<()> {
     let seconds: f64 = std::env::var("SCREENLINE_BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20.0);
+    let detector = std::env::var_os("SCREENLINE_BENCH_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/screenline-ref-0.2")
+        });
     let runtime = tokio::runtime::Runtime::new()?;
     println!(
         "decision latency, image complete → decision sent ({} cores, {seconds:.0} s per load)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
-        "{:>5} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10} {:>5} {:>9} {:>7}",
+        "{:>7} {:>5} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10} {:>5} {:>9} {:>7}",
+        "scanner",
         "lines",
         "rate/s",
         "parcels/h",
@@ -46,15 +65,26 @@ fn main() -> anyhow::Result<()> {
     );
     // The last two side by side: eight lines at full belt speed, alone and with the
     // sightings of sixteen more lines (their parcels' rate) from peers of the site.
-    for (lines, rate, peers) in [
-        (1usize, 2.0f64, 0.0f64),
-        (2, 4.0, 0.0),
-        (4, 4.0, 0.0),
-        (4, 5.0, 0.0),
-        (8, 5.0, 0.0),
-        (8, 5.0, 16.0 * 5.0),
+    for (scanner, lines, rate, peers) in [
+        (Scanner::Small, 1usize, 2.0f64, 0.0f64),
+        (Scanner::Small, 2, 4.0, 0.0),
+        (Scanner::Small, 4, 4.0, 0.0),
+        (Scanner::Small, 4, 5.0, 0.0),
+        (Scanner::Small, 8, 5.0, 0.0),
+        (Scanner::Small, 8, 5.0, 16.0 * 5.0),
+        (Scanner::S6550, 8, 5.0, 0.0),
+        (Scanner::S100100, 8, 5.0, 0.0),
     ] {
         let parcels = (rate * seconds).ceil() as u64;
+        let machines = XrayMachines {
+            scanner,
+            pool: scanner
+                .writes_pairs()
+                .then(|| ScanPool::render(scanner, POOL_PER_KIND, 2026))
+                .transpose()?
+                .map(Arc::new),
+            ..XrayMachines::default()
+        };
         let opts = DemoOptions {
             parcels: Some(parcels),
             rate,
@@ -63,16 +93,17 @@ fn main() -> anyhow::Result<()> {
             appliances: 1,
             broker: None,
             console: "127.0.0.1:0".parse()?,
-            model_dir: None,
+            model_dir: scanner.writes_pairs().then(|| detector.clone()),
             mix: Mix::Realistic,
             data_dir: None,
             peer_sightings_per_s: peers,
         };
-        let s = runtime.block_on(demo::run(opts, true))?;
+        let s = runtime.block_on(demo::run_with(opts, machines, true))?;
         let l = &s.decision_latency;
         let ms = |us: u64| us as f64 / 1000.0;
         println!(
-            "{:>5} {:>7.1} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>8.0} {:>10.3} {:>5} {:>9.0} {:>7}",
+            "{:>7} {:>5} {:>7.1} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>8.0} {:>10.3} {:>5} {:>9.0} {:>7}",
+            scanner.key(),
             lines,
             rate,
             rate * lines as f64 * 3600.0,

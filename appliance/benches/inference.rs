@@ -14,15 +14,28 @@
 //! target ≥ 0.85) and per-image latency p50/p99 at batch 1. Rounds alternate between the
 //! paths so a busy neighbour slows all of them; the median round is reported.
 //!
+//! Then, per image, where the time goes (read, decode, SHA-256, preprocess, inference), and
+//! the **ideal**: those unavoidable costs summed and spread over the cores, the most parcels
+//! a second this machine could screen; the stage as spawned is given as a share of it.
+//!
+//! Each scanner profile is measured on its own scans, rendered before the first round:
+//! `small` (one pseudo-colour PNG, 224–288 px) with the bundled classifier
+//! (`screenline-ref-0.1`), and the line-sized `6550` and `100100` (16-bit dual-energy PNG
+//! pairs, 812 and 1,250 px across) with the detector (`models/screenline-ref-0.2`, or
+//! `SCREENLINE_BENCH_MODEL`). Eight lines at full belt speed are about 40 parcels a second.
+//!
 //! `cargo bench -p screenline --bench inference` (needs ONNX Runtime: see README).
-//! `SCREENLINE_BENCH_IMAGES` sets the number of images (default 256).
+//! `SCREENLINE_BENCH_SCANNERS` picks the profiles (default `small,6550,100100`);
+//! `SCREENLINE_BENCH_IMAGES` the images per profile (default 256 small, 64 line-sized).
 
 use screenline::config::RulesConfig;
 use screenline::domain::{Parcel, XrayScan};
 use screenline::line::image::Decoded;
 use screenline::line::invariants::TODAY;
 use screenline::line::waybill::parse_record;
-use screenline::screen::model::{default_model_dir, init_runtime, new_session, Model};
+use screenline::screen::model::{
+    default_model_dir, init_runtime, new_session, InputKind, Manifest, Model,
+};
 use screenline::screen::rules::MemoryLedger;
 use screenline::screen::Screener;
 use screenline::store::KeyedHasher;
@@ -51,7 +64,16 @@ fn resident_id(seq: usize) -> String {
     format!("{first17}{check}")
 }
 
-fn parcel(seq: usize, image: &std::path::Path, category: &str) -> anyhow::Result<Parcel> {
+/// One scan of the bench's dataset: its file (the high-energy half of a pair), the pair's
+/// low-energy half, and its category.
+struct Row {
+    image: PathBuf,
+    low: Option<PathBuf>,
+    category: String,
+}
+
+fn parcel(seq: usize, row: &Row) -> anyhow::Result<Parcel> {
+    let category = &row.category;
     let record = format!(
         r#"{{"waybill":"SF{seq:013}","sender":{{"name":"张三","id_type":"resident_id","id_number":"{}","phone":"13800138000","address":"北京市朝阳区某某路1号"}},"recipient":{{"name":"李四","phone":"021-62345678","address":"上海市长宁区某某路2号"}},"declared":{{"goods":"货物","category":"{category}","value_cny":999.0,"quantity":1}}}}"#,
         resident_id(seq)
@@ -64,9 +86,9 @@ fn parcel(seq: usize, image: &std::path::Path, category: &str) -> anyhow::Result
         entered_at: SystemTime::now(),
         scan: Some(XrayScan {
             scan_id: format!("{seq}"),
-            path: image.to_path_buf(),
+            path: row.image.clone(),
             completed: Instant::now(),
-            low_energy: None,
+            low_energy: row.low.clone(),
             waybill: Some(r.waybill.waybill.clone()),
             captured_at: SystemTime::now(),
         }),
@@ -76,78 +98,157 @@ fn parcel(seq: usize, image: &std::path::Path, category: &str) -> anyhow::Result
 }
 
 fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::var("SCREENLINE_BENCH_IMAGES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(256);
+    let scanners =
+        std::env::var("SCREENLINE_BENCH_SCANNERS").unwrap_or_else(|_| "small,6550,100100".into());
     let env = init_runtime(None)?;
-    let dir = default_model_dir().ok_or_else(|| anyhow::anyhow!("no model folder"))?;
-    let mut model = Model::load(&dir, &env, 1)?;
-    let screenline::screen::model::Manifest::V1(manifest) = model.manifest().clone() else {
-        anyhow::bail!("this bench measures a schema-1 model (screenline-ref 0.1)");
-    };
-    let onnx = std::fs::read(dir.join(&manifest.file))?;
-    let mut bare = new_session(&env, 1, &onnx)?;
+    let detector = std::env::var_os("SCREENLINE_BENCH_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/screenline-ref-0.2")
+        });
+    for key in scanners.split(',') {
+        let scanner = xraygen::Scanner::from_key(key)
+            .ok_or_else(|| anyhow::anyhow!("no scanner profile {key:?}"))?;
+        let (dir, default_n) = if scanner.writes_pairs() {
+            (detector.clone(), 64)
+        } else {
+            (
+                default_model_dir().ok_or_else(|| anyhow::anyhow!("no model folder"))?,
+                256,
+            )
+        };
+        let n: usize = std::env::var("SCREENLINE_BENCH_IMAGES")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default_n);
+        bench(&env, scanner, &dir, n)?;
+        println!();
+    }
+    Ok(())
+}
 
-    // The images: a held-out-style dataset (seed not used in training), as PNG files.
-    let data =
-        std::env::temp_dir().join(format!("screenline-bench-inference-{}", std::process::id()));
-    xraygen::write_dataset(&data, n, 424_242, |_, _| {})?;
+/// The graph a bare session runs for `kind`: its file, input name and size, and the name of
+/// its counterfeit output.
+fn graph(
+    manifest: &Manifest,
+    kind: InputKind,
+) -> anyhow::Result<(String, String, usize, usize, String)> {
+    Ok(match manifest {
+        Manifest::V1(m) => (
+            m.file.clone(),
+            m.input.name.clone(),
+            m.input.width as usize,
+            m.input.height as usize,
+            m.outputs.counterfeit.clone(),
+        ),
+        Manifest::V2(m) => {
+            let v = m
+                .variants
+                .iter()
+                .find(|v| v.kind == kind)
+                .or_else(|| m.variants.iter().find(|v| v.kind == InputKind::Rgb))
+                .ok_or_else(|| anyhow::anyhow!("the model has no variant for these scans"))?;
+            (
+                v.file.clone(),
+                v.input.name.clone(),
+                v.input.width as usize,
+                v.input.height as usize,
+                m.outputs.counterfeit.clone(),
+            )
+        }
+    })
+}
+
+fn bench(
+    env: &ort::environment::Environment,
+    scanner: xraygen::Scanner,
+    dir: &std::path::Path,
+    n: usize,
+) -> anyhow::Result<()> {
+    let mut model = Model::load(dir, env, 1)?;
+    let kind = if scanner.writes_pairs() {
+        InputKind::Pair
+    } else {
+        InputKind::Rgb
+    };
+    let (file, input_name, w, h, counterfeit) = graph(model.manifest(), kind)?;
+    let onnx = std::fs::read(dir.join(&file))?;
+    let mut bare = new_session(env, 1, &onnx)?;
+
+    // The scans: a held-out-style dataset (seed not used in training), as PNG files.
+    let data = std::env::temp_dir().join(format!(
+        "screenline-bench-inference-{}-{}",
+        scanner.key(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&data);
+    xraygen::write_dataset_with(&data, n, 424_242, scanner, |_, _| {})?;
     let labels = std::fs::read_to_string(data.join("labels.csv"))?;
-    let rows: Vec<(PathBuf, String)> = labels
+    let rows: Vec<Row> = labels
         .lines()
         .skip(1)
         .filter_map(|l| {
             let mut f = l.split(',');
-            Some((data.join(f.next()?), f.next()?.to_owned()))
+            let mut files = f.next()?.split(';');
+            Some(Row {
+                image: data.join(files.next()?),
+                low: files.next().map(|p| data.join(p)),
+                category: f.next()?.to_owned(),
+            })
         })
         .collect();
-
-    // Pre-made input tensors for the bare runs: the model's own preprocessing.
-    let plane = (manifest.input.width * manifest.input.height * 3) as usize;
-    let (h, w) = (
-        manifest.input.height as usize,
-        manifest.input.width as usize,
+    anyhow::ensure!(
+        rows.len() == n,
+        "the dataset has {} of {n} scans",
+        rows.len()
     );
-    let mut tensors: Vec<f32> = Vec::with_capacity(n * plane);
-    for (path, _) in &rows {
-        let rgb = screenline::line::image::decode_image(&std::fs::read(path)?)
-            .map_err(anyhow::Error::msg)?;
-        tensors.extend(model.preprocess(&Decoded::Rgb(rgb))?);
+    let (mut width, mut height) = ((u32::MAX, 0), (u32::MAX, 0));
+
+    // Where the stage's time goes, on the same files: read, decode, SHA-256, preprocess, and
+    // a thumbnail (flagged parcels only). Also makes the bare runs' input tensors.
+    let mut tensors: Vec<f32> = Vec::new();
+    let mut parts = [Duration::ZERO; 5];
+    for row in &rows {
+        let s = Instant::now();
+        let bytes = std::fs::read(&row.image)?;
+        let low = row.low.as_ref().map(std::fs::read).transpose()?;
+        parts[0] += s.elapsed();
+        let s = Instant::now();
+        let scan = match &low {
+            None => Decoded::Rgb(
+                screenline::line::image::decode_image(&bytes).map_err(anyhow::Error::msg)?,
+            ),
+            Some(low) => {
+                screenline::line::image::decode_pair(&bytes, low).map_err(anyhow::Error::msg)?
+            }
+        };
+        parts[1] += s.elapsed();
+        let s = Instant::now();
+        std::hint::black_box(sha2::Sha256::digest(&bytes));
+        if let Some(low) = &low {
+            std::hint::black_box(sha2::Sha256::digest(low));
+        }
+        parts[2] += s.elapsed();
+        let s = Instant::now();
+        let input = model.preprocess(&scan)?;
+        parts[3] += s.elapsed();
+        tensors.extend(input);
+        let s = Instant::now();
+        std::hint::black_box(screenline::screen::thumbnail(&scan.pseudo_colour()));
+        parts[4] += s.elapsed();
+        let (sw, sh) = scan.dimensions();
+        width = (width.0.min(sw), width.1.max(sw));
+        height = (height.0.min(sh), height.1.max(sh));
     }
+    let parts = parts.map(|d| d / n as u32);
+    let plane = w * h * 3;
     let mut run_bare = |first: usize, batch: usize| -> anyhow::Result<f32> {
         let input = &tensors[first * plane..(first + batch) * plane];
         let t = ort::value::TensorRef::from_array_view(([batch, 3, h, w], input))?;
-        let out = bare.run(ort::inputs![manifest.input.name.as_str() => t])?;
-        let (_, cf) = out[manifest.outputs.counterfeit.as_str()].try_extract_tensor::<f32>()?;
+        let out = bare.run(ort::inputs![input_name.as_str() => t])?;
+        let (_, cf) = out[counterfeit.as_str()].try_extract_tensor::<f32>()?;
         Ok(cf[0])
     };
-
-    // Where the stage's time goes, on the same files (one pass each, after the rounds' warm-up).
-    let breakdown = |model: &mut Model| -> anyhow::Result<[Duration; 5]> {
-        let mut t = [Duration::ZERO; 5];
-        for (path, _) in &rows {
-            let s = Instant::now();
-            let bytes = std::fs::read(path)?;
-            t[0] += s.elapsed();
-            let s = Instant::now();
-            let scan = Decoded::Rgb(
-                screenline::line::image::decode_image(&bytes).map_err(anyhow::Error::msg)?,
-            );
-            t[1] += s.elapsed();
-            let s = Instant::now();
-            std::hint::black_box(sha2::Sha256::digest(&bytes));
-            t[2] += s.elapsed();
-            let s = Instant::now();
-            std::hint::black_box(model.preprocess(&scan)?);
-            t[3] += s.elapsed();
-            let s = Instant::now();
-            std::hint::black_box(screenline::screen::thumbnail(&scan.pseudo_colour()));
-            t[4] += s.elapsed();
-        }
-        Ok(t.map(|d| d / n as u32))
-    };
-    let parts = breakdown(&mut model)?;
 
     let rules = screenline::screen::load_rules(
         &RulesConfig::default(),
@@ -158,10 +259,9 @@ fn main() -> anyhow::Result<()> {
     let parcels = |round: usize| -> anyhow::Result<Vec<Parcel>> {
         rows.iter()
             .enumerate()
-            .map(|(i, (p, c))| parcel(round * n + i, p, c))
+            .map(|(i, row)| parcel(round * n + i, row))
             .collect()
     };
-
     // Warm up both (first runs allocate, page in the files).
     for i in 0..n.min(16) {
         run_bare(i, 1)?;
@@ -231,15 +331,22 @@ fn main() -> anyhow::Result<()> {
     bare_lat.sort();
     stage_lat.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let info = screener.model_info();
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     println!(
-        "inference: {} images ({}x{} to {}x{}), {} rounds, median round; {} cores, 1 intra-op thread",
+        "inference, scanner {}: {} scans of {}-{} x {}-{} px to {}x{}, model {} {}; {} rounds, median round; {} cores, 1 intra-op thread",
+        scanner.key(),
         n,
-        224,
-        288,
+        width.0,
+        width.1,
+        height.0,
+        height.1,
         w,
         h,
+        info.name,
+        info.version,
         ROUNDS,
-        std::thread::available_parallelism().map_or(1, |c| c.get())
+        cores
     );
     println!(
         "{:<44} {:>10} {:>9} {:>9}",
@@ -272,6 +379,7 @@ fn main() -> anyhow::Result<()> {
         spawned_t,
         spawned_t / bare_t
     );
+    let bare_p50 = percentile(&bare_lat, 0.5);
     println!(
         "per image: read {:.3} ms, decode {:.3} ms, sha-256 {:.3} ms, preprocess {:.3} ms, thumbnail (flagged only) {:.3} ms (bare run p50 {:.3} ms)",
         ms(parts[0]),
@@ -279,7 +387,15 @@ fn main() -> anyhow::Result<()> {
         ms(parts[2]),
         ms(parts[3]),
         ms(parts[4]),
-        ms(percentile(&bare_lat, 0.5))
+        ms(bare_p50)
+    );
+    let unavoidable = parts[0] + parts[1] + parts[2] + parts[3] + bare_p50;
+    let ideal = cores as f64 / unavoidable.as_secs_f64();
+    println!(
+        "ideal: read+decode+sha-256+preprocess+run = {:.3} ms a scan over {cores} cores = {ideal:.0} parcels/s; as spawned / ideal: {:.3}; 8 lines at full belt speed (40 parcels/s) take {:.0} % of the stage as spawned",
+        ms(unavoidable),
+        spawned_t / ideal,
+        40.0 / spawned_t * 100.0
     );
     for (b, bare_b, stage_b) in batched {
         let (bt, st) = (per_s(median(bare_b)), per_s(median(stage_b)));

@@ -109,17 +109,7 @@ fn row(a: &Args, i: usize, resize: &mut Option<AreaResize>) -> anyhow::Result<Ro
     let boxes = scan
         .items
         .iter()
-        .map(|it| {
-            format!(
-                "{i},{},{},{},{},{},{}\n",
-                it.category_key(),
-                u8::from(it.counterfeit),
-                it.x0,
-                it.y0,
-                it.x1,
-                it.y1
-            )
-        })
+        .map(|it| format!("{i},{}\n", it.csv_fields()))
         .collect();
     let x = x
         .iter()

@@ -54,7 +54,8 @@ enum Command {
         /// Where to serve the console.
         #[arg(long, default_value = "127.0.0.1:8080")]
         console: SocketAddr,
-        /// The model folder (default: the bundled reference model).
+        /// The model folder (default: the bundled detector, screenline-ref-0.2, for a
+        /// line-sized `--scanner`; the bundled classifier, screenline-ref-0.1, otherwise).
         #[arg(long)]
         model: Option<PathBuf>,
         /// Print the summary as one JSON object on stdout.
@@ -107,7 +108,8 @@ enum Command {
         /// The low-energy half of a dual-energy pair (16-bit grey).
         #[arg(long, requires = "image")]
         low_energy: Option<PathBuf>,
-        /// The model folder (default: the bundled reference model).
+        /// The model folder (default: the bundled detector, screenline-ref-0.2, for a pair;
+        /// the bundled classifier, screenline-ref-0.1, for one image).
         #[arg(long)]
         model: Option<PathBuf>,
         /// Take the rules (watch-list, dictionary, policy, thresholds) from this configuration.
@@ -397,6 +399,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             let machines = screenline::demo::XrayMachines {
                 sidecars,
                 scanner: scanner.into(),
+                pool: None,
             };
             let summary = runtime()?.block_on(screenline::demo::run_with(opts, machines, json))?;
             if json {

@@ -33,7 +33,7 @@ pub fn screen_files(
     data: Option<PathBuf>,
 ) -> anyhow::Result<Verdict> {
     use crate::domain::{Parcel, XrayScan};
-    use crate::screen::model::{default_model_dir, init_runtime, Model};
+    use crate::screen::model::{default_detector_dir, default_model_dir, init_runtime, Model};
     use crate::screen::rules::MemoryLedger;
     use crate::store::{KeyedHasher, Store};
     let config = config.map(|c| Config::load(&c)).transpose()?;
@@ -71,7 +71,13 @@ pub fn screen_files(
     }
     let dir = match model {
         Some(d) => d,
-        None => default_model_dir().context("no model folder found: pass --model DIR")?,
+        // A pair goes to the detector, if it is installed.
+        None => low_energy
+            .is_some()
+            .then(default_detector_dir)
+            .flatten()
+            .or_else(default_model_dir)
+            .context("no model folder found: pass --model DIR")?,
     };
     let env = init_runtime(
         config

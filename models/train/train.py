@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import subprocess
@@ -31,21 +30,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[2]
-CATEGORY_KEYS = [
-    "agri_inputs", "food", "medicine", "cosmetics", "medical_devices", "electronics",
-    "auto_parts", "decoration", "explosive_precursors", "childrens_products",
-    "apparel_footwear", "bags_leather", "tobacco", "ppe", "publications", "other",
-]
+from recipe import CATEGORY_KEYS, REPO, auroc, file_sha256, log
+
 SIZE = 64
 SCALE = 1.0 / 255.0
 TRAIN_SEED, HELDOUT_SEED = 1, 2
 # render() seeds for the final spot check; datasets use derive_seed(1|2, i), never these.
 VERIFY_SEEDS = range(9_000_000, 9_000_040)
-
-
-def log(msg: str) -> None:
-    print(f"[train] {msg}", flush=True)
 
 
 # --- data -------------------------------------------------------------------------------
@@ -132,25 +123,6 @@ class Exported(nn.Module):
 
 
 # --- metrics ----------------------------------------------------------------------------
-
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve via the rank-sum (Mann-Whitney U), ties averaged."""
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    pos = labels > 0.5
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
 
 def evaluate(session: ort.InferenceSession, x: np.ndarray, cats: np.ndarray, fakes: np.ndarray) -> dict:
     probs, fake_p = [], []
@@ -256,7 +228,7 @@ def main() -> int:
         dynamic_axes={"image": {0: "N"}, "category_probs": {0: "N"}, "counterfeit": {0: "N"}},
     )
     exported.eval()
-    sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    sha = file_sha256(model_path)
     log(f"exported {model_path} ({model_path.stat().st_size} bytes, sha256 {sha})")
 
     manifest = {

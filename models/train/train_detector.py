@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import math
 import os
@@ -41,21 +40,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[2]
-CATEGORY_KEYS = [
-    "agri_inputs", "food", "medicine", "cosmetics", "medical_devices", "electronics",
-    "auto_parts", "decoration", "explosive_precursors", "childrens_products",
-    "apparel_footwear", "bags_leather", "tobacco", "ppe", "publications", "other",
-]
+from recipe import CATEGORY_KEYS, REPO, auroc, file_sha256, log
+
 K = len(CATEGORY_KEYS)
 STRIDE = 8
 QUANTUM = 4096.0
 TRAIN_SEEDS = {"6550": 11, "100100": 12, "small": 13}
 HELDOUT_SEEDS = {"6550": 21, "100100": 22, "small": 23}
-
-
-def log(msg: str) -> None:
-    print(f"[train] {msg}", flush=True)
 
 
 # --- data -------------------------------------------------------------------------------
@@ -329,7 +320,7 @@ def main() -> int:
     dyn = {name: {0: "N"} for name in ["image"] + OUTPUT_NAMES}
     torch.onnx.export(exported, torch.zeros(1, 3, args.size, args.size), str(model_path), dynamo=False,
                       opset_version=17, input_names=["image"], output_names=OUTPUT_NAMES, dynamic_axes=dyn)
-    sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    sha = file_sha256(model_path)
     log(f"exported {model_path} ({model_path.stat().st_size} bytes, sha256 {sha})")
 
     opts = ort.SessionOptions()
@@ -355,10 +346,11 @@ def main() -> int:
             fake.append(cf[:, 0])
         probs, fake = np.concatenate(probs), np.concatenate(fake)
         held[p] = {"n": len(split), "top1_accuracy": float((probs.argmax(1) == split.cat).mean()),
+                   "counterfeit_auroc": auroc(fake, split.cf),
                    "counterfeit_accuracy_at_0.5": float(((fake >= 0.5) == (split.cf > 0.5)).mean())}
         log(f"held-out {p} (seed {HELDOUT_SEEDS[p]}, n={len(split)}): top-1 {held[p]['top1_accuracy']:.4f}, "
-            f"counterfeit accuracy @0.5 {held[p]['counterfeit_accuracy_at_0.5']:.4f} "
-            "(box metrics: screenline model eval)")
+            f"counterfeit AUROC {held[p]['counterfeit_auroc']:.4f}, "
+            f"accuracy @0.5 {held[p]['counterfeit_accuracy_at_0.5']:.4f} (box metrics: screenline model eval)")
     report = {"kind": args.kind, "profiles": profiles, "size": args.size, "stride": STRIDE,
               "parameters": params, "mean": mean, "std": std, "train_seconds": round(train_seconds, 1),
               "epochs": args.epochs, "train_count_per_profile": args.train_count,

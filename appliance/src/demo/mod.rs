@@ -17,7 +17,7 @@ pub mod traffic;
 pub mod truth;
 pub mod xray;
 
-pub use xray::{Sidecar, Sidecars, IMAGE_DELAY};
+pub use xray::{ScanPool, Sidecar, Sidecars, IMAGE_DELAY};
 
 use crate::app::Appliance;
 use crate::config::{
@@ -59,13 +59,16 @@ pub struct DemoOptions {
 }
 
 /// The demo's X-ray machines (`--sidecars`, `--scanner`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct XrayMachines {
     /// Which sidecars they write.
     pub sidecars: Sidecars,
     /// What machine each line has: `Small` writes one pseudo-colour image per scan, the
     /// line-sized profiles 16-bit dual-energy pairs.
     pub scanner: xraygen::Scanner,
+    /// Scans rendered beforehand ([`xray::ScanPool`], for benches): the machines drop
+    /// copies of these, of the pool's scanner, instead of rendering each parcel's.
+    pub pool: Option<Arc<xray::ScanPool>>,
 }
 
 /// The simulated peers that publish [`DemoOptions::peer_sightings_per_s`], each well within
@@ -265,7 +268,14 @@ pub async fn run_with(
             data_root.join(&ids[a])
         },
         model: ModelConfig {
-            dir: opts.model_dir.clone(),
+            // Line-sized machines' pairs go to the detector, if it is installed.
+            dir: opts.model_dir.clone().or_else(|| {
+                machines
+                    .scanner
+                    .writes_pairs()
+                    .then(crate::screen::model::default_detector_dir)
+                    .flatten()
+            }),
             ..ModelConfig::default()
         },
         mqtt: MqttConfig {
@@ -441,6 +451,7 @@ pub async fn run_with(
             placed,
             sidecar: machines.sidecars.for_line(k),
             scanner: machines.scanner,
+            pool: machines.pool.clone(),
             dir: l.xray_dir.clone(),
             truth: truth.clone(),
             ready,

@@ -99,9 +99,10 @@ pub struct EncodedScan {
     pub sha256: String,
 }
 
+#[derive(Clone)]
 enum ScanFiles {
-    Single(Vec<u8>),
-    Pair { high: Vec<u8>, low: Vec<u8> },
+    Single(Arc<[u8]>),
+    Pair { high: Arc<[u8]>, low: Arc<[u8]> },
 }
 
 impl EncodedScan {
@@ -118,8 +119,12 @@ impl EncodedScan {
         let scan = xraygen::render_scan(scanner, spec, seed);
         let files = if scanner.writes_pairs() {
             ScanFiles::Pair {
-                high: png16(&scan.high).context("encoding the high-energy half")?,
-                low: png16(&scan.low).context("encoding the low-energy half")?,
+                high: png16(&scan.high)
+                    .context("encoding the high-energy half")?
+                    .into(),
+                low: png16(&scan.low)
+                    .context("encoding the low-energy half")?
+                    .into(),
             }
         } else {
             let mut png = Vec::new();
@@ -131,13 +136,47 @@ impl EncodedScan {
                     image::ExtendedColorType::Rgb8,
                 )
                 .context("encoding the pseudo-colour image")?;
-            ScanFiles::Single(png)
+            ScanFiles::Single(png.into())
         };
-        let sha256 = hex::encode(Sha256::digest(match &files {
-            ScanFiles::Single(png) => png,
-            ScanFiles::Pair { high, .. } => high,
-        }));
-        Ok(EncodedScan { files, sha256 })
+        Ok(EncodedScan::of(files))
+    }
+
+    fn of(files: ScanFiles) -> EncodedScan {
+        let sha256 = hex::encode(Sha256::digest(files.last()));
+        EncodedScan { files, sha256 }
+    }
+
+    /// The same scan with `text` in a PNG `tEXt` chunk (keyword `Comment`) right after the
+    /// header of the file that completes it: the pixels are untouched, the bytes — and so
+    /// the SHA-256 the line records — are this copy's own. A [`ScanPool`] stamps each
+    /// parcel's copy so that the demo's truth still tells every scan from every other.
+    pub fn stamped(&self, text: &str) -> anyhow::Result<EncodedScan> {
+        let stamp = |png: &[u8]| -> anyhow::Result<Arc<[u8]>> {
+            // Signature (8 bytes), then IHDR: length (4), type (4), 13 bytes, CRC (4).
+            const AFTER_IHDR: usize = 8 + 4 + 4 + 13 + 4;
+            anyhow::ensure!(
+                png.len() > AFTER_IHDR && &png[12..16] == b"IHDR",
+                "not a PNG file with its header first"
+            );
+            let mut data = b"Comment\0".to_vec();
+            data.extend_from_slice(text.as_bytes());
+            let mut chunk = Vec::with_capacity(data.len() + 12);
+            chunk.extend_from_slice(&u32::try_from(data.len())?.to_be_bytes());
+            chunk.extend_from_slice(b"tEXt");
+            chunk.extend_from_slice(&data);
+            chunk.extend_from_slice(&crc32fast::hash(&chunk[4..]).to_be_bytes());
+            Ok([&png[..AFTER_IHDR], &chunk, &png[AFTER_IHDR..]]
+                .concat()
+                .into())
+        };
+        let files = match &self.files {
+            ScanFiles::Single(png) => ScanFiles::Single(stamp(png)?),
+            ScanFiles::Pair { high, low } => ScanFiles::Pair {
+                high: stamp(high)?,
+                low: low.clone(),
+            },
+        };
+        Ok(EncodedScan::of(files))
     }
 
     /// Drops the scan into `dir` as `scan_id`, as an X-ray machine does: the sidecar (if
@@ -177,6 +216,103 @@ impl EncodedScan {
         }
         dropped.push(rename(&tmp, dir, &name)?);
         Ok(dropped)
+    }
+}
+
+impl ScanFiles {
+    /// The file whose rename completes the scan, whose SHA-256 the line records.
+    fn last(&self) -> &[u8] {
+        match self {
+            ScanFiles::Single(png) => png,
+            ScanFiles::Pair { high, .. } => high,
+        }
+    }
+}
+
+/// Scans rendered before the run, for the decision-latency bench: a line-sized pair takes
+/// 50–200 ms to render, so forty a second would take the very cores the bench measures.
+/// The pool holds `per_kind` scans of each category, genuine and counterfeit; a parcel gets
+/// one of its own kind, stamped with its scan id ([`EncodedScan::stamped`]).
+pub struct ScanPool {
+    scanner: xraygen::Scanner,
+    /// By `(category * 2 + counterfeit) * per_kind + variant`.
+    scans: Vec<EncodedScan>,
+    per_kind: usize,
+}
+
+impl std::fmt::Debug for ScanPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanPool")
+            .field("scanner", &self.scanner)
+            .field("scans", &self.scans.len())
+            .finish()
+    }
+}
+
+impl ScanPool {
+    /// Renders `per_kind` scans of every category, genuine and counterfeit, on `scanner`,
+    /// on every core.
+    pub fn render(
+        scanner: xraygen::Scanner,
+        per_kind: usize,
+        seed: u64,
+    ) -> anyhow::Result<ScanPool> {
+        let per_kind = per_kind.max(1);
+        let n = xraygen::CATEGORY_KEYS.len() * 2 * per_kind;
+        let threads = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let mut scans: Vec<Option<EncodedScan>> = (0..n).map(|_| None).collect();
+        std::thread::scope(|s| -> anyhow::Result<()> {
+            let chunk = n.div_ceil(threads);
+            let workers: Vec<_> = scans
+                .chunks_mut(chunk)
+                .enumerate()
+                .map(|(t, out)| {
+                    s.spawn(move || -> anyhow::Result<()> {
+                        for (k, slot) in out.iter_mut().enumerate() {
+                            let i = t * chunk + k;
+                            let spec = xraygen::ParcelSpec {
+                                category: i / per_kind / 2,
+                                counterfeit: (i / per_kind) % 2 == 1,
+                            };
+                            *slot = Some(EncodedScan::render(
+                                scanner,
+                                spec,
+                                xraygen::derive_seed(seed, i as u64),
+                            )?);
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for w in workers {
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("a pool renderer panicked"))??;
+            }
+            Ok(())
+        })?;
+        Ok(ScanPool {
+            scanner,
+            scans: scans.into_iter().flatten().collect(),
+            per_kind,
+        })
+    }
+
+    /// The machine the scans are of.
+    pub fn scanner(&self) -> xraygen::Scanner {
+        self.scanner
+    }
+
+    /// A scan of `spec`'s kind (picked by `seed`), stamped with `scan_id`.
+    fn scan(
+        &self,
+        spec: xraygen::ParcelSpec,
+        seed: u64,
+        scan_id: &str,
+    ) -> anyhow::Result<EncodedScan> {
+        let kind =
+            spec.category.min(xraygen::CATEGORY_KEYS.len() - 1) * 2 + usize::from(spec.counterfeit);
+        let i = kind * self.per_kind + (seed % self.per_kind as u64) as usize;
+        self.scans[i].stamped(scan_id)
     }
 }
 
@@ -248,6 +384,9 @@ pub struct Machine {
     pub sidecar: Sidecar,
     /// The machine it is.
     pub scanner: xraygen::Scanner,
+    /// Scans rendered beforehand, to drop instead of rendering each (of the pool's
+    /// scanner, whatever `scanner` says).
+    pub pool: Option<Arc<ScanPool>>,
     /// Its drop folder.
     pub dir: PathBuf,
     /// Where it notes which scan it made of which parcel.
@@ -275,21 +414,25 @@ impl Machine {
         let (rendered_tx, rendered) = std::sync::mpsc::sync_channel(RENDER_AHEAD);
         let (mix, seed, line, count, scanner) =
             (self.mix, self.seed, self.line, self.count, self.scanner);
-        let ready = self.ready.clone();
+        let (ready, pool, line_id) = (self.ready.clone(), self.pool.clone(), self.line_id.clone());
         std::thread::spawn(move || {
             for n in (0..).take_while(|n| count.is_none_or(|c| *n < c)) {
                 if n == RENDER_AHEAD as u64 {
                     let _ = ready.send(());
                 }
-                let scan = super::traffic::parcel(mix, seed, line, n).image.and_then(
-                    |(spec, seed)| match EncodedScan::render(scanner, spec, seed) {
-                        Ok(s) => Some(s),
-                        Err(e) => {
+                let scan =
+                    super::traffic::parcel(mix, seed, line, n)
+                        .image
+                        .and_then(|(spec, seed)| {
+                            let scan = match &pool {
+                                Some(pool) => pool.scan(spec, seed, &scan_id(&line_id, n)),
+                                None => EncodedScan::render(scanner, spec, seed),
+                            };
+                            scan.inspect_err(|e| {
                             tracing::warn!(error = %format!("{e:#}"), "demo X-ray render failed");
-                            None
-                        }
-                    },
-                );
+                        })
+                        .ok()
+                        });
                 // The machine stopped: nothing more to render.
                 if rendered_tx.send((n, scan)).is_err() {
                     return;
@@ -343,6 +486,11 @@ impl Machine {
     }
 }
 
+/// The name of a line's `n`-th scan in its drop folder (without the extension).
+fn scan_id(line_id: &str, n: u64) -> String {
+    format!("{line_id}-{n:07}")
+}
+
 /// Drops each parcel's scan, in belt order, when it is due; notes each in `truth`.
 fn drop_scans(
     line_id: &str,
@@ -370,7 +518,7 @@ fn drop_scans(
         // Noted before the scan can reach the line, so that the truth is never behind
         // what the line saw.
         note(&|t| t.scanned(line_id, d.seq, Some(&scan.sha256)));
-        let scan_id = format!("{line_id}-{:07}", d.parcel.n);
+        let scan_id = scan_id(line_id, d.parcel.n);
         let side = sidecar.content(&d.parcel.waybill, d.captured_at);
         match scan.drop_into(dir, &scan_id, side.as_ref(), Some(d.at)) {
             Ok(_) if Instant::now() > d.at + LATE => {
@@ -503,6 +651,38 @@ mod tests {
         assert_eq!(hidden(&dir), 0);
     }
 
+    /// A pooled scan's copies are the pool's pixels in files of their own: each decodes to
+    /// the same image, each has its own SHA-256, and the pool gives each parcel a scan of
+    /// its own kind.
+    #[test]
+    fn a_pooled_scan_is_stamped_per_parcel_and_decodes_unchanged() {
+        let pool = ScanPool::render(xraygen::Scanner::Small, 1, 3).expect("pool");
+        assert_eq!(pool.scans.len(), xraygen::CATEGORY_KEYS.len() * 2);
+        let fake = xraygen::ParcelSpec {
+            category: 7,
+            counterfeit: true,
+        };
+        let (a, b) = (
+            pool.scan(fake, 1, "L1-0000001").expect("a"),
+            pool.scan(fake, 2, "L1-0000002").expect("b"),
+        );
+        assert_ne!(a.sha256, b.sha256);
+        let decode = |s: &EncodedScan| match &s.files {
+            ScanFiles::Single(png) => crate::line::image::decode_image(png).expect("decodes"),
+            ScanFiles::Pair { .. } => panic!("a small scan is one image"),
+        };
+        let want = xraygen::render_scan(
+            xraygen::Scanner::Small,
+            fake,
+            xraygen::derive_seed(3, (7 * 2 + 1) as u64),
+        );
+        assert_eq!(decode(&a), want.rgb);
+        assert_eq!(decode(&b), want.rgb);
+        // Not a PNG: refused, not garbled.
+        let broken = EncodedScan::of(ScanFiles::Single(b"GIF89a".to_vec().into()));
+        assert!(broken.stamped("x").is_err());
+    }
+
     #[test]
     fn the_last_rename_waits_for_the_due_time() {
         let dir = crate::testutil::temp_dir("demo-due");
@@ -535,6 +715,7 @@ mod tests {
             placed,
             sidecar: Sidecar::Time,
             scanner: xraygen::Scanner::Small,
+            pool: None,
             dir: dir.to_path_buf(),
             truth: truth.clone(),
             ready: std::sync::mpsc::channel().0,

@@ -180,6 +180,16 @@ pub enum Manifest {
     V2(ManifestV2),
 }
 
+/// `$e` on the manifest of either schema, as `$m` (a field both schemas have).
+macro_rules! both {
+    ($manifest:expr, $m:ident => $e:expr) => {
+        match $manifest {
+            Manifest::V1($m) => $e,
+            Manifest::V2($m) => $e,
+        }
+    };
+}
+
 impl Manifest {
     /// Parses a manifest's text, by its `schema`.
     pub fn parse(text: &[u8]) -> Result<Manifest, String> {
@@ -212,32 +222,20 @@ impl Manifest {
     }
 
     pub fn name(&self) -> &str {
-        match self {
-            Manifest::V1(m) => &m.name,
-            Manifest::V2(m) => &m.name,
-        }
+        both!(self, m => &m.name)
     }
 
     pub fn version(&self) -> &str {
-        match self {
-            Manifest::V1(m) => &m.version,
-            Manifest::V2(m) => &m.version,
-        }
+        both!(self, m => &m.version)
     }
 
     /// The category keys, in the order of the category output.
     pub fn labels(&self) -> &[String] {
-        match self {
-            Manifest::V1(m) => &m.labels,
-            Manifest::V2(m) => &m.labels,
-        }
+        both!(self, m => &m.labels)
     }
 
     pub fn thresholds(&self) -> &Thresholds {
-        match self {
-            Manifest::V1(m) => &m.thresholds,
-            Manifest::V2(m) => &m.thresholds,
-        }
+        both!(self, m => &m.thresholds)
     }
 
     /// The input kinds the model has a variant for.
@@ -982,16 +980,28 @@ impl Preprocessor {
     }
 }
 
-/// The model folder to use when none is configured: `models/` next to the working
-/// directory, then the one this binary was built from, then the installed one.
+/// The model folder to use when none is configured: the bundled classifier
+/// (`screenline-ref-0.1`, for pseudo-colour scans) — see [`bundled_model_dir`].
 pub fn default_model_dir() -> Option<PathBuf> {
-    const NAME: &str = "screenline-ref-0.1";
+    bundled_model_dir("screenline-ref-0.1")
+}
+
+/// The bundled detector (`screenline-ref-0.2`): dual-energy pairs of line-sized machines,
+/// and their pseudo-colour images, with boxes. What the demo and `screenline screen` use
+/// for pairs when no model is given.
+pub fn default_detector_dir() -> Option<PathBuf> {
+    bundled_model_dir("screenline-ref-0.2")
+}
+
+/// The bundled model folder `NAME`: under `models/` next to the working directory, then in
+/// the tree this binary was built from, then installed.
+pub fn bundled_model_dir(name: &str) -> Option<PathBuf> {
     let candidates = [
-        PathBuf::from("models").join(NAME),
+        PathBuf::from("models").join(name),
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../models")
-            .join(NAME),
-        PathBuf::from("/usr/share/screenline/models").join(NAME),
+            .join(name),
+        PathBuf::from("/usr/share/screenline/models").join(name),
     ];
     candidates
         .into_iter()

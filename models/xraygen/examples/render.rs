@@ -84,15 +84,7 @@ fn run() -> Result<(), String> {
         Some(scanner) => {
             let scan = render_scan(scanner, spec, seed);
             for it in &scan.items {
-                println!(
-                    "{},{},{},{},{},{}",
-                    it.category_key(),
-                    u8::from(it.counterfeit),
-                    it.x0,
-                    it.y0,
-                    it.x1,
-                    it.y1
-                );
+                println!("{}", it.csv_fields());
             }
             scan.into_scan()
         }

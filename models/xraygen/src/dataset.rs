@@ -168,15 +168,7 @@ pub fn write_dataset_with(
             u8::from(scan.counterfeit)
         ));
         for item in &scan.items {
-            boxes.push_str(&format!(
-                "{name},{},{},{},{},{},{}\n",
-                item.category_key(),
-                u8::from(item.counterfeit),
-                item.x0,
-                item.y0,
-                item.x1,
-                item.y1
-            ));
+            boxes.push_str(&format!("{name},{}\n", item.csv_fields()));
         }
         progress(i + 1, count);
     }

@@ -137,6 +137,20 @@ impl Item {
         CATEGORY_KEYS[self.category.min(CATEGORY_KEYS.len() - 1)]
     }
 
+    /// The item as `boxes.csv` has it after the image column:
+    /// `category,counterfeit,x0,y0,x1,y1` (counterfeit `0`/`1`).
+    pub fn csv_fields(&self) -> String {
+        format!(
+            "{},{},{},{},{},{}",
+            self.category_key(),
+            u8::from(self.counterfeit),
+            self.x0,
+            self.y0,
+            self.x1,
+            self.y1
+        )
+    }
+
     /// The box's area in pixels.
     pub fn area(&self) -> u64 {
         u64::from(self.x1.saturating_sub(self.x0)) * u64::from(self.y1.saturating_sub(self.y0))

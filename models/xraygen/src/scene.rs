@@ -259,6 +259,16 @@ pub(crate) fn render(
 
 /// Cuts `slot` into `n` slots (guillotine cuts across the longer side, each cut within
 /// ±15 % of an even share), in order.
+/// A span (its centre and length) cut at `frac` of its length: the two spans, first the
+/// one nearer the start.
+fn cut(centre: f32, len: f32, frac: f32) -> [(f32, f32); 2] {
+    let first = len * frac;
+    [
+        (centre - len / 2.0 + first / 2.0, first),
+        (centre + first / 2.0, len - first),
+    ]
+}
+
 fn split(slot: Slot, n: usize, rng: &mut ChaCha8Rng, out: &mut Vec<Slot>) {
     if n <= 1 {
         out.push(slot);
@@ -267,30 +277,30 @@ fn split(slot: Slot, n: usize, rng: &mut ChaCha8Rng, out: &mut Vec<Slot>) {
     let n1 = n / 2;
     let frac = (n1 as f32 / n as f32 * rng.gen_range(0.85..1.15)).clamp(0.15, 0.85);
     let (first, second) = if slot.w >= slot.h {
-        let w1 = slot.w * frac;
+        let [(u1, w1), (u2, w2)] = cut(slot.u, slot.w, frac);
         (
             Slot {
-                u: slot.u - slot.w / 2.0 + w1 / 2.0,
+                u: u1,
                 w: w1,
                 ..slot
             },
             Slot {
-                u: slot.u + w1 / 2.0,
-                w: slot.w - w1,
+                u: u2,
+                w: w2,
                 ..slot
             },
         )
     } else {
-        let h1 = slot.h * frac;
+        let [(v1, h1), (v2, h2)] = cut(slot.v, slot.h, frac);
         (
             Slot {
-                v: slot.v - slot.h / 2.0 + h1 / 2.0,
+                v: v1,
                 h: h1,
                 ..slot
             },
             Slot {
-                v: slot.v + h1 / 2.0,
-                h: slot.h - h1,
+                v: v2,
+                h: h2,
                 ..slot
             },
         )
