@@ -106,7 +106,8 @@ enum ScanFiles {
 }
 
 impl EncodedScan {
-    /// Renders `spec` with `seed` on `scanner` ([`xraygen::render_scan`]) and encodes it as
+    /// Renders `spec` with `seed` on `scanner` ([`xraygen::render_scan_exact`]: the parcel
+    /// holds what the traffic says, nothing counterfeit besides) and encodes it as
     /// that machine writes it: `Small` as one 8-bit RGB PNG (the bytes the demo always
     /// wrote), the line-sized profiles as a 16-bit grey pair with the encoder's fast
     /// settings (a 1250 px pair is several megabytes of noise: the default settings cost
@@ -116,7 +117,8 @@ impl EncodedScan {
         spec: xraygen::ParcelSpec,
         seed: u64,
     ) -> anyhow::Result<EncodedScan> {
-        let scan = xraygen::render_scan(scanner, spec, seed);
+        // The traffic decides which parcels are counterfeit: no secondary lot is.
+        let scan = xraygen::render_scan_exact(scanner, spec, seed);
         let files = if scanner.writes_pairs() {
             ScanFiles::Pair {
                 high: png16(&scan.high)
@@ -644,7 +646,7 @@ mod tests {
         let high = std::fs::read(&files[1]).expect("high half");
         assert_eq!(hex::encode(Sha256::digest(&high)), scan.sha256);
         // The halves hold the generator's pixels.
-        let want = xraygen::render_scan(xraygen::Scanner::S6550, spec(), 7);
+        let want = xraygen::render_scan_exact(xraygen::Scanner::S6550, spec(), 7);
         let got = image::open(&files[0]).expect("decode").into_luma16();
         assert_eq!(got.as_raw(), want.low.as_raw());
         assert!(!dir.join("L2-0000003.json").exists(), "no sidecar");

@@ -145,7 +145,7 @@ pub fn write_dataset_with(
     for i in 0..count {
         let s = derive_seed(seed, i as u64);
         let spec = random_spec(s, DATASET_COUNTERFEIT_PROBABILITY);
-        let scan = render_scan_inner(scanner, spec, s, !pairs || pseudo_colour);
+        let scan = render_scan_inner(scanner, spec, s, !pairs || pseudo_colour, false);
         let name = if pairs {
             let (high, low) = (
                 format!("images/{i:06}.high.png"),

@@ -211,19 +211,30 @@ impl ScanWithItems {
 /// An index past the end of [`CATEGORY_KEYS`] renders as `other`. The same (scanner, spec,
 /// seed) always gives the same bytes.
 pub fn render_scan(scanner: Scanner, spec: ParcelSpec, seed: u64) -> ScanWithItems {
-    render_scan_inner(scanner, spec, seed, true)
+    render_scan_inner(scanner, spec, seed, true, false)
+}
+
+/// The parcel holding exactly what `spec` says: [`render_scan`]'s carton, slots and lot
+/// categories, but every secondary lot genuine, so the parcel is counterfeit iff
+/// `spec.counterfeit` (a scan with no counterfeit secondary lot is [`render_scan`]'s, byte
+/// for byte). For traffic
+/// whose mix decides which parcels are counterfeit (the demo's), where a dataset's share of
+/// counterfeit secondary lots would be counterfeit parcels nobody sent.
+pub fn render_scan_exact(scanner: Scanner, spec: ParcelSpec, seed: u64) -> ScanWithItems {
+    render_scan_inner(scanner, spec, seed, true, true)
 }
 
 /// [`render_scan`]; with `want_rgb` false the large profiles skip the pseudo-colour image
-/// (left 0 × 0).
+/// (left 0 × 0); with `exact` every secondary lot is genuine ([`render_scan_exact`]).
 pub(crate) fn render_scan_inner(
     scanner: Scanner,
     spec: ParcelSpec,
     seed: u64,
     want_rgb: bool,
+    exact: bool,
 ) -> ScanWithItems {
     if scanner != Scanner::Small {
-        return scene::render(scanner, spec, seed, want_rgb);
+        return scene::render(scanner, spec, seed, want_rgb, exact);
     }
     let (scan, boxes) = render_small(spec, seed);
     let category = spec.category.min(CATEGORY_KEYS.len() - 1);

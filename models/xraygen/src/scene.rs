@@ -114,6 +114,7 @@ pub(crate) fn render(
     spec: ParcelSpec,
     seed: u64,
     want_rgb: bool,
+    exact: bool,
 ) -> ScanWithItems {
     let profile = scanner.profile();
     let (det, diff) = (&profile.detector, &profile.difficulty);
@@ -175,7 +176,8 @@ pub(crate) fn render(
         } else {
             (
                 others.next().unwrap_or(main_category),
-                rng.gen_bool(diff.secondary_counterfeit_probability),
+                // Drawn either way: `exact` keeps the layout and categories.
+                rng.gen_bool(diff.secondary_counterfeit_probability) && !exact,
             )
         };
         lots.push(place(

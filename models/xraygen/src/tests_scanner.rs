@@ -277,6 +277,36 @@ fn labels_follow_the_lots() {
     assert!(genuine_spec_counterfeit_label > 0);
 }
 
+/// `render_scan_exact` keeps `render_scan`'s layout and categories but no counterfeit
+/// secondary lot: the parcel is counterfeit iff its spec says so, and a scan that had none
+/// is the same bytes.
+#[test]
+fn exact_scans_hold_only_what_the_spec_says() {
+    let (mut had_secondary, mut same) = (0, 0);
+    for scanner in [Scanner::S6550, Scanner::S100100] {
+        for (i, (spec, scan)) in of(scanner).enumerate() {
+            let seed = 31_000 + i as u64;
+            let exact = crate::render_scan_exact(scanner, *spec, seed);
+            assert_eq!(exact.counterfeit, spec.counterfeit);
+            assert_eq!(exact.items[0].counterfeit, spec.counterfeit);
+            assert!(exact.items[1..].iter().all(|it| !it.counterfeit));
+            let categories =
+                |s: &ScanWithItems| s.items.iter().map(|it| it.category).collect::<Vec<_>>();
+            assert_eq!(categories(&exact), categories(scan));
+            if scan.items[1..].iter().any(|it| it.counterfeit) {
+                had_secondary += 1;
+            } else {
+                assert!(
+                    bytes(&exact) == bytes(scan),
+                    "seed {seed}: same scene, same bytes"
+                );
+                same += 1;
+            }
+        }
+    }
+    assert!(had_secondary > 0 && same > 0, "{had_secondary} {same}");
+}
+
 fn mean_high(s: &ScanWithItems, x0: u32, y0: u32, x1: u32, y1: u32) -> f64 {
     let mut sum = 0u64;
     for y in y0..y1 {
