@@ -54,13 +54,7 @@ fn committed_model_meets_targets_on_a_held_out_set() {
         &["model", "eval", "--json", "--plot"],
         &[&plot, &model_dir(), &data],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let (report, stdout) = json_report(&out);
     let top1 = report["top1_accuracy"].as_f64().expect("top1_accuracy");
     let auroc = report["counterfeit_auroc"]
         .as_f64()
@@ -116,6 +110,18 @@ fn bad_labels_are_refused_with_the_line() {
     eval_refuses(&data, "line 5: image images/missing.png");
 }
 
+/// The one JSON object a successful `model eval --json` printed, and its text.
+fn json_report(out: &Output) -> (Value, String) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let report = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    (report, stdout)
+}
+
 /// `screenline model eval` of `data` fails, saying `why`.
 fn eval_refuses(data: &std::path::Path, why: &str) {
     let out = screenline(&["model", "eval"], &[model_dir().as_path(), data]);
@@ -159,13 +165,7 @@ fn the_detector_meets_its_targets_on_each_scanner_profile() {
             &["model", "eval", "--json", "--draw-count", "3", "--draw"],
             &[&drawn, &model, &data],
         );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let r: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+        let (r, stdout) = json_report(&out);
         let figure = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} in {stdout}"));
         let (top1, auroc, map50) = (
             figure("top1_accuracy"),

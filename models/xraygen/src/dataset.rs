@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::ImageEncoder;
 
-use crate::{derive_seed, random_spec, render, render_scan_inner, Scanner};
+use crate::{derive_seed, random_spec, render, render_scan_inner, Draw, Scanner};
 
 /// The share of counterfeit parcels in a dataset from [`write_dataset`]: balanced, so a
 /// classifier sees both classes equally often.
@@ -145,7 +145,15 @@ pub fn write_dataset_with(
     for i in 0..count {
         let s = derive_seed(seed, i as u64);
         let spec = random_spec(s, DATASET_COUNTERFEIT_PROBABILITY);
-        let scan = render_scan_inner(scanner, spec, s, !pairs || pseudo_colour, false);
+        let scan = render_scan_inner(
+            scanner,
+            spec,
+            s,
+            Draw {
+                rgb: !pairs || pseudo_colour,
+                exact: false,
+            },
+        );
         let name = if pairs {
             let (high, low) = (
                 format!("images/{i:06}.high.png"),

@@ -211,7 +211,25 @@ impl ScanWithItems {
 /// An index past the end of [`CATEGORY_KEYS`] renders as `other`. The same (scanner, spec,
 /// seed) always gives the same bytes.
 pub fn render_scan(scanner: Scanner, spec: ParcelSpec, seed: u64) -> ScanWithItems {
-    render_scan_inner(scanner, spec, seed, true, false)
+    render_scan_inner(scanner, spec, seed, Draw::default())
+}
+
+/// What [`render_scan_inner`] draws besides the pair.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Draw {
+    /// The pseudo-colour image (the large profiles leave it 0 × 0 without).
+    pub(crate) rgb: bool,
+    /// Every secondary lot genuine ([`render_scan_exact`]).
+    pub(crate) exact: bool,
+}
+
+impl Default for Draw {
+    fn default() -> Draw {
+        Draw {
+            rgb: true,
+            exact: false,
+        }
+    }
 }
 
 /// The parcel holding exactly what `spec` says: [`render_scan`]'s carton, slots and lot
@@ -221,20 +239,22 @@ pub fn render_scan(scanner: Scanner, spec: ParcelSpec, seed: u64) -> ScanWithIte
 /// whose mix decides which parcels are counterfeit (the demo's), where a dataset's share of
 /// counterfeit secondary lots would be counterfeit parcels nobody sent.
 pub fn render_scan_exact(scanner: Scanner, spec: ParcelSpec, seed: u64) -> ScanWithItems {
-    render_scan_inner(scanner, spec, seed, true, true)
+    let draw = Draw {
+        exact: true,
+        ..Draw::default()
+    };
+    render_scan_inner(scanner, spec, seed, draw)
 }
 
-/// [`render_scan`]; with `want_rgb` false the large profiles skip the pseudo-colour image
-/// (left 0 × 0); with `exact` every secondary lot is genuine ([`render_scan_exact`]).
+/// [`render_scan`], drawing what `draw` says.
 pub(crate) fn render_scan_inner(
     scanner: Scanner,
     spec: ParcelSpec,
     seed: u64,
-    want_rgb: bool,
-    exact: bool,
+    draw: Draw,
 ) -> ScanWithItems {
     if scanner != Scanner::Small {
-        return scene::render(scanner, spec, seed, want_rgb, exact);
+        return scene::render(scanner, spec, seed, draw);
     }
     let (scan, boxes) = render_small(spec, seed);
     let category = spec.category.min(CATEGORY_KEYS.len() - 1);
