@@ -169,6 +169,38 @@ impl Target {
     fn stop(mut self) {
         self.demo.stop_cleanly(Duration::from_secs(30));
     }
+
+    /// Logs the operator in from `from` within `bound_secs` (see `login_within`); prints how
+    /// long it took, `when`.
+    async fn operator_gets_in(&self, from: std::net::Ipv4Addr, bound_secs: u64, when: &str) {
+        let bound = Duration::from_secs(bound_secs);
+        let took = login_within(from, self.port, &self.operator_pw, bound).await;
+        println!("the operator got in {took:?} {when}");
+    }
+
+    /// A burst of the operator's name (see `burst`) from `sources`: at most `allowed(seconds it
+    /// lasted)` guesses are checked, and the demo's peak RSS stays under 300 MB.
+    async fn bounded_burst(
+        &self,
+        sources: &[std::net::Ipv4Addr],
+        allowed: fn(f64) -> usize,
+        what: &str,
+    ) {
+        let start = std::time::Instant::now();
+        let (checked, throttled) = burst(self.port, sources, |_| "operator".into()).await;
+        let lasted = start.elapsed().as_secs_f64();
+        let peak = peak_mb(self.demo.proc.0.id());
+        println!(
+            "{what}: {checked} checked, {throttled} throttled in {lasted:.1} s; peak RSS {peak:.0} MB"
+        );
+        let allowed = allowed(lasted);
+        assert!(
+            checked <= allowed,
+            "{checked} of {} guesses {what} were checked in {lasted:.1} s",
+            sources.len()
+        );
+        assert!(peak < 300.0, "peak RSS {peak:.0} MB");
+    }
 }
 
 /// One HTTP/1.1 exchange from source address `from` (any 127.0.0.x on Linux loopback):
@@ -294,49 +326,29 @@ async fn login_bursts_keep_memory_flat_and_never_keep_the_user_out() {
     let home = std::net::Ipv4Addr::new(127, 0, 0, 1);
     // The operator has logged in from the station before.
     login_within(home, t.port, &t.operator_pw, Duration::from_secs(5)).await;
-    let before = peak_mb(pid);
+    println!("peak RSS before the bursts {:.0} MB", peak_mb(pid));
 
     // 200 at once from one address: only the free few are checked at all.
     let one = vec![std::net::Ipv4Addr::new(127, 0, 0, 2); 200];
-    let start = std::time::Instant::now();
-    let (checked, throttled) = burst(t.port, &one, |_| "operator".into()).await;
-    let lasted = start.elapsed().as_secs_f64();
-    let after_one = peak_mb(pid);
-    println!("one address: {checked} checked, {throttled} throttled in {lasted:.1} s; peak RSS {before:.0} → {after_one:.0} MB");
     // 3 free, then waits of 1, 2, 4 … s: in a burst of d seconds, 3 + log2(d + 1) at most.
-    let allowed = 3 + (lasted + 1.0).log2().floor() as usize;
-    assert!(
-        checked <= allowed,
-        "{checked} of 200 guesses from one address were checked in {lasted:.1} s"
-    );
-    assert!(after_one < 300.0, "peak RSS {after_one:.0} MB");
-    let took = login_within(home, t.port, &t.operator_pw, Duration::from_secs(10)).await;
-    println!("the operator got in {took:?} after the one-address burst");
+    let allowed = |lasted: f64| 3 + (lasted + 1.0).log2().floor() as usize;
+    t.bounded_burst(&one, allowed, "from one address").await;
+    t.operator_gets_in(home, 10, "after the one-address burst")
+        .await;
 
     // 200 at once from 200 addresses: the name takes a few guesses, whatever the spread.
     let many: Vec<_> = (10..210)
         .map(|i| std::net::Ipv4Addr::new(127, 0, 0, i))
         .collect();
-    let start = std::time::Instant::now();
-    let (checked, throttled) = burst(t.port, &many, |_| "operator".into()).await;
-    let lasted = start.elapsed().as_secs_f64();
-    let after_many = peak_mb(pid);
-    println!(
-        "200 addresses: {checked} checked, {throttled} throttled in {lasted:.1} s; peak RSS {after_many:.0} MB"
-    );
     // The name's 5 guesses (less what the first burst took), and one more per 12 s.
-    let allowed = 5 + (lasted / 12.0).ceil() as usize;
-    assert!(
-        checked <= allowed,
-        "{checked} of 200 spread guesses were checked in {lasted:.1} s"
-    );
-    assert!(after_many < 300.0, "peak RSS {after_many:.0} MB");
+    let allowed = |lasted: f64| 5 + (lasted / 12.0).ceil() as usize;
+    t.bounded_burst(&many, allowed, "from 200 addresses").await;
     // The operator at the station gets straight in; at a new address, after a bounded wait.
-    let took = login_within(home, t.port, &t.operator_pw, Duration::from_secs(10)).await;
-    println!("the operator got in {took:?} at the station after the spread burst");
+    t.operator_gets_in(home, 10, "at the station after the spread burst")
+        .await;
     let new_place = std::net::Ipv4Addr::new(127, 0, 0, 250);
-    let took = login_within(new_place, t.port, &t.operator_pw, Duration::from_secs(40)).await;
-    println!("the operator got in {took:?} from a new address after the spread burst");
+    t.operator_gets_in(new_place, 40, "from a new address after the spread burst")
+        .await;
 
     // The most password checks an attacker can force: 200 names (each with guesses left)
     // from 200 fresh addresses. They queue for the few checks; memory stays where it was.

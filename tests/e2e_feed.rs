@@ -26,6 +26,14 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A fresh directory tagged `tag` and a persistent Mosquitto on a free port, its state in it.
+fn persistent_broker(tag: &str) -> (TempDir, u16, Proc) {
+    let dir = TempDir::new(tag);
+    let port = free_port();
+    let broker = start_mosquitto_persistent(dir.path(), port);
+    (dir, port, broker)
+}
+
 /// Starts the demo on the wave mix with the given extra arguments, its log in `dir`.
 fn demo(dir: &Path, broker: u16, data: &Path, args: &[&str]) -> Appliance {
     let broker = format!("mqtt://127.0.0.1:{broker}");
@@ -101,9 +109,7 @@ fn assert_all_delivered(sub: &Sub, data: &Path, at_least: usize) {
 #[test]
 fn broker_restarts_lose_no_report() {
     let _serial = one_at_a_time();
-    let dir = TempDir::new("feed-restarts");
-    let port = free_port();
-    let mut broker = start_mosquitto_persistent(dir.path(), port);
+    let (dir, port, mut broker) = persistent_broker("feed-restarts");
     let sub = Sub::durable(dir.path(), port, TOPIC, "regulator-restarts");
     let data = dir.path().join("data");
     // 8 lines × 200 parcels at 5 parcels/s each: 1600 parcels in 40 s, nearly all flagged.
@@ -170,10 +176,8 @@ fn sigkill_at_random_moments_loses_no_report() {
 #[test]
 fn a_backlog_waits_on_disk_and_drains_when_the_broker_comes() {
     let _serial = one_at_a_time();
-    let dir = TempDir::new("feed-backlog");
-    let port = free_port();
     // Register the regulator's durable subscription, then take the broker down.
-    let mut broker = start_mosquitto_persistent(dir.path(), port);
+    let (dir, port, mut broker) = persistent_broker("feed-backlog");
     drop(Sub::durable(dir.path(), port, TOPIC, "regulator-backlog"));
     terminate(&mut broker);
 

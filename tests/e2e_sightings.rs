@@ -313,6 +313,17 @@ fn six_parcels(
     s
 }
 
+/// [`six_parcels`] tagged `tag` on a site of its own (`sightings-{tag}`), one test at a time.
+fn six_parcels_on_a_new_site(
+    tag: &str,
+    before: impl Fn(&mut Site3, usize),
+    after: impl Fn(&mut Site3, usize),
+) {
+    let _one = one_at_a_time();
+    let mut site = Site3::start(&format!("sightings-{tag}"));
+    six_parcels(&mut site, tag, before, after);
+}
+
 #[test]
 fn the_fifth_parcel_of_a_sender_is_flagged_on_whichever_appliance_it_reaches() {
     let _one = one_at_a_time();
@@ -362,20 +373,18 @@ fn the_fifth_parcel_of_a_sender_is_flagged_on_whichever_appliance_it_reaches() {
 
 #[test]
 fn a_broker_outage_delays_sightings_and_loses_none() {
-    let _one = one_at_a_time();
-    let mut site = Site3::start("sightings-broker");
     // The broker goes away before the second and the fifth parcel: each is decided all the
     // same, its sighting waits on disk, and reaches the peers once the broker is back.
-    six_parcels(
-        &mut site,
+    let outage = |k| k == 1 || k == 4;
+    six_parcels_on_a_new_site(
         "broker",
         |site, k| {
-            if k == 1 || k == 4 {
+            if outage(k) {
                 site.stop_broker();
             }
         },
         |site, k| {
-            if k == 1 || k == 4 {
+            if outage(k) {
                 site.start_broker();
             }
         },
@@ -384,10 +393,7 @@ fn a_broker_outage_delays_sightings_and_loses_none() {
 
 #[test]
 fn an_appliance_killed_and_restarted_catches_up_on_its_peers_sightings() {
-    let _one = one_at_a_time();
-    let mut site = Site3::start("sightings-kill");
-    six_parcels(
-        &mut site,
+    six_parcels_on_a_new_site(
         "kill",
         |site, k| {
             if k == 2 {

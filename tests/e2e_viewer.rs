@@ -176,6 +176,15 @@ fn browser_at(
     browser
 }
 
+/// A station `tag` with nothing prepared, and a 1366×768 browser (screenshots in the artefacts
+/// folder `shots`) with the first operator logged in, on `next`.
+fn plain_station(shots: &str, tag: &str, next: &str) -> (Station, Browser) {
+    let station = Station::start(tag, "", |_| {});
+    let shots = artefacts_dir(shots);
+    let browser = browser_at(&station, &shots, (1366, 768), OPERATORS[0], next);
+    (station, browser)
+}
+
 /// Logs `user` in through the login form, landing on `next`.
 fn log_in(page: &mut Page, base: &str, (user, password): (&str, &str), next: &str) {
     page.goto(&format!("{base}/login?next={next}"));
@@ -285,9 +294,14 @@ fn pair_material(high: u16, low: u16) -> Material {
         return Material::Air;
     }
     let ratio = attenuation(low) / ah.max(1e-3);
-    if ratio < 1.95 {
+    solid(ratio < 1.95, ratio < 2.7)
+}
+
+/// A material that is not air: organic if `organic`, else mixed if `mixed`, else metal.
+fn solid(organic: bool, mixed: bool) -> Material {
+    if organic {
         Material::Organic
-    } else if ratio < 2.7 {
+    } else if mixed {
         Material::Mixed
     } else {
         Material::Metal
@@ -311,13 +325,7 @@ fn hue_material([r, g, b]: [u8; 3]) -> Material {
     if h < 0.0 {
         h += 360.0;
     }
-    if !(60.0..330.0).contains(&h) {
-        Material::Organic
-    } else if h < 170.0 {
-        Material::Mixed
-    } else {
-        Material::Metal
-    }
+    solid(!(60.0..330.0).contains(&h), h < 170.0)
 }
 
 fn luminance([r, g, b]: [u8; 3]) -> u8 {
@@ -662,9 +670,7 @@ fn flagged_arrives(rig: &mut Rig, waybill: &str) {
 
 #[test]
 fn the_alarm_fires_once_per_arrival_until_acknowledged_and_a_user_can_mute_it() {
-    let shots = artefacts_dir("e2e_viewer_alarm");
-    let mut station = Station::start("viewer-alarm", "", |_| {});
-    let browser = browser_at(&station, &shots, (1366, 768), OPERATORS[0], "/");
+    let (mut station, browser) = plain_station("e2e_viewer_alarm", "viewer-alarm", "/");
     let mut page = browser.page();
     page.wait_for(
         "window.screenlineAlarm && document.getElementById('alarm')",
@@ -711,9 +717,9 @@ fn the_alarm_fires_once_per_arrival_until_acknowledged_and_a_user_can_mute_it() 
     let tones = alarm(&mut page)["tones"].as_u64().expect("tones");
     // A cleared parcel raises nothing.
     station.rig.line.parcel("SF4000000000002", false, 7);
-    page.wait_for(
-        "[...document.querySelectorAll('#rows tr')].some(tr => tr.textContent.includes('SF4000000000002'))",
-        LONG,
+    listed(
+        &mut page,
+        "SF4000000000002",
         "the cleared parcel on the line page",
     );
     std::thread::sleep(Duration::from_secs(2));
@@ -726,30 +732,14 @@ fn the_alarm_fires_once_per_arrival_until_acknowledged_and_a_user_can_mute_it() 
     assert_eq!(a["ringing"], false);
 
     // Muted by the user's own setting: the next arrival flashes without a sound.
-    page.goto(&format!("{}/settings", station.base));
-    page.wait_for(
-        "document.getElementById('muted')",
-        LONG,
-        "the settings page",
-    );
+    open_settings(&mut page, &station.base, "document.getElementById('muted')");
     assert_eq!(
         page.eval("document.getElementById('muted').checked"),
         false,
         "never muted by default"
     );
     page.click("#muted");
-    page.click("#settings button");
-    page.wait_for(
-        "document.getElementById('saved') && window.screenlineAlarm.muted",
-        LONG,
-        "muted",
-    );
-    page.goto(&format!("{}/", station.base));
-    page.wait_for(
-        "window.screenlineAlarm.muted && document.getElementById('live').textContent.includes('实时')",
-        LONG,
-        "the line page, muted",
-    );
+    save_settings(&mut page, &station.base, "window.screenlineAlarm.muted");
     let tones = alarm(&mut page)["tones"].as_u64().expect("tones");
     flagged_arrives(&mut station.rig, "SF4000000000003");
     page.wait_for(
@@ -771,32 +761,50 @@ fn the_alarm_fires_once_per_arrival_until_acknowledged_and_a_user_can_mute_it() 
     );
 
     // Not watching the line: its parcels raise nothing.
-    page.goto(&format!("{}/settings", station.base));
-    page.wait_for(
-        "document.querySelector('#settings input[name=line]')",
-        LONG,
-        "the lines",
+    let line = "#settings input[name=line]";
+    open_settings(
+        &mut page,
+        &station.base,
+        &format!("document.querySelector('{line}')"),
     );
-    page.click("#settings input[name=line]");
-    page.click("#settings button");
-    page.wait_for("document.getElementById('saved')", LONG, "saved");
-    page.goto(&format!("{}/", station.base));
-    page.wait_for(
-        "document.getElementById('live').textContent.includes('实时')",
-        LONG,
-        "the line page",
-    );
+    page.click(line);
+    save_settings(&mut page, &station.base, "true");
     let before = alarm(&mut page)["arrivals"].as_u64();
     flagged_arrives(&mut station.rig, "SF4000000000004");
-    page.wait_for(
-        "[...document.querySelectorAll('#rows tr')].some(tr => tr.textContent.includes('SF4000000000004'))",
-        LONG,
+    listed(
+        &mut page,
+        "SF4000000000004",
         "the unwatched line's parcel on the line page",
     );
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(alarm(&mut page)["arrivals"].as_u64(), before);
     drop(browser);
     station.stop();
+}
+
+/// Waits until the line page lists the parcel `waybill`, `what` it is.
+fn listed(page: &mut Page, waybill: &str, what: &str) {
+    let row = format!(
+        "[...document.querySelectorAll('#rows tr')].some(tr => tr.textContent.includes('{waybill}'))"
+    );
+    page.wait_for(&row, LONG, what);
+}
+
+/// Opens the settings page, waiting until `ready` holds.
+fn open_settings(page: &mut Page, base: &str, ready: &str) {
+    page.goto(&format!("{base}/settings"));
+    page.wait_for(ready, LONG, "the settings page");
+}
+
+/// Saves the settings page and goes back to the line page, waiting each time (saved, then
+/// live) until `also` holds as well.
+fn save_settings(page: &mut Page, base: &str, also: &str) {
+    page.click("#settings button");
+    let saved = format!("document.getElementById('saved') && {also}");
+    page.wait_for(&saved, LONG, "the settings saved");
+    page.goto(&format!("{base}/"));
+    let live = format!("{also} && document.getElementById('live').textContent.includes('实时')");
+    page.wait_for(&live, LONG, "the line page, live");
 }
 
 /// Commits `n` flagged parcels with dual-energy scans and boxes; their record ids, oldest
@@ -1078,9 +1086,7 @@ fn first_paint_after_a_flagged_parcels_arrival() {
         Ok("100100") => xraygen::Scanner::S100100,
         _ => xraygen::Scanner::Small,
     };
-    let shots = artefacts_dir("e2e_viewer_paint");
-    let mut station = Station::start("viewer-paint", "", |_| {});
-    let browser = browser_at(&station, &shots, (1366, 768), OPERATORS[0], "/queue");
+    let (mut station, browser) = plain_station("e2e_viewer_paint", "viewer-paint", "/queue");
     let mut page = browser.page();
     page.wait_for(
         "window.screenlineQueue && window.screenlineEvents && window.screenlineEvents.readyState === 1",

@@ -430,41 +430,40 @@ mod tests {
         );
     }
 
+    /// Runs `script`, in which parcel 1 lacks a read or an image: parcel 2 leaves first with
+    /// its own read `SF00000002` and image `b`, then parcel 1 as `parcel_1`.
+    fn parcel_2_leaves_first_with_its_own(script: &mut [(u64, Ev)], parcel_1: Joined) {
+        let parcel_2 = want(2, Some("SF00000002"), Some("b"));
+        assert_eq!(run(script), vec![parcel_2, parcel_1]);
+    }
+
     #[test]
     fn a_missing_read_never_shifts_reads_onto_the_wrong_parcel() {
         // Parcel 1 is not read; parcel 2's read comes a moment before parcel 2 enters and
         // must not be given to parcel 1, which is still waiting.
-        let got = run(&mut [
-            eye(0, 1),
-            img(300, "a", None),
-            rd(495, "SF00000002"),
-            eye(500, 2),
-            img(800, "b", None),
-        ]);
-        assert_eq!(
-            got,
-            vec![
-                want(2, Some("SF00000002"), Some("b")),
-                want(1, None, Some("a"))
-            ]
+        parcel_2_leaves_first_with_its_own(
+            &mut [
+                eye(0, 1),
+                img(300, "a", None),
+                rd(495, "SF00000002"),
+                eye(500, 2),
+                img(800, "b", None),
+            ],
+            want(1, None, Some("a")),
         );
     }
 
     #[test]
     fn a_missing_image_never_shifts_images_onto_the_wrong_parcel() {
-        let got = run(&mut [
-            rd(0, "SF00000001"),
-            eye(0, 1),
-            rd(500, "SF00000002"),
-            eye(500, 2),
-            img(810, "b", None),
-        ]);
-        assert_eq!(
-            got,
-            vec![
-                want(2, Some("SF00000002"), Some("b")),
-                want(1, Some("SF00000001"), None)
-            ]
+        parcel_2_leaves_first_with_its_own(
+            &mut [
+                rd(0, "SF00000001"),
+                eye(0, 1),
+                rd(500, "SF00000002"),
+                eye(500, 2),
+                img(810, "b", None),
+            ],
+            want(1, Some("SF00000001"), None),
         );
     }
 

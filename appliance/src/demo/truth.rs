@@ -169,12 +169,20 @@ mod tests {
         r
     }
 
+    /// The four parcels of [`truth`]: (seq, read, scanned).
+    const PARCELS: [(u32, bool, bool); 4] = [
+        (1, true, true),
+        (2, true, true),
+        (3, false, true),
+        (4, true, false),
+    ];
+
     /// Four parcels: 1 and 2 read and scanned, 3 never read, 4 never scanned.
     fn truth() -> Truth {
         let mut t = Truth::default();
-        for (seq, read) in [(1, true), (2, true), (3, false), (4, true)] {
+        for (seq, read, scanned) in PARCELS {
             t.entered("L1", seq, &format!("SF0000000{seq}"), read);
-            if seq != 4 {
+            if scanned {
                 t.scanned("L1", seq, Some(&format!("sha{seq}")));
             }
         }
@@ -183,13 +191,20 @@ mod tests {
 
     #[test]
     fn right_joins_and_the_traffic_s_own_misses_count_nothing() {
-        use Decision::{Clear, Manual};
-        let records = [
-            record(1, Some("SF00000001"), Some("sha1"), Clear),
-            record(2, Some("SF00000002"), Some("sha2"), Clear),
-            record(3, None, Some("sha3"), Manual),
-            record(4, Some("SF00000004"), None, Manual),
-        ];
+        // Each parcel's own read and scan, where the traffic gave them; manual where it did not.
+        let records: Vec<Record> = PARCELS
+            .into_iter()
+            .map(|(seq, read, scanned)| {
+                let waybill = read.then(|| format!("SF0000000{seq}"));
+                let sha = scanned.then(|| format!("sha{seq}"));
+                let decision = if read && scanned {
+                    Decision::Clear
+                } else {
+                    Decision::Manual
+                };
+                record(seq, waybill.as_deref(), sha.as_deref(), decision)
+            })
+            .collect();
         assert_eq!(
             truth().audit(&records),
             JoinAudit {

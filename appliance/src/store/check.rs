@@ -75,6 +75,27 @@ impl CheckReport {
             .ok()
     }
 
+    /// Reads every entry of `tree` (each a `what`): one `decode` cannot read is a problem, a
+    /// readable one goes to `f` with its key, raw and as text. How many entries there were.
+    fn each<T, E: std::fmt::Display>(
+        &mut self,
+        tree: &sled::Tree,
+        what: &str,
+        decode: impl Fn(&[u8]) -> Result<T, E>,
+        mut f: impl FnMut(&mut Self, &[u8], &str, T) -> Result<(), StoreError>,
+    ) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in tree.iter() {
+            let (k, v) = item?;
+            n += 1;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            if let Some(entry) = self.readable(what, &key, decode(&v)) {
+                f(self, &k, &key, entry)?;
+            }
+        }
+        Ok(n)
+    }
+
     fn problem(&mut self, what: String, advice: &str) {
         self.problems.push(what);
         if !self.advice.iter().any(|a| a == advice) {
@@ -107,43 +128,43 @@ pub fn check(data_dir: &Path) -> Result<CheckReport, StoreError> {
         ..CheckReport::default()
     };
     let mut flagged_without_report = 0usize;
-    for item in store.records.iter() {
-        let (k, v) = item?;
-        r.records += 1;
-        let key = String::from_utf8_lossy(&k).into_owned();
-        let Some(record) = r.readable("record", &key, Record::from_slice(&v)) else {
-            continue;
-        };
-        if record.record_id != key {
-            r.problem(
-                format!("record {key} names itself {:?}", record.record_id),
-                ADVICE_UNREADABLE,
-            );
-        }
-        if record.decision == Decision::Flag {
-            r.flagged += 1;
-            if record.report_id.is_none() {
-                flagged_without_report += 1;
-            }
-        }
-        if record.image_evicted.is_some() {
-            r.images_evicted += 1;
-        }
-        for image in record.image_files() {
-            if image.exists() {
-                r.images += 1;
-            } else {
-                r.images_missing += 1;
+    r.records = r.each(
+        &store.records,
+        "record",
+        Record::from_slice,
+        |r, _, key, record| {
+            if record.record_id != key {
                 r.problem(
-                    format!(
-                        "record {key} names image {}, which is missing",
-                        image.display()
-                    ),
-                    ADVICE_IMAGES,
+                    format!("record {key} names itself {:?}", record.record_id),
+                    ADVICE_UNREADABLE,
                 );
             }
-        }
-    }
+            if record.decision == Decision::Flag {
+                r.flagged += 1;
+                if record.report_id.is_none() {
+                    flagged_without_report += 1;
+                }
+            }
+            if record.image_evicted.is_some() {
+                r.images_evicted += 1;
+            }
+            for image in record.image_files() {
+                if image.exists() {
+                    r.images += 1;
+                } else {
+                    r.images_missing += 1;
+                    r.problem(
+                        format!(
+                            "record {key} names image {}, which is missing",
+                            image.display()
+                        ),
+                        ADVICE_IMAGES,
+                    );
+                }
+            }
+            Ok(())
+        },
+    )?;
     if flagged_without_report > 0 {
         r.problem(
             format!("{flagged_without_report} flagged record(s) have no report id"),
@@ -153,70 +174,62 @@ pub fn check(data_dir: &Path) -> Result<CheckReport, StoreError> {
     // Every outbox entry must be readable and be the report of its own flagged record —
     // checked entry by entry against the records, not against a count kept from the same
     // tree.
-    for item in store.outbox.iter() {
-        let (k, v) = item?;
-        r.outbox += 1;
-        let key = String::from_utf8_lossy(&k).into_owned();
-        let Some(entry) = r.readable("outbox entry", &key, OutboxEntry::decode(&v)) else {
-            continue;
-        };
-        let record = match store.records.get(&k)? {
-            None => {
+    r.outbox = r.each(
+        &store.outbox,
+        "outbox entry",
+        OutboxEntry::decode,
+        |r, k, key, entry| {
+            let record = match store.records.get(k)? {
+                None => {
+                    r.problem(
+                        format!(
+                            "report {} waits in the outbox for record {key}, which is missing",
+                            entry.report_id
+                        ),
+                        ADVICE_OUTBOX,
+                    );
+                    return Ok(());
+                }
+                // An unreadable record was named above.
+                Some(v) => match Record::from_slice(&v) {
+                    Ok(record) => record,
+                    Err(_) => return Ok(()),
+                },
+            };
+            if record.decision != Decision::Flag
+                || record.report_id.as_deref() != Some(entry.report_id.as_str())
+            {
                 r.problem(
                     format!(
-                        "report {} waits in the outbox for record {key}, which is missing",
-                        entry.report_id
+                        "report {} waits in the outbox for record {key}, which is {} with report id {}",
+                        entry.report_id,
+                        record.decision.key(),
+                        record.report_id.as_deref().unwrap_or("none")
                     ),
                     ADVICE_OUTBOX,
                 );
-                continue;
             }
-            // An unreadable record was named above.
-            Some(v) => match Record::from_slice(&v) {
-                Ok(record) => record,
-                Err(_) => continue,
-            },
-        };
-        if record.decision != Decision::Flag
-            || record.report_id.as_deref() != Some(entry.report_id.as_str())
-        {
-            r.problem(
-                format!(
-                    "report {} waits in the outbox for record {key}, which is {} with report id {}",
-                    entry.report_id,
-                    record.decision.key(),
-                    record.report_id.as_deref().unwrap_or("none")
-                ),
-                ADVICE_OUTBOX,
-            );
-        }
-        if serde_json::from_slice::<serde_json::Value>(&entry.payload).is_err() {
-            r.problem(
-                format!("report {} in the outbox is not JSON", entry.report_id),
-                ADVICE_UNREADABLE,
-            );
-        }
-    }
-    for item in store.reviews.iter() {
-        let (k, v) = item?;
-        r.reviews += 1;
-        let key = String::from_utf8_lossy(&k).into_owned();
-        let review = serde_json::from_slice::<super::review::Review>(&v);
-        if let Some(rv) = r.readable("review", &key, review) {
-            if store.records.get(rv.record_id.as_bytes())?.is_none() {
+            if serde_json::from_slice::<serde_json::Value>(&entry.payload).is_err() {
                 r.problem(
-                    format!("review {key} is of a record that is missing"),
+                    format!("report {} in the outbox is not JSON", entry.report_id),
                     ADVICE_UNREADABLE,
                 );
             }
+            Ok(())
+        },
+    )?;
+    let review = |v: &[u8]| serde_json::from_slice::<super::review::Review>(v);
+    r.reviews = r.each(&store.reviews, "review", review, |r, _, key, rv| {
+        if store.records.get(rv.record_id.as_bytes())?.is_none() {
+            r.problem(
+                format!("review {key} is of a record that is missing"),
+                ADVICE_UNREADABLE,
+            );
         }
-    }
-    for item in store.audit.iter() {
-        let (k, v) = item?;
-        r.audit_entries += 1;
-        let entry = serde_json::from_slice::<super::audit::AuditEntry>(&v);
-        r.readable("audit entry", &String::from_utf8_lossy(&k), entry);
-    }
+        Ok(())
+    })?;
+    let audit = |v: &[u8]| serde_json::from_slice::<super::audit::AuditEntry>(v);
+    r.audit_entries = r.each(&store.audit, "audit entry", audit, |_, _, _, _| Ok(()))?;
     let mut orphans = BTreeSet::new();
     for entry in std::fs::read_dir(store.images_dir())?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();

@@ -375,6 +375,30 @@ mod tests {
         id
     }
 
+    /// Records seq 1, 2, … of `decisions`, one a day up to `newest_days` ago, each with an
+    /// image of `image_kb` kB; a flagged one's report stays unsent.
+    async fn daily<const N: usize>(
+        store: &Store,
+        newest_days: u64,
+        image_kb: usize,
+        decisions: [&str; N],
+    ) -> [String; N] {
+        let mut ids = Vec::with_capacity(N);
+        for (k, decision) in decisions.into_iter().enumerate() {
+            let (age, seq) = (newest_days + (N - 1 - k) as u64, k as u32 + 1);
+            ids.push(put(store, age, seq, decision, image_kb, decision != "flag").await);
+        }
+        ids.try_into().expect("one id a decision")
+    }
+
+    /// Thirty days' keeping, within `budget_bytes` of disk if any.
+    fn retention(budget_bytes: Option<u64>) -> Retention {
+        Retention {
+            keep_for: Duration::from_secs(30 * 86_400),
+            budget_bytes,
+        }
+    }
+
     fn exists(store: &Store, id: &str) -> bool {
         store.record(id.as_bytes()).expect("read").is_some()
     }
@@ -402,10 +426,7 @@ mod tests {
         store
             .index_report("rep-2", old_flag_sent.as_bytes())
             .expect("index");
-        let r = Retention {
-            keep_for: Duration::from_secs(30 * 86_400),
-            budget_bytes: None,
-        };
+        let r = retention(None);
         let s = store.sweep(now(), &r).expect("sweep");
         assert_eq!(
             (s.expired_records, s.expired_images, s.held_unsent),
@@ -459,24 +480,12 @@ mod tests {
     #[tokio::test]
     async fn over_the_budget_cleared_images_go_oldest_first_and_flagged_data_stays() {
         let (_dir, store) = crate::store::testing::fresh("retention");
-        let c1 = put(&store, 10, 1, "clear", 200, true).await;
-        let f2 = put(&store, 9, 2, "flag", 200, false).await;
-        let c3 = put(&store, 8, 3, "clear", 200, true).await;
-        let m4 = put(&store, 7, 4, "manual", 200, true).await;
-        let c5 = put(&store, 6, 5, "clear", 200, true).await;
-        let keep = Duration::from_secs(30 * 86_400);
+        let decisions = ["clear", "flag", "clear", "manual", "clear"];
+        let [c1, f2, c3, m4, c5] = daily(&store, 6, 200, decisions).await;
         let used = store.disk_usage().expect("usage");
         // Room for all but about one and a half images: the two oldest cleared ones go.
         let budget = used - 300 * 1024;
-        let s = store
-            .sweep(
-                now(),
-                &Retention {
-                    keep_for: keep,
-                    budget_bytes: Some(budget),
-                },
-            )
-            .expect("sweep");
+        let s = store.sweep(now(), &retention(Some(budget))).expect("sweep");
         assert_eq!(
             (s.evicted_images, s.slimmed_records, s.over_budget_bytes),
             (2, 0, 0),
@@ -502,20 +511,10 @@ mod tests {
     #[tokio::test]
     async fn with_only_flagged_data_left_the_budget_raises_an_alarm_and_deletes_nothing() {
         let (_dir, store) = crate::store::testing::fresh("retention");
-        let f1 = put(&store, 5, 1, "flag", 100, false).await;
-        let m2 = put(&store, 4, 2, "manual", 100, true).await;
-        let c3 = put(&store, 3, 3, "clear", 100, true).await;
+        let [f1, m2, c3] = daily(&store, 3, 100, ["flag", "manual", "clear"]).await;
         // Only the cleared image (100 kB) may go; the budget asks for 150 kB.
         let budget = store.disk_usage().expect("usage") - 150 * 1024;
-        let s = store
-            .sweep(
-                now(),
-                &Retention {
-                    keep_for: Duration::from_secs(30 * 86_400),
-                    budget_bytes: Some(budget),
-                },
-            )
-            .expect("sweep");
+        let s = store.sweep(now(), &retention(Some(budget))).expect("sweep");
         // The cleared image went and the cleared record was slimmed; that was not enough.
         assert_eq!((s.evicted_images, s.slimmed_records), (1, 1), "{s:?}");
         assert!(s.over_budget_bytes > 0);
@@ -550,10 +549,7 @@ mod tests {
             id
         };
         let plain = put(&store, 2, 2, "clear", 200, true).await;
-        let r = Retention {
-            keep_for: Duration::from_secs(30 * 86_400),
-            budget_bytes: Some(store.disk_usage().expect("usage") - 100 * 1024),
-        };
+        let r = retention(Some(store.disk_usage().expect("usage") - 100 * 1024));
         let s = store.sweep(now(), &r).expect("sweep");
         assert_eq!(s.evicted_images, 1, "{s:?}");
         let images = store.images_dir().to_owned();
@@ -569,10 +565,7 @@ mod tests {
                 now(),
             )
             .expect("judge");
-        let r = Retention {
-            budget_bytes: Some(store.disk_usage().expect("usage") - 100 * 1024),
-            ..r
-        };
+        let r = retention(Some(store.disk_usage().expect("usage") - 100 * 1024));
         store.sweep(now(), &r).expect("sweep");
         assert!(!image_exists(&images, &drawn));
     }

@@ -1,6 +1,10 @@
 //! Every rule on crafted parcels, and the policy as a table.
 
 use super::*;
+use crate::domain::Decision::{Clear, Flag};
+use crate::domain::ReasonCode::{
+    CounterfeitSuspected, DeclaredMismatch, ValueImplausible, WatchlistedSender,
+};
 use crate::domain::{Declared, IdType, Parcel, Sender, Waybill, WaybillNo, XrayScan};
 use crate::rules::config::RulesConfig;
 use std::path::PathBuf;
@@ -70,6 +74,11 @@ fn parcel(
     }
 }
 
+/// The usual parcel: earphones of a clean sender, worth `value` CNY in all, `qty` of them.
+fn earphones(value: f64, qty: u32) -> Parcel {
+    parcel(CLEAN_ID, "13800138000", "耳机", "electronics", value, qty)
+}
+
 fn scores(top: Category, p: f32, counterfeit: f32) -> Scores {
     Scores {
         category: Category::ALL
@@ -90,6 +99,27 @@ fn judge(r: &mut RuleSet, p: &Parcel, s: &Scores) -> (Decision, Vec<Reason>) {
 
 fn codes(reasons: &[Reason]) -> Vec<ReasonCode> {
     reasons.iter().map(|r| r.code).collect()
+}
+
+/// What the rules decide for `p` on `s` (see [`judge`]), asserted to be `want` for the one
+/// reason `code`; the reasons, for their words.
+fn judged_for(
+    r: &mut RuleSet,
+    p: &Parcel,
+    s: &Scores,
+    want: Decision,
+    code: ReasonCode,
+) -> Vec<Reason> {
+    let (d, reasons) = judge(r, p, s);
+    assert_eq!((d, codes(&reasons)), (want, vec![code]));
+    reasons
+}
+
+/// Asserts that `text` says each of `parts`.
+fn assert_says(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "{part:?} not in {text:?}");
+    }
 }
 
 const CLEAN_ID: &str = "110105194912310011";
@@ -114,17 +144,13 @@ fn watch_list_hits_by_id_phone_or_customer() {
         399.0,
         1,
     );
-    let (d, reasons) = r.apply(&by_id, Some(&s), HALF, vec![]);
-    assert_eq!(
-        (d, codes(&reasons)),
-        (Decision::Flag, vec![ReasonCode::WatchlistedSender])
-    );
-    assert!(reasons[0].en.contains("ID number") && reasons[0].en.contains("w1"));
+    let reasons = judged_for(&mut r, &by_id, &s, Flag, WatchlistedSender);
+    assert_says(&reasons[0].en, &["ID number", "w1"]);
     let by_phone = parcel(CLEAN_ID, "13700137000", "耳机", "electronics", 399.0, 1);
     assert!(r.apply(&by_phone, Some(&s), HALF, vec![]).1[0]
         .zh
         .contains("电话"));
-    let mut by_customer = parcel(CLEAN_ID, "13800138000", "耳机", "electronics", 399.0, 1);
+    let mut by_customer = earphones(399.0, 1);
     if let Some(w) = by_customer.waybill.as_mut() {
         w.agreement_customer = Some("C-WATCH-01".into());
     }
@@ -224,12 +250,9 @@ fn the_watch_list_keeps_no_plain_identity() {
 fn declared_goods_that_the_image_contradicts_are_a_mismatch() {
     let mut r = rules();
     let p = parcel(CLEAN_ID, "13800138000", "运动鞋", "apparel", 199.0, 1);
-    let (d, reasons) = judge(&mut r, &p, &scores(Category::Electronics, 0.95, 0.02));
-    assert_eq!(
-        (d, codes(&reasons)),
-        (Decision::Flag, vec![ReasonCode::DeclaredMismatch])
-    );
-    assert!(reasons[0].en.contains("apparel") && reasons[0].en.contains("electronics"));
+    let s = scores(Category::Electronics, 0.95, 0.02);
+    let reasons = judged_for(&mut r, &p, &s, Flag, DeclaredMismatch);
+    assert_says(&reasons[0].en, &["apparel", "electronics"]);
     // Not when the model is unsure.
     let (d, _) = judge(&mut r, &p, &scores(Category::Electronics, 0.5, 0.02));
     assert_eq!(d, Decision::Clear);
@@ -253,14 +276,11 @@ fn the_dictionary_reads_zh_and_en() {
 #[test]
 fn counterfeit_over_the_threshold_of_a_priority_category() {
     let mut r = rules();
-    let p = parcel(CLEAN_ID, "13800138000", "耳机", "electronics", 3990.0, 10);
+    let p = earphones(3990.0, 10);
     let s = scores(Category::Electronics, 0.97, 0.9);
-    let (d, reasons) = judge(&mut r, &p, &s);
-    assert_eq!(
-        (d, codes(&reasons)),
-        (Decision::Flag, vec![ReasonCode::CounterfeitSuspected])
-    );
-    assert!(reasons[0].zh.contains("电子产品") && reasons[0].en.contains("0.90"));
+    let reasons = judged_for(&mut r, &p, &s, Flag, CounterfeitSuspected);
+    assert_says(&reasons[0].zh, &["电子产品"]);
+    assert_says(&reasons[0].en, &["0.90"]);
     r.settings.priority.remove(&Category::Electronics);
     let (d, _) = judge(&mut r, &p, &s);
     assert_eq!(
@@ -273,13 +293,9 @@ fn counterfeit_over_the_threshold_of_a_priority_category() {
 #[test]
 fn a_low_declared_value_is_counted_not_flagged() {
     let mut r = rules();
-    let p = parcel(CLEAN_ID, "13800138000", "耳机", "electronics", 1.0, 1);
-    let (d, reasons) = judge(&mut r, &p, &scores(Category::Electronics, 0.97, 0.02));
-    assert_eq!(
-        (d, codes(&reasons)),
-        (Decision::Clear, vec![ReasonCode::ValueImplausible])
-    );
-    assert!(reasons[0].en.contains("CNY 1.00"));
+    let s = scores(Category::Electronics, 0.97, 0.02);
+    let reasons = judged_for(&mut r, &earphones(1.0, 1), &s, Clear, ValueImplausible);
+    assert_says(&reasons[0].en, &["CNY 1.00"]);
 }
 
 #[test]
@@ -287,7 +303,7 @@ fn the_fifth_similar_parcel_of_one_sender_is_a_split_shipment() {
     let mut r = rules();
     let s = scores(Category::Electronics, 0.97, 0.02);
     for i in 1..=6 {
-        let p = parcel(CLEAN_ID, "13800138000", "耳机", "electronics", 399.0, 1);
+        let p = earphones(399.0, 1);
         let (d, reasons) = judge(&mut r, &p, &s);
         let split = codes(&reasons).contains(&ReasonCode::SplitShipment);
         assert_eq!(split, i >= 5, "parcel {i}");
@@ -347,32 +363,27 @@ fn with_a_site_key_the_reason_says_where_the_parcels_were_seen() {
     r.ledger = Box::new(Site(0));
     let key = crate::sighting::SiteKey::new(vec![7; 32]).expect("key");
     r.site_keys = Some(crate::sighting::SiteKeys::new(key, vec![]));
-    let p = parcel(CLEAN_ID, "13800138000", "耳机", "electronics", 399.0, 1);
+    let p = earphones(399.0, 1);
     let (d, reasons) = judge(&mut r, &p, &scores(Category::Electronics, 0.97, 0.02));
     assert_eq!(d, Decision::Flag);
     let split = reasons
         .iter()
         .find(|r| r.code == ReasonCode::SplitShipment)
         .expect("split shipment");
-    assert!(split.en.contains("sent 5 parcels"), "{}", split.en);
-    assert!(
-        split
-            .en
-            .contains("1 on this appliance, 4 on other appliances"),
-        "{}",
-        split.en
+    assert_says(
+        &split.en,
+        &[
+            "sent 5 parcels",
+            "1 on this appliance, 4 on other appliances",
+        ],
     );
-    assert!(
-        split.zh.contains("本机 1 件，站点其他设备 4 件"),
-        "{}",
-        split.zh
-    );
+    assert_says(&split.zh, &["本机 1 件，站点其他设备 4 件"]);
 }
 
 #[test]
 fn missing_sources_and_problems_send_to_manual() {
     let mut r = rules();
-    let mut p = parcel(CLEAN_ID, "13800138000", "耳机", "electronics", 399.0, 1);
+    let mut p = earphones(399.0, 1);
     p.scan = None;
     let (d, reasons) = r.apply(&p, None, HALF, vec![]);
     assert_eq!(
