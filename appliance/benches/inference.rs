@@ -234,7 +234,7 @@ fn bench(
         parts[3] += s.elapsed();
         tensors.extend(input);
         let s = Instant::now();
-        std::hint::black_box(screenline::screen::thumbnail(&scan.pseudo_colour()));
+        std::hint::black_box(screenline::screen::thumbnail_of(&scan));
         parts[4] += s.elapsed();
         let (sw, sh) = scan.dimensions();
         width = (width.0.min(sw), width.1.max(sw));

@@ -108,6 +108,22 @@ impl AreaResize {
     }
 }
 
+/// `energy` shrunk to `width × height` by the same exact area average (transmission values,
+/// rounded): a small copy of a large half, for a thumbnail's pseudo-colour.
+pub fn shrink(energy: &Energy, width: u32, height: u32) -> Energy {
+    let (w, h) = energy.dimensions();
+    let mut area = AreaResize::new(w as usize, h as usize, width as usize, height as usize);
+    let (width, height) = (width.max(1), height.max(1));
+    let mut out = vec![0f32; width as usize * height as usize];
+    let raw = energy.as_raw();
+    area.run(|i| f32::from(raw[i]), &mut out);
+    let pixels = out
+        .into_iter()
+        .map(|v| v.round().clamp(0.0, 65535.0) as u16)
+        .collect();
+    Energy::from_raw(width, height, pixels).unwrap_or_else(|| Energy::new(width, height))
+}
+
 /// Why an image cannot become the model's input.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ChannelsError {
