@@ -299,11 +299,6 @@ impl ScanPool {
         })
     }
 
-    /// The machine the scans are of.
-    pub fn scanner(&self) -> xraygen::Scanner {
-        self.scanner
-    }
-
     /// A scan of `spec`'s kind (picked by `seed`), stamped with `scan_id`.
     fn scan(
         &self,
