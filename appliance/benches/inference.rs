@@ -18,6 +18,9 @@
 //! the **ideal**: those unavoidable costs summed and spread over the cores, the most parcels
 //! a second this machine could screen; the stage as spawned is given as a share of it.
 //!
+//! For the pairs, the line's PNG decoder is timed beside `zune-png` on the same files (the
+//! pixels must agree): decoding is the largest cost at this size.
+//!
 //! Each scanner profile is measured on its own scans, rendered before the first round:
 //! `small` (one pseudo-colour PNG, 224–288 px) with the bundled classifier
 //! (`screenline-ref-0.1`), and the line-sized `6550` and `100100` (16-bit dual-energy PNG
@@ -28,6 +31,7 @@
 //! `SCREENLINE_BENCH_SCANNERS` picks the profiles (default `small,6550,100100`);
 //! `SCREENLINE_BENCH_IMAGES` the images per profile (default 256 small, 64 line-sized).
 
+use anyhow::Context;
 use screenline::config::RulesConfig;
 use screenline::domain::{Parcel, XrayScan};
 use screenline::line::image::Decoded;
@@ -159,6 +163,40 @@ fn graph(
     })
 }
 
+/// `zune-png`'s time per pair on the same files as the line's PNG decoder (the `png` crate
+/// through `image`, [`decode_pair`]), whose pixels it must give exactly.
+///
+/// [`decode_pair`]: screenline::line::image::decode_pair
+fn other_decoder(rows: &[Row]) -> anyhow::Result<Duration> {
+    let zune = |bytes: &[u8]| -> anyhow::Result<Vec<u16>> {
+        let mut d = zune_png::PngDecoder::new(zune_core::bytestream::ZCursor::new(bytes));
+        match d.decode().map_err(|e| anyhow::anyhow!("zune-png: {e:?}"))? {
+            zune_core::result::DecodingResult::U16(v) => Ok(v),
+            _ => anyhow::bail!("zune-png: not a 16-bit image"),
+        }
+    };
+    let mut took = Duration::ZERO;
+    for row in rows {
+        let high = std::fs::read(&row.image)?;
+        let low = std::fs::read(row.low.as_ref().context("a pair has a low half")?)?;
+        let s = Instant::now();
+        let (h, l) = (zune(&high)?, zune(&low)?);
+        took += s.elapsed();
+        let Decoded::Pair {
+            high: want_h,
+            low: want_l,
+        } = screenline::line::image::decode_pair(&high, &low).map_err(anyhow::Error::msg)?
+        else {
+            anyhow::bail!("a pair decoded as one image");
+        };
+        anyhow::ensure!(
+            h == *want_h.as_raw() && l == *want_l.as_raw(),
+            "zune-png and the line's decoder disagree on a pair's pixels"
+        );
+    }
+    Ok(took / rows.len().max(1) as u32)
+}
+
 fn bench(
     env: &ort::environment::Environment,
     scanner: xraygen::Scanner,
@@ -241,6 +279,12 @@ fn bench(
         height = (height.0.min(sh), height.1.max(sh));
     }
     let parts = parts.map(|d| d / n as u32);
+    // Timed here, with the line's decode, before the rounds; printed with the parts.
+    let zune = if scanner.writes_pairs() {
+        Some(other_decoder(&rows)?)
+    } else {
+        None
+    };
     let plane = w * h * 3;
     let mut run_bare = |first: usize, batch: usize| -> anyhow::Result<f32> {
         let input = &tensors[first * plane..(first + batch) * plane];
@@ -389,6 +433,14 @@ fn bench(
         ms(parts[4]),
         ms(bare_p50)
     );
+    if let Some(zune) = zune {
+        println!(
+            "decoders side by side, per pair: the line's (png, through image) {:.3} ms, zune-png {:.3} ms (zune-png / the line's: {:.2}); same pixels",
+            ms(parts[1]),
+            ms(zune),
+            ms(zune) / ms(parts[1])
+        );
+    }
     let unavoidable = parts[0] + parts[1] + parts[2] + parts[3] + bare_p50;
     let ideal = cores as f64 / unavoidable.as_secs_f64();
     println!(

@@ -69,7 +69,7 @@ pub fn limits() -> image::Limits {
 
 /// Decodes an image with limits against oversized and malicious files.
 pub fn decode_image(bytes: &[u8]) -> Result<image::RgbImage, String> {
-    Ok(decode_limited(bytes)?.to_rgb8())
+    Ok(decode_limited(bytes)?.into_rgb8())
 }
 
 fn decode_limited(bytes: &[u8]) -> Result<image::DynamicImage, String> {
@@ -123,7 +123,8 @@ pub fn decode_pair(high: &[u8], low: &[u8]) -> Result<Decoded, String> {
                 img.color()
             ));
         }
-        Ok(img.to_luma16())
+        // A 16-bit image is moved out, not copied.
+        Ok(img.into_luma16())
     };
     let (high, low) = (grey(high, "high")?, grey(low, "low")?);
     if high.dimensions() != low.dimensions() {
@@ -154,5 +155,70 @@ pub fn load_scan(
             let pair = decode_pair(&image.bytes, &low.bytes)?;
             Ok((image, Some(low), pair))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::XrayScan;
+    use std::path::{Path, PathBuf};
+
+    fn scan(high: &Path, low: &Path) -> XrayScan {
+        XrayScan {
+            scan_id: "p".into(),
+            path: high.to_path_buf(),
+            completed: std::time::Instant::now(),
+            low_energy: Some(low.to_path_buf()),
+            waybill: None,
+            captured_at: std::time::SystemTime::now(),
+        }
+    }
+
+    fn grey(dir: &Path, name: &str, w: u32, h: u32, level: u16) -> PathBuf {
+        let path = dir.join(name);
+        Energy::from_fn(w, h, |x, y| image::Luma([level ^ (x * 7 + y) as u16]))
+            .save(&path)
+            .expect("write a 16-bit PNG");
+        path
+    }
+
+    /// A pair's halves are each file's own bytes, hash and pixels.
+    #[test]
+    fn a_pair_loads_each_half_from_its_own_file() {
+        let dir = crate::testutil::temp_dir("image-pair");
+        let (high, low) = (
+            grey(&dir, "p.high.png", 40, 30, 60000),
+            grey(&dir, "p.low.png", 40, 30, 30000),
+        );
+        let (h, l, decoded) = load_scan(&scan(&high, &low)).expect("loads");
+        let l = l.expect("a low half");
+        assert_eq!(h.bytes, std::fs::read(&high).expect("high"));
+        assert_eq!(l.bytes, std::fs::read(&low).expect("low"));
+        assert_eq!(l.sha256, hex::encode(Sha256::digest(&l.bytes)));
+        let Decoded::Pair { high: hi, low: lo } = decoded else {
+            panic!("a pair decodes as a pair")
+        };
+        assert_eq!(hi.get_pixel(3, 2).0[0], 60000 ^ 23);
+        assert_eq!(lo.get_pixel(3, 2).0[0], 30000 ^ 23);
+    }
+
+    /// What is wrong with a pair is said of the half it is wrong in, the high one first.
+    #[test]
+    fn a_broken_pair_names_its_broken_half() {
+        let dir = crate::testutil::temp_dir("image-broken-pair");
+        let good = grey(&dir, "good.png", 40, 30, 100);
+        let small = grey(&dir, "small.png", 20, 30, 100);
+        let rgb = dir.join("rgb.png");
+        image::RgbImage::new(40, 30).save(&rgb).expect("rgb");
+        let garbage = dir.join("garbage.png");
+        std::fs::write(&garbage, b"\x89PNG\r\n\x1a\n not a PNG").expect("garbage");
+        let missing = dir.join("missing.png");
+        let err = |h: &Path, l: &Path| load_scan(&scan(h, l)).expect_err("refused");
+        assert!(err(&good, &rgb).starts_with("low-energy image is Rgb8, not grey"));
+        assert!(err(&garbage, &good).starts_with("high-energy image: "));
+        assert!(err(&good, &small).contains("differ in size: high 40x30, low 20x30"));
+        let both = err(&missing, &garbage);
+        assert!(both.contains("missing.png"), "{both}");
     }
 }

@@ -112,8 +112,8 @@ impl AreaResize {
 /// rounded): a small copy of a large half, for a thumbnail's pseudo-colour.
 pub fn shrink(energy: &Energy, width: u32, height: u32) -> Energy {
     let (w, h) = energy.dimensions();
-    let mut area = AreaResize::new(w as usize, h as usize, width as usize, height as usize);
     let (width, height) = (width.max(1), height.max(1));
+    let mut area = AreaResize::new(w as usize, h as usize, width as usize, height as usize);
     let mut out = vec![0f32; width as usize * height as usize];
     let raw = energy.as_raw();
     area.run(|i| f32::from(raw[i]), &mut out);
