@@ -193,9 +193,11 @@ mod tests {
         );
         let (h, l, decoded) = load_scan(&scan(&high, &low)).expect("loads");
         let l = l.expect("a low half");
-        assert_eq!(h.bytes, std::fs::read(&high).expect("high"));
-        assert_eq!(l.bytes, std::fs::read(&low).expect("low"));
-        assert_eq!(l.sha256, hex::encode(Sha256::digest(&l.bytes)));
+        for (file, path) in [(&h, &high), (&l, &low)] {
+            let on_disk = std::fs::read(path).expect("the file");
+            assert_eq!(file.sha256, hex::encode(Sha256::digest(&on_disk)));
+            assert_eq!(file.bytes, on_disk);
+        }
         let Decoded::Pair { high: hi, low: lo } = decoded else {
             panic!("a pair decodes as a pair")
         };
