@@ -1310,18 +1310,30 @@ async fn api_queue_next(
     let Some(store) = c.store() else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
-    let waiting = match store.read(|s| s.waiting(QUEUE_SCAN)).await {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the judging queue");
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    // Another operator may judge a parcel between the queue's read and its lease: it is gone
+    // then (`open_pane` answers 409 and frees the lease), and the next one is taken instead.
+    let mut pane = StatusCode::NO_CONTENT.into_response();
+    for _ in 0..NEXT_ATTEMPTS {
+        let waiting = match store.read(|s| s.waiting(QUEUE_SCAN)).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the judging queue");
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+        };
+        let Some(id) = c.leases.take(&ctx.session.user, &waiting, Instant::now()) else {
+            return StatusCode::NO_CONTENT.into_response();
+        };
+        pane = c.open_pane(&ctx, &id).await;
+        if pane.status() != StatusCode::CONFLICT {
+            break;
         }
-    };
-    match c.leases.take(&ctx.session.user, &waiting, Instant::now()) {
-        Some(id) => c.open_pane(&ctx, &id).await,
-        None => StatusCode::NO_CONTENT.into_response(),
     }
+    pane
 }
+
+/// How often `next` takes another parcel when the one it leased was judged meanwhile.
+const NEXT_ATTEMPTS: usize = 4;
 
 /// The viewer's finding on a parcel of the queue: a confirmation is recorded now; a clear is
 /// held for `console.queue.undo_s`, then recorded unless undone. Refused (`409`) when
